@@ -1,0 +1,30 @@
+#!/usr/bin/env node
+// Builds the native addon with cmake-js. Run by `npm install`: a missing compiler or a failed
+// build never fails the install; ferry then says once, at run time, why the addon is missing and
+// falls back to node:crypto. `--strict` (npm run build:native) makes a failure an error.
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const strict = process.argv.includes('--strict');
+
+if (!existsSync(join(root, 'CMakeLists.txt'))) process.exit(0);
+if (process.env.FERRY_SKIP_NATIVE === '1') {
+  process.stderr.write('ferry: FERRY_SKIP_NATIVE=1, not building the native addon\n');
+  process.exit(0);
+}
+const cmakeJs = join(root, 'node_modules', 'cmake-js', 'bin', 'cmake-js');
+const result = spawnSync(process.execPath, [cmakeJs, 'compile', '--log-level', 'warn'], {
+  cwd: root,
+  stdio: ['ignore', 'inherit', 'inherit'],
+});
+if (result.status !== 0) {
+  const why = result.error ? result.error.message : `cmake-js exited with ${result.status}`;
+  process.stderr.write(
+    `ferry: the native addon did not build (${why}); ferry will use node:crypto instead.\n` +
+      '       To build it: install cmake and a C++ compiler, then run `npm run build:native`.\n',
+  );
+  process.exit(strict ? 1 : 0);
+}

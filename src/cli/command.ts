@@ -1,0 +1,31 @@
+/**
+ * The shape of every command (changesets / angular-cli): a typed yargs module whose handler calls
+ * a plain `run(output, args)`. Commands never exit the process; they throw FerryError and the
+ * entry point maps its code to the exit status.
+ */
+import type { Argv, CommandModule } from 'yargs';
+import { Output } from './output.js';
+
+export interface GlobalArgs {
+  json: boolean;
+  debug: boolean;
+}
+
+export interface CommandSpec<A> {
+  command: string | readonly string[];
+  describe: string;
+  builder: (yargs: Argv<GlobalArgs>) => Argv<A>;
+  run: (output: Output, args: A & GlobalArgs) => Promise<void>;
+}
+
+export function defineCommand<A>(spec: CommandSpec<A>): CommandModule<GlobalArgs, A> {
+  return {
+    command: spec.command,
+    describe: spec.describe,
+    builder: spec.builder as CommandModule<GlobalArgs, A>['builder'],
+    handler: async (args) => {
+      const a = args as unknown as A & GlobalArgs;
+      await spec.run(new Output({ json: a.json, debug: a.debug }), a);
+    },
+  };
+}

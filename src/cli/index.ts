@@ -1,0 +1,45 @@
+/**
+ * The ferry command line: parses argv with yargs, runs one command, and is the only place that
+ * turns an error into an exit status (0 success, 1 the operation failed, 2 bad usage or input).
+ */
+import yargs from 'yargs';
+import type { CommandModule } from 'yargs';
+import { FerryError, toFerryError } from '../errors.js';
+import type { GlobalArgs } from './command.js';
+import { Output } from './output.js';
+import { commands } from './commands/index.js';
+
+export async function main(argv: string[]): Promise<void> {
+  const json = argv.includes('--json');
+  const debug = argv.includes('--debug');
+  const output = new Output({ json, debug });
+  try {
+    let parser = yargs(argv)
+      .scriptName('ferry')
+      .usage('$0 <command> [options]\n\nMove running virtual machines between hosts, every byte sealed with AES-256-GCM.')
+      .option('json', { type: 'boolean', default: false, describe: 'machine output: one JSON object per line on stdout' })
+      .option('debug', { type: 'boolean', default: false, describe: 'show stack traces on errors' })
+      .strict()
+      .demandCommand(1, 'name a command: see `ferry --help`')
+      .recommendCommands()
+      .completion('completion', 'print a shell completion script (bash/zsh)')
+      .help()
+      .alias('h', 'help')
+      .version()
+      .wrap(Math.min(110, process.stdout.columns || 100))
+      .exitProcess(false)
+      .fail((message, err) => {
+        throw err ? err : new FerryError('ERR_FERRY_USAGE', message);
+      });
+    for (const command of commands) parser = parser.command(command as CommandModule<GlobalArgs, never>);
+    await parser.parseAsync();
+  } catch (err) {
+    const e = toFerryError(err);
+    if (json) {
+      process.stdout.write(`${JSON.stringify({ type: 'result', ok: false, error: e.toJSON() })}\n`);
+    }
+    output.error(`${e.message} [${e.code}]`);
+    if (debug && err instanceof Error && err.stack) process.stderr.write(`${err.stack}\n`);
+    process.exitCode = e.exitCode;
+  }
+}

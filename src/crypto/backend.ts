@@ -1,0 +1,141 @@
+/**
+ * The one AEAD interface every crypto backend implements: AES-256-GCM with a 96-bit IV and a
+ * 128-bit tag, sealed output = ciphertext ‖ tag. Backends differ only in speed; for the same
+ * inputs they give byte-identical output (tested against Wycheproof vectors and against each other).
+ *
+ * Validation lives here, in TypeScript (the better-sqlite3 rule): a backend's compute functions
+ * are only ever called with checked lengths.
+ */
+import { FerryError } from '../errors.js';
+
+export type BackendName = 'native' | 'node' | 'webcrypto';
+export const BACKEND_NAMES: readonly BackendName[] = ['native', 'node', 'webcrypto'];
+
+export const KEY_BYTES = 32;
+export const IV_BYTES = 12;
+export const TAG_BYTES = 16;
+
+/** One frame of a batch. `output`, when given, receives the result (seal: input.length + 16 bytes,
+ * open: input.length - 16 bytes) and is what the batch returns for this job. */
+export interface AeadJob {
+  iv: Uint8Array;
+  aad: Uint8Array;
+  input: Uint8Array;
+  output?: Uint8Array;
+}
+
+/** A key imported once for many operations. `destroy()` wipes the backend's copy of the key. */
+export interface AeadKey {
+  seal(iv: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Promise<Uint8Array>;
+  /** Rejects with code ERR_FERRY_AUTH on any authentication failure; no plaintext is returned then. */
+  open(iv: Uint8Array, aad: Uint8Array, sealed: Uint8Array): Promise<Uint8Array>;
+  /** Seals every job; with the native backend the jobs spread over the libuv thread pool. */
+  sealBatch(jobs: readonly AeadJob[]): Promise<Uint8Array[]>;
+  /** Opens every job; rejects with ERR_FERRY_AUTH (naming the failed job's index) if any fails,
+   * and then wipes every output of the batch. */
+  openBatch(jobs: readonly AeadJob[]): Promise<Uint8Array[]>;
+  destroy(): void;
+}
+
+export interface Backend {
+  readonly name: BackendName;
+  /** Copies the key: the caller may wipe its own buffer as soon as this resolves. */
+  importKey(key: Uint8Array): Promise<AeadKey>;
+  seal(key: Uint8Array, iv: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Promise<Uint8Array>;
+  open(key: Uint8Array, iv: Uint8Array, aad: Uint8Array, sealed: Uint8Array): Promise<Uint8Array>;
+  sealBatch(key: Uint8Array, jobs: readonly AeadJob[]): Promise<Uint8Array[]>;
+  openBatch(key: Uint8Array, jobs: readonly AeadJob[]): Promise<Uint8Array[]>;
+}
+
+function bytes(name: string, value: unknown): Uint8Array {
+  if (!(value instanceof Uint8Array)) {
+    throw new TypeError(`${name} must be a Uint8Array or Buffer`);
+  }
+  return value;
+}
+
+export function checkKey(key: unknown): Uint8Array {
+  const k = bytes('key', key);
+  if (k.length !== KEY_BYTES) {
+    throw new FerryError('ERR_FERRY_CRYPTO', `key must be ${KEY_BYTES} bytes (AES-256); got ${k.length}`);
+  }
+  return k;
+}
+
+export function checkIv(iv: unknown): Uint8Array {
+  const v = bytes('iv', iv);
+  if (v.length !== IV_BYTES) {
+    throw new FerryError(
+      'ERR_FERRY_CRYPTO',
+      `iv must be ${IV_BYTES} bytes (96 bits); got ${v.length} bytes: other IV sizes are not supported`,
+    );
+  }
+  return v;
+}
+
+export function checkAad(aad: unknown): Uint8Array {
+  return bytes('aad', aad);
+}
+
+export function checkPlaintext(plaintext: unknown): Uint8Array {
+  return bytes('plaintext', plaintext);
+}
+
+export function checkSealed(sealed: unknown): Uint8Array {
+  const s = bytes('sealed', sealed);
+  if (s.length < TAG_BYTES) {
+    throw authError('sealed input is shorter than the 16-byte tag');
+  }
+  return s;
+}
+
+/** Checks a job and its output buffer; returns the output length. */
+export function checkJob(job: AeadJob, index: number, direction: 'seal' | 'open'): number {
+  if (job === null || typeof job !== 'object') throw new TypeError(`jobs[${index}] must be an object`);
+  checkIv(job.iv);
+  checkAad(job.aad);
+  const input = direction === 'seal' ? checkPlaintext(job.input) : checkSealed(job.input);
+  const outLength = direction === 'seal' ? input.length + TAG_BYTES : input.length - TAG_BYTES;
+  if (job.output !== undefined) {
+    const out = bytes(`jobs[${index}].output`, job.output);
+    if (out.length !== outLength) {
+      throw new RangeError(`jobs[${index}].output must be ${outLength} bytes; got ${out.length}`);
+    }
+  }
+  return outLength;
+}
+
+export function authError(detail = 'authentication failed'): FerryError {
+  return new FerryError('ERR_FERRY_AUTH', `AES-GCM open failed: ${detail}`);
+}
+
+/** The one-shot and batch forms on top of importKey, shared by every backend. */
+export abstract class BackendBase implements Backend {
+  abstract readonly name: BackendName;
+  abstract importKey(key: Uint8Array): Promise<AeadKey>;
+
+  private async withKey<T>(key: Uint8Array, use: (k: AeadKey) => Promise<T>): Promise<T> {
+    const k = await this.importKey(key);
+    try {
+      return await use(k);
+    } finally {
+      k.destroy();
+    }
+  }
+
+  seal(key: Uint8Array, iv: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Promise<Uint8Array> {
+    return this.withKey(key, (k) => k.seal(iv, aad, plaintext));
+  }
+
+  open(key: Uint8Array, iv: Uint8Array, aad: Uint8Array, sealed: Uint8Array): Promise<Uint8Array> {
+    return this.withKey(key, (k) => k.open(iv, aad, sealed));
+  }
+
+  sealBatch(key: Uint8Array, jobs: readonly AeadJob[]): Promise<Uint8Array[]> {
+    return this.withKey(key, (k) => k.sealBatch(jobs));
+  }
+
+  openBatch(key: Uint8Array, jobs: readonly AeadJob[]): Promise<Uint8Array[]> {
+    return this.withKey(key, (k) => k.openBatch(jobs));
+  }
+}

@@ -1,0 +1,108 @@
+/**
+ * The `node` backend: node:crypto's AES-256-GCM (OpenSSL inside Node). Synchronous under the
+ * hood, so a batch runs on the calling thread; about 5 µs of fixed cost per message.
+ */
+import { createCipheriv, createDecipheriv } from 'node:crypto';
+import {
+  BackendBase,
+  TAG_BYTES,
+  authError,
+  checkAad,
+  checkIv,
+  checkJob,
+  checkKey,
+  checkPlaintext,
+  checkSealed,
+  type AeadJob,
+  type AeadKey,
+} from './backend.js';
+import { FerryError } from '../errors.js';
+
+const ALGORITHM = 'aes-256-gcm';
+
+function sealOne(key: Buffer, iv: Uint8Array, aad: Uint8Array, plaintext: Uint8Array, output?: Uint8Array): Uint8Array {
+  const cipher = createCipheriv(ALGORITHM, key, iv, { authTagLength: TAG_BYTES });
+  cipher.setAAD(aad);
+  const out = output ?? Buffer.allocUnsafe(plaintext.length + TAG_BYTES);
+  const body = cipher.update(plaintext);
+  const tail = cipher.final();
+  out.set(body, 0);
+  out.set(tail, body.length);
+  out.set(cipher.getAuthTag(), plaintext.length);
+  return out;
+}
+
+function openOne(key: Buffer, iv: Uint8Array, aad: Uint8Array, sealed: Uint8Array, output?: Uint8Array): Uint8Array {
+  const n = sealed.length - TAG_BYTES;
+  const decipher = createDecipheriv(ALGORITHM, key, iv, { authTagLength: TAG_BYTES });
+  decipher.setAAD(aad);
+  decipher.setAuthTag(sealed.subarray(n));
+  const body = decipher.update(sealed.subarray(0, n));
+  try {
+    decipher.final();
+  } catch {
+    // The plaintext was produced before the tag was checked: wipe it so it is never seen.
+    body.fill(0);
+    throw authError();
+  }
+  if (!output) return body;
+  output.set(body);
+  body.fill(0);
+  return output;
+}
+
+class NodeKey implements AeadKey {
+  private key: Buffer | null;
+
+  constructor(key: Uint8Array) {
+    this.key = Buffer.from(key);
+  }
+
+  private live(): Buffer {
+    if (!this.key) throw new FerryError('ERR_FERRY_CRYPTO', 'key was destroyed');
+    return this.key;
+  }
+
+  async seal(iv: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Promise<Uint8Array> {
+    return sealOne(this.live(), checkIv(iv), checkAad(aad), checkPlaintext(plaintext));
+  }
+
+  async open(iv: Uint8Array, aad: Uint8Array, sealed: Uint8Array): Promise<Uint8Array> {
+    return openOne(this.live(), checkIv(iv), checkAad(aad), checkSealed(sealed));
+  }
+
+  async sealBatch(jobs: readonly AeadJob[]): Promise<Uint8Array[]> {
+    jobs.forEach((job, i) => checkJob(job, i, 'seal'));
+    const key = this.live();
+    return jobs.map((job) => sealOne(key, job.iv, job.aad, job.input, job.output));
+  }
+
+  async openBatch(jobs: readonly AeadJob[]): Promise<Uint8Array[]> {
+    jobs.forEach((job, i) => checkJob(job, i, 'open'));
+    const key = this.live();
+    const out: Uint8Array[] = [];
+    for (let i = 0; i < jobs.length; i++) {
+      const job = jobs[i]!;
+      try {
+        out.push(openOne(key, job.iv, job.aad, job.input, job.output));
+      } catch (err) {
+        for (const done of out) done.fill(0);
+        throw (err as FerryError).code === 'ERR_FERRY_AUTH' ? authError(`job ${i} failed authentication`) : err;
+      }
+    }
+    return out;
+  }
+
+  destroy(): void {
+    this.key?.fill(0);
+    this.key = null;
+  }
+}
+
+export class NodeBackend extends BackendBase {
+  readonly name = 'node' as const;
+
+  async importKey(key: Uint8Array): Promise<AeadKey> {
+    return new NodeKey(checkKey(key));
+  }
+}

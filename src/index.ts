@@ -1,0 +1,3 @@
+/** ferry's library surface. */
+export * from './errors.js';
+export * as crypto from './crypto/index.js';
