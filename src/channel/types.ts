@@ -1,0 +1,71 @@
+/**
+ * The contract of the encrypted channel (src/channel), as the migration engine uses it. The wire
+ * format and its safety argument are in docs/protocol.md.
+ *
+ * A channel is one migration's data path between two host processes: ordered, reliable,
+ * bidirectional messages carried over `streams` TCP connections, every frame sealed with
+ * AES-256-GCM under the migration's key (or plain, when the coordinator decided so). The side that
+ * connects is the migration source; the side that accepts is the destination.
+ */
+import type { FerryError } from '../errors.js';
+
+/** What the coordinator resolved the guest's disabled/opportunistic/required setting to. */
+export type ChannelMode = 'encrypted' | 'plain';
+
+export interface ChannelSpec {
+  /** The migration id: 1 to 64 characters of [A-Za-z0-9._-]; named in every connection's HELLO. */
+  migrationId: string;
+  /** 32 bytes, fresh for this migration. The channel copies it; the caller wipes its own copy. */
+  key: Uint8Array;
+  /** 8 bytes, XORed into every IV (docs/protocol.md). */
+  nonce: Uint8Array;
+  mode: ChannelMode;
+  /** TCP connections to use at once, 1 to 16. */
+  streams: number;
+  /** Cap on payload bytes a second sent, summed over the streams; undefined: no cap. */
+  maxBytesPerSecond?: number;
+}
+
+/** One application message. `type` is the engine's own (0-255); the channel does not interpret it. */
+export interface ChannelMessage {
+  type: number;
+  payload: Uint8Array;
+}
+
+export interface ChannelStats {
+  /** Application payload bytes sent / received. */
+  bytesSent: number;
+  bytesReceived: number;
+  /** Bytes written to / read from the sockets, headers and tags included. */
+  wireBytesSent: number;
+  wireBytesReceived: number;
+  messagesSent: number;
+  messagesReceived: number;
+  /** Connections opened over the channel's life, reconnects included. */
+  connectionsOpened: number;
+  /** Times the channel moved to another migration network. */
+  failovers: number;
+  /** The network ('host:port') in use now. */
+  network: string | null;
+}
+
+export interface Channel {
+  readonly migrationId: string;
+  readonly mode: ChannelMode;
+  /**
+   * Queues one message. Resolves when the channel has taken it: the caller may then reuse the
+   * payload's memory. Waits while the send window is full (backpressure). Messages are delivered
+   * to the peer in the order sent, exactly once, also across a failover to another network.
+   * Rejects with the channel's sticky error once it has failed.
+   */
+  send(type: number, payload: Uint8Array): Promise<void>;
+  /** The next message, in order; null after the peer's authenticated END. Rejects with the sticky error. */
+  receive(): Promise<ChannelMessage | null>;
+  /** Sends END after everything queued and resolves once the peer has all of it. */
+  end(): Promise<void>;
+  /** Fails the channel now with `reason` (sticky); pending and later calls reject with it. */
+  abort(reason: FerryError): void;
+  /** The sticky error, once the channel has failed. */
+  readonly error: FerryError | null;
+  readonly stats: ChannelStats;
+}
