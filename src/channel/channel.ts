@@ -866,9 +866,14 @@ export abstract class ChannelCore implements Channel {
     this.ackTimer = null;
     this.deliveredSinceAck = 0;
     const endSeen = this.peerEndTotal !== null;
-    this.ackedUpTo = this.nextDeliver;
-    this.ackedEnd = endSeen;
-    void this.sendControl(conn, FrameType.ACK, endSeen ? Flag.END_SEEN : 0, this.nextDeliver).then(() => this.checkDone());
+    const upTo = this.nextDeliver;
+    void this.sendControl(conn, FrameType.ACK, endSeen ? Flag.END_SEEN : 0, upTo).then(() => {
+      // Counts only once the ACK is on its way: closing before that would strand the peer.
+      if (conn.state !== 'open') return;
+      this.ackedUpTo = Math.max(this.ackedUpTo, upTo);
+      this.ackedEnd ||= endSeen;
+      this.checkDone();
+    });
   }
 
   /** ACKs take the connection with the least queued, so they do not wait behind bulk data. */

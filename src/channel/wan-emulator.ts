@@ -31,6 +31,8 @@ export interface WanEmulator {
   readonly connections: number;
   /** Cuts the link: stops listening and destroys every relayed connection (a network failure). */
   cut(): void;
+  /** The link goes silent: connections stay up and new ones are accepted, but nothing gets through. */
+  blackhole(): void;
   close(): Promise<void>;
 }
 
@@ -67,7 +69,10 @@ class Pipe {
     output.on('drain', () => this.maybeResume());
   }
 
+  blackholed = false;
+
   private push(chunk: Buffer): void {
+    if (this.blackholed) return;
     const now = performance.now();
     // Serialisation at the cap, then propagation: the model of a fixed-rate link with a delay.
     const serialise = this.rate ? (chunk.length / this.rate) * 1000 : 0;
@@ -136,8 +141,14 @@ export async function startWanEmulator(options: WanOptions): Promise<WanEmulator
   const sockets = new Set<Socket>();
   const pipes = new Set<Pipe>();
   let connections = 0;
+  let blackholed = false;
   const server: Server = createServer({ noDelay: true, pauseOnConnect: true }, (client) => {
     connections++;
+    if (blackholed) {
+      sockets.add(client);
+      client.on('error', () => client.destroy());
+      return;
+    }
     const upstream = connect({ host: target.host, port: target.port, noDelay: true });
     sockets.add(client);
     sockets.add(upstream);
@@ -179,6 +190,13 @@ export async function startWanEmulator(options: WanOptions): Promise<WanEmulator
       return connections;
     },
     cut,
+    blackhole: () => {
+      blackholed = true;
+      for (const p of pipes) {
+        p.blackholed = true;
+        p.stop();
+      }
+    },
     close: async () => cut(),
   };
 }
