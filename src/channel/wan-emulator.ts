@@ -121,7 +121,10 @@ class Pipe {
   }
 
   private flush(): void {
-    if (this.ended && this.head >= this.queue.length && !this.output.destroyed) this.output.end();
+    if (!this.ended || this.head < this.queue.length) return;
+    if (!this.output.destroyed) this.output.end();
+    // Both ways finished: nothing more can pass.
+    if (this.input.writableEnded || this.input.destroyed) this.input.destroy();
   }
 
   stop(): void {
@@ -142,19 +145,28 @@ export async function startWanEmulator(options: WanOptions): Promise<WanEmulator
   const pipes = new Set<Pipe>();
   let connections = 0;
   let blackholed = false;
-  const server: Server = createServer({ noDelay: true, pauseOnConnect: true }, (client) => {
+  const server: Server = createServer({ noDelay: true, pauseOnConnect: true, allowHalfOpen: true }, (client) => {
     connections++;
     if (blackholed) {
       sockets.add(client);
       client.on('error', () => client.destroy());
       return;
     }
-    const upstream = connect({ host: target.host, port: target.port, noDelay: true });
+    const upstream = connect({ host: target.host, port: target.port, noDelay: true, allowHalfOpen: true });
     sockets.add(client);
     sockets.add(upstream);
+    const up = new Pipe(client, upstream, options.delayMs, options.bytesPerSecond, queueBytes);
+    const down = new Pipe(upstream, client, options.delayMs, options.bytesPerSecond, queueBytes);
+    pipes.add(up);
+    pipes.add(down);
+    // A FIN travels through the pipe behind the data (each Pipe ends its output once drained);
+    // only an error, a reset, tears both sides down at once.
     const kill = (): void => {
       client.destroy();
       upstream.destroy();
+    };
+    const forget = (): void => {
+      if (!client.destroyed || !upstream.destroyed) return;
       sockets.delete(client);
       sockets.delete(upstream);
       for (const p of [up, down]) {
@@ -162,14 +174,10 @@ export async function startWanEmulator(options: WanOptions): Promise<WanEmulator
         pipes.delete(p);
       }
     };
-    const up = new Pipe(client, upstream, options.delayMs, options.bytesPerSecond, queueBytes);
-    const down = new Pipe(upstream, client, options.delayMs, options.bytesPerSecond, queueBytes);
-    pipes.add(up);
-    pipes.add(down);
     client.on('error', kill);
     upstream.on('error', kill);
-    client.on('close', kill);
-    upstream.on('close', kill);
+    client.on('close', forget);
+    upstream.on('close', forget);
     upstream.once('connect', () => client.resume());
   });
   await new Promise<void>((resolve, reject) => {
