@@ -287,6 +287,8 @@ export abstract class ChannelCore implements Channel {
     this.conns.add(conn);
     conn.socket.on('data', (chunk: Buffer) => this.onData(conn, chunk));
     if (head && head.length > 0) this.onData(conn, Buffer.from(head));
+    // The router paused it; a 'data' listener alone does not restart a paused stream.
+    conn.socket.resume();
   }
 
   /** A HELLO for `conn`: header and extension (the AAD) and sealed payload. */

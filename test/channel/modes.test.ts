@@ -65,7 +65,7 @@ describe('modes: disabled, opportunistic, required', () => {
       ['encrypted', 'plain'],
       ['plain', 'encrypted'],
     ] as const) {
-      it(`an ${src} source is refused by an ${dst} destination (ERR_FERRY_REFUSED), which stays untouched`, async () => {
+      it(`a source in ${src} mode is refused by a destination in ${dst} mode (ERR_FERRY_REFUSED), which stays untouched`, async () => {
         const spec = makeSpec(dst, ['127.0.0.1:0'], { streams: 1 });
         const rejected: FerryError[] = [];
         l = await listenChannel(spec, { ...FAST, onRejectedConnection: (e) => rejected.push(e) });
