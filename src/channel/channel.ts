@@ -142,6 +142,7 @@ export abstract class ChannelCore implements Channel {
   private endConn: Connection | null = null;
   private readonly endWaiters: { resolve: () => void; reject: (e: FerryError) => void }[] = [];
   private pumping = false;
+  private pumpAgain = false;
 
   // Receiving.
   private nextDeliver = 0;
@@ -416,15 +417,20 @@ export abstract class ChannelCore implements Channel {
   }
 
   private schedulePump(): void {
-    if (this.pumping || this.error) return;
+    if (this.error) return;
+    if (this.pumping) {
+      // Asked again while running (end(), a new connection): go round once more when done.
+      this.pumpAgain = true;
+      return;
+    }
     this.pumping = true;
+    this.pumpAgain = false;
     queueMicrotask(() => {
       this.pump().then(
         () => {
           this.pumping = false;
-          if (this.retransmitQueue.length > 0 || this.sealQueue.length > 0) {
-            if (this.pickConnection()) this.schedulePump();
-          }
+          const more = this.retransmitQueue.length > 0 || this.sealQueue.length > 0;
+          if (this.pumpAgain || (more && this.pickConnection())) this.schedulePump();
         },
         (err) => {
           this.pumping = false;
