@@ -11,6 +11,7 @@ import type { Channel, ChannelMessage, ChannelMode, ChannelSpec, ChannelStats } 
 import { Connection } from './connection.js';
 import type { RawFrame } from './decoder.js';
 import { Pacer } from './pacer.js';
+import { FramePool } from './frame-pool.js';
 import {
   Flag,
   FrameType,
@@ -67,6 +68,8 @@ interface OutMessage {
   frame: Buffer;
   conn: Connection | null;
   sequence: number;
+  /** Sent again: its first buffer may sit in a dead socket's queue, so none of its buffers is reused. */
+  retransmitted?: boolean;
 }
 
 interface PendingSend {
@@ -121,6 +124,7 @@ export abstract class ChannelCore implements Channel {
 
   protected readonly conns = new Set<Connection>();
   protected readonly pacer: Pacer;
+  private readonly pool: FramePool;
   protected readonly options: Required<Omit<ChannelOptions, 'backend' | 'onRejectedConnection' | 'sealLimitBytes'>>;
   private readonly encrypted: boolean;
   private readonly nonce: Buffer;
@@ -182,6 +186,7 @@ export abstract class ChannelCore implements Channel {
     };
     this.sealLimit = Math.min(SEAL_LIMIT_BYTES, options.sealLimitBytes ?? SEAL_LIMIT_BYTES);
     this.pacer = new Pacer(spec.maxBytesPerSecond, MAX_PAYLOAD_BYTES);
+    this.pool = new FramePool(windowBytes + 2 * MAX_PAYLOAD_BYTES);
     const tick = Math.max(10, Math.min(this.options.keepaliveMs, this.options.handshakeTimeoutMs / 4, this.options.stallTimeoutMs / 4));
     this.keepaliveTimer = setInterval(() => this.onTick(), tick);
     this.keepaliveTimer.unref();
@@ -277,7 +282,7 @@ export abstract class ChannelCore implements Channel {
   }
 
   protected newConnection(socket: Socket, accepting: boolean, network: string): Connection {
-    const conn = new Connection(socket, accepting, network, this.pacer, this.stats);
+    const conn = new Connection(socket, accepting, network, this.pacer, this.stats, (n) => this.pool.take(n));
     socket.on('error', () => this.lose(conn, 'connection error'));
     socket.on('close', () => this.lose(conn, 'connection closed'));
     socket.on('end', () => this.lose(conn, 'connection ended'));
@@ -389,6 +394,7 @@ export abstract class ChannelCore implements Channel {
     for (const m of this.reorder.values()) m.payload.fill(0);
     this.reorder.clear();
     this.destroyKey();
+    this.pool.clear();
     this.onFailed(err);
   }
 
@@ -480,7 +486,8 @@ export abstract class ChannelCore implements Channel {
   ): { buf: Buffer; sequence: number; aadBytes: number } {
     const sequence = conn.reserveSequence();
     const aadBytes = HEADER_BYTES + (migrationId?.length ?? 0);
-    const buf = Buffer.allocUnsafe(aadBytes + payload.length + (this.encrypted ? TAG_BYTES : 0));
+    const size = aadBytes + payload.length + (this.encrypted ? TAG_BYTES : 0);
+    const buf = type === FrameType.DATA ? this.pool.take(size) : Buffer.allocUnsafe(size);
     writeHeader(buf, {
       type,
       flags: flags | (this.encrypted ? Flag.ENCRYPTED : 0),
@@ -633,6 +640,7 @@ export abstract class ChannelCore implements Channel {
       m.frame = frame;
       m.conn = conn;
       m.sequence = sequence;
+      m.retransmitted = true;
       this.stats.retransmittedMessages++;
       if (conn.state === 'closed') this.queueRetransmit(m);
       else conn.put(sequence, frame, m.payloadLength);
@@ -756,6 +764,7 @@ export abstract class ChannelCore implements Channel {
       }
       if (this.error) return;
       for (let i = 0; i < batch.length && !this.error; i++) this.onFrame(batch[i]!.frame, payloads[i]!);
+      if (this.encrypted) for (const { frame } of batch) if (frame.gathered) this.pool.give(frame.gathered);
     }
   }
 
@@ -838,6 +847,8 @@ export abstract class ChannelCore implements Channel {
       while (this.unacked.length > 0 && this.unacked[0]!.number < count) {
         const m = this.unacked.shift()!;
         this.inflightBytes -= m.payloadLength;
+        // Acknowledged: the peer has every byte, so no write of this buffer can still be pending.
+        if (!m.retransmitted) this.pool.give(m.frame);
       }
       this.retransmitQueue = this.retransmitQueue.filter((m) => m.number >= count);
       this.drainAdmit();

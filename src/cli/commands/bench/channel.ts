@@ -84,8 +84,10 @@ function startPeer(children: Set<ChildProcess>): ChildProcess {
   // Under tsx (tests) the peer is the .ts source; from dist it is the compiled .js.
   const path = peerPath();
   const ts = import.meta.url.endsWith('.ts');
+  // FERRY_BENCH_PEER_NODE_ARGS: extra node flags for the peers, e.g. '--cpu-prof' to profile a side.
+  const extra = (process.env.FERRY_BENCH_PEER_NODE_ARGS ?? '').split(' ').filter(Boolean);
   const child = fork(ts ? path.replace(/\.js$/, '.ts') : path, [], {
-    execArgv: ts ? ['--import', 'tsx'] : [],
+    execArgv: [...(ts ? ['--import', 'tsx'] : []), ...extra],
     stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
   });
   children.add(child);
@@ -153,7 +155,17 @@ async function runCase(c: Case, frameBytes: number): Promise<ChannelBenchRow> {
   } finally {
     clearTimeout(timer);
     await wan?.close();
-    for (const ch of children) ch.kill('SIGKILL');
+    // Peers exit by themselves once they have reported (and flush a --cpu-prof); stragglers are killed.
+    await Promise.all(
+      [...children].map(
+        (ch) =>
+          new Promise<void>((resolve) => {
+            const t = setTimeout(() => ch.kill('SIGKILL'), 3000);
+            ch.once('exit', () => (clearTimeout(t), resolve()));
+            if (ch.exitCode !== null || ch.signalCode !== null) (clearTimeout(t), resolve());
+          }),
+      ),
+    );
   }
 }
 
