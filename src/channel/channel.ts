@@ -54,6 +54,12 @@ export interface ChannelOptions {
   sealLimitBytes?: number;
   /** Told about each incoming connection refused before it touched the channel (wrong key, mode, id). */
   onRejectedConnection?: (error: FerryError) => void;
+  /**
+   * Encrypted mode: the memory each DATA payload is opened into, `length` bytes exactly; default a
+   * fresh buffer. The consumer owns it once receive() returned it, so it can hand out recycled
+   * buffers (warm memory: a fresh one costs page faults) or memory of its own.
+   */
+  allocatePayload?: (messageType: number, length: number) => Uint8Array;
 }
 
 export const DEFAULT_WINDOW_BYTES = 64 * 1024 * 1024;
@@ -125,7 +131,8 @@ export abstract class ChannelCore implements Channel {
   protected readonly conns = new Set<Connection>();
   protected readonly pacer: Pacer;
   private readonly pool: FramePool;
-  protected readonly options: Required<Omit<ChannelOptions, 'backend' | 'onRejectedConnection' | 'sealLimitBytes'>>;
+  protected readonly options: Required<Omit<ChannelOptions, 'backend' | 'onRejectedConnection' | 'sealLimitBytes' | 'allocatePayload'>>;
+  private readonly allocatePayload: (messageType: number, length: number) => Uint8Array;
   private readonly encrypted: boolean;
   private readonly nonce: Buffer;
   private key: AeadKey | null;
@@ -184,6 +191,7 @@ export abstract class ChannelCore implements Channel {
       connectTimeoutMs: options.connectTimeoutMs ?? 5_000,
       connectRounds: options.connectRounds ?? 2,
     };
+    this.allocatePayload = options.allocatePayload ?? ((_type, length) => Buffer.allocUnsafe(length));
     this.sealLimit = Math.min(SEAL_LIMIT_BYTES, options.sealLimitBytes ?? SEAL_LIMIT_BYTES);
     this.pacer = new Pacer(spec.maxBytesPerSecond, MAX_PAYLOAD_BYTES);
     this.pool = new FramePool(windowBytes + 2 * MAX_PAYLOAD_BYTES);
@@ -747,7 +755,7 @@ export abstract class ChannelCore implements Channel {
           iv: this.ivFor(frame.header.connectionId, frame.header.sequence),
           aad: frame.aad,
           input: frame.body,
-          output: Buffer.allocUnsafe(frame.header.payloadLength),
+          output: this.payloadMemory(frame.header),
         }));
         try {
           payloads = await this.key.openBatch(jobs);
@@ -766,6 +774,15 @@ export abstract class ChannelCore implements Channel {
       for (let i = 0; i < batch.length && !this.error; i++) this.onFrame(batch[i]!.frame, payloads[i]!);
       if (this.encrypted) for (const { frame } of batch) if (frame.gathered) this.pool.give(frame.gathered);
     }
+  }
+
+  private payloadMemory(h: FrameHeader): Uint8Array {
+    if (h.type !== FrameType.DATA) return Buffer.allocUnsafe(h.payloadLength);
+    const out = this.allocatePayload(h.messageType, h.payloadLength);
+    if (!(out instanceof Uint8Array) || out.length !== h.payloadLength) {
+      throw new FerryError('ERR_FERRY_INPUT', `allocatePayload gave ${out?.length} bytes for a ${h.payloadLength}-byte message`);
+    }
+    return out;
   }
 
   private onFrame(frame: RawFrame, payload: Uint8Array): void {
