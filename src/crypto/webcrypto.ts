@@ -15,10 +15,12 @@ import {
   checkIv,
   checkJob,
   checkKey,
+  checkOutput,
   checkPlaintext,
   checkSealed,
   type AeadJob,
   type AeadKey,
+  type BatchOptions,
 } from './backend.js';
 import { FerryError } from '../errors.js';
 
@@ -64,20 +66,25 @@ class WebCryptoKey implements AeadKey {
     return place(result, job.output);
   }
 
-  seal(iv: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Promise<Uint8Array> {
-    return this.sealJob({ iv: checkIv(iv), aad: checkAad(aad), input: checkPlaintext(plaintext) });
+  async seal(iv: Uint8Array, aad: Uint8Array, plaintext: Uint8Array, output?: Uint8Array): Promise<Uint8Array> {
+    const input = checkPlaintext(plaintext);
+    const out = output && checkOutput(output, input, input.length + TAG_BYTES, 'output');
+    return this.sealJob({ iv: checkIv(iv), aad: checkAad(aad), input, output: out });
   }
 
-  open(iv: Uint8Array, aad: Uint8Array, sealed: Uint8Array): Promise<Uint8Array> {
-    return this.openJob({ iv: checkIv(iv), aad: checkAad(aad), input: checkSealed(sealed) });
+  async open(iv: Uint8Array, aad: Uint8Array, sealed: Uint8Array, output?: Uint8Array): Promise<Uint8Array> {
+    const input = checkSealed(sealed);
+    const out = output && checkOutput(output, input, input.length - TAG_BYTES, 'output');
+    return this.openJob({ iv: checkIv(iv), aad: checkAad(aad), input, output: out });
   }
 
-  sealBatch(jobs: readonly AeadJob[]): Promise<Uint8Array[]> {
+  /** Keeps every job in flight at once: the libuv pool spreads them over the cores. */
+  sealBatch(jobs: readonly AeadJob[], _options?: BatchOptions): Promise<Uint8Array[]> {
     jobs.forEach((job, i) => checkJob(job, i, 'seal'));
     return Promise.all(jobs.map((job) => this.sealJob(job)));
   }
 
-  async openBatch(jobs: readonly AeadJob[]): Promise<Uint8Array[]> {
+  async openBatch(jobs: readonly AeadJob[], _options?: BatchOptions): Promise<Uint8Array[]> {
     jobs.forEach((job, i) => checkJob(job, i, 'open'));
     const results = await Promise.allSettled(jobs.map((job) => this.openJob(job)));
     const failed = results.findIndex((r) => r.status === 'rejected');
