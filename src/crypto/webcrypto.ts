@@ -28,8 +28,13 @@ const subtle = webcrypto.subtle;
 type CryptoKey = webcrypto.CryptoKey;
 type AesGcmParams = webcrypto.AesGcmParams;
 
+/** WebCrypto refuses views on a SharedArrayBuffer (guest memory is one): those are copied. */
+function unshared(view: Uint8Array): Uint8Array {
+  return view.buffer instanceof SharedArrayBuffer ? Uint8Array.from(view) : view;
+}
+
 function params(iv: Uint8Array, aad: Uint8Array): AesGcmParams {
-  return { name: 'AES-GCM', iv, additionalData: aad, tagLength: TAG_BYTES * 8 };
+  return { name: 'AES-GCM', iv: unshared(iv), additionalData: unshared(aad), tagLength: TAG_BYTES * 8 };
 }
 
 function place(result: ArrayBuffer, output?: Uint8Array): Uint8Array {
@@ -53,13 +58,13 @@ class WebCryptoKey implements AeadKey {
   }
 
   private async sealJob(job: AeadJob): Promise<Uint8Array> {
-    return place(await subtle.encrypt(params(job.iv, job.aad), this.live(), job.input), job.output);
+    return place(await subtle.encrypt(params(job.iv, job.aad), this.live(), unshared(job.input)), job.output);
   }
 
   private async openJob(job: AeadJob): Promise<Uint8Array> {
     let result: ArrayBuffer;
     try {
-      result = await subtle.decrypt(params(job.iv, job.aad), this.live(), job.input);
+      result = await subtle.decrypt(params(job.iv, job.aad), this.live(), unshared(job.input));
     } catch {
       throw authError();
     }
