@@ -13,16 +13,14 @@ import {
   nativeImplementations,
   nativeUnavailableReason,
 } from '../../src/crypto/index.js';
+import { skipBecause } from '../helpers/backends.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 
 describe('native backend', function () {
   before(function () {
     const why = nativeUnavailableReason();
-    if (why !== null) {
-      console.log(`      skipped: ${why}`);
-      this.skip();
-    }
+    if (why !== null) skipBecause(this, 'native', why);
   });
 
   it('probes the same CPU features as /proc/cpuinfo lists', function () {

@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
+import { skipBecause } from '../helpers/backends.js';
 import { zeroPages, zeroPagesTs, nativeUnavailableReason, type ZeroPageSource } from '../../src/crypto/index.js';
 
 type Scan = (buffer: ZeroPageSource, pageSize?: number) => Uint32Array;
@@ -25,10 +26,7 @@ for (const { label, scan, reason } of scanners) {
   describe(`zero pages [${label}]`, function () {
     before(function () {
       const why = reason();
-      if (why !== null && label === 'native') {
-        console.log(`      skipped: ${why}`);
-        this.skip();
-      }
+      if (why !== null) skipBecause(this, label, why);
     });
 
     it('finds nothing in an empty buffer', function () {

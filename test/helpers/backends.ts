@@ -35,6 +35,18 @@ export function backendVariants(): BackendVariant[] {
   return out;
 }
 
+/**
+ * Skips the running suite, printing why, when a backend cannot load here; with
+ * FERRY_REQUIRE_NATIVE=1 (the sanitizer CI run) a native backend that does not load fails instead.
+ */
+export function skipBecause(ctx: Mocha.Context, label: string, reason: string): never {
+  if (process.env.FERRY_REQUIRE_NATIVE === '1' && label.startsWith('native')) {
+    throw new Error(`FERRY_REQUIRE_NATIVE=1 but ${label} cannot load: ${reason}`);
+  }
+  console.log(`      skipped: ${label} cannot load here: ${reason}`);
+  ctx.skip();
+}
+
 export function forEachBackend(title: string, body: (get: () => Backend, name: BackendName) => void): void {
   for (const variant of backendVariants()) {
     describe(`${title} [${variant.label}]`, function () {
@@ -43,9 +55,7 @@ export function forEachBackend(title: string, body: (get: () => Backend, name: B
         try {
           backend = await variant.load();
         } catch (err) {
-          const reason = (err as Error).message;
-          console.log(`      skipped: backend ${variant.label} cannot load here: ${reason}`);
-          this.skip();
+          skipBecause(this, variant.label, (err as Error).message);
         }
       });
       body(() => backend!, variant.name);
@@ -61,6 +71,7 @@ export async function loadAllBackends(): Promise<{ backends: { label: string; ba
     try {
       backends.push({ label: v.label, backend: await v.load() });
     } catch (err) {
+      if (process.env.FERRY_REQUIRE_NATIVE === '1' && v.name === 'native') throw err;
       missing.push(`${v.label}: ${(err as Error).message}`);
     }
   }
