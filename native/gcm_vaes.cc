@@ -1,5 +1,7 @@
-// AES-256-GCM on VAES + VPCLMULQDQ with 256-bit (AVX2) registers: two blocks per register, eight
-// blocks per loop turn, and GHASH over those eight blocks with one reduction.
+// AES-256-GCM on VAES + VPCLMULQDQ with 256-bit (AVX2) registers: two blocks per register, sixteen
+// blocks per loop turn, and GHASH over sixteen blocks with one reduction, stitched into the AES
+// rounds. Sixteen blocks are eight independent AES chains: enough to keep both of Zen 3's AES
+// units busy through VAESENC's 4-cycle latency (eight blocks left them half idle: docs/crypto.md).
 //
 // GHASH representation (the one the Linux kernel's and BoringSSL's x86 code use): every block is
 // byte-reflected, so the 128-bit integer holds the polynomial with its coefficients backwards. In
@@ -147,16 +149,16 @@ FERRY_VAES_INLINE Products zero_products() {
 FERRY_VAES_INLINE __m128i ghash8(const VaesKey& k, __m128i acc, __m256i d0, __m256i d1, __m256i d2, __m256i d3) {
   d0 = _mm256_xor_si256(reflect(d0), _mm256_zextsi128_si256(acc));
   Products s = zero_products();
-  multiply_add(s, d0, load256(k.h_powers[0]));
-  multiply_add(s, reflect(d1), load256(k.h_powers[2]));
-  multiply_add(s, reflect(d2), load256(k.h_powers[4]));
-  multiply_add(s, reflect(d3), load256(k.h_powers[6]));
+  multiply_add(s, d0, load256(k.h_powers[8]));
+  multiply_add(s, reflect(d1), load256(k.h_powers[10]));
+  multiply_add(s, reflect(d2), load256(k.h_powers[12]));
+  multiply_add(s, reflect(d3), load256(k.h_powers[14]));
   return reduce(s);
 }
 
-// The same for 1..8 blocks at p: block i is multiplied by H^(n-i), which is h_powers[8-n+i].
+// The same for 1..16 blocks at p: block i is multiplied by H^(n-i), which is h_powers[16-n+i].
 FERRY_VAES_INLINE __m128i ghash_n(const VaesKey& k, __m128i acc, const uint8_t* p, size_t n) {
-  const uint8_t(*h)[16] = &k.h_powers[8 - n];
+  const uint8_t(*h)[16] = &k.h_powers[16 - n];
   Products s = zero_products();
   size_t i = 0;
   for (; i + 2 <= n; i += 2) {
@@ -173,9 +175,7 @@ FERRY_VAES_INLINE __m128i ghash_n(const VaesKey& k, __m128i acc, const uint8_t* 
 }
 
 FERRY_VAES __m128i ghash_bytes(const VaesKey& k, __m128i acc, const uint8_t* p, size_t len) {
-  for (; len >= 128; p += 128, len -= 128) {
-    acc = ghash8(k, acc, load256(p), load256(p + 32), load256(p + 64), load256(p + 96));
-  }
+  for (; len >= 256; p += 256, len -= 256) acc = ghash_n(k, acc, p, 16);
   const size_t full = len / 16, rest = len % 16;
   if (full != 0) acc = ghash_n(k, acc, p, full);
   if (rest != 0) {
@@ -219,10 +219,43 @@ struct Counter {
   }
 };
 
+// The keystream of the next sixteen blocks into s[0..7]; with kHash, GHASH of the sixteen blocks at
+// `hashed` folded into acc, its multiplies stitched between the AES rounds.
+template <bool kHash>
+FERRY_VAES_INLINE void keystream16(const VaesKey& k, Counter& ctr, __m256i s[8], const uint8_t* hashed, __m128i& acc) {
+  const __m256i two = _mm256_set_epi32(0, 0, 0, 2, 0, 0, 0, 2);
+  __m256i c = ctr.next;
+  __m256i rk = load256(k.round_keys[0]);
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; i++) {
+    s[i] = _mm256_xor_si256(reflect(c), rk);
+    c = _mm256_add_epi32(c, two);
+  }
+  ctr.next = c;
+  Products p = zero_products();
+  if (kHash) multiply_add(p, _mm256_xor_si256(reflect(load256(hashed)), _mm256_zextsi128_si256(acc)), load256(k.h_powers[0]));
+#pragma GCC unroll 13
+  for (int r = 1; r < 14; r++) {
+    rk = load256(k.round_keys[r]);
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) s[i] = _mm256_aesenc_epi128(s[i], rk);
+    if (kHash && r < 8) multiply_add(p, reflect(load256(hashed + 32 * r)), load256(k.h_powers[2 * r]));
+    if (kHash && r == 8) acc = reduce(p);
+  }
+  rk = load256(k.round_keys[14]);
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; i++) s[i] = _mm256_aesenclast_epi128(s[i], rk);
+}
+
+FERRY_VAES_INLINE void xor_store16(__m256i s[8], const uint8_t* in, uint8_t* out) {
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; i++) store256(out + 32 * i, _mm256_xor_si256(s[i], load256(in + 32 * i)));
+}
+
 FERRY_VAES_INLINE __m128i finish_tag(const VaesKey& k, __m128i acc, __m128i j0, size_t aad_len, size_t text_len) {
   const __m128i lengths =
       _mm_set_epi64x(static_cast<long long>(aad_len * 8), static_cast<long long>(text_len * 8));
-  acc = gf_mul(_mm_xor_si128(acc, lengths), load128(k.h_powers[7]));
+  acc = gf_mul(_mm_xor_si128(acc, lengths), load128(k.h_powers[15]));
   return _mm_xor_si128(reflect(acc), aes_block(k, j0));
 }
 
@@ -256,30 +289,30 @@ FERRY_VAES void seal_impl(const VaesKey& k, const Job& job) {
   const uint8_t* in = job.in;
   uint8_t* out = job.out;
   size_t len = job.in_len;
-  // Software-pipelined: each turn hashes the previous turn's ciphertext while it encrypts the
-  // next eight blocks, so GHASH never waits for AES (about 1.25x on Zen 3).
-  if (len >= 128) {
+  // Software-pipelined: each turn hashes the previous turn's ciphertext (still in L1) while it
+  // encrypts the next sixteen blocks, so GHASH never waits for AES.
+  if (len >= 256) {
+    __m256i s[8];
+    keystream16<false>(k, ctr, s, nullptr, acc);
+    xor_store16(s, in, out);
+    for (in += 256, out += 256, len -= 256; len >= 256; in += 256, out += 256, len -= 256) {
+      keystream16<true>(k, ctr, s, out - 256, acc);
+      xor_store16(s, in, out);
+    }
+    acc = ghash_n(k, acc, out - 256, 16);
+  }
+  for (; len >= 128; in += 128, out += 128, len -= 128) {
     __m256i a, b, c, d;
     ctr.keystream8(k, a, b, c, d);
-    __m256i p0 = _mm256_xor_si256(a, load256(in)), p1 = _mm256_xor_si256(b, load256(in + 32));
-    __m256i p2 = _mm256_xor_si256(c, load256(in + 64)), p3 = _mm256_xor_si256(d, load256(in + 96));
-    store256(out, p0);
-    store256(out + 32, p1);
-    store256(out + 64, p2);
-    store256(out + 96, p3);
-    for (in += 128, out += 128, len -= 128; len >= 128; in += 128, out += 128, len -= 128) {
-      ctr.keystream8(k, a, b, c, d);
-      acc = ghash8(k, acc, p0, p1, p2, p3);
-      p0 = _mm256_xor_si256(a, load256(in));
-      p1 = _mm256_xor_si256(b, load256(in + 32));
-      p2 = _mm256_xor_si256(c, load256(in + 64));
-      p3 = _mm256_xor_si256(d, load256(in + 96));
-      store256(out, p0);
-      store256(out + 32, p1);
-      store256(out + 64, p2);
-      store256(out + 96, p3);
-    }
-    acc = ghash8(k, acc, p0, p1, p2, p3);
+    a = _mm256_xor_si256(a, load256(in));
+    b = _mm256_xor_si256(b, load256(in + 32));
+    c = _mm256_xor_si256(c, load256(in + 64));
+    d = _mm256_xor_si256(d, load256(in + 96));
+    store256(out, a);
+    store256(out + 32, b);
+    store256(out + 64, c);
+    store256(out + 96, d);
+    acc = ghash8(k, acc, a, b, c, d);
   }
   if (len != 0) acc = crypt_tail(k, ctr, acc, in, out, len, true);
   store128(job.out + job.in_len, finish_tag(k, acc, j0, job.aad_len, job.in_len));
@@ -294,6 +327,13 @@ FERRY_VAES bool open_impl(const VaesKey& k, const Job& job) {
   const uint8_t* in = job.in;
   uint8_t* out = job.out;
   size_t len = text_len;
+  // Each turn hashes the sixteen ciphertext blocks it decrypts, before the plaintext overwrites
+  // them when opening in place.
+  for (; len >= 256; in += 256, out += 256, len -= 256) {
+    __m256i s[8];
+    keystream16<true>(k, ctr, s, in, acc);
+    xor_store16(s, in, out);
+  }
   for (; len >= 128; in += 128, out += 128, len -= 128) {
     const __m256i x0 = load256(in), x1 = load256(in + 32), x2 = load256(in + 64), x3 = load256(in + 96);
     acc = ghash8(k, acc, x0, x1, x2, x3);
@@ -329,7 +369,7 @@ FERRY_VAES void expand_impl(VaesKey* key, const uint8_t raw[kKeyBytes]) {
   lo = (lo << 1) ^ (carry & 1);
   const __m128i h1 = _mm_set_epi64x(static_cast<long long>(hi), static_cast<long long>(lo));
   __m128i power = h1;
-  for (int i = 7; i >= 0; i--) {
+  for (int i = 15; i >= 0; i--) {
     store128(key->h_powers[i], power);
     power = gf_mul(power, h1);
   }

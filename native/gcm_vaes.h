@@ -1,5 +1,5 @@
-// ferry's own AES-256-GCM for CPUs with VAES and VPCLMULQDQ (256-bit, AVX2 registers): eight
-// blocks per loop turn, GHASH aggregated over eight blocks with precomputed powers of H.
+// ferry's own AES-256-GCM for CPUs with VAES and VPCLMULQDQ (256-bit, AVX2 registers): sixteen
+// blocks per loop turn, GHASH aggregated over sixteen blocks with precomputed powers of H.
 #pragma once
 
 #include <cstddef>
@@ -9,10 +9,10 @@
 
 namespace ferry::gcm {
 
-// The expanded key: AES round keys (each twice, for 256-bit registers) and H^8..H^1.
+// The expanded key: AES round keys (each twice, for 256-bit registers) and H^16..H^1.
 struct alignas(32) VaesKey {
   uint8_t round_keys[15][32];
-  uint8_t h_powers[8][16];  // h_powers[i] = H^(8-i), in the form gcm_vaes.cc multiplies with
+  uint8_t h_powers[16][16];  // h_powers[i] = H^(16-i), in the form gcm_vaes.cc multiplies with
 };
 
 bool vaes_supported();
