@@ -10,7 +10,7 @@
 import { FerryError } from '../errors.js';
 import { BACKEND_NAMES, type Backend, type BackendName } from './backend.js';
 import { NativeBackend } from './native.js';
-import { loadAddon, type GcmImplementation } from './native-addon.js';
+import { loadAddon, type CpuFeatures, type GcmImplementation } from './native-addon.js';
 import { NodeBackend } from './node.js';
 import { WebCryptoBackend } from './webcrypto.js';
 import { DEFAULT_PAGE_SIZE, scanViewTs, scanZeroPages, type ZeroPageSource } from './zero-pages.js';
@@ -83,7 +83,7 @@ export async function loadBackend(name?: string): Promise<Backend> {
 }
 
 /** The CPU features the addon probed, or null without the addon. */
-export function cpuFeatures(): import('./native-addon.js').CpuFeatures | null {
+export function cpuFeatures(): CpuFeatures | null {
   return loadAddon().addon?.cpuFeatures() ?? null;
 }
 

@@ -81,6 +81,14 @@ describe('crypto properties across backends', function () {
     );
   });
 
+  it('a message shorter than its tag fails open with ERR_FERRY_AUTH in every backend', async function () {
+    for (const { label, backend } of backends) {
+      for (const length of [0, 1, 15]) {
+        await assert.rejects(backend.open(Buffer.alloc(32), Buffer.alloc(12), Buffer.alloc(0), Buffer.alloc(length)), { code: 'ERR_FERRY_AUTH' }, `${label} ${length}`);
+      }
+    }
+  });
+
   it('batch forms, threads 1 and 4, caller outputs and in-place calls all agree with one-shot seal', async function () {
     await fc.assert(
       fc.asyncProperty(key, fc.array(fc.record({ iv, aad, input: plaintext }), { minLength: 1, maxLength: 12 }), async (k, jobs) => {
