@@ -1,5 +1,5 @@
 // N-API surface of the GCM code: keys as opaque handles, one-shot seal/open on the JS thread, and
-// batches spread over the libuv thread pool, one worker per chunk of jobs, settling one Promise.
+// batches spread over the libuv thread pool by up to `threads` workers, settling one Promise.
 #include <algorithm>
 #include <atomic>
 #include <memory>
@@ -116,8 +116,8 @@ Napi::Value one_shot_js(const Napi::CallbackInfo& info) {
 
 // ---- batches -----------------------------------------------------------------------------------
 
-// One batch in flight. Lives until its last chunk finishes; touched from the pool only through the
-// jobs (each chunk its own) and the atomics.
+// One batch in flight. Lives until its last worker finishes; touched from the pool only through
+// the jobs (each taken by one worker) and the atomics.
 struct Batch {
   Batch(Napi::Env env, Napi::Array flat, std::shared_ptr<const Key> k, bool s)
       : deferred(Napi::Promise::Deferred::New(env)), buffers(Napi::Persistent(flat)), key(std::move(k)), sealing(s) {}
@@ -127,14 +127,16 @@ struct Batch {
   std::shared_ptr<const Key> key;
   bool sealing;
   std::vector<Job> jobs;
+  std::atomic<size_t> next{0};  // the next job nobody has taken
   std::atomic<size_t> first_failed{SIZE_MAX};
   std::atomic<bool> internal{false};
-  int chunks_left = 0;  // JS thread only
+  int workers_left = 0;  // JS thread only
 
-  // Runs jobs [begin, end) with a context of its own; stops at the first failure anywhere.
-  void run(size_t begin, size_t end) {
+  // Each worker takes the next job until none is left, so a worker slowed down (a busy core)
+  // takes fewer jobs instead of holding the batch up. Stops at the first failure anywhere.
+  void run() {
     Context ctx(*key);
-    for (size_t i = begin; i < end; i++) {
+    for (size_t i = next++; i < jobs.size(); i = next++) {
       if (first_failed.load(std::memory_order_relaxed) != SIZE_MAX) return;
       const Status s = sealing ? ctx.seal(jobs[i]) : ctx.open(jobs[i]);
       if (s == Status::kOk) continue;
@@ -163,25 +165,24 @@ struct Batch {
   }
 };
 
-class ChunkWorker : public Napi::AsyncWorker {
+class BatchWorker : public Napi::AsyncWorker {
  public:
-  ChunkWorker(Napi::Env env, std::shared_ptr<Batch> batch, size_t begin, size_t end)
-      : Napi::AsyncWorker(env, "ferry:gcm-batch"), batch_(std::move(batch)), begin_(begin), end_(end) {}
+  BatchWorker(Napi::Env env, std::shared_ptr<Batch> batch)
+      : Napi::AsyncWorker(env, "ferry:gcm-batch"), batch_(std::move(batch)) {}
 
-  void Execute() override { batch_->run(begin_, end_); }
+  void Execute() override { batch_->run(); }
   void OnOK() override {
-    if (--batch_->chunks_left == 0) batch_->settle(Env());
+    if (--batch_->workers_left == 0) batch_->settle(Env());
   }
 
  private:
   std::shared_ptr<Batch> batch_;
-  size_t begin_, end_;
 };
 
 // Batches smaller than this run on the JS thread: a trip through the pool costs more than they do.
 constexpr size_t kInlineBatchBytes = 64 * 1024;
-// No chunk is made smaller than this, for the same reason.
-constexpr size_t kMinChunkBytes = 64 * 1024;
+// No more workers than there are 64 KiB in the batch, for the same reason.
+constexpr size_t kMinWorkerBytes = 64 * 1024;
 
 // sealBatch(handle, flat: [iv, aad, input, output, ...], threads) -> Promise<void>; openBatch the
 // same, rejecting with code ERR_FERRY_AUTH and the `index` of the first job that failed.
@@ -205,9 +206,8 @@ Napi::Value batch_js(const Napi::CallbackInfo& info) {
     if (!get_job(args, &batch->jobs[i])) return env.Undefined();
     total += batch->jobs[i].in_len;
   }
-  size_t chunks = std::min<size_t>({static_cast<size_t>(threads), n, std::max<size_t>(1, total / kMinChunkBytes)});
-  if (n == 0 || total < kInlineBatchBytes) chunks = 0;
-  if (chunks == 0) {
+  size_t workers = std::min<size_t>({static_cast<size_t>(threads), n, std::max<size_t>(1, total / kMinWorkerBytes)});
+  if (n == 0 || total < kInlineBatchBytes) {
     Context& ctx = *handle->context;
     for (uint32_t i = 0; i < n && batch->first_failed == SIZE_MAX; i++) {
       const Status s = kSealing ? ctx.seal(batch->jobs[i]) : ctx.open(batch->jobs[i]);
@@ -219,20 +219,9 @@ Napi::Value batch_js(const Napi::CallbackInfo& info) {
     batch->settle(env);
     return batch->deferred.Promise();
   }
-  // Contiguous chunks of about equal bytes.
-  batch->chunks_left = static_cast<int>(chunks);
-  std::vector<ChunkWorker*> workers;
-  size_t begin = 0, seen = 0;
-  for (size_t c = 0; c < chunks; c++) {
-    size_t end = begin;
-    const size_t target = total / chunks * (c + 1);
-    while (end < n && (c + 1 == chunks || seen < target)) seen += batch->jobs[end++].in_len;
-    if (end == begin && end < n) seen += batch->jobs[end++].in_len;
-    workers.push_back(new ChunkWorker(env, batch, begin, end));
-    begin = end;
-  }
+  batch->workers_left = static_cast<int>(workers);
   Napi::Promise promise = batch->deferred.Promise();
-  for (ChunkWorker* w : workers) w->Queue();
+  for (size_t w = 0; w < workers; w++) (new BatchWorker(env, batch))->Queue();
   return promise;
 }
 
