@@ -58,7 +58,12 @@ class WebCryptoKey implements AeadKey {
   }
 
   private async sealJob(job: AeadJob): Promise<Uint8Array> {
-    return place(await subtle.encrypt(params(job.iv, job.aad), this.live(), unshared(job.input)), job.output);
+    const input = unshared(job.input);
+    try {
+      return place(await subtle.encrypt(params(job.iv, job.aad), this.live(), input), job.output);
+    } finally {
+      if (input !== job.input) input.fill(0); // our copy of the plaintext
+    }
   }
 
   private async openJob(job: AeadJob): Promise<Uint8Array> {
