@@ -13,7 +13,7 @@ import { NativeBackend } from './native.js';
 import { loadAddon, type CpuFeatures, type GcmImplementation } from './native-addon.js';
 import { NodeBackend } from './node.js';
 import { WebCryptoBackend } from './webcrypto.js';
-import { DEFAULT_PAGE_SIZE, scanViewTs, scanZeroPages, type ZeroPageSource } from './zero-pages.js';
+import { DEFAULT_PAGE_SIZE, scanViewTs, scanZeroPages, scanZeroPagesAsync, type ZeroPageSource } from './zero-pages.js';
 
 export * from './backend.js';
 export { NativeBackend } from './native.js';
@@ -95,6 +95,17 @@ export function cpuFeatures(): CpuFeatures | null {
 export function zeroPages(buffer: ZeroPageSource, pageSize: number = DEFAULT_PAGE_SIZE): Uint32Array {
   const { addon, reason } = loadAddon();
   if (addon) return scanZeroPages(buffer, pageSize, (view, size, out) => addon.zeroPages(view, size, out));
+  warnNoAddon(reason);
+  return scanZeroPages(buffer, pageSize, scanViewTs);
+}
+
+/**
+ * zeroPages without holding the event loop: the addon scans on the libuv pool (the TypeScript
+ * fallback still runs on the calling thread). Do not change the buffer until it resolves.
+ */
+export async function zeroPagesAsync(buffer: ZeroPageSource, pageSize: number = DEFAULT_PAGE_SIZE): Promise<Uint32Array> {
+  const { addon, reason } = loadAddon();
+  if (addon) return scanZeroPagesAsync(buffer, pageSize, (view, size, out) => addon.zeroPagesAsync(view, size, out));
   warnNoAddon(reason);
   return scanZeroPages(buffer, pageSize, scanViewTs);
 }

@@ -48,6 +48,8 @@ export interface NativeAddon {
   openBatch(key: KeyHandle, flat: Uint8Array[], threads: number): Promise<void>;
   /** Writes the indexes of the all-zero pages to `out` (room for every page) and returns how many. */
   zeroPages(bytes: Uint8Array, pageSize: number, out: Uint32Array): number;
+  /** zeroPages on the libuv pool; both buffers are held until the Promise settles. */
+  zeroPagesAsync(bytes: Uint8Array, pageSize: number, out: Uint32Array): Promise<number>;
   /** Reads every byte (no early exit): the memory-bandwidth reference of `ferry bench crypto`. */
   readAll(bytes: Uint8Array): number;
 }

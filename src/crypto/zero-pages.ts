@@ -26,6 +26,7 @@ export function pageCount(byteLength: number, pageSize: number): number {
 
 /** Scans one view (at most PAGES_PER_VIEW pages), writing the zero pages' indexes to `out`. */
 export type ViewScanner = (view: Uint8Array, pageSize: number, out: Uint32Array) => number;
+export type AsyncViewScanner = (view: Uint8Array, pageSize: number, out: Uint32Array) => Promise<number>;
 
 let zeroPage = Buffer.alloc(0);
 
@@ -44,11 +45,8 @@ export const scanViewTs: ViewScanner = (view, pageSize, out) => {
 
 export type ZeroPageSource = Uint8Array | ArrayBuffer | SharedArrayBuffer;
 
-/**
- * The indexes, in ascending order, of the pages of `source` whose bytes are all zero. A partial
- * page at the end is zero when all of its bytes are.
- */
-export function scanZeroPages(source: ZeroPageSource, pageSize: number, scan: ViewScanner): Uint32Array {
+/** The views `source` is scanned in, each with the index of its first page. */
+function* views(source: ZeroPageSource, pageSize: number): Generator<{ view: Uint8Array; firstPage: number }> {
   checkPageSize(pageSize);
   let buffer: ArrayBufferLike;
   let offset: number;
@@ -65,26 +63,57 @@ export function scanZeroPages(source: ZeroPageSource, pageSize: number, scan: Vi
     throw new RangeError(`buffer holds ${pages} pages of ${pageSize} bytes; at most 2^32 - 1 pages: use a larger page size`);
   }
   const viewBytes = Math.min(PAGES_PER_VIEW, pages) * pageSize;
-  const scratch = new Uint32Array(Math.min(PAGES_PER_VIEW, pages));
-  const found: Uint32Array[] = [];
-  let total = 0;
   for (let start = 0; start < length; start += viewBytes) {
-    const view = new Uint8Array(buffer, offset + start, Math.min(viewBytes, length - start));
-    const n = scan(view, pageSize, scratch);
-    const firstPage = start / pageSize;
-    const part = scratch.slice(0, n);
-    if (firstPage !== 0) for (let i = 0; i < n; i++) part[i] += firstPage;
-    found.push(part);
-    total += n;
+    yield { view: new Uint8Array(buffer, offset + start, Math.min(viewBytes, length - start)), firstPage: start / pageSize };
   }
+}
+
+/** The scratch for a view's page indexes: room for the pages of the largest view. */
+function scratchFor(view: Uint8Array, pageSize: number): Uint32Array {
+  return new Uint32Array(pageCount(view.length, pageSize));
+}
+
+/** Appends the indexes a view's scan found, shifted to the whole buffer's page numbers. */
+function collect(found: Uint32Array[], scratch: Uint32Array, n: number, firstPage: number): void {
+  const part = scratch.slice(0, n);
+  if (firstPage !== 0) for (let i = 0; i < n; i++) part[i] += firstPage;
+  found.push(part);
+}
+
+function join(found: Uint32Array[]): Uint32Array {
   if (found.length === 1) return found[0]!;
-  const out = new Uint32Array(total);
+  const out = new Uint32Array(found.reduce((n, part) => n + part.length, 0));
   let at = 0;
   for (const part of found) {
     out.set(part, at);
     at += part.length;
   }
   return out;
+}
+
+/**
+ * The indexes, in ascending order, of the pages of `source` whose bytes are all zero. A partial
+ * page at the end is zero when all of its bytes are.
+ */
+export function scanZeroPages(source: ZeroPageSource, pageSize: number, scan: ViewScanner): Uint32Array {
+  const found: Uint32Array[] = [];
+  let scratch: Uint32Array | undefined;
+  for (const { view, firstPage } of views(source, pageSize)) {
+    scratch ??= scratchFor(view, pageSize);
+    collect(found, scratch, scan(view, pageSize, scratch), firstPage);
+  }
+  return join(found);
+}
+
+/** scanZeroPages with a scan that runs off the calling thread. */
+export async function scanZeroPagesAsync(source: ZeroPageSource, pageSize: number, scan: AsyncViewScanner): Promise<Uint32Array> {
+  const found: Uint32Array[] = [];
+  let scratch: Uint32Array | undefined;
+  for (const { view, firstPage } of views(source, pageSize)) {
+    scratch ??= scratchFor(view, pageSize);
+    collect(found, scratch, await scan(view, pageSize, scratch), firstPage);
+  }
+  return join(found);
 }
 
 /** The TypeScript scan of a whole buffer (the fallback, and the benchmark's reference). */
