@@ -1,7 +1,7 @@
 /**
  * The measurements behind `ferry bench crypto`: AES-256-GCM seal and open throughput per backend,
  * one thread and all threads; zero-page scan speed; and `openssl speed` in the same run. Every
- * figure is bytes of plaintext per second, in GB/s (10^9).
+ * figure is bytes of plaintext per second, in GB/s (10^9), the best of a few windows (see WINDOWS).
  */
 import { spawnSync } from 'node:child_process';
 import { availableParallelism, cpus, loadavg } from 'node:os';
@@ -67,17 +67,27 @@ export interface CryptoBenchOptions {
   progress: (line: string) => void;
 }
 
+/** Windows per measurement, and `openssl speed` runs per size: each figure is the best of them, so a
+ * burst of other work on the shared machine lowers one window instead of the figure. */
+const WINDOWS = 3;
+const OPENSSL_RUNS = 2;
+
+/** The best rate, in GB/s, over WINDOWS windows of seconds/WINDOWS each. */
 async function timed(seconds: number, bytesPerRound: number, round: () => Promise<unknown> | unknown): Promise<number> {
   await round(); // warm up: first-touch of outputs, JIT, pool threads
-  let bytes = 0;
-  const start = performance.now();
-  let elapsed = 0;
-  do {
-    await round();
-    bytes += bytesPerRound;
-    elapsed = (performance.now() - start) / 1000;
-  } while (elapsed < seconds);
-  return bytes / elapsed / 1e9;
+  let best = 0;
+  for (let w = 0; w < WINDOWS; w++) {
+    let bytes = 0;
+    const start = performance.now();
+    let elapsed = 0;
+    do {
+      await round();
+      bytes += bytesPerRound;
+      elapsed = (performance.now() - start) / 1000;
+    } while (elapsed < seconds / WINDOWS);
+    best = Math.max(best, bytes / elapsed / 1e9);
+  }
+  return best;
 }
 
 function frames(size: number): { jobs: AeadJob[]; bytes: number } {
@@ -169,16 +179,18 @@ function opensslSpeed(notes: string[]): { gbps: Record<number, number> | null; v
   }
   const gbps: Record<number, number> = {};
   for (const size of FRAME_SIZES) {
-    const r = spawnSync('openssl', ['speed', '-evp', 'aes-256-gcm', '-bytes', String(size), '-seconds', '1', '-mr'], {
-      encoding: 'utf8',
-    });
-    const m = /^\+F:\d+:[^:]+:([\d.]+)/m.exec(r.stdout ?? '');
-    if (!m) {
-      const reason = `could not read \`openssl speed\` output for ${size} bytes`;
-      notes.push(reason);
-      return { gbps: null, version: version.stdout.trim(), reason };
+    for (let run = 0; run < OPENSSL_RUNS; run++) {
+      const r = spawnSync('openssl', ['speed', '-evp', 'aes-256-gcm', '-bytes', String(size), '-seconds', '1', '-mr'], {
+        encoding: 'utf8',
+      });
+      const m = /^\+F:\d+:[^:]+:([\d.]+)/m.exec(r.stdout ?? '');
+      if (!m) {
+        const reason = `could not read \`openssl speed\` output for ${size} bytes`;
+        notes.push(reason);
+        return { gbps: null, version: version.stdout.trim(), reason };
+      }
+      gbps[size] = Math.max(gbps[size] ?? 0, Number(m[1]) / 1e9);
     }
-    gbps[size] = Number(m[1]) / 1e9;
   }
   return { gbps, version: version.stdout.trim() };
 }

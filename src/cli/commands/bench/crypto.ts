@@ -50,7 +50,7 @@ export const benchCryptoCommand = defineCommand<CryptoArgs>({
   describe: 'AES-256-GCM seal/open GB/s per backend and thread count, zero-page scan GB/s, vs openssl speed',
   builder: (yargs: Argv<GlobalArgs>) =>
     yargs
-      .option('seconds', { type: 'number', default: 0.3, describe: 'seconds per measurement (the whole run takes about 100 of them)' })
+      .option('seconds', { type: 'number', default: 0.3, describe: 'seconds per measurement (the whole run takes about 100 of them, plus 8 s of openssl speed)' })
       .example('$0 bench crypto', 'the table, about 40 s')
       .example('$0 bench crypto --json --seconds 1', 'one JSON object, longer measurements'),
   run: async (output, args) => {
