@@ -4,8 +4,9 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { Worker, type WorkerOptions } from 'node:worker_threads';
 import {
   cpuFeatures,
   loadBackend,
@@ -47,6 +48,38 @@ describe('native backend', function () {
     } finally {
       if (saved !== undefined) process.env.FERRY_CRYPTO = saved;
     }
+  });
+
+  it('loads and seals in worker threads alongside the main thread (same bytes)', async function () {
+    // The compiled module (npm test builds it first): tsx's loader does not reach eval'd workers.
+    const compiled = new URL('../../dist/crypto/index.js', import.meta.url);
+    if (!existsSync(compiled)) {
+      console.log('      skipped: dist/ is not built (run `npm run build`)');
+      this.skip();
+    }
+    const src = compiled.href;
+    const code = `
+      import { nativeBackend } from ${JSON.stringify(src)};
+      import { parentPort } from 'node:worker_threads';
+      const k = await nativeBackend().importKey(Buffer.alloc(32, 1));
+      const [s] = await k.sealBatch([{ iv: Buffer.alloc(12), aad: Buffer.alloc(3), input: Buffer.alloc(300000, 7) }], { threads: 2 });
+      k.destroy();
+      parentPort.postMessage(Buffer.from(s).toString('hex'));`;
+    const fromWorkers = await Promise.all(
+      [1, 2].map(
+        () =>
+          new Promise<string>((resolve, reject) => {
+            const w = new Worker(code, { eval: true, type: 'module' } as WorkerOptions);
+            w.once('message', (m: string) => {
+              resolve(m);
+              void w.terminate();
+            });
+            w.once('error', reject);
+          }),
+      ),
+    );
+    const main = await nativeBackend().seal(Buffer.alloc(32, 1), Buffer.alloc(12), Buffer.alloc(3), Buffer.alloc(300000, 7));
+    for (const hex of fromWorkers) assert.equal(hex, Buffer.from(main).toString('hex'));
   });
 
   for (const impl of nativeImplementations()) {
