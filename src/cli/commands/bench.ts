@@ -1,8 +1,9 @@
 /** `ferry bench <what>`: benchmarks that report ratios from one run. One module per subject. */
 import type { Argv, CommandModule } from 'yargs';
 import { benchChannelCommand } from './bench/channel.js';
+import { benchCryptoCommand } from './bench/crypto.js';
 
-const subjects: CommandModule<any, any>[] = [benchChannelCommand];
+const subjects: CommandModule<any, any>[] = [benchCryptoCommand, benchChannelCommand];
 
 export const benchCommand: CommandModule = {
   command: 'bench <subject>',
