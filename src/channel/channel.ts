@@ -147,7 +147,9 @@ export abstract class ChannelCore implements Channel {
   private peerWindow = MIN_WINDOW_BYTES;
   private readonly admitQueue: AdmitWaiter[] = [];
   private sealQueue: PendingSend[] = [];
+  /** Sent and not acknowledged, in number order from `unackedHead` (a queue without O(n) shifts). */
   private readonly unacked: OutMessage[] = [];
+  private unackedHead = 0;
   private retransmitQueue: OutMessage[] = [];
   private peerAcked = 0;
   private peerSawEnd = false;
@@ -400,6 +402,7 @@ export abstract class ChannelCore implements Channel {
     for (const w of this.receiveWaiters.splice(0)) w.reject(err);
     for (const w of this.endWaiters.splice(0)) w.reject(err);
     this.unacked.length = 0;
+    this.unackedHead = 0;
     this.retransmitQueue = [];
     this.openQueue = [];
     for (const m of this.reorder.values()) m.payload.fill(0);
@@ -605,7 +608,7 @@ export abstract class ChannelCore implements Channel {
 
   /** Everything a lost connection carried that the peer has not acknowledged goes again elsewhere. */
   private requeue(conn: Connection): void {
-    for (const msg of this.unacked) if (msg.conn === conn) this.queueRetransmit(msg);
+    for (let i = this.unackedHead; i < this.unacked.length; i++) if (this.unacked[i]!.conn === conn) this.queueRetransmit(this.unacked[i]!);
     this.retransmitQueue.sort((a, b) => a.number - b.number);
     if (this.endConn === conn) this.endConn = null;
     this.schedulePump();
@@ -627,6 +630,12 @@ export abstract class ChannelCore implements Channel {
       );
     }
     if (this.error) return;
+    if (!this.pickConnection()) {
+      // Every connection went while the batch was being opened: it waits for the next one.
+      if (this.encrypted) for (const p of plain) p.fill(0);
+      this.retransmitQueue = [...batch, ...this.retransmitQueue].sort((a, b) => a.number - b.number);
+      return;
+    }
     const jobs: AeadJob[] = [];
     const moved = batch.map((m, i) => {
       const conn = this.pickConnection()!;
@@ -871,11 +880,15 @@ export abstract class ChannelCore implements Channel {
     }
     if (count > this.peerAcked) {
       this.peerAcked = count;
-      while (this.unacked.length > 0 && this.unacked[0]!.number < count) {
-        const m = this.unacked.shift()!;
+      while (this.unackedHead < this.unacked.length && this.unacked[this.unackedHead]!.number < count) {
+        const m = this.unacked[this.unackedHead++]!;
         this.inflightBytes -= m.payloadLength;
         // Acknowledged: the peer has every byte, so no write of this buffer can still be pending.
         if (!m.retransmitted) this.pool.give(m.frame);
+      }
+      if (this.unackedHead > 1024 && this.unackedHead * 2 > this.unacked.length) {
+        this.unacked.splice(0, this.unackedHead);
+        this.unackedHead = 0;
       }
       this.retransmitQueue = this.retransmitQueue.filter((m) => m.number >= count);
       this.drainAdmit();
