@@ -105,18 +105,18 @@ class SourceMigration {
     if (now - this.lastProgress < 1000) return;
     this.lastProgress = now;
     const p = this.passStats;
+    const left = this.passPlanned - (p.pages + p.zeroPages) * this.guest.pageSize - (p.blocks + p.zeroBlocks) * this.guest.blockSize;
+    if (left <= 0) return;
     const rate = (p.bytes * 1000) / Math.max(1, now - this.passStarted);
     this.onEvent({
-      type: 'pass', pass: this.pass, bytesSent: this.bytesSent, bytesLeft: Math.max(0, this.passPlanned - (p.pages + p.zeroPages) * this.guest.pageSize - (p.blocks + p.zeroBlocks) * this.guest.blockSize),
+      type: 'pass', pass: this.pass, bytesSent: this.bytesSent, bytesLeft: left,
       throughput: rate, dirtyRate: this.conv.dirtyRate, zeroPagesSkipped: this.zeroSkipped(), throttlePercent: this.guest.throttlePercent, elapsedMs: this.elapsed(),
     });
   }
 
   private checkTimeout(): void {
     this.progress();
-    if (this.elapsed() > this.options.timeoutMs) {
-      throw new FerryError('ERR_FERRY_TIMEOUT', `migration did not converge within ${this.options.timeoutMs} ms; the guest keeps running on the source`);
-    }
+    if (this.elapsed() > this.options.timeoutMs) throw this.timeoutError();
   }
 
   /** Sends a run of pages, cut into chunks, zero pages as markers. */
@@ -188,7 +188,12 @@ class SourceMigration {
   /** Bytes of guest this pass covers (pages and blocks, zero or not). */
   private passPlanned = 0;
 
-  private async runPass(pages: Array<[number, number]>, blocks: Array<[number, number]>): Promise<PassReport> {
+  private timeoutError(): FerryError {
+    return new FerryError('ERR_FERRY_TIMEOUT', `migration did not converge within ${this.options.timeoutMs} ms; the guest keeps running on the source`);
+  }
+
+  /** `final`: the switch-over pass, whose end is COMPLETE's answer, not an acknowledgement. */
+  private async runPass(pages: Array<[number, number]>, blocks: Array<[number, number]>, final = false): Promise<PassReport> {
     this.pass++;
     this.passStats = this.newPass();
     const t0 = performance.now();
@@ -199,6 +204,7 @@ class SourceMigration {
     await this.flush();
     const report = this.passStats;
     await this.send(MSG.PASS_END, encodeJson({ pass: report.pass, pages: report.pages, zeroPages: report.zeroPages, blocks: report.blocks, zeroBlocks: report.zeroBlocks }));
+    if (!final) await this.replies.passAcked(report.pass, this.options.timeoutMs - this.elapsed(), () => this.timeoutError());
     report.durationMs = performance.now() - t0;
     this.passes.push(report);
     this.conv.recordPass(report.bytes, report.durationMs);
@@ -260,7 +266,7 @@ class SourceMigration {
       // that the destination will never run it.
       pausedAt = performance.now();
       await g.pause();
-      await this.runPass(runsOf(g.harvestDirtyPages()), runsOf(g.harvestDirtyBlocks()));
+      await this.runPass(runsOf(g.harvestDirtyPages()), runsOf(g.harvestDirtyBlocks()), true);
       await this.send(MSG.DEVICE, encodeJson(g.deviceState()));
       const digest = this.options.verify ? await g.digest() : null;
       outcome.sourceDigest = digest;
@@ -274,7 +280,7 @@ class SourceMigration {
         outcome.downtimeMs = performance.now() - pausedAt;
         outcome.outcome = 'committed';
         this.onEvent({ type: 'committed', downtimeMs: outcome.downtimeMs });
-        await this.replies.close();
+        this.replies.close();
         return this.finish(outcome);
       }
       // The destination said "not committed" (and never will): the guest is ours again.
@@ -291,9 +297,9 @@ class SourceMigration {
         return this.finish(outcome);
       }
       outcome.outcome = 'aborted';
-      await this.replies.abort({ code: e.code, message: e.message });
       g.setThrottle(this.originalThrottle);
       if (pausedAt > 0) g.resume();
+      await this.replies.abort({ code: e.code, message: e.message });
       this.onEvent({ type: 'aborted', code: e.code, message: e.message });
       return this.finish(outcome);
     }
