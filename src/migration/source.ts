@@ -28,6 +28,8 @@ export interface SourceOptions {
 
 /** Pages or blocks scanned and sent per step: 1 MiB, one DATA message's worth. */
 const CHUNK_BYTES = 1 << 20;
+/** DATA messages queued on the channel at once. */
+const MAX_INFLIGHT = 8;
 
 function runsOf(indexes: Uint32Array): Array<[number, number]> {
   const runs: Array<[number, number]> = [];
@@ -43,7 +45,10 @@ function runsOf(indexes: Uint32Array): Array<[number, number]> {
 }
 
 class SourceMigration {
-  private readonly builder = new DataBuilder();
+  private builder = new DataBuilder();
+  /** DATA messages handed to the channel and not yet taken, with the builders they live in. */
+  private readonly inflight: Array<{ taken: Promise<void>; builder: DataBuilder }> = [];
+  private readonly spare: DataBuilder[] = [];
   private readonly scratch = Buffer.allocUnsafe(CHUNK_BYTES);
   private readonly memory: SpaceCounts = { dataUnits: 0, zeroUnits: 0, dataBytes: 0 };
   private readonly disk: SpaceCounts = { dataUnits: 0, zeroUnits: 0, dataBytes: 0 };
@@ -84,10 +89,32 @@ class SourceMigration {
     this.passStats.bytes += payload.length;
   }
 
+  /**
+   * Hands the message being built to the channel without waiting for it to be taken, so several
+   * are queued at once and the channel can seal them in batches; at most MAX_INFLIGHT.
+   */
   private async flush(): Promise<void> {
     if (this.builder.empty) return;
+    this.replies.throwIfPeerAborted();
     this.dataMessages++;
-    await this.send(MSG.DATA, this.builder.take());
+    const payload = this.builder.take();
+    const taken = this.channel.send(MSG.DATA, payload);
+    taken.catch(() => {});
+    this.inflight.push({ taken, builder: this.builder });
+    this.bytesSent += payload.length;
+    this.passStats.bytes += payload.length;
+    this.builder = this.spare.pop() ?? new DataBuilder();
+    while (this.inflight.length >= MAX_INFLIGHT) await this.settleOne();
+  }
+
+  private async settleOne(): Promise<void> {
+    const first = this.inflight.shift()!;
+    await first.taken;
+    this.spare.push(first.builder);
+  }
+
+  private async drain(): Promise<void> {
+    while (this.inflight.length > 0) await this.settleOne();
   }
 
   /** Room for `bytes` more data (and one run) in the message being built, flushing first if not. */
@@ -202,6 +229,7 @@ class SourceMigration {
     for (const [f, n] of pages) await this.sendPages(f, n);
     for (const [f, n] of blocks) await this.sendBlocks(f, n);
     await this.flush();
+    await this.drain();
     const report = this.passStats;
     await this.send(MSG.PASS_END, encodeJson({ pass: report.pass, pages: report.pages, zeroPages: report.zeroPages, blocks: report.blocks, zeroBlocks: report.zeroBlocks }));
     if (!final) await this.replies.passAcked(report.pass, this.options.timeoutMs - this.elapsed(), () => this.timeoutError());
