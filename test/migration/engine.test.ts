@@ -9,17 +9,11 @@ import assert from 'node:assert/strict';
 import { startGuest, type GuestClient } from '../../src/guest/index.js';
 import type { FerryError } from '../../src/errors.js';
 import { GuestSandbox, alive, sleep, waitUntil } from '../helpers/guests.js';
-import { channelBuilt, migrate } from '../helpers/migrate.js';
+import { migrate } from '../helpers/migrate.js';
 
 describe('migration between guest processes', function () {
   this.timeout(90_000);
   const box = new GuestSandbox();
-  before(function () {
-    if (!channelBuilt()) {
-      console.log('      skipped: this build has no channel (dist/channel/index.js is missing)');
-      this.skip();
-    }
-  });
   after(() => box.cleanup());
 
   async function ready(g: GuestClient): Promise<GuestClient> {
