@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { startGuest, type GuestClient } from '../../src/guest/index.js';
 import type { FerryError } from '../../src/errors.js';
 import { GuestSandbox, alive, sleep, waitUntil } from '../helpers/guests.js';
-import { migrate } from '../helpers/migrate.js';
+import { migrateLocally as migrate } from '../../src/guest/local-migration.js';
 
 describe('migration between guest processes', function () {
   this.timeout(90_000);
