@@ -14,6 +14,10 @@ import type { GuestConfig } from './types.js';
 export interface MigrateOptions extends Partial<Omit<OutgoingSpec, 'key' | 'nonce' | 'networks' | 'migrationId'>> {
   /** What the destination agent decides at ready-to-commit; or a function run then instead. */
   atReady?: 'commit' | 'abort' | ((incoming: IncomingGuest, source: GuestClient) => Promise<void>);
+  /** Given the router's address, the address the source should dial (e.g. a relay in between). */
+  route?: (network: string) => string | Promise<string>;
+  /** Every event of the source. */
+  onEvent?: (event: MigrationEvent) => void;
 }
 
 export interface Migrated {
@@ -25,7 +29,7 @@ export interface Migrated {
 
 /** Migrates `source` to a new incoming guest in `dstDir` over 127.0.0.1. */
 export async function migrateLocally(source: GuestClient, dstDir: string, config: GuestConfig, options: MigrateOptions = {}): Promise<Migrated> {
-  const { atReady = 'commit', ...spec } = options;
+  const { atReady = 'commit', route, onEvent, ...spec } = options;
   const migrationId = `m-${randomBytes(6).toString('hex')}`;
   const key = randomBytes(32);
   const nonce = randomBytes(8);
@@ -45,7 +49,11 @@ export async function migrateLocally(source: GuestClient, dstDir: string, config
     });
     const events: MigrationEvent[] = [];
     const ready = incoming.client.awaitMigration();
-    const out = source.migrateOut({ ...spec, migrationId, key, nonce, mode, streams, networks: [network] }, (e) => events.push(e));
+    const dial = route ? await route(network) : network;
+    const out = source.migrateOut({ ...spec, migrationId, key, nonce, mode, streams, networks: [dial] }, (e) => {
+      events.push(e);
+      onEvent?.(e);
+    });
     out.catch(() => {});
     let destination = await ready;
     if (destination.phase === 'ready-to-commit') {

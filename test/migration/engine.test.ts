@@ -6,6 +6,7 @@
  * paused and in doubt until its agent resolves it.
  */
 import assert from 'node:assert/strict';
+import { createConnection, createServer, type AddressInfo, type Socket } from 'node:net';
 import { startGuest, type GuestClient } from '../../src/guest/index.js';
 import type { FerryError } from '../../src/errors.js';
 import { GuestSandbox, alive, sleep, waitUntil } from '../helpers/guests.js';
@@ -140,5 +141,66 @@ describe('migration between guest processes', function () {
     await src.resumeAfterAbort();
     await waitUntil(async () => (await src.status()).opsPerSecond > 0, 3000, 'the source guest to run');
     await src.stop();
+  });
+});
+
+describe('migration with its data connections cut', function () {
+  this.timeout(90_000);
+  const box = new GuestSandbox();
+  after(() => box.cleanup());
+
+  it('cut mid pre-copy: afterwards exactly one side runs the guest, with its memory intact', async () => {
+    // A relay between source and destination that can cut every connection it carries.
+    const carried = new Set<Socket>();
+    const relay = createServer((inbound) => {
+      const outbound = createConnection(relayTarget);
+      for (const s of [inbound, outbound]) {
+        carried.add(s);
+        s.on('error', () => {});
+        s.on('close', () => carried.delete(s));
+      }
+      inbound.pipe(outbound).pipe(inbound);
+    });
+    let relayTarget = { host: '127.0.0.1', port: 0 };
+    await new Promise<void>((r) => relay.listen(0, '127.0.0.1', r));
+    let cuts = 0;
+    try {
+      const config = box.config({ kind: 'dirty', bytesPerSecond: 16e6 }, 8);
+      const src = await startGuest(box.dir('src'), config);
+      await sleep(1000);
+      const m = await migrate(src, box.dir('dst'), config, {
+        mode: 'encrypted', maxBytesPerSecond: 8e6, maxDowntimeMs: 100, verify: true,
+        route: (network) => {
+          const [host, port] = network.split(':');
+          relayTarget = { host: host!, port: Number(port) };
+          return `127.0.0.1:${(relay.address() as AddressInfo).port}`;
+        },
+        onEvent: (e) => {
+          if (e.type === 'pass' && e.pass === 2 && cuts === 0) {
+            cuts++;
+            for (const s of carried) s.destroy();
+          }
+        },
+      });
+      assert.equal(cuts, 1, 'the cut never happened');
+      console.log(`      after the cut: ${m.source.phase}`);
+      const s = await src.status();
+      if (m.source.phase === 'committed') {
+        // The channel reconnected and carried on.
+        assert.equal(s.state, 'migrated');
+        assert.equal((await m.incoming.client.status()).state, 'running');
+        assert.equal(m.source.result!.sourceDigest, m.source.result!.destinationDigest);
+        await src.finish();
+        await m.incoming.client.stop();
+      } else {
+        assert.equal(m.source.phase, 'aborted', `phase ${m.source.phase}`);
+        assert.equal(s.state, 'running');
+        await waitUntil(() => !alive(m.incoming.client.pid), 5000, 'the incoming guest to exit');
+        await src.stop();
+      }
+    } finally {
+      for (const s of carried) s.destroy();
+      relay.close();
+    }
   });
 });
