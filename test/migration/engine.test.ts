@@ -75,6 +75,23 @@ describe('migration between guest processes', function () {
     });
   }
 
+  it('moves a guest its agent paused: it arrives paused, byte for byte, and resumes there', async () => {
+    const config = box.config({ kind: 'kv', getsPerSecond: 3000, setsPerSecond: 1000 }, 64, 8);
+    const src = await ready(await startGuest(box.dir('src'), config));
+    await sleep(300);
+    await src.pause();
+    const before = await src.digest();
+    const m = await migrate(src, box.dir('dst'), config, { mode: 'encrypted' });
+    assert.equal(m.source.phase, 'committed', JSON.stringify(m.source.result?.error));
+    const dst = m.incoming.client;
+    assert.equal((await dst.status()).state, 'paused');
+    assert.equal(await dst.digest(), before);
+    await dst.resume();
+    await waitUntil(async () => (await dst.status()).opsPerSecond > 0, 5000, 'the workload to run at the destination');
+    await src.finish();
+    await dst.stop();
+  });
+
   it('throttles a guest that dirties faster than a capped link drains, and converges', async () => {
     // 16 MB/s of page writes against an 8 MB/s link: pre-copy alone never gets under 100 ms.
     // The guest first runs a while so its memory is written (a fresh one is mostly zero pages).
