@@ -16,7 +16,6 @@ const BYTE_UNITS: Record<string, number> = {
 const BIT_UNITS: Record<string, number> = {
   bit: 1, kbit: 1e3, mbit: 1e6, gbit: 1e9, tbit: 1e12,
   kibit: 2 ** 10, mibit: 2 ** 20, gibit: 2 ** 30,
-  'kb/s': 1e3, 'mb/s': 1e6, 'gb/s': 1e9,
 };
 
 const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
@@ -45,14 +44,11 @@ export function parseSize(text: string | number, option = 'size'): number {
 export function parseRate(text: string | number, option = 'rate'): number {
   if (typeof text === 'number') return checkWhole(option, text, String(text));
   const [n, rawUnit] = split(option, text);
-  const unit = rawUnit.replace(/\/s$|ps$/i, '');
-  if (/^[kmgt]?b$/.test(unit) && unit !== 'b' && unit !== '') {
-    // lower-case b: bits (10Gb, 100Mb)
-    const bits = BIT_UNITS[`${unit.slice(0, -1).toLowerCase()}bit`]!;
-    return checkWhole(option, Math.round((n * bits) / 8), text);
-  }
-  const bitScale = BIT_UNITS[unit.toLowerCase()];
-  if (bitScale !== undefined && /bit$/i.test(unit)) return checkWhole(option, Math.round((n * bitScale) / 8), text);
+  const unit = rawUnit.replace(/(\/s|ps)$/i, '');
+  // A lower-case b is bits, as links are rated (10Gb, 100Mb); `bit` is bits in any case.
+  const bits = /^([kmgt]?)b$/i.exec(unit) && unit.endsWith('b') ? `${unit.slice(0, -1).toLowerCase()}bit` : unit.toLowerCase();
+  const bitScale = /bit$/.test(bits) ? BIT_UNITS[bits] : undefined;
+  if (bitScale !== undefined) return checkWhole(option, Math.round((n * bitScale) / 8), text);
   const byteScale = BYTE_UNITS[unit.toLowerCase()];
   if (byteScale === undefined) {
     throw new FerryError('ERR_FERRY_INPUT', `${option}: unknown unit "${rawUnit}" in "${text}" (use e.g. 10Gbit, 1Gb, 200MB, 200MiB)`);

@@ -1,0 +1,71 @@
+/**
+ * Evacuation placement: where each guest of a host goes. Largest guests first, each to the allowed
+ * host with the most free memory left, so big guests are not stranded by small ones. A host is
+ * allowed when the guest's memory fits and, for guests that require encryption, the host encrypts.
+ * A guest with a passthrough-class NIC may go to a host without one; it gets the emulated NIC there
+ * (as Hyper-V does), and the plan says so.
+ */
+import type { EncryptedMigration, NicKind } from '../guest/types.js';
+import { decideMode, type ModeDecision } from './mode.js';
+
+export interface PlacementHost {
+  name: string;
+  encrypts: boolean;
+  freeMemoryBytes: number;
+  hasSriov: boolean;
+}
+
+export interface PlacementGuest {
+  name: string;
+  memoryBytes: number;
+  encryptedMigration: EncryptedMigration;
+  nic: NicKind;
+}
+
+export type Placement =
+  | { guest: string; to: string; mode: ModeDecision['mode']; warning?: string; nicFallback: boolean }
+  | { guest: string; to: null; reason: string };
+
+export function planEvacuation(
+  source: { name: string; encrypts: boolean },
+  guests: readonly PlacementGuest[],
+  targets: readonly PlacementHost[],
+  modeOverride?: EncryptedMigration,
+): Placement[] {
+  const free = new Map(targets.map((t) => [t.name, t.freeMemoryBytes]));
+  const order = [...guests].sort((a, b) => b.memoryBytes - a.memoryBytes || a.name.localeCompare(b.name));
+  const plan: Placement[] = [];
+  for (const guest of order) {
+    const setting = modeOverride ?? guest.encryptedMigration;
+    const reasons: string[] = [];
+    let best: { host: PlacementHost; decision: ModeDecision; left: number } | null = null;
+    for (const host of targets) {
+      const left = free.get(host.name)! - guest.memoryBytes;
+      if (left < 0) {
+        reasons.push(`${host.name}: not enough free memory`);
+        continue;
+      }
+      let decision: ModeDecision;
+      try {
+        decision = decideMode(setting, source, host);
+      } catch {
+        reasons.push(`${host.name}: cannot encrypt and the guest requires it`);
+        continue;
+      }
+      if (!best || left > best.left) best = { host, decision, left };
+    }
+    if (!best) {
+      plan.push({ guest: guest.name, to: null, reason: reasons.join('; ') || 'no target hosts' });
+      continue;
+    }
+    free.set(best.host.name, best.left);
+    plan.push({
+      guest: guest.name,
+      to: best.host.name,
+      mode: best.decision.mode,
+      ...(best.decision.warning ? { warning: best.decision.warning } : {}),
+      nicFallback: guest.nic === 'sriov' && !best.host.hasSriov,
+    });
+  }
+  return plan;
+}

@@ -1,0 +1,83 @@
+import assert from 'node:assert/strict';
+import { inspect } from 'node:util';
+import { decideMode } from '../../src/coordinator/mode.js';
+import { MigrationKey, newMigrationId } from '../../src/coordinator/keys.js';
+import { planEvacuation, type PlacementGuest } from '../../src/coordinator/placement.js';
+
+const GiB = 2 ** 30;
+const a = { name: 'a', encrypts: true };
+const b = { name: 'b', encrypts: true };
+const old = { name: 'old', encrypts: false };
+
+describe('coordinator: mode decision', function () {
+  it('encrypts whenever both hosts can, unless disabled', function () {
+    assert.deepEqual(decideMode('opportunistic', a, b), { mode: 'encrypted' });
+    assert.deepEqual(decideMode('required', a, b), { mode: 'encrypted' });
+    assert.deepEqual(decideMode('disabled', a, b), { mode: 'plain' });
+  });
+
+  it('opportunistic goes plain with a warning naming the host that cannot encrypt', function () {
+    const d = decideMode('opportunistic', a, old);
+    assert.equal(d.mode, 'plain');
+    assert.match(d.warning!, /old cannot encrypt/);
+  });
+
+  it('required refuses a host that cannot encrypt', function () {
+    assert.throws(() => decideMode('required', old, b), { code: 'ERR_FERRY_REFUSED' });
+  });
+});
+
+describe('coordinator: migration keys', function () {
+  it('are fresh, never printed, and wiped to zero', function () {
+    const k1 = MigrationKey.generate();
+    const k2 = MigrationKey.generate();
+    assert.equal(k1.key.length, 32);
+    assert.equal(k1.nonce.length, 8);
+    assert.notDeepEqual(k1.key, k2.key);
+    const hex = k1.key.toString('hex');
+    assert.ok(!JSON.stringify({ k1 }).includes(hex));
+    assert.ok(!inspect(k1, { depth: 5 }).includes(hex));
+    k1.wipe();
+    assert.ok(k1.key.every((x) => x === 0) && k1.nonce.every((x) => x === 0));
+    assert.ok(k1.isWiped);
+  });
+
+  it('gives unique, file-name-safe migration ids', function () {
+    const ids = new Set(Array.from({ length: 1000 }, () => newMigrationId()));
+    assert.equal(ids.size, 1000);
+    for (const id of ids) assert.match(id, /^[A-Za-z0-9._-]{1,64}$/);
+  });
+});
+
+describe('coordinator: evacuation placement', function () {
+  const guests: PlacementGuest[] = [
+    { name: 'small', memoryBytes: 1 * GiB, encryptedMigration: 'opportunistic', nic: 'virtio' },
+    { name: 'big', memoryBytes: 6 * GiB, encryptedMigration: 'opportunistic', nic: 'sriov' },
+    { name: 'secret', memoryBytes: 2 * GiB, encryptedMigration: 'required', nic: 'virtio' },
+  ];
+
+  it('places largest first on the host with most room, required guests only on hosts that encrypt', function () {
+    const plan = planEvacuation(a, guests, [
+      { name: 'b', encrypts: true, freeMemoryBytes: 8 * GiB, hasSriov: false },
+      { name: 'old', encrypts: false, freeMemoryBytes: 4 * GiB, hasSriov: true },
+    ]);
+    const by = Object.fromEntries(plan.map((p) => [p.guest, p]));
+    assert.equal(plan[0]!.guest, 'big');
+    assert.equal(by.big!.to, 'b');
+    assert.equal((by.big as { nicFallback: boolean }).nicFallback, true);
+    assert.equal(by.secret!.to, 'b');
+    assert.equal(by.small!.to, 'old');
+    assert.equal((by.small as { mode: string }).mode, 'plain');
+    assert.match((by.small as { warning: string }).warning, /old cannot encrypt/);
+  });
+
+  it('reports guests that fit nowhere, with the reasons, instead of overcommitting', function () {
+    const plan = planEvacuation(a, guests, [{ name: 'old', encrypts: false, freeMemoryBytes: 2 * GiB, hasSriov: false }]);
+    const by = Object.fromEntries(plan.map((p) => [p.guest, p]));
+    assert.equal(by.big!.to, null);
+    assert.match((by.big as { reason: string }).reason, /not enough free memory/);
+    assert.equal(by.secret!.to, null);
+    assert.match((by.secret as { reason: string }).reason, /cannot encrypt/);
+    assert.equal(by.small!.to, 'old');
+  });
+});
