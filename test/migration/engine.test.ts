@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { createConnection, createServer, type AddressInfo, type Socket } from 'node:net';
-import { startGuest, type GuestClient } from '../../src/guest/index.js';
+import { attachGuest, startGuest, type GuestClient } from '../../src/guest/index.js';
 import type { FerryError } from '../../src/errors.js';
 import { GuestSandbox, alive, sleep, waitUntil } from '../helpers/guests.js';
 import { migrateLocally as migrate } from '../../src/guest/local-migration.js';
@@ -90,6 +90,34 @@ describe('migration between guest processes', function () {
     await waitUntil(async () => (await dst.status()).opsPerSecond > 0, 5000, 'the workload to run at the destination');
     await src.finish();
     await dst.stop();
+  });
+
+  it('carries on when the control connection that started it dies; a new one follows it to the end', async () => {
+    const config = box.config({ kind: 'dirty', bytesPerSecond: 16e6 }, 8);
+    const dir = box.dir('src');
+    const src = await startGuest(dir, config);
+    await sleep(1000);
+    // The "agent" that starts the migration goes away mid pre-copy (its socket closes, as when
+    // the agent process is killed).
+    const doomed = (await attachGuest(dir))!;
+    let closed = false;
+    await assert.rejects(
+      migrate(doomed, box.dir('dst'), config, {
+        mode: 'encrypted', maxBytesPerSecond: 8e6, maxDowntimeMs: 100,
+        onEvent: (e) => {
+          if (e.type === 'pass' && e.pass === 2 && !closed) {
+            closed = true;
+            doomed.close();
+          }
+        },
+      }),
+      (e: FerryError) => e.code === 'ERR_FERRY_NETWORK',
+    );
+    assert.ok(closed);
+    const info = await src.awaitMigration();
+    assert.equal(info.phase, 'committed', JSON.stringify(info.result?.error));
+    assert.equal((await src.status()).state, 'migrated');
+    await src.finish();
   });
 
   it('throttles a guest that dirties faster than a capped link drains, and converges', async () => {
