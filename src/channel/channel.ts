@@ -55,9 +55,10 @@ export interface ChannelOptions {
   /** Told about each incoming connection refused before it touched the channel (wrong key, mode, id). */
   onRejectedConnection?: (error: FerryError) => void;
   /**
-   * Encrypted mode: the memory each DATA payload is opened into, `length` bytes exactly; default a
-   * fresh buffer. The consumer owns it once receive() returned it, so it can hand out recycled
-   * buffers (warm memory: a fresh one costs page faults) or memory of its own.
+   * The memory each DATA payload is opened into (plain mode: copied into), `length` bytes exactly;
+   * default a fresh buffer (plain mode: a view of the received frame). The consumer owns it once
+   * receive() returned it, so it can hand out recycled buffers (warm memory: a fresh one costs
+   * page faults) or memory of its own.
    */
   allocatePayload?: (messageType: number, length: number) => Uint8Array;
 }
@@ -133,6 +134,7 @@ export abstract class ChannelCore implements Channel {
   private readonly pool: FramePool;
   protected readonly options: Required<Omit<ChannelOptions, 'backend' | 'onRejectedConnection' | 'sealLimitBytes' | 'allocatePayload'>>;
   private readonly allocatePayload: (messageType: number, length: number) => Uint8Array;
+  private readonly consumerAllocates: boolean;
   private readonly encrypted: boolean;
   private readonly nonce: Buffer;
   private key: AeadKey | null;
@@ -192,6 +194,7 @@ export abstract class ChannelCore implements Channel {
       connectRounds: options.connectRounds ?? 2,
     };
     this.allocatePayload = options.allocatePayload ?? ((_type, length) => Buffer.allocUnsafe(length));
+    this.consumerAllocates = options.allocatePayload !== undefined;
     this.sealLimit = Math.min(SEAL_LIMIT_BYTES, options.sealLimitBytes ?? SEAL_LIMIT_BYTES);
     this.pacer = new Pacer(spec.maxBytesPerSecond, MAX_PAYLOAD_BYTES);
     this.pool = new FramePool(windowBytes + 2 * MAX_PAYLOAD_BYTES);
@@ -768,11 +771,18 @@ export abstract class ChannelCore implements Channel {
           return;
         }
       } else {
-        payloads = batch.map(({ frame }) => frame.body.subarray(0, frame.header.payloadLength));
+        payloads = batch.map(({ frame }) => {
+          const body = frame.body.subarray(0, frame.header.payloadLength);
+          if (!this.consumerAllocates || frame.header.type !== FrameType.DATA) return body;
+          // The consumer supplies memory: copy into it, so the frame's buffer can be used again.
+          const out = this.payloadMemory(frame.header);
+          out.set(body);
+          return out;
+        });
       }
       if (this.error) return;
       for (let i = 0; i < batch.length && !this.error; i++) this.onFrame(batch[i]!.frame, payloads[i]!);
-      if (this.encrypted) for (const { frame } of batch) if (frame.gathered) this.pool.give(frame.gathered);
+      if (this.encrypted || this.consumerAllocates) for (const { frame } of batch) if (frame.gathered) this.pool.give(frame.gathered);
     }
   }
 

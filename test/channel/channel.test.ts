@@ -48,8 +48,8 @@ forEachBackend('channel transfer', (backend) => {
 });
 
 forEachBackend('channel batching', (backend) => {
-  it('100 sends in flight at once are sealed in batches and still arrive in order, into the consumer’s memory', async () => {
-    const spec = makeSpec('encrypted', ['127.0.0.1:0'], { streams: 3 });
+  for (const mode of ['encrypted', 'plain'] as const) it(`${mode}: 100 sends in flight at once are sealed in batches and still arrive in order, into the consumer’s memory`, async () => {
+    const spec = makeSpec(mode, ['127.0.0.1:0'], { streams: 3 });
     const given = new Set<Uint8Array>();
     const allocatePayload = (_type: number, length: number): Uint8Array => {
       const b = new Uint8Array(length);
