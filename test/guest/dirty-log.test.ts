@@ -12,7 +12,7 @@ import { DiskImage } from '../../src/guest/synthetic/disk.js';
 import { BLOCK_SIZE, PAGE_SIZE } from '../../src/guest/synthetic/layout.js';
 import { GuestMemory } from '../../src/guest/synthetic/memory.js';
 import { Vcpu } from '../../src/guest/synthetic/vcpu.js';
-import { sleep } from '../helpers/guests.js';
+import { sleep, waitUntil } from '../helpers/guests.js';
 
 describe('dirty log', () => {
   it('harvests each set bit once, ascending, sign bit included', () => {
@@ -51,14 +51,15 @@ describe('dirty log', () => {
       };
       try {
         vcpu.start(null);
-        await sleep(100);
+        // Worker start-up is slow on a busy machine: begin once it writes.
+        await waitUntil(() => pageLog.count() > 0, 10_000, 'the writer to start');
         // Pass 1: clear, then copy everything; later passes copy what the log names.
         pageLog.clear();
         blockLog.clear();
         shadow.set(memory.slots[0]!);
         disk.readBlocks(0, disk.blockCount, shadowDisk);
         let harvested = 0;
-        for (let pass = 0; pass < 8; pass++) {
+        for (let pass = 0; pass < 8 || (harvested < 100 && pass < 200); pass++) {
           await sleep(40);
           const pages = pageLog.harvest();
           const blocks = blockLog.harvest();
@@ -69,9 +70,11 @@ describe('dirty log', () => {
         assert.ok(harvested > 100, `the writer dirtied only ${harvested} units`);
         await sleep(40);
         await vcpu.pause();
-        // Before the final pass the copy lags the guest: the check below can fail.
-        assert.notDeepEqual(Buffer.from(shadow), Buffer.from(memory.slots[0]!));
-        copyPages(pageLog.harvest());
+        const last = pageLog.harvest();
+        // Before the final pass the copy lags the guest wherever the writer wrote since the last
+        // harvest: the check below can fail.
+        if (last.length > 0) assert.notDeepEqual(Buffer.from(shadow), Buffer.from(memory.slots[0]!));
+        copyPages(last);
         copyBlocks(blockLog.harvest());
         assert.ok(Buffer.from(shadow).equals(Buffer.from(memory.slots[0]!)), 'memory copy differs after the final pass');
         const now = Buffer.alloc(disk.bytes);

@@ -88,7 +88,7 @@ describe('synthetic guest process', function () {
     assert.equal(g.pid, pid);
     const s = await g.status();
     assert.equal(s.state, 'running');
-    assert.ok(s.opsPerSecond > 0, 'the workload stopped');
+    await waitUntil(async () => (await g.status()).opsPerSecond > 0, 5000, 'the workload to keep running');
     await g.stop();
     assert.ok(!alive(pid));
   });
