@@ -248,7 +248,17 @@ process.on('SIGTERM', () => {
 });
 process.on('SIGHUP', () => {});
 
+/** An incoming guest nobody prepared (its agent died between spawn and prepare) has no future. */
+const UNPREPARED_EXIT_MS = 60_000;
+
 async function main(): Promise<void> {
+  if (incomingMode) {
+    setTimeout(() => {
+      if (tracker) return;
+      log(`no migration prepared within ${UNPREPARED_EXIT_MS} ms: exiting`);
+      void exit(1);
+    }, UNPREPARED_EXIT_MS);
+  }
   server = await listenControl(join(dir!, CONTROL_SOCKET), handlers);
   writeFileAtomic(join(dir!, PID_FILE), `${process.pid}\n`);
   log(`guest ${config.name} up: pid ${process.pid}, ${config.memoryBytes} bytes memory, ${config.diskBytes} bytes disk, ${incomingMode ? 'incoming' : 'running'}`);
