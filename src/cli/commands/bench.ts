@@ -2,8 +2,9 @@
 import type { Argv, CommandModule } from 'yargs';
 import { benchChannelCommand } from './bench/channel.js';
 import { benchCryptoCommand } from './bench/crypto.js';
+import { benchEngineCommand } from './bench/engine.js';
 
-const subjects: CommandModule<any, any>[] = [benchCryptoCommand, benchChannelCommand];
+const subjects: CommandModule<any, any>[] = [benchCryptoCommand, benchChannelCommand, benchEngineCommand];
 
 export const benchCommand: CommandModule = {
   command: 'bench <subject>',

@@ -1,0 +1,23 @@
+/**
+ * Where a guest process gets its migration channel: the encrypted channel of src/channel. The
+ * source dials the destination's migration networks; the destination adopts the sockets its agent
+ * hands over (with the bytes the agent's router already read).
+ */
+import type { Socket } from 'node:net';
+import { connectChannel, createIncomingChannel } from '../../channel/index.js';
+import type { Channel } from '../../channel/types.js';
+import type { ChannelParams } from '../../migration/types.js';
+
+export interface IncomingTransport {
+  channel: Channel;
+  adopt(socket: Socket, head?: Uint8Array): void;
+}
+
+export async function openOutgoing(params: ChannelParams, networks: string[]): Promise<Channel> {
+  return connectChannel({ ...params, networks });
+}
+
+export async function openIncoming(params: ChannelParams): Promise<IncomingTransport> {
+  const channel = await createIncomingChannel(params);
+  return { channel, adopt: (socket, head) => channel.adopt(socket, head) };
+}
