@@ -1,0 +1,111 @@
+/**
+ * The host agent (`ferry host serve`): opens the state directory, serves the control API, keeps
+ * the per-host migration limits. start() and stop() undo each other; stop() never touches guests
+ * (they are their own processes and outlive the agent).
+ */
+import { loadBackend } from '../crypto/index.js';
+import { parseAddress } from '../coordinator/address.js';
+import { ControlServer, type HandlerTable } from './server.js';
+import { StateDir } from './state.js';
+import { SlotQueue } from './queue.js';
+import type { Logger } from './log.js';
+import { FERRY_VERSION } from './version.js';
+import { cpuFeatures, freeMemoryBytes, qemuAvailable } from './host-facts.js';
+import { PROTOCOL_VERSION } from './protocol.js';
+import os from 'node:os';
+
+export interface AgentOptions {
+  dir: string;
+  /** False: `--no-encryption`, an agent that cannot encrypt (standing in for an older host). */
+  encryption: boolean;
+  log: Logger;
+}
+
+export class Agent {
+  readonly outgoing: SlotQueue;
+  readonly incoming: SlotQueue;
+  private server: ControlServer | null = null;
+  /** The control address actually bound. */
+  controlAddress = '';
+
+  private constructor(
+    readonly state: StateDir,
+    readonly options: AgentOptions,
+    readonly log: Logger,
+    readonly cryptoBackend: string,
+  ) {
+    this.outgoing = new SlotQueue(state.config.limits.outgoing);
+    this.incoming = new SlotQueue(state.config.limits.incoming);
+  }
+
+  get name(): string {
+    return this.state.config.name;
+  }
+
+  static async start(options: AgentOptions): Promise<Agent> {
+    const state = await StateDir.open(options.dir);
+    const backend = await loadBackend();
+    const log = options.log.child({ host: state.config.name });
+    const agent = new Agent(state, options, log, backend.name);
+    await agent.listen();
+    return agent;
+  }
+
+  private async listen(): Promise<void> {
+    this.server = new ControlServer({
+      credentials: await this.state.credentials(),
+      handlers: this.handlers(),
+      hello: { agentVersion: FERRY_VERSION, host: this.name },
+      log: this.log,
+    });
+    this.controlAddress = await this.server.listen(parseAddress(this.state.config.control, 'control address'));
+    this.log.info('agent ready', {
+      control: this.controlAddress,
+      encrypts: this.options.encryption,
+      cryptoBackend: this.cryptoBackend,
+      limits: this.state.config.limits,
+      pid: process.pid,
+    });
+  }
+
+  async stop(): Promise<void> {
+    await this.server?.close();
+    this.server = null;
+    this.log.info('agent stopped');
+  }
+
+  private handlers(): HandlerTable {
+    const both = ['coordinator', 'host'] as const;
+    return {
+      capabilities: {
+        roles: both,
+        run: async () => ({
+          host: this.name,
+          agentVersion: FERRY_VERSION,
+          protocol: PROTOCOL_VERSION,
+          encrypts: this.options.encryption,
+          cryptoBackend: this.cryptoBackend,
+          cpuFeatures: cpuFeatures(),
+          networks: this.state.config.networks,
+          freeMemoryBytes: freeMemoryBytes(),
+          totalMemoryBytes: os.totalmem(),
+          hasSriov: this.state.config.hasSriov,
+          limits: this.state.config.limits,
+          running: { outgoing: this.outgoing.running, incoming: this.incoming.running },
+          queued: { outgoing: this.outgoing.queued, incoming: this.incoming.queued },
+          qemu: qemuAvailable(),
+          guests: (await this.state.listGuests()).length,
+        }),
+      },
+      'migration.resolve': {
+        // Asked by the source host of a migration that lost its channel; the coordinator may ask too.
+        roles: both,
+        run: async ({ migrationId }) => {
+          const decision = await this.state.decide(migrationId, '', 'not-committed');
+          this.log.info('migration resolved', { migrationId, decision });
+          return { migrationId, decision };
+        },
+      },
+    };
+  }
+}
