@@ -72,13 +72,18 @@ export class AgentClient {
   private readonly pending = new Map<number, Pending>();
   private readonly splitter = new LineSplitter(MAX_RESPONSE_BYTES);
   private failure: FerryError | null = null;
+  private helloDone = false;
   /** What the agent said on hello: its version, protocol, host name. */
   agent!: HelloResult;
 
   private constructor(private readonly socket: tls.TLSSocket, private readonly host: string, private readonly address: string) {
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', (err) => this.failAll(this.failure ?? connectionError(err, host, address)));
-    socket.on('close', () => this.failAll(new FerryError('ERR_FERRY_NETWORK', `the connection to host ${host} at ${address} closed`)));
+    socket.on('close', () => this.failAll(this.helloDone
+      ? new FerryError('ERR_FERRY_NETWORK', `the connection to host ${host} at ${address} closed`)
+      // TLS 1.3: the agent checks our certificate after our side of the handshake; a refusal
+      // arrives as an alert or just a close before the hello answer.
+      : new FerryError('ERR_FERRY_REFUSED', `host ${host} at ${address} closed the connection before answering hello: it refused our certificate (is it from this cluster's CA and in date?)`)));
   }
 
   static async connect(options: ConnectOptions): Promise<AgentClient> {
@@ -112,9 +117,8 @@ export class AgentClient {
     });
     const client = new AgentClient(socket, options.host, options.address);
     try {
-      // In TLS 1.3 the agent checks our certificate after our side of the handshake is done: a
-      // refusal shows up here, as an alert on the first exchange.
       client.agent = await client.call('hello', { protocol: PROTOCOL_VERSION, client: options.client ?? 'ferry' }, { timeoutMs });
+      client.helloDone = true;
     } catch (err) {
       client.close();
       throw err;
