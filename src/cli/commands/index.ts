@@ -3,5 +3,6 @@ import type { CommandModule } from 'yargs';
 import { benchCommand } from './bench.js';
 import { pkiCommand } from './pki.js';
 import { hostCommand } from './host.js';
+import { vmCommand } from './vm.js';
 
-export const commands: CommandModule<any, any>[] = [benchCommand, pkiCommand, hostCommand];
+export const commands: CommandModule<any, any>[] = [benchCommand, pkiCommand, hostCommand, vmCommand];
