@@ -3,7 +3,14 @@
  */
 
 export type GuestDriver = 'synthetic' | 'qemu';
-export type GuestState = 'running' | 'paused' | 'migrating' | 'incoming' | 'stopped';
+/**
+ * `migrating`: pre-copy or switch-over in progress (running, or paused for switch-over).
+ * `incoming`: a destination guest receiving a migration; it runs only once committed.
+ * `in-doubt`: paused after switch-over without the destination's answer; it resumes only when the
+ * destination's agent says "not committed" (resumeAfterAbort), or stops when it says committed.
+ * `migrated`: paused for good: the destination committed; the agent stops it.
+ */
+export type GuestState = 'running' | 'paused' | 'migrating' | 'incoming' | 'in-doubt' | 'migrated' | 'stopped';
 export type EncryptedMigration = 'disabled' | 'opportunistic' | 'required';
 export type NicKind = 'virtio' | 'sriov';
 

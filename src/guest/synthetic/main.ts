@@ -1,0 +1,254 @@
+/**
+ * The synthetic guest process: `node dist/guest/synthetic/main.js GUESTDIR [--incoming]`.
+ *
+ * Spawned detached by its agent (src/guest/index.ts), with stdio to GUESTDIR/guest.log, so it
+ * outlives the agent; it reads GUESTDIR/guest.json, keeps GUESTDIR/guest.pid, and answers on
+ * GUESTDIR/control.sock. Started with --incoming it waits for a migration instead of running its
+ * workload, and takes data sockets over its IPC channel.
+ */
+import { readFileSync, rmSync, unlinkSync } from 'node:fs';
+import type { Server, Socket } from 'node:net';
+import { join } from 'node:path';
+import { FerryError, toFerryError } from '../../errors.js';
+import { migrateDestination } from '../../migration/destination.js';
+import { migrateSource } from '../../migration/source.js';
+import type { MigrationEvent } from '../../migration/types.js';
+import { checkGuestConfig } from '../config.js';
+import { CONFIG_FILE, CONTROL_SOCKET, PID_FILE, writeFileAtomic } from '../files.js';
+import { PROTOCOL_VERSION } from '../protocol.js';
+import { listenControl, type Handler, type HandlerContext } from './control-server.js';
+import { SyntheticGuest } from './guest.js';
+import { MigrationTracker } from './migration-tracker.js';
+import { channelParams, outgoingSpec } from './params.js';
+import { openIncoming, openOutgoing, type IncomingTransport } from './transport.js';
+
+const dir = process.argv[2];
+const incomingMode = process.argv.includes('--incoming');
+if (!dir) {
+  process.stderr.write('usage: main.js GUESTDIR [--incoming]\n');
+  process.exit(2);
+}
+
+function log(message: string): void {
+  process.stderr.write(`${new Date().toISOString()} ${message}\n`);
+}
+
+const config = checkGuestConfig(JSON.parse(readFileSync(join(dir, CONFIG_FILE), 'utf8')));
+const guest = new SyntheticGuest(dir, config, { incoming: incomingMode });
+let tracker: MigrationTracker | null = null;
+let incoming: IncomingTransport | null = null;
+/** Sockets that arrived over IPC before prepare-incoming: adopted once the channel exists. */
+const earlySockets: Array<{ socket: Socket; head: Uint8Array }> = [];
+let decide: ((d: 'commit' | 'abort') => void) | null = null;
+let server: Server;
+let exiting = false;
+
+async function exit(code: number, removeDir = false): Promise<void> {
+  if (exiting) return;
+  exiting = true;
+  await guest.close();
+  server?.close();
+  for (const f of [CONTROL_SOCKET, PID_FILE]) {
+    try {
+      unlinkSync(join(dir!, f));
+    } catch {
+      // already gone
+    }
+  }
+  if (removeDir) rmSync(dir!, { recursive: true, force: true });
+  log(`guest process exits (${code})`);
+  // Let the last reply reach the agent before the process goes.
+  setTimeout(() => process.exit(code), 50);
+}
+
+function busy(): boolean {
+  return tracker !== null && !['committed', 'aborted'].includes(tracker.phase);
+}
+
+/** Streams a migration's events to one control connection until it settles. */
+async function follow(t: MigrationTracker, ctx: HandlerContext): Promise<unknown> {
+  const unsubscribe = t.subscribe((e) => ctx.emit(e));
+  try {
+    await Promise.race([t.waitSettled(), ctx.closed]);
+  } finally {
+    unsubscribe();
+  }
+  return t.info();
+}
+
+function percent(p: Record<string, unknown>): number {
+  const v = p.percent;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 99) throw new FerryError('ERR_FERRY_INPUT', 'percent must be an integer from 0 to 99');
+  return v;
+}
+
+async function runOutgoing(params: Record<string, unknown>, ctx: HandlerContext): Promise<unknown> {
+  if (incomingMode) throw new FerryError('ERR_FERRY_REFUSED', 'an incoming guest cannot migrate out');
+  if (busy()) throw new FerryError('ERR_FERRY_REFUSED', 'a migration of this guest is already in progress');
+  if (guest.state !== 'running' && guest.state !== 'paused') throw new FerryError('ERR_FERRY_REFUSED', `cannot migrate a guest that is ${guest.state}`);
+  const spec = outgoingSpec(params, ctx.secret);
+  const t = new MigrationTracker('source', spec.migrationId);
+  tracker = t;
+  const before = guest.state;
+  guest.state = 'migrating';
+  log(`migration ${spec.migrationId} out to ${spec.networks.join(',')} (${spec.mode}, ${spec.streams} streams)`);
+  const unsubscribe = t.subscribe((e) => ctx.emit(e));
+  const emit = (e: MigrationEvent): void => t.emit(e);
+  try {
+    let channel;
+    try {
+      channel = await openOutgoing(spec, spec.networks);
+    } finally {
+      spec.key.fill(0);
+      spec.nonce.fill(0);
+    }
+    const result = await migrateSource(channel, guest, { ...spec }, emit);
+    if (result.outcome === 'committed') guest.state = 'migrated';
+    else if (result.outcome === 'in-doubt') guest.state = 'in-doubt';
+    else guest.state = before;
+    log(`migration ${spec.migrationId}: ${result.outcome}${result.error ? ` (${result.error.code}: ${result.error.message})` : ''}`);
+    t.setPhase(result.outcome, result);
+    return t.info();
+  } catch (err) {
+    // No channel: nothing was sent, the guest never paused.
+    const e = toFerryError(err);
+    guest.state = before;
+    t.emit({ type: 'aborted', code: e.code, message: e.message });
+    t.setPhase('aborted');
+    log(`migration ${spec.migrationId}: aborted (${e.code}: ${e.message})`);
+    throw e;
+  } finally {
+    unsubscribe();
+  }
+}
+
+async function prepareIncoming(params: Record<string, unknown>, ctx: HandlerContext): Promise<unknown> {
+  if (!incomingMode) throw new FerryError('ERR_FERRY_REFUSED', 'this guest was not started to receive a migration');
+  if (tracker) throw new FerryError('ERR_FERRY_REFUSED', 'this incoming guest is already prepared');
+  const spec = channelParams(params, ctx.secret);
+  const t = new MigrationTracker('destination', spec.migrationId);
+  tracker = t;
+  try {
+    incoming = await openIncoming(spec);
+  } finally {
+    spec.key.fill(0);
+    spec.nonce.fill(0);
+  }
+  for (const { socket, head } of earlySockets.splice(0)) incoming.adopt(socket, head);
+  log(`incoming migration ${spec.migrationId} prepared`);
+  void migrateDestination(
+    incoming.channel,
+    guest,
+    {
+      migrationId: spec.migrationId,
+      decide: () => new Promise((resolve) => (decide = resolve)),
+      resume: (device) => guest.startFromDevice(device),
+    },
+    (e) => t.emit(e),
+  ).then((result) => {
+    log(`incoming migration ${spec.migrationId}: ${result.outcome}${result.error ? ` (${result.error.code}: ${result.error.message})` : ''}`);
+    t.setPhase(result.outcome, result);
+    // Not committed: this process never runs the guest. Give waiters a moment to hear it.
+    if (result.outcome !== 'committed') setTimeout(() => void exit(1), 1000);
+  });
+  return { migrationId: spec.migrationId };
+}
+
+function decideIncoming(decision: 'commit' | 'abort'): Handler {
+  return async () => {
+    if (!tracker || tracker.role !== 'destination') throw new FerryError('ERR_FERRY_REFUSED', 'no incoming migration here');
+    if (tracker.phase !== 'ready-to-commit' || !decide) {
+      throw new FerryError('ERR_FERRY_REFUSED', `cannot ${decision}: the incoming migration is ${tracker.phase}`);
+    }
+    const d = decide;
+    decide = null;
+    d(decision);
+    await tracker.waitFinal();
+    return tracker.info();
+  };
+}
+
+const handlers: Record<string, Handler> = {
+  hello: () => ({ protocol: PROTOCOL_VERSION, pid: process.pid, name: config.name, incoming: incomingMode }),
+  status: () => ({ ...guest.status(process.pid), workloadReady: guest.vcpu.ready, migration: tracker?.info() ?? null }),
+  pause: async () => {
+    await guest.userPause();
+    return guest.status(process.pid);
+  },
+  resume: () => {
+    guest.userResume();
+    return guest.status(process.pid);
+  },
+  throttle: (p) => {
+    if (busy()) throw new FerryError('ERR_FERRY_REFUSED', 'the migration sets the throttle while it runs');
+    guest.setThrottle(percent(p));
+    return guest.status(process.pid);
+  },
+  digest: async () => ({ digest: await guest.digest(), algorithm: 'sha256-ferry-guest-v1' }),
+  stop: () => {
+    if (busy()) throw new FerryError('ERR_FERRY_REFUSED', `a migration is ${tracker!.phase}: resolve it first`);
+    void exit(0);
+    return { stopped: true };
+  },
+  destroy: () => {
+    if (busy()) throw new FerryError('ERR_FERRY_REFUSED', `a migration is ${tracker!.phase}: resolve it first`);
+    void exit(0, true);
+    return { destroyed: true };
+  },
+  'migrate-out': runOutgoing,
+  'prepare-incoming': prepareIncoming,
+  migration: () => tracker?.info() ?? null,
+  'await-migration': (_p, ctx) => {
+    if (!tracker) throw new FerryError('ERR_FERRY_NOT_FOUND', 'no migration has run in this guest process');
+    return follow(tracker, ctx);
+  },
+  commit: decideIncoming('commit'),
+  abort: decideIncoming('abort'),
+  'resume-after-abort': () => {
+    if (guest.state !== 'in-doubt') throw new FerryError('ERR_FERRY_REFUSED', `resume-after-abort is for a guest in doubt; this one is ${guest.state}`);
+    guest.state = 'running';
+    guest.setThrottle(0);
+    guest.resume();
+    tracker?.setPhase('aborted');
+    log('in-doubt migration resolved: not committed at the destination; the guest runs here again');
+    return guest.status(process.pid);
+  },
+  finish: () => {
+    if (guest.state !== 'in-doubt' && guest.state !== 'migrated') throw new FerryError('ERR_FERRY_REFUSED', `finish is for a guest handed over; this one is ${guest.state}`);
+    tracker?.setPhase('committed');
+    log('migration resolved: committed at the destination; this copy stops');
+    void exit(0);
+    return { finished: true };
+  },
+};
+
+process.on('message', (msg: unknown, handle: unknown) => {
+  const m = msg as { type?: unknown; head?: unknown } | null;
+  if (!m || m.type !== 'connection' || !handle) return;
+  const socket = handle as Socket;
+  const head = typeof m.head === 'string' ? Buffer.from(m.head, 'base64') : Buffer.alloc(0);
+  if (incoming) incoming.adopt(socket, head);
+  else if (incomingMode && earlySockets.length < 16) earlySockets.push({ socket, head });
+  else socket.destroy();
+});
+// The agent may die; its IPC channel with it. This process carries on (a restarted agent re-attaches).
+process.on('disconnect', () => log('agent IPC channel closed'));
+process.on('SIGTERM', () => {
+  if (busy()) {
+    log('SIGTERM ignored: a migration is in progress or unresolved');
+    return;
+  }
+  void exit(0);
+});
+process.on('SIGHUP', () => {});
+
+async function main(): Promise<void> {
+  server = await listenControl(join(dir!, CONTROL_SOCKET), handlers);
+  writeFileAtomic(join(dir!, PID_FILE), `${process.pid}\n`);
+  log(`guest ${config.name} up: pid ${process.pid}, ${config.memoryBytes} bytes memory, ${config.diskBytes} bytes disk, ${incomingMode ? 'incoming' : 'running'}`);
+}
+
+main().catch((err) => {
+  log(`guest process failed to start: ${(err as Error).message}`);
+  process.exit(1);
+});

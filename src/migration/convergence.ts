@@ -1,0 +1,59 @@
+/**
+ * When to switch over and when to throttle, from what the passes measured (QEMU's rules, as in
+ * migration/ram.c): switch over once the dirty remainder would cross the link within the
+ * downtime limit; raise the throttle when, twice in a row, the guest dirtied more than half of
+ * what a pass managed to send (first step 20%, then +10%, at most 99%).
+ */
+export const THROTTLE_INITIAL = 20;
+export const THROTTLE_STEP = 10;
+export const THROTTLE_MAX = 99;
+/** Passes shorter than this say little about bandwidth; the previous estimate stands. */
+const MIN_MEASURE_MS = 20;
+
+export class Convergence {
+  /** Payload bytes a second the link drained, smoothed over passes. */
+  bandwidth = 0;
+  /** Bytes a second the guest dirtied, as last measured. */
+  dirtyRate = 0;
+  private overruns = 0;
+
+  constructor(
+    readonly maxDowntimeMs: number,
+    readonly autoConverge: boolean,
+    private readonly cap?: number,
+  ) {}
+
+  recordPass(bytes: number, ms: number): void {
+    if (bytes === 0 || (ms < MIN_MEASURE_MS && this.bandwidth > 0)) return;
+    let rate = (bytes * 1000) / Math.max(ms, 1);
+    if (this.cap) rate = Math.min(rate, this.cap);
+    this.bandwidth = this.bandwidth === 0 ? rate : 0.5 * this.bandwidth + 0.5 * rate;
+  }
+
+  recordDirty(bytes: number, ms: number): void {
+    if (ms > 0) this.dirtyRate = (bytes * 1000) / ms;
+  }
+
+  /** Estimated pause, in ms, to send `pendingBytes` now; Infinity before any measurement. */
+  estimateMs(pendingBytes: number): number {
+    if (pendingBytes === 0) return 0;
+    return this.bandwidth > 0 ? (pendingBytes * 1000) / this.bandwidth : Infinity;
+  }
+
+  fits(pendingBytes: number): boolean {
+    return this.estimateMs(pendingBytes) <= this.maxDowntimeMs;
+  }
+
+  /**
+   * The throttle to apply after a pass that sent `sentBytes` while the guest dirtied
+   * `dirtiedBytes`; returns `current` when no change is due.
+   */
+  nextThrottle(current: number, dirtiedBytes: number, sentBytes: number): number {
+    if (!this.autoConverge) return current;
+    if (dirtiedBytes * 2 > sentBytes) this.overruns++;
+    else this.overruns = 0;
+    if (this.overruns < 2) return current;
+    this.overruns = 0;
+    return current === 0 ? THROTTLE_INITIAL : Math.min(THROTTLE_MAX, current + THROTTLE_STEP);
+  }
+}

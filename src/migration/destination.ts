@@ -1,0 +1,249 @@
+/**
+ * The destination side of a migration: checks BEGIN against its own guest, writes pages and
+ * blocks straight into guest memory and disk, checks the counts at COMPLETE, then hands the
+ * decision to its agent (through `decide`) and answers COMMITTED or ABORT.
+ */
+import type { Channel } from '../channel/types.js';
+import { FerryError, toFerryError } from '../errors.js';
+import { withTimeout } from './deferred.js';
+import {
+  ENGINE_VERSION, MSG, RUN_DATA, SPACE_DISK, SPACE_MEMORY, decodeData, decodeJson, encodeJson, intField,
+  type Begin, type Complete, type DataMessage, type SpaceCounts,
+} from './messages.js';
+import { Outcome } from './outcome.js';
+import type { DestinationGuest, MigrationEvent, MigrationResult, PassReport } from './types.js';
+
+export interface DestinationOptions {
+  migrationId: string;
+  /**
+   * Called once everything has arrived and checked out: the agent records ownership durably and
+   * answers 'commit', or answers 'abort'. May take as long as it needs.
+   */
+  decide: (ready: { sourceDigest: string | null; digest: string | null }) => Promise<'commit' | 'abort'>;
+  /** Starts the guest running with the source's device state; COMMITTED is sent after it returns. */
+  resume: (deviceState: object) => Promise<void> | void;
+}
+
+const RECEIVED = 1;
+const WRITTEN = 2;
+const FAREWELL_MS = 5000;
+
+class DestinationMigration {
+  private readonly started = performance.now();
+  private readonly cpuStart = process.cpuUsage();
+  private readonly pageFlags: Uint8Array;
+  private readonly blockFlags: Uint8Array;
+  private readonly zeroBlock: Uint8Array;
+  private readonly counts: Record<number, SpaceCounts> = {
+    [SPACE_MEMORY]: { dataUnits: 0, zeroUnits: 0, dataBytes: 0 },
+    [SPACE_DISK]: { dataUnits: 0, zeroUnits: 0, dataBytes: 0 },
+  };
+  private readonly passes: PassReport[] = [];
+  private dataMessages = 0;
+  private bytesReceived = 0;
+  private device: object | null = null;
+
+  constructor(
+    private readonly channel: Channel,
+    private readonly guest: DestinationGuest,
+    private readonly options: DestinationOptions,
+    private readonly onEvent: (event: MigrationEvent) => void,
+  ) {
+    this.pageFlags = new Uint8Array(guest.pageCount);
+    this.blockFlags = new Uint8Array(guest.blockCount);
+    this.zeroBlock = new Uint8Array(guest.blockSize);
+  }
+
+  private async next(): Promise<{ type: number; payload: Uint8Array }> {
+    const msg = await this.channel.receive();
+    if (msg === null) throw new FerryError('ERR_FERRY_NETWORK', 'the source ended the channel before the migration was complete');
+    this.bytesReceived += msg.payload.length;
+    if (msg.type === MSG.ABORT) {
+      const a = decodeJson<{ code: unknown; message: unknown }>(msg.type, msg.payload);
+      throw new FerryError('ERR_FERRY_ABORTED', `the source aborted: ${String(a.code)}: ${String(a.message)}`);
+    }
+    return msg;
+  }
+
+  private checkBegin(payload: Uint8Array): void {
+    const b = decodeJson<Begin>(MSG.BEGIN, payload);
+    const g = this.guest;
+    if (intField(b, 'version', MSG.BEGIN) !== ENGINE_VERSION) {
+      throw new FerryError('ERR_FERRY_REFUSED', `source speaks engine version ${b.version}, this side ${ENGINE_VERSION}`);
+    }
+    if (b.migrationId !== this.options.migrationId) throw new FerryError('ERR_FERRY_REFUSED', 'BEGIN names another migration');
+    for (const [field, mine] of [['memoryBytes', g.memoryBytes], ['diskBytes', g.diskBytes], ['pageSize', g.pageSize], ['blockSize', g.blockSize]] as const) {
+      const theirs = intField(b, field, MSG.BEGIN);
+      if (theirs !== mine) throw new FerryError('ERR_FERRY_REFUSED', `source guest has ${field} ${theirs}, this guest ${mine}`);
+    }
+  }
+
+  private apply(m: DataMessage): void {
+    const g = this.guest;
+    const memory = m.space === SPACE_MEMORY;
+    const size = memory ? g.pageSize : g.blockSize;
+    const flags = memory ? this.pageFlags : this.blockFlags;
+    const counts = this.counts[m.space]!;
+    let at = 0;
+    for (const run of m.runs) {
+      if (run.kind === RUN_DATA) {
+        const bytes = run.count * size;
+        const data = m.data.subarray(at, at + bytes);
+        at += bytes;
+        if (memory) {
+          for (let p = run.first, off = 0; p < run.first + run.count; ) {
+            const n = g.pageRunLimit(p, run.first + run.count - p);
+            g.memoryPages(p, n).set(data.subarray(off, off + n * size));
+            p += n;
+            off += n * size;
+          }
+        } else {
+          g.writeBlocks(run.first, run.count, data);
+        }
+        flags.fill(RECEIVED | WRITTEN, run.first, run.first + run.count);
+        counts.dataUnits += run.count;
+        counts.dataBytes += bytes;
+      } else {
+        // Units never written here are still zero (fresh memory, emptied disk): nothing to do.
+        for (let u = run.first; u < run.first + run.count; u++) {
+          if (flags[u]! & WRITTEN) {
+            if (memory) g.memoryPages(u, 1).fill(0);
+            else g.writeBlocks(u, 1, this.zeroBlock);
+          }
+          flags[u] = RECEIVED;
+        }
+        counts.zeroUnits += run.count;
+      }
+    }
+  }
+
+  private checkComplete(c: Complete): void {
+    const mismatch = (what: string, theirs: unknown, mine: unknown): FerryError =>
+      new FerryError('ERR_FERRY_FRAME', `count mismatch: source sent ${String(theirs)} ${what}, destination received ${String(mine)}`);
+    if (intField(c, 'dataMessages', MSG.COMPLETE) !== this.dataMessages) throw mismatch('DATA messages', c.dataMessages, this.dataMessages);
+    if (intField(c, 'passes', MSG.COMPLETE) !== this.passes.length) throw mismatch('passes', c.passes, this.passes.length);
+    for (const [name, space] of [['memory', SPACE_MEMORY], ['disk', SPACE_DISK]] as const) {
+      const theirs = c[name];
+      const mine = this.counts[space]!;
+      if (theirs === null || typeof theirs !== 'object') throw new FerryError('ERR_FERRY_FRAME', `COMPLETE lacks ${name} counts`);
+      for (const k of ['dataUnits', 'zeroUnits', 'dataBytes'] as const) {
+        if (intField(theirs, k, MSG.COMPLETE) !== mine[k]) throw mismatch(`${name} ${k}`, theirs[k], mine[k]);
+      }
+    }
+    const missingPage = this.pageFlags.indexOf(0);
+    if (missingPage >= 0) throw new FerryError('ERR_FERRY_FRAME', `page ${missingPage} never arrived`);
+    const missingBlock = this.blockFlags.indexOf(0);
+    if (missingBlock >= 0) throw new FerryError('ERR_FERRY_FRAME', `disk block ${missingBlock} never arrived`);
+    if (this.device === null) throw new FerryError('ERR_FERRY_FRAME', 'COMPLETE came before the device state');
+  }
+
+  async run(): Promise<MigrationResult> {
+    const outcome = new Outcome('destination', this.options.migrationId);
+    let committing = false;
+    try {
+      const first = await this.next();
+      if (first.type !== MSG.BEGIN) throw new FerryError('ERR_FERRY_FRAME', `expected BEGIN, got message ${first.type}`);
+      this.checkBegin(first.payload);
+      await this.channel.send(MSG.BEGIN_OK, encodeJson({ version: ENGINE_VERSION }));
+
+      let complete: Complete | null = null;
+      const g = this.guest;
+      const unitsIn = (space: number): number => (space === SPACE_MEMORY ? g.pageCount : g.blockCount);
+      const unitBytes = (space: number): number => (space === SPACE_MEMORY ? g.pageSize : g.blockSize);
+      let passStarted = performance.now();
+      while (complete === null) {
+        const msg = await this.next();
+        switch (msg.type) {
+          case MSG.DATA:
+            if (this.device !== null) throw new FerryError('ERR_FERRY_FRAME', 'DATA after the device state');
+            this.apply(decodeData(msg.payload, unitsIn, unitBytes));
+            this.dataMessages++;
+            break;
+          case MSG.PASS_END: {
+            const p = decodeJson<PassReport>(msg.type, msg.payload);
+            const pass = intField(p, 'pass', msg.type);
+            if (pass !== this.passes.length + 1) throw new FerryError('ERR_FERRY_FRAME', `pass ${pass} ended out of order`);
+            const now = performance.now();
+            this.passes.push({
+              pass, pages: intField(p, 'pages', msg.type), zeroPages: intField(p, 'zeroPages', msg.type), blocks: intField(p, 'blocks', msg.type),
+              zeroBlocks: intField(p, 'zeroBlocks', msg.type), bytes: 0, durationMs: now - passStarted,
+            });
+            passStarted = now;
+            this.onEvent({ type: 'progress', role: 'destination', pass, bytesReceived: this.bytesReceived });
+            break;
+          }
+          case MSG.DEVICE:
+            if (this.device !== null) throw new FerryError('ERR_FERRY_FRAME', 'a second device state');
+            this.device = decodeJson<object>(msg.type, msg.payload);
+            break;
+          case MSG.COMPLETE:
+            complete = decodeJson<Complete>(msg.type, msg.payload);
+            break;
+          default:
+            throw new FerryError('ERR_FERRY_FRAME', `unexpected migration message ${msg.type} from the source`);
+        }
+      }
+      this.checkComplete(complete);
+      const sourceDigest = typeof complete.digest === 'string' ? complete.digest : null;
+      outcome.sourceDigest = sourceDigest;
+      if (sourceDigest !== null) {
+        outcome.destinationDigest = await g.digest();
+        if (outcome.destinationDigest !== sourceDigest) {
+          throw new FerryError('ERR_FERRY_ABORTED', `verify failed: source digest ${sourceDigest}, destination ${outcome.destinationDigest}`);
+        }
+      }
+      this.onEvent({ type: 'ready-to-commit', sourceDigest, digest: outcome.destinationDigest });
+      const decision = await this.options.decide({ sourceDigest, digest: outcome.destinationDigest });
+      if (decision !== 'commit') throw new FerryError('ERR_FERRY_ABORTED', 'the destination agent decided not to commit');
+      // Committed: from here on this host runs the guest, whatever happens to the channel, and
+      // nothing may tell the source otherwise.
+      committing = true;
+      await this.options.resume(this.device!);
+      outcome.outcome = 'committed';
+      this.onEvent({ type: 'committed', downtimeMs: null });
+      try {
+        await withTimeout(this.channel.send(MSG.COMMITTED, encodeJson({ digest: outcome.destinationDigest })), FAREWELL_MS, () => new Error('timeout'));
+        await withTimeout(this.channel.end(), FAREWELL_MS, () => new Error('timeout'));
+      } catch {
+        // The source will ask this side's agent, which has the ownership record.
+      }
+      return this.finish(outcome);
+    } catch (err) {
+      const e = toFerryError(err);
+      outcome.error = e.toJSON();
+      if (committing) {
+        outcome.outcome = 'committed';
+        return this.finish(outcome);
+      }
+      outcome.outcome = 'aborted';
+      if (!this.channel.error) {
+        try {
+          // "Not committed", and never will be: this process exits without running the guest.
+          await withTimeout(this.channel.send(MSG.ABORT, encodeJson({ code: e.code, message: e.message })), FAREWELL_MS, () => new Error('timeout'));
+          await withTimeout(this.channel.end(), FAREWELL_MS, () => new Error('timeout'));
+        } catch {
+          // Nothing more to tell a peer we cannot reach.
+        }
+        if (!this.channel.error) this.channel.abort(e);
+      }
+      this.onEvent({ type: 'aborted', code: e.code, message: e.message });
+      return this.finish(outcome);
+    }
+  }
+
+  private finish(outcome: Outcome): MigrationResult {
+    return outcome.result({
+      passes: this.passes, totalMs: performance.now() - this.started, bytesSent: this.channel.stats.bytesSent, bytesReceived: this.bytesReceived,
+      zeroPagesSkipped: this.counts[SPACE_MEMORY]!.zeroUnits, throttlePercent: 0, cpu: process.cpuUsage(this.cpuStart),
+    });
+  }
+}
+
+export async function migrateDestination(
+  channel: Channel,
+  guest: DestinationGuest,
+  options: DestinationOptions,
+  onEvent: (event: MigrationEvent) => void = () => {},
+): Promise<MigrationResult> {
+  return new DestinationMigration(channel, guest, options, onEvent).run();
+}

@@ -1,0 +1,241 @@
+/**
+ * The migration engine's messages, carried as typed messages over the encrypted channel. All
+ * constants of the engine's wire format are here; docs/migration.md describes the exchange.
+ *
+ * Control messages are small JSON objects; DATA is binary:
+ *
+ *   offset 0  u8   space (0 memory pages, 1 disk blocks)
+ *          1  u8   reserved, 0
+ *          2  u16  run count R (1..MAX_RUNS)
+ *          4  u32  pass number
+ *          8       the bytes of every data run, in run order (zero runs carry none)
+ *   end-12R        R × { u32 first unit, u32 unit count, u32 kind (0 data, 1 zero) }
+ *
+ * All integers little-endian. The run table comes last so the sender copies guest bytes once,
+ * straight into the message, before it knows how many runs there will be. A zero run is a
+ * marker: the destination makes those units zero.
+ */
+import { FerryError } from '../errors.js';
+
+export const ENGINE_VERSION = 1;
+
+export const MSG = {
+  /** source → destination: geometry and options (JSON). */
+  BEGIN: 1,
+  /** destination → source: the geometry matches, send (JSON). */
+  BEGIN_OK: 2,
+  /** source → destination: pages or blocks (binary, above). */
+  DATA: 3,
+  /** source → destination: a pass has ended, with its figures (JSON). */
+  PASS_END: 4,
+  /** source → destination: the workload's device state, sent while the guest is paused (JSON). */
+  DEVICE: 5,
+  /** source → destination: the counts of everything sent, and the digest when verifying (JSON). */
+  COMPLETE: 6,
+  /** destination → source: the destination owns and runs the guest (JSON). */
+  COMMITTED: 7,
+  /** either way: this side gives up; from the destination it also means "not committed, never will be" (JSON). */
+  ABORT: 8,
+} as const;
+
+export const SPACE_MEMORY = 0;
+export const SPACE_DISK = 1;
+export const RUN_DATA = 0;
+export const RUN_ZERO = 1;
+
+export const DATA_HEADER_BYTES = 8;
+export const RUN_BYTES = 12;
+export const MAX_RUNS = 4096;
+/** Payload bytes of one DATA message at most: large enough that per-message costs vanish. */
+export const MAX_DATA_BYTES = 1 << 20;
+export const MAX_DATA_MESSAGE_BYTES = DATA_HEADER_BYTES + MAX_RUNS * RUN_BYTES + MAX_DATA_BYTES;
+/** JSON control messages are small; anything larger is refused before parsing. */
+export const MAX_JSON_MESSAGE_BYTES = 64 * 1024;
+
+export interface Begin {
+  version: number;
+  migrationId: string;
+  memoryBytes: number;
+  diskBytes: number;
+  pageSize: number;
+  blockSize: number;
+  verify: boolean;
+}
+
+export interface BeginOk {
+  version: number;
+}
+
+export interface PassEnd {
+  pass: number;
+  pages: number;
+  zeroPages: number;
+  blocks: number;
+  zeroBlocks: number;
+}
+
+/** Counts of units sent over the whole migration, per space; checked by the destination. */
+export interface SpaceCounts {
+  dataUnits: number;
+  zeroUnits: number;
+  dataBytes: number;
+}
+
+export interface Complete {
+  passes: number;
+  memory: SpaceCounts;
+  disk: SpaceCounts;
+  dataMessages: number;
+  /** Set when verifying: the source's digest of the paused guest. */
+  digest: string | null;
+}
+
+export interface Committed {
+  digest: string | null;
+}
+
+export interface Abort {
+  code: string;
+  message: string;
+}
+
+export interface Run {
+  first: number;
+  count: number;
+  kind: typeof RUN_DATA | typeof RUN_ZERO;
+}
+
+export interface DataMessage {
+  space: number;
+  pass: number;
+  runs: Run[];
+  /** The concatenated bytes of the data runs (a view into the payload). */
+  data: Uint8Array;
+}
+
+export function encodeJson(value: object): Uint8Array {
+  return Buffer.from(JSON.stringify(value));
+}
+
+export function decodeJson<T>(type: number, payload: Uint8Array): T {
+  if (payload.length > MAX_JSON_MESSAGE_BYTES) {
+    throw new FerryError('ERR_FERRY_FRAME', `migration message ${type} is ${payload.length} bytes, over ${MAX_JSON_MESSAGE_BYTES}`);
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength).toString('utf8'));
+  } catch {
+    throw new FerryError('ERR_FERRY_FRAME', `migration message ${type} is not valid JSON`);
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw new FerryError('ERR_FERRY_FRAME', `migration message ${type} is not a JSON object`);
+  }
+  return value as T;
+}
+
+/** Checks that `value[field]` is a non-negative safe integer (messages from the peer are input). */
+export function intField(value: object, field: string, type: number): number {
+  const v = (value as Record<string, unknown>)[field];
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) {
+    throw new FerryError('ERR_FERRY_FRAME', `migration message ${type}: field ${field} must be a non-negative integer`);
+  }
+  return v;
+}
+
+/**
+ * Parses a DATA payload, checking its layout against `unitsIn(space)` (the number of units in
+ * that space) and `unitBytes(space)`. Nothing is allocated from lengths the peer chose.
+ */
+export function decodeData(payload: Uint8Array, unitsIn: (space: number) => number, unitBytes: (space: number) => number): DataMessage {
+  const bad = (why: string): FerryError => new FerryError('ERR_FERRY_FRAME', `bad DATA message: ${why}`);
+  if (payload.length < DATA_HEADER_BYTES + RUN_BYTES || payload.length > MAX_DATA_MESSAGE_BYTES) throw bad(`length ${payload.length}`);
+  const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
+  const space = view.getUint8(0);
+  if (space !== SPACE_MEMORY && space !== SPACE_DISK) throw bad(`space ${space}`);
+  if (view.getUint8(1) !== 0) throw bad('reserved byte set');
+  const runCount = view.getUint16(2, true);
+  const pass = view.getUint32(4, true);
+  if (runCount < 1 || runCount > MAX_RUNS) throw bad(`run count ${runCount}`);
+  const tableStart = payload.length - runCount * RUN_BYTES;
+  if (tableStart < DATA_HEADER_BYTES) throw bad('run table before the data');
+  const units = unitsIn(space);
+  const size = unitBytes(space);
+  const runs: Run[] = [];
+  let dataBytes = 0;
+  for (let i = 0; i < runCount; i++) {
+    const at = tableStart + i * RUN_BYTES;
+    const first = view.getUint32(at, true);
+    const count = view.getUint32(at + 4, true);
+    const kind = view.getUint32(at + 8, true);
+    if (count < 1 || first + count > units) throw bad(`run ${first}+${count} outside ${units} units`);
+    if (kind !== RUN_DATA && kind !== RUN_ZERO) throw bad(`run kind ${kind}`);
+    if (kind === RUN_DATA) dataBytes += count * size;
+    runs.push({ first, count, kind });
+  }
+  if (DATA_HEADER_BYTES + dataBytes !== tableStart) throw bad(`runs name ${dataBytes} data bytes, payload has ${tableStart - DATA_HEADER_BYTES}`);
+  return { space, pass, runs, data: payload.subarray(DATA_HEADER_BYTES, tableStart) };
+}
+
+/**
+ * Builds DATA messages in one reusable buffer: the caller adds runs (copying data runs' bytes in)
+ * and flushes when `fits` says the next run would not.
+ */
+export class DataBuilder {
+  private readonly buffer = Buffer.allocUnsafe(MAX_DATA_MESSAGE_BYTES);
+  private readonly runs: Run[] = [];
+  private dataBytes = 0;
+  space = SPACE_MEMORY;
+  pass = 0;
+
+  get empty(): boolean {
+    return this.runs.length === 0;
+  }
+
+  fits(bytes: number): boolean {
+    return this.runs.length < MAX_RUNS && this.dataBytes + bytes <= MAX_DATA_BYTES;
+  }
+
+  addZero(first: number, count: number): void {
+    const last = this.runs[this.runs.length - 1];
+    if (last && last.kind === RUN_ZERO && last.first + last.count === first) last.count += count;
+    else this.runs.push({ first, count, kind: RUN_ZERO });
+  }
+
+  addData(first: number, count: number, bytes: Uint8Array): void {
+    this.buffer.set(bytes, DATA_HEADER_BYTES + this.dataBytes);
+    this.addDataInPlace(first, count, bytes.length);
+  }
+
+  /** Where the next data run's bytes go, for callers that read straight into the message. */
+  nextData(bytes: number): Uint8Array {
+    const at = DATA_HEADER_BYTES + this.dataBytes;
+    return this.buffer.subarray(at, at + bytes);
+  }
+
+  /** Adds a data run whose `length` bytes the caller already put at nextData(). */
+  addDataInPlace(first: number, count: number, length: number): void {
+    this.dataBytes += length;
+    const last = this.runs[this.runs.length - 1];
+    if (last && last.kind === RUN_DATA && last.first + last.count === first) last.count += count;
+    else this.runs.push({ first, count, kind: RUN_DATA });
+  }
+
+  /** The message so far (a view of the builder's buffer, valid until the next add), and a reset. */
+  take(): Uint8Array {
+    const b = this.buffer;
+    b.writeUInt8(this.space, 0);
+    b.writeUInt8(0, 1);
+    b.writeUInt16LE(this.runs.length, 2);
+    b.writeUInt32LE(this.pass, 4);
+    let at = DATA_HEADER_BYTES + this.dataBytes;
+    for (const r of this.runs) {
+      b.writeUInt32LE(r.first, at);
+      b.writeUInt32LE(r.count, at + 4);
+      b.writeUInt32LE(r.kind, at + 8);
+      at += RUN_BYTES;
+    }
+    this.runs.length = 0;
+    this.dataBytes = 0;
+    return b.subarray(0, at);
+  }
+}

@@ -1,0 +1,44 @@
+/** The parts of a MigrationResult that the source and the destination fill in the same way. */
+import type { MigrationOutcome, MigrationResult, PassReport } from './types.js';
+
+export class Outcome {
+  outcome: MigrationOutcome = 'aborted';
+  error: { code: string; message: string } | null = null;
+  downtimeMs: number | null = null;
+  sourceDigest: string | null = null;
+  destinationDigest: string | null = null;
+
+  constructor(
+    readonly role: 'source' | 'destination',
+    readonly migrationId: string,
+  ) {}
+
+  result(figures: {
+    passes: PassReport[];
+    totalMs: number;
+    bytesSent: number;
+    bytesReceived: number;
+    zeroPagesSkipped: number;
+    throttlePercent: number;
+    cpu: { user: number; system: number };
+  }): MigrationResult {
+    const moved = this.role === 'source' ? figures.bytesSent : figures.bytesReceived;
+    return {
+      migrationId: this.migrationId,
+      role: this.role,
+      outcome: this.outcome,
+      error: this.error,
+      passes: figures.passes,
+      totalMs: Math.round(figures.totalMs),
+      downtimeMs: this.downtimeMs === null ? null : Math.round(this.downtimeMs * 10) / 10,
+      bytesSent: figures.bytesSent,
+      bytesReceived: figures.bytesReceived,
+      zeroPagesSkipped: figures.zeroPagesSkipped,
+      throughput: figures.totalMs > 0 ? Math.round((moved * 1000) / figures.totalMs) : 0,
+      throttlePercent: figures.throttlePercent,
+      sourceDigest: this.sourceDigest,
+      destinationDigest: this.destinationDigest,
+      cpu: { userMs: Math.round(figures.cpu.user / 1000), systemMs: Math.round(figures.cpu.system / 1000) },
+    };
+  }
+}

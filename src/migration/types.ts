@@ -1,0 +1,132 @@
+/**
+ * The migration engine's contract: what it needs from a guest on each side, what the caller (a
+ * guest process, for its agent) passes in, and the events and result it reports.
+ */
+import type { ChannelSpec } from '../channel/types.js';
+
+/** A guest's shape; source and destination must agree on all of it (checked in BEGIN). */
+export interface GuestGeometry {
+  readonly memoryBytes: number;
+  readonly diskBytes: number;
+  readonly pageSize: number;
+  readonly blockSize: number;
+  readonly pageCount: number;
+  readonly blockCount: number;
+}
+
+/** What the source side of the engine reads and drives. */
+export interface SourceGuest extends GuestGeometry {
+  /** A view (no copy) of a run of pages inside one slot. */
+  memoryPages(first: number, count: number): Uint8Array;
+  /** The longest run from `first`, of at most `max` pages, that memoryPages accepts. */
+  pageRunLimit(first: number, max: number): number;
+  /** Reads a run of disk blocks into `into`, returning the bytes read. */
+  readBlocks(first: number, count: number, into: Uint8Array): Uint8Array;
+  /** Fetches and clears the dirty logs (ascending indexes). */
+  harvestDirtyPages(): Uint32Array;
+  harvestDirtyBlocks(): Uint32Array;
+  /** How much is dirty now, without clearing. */
+  countDirtyPages(): number;
+  countDirtyBlocks(): number;
+  clearDirtyLogs(): void;
+  /** Returns once the workload has stopped writing. */
+  pause(): Promise<void>;
+  resume(): void;
+  readonly throttlePercent: number;
+  setThrottle(percent: number): void;
+  /** The workload's state, valid while paused: small JSON. */
+  deviceState(): object;
+  digest(): Promise<string>;
+}
+
+/** What the destination side writes into. */
+export interface DestinationGuest extends GuestGeometry {
+  memoryPages(first: number, count: number): Uint8Array;
+  pageRunLimit(first: number, max: number): number;
+  writeBlocks(first: number, count: number, data: Uint8Array): void;
+  digest(): Promise<string>;
+}
+
+/**
+ * The channel half of a migration spec, as the guest process receives it from its agent. The key
+ * (32 bytes) and nonce (8) are wiped by the guest process once the channel has its copy.
+ */
+export type ChannelParams = Pick<ChannelSpec, 'migrationId' | 'key' | 'nonce' | 'mode' | 'streams' | 'maxBytesPerSecond'>;
+
+/** What the source agent passes to GuestClient.migrateOut. */
+export interface OutgoingSpec extends ChannelParams {
+  /** The destination's migration networks, `host:port`, in preference order. */
+  networks: string[];
+  /** Switch over when the estimated pause fits this; default 500 ms. */
+  maxDowntimeMs?: number;
+  /** Give up (the guest keeps running here) after this long in pre-copy; default 10 minutes. */
+  timeoutMs?: number;
+  /** Throttle the guest step by step when it dirties faster than the link drains; default true. */
+  autoConverge?: boolean;
+  /** Compare digests of the paused source and the destination before committing. */
+  verify?: boolean;
+  /** How long to wait, paused, for the destination's answer before declaring the outcome in doubt; default 60 s. */
+  commitTimeoutMs?: number;
+}
+
+/** What the destination agent passes to startIncomingGuest. */
+export type IncomingSpec = ChannelParams;
+
+export const DEFAULT_MAX_DOWNTIME_MS = 500;
+export const DEFAULT_TIMEOUT_MS = 10 * 60_000;
+export const DEFAULT_COMMIT_TIMEOUT_MS = 60_000;
+
+export interface PassReport {
+  pass: number;
+  pages: number;
+  zeroPages: number;
+  blocks: number;
+  zeroBlocks: number;
+  bytes: number;
+  durationMs: number;
+}
+
+export type MigrationEvent =
+  | {
+      type: 'pass';
+      pass: number;
+      /** Payload bytes sent so far. */
+      bytesSent: number;
+      /** Dirty bytes waiting for the next pass. */
+      bytesLeft: number;
+      /** Measured, bytes a second. */
+      throughput: number;
+      dirtyRate: number;
+      zeroPagesSkipped: number;
+      throttlePercent: number;
+      elapsedMs: number;
+    }
+  | { type: 'throttle'; percent: number }
+  | { type: 'switch-over'; bytesLeft: number; estimatedDowntimeMs: number }
+  | { type: 'progress'; role: 'destination'; pass: number; bytesReceived: number }
+  | { type: 'ready-to-commit'; sourceDigest: string | null; digest: string | null }
+  | { type: 'committed'; downtimeMs: number | null }
+  | { type: 'in-doubt'; code: string; message: string }
+  | { type: 'aborted'; code: string; message: string };
+
+export type MigrationOutcome = 'committed' | 'aborted' | 'in-doubt';
+
+export interface MigrationResult {
+  migrationId: string;
+  role: 'source' | 'destination';
+  outcome: MigrationOutcome;
+  error: { code: string; message: string } | null;
+  passes: PassReport[];
+  totalMs: number;
+  /** Source: from pause to COMMITTED. Destination: null. */
+  downtimeMs: number | null;
+  bytesSent: number;
+  bytesReceived: number;
+  zeroPagesSkipped: number;
+  /** Payload bytes a second over the whole migration. */
+  throughput: number;
+  throttlePercent: number;
+  sourceDigest: string | null;
+  destinationDigest: string | null;
+  cpu: { userMs: number; systemMs: number };
+}

@@ -1,0 +1,66 @@
+/**
+ * The engine's DATA messages: what the builder writes the parser reads back, and any bytes at all
+ * either parse into runs inside the guest or fail with ERR_FERRY_FRAME — never anything else.
+ */
+import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import { FerryError } from '../../src/errors.js';
+import { DataBuilder, RUN_DATA, RUN_ZERO, SPACE_DISK, decodeData, decodeJson } from '../../src/migration/messages.js';
+import { parseWorkload } from '../../src/guest/config.js';
+
+const units = (): number => 1000;
+const size = (): number => 16;
+
+describe('migration messages', () => {
+  it('round-trips runs built by DataBuilder, merging adjacent ones', () => {
+    const b = new DataBuilder();
+    b.space = SPACE_DISK;
+    b.pass = 7;
+    b.addZero(0, 3);
+    b.addZero(3, 2);
+    b.addData(5, 1, Buffer.alloc(16, 1));
+    b.addData(6, 2, Buffer.alloc(32, 2));
+    b.addZero(999, 1);
+    const m = decodeData(Buffer.from(b.take()), units, size);
+    assert.equal(m.space, SPACE_DISK);
+    assert.equal(m.pass, 7);
+    assert.deepEqual(m.runs, [
+      { first: 0, count: 5, kind: RUN_ZERO },
+      { first: 5, count: 3, kind: RUN_DATA },
+      { first: 999, count: 1, kind: RUN_ZERO },
+    ]);
+    assert.deepEqual([...m.data], [...Buffer.alloc(16, 1), ...Buffer.alloc(32, 2)]);
+    assert.ok(b.empty);
+  });
+
+  it('rejects any malformed payload with ERR_FERRY_FRAME only', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 300 }), (bytes) => {
+        try {
+          const m = decodeData(bytes, units, size);
+          for (const r of m.runs) assert.ok(r.first + r.count <= 1000);
+        } catch (err) {
+          assert.ok(err instanceof FerryError && err.code === 'ERR_FERRY_FRAME', String(err));
+        }
+      }),
+      { numRuns: 2000 },
+    );
+    // A run past the end of the guest, and a data length that does not match the runs.
+    const b = new DataBuilder();
+    b.addZero(995, 10);
+    assert.throws(() => decodeData(Buffer.from(b.take()), units, size), /outside/);
+    b.addData(0, 1, Buffer.alloc(16));
+    const short = Buffer.from(b.take());
+    assert.throws(() => decodeData(Buffer.concat([short.subarray(0, 8), Buffer.alloc(1), short.subarray(8)]), units, size), /data bytes/);
+    assert.throws(() => decodeJson(1, Buffer.from('[1,2]')), /not a JSON object/);
+  });
+
+  it('parses workloads as operators write them', () => {
+    assert.deepEqual(parseWorkload('idle'), { kind: 'idle' });
+    assert.deepEqual(parseWorkload('kv:get=150000,set=50000'), { kind: 'kv', getsPerSecond: 150000, setsPerSecond: 50000 });
+    assert.deepEqual(parseWorkload('dirty:200MB'), { kind: 'dirty', bytesPerSecond: 200e6 });
+    for (const bad of ['busy', 'kv:get=1', 'dirty:', 'dirty:fast', 'kv:get=-1,set=2']) {
+      assert.throws(() => parseWorkload(bad), (e: FerryError) => e.code === 'ERR_FERRY_INPUT', bad);
+    }
+  });
+});
