@@ -8,6 +8,7 @@ import { parseAddress } from '../coordinator/address.js';
 import { ControlServer, type HandlerTable } from './server.js';
 import { StateDir } from './state.js';
 import { SlotQueue } from './queue.js';
+import { GuestManager } from './guests.js';
 import type { Logger } from './log.js';
 import { FERRY_VERSION } from './version.js';
 import { cpuFeatures, freeMemoryBytes, qemuAvailable } from './host-facts.js';
@@ -24,6 +25,7 @@ export interface AgentOptions {
 export class Agent {
   readonly outgoing: SlotQueue;
   readonly incoming: SlotQueue;
+  readonly guests: GuestManager;
   private server: ControlServer | null = null;
   /** The control address actually bound. */
   controlAddress = '';
@@ -36,6 +38,7 @@ export class Agent {
   ) {
     this.outgoing = new SlotQueue(state.config.limits.outgoing);
     this.incoming = new SlotQueue(state.config.limits.incoming);
+    this.guests = new GuestManager(state, log);
   }
 
   get name(): string {
@@ -47,6 +50,7 @@ export class Agent {
     const backend = await loadBackend();
     const log = options.log.child({ host: state.config.name });
     const agent = new Agent(state, options, log, backend.name);
+    await agent.guests.attachAll();
     await agent.listen();
     return agent;
   }
@@ -71,12 +75,26 @@ export class Agent {
   async stop(): Promise<void> {
     await this.server?.close();
     this.server = null;
+    this.guests.close();
     this.log.info('agent stopped');
   }
 
   private handlers(): HandlerTable {
     const both = ['coordinator', 'host'] as const;
+    const coordinator = ['coordinator'] as const;
     return {
+      'guest.create': { roles: coordinator, timeoutMs: 120_000, run: ({ config }) => this.guests.create(config) },
+      'guest.list': { roles: coordinator, run: async () => ({ guests: await this.guests.list() }) },
+      'guest.get': { roles: coordinator, run: ({ name }) => this.guests.get(name) },
+      'guest.set': { roles: coordinator, run: ({ name, encryptedMigration }) => this.guests.setEncryptedMigration(name, encryptedMigration) },
+      'guest.destroy': {
+        roles: coordinator,
+        timeoutMs: 120_000,
+        run: async ({ name }) => {
+          await this.guests.destroy(name);
+          return { name };
+        },
+      },
       capabilities: {
         roles: both,
         run: async () => ({

@@ -16,8 +16,9 @@
  * request starts).
  */
 import type { ErrorCode } from '../errors.js';
-import { GUEST_NAME, type EncryptedMigration, type GuestConfig, type GuestDriver, type GuestState, type NicKind, type Workload } from '../guest/types.js';
-import { int, obj, oneOf, optional, str, tagged, type Check } from './validate.js';
+import { GUEST_NAME, type EncryptedMigration, type GuestConfig, type GuestState } from '../guest/types.js';
+import { checkGuestConfig } from '../guest/config.js';
+import { int, obj, oneOf, optional, str, type Check } from './validate.js';
 
 /** Bumped on any incompatible change; an agent refuses clients older than MIN_PROTOCOL_VERSION. */
 export const PROTOCOL_VERSION = 1;
@@ -140,24 +141,8 @@ export const MIGRATION_ID = /^[A-Za-z0-9._-]{1,64}$/;
 
 const guestName = str({ pattern: GUEST_NAME, describe: 'a guest name (lower-case letters, digits, dashes; 1-63)' });
 const encryptedMigration = oneOf<EncryptedMigration>(['disabled', 'opportunistic', 'required']);
-const PAGE = 4096;
-const MAX_MEMORY = 2 ** 40;
-
-export const checkWorkload: Check<Workload> = tagged<Workload>({
-  idle: obj({ kind: oneOf(['idle'] as const) }),
-  kv: obj({ kind: oneOf(['kv'] as const), getsPerSecond: int({ min: 0, max: 10_000_000 }), setsPerSecond: int({ min: 0, max: 10_000_000 }) }),
-  dirty: obj({ kind: oneOf(['dirty'] as const), bytesPerSecond: int({ min: 0, max: 2 ** 40 }) }),
-});
-
-export const checkGuestConfig: Check<GuestConfig> = obj({
-  name: guestName,
-  driver: oneOf<GuestDriver>(['synthetic', 'qemu']),
-  memoryBytes: int({ min: 1 << 20, max: MAX_MEMORY, multipleOf: PAGE }),
-  diskBytes: int({ min: 0, max: MAX_MEMORY, multipleOf: PAGE }),
-  workload: checkWorkload,
-  nic: oneOf<NicKind>(['virtio', 'sriov']),
-  encryptedMigration,
-});
+/** The guest driver's own check (src/guest/config.ts): one definition of a valid guest. */
+const guestConfig: Check<GuestConfig> = (v) => checkGuestConfig(v);
 
 const empty = obj({}) as Check<Record<string, never>>;
 
@@ -165,7 +150,7 @@ const empty = obj({}) as Check<Record<string, never>>;
 export const PARAMS: { [M in Method]: Check<Params<M>> } = {
   hello: obj({ protocol: int({ min: 0, max: 1_000_000 }), client: str({ max: 200 }) }),
   capabilities: empty,
-  'guest.create': obj({ config: checkGuestConfig }),
+  'guest.create': obj({ config: guestConfig }),
   'guest.list': empty,
   'guest.get': obj({ name: guestName }),
   'guest.set': obj({ name: guestName, encryptedMigration }),

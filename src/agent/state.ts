@@ -15,8 +15,9 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { FerryError } from '../errors.js';
 import type { GuestConfig } from '../guest/types.js';
+import { checkGuestConfig } from '../guest/config.js';
 import { createFileAtomic, ensurePrivateDir, removeFileDurably, writeFileAtomic } from './atomic-file.js';
-import { checkGuestConfig, MIGRATION_ID, HOST_NAME_PATTERN, type Limits, type ResolveDecision } from './protocol.js';
+import { MIGRATION_ID, HOST_NAME_PATTERN, type Limits, type ResolveDecision } from './protocol.js';
 import type { TlsCredentials } from './server.js';
 import { bool, int, obj, oneOf, str, array, type Check } from './validate.js';
 import { addressProblem } from '../coordinator/address.js';
@@ -53,7 +54,7 @@ export interface GuestRecord {
   createdAt: string;
 }
 
-const checkGuestRecord: Check<GuestRecord> = obj({ config: checkGuestConfig, createdAt: str({ max: 64 }) });
+const checkGuestRecord: Check<GuestRecord> = obj({ config: (v) => checkGuestConfig(v), createdAt: str({ max: 64 }) });
 
 export interface DecisionRecord {
   migrationId: string;

@@ -60,15 +60,6 @@ export const obj = <S extends Shape>(shape: S): Check<Out<S>> => (v, field) => {
   return out as Out<S>;
 };
 
-/** A union told apart by its `kind` field. */
-export const tagged = <T>(checks: Record<string, Check<T>>): Check<T> => (v, field) => {
-  const kind = (v as { kind?: unknown } | null)?.kind;
-  if (typeof kind !== 'string' || !Object.prototype.hasOwnProperty.call(checks, kind)) {
-    bad(`${field}.kind`, `must be one of ${Object.keys(checks).join(', ')}`);
-  }
-  return checks[kind]!(v, field);
-};
-
 /** A type guard from a check, for code that branches instead of throwing. */
 export const guard = <T>(check: Check<T>) => (v: unknown): v is T => {
   try {

@@ -7,7 +7,7 @@ import { GUEST_NAME, type GuestConfig, type GuestDriver, type NicKind } from '..
 import { clusterHost } from '../../coordinator/cluster.js';
 import { connectHost, eachHost } from '../../coordinator/connect.js';
 import { parseEncryptedMigration } from '../../coordinator/mode.js';
-import { parseWorkload, formatWorkload } from '../../coordinator/guest-spec.js';
+import { parseWorkload, formatWorkload } from '../../guest/config.js';
 
 interface VmCreateArgs {
   name: string;

@@ -20,6 +20,8 @@ export function guestLine(g: GuestInfo): Record<string, unknown> {
     encryptedMigration: g.encryptedMigration,
     nic: g.nic,
     workload: g.workload,
+    pid: g.pid,
+    opsPerSecond: g.opsPerSecond,
   };
 }
 

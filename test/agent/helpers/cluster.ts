@@ -4,7 +4,7 @@
  * stop() removes. Every agent started is killed by stop(), also when a test fails.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -104,8 +104,28 @@ export class TestCluster {
     return startAgent(name, this.hostDir(name), extraArgs, this.agents);
   }
 
+  /** The pids of every guest process of every host of this cluster (from their pid files). */
+  guestPids(): number[] {
+    const pids: number[] = [];
+    for (const host of readdirSync(this.root).filter((d) => d.startsWith('host-'))) {
+      const guests = path.join(this.root, host, 'guests');
+      for (const g of existsSync(guests) ? readdirSync(guests) : []) {
+        const pidFile = path.join(guests, g, 'guest.pid');
+        if (existsSync(pidFile)) pids.push(Number(readFileSync(pidFile, 'utf8')));
+      }
+    }
+    return pids;
+  }
+
   async stop(): Promise<void> {
     await Promise.all([...this.agents].map((a) => a.stop('SIGKILL')));
+    for (const pid of this.guestPids()) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
     rmSync(this.root, { recursive: true, force: true });
   }
 }
