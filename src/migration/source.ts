@@ -97,7 +97,23 @@ class SourceMigration {
     this.builder.pass = this.pass;
   }
 
+  private lastProgress = performance.now();
+
+  /** A 'pass' event at most once a second during a long pass, so a big first pass shows progress. */
+  private progress(): void {
+    const now = performance.now();
+    if (now - this.lastProgress < 1000) return;
+    this.lastProgress = now;
+    const p = this.passStats;
+    const rate = (p.bytes * 1000) / Math.max(1, now - this.passStarted);
+    this.onEvent({
+      type: 'pass', pass: this.pass, bytesSent: this.bytesSent, bytesLeft: Math.max(0, this.passPlanned - (p.pages + p.zeroPages) * this.guest.pageSize - (p.blocks + p.zeroBlocks) * this.guest.blockSize),
+      throughput: rate, dirtyRate: this.conv.dirtyRate, zeroPagesSkipped: this.zeroSkipped(), throttlePercent: this.guest.throttlePercent, elapsedMs: this.elapsed(),
+    });
+  }
+
   private checkTimeout(): void {
+    this.progress();
     if (this.elapsed() > this.options.timeoutMs) {
       throw new FerryError('ERR_FERRY_TIMEOUT', `migration did not converge within ${this.options.timeoutMs} ms; the guest keeps running on the source`);
     }
@@ -168,10 +184,16 @@ class SourceMigration {
     }
   }
 
+  private passStarted = performance.now();
+  /** Bytes of guest this pass covers (pages and blocks, zero or not). */
+  private passPlanned = 0;
+
   private async runPass(pages: Array<[number, number]>, blocks: Array<[number, number]>): Promise<PassReport> {
     this.pass++;
     this.passStats = this.newPass();
     const t0 = performance.now();
+    this.passStarted = t0;
+    this.passPlanned = pages.reduce((n, [, c]) => n + c, 0) * this.guest.pageSize + blocks.reduce((n, [, c]) => n + c, 0) * this.guest.blockSize;
     for (const [f, n] of pages) await this.sendPages(f, n);
     for (const [f, n] of blocks) await this.sendBlocks(f, n);
     await this.flush();

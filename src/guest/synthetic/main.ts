@@ -61,8 +61,13 @@ async function exit(code: number, removeDir = false): Promise<void> {
   setTimeout(() => process.exit(code), 50);
 }
 
+/**
+ * A source guest must not stop while its migration is running or unresolved (stopping it in doubt
+ * could leave the guest running nowhere). An incoming guest may always stop: before commit that
+ * is an abort, after commit an ordinary stop.
+ */
 function busy(): boolean {
-  return tracker !== null && !['committed', 'aborted'].includes(tracker.phase);
+  return tracker !== null && tracker.role === 'source' && !['committed', 'aborted'].includes(tracker.phase);
 }
 
 /** Streams a migration's events to one control connection until it settles. */

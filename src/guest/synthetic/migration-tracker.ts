@@ -32,7 +32,10 @@ export class MigrationTracker {
   emit(event: MigrationEvent): void {
     this.events.push(event);
     if (this.events.length > KEEP_EVENTS) this.events.shift();
+    // The guest runs at the destination (or is handed over, at the source) from this event on;
+    // an agent waiting on commit() need not wait for the channel's farewells.
     if (event.type === 'ready-to-commit') this.setPhase('ready-to-commit');
+    if (event.type === 'committed') this.setPhase('committed');
     for (const l of this.listeners) l(event);
   }
 

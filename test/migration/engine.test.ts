@@ -1,0 +1,145 @@
+/**
+ * The migration engine between two real guest processes over the real encrypted channel, the
+ * test playing both agents: idle, kv and dirty guests, memory and disk, encrypted and plain; a
+ * guest that outruns a capped link converging by throttle, and giving up at the timeout without;
+ * the destination deciding not to commit; and a destination lost at switch-over leaving the source
+ * paused and in doubt until its agent resolves it.
+ */
+import assert from 'node:assert/strict';
+import { startGuest, type GuestClient } from '../../src/guest/index.js';
+import type { FerryError } from '../../src/errors.js';
+import { GuestSandbox, alive, sleep, waitUntil } from '../helpers/guests.js';
+import { channelBuilt, migrate } from '../helpers/migrate.js';
+
+describe('migration between guest processes', function () {
+  this.timeout(90_000);
+  const box = new GuestSandbox();
+  before(function () {
+    if (!channelBuilt()) {
+      console.log('      skipped: this build has no channel (dist/channel/index.js is missing)');
+      this.skip();
+    }
+  });
+  after(() => box.cleanup());
+
+  async function ready(g: GuestClient): Promise<GuestClient> {
+    await waitUntil(async () => (await g.status()).workloadReady, 20_000, 'workload setup');
+    return g;
+  }
+
+  it('moves an idle guest with its disk, encrypted: same digest on both sides', async () => {
+    const config = box.config({ kind: 'idle' }, 64, 16);
+    const src = await ready(await startGuest(box.dir('src'), config));
+    const m = await migrate(src, box.dir('dst'), config, { mode: 'encrypted' });
+    assert.equal(m.source.phase, 'committed', JSON.stringify(m.source.result?.error));
+    assert.equal(m.destination.phase, 'committed');
+    const r = m.source.result!;
+    assert.ok(r.downtimeMs !== null && r.downtimeMs >= 0);
+    assert.ok(r.bytesSent > 64 << 20, `sent ${r.bytesSent}`);
+    assert.equal((await src.status()).state, 'migrated');
+    await assert.rejects(src.resume(), (e: FerryError) => e.code === 'ERR_FERRY_REFUSED');
+    const dst = m.incoming.client;
+    assert.equal((await dst.status()).state, 'running');
+    assert.equal(await dst.digest(), await src.digest());
+    await src.finish();
+    await dst.stop();
+  });
+
+  it('sends the zero pages of a fresh guest as markers: a tiny fraction of its memory', async () => {
+    const config = box.config({ kind: 'dirty', bytesPerSecond: 4096 }, 256);
+    const src = await startGuest(box.dir('src'), config);
+    const m = await migrate(src, box.dir('dst'), config, { mode: 'plain', verify: true });
+    assert.equal(m.source.phase, 'committed', JSON.stringify(m.source.result?.error));
+    const r = m.source.result!;
+    assert.ok(r.bytesSent < (256 << 20) / 100, `sent ${r.bytesSent} bytes for 256 MiB`);
+    assert.ok(r.zeroPagesSkipped > 60_000, `${r.zeroPagesSkipped} zero pages`);
+    assert.equal(r.sourceDigest, r.destinationDigest);
+    await src.finish();
+    await m.incoming.client.stop();
+  });
+
+  for (const [name, workload, mode] of [
+    ['kv', { kind: 'kv', getsPerSecond: 3000, setsPerSecond: 1000 }, 'plain'],
+    ['dirty', { kind: 'dirty', bytesPerSecond: 8 << 20 }, 'encrypted'],
+  ] as const) {
+    it(`moves a running ${name} guest with a disk (${mode}), verified at switch-over, and it keeps running`, async () => {
+      const config = box.config(workload, 128, 16);
+      const src = await ready(await startGuest(box.dir('src'), config));
+      await sleep(500);
+      const m = await migrate(src, box.dir('dst'), config, { mode, verify: true });
+      assert.equal(m.source.phase, 'committed', JSON.stringify(m.source.result?.error));
+      const r = m.source.result!;
+      assert.ok(r.sourceDigest && r.sourceDigest === r.destinationDigest, 'digests differ');
+      // The source stays paused as it was at switch-over: its digest is the one sent.
+      assert.equal(await src.digest(), r.sourceDigest);
+      const dst = m.incoming.client;
+      await waitUntil(async () => (await dst.status()).opsPerSecond > 0, 5000, 'the workload to run at the destination');
+      assert.ok(m.events.some((e) => e.type === 'pass'));
+      await src.finish();
+      await dst.stop();
+    });
+  }
+
+  it('throttles a guest that dirties faster than a capped link drains, and converges', async () => {
+    const config = box.config({ kind: 'dirty', bytesPerSecond: 24e6 }, 32);
+    const src = await startGuest(box.dir('src'), config);
+    const m = await migrate(src, box.dir('dst'), config, { mode: 'encrypted', maxBytesPerSecond: 16e6, maxDowntimeMs: 500, verify: true });
+    assert.equal(m.source.phase, 'committed', JSON.stringify(m.source.result?.error));
+    const r = m.source.result!;
+    assert.ok(r.throttlePercent > 0, 'never throttled');
+    assert.ok(m.events.some((e) => e.type === 'throttle'));
+    assert.ok(r.passes.length > 2, `${r.passes.length} passes`);
+    assert.equal(r.sourceDigest, r.destinationDigest);
+    await src.finish();
+    await m.incoming.client.stop();
+  });
+
+  it('gives up at the timeout when throttling is off, and the guest runs on at the source', async () => {
+    const config = box.config({ kind: 'dirty', bytesPerSecond: 24e6 }, 32);
+    const src = await startGuest(box.dir('src'), config);
+    const m = await migrate(src, box.dir('dst'), config, { mode: 'plain', maxBytesPerSecond: 16e6, autoConverge: false, timeoutMs: 4000 });
+    assert.equal(m.source.phase, 'aborted');
+    assert.equal(m.source.result!.error!.code, 'ERR_FERRY_TIMEOUT');
+    assert.equal(m.destination.phase, 'aborted');
+    const s = await src.status();
+    assert.equal(s.state, 'running');
+    assert.equal(s.throttlePercent, 0);
+    await waitUntil(async () => (await src.status()).opsPerSecond > 0, 3000, 'the source guest to run');
+    await waitUntil(() => !alive(m.incoming.client.pid), 5000, 'the incoming guest to exit');
+    await src.stop();
+  });
+
+  it('resumes the source when the destination decides not to commit', async () => {
+    const config = box.config({ kind: 'kv', getsPerSecond: 2000, setsPerSecond: 500 }, 64);
+    const src = await ready(await startGuest(box.dir('src'), config));
+    const m = await migrate(src, box.dir('dst'), config, { mode: 'encrypted', atReady: 'abort' });
+    assert.equal(m.source.phase, 'aborted');
+    assert.equal((await src.status()).state, 'running');
+    await waitUntil(() => !alive(m.incoming.client.pid), 5000, 'the incoming guest to exit');
+    await waitUntil(async () => (await src.status()).opsPerSecond > 0, 3000, 'the source guest to run');
+    await src.stop();
+  });
+
+  it('stays paused and in doubt when the destination is lost at switch-over, until its agent resolves it', async () => {
+    const config = box.config({ kind: 'kv', getsPerSecond: 2000, setsPerSecond: 500 }, 64);
+    const src = await ready(await startGuest(box.dir('src'), config));
+    const m = await migrate(src, box.dir('dst'), config, {
+      mode: 'encrypted',
+      atReady: async (incoming) => {
+        process.kill(incoming.client.pid, 'SIGKILL');
+      },
+    });
+    assert.equal(m.source.phase, 'in-doubt');
+    const s = await src.status();
+    assert.equal(s.state, 'in-doubt');
+    const d = await src.digest();
+    await sleep(300);
+    assert.equal(await src.digest(), d, 'a guest in doubt must not run');
+    await assert.rejects(src.resume(), (e: FerryError) => e.code === 'ERR_FERRY_REFUSED');
+    await assert.rejects(src.stop(), (e: FerryError) => e.code === 'ERR_FERRY_REFUSED');
+    // The destination agent answers "not committed" (its guest died before commit): resume here.
+    await src.resumeAfterAbort();
+    await waitUntil(async () => (await src.status()).opsPerSecond > 0, 3000, 'the source guest to run');
+    await src.stop();
+  });
+});
