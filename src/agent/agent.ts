@@ -9,6 +9,7 @@ import { ControlServer, type HandlerTable } from './server.js';
 import { StateDir } from './state.js';
 import { SlotQueue } from './queue.js';
 import { GuestManager } from './guests.js';
+import { MigrationManager } from './migrations.js';
 import type { Logger } from './log.js';
 import { FERRY_VERSION } from './version.js';
 import { cpuFeatures, freeMemoryBytes, qemuAvailable } from './host-facts.js';
@@ -26,6 +27,7 @@ export class Agent {
   readonly outgoing: SlotQueue;
   readonly incoming: SlotQueue;
   readonly guests: GuestManager;
+  readonly migrations: MigrationManager;
   private server: ControlServer | null = null;
   /** The control address actually bound. */
   controlAddress = '';
@@ -39,6 +41,15 @@ export class Agent {
     this.outgoing = new SlotQueue(state.config.limits.outgoing);
     this.incoming = new SlotQueue(state.config.limits.incoming);
     this.guests = new GuestManager(state, log);
+    this.migrations = new MigrationManager({
+      state,
+      guests: this.guests,
+      outgoing: this.outgoing,
+      incoming: this.incoming,
+      log,
+      encrypts: options.encryption,
+      networks: () => state.config.networks.map((n) => n.listen),
+    });
   }
 
   get name(): string {
@@ -51,6 +62,7 @@ export class Agent {
     const log = options.log.child({ host: state.config.name });
     const agent = new Agent(state, options, log, backend.name);
     await agent.guests.attachAll();
+    await agent.migrations.recover();
     await agent.listen();
     return agent;
   }
@@ -75,6 +87,7 @@ export class Agent {
   async stop(): Promise<void> {
     await this.server?.close();
     this.server = null;
+    this.migrations.stop();
     this.guests.close();
     this.log.info('agent stopped');
   }
@@ -115,14 +128,25 @@ export class Agent {
           guests: (await this.state.listGuests()).length,
         }),
       },
+      'migration.prepare-incoming': {
+        roles: coordinator,
+        timeoutMs: null, // waits in the incoming queue for as long as it takes
+        run: (params, ctx) => this.migrations.prepareIncoming(params, ctx.signal, ctx.emit),
+      },
+      'migration.start-outgoing': {
+        roles: coordinator,
+        timeoutMs: null, // streams until the migration's own limits end it
+        run: (params, ctx) => this.migrations.startOutgoing(params, ctx.signal, ctx.emit),
+      },
+      'migration.status': { roles: both, run: async ({ migrationId }) => this.migrations.status(migrationId) },
+      'migration.abort': {
+        roles: coordinator,
+        run: async ({ migrationId }) => ({ migrationId, decision: await this.migrations.abort(migrationId) }),
+      },
       'migration.resolve': {
         // Asked by the source host of a migration that lost its channel; the coordinator may ask too.
         roles: both,
-        run: async ({ migrationId }) => {
-          const decision = await this.state.decide(migrationId, '', 'not-committed');
-          this.log.info('migration resolved', { migrationId, decision });
-          return { migrationId, decision };
-        },
+        run: async ({ migrationId }) => ({ migrationId, decision: await this.migrations.resolve(migrationId) }),
       },
     };
   }

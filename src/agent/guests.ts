@@ -148,6 +148,56 @@ export class GuestManager {
     });
   }
 
+  /**
+   * Reserves guest `config.name` for an incoming migration: its record, marked incoming, then
+   * `start()` (the incoming guest process). Undone when `start` fails.
+   */
+  async beginIncoming<T extends { client: GuestClient }>(config: GuestConfig, migrationId: string, start: () => Promise<T>): Promise<T> {
+    return this.exclusive(config.name, async () => {
+      const exists = await this.state.readGuest(config.name).then(() => true, () => false);
+      if (exists) throw new FerryError('ERR_FERRY_INPUT', `guest "${config.name}" already exists on host ${this.host}`);
+      await this.state.writeGuest({ config, createdAt: new Date().toISOString(), incoming: migrationId });
+      try {
+        const started = await start();
+        this.adopt(config.name, started.client);
+        return started;
+      } catch (err) {
+        await this.forgetNow(config.name);
+        throw err;
+      }
+    });
+  }
+
+  /** The incoming guest is this host's now: its record loses the incoming mark. */
+  async commitIncoming(name: string): Promise<void> {
+    return this.exclusive(name, async () => {
+      const { incoming: _, ...record } = await this.record(name);
+      await this.state.writeGuest(record);
+    });
+  }
+
+  /** Drops a guest that is not (or no longer) this host's: process killed if any, directory and record removed. */
+  async forget(name: string): Promise<void> {
+    return this.exclusive(name, () => this.forgetNow(name));
+  }
+
+  private async forgetNow(name: string): Promise<void> {
+    const client = this.clients.get(name) ?? (await attachGuest(this.state.guestDir(name)).catch(() => null));
+    if (client) await client.destroy().catch(() => client.close());
+    this.clients.delete(name);
+    await fs.rm(this.state.guestDir(name), { recursive: true, force: true });
+    await this.state.removeGuest(name);
+  }
+
+  /** Every guest record, for recovery after a restart. */
+  records(): Promise<GuestRecord[]> {
+    return this.state.listGuests();
+  }
+
+  async recordOf(name: string): Promise<GuestRecord> {
+    return this.record(name);
+  }
+
   /** Closes the control connections; the guest processes keep running. */
   close(): void {
     for (const c of this.clients.values()) c.close();

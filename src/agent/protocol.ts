@@ -18,7 +18,11 @@
 import type { ErrorCode } from '../errors.js';
 import { GUEST_NAME, type EncryptedMigration, type GuestConfig, type GuestState } from '../guest/types.js';
 import { checkGuestConfig } from '../guest/config.js';
-import { int, obj, oneOf, optional, str, type Check } from './validate.js';
+import type { ChannelMode } from '../channel/types.js';
+import type { MigrationEvent, MigrationOutcome, MigrationResult } from '../migration/types.js';
+import { FerryError } from '../errors.js';
+import { addressProblem } from '../coordinator/address.js';
+import { array, bool, int, obj, oneOf, optional, str, type Check } from './validate.js';
 
 /** Bumped on any incompatible change; an agent refuses clients older than MIN_PROTOCOL_VERSION. */
 export const PROTOCOL_VERSION = 1;
@@ -42,6 +46,9 @@ export interface Peer {
   /** The certificate's common name: a host name, or "ferry coordinator". */
   name: string;
 }
+
+export const HOST_NAME_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
+export const MIGRATION_ID = /^[A-Za-z0-9._-]{1,64}$/;
 
 // ---- messages -------------------------------------------------------------------------------
 
@@ -96,6 +103,76 @@ export interface GuestInfo extends GuestConfig {
 
 export type ResolveDecision = 'committed' | 'not-committed';
 
+/** The channel half of a migration spec, as both agents receive it from the coordinator. */
+export interface WireChannelSpec {
+  migrationId: string;
+  /** 32 bytes, base64. Lives only in memory: never logged, never written; agents zero their copies. */
+  key: string;
+  /** 8 bytes, base64. */
+  nonce: string;
+  mode: ChannelMode;
+  /** TCP connections, 1-16. */
+  streams: number;
+  maxBytesPerSecond?: number;
+}
+
+/** To the destination, first: receive guest `guest.name` from host `source`. */
+export interface PrepareIncomingParams extends WireChannelSpec {
+  guest: GuestConfig;
+  source: string;
+}
+
+export interface PrepareIncomingResult {
+  migrationId: string;
+  /** The migration addresses this agent listens on (the coordinator hands the source the cluster file's advertised ones). */
+  networks: string[];
+  /** The guest asked for a passthrough-class NIC this host lacks: it gets the emulated one here. */
+  nicFallback: boolean;
+  /** The config the guest will run with here. */
+  guest: GuestConfig;
+}
+
+/** To the source, once the destination is prepared: send guest `guest` to `destination`. */
+export interface StartOutgoingParams extends WireChannelSpec {
+  guest: string;
+  /** Who to ask for the decision when the channel is lost before COMMITTED. */
+  destination: { host: string; control: string };
+  /** The destination's migration addresses, in preference order (the cluster file's `advertise`). */
+  networks: string[];
+  maxDowntimeMs?: number;
+  timeoutMs?: number;
+  autoConverge?: boolean;
+  verify?: boolean;
+  commitTimeoutMs?: number;
+}
+
+/** Events of a start-outgoing call (and `queued` of prepare-incoming). */
+export type MigrationStreamEvent =
+  | { type: 'queued'; position: number }
+  | { type: 'started' }
+  | MigrationEvent
+  /** In doubt: the source asks the destination's agent what it decided. */
+  | { type: 'resolving'; attempt: number; error: string | null }
+  | { type: 'resolved'; decision: ResolveDecision };
+
+export interface StartOutgoingResult {
+  migrationId: string;
+  /** committed: the guest runs on the destination now; aborted: it runs here; in-doubt: paused here until resolved. */
+  outcome: MigrationOutcome;
+  result: MigrationResult | null;
+}
+
+export interface MigrationStatus {
+  migrationId: string;
+  role: 'source' | 'destination';
+  guest: string;
+  phase: 'queued' | 'running' | 'ready-to-commit' | 'committed' | 'aborted' | 'in-doubt';
+  /** Place in this host's queue while queued. */
+  position: number | null;
+  lastEvent: MigrationEvent | null;
+  result: MigrationResult | null;
+}
+
 /** Every method: its parameters, result, and the events a streaming call sends before its result. */
 export interface Methods {
   hello: { params: HelloParams; result: HelloResult; event: never };
@@ -111,6 +188,13 @@ export interface Methods {
    * commit of that migration is refused, so the answer can never turn out wrong.
    */
   'migration.resolve': { params: { migrationId: string }; result: { migrationId: string; decision: ResolveDecision }; event: never };
+  /** Destination: start an incoming guest process for the migration (after a free incoming slot). */
+  'migration.prepare-incoming': { params: PrepareIncomingParams; result: PrepareIncomingResult; event: { type: 'queued'; position: number } };
+  /** Source: run the migration (after a free outgoing slot); streams progress until it settles. */
+  'migration.start-outgoing': { params: StartOutgoingParams; result: StartOutgoingResult; event: MigrationStreamEvent };
+  'migration.status': { params: { migrationId: string }; result: MigrationStatus; event: never };
+  /** Destination: give up an incoming migration that has not committed ("not committed", final). Source: leave the queue. */
+  'migration.abort': { params: { migrationId: string }; result: { migrationId: string; decision: ResolveDecision | null }; event: never };
 }
 
 export type Method = keyof Methods;
@@ -136,8 +220,6 @@ export type Reply =
 
 // ---- checks ---------------------------------------------------------------------------------
 
-export const HOST_NAME_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
-export const MIGRATION_ID = /^[A-Za-z0-9._-]{1,64}$/;
 
 const guestName = str({ pattern: GUEST_NAME, describe: 'a guest name (lower-case letters, digits, dashes; 1-63)' });
 const encryptedMigration = oneOf<EncryptedMigration>(['disabled', 'opportunistic', 'required']);
@@ -145,6 +227,30 @@ const encryptedMigration = oneOf<EncryptedMigration>(['disabled', 'opportunistic
 const guestConfig: Check<GuestConfig> = (v) => checkGuestConfig(v);
 
 const empty = obj({}) as Check<Record<string, never>>;
+
+const migrationId = str({ pattern: MIGRATION_ID, describe: 'a migration id' });
+const base64Of = (bytes: number): Check<string> => (v, field) => {
+  const text = str({ max: 100 })(v, field);
+  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(text) || Buffer.from(text, 'base64').length !== bytes) {
+    throw new FerryError('ERR_FERRY_INPUT', `${field}: must be ${bytes} bytes in base64`);
+  }
+  return text;
+};
+const address: Check<string> = (v, field) => {
+  const problem = addressProblem(v);
+  if (problem) throw new FerryError('ERR_FERRY_INPUT', `${field}: ${problem}`);
+  return v as string;
+};
+const channelFields = {
+  migrationId,
+  key: base64Of(32),
+  nonce: base64Of(8),
+  mode: oneOf<ChannelMode>(['encrypted', 'plain']),
+  streams: int({ min: 1, max: 16 }),
+  maxBytesPerSecond: optional(int({ min: 1 })),
+};
+const hostName = str({ pattern: HOST_NAME_PATTERN, describe: 'a host name' });
+const millis = optional(int({ min: 1, max: 7 * 24 * 3_600_000 }));
 
 /** The parameter check of every method: the agent runs it before any handler sees a request. */
 export const PARAMS: { [M in Method]: Check<Params<M>> } = {
@@ -155,7 +261,21 @@ export const PARAMS: { [M in Method]: Check<Params<M>> } = {
   'guest.get': obj({ name: guestName }),
   'guest.set': obj({ name: guestName, encryptedMigration }),
   'guest.destroy': obj({ name: guestName }),
-  'migration.resolve': obj({ migrationId: str({ pattern: MIGRATION_ID, describe: 'a migration id' }) }),
+  'migration.resolve': obj({ migrationId }),
+  'migration.prepare-incoming': obj({ ...channelFields, guest: guestConfig, source: hostName }),
+  'migration.start-outgoing': obj({
+    ...channelFields,
+    guest: guestName,
+    destination: obj({ host: hostName, control: address }),
+    networks: array(address, 16, 1),
+    maxDowntimeMs: millis,
+    timeoutMs: millis,
+    autoConverge: optional(bool),
+    verify: optional(bool),
+    commitTimeoutMs: millis,
+  }),
+  'migration.status': obj({ migrationId }),
+  'migration.abort': obj({ migrationId }),
 };
 
 export function isMethod(name: string): name is Method {

@@ -19,7 +19,7 @@ import { checkGuestConfig } from '../guest/config.js';
 import { createFileAtomic, ensurePrivateDir, removeFileDurably, writeFileAtomic } from './atomic-file.js';
 import { MIGRATION_ID, HOST_NAME_PATTERN, type Limits, type ResolveDecision } from './protocol.js';
 import type { TlsCredentials } from './server.js';
-import { bool, int, obj, oneOf, str, array, type Check } from './validate.js';
+import { bool, int, obj, oneOf, optional, str, array, type Check } from './validate.js';
 import { addressProblem } from '../coordinator/address.js';
 import type { MigrationNetwork } from '../coordinator/cluster.js';
 
@@ -52,9 +52,15 @@ export const checkHostConfig: Check<HostConfig> = obj({
 export interface GuestRecord {
   config: GuestConfig;
   createdAt: string;
+  /** Set while the guest is arriving by this migration: it is not this host's until committed. */
+  incoming?: string;
 }
 
-const checkGuestRecord: Check<GuestRecord> = obj({ config: (v) => checkGuestConfig(v), createdAt: str({ max: 64 }) });
+const checkGuestRecord: Check<GuestRecord> = obj({
+  config: (v) => checkGuestConfig(v),
+  createdAt: str({ max: 64 }),
+  incoming: optional(str({ pattern: MIGRATION_ID })),
+});
 
 export interface DecisionRecord {
   migrationId: string;
@@ -68,6 +74,19 @@ const checkDecision: Check<DecisionRecord> = obj({
   guest: str({ max: 64 }),
   decision: oneOf<ResolveDecision>(['committed', 'not-committed']),
   at: str({ max: 64 }),
+});
+
+/** The source's note of where a guest is going, so a restarted agent knows whom to ask. */
+export interface OutgoingRecord {
+  migrationId: string;
+  guest: string;
+  destination: { host: string; control: string };
+}
+
+const checkOutgoing: Check<OutgoingRecord> = obj({
+  migrationId: str({ pattern: MIGRATION_ID }),
+  guest: str({ max: 64 }),
+  destination: obj({ host: str({ pattern: HOST_NAME_PATTERN }), control: address(false) }),
 });
 
 export interface HandoffRecord {
@@ -185,7 +204,7 @@ export class StateDir {
 
   // ---- ownership ------------------------------------------------------------------------------
 
-  private ownershipPath(migrationId: string, kind: 'decision' | 'handoff'): string {
+  private ownershipPath(migrationId: string, kind: 'decision' | 'handoff' | 'outgoing'): string {
     if (!MIGRATION_ID.test(migrationId)) throw new FerryError('ERR_FERRY_INPUT', `"${migrationId}" is not a migration id`);
     return path.join(this.paths.ownership, `${migrationId}.${kind}.json`);
   }
@@ -211,6 +230,14 @@ export class StateDir {
       if ((err as FerryError).code === 'ERR_FERRY_NOT_FOUND') return null;
       throw err;
     }
+  }
+
+  async writeOutgoing(record: OutgoingRecord): Promise<void> {
+    await writeFileAtomic(this.ownershipPath(record.migrationId, 'outgoing'), json(record));
+  }
+
+  async readOutgoing(migrationId: string): Promise<OutgoingRecord> {
+    return readJson(this.ownershipPath(migrationId, 'outgoing'), checkOutgoing);
   }
 
   /** The source's durable note that it handed `guest` to host `to`. */

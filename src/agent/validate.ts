@@ -31,9 +31,10 @@ export const bool: Check<boolean> = (v, field) => (typeof v === 'boolean' ? v : 
 export const oneOf = <T extends string>(values: readonly T[]): Check<T> => (v, field) =>
   typeof v === 'string' && (values as readonly string[]).includes(v) ? (v as T) : bad(field, `must be one of ${values.join(', ')}`);
 
-export const array = <T>(item: Check<T>, max = 1000): Check<T[]> => (v, field) => {
+export const array = <T>(item: Check<T>, max = 1000, min = 0): Check<T[]> => (v, field) => {
   if (!Array.isArray(v)) bad(field, 'must be a list');
   if (v.length > max) bad(field, `has more than ${max} items`);
+  if (v.length < min) bad(field, `needs at least ${min} item${min === 1 ? '' : 's'}`);
   return v.map((x, i) => item(x, `${field}[${i}]`));
 };
 
