@@ -19,7 +19,7 @@ import type { ErrorCode } from '../errors.js';
 import { GUEST_NAME, type EncryptedMigration, type GuestConfig, type GuestState } from '../guest/types.js';
 import { checkGuestConfig } from '../guest/config.js';
 import type { ChannelMode } from '../channel/types.js';
-import type { MigrationEvent, MigrationOutcome, MigrationResult } from '../migration/types.js';
+import type { ChannelParams, MigrationEvent, MigrationOutcome, MigrationResult } from '../migration/types.js';
 import { FerryError } from '../errors.js';
 import { addressProblem } from '../coordinator/address.js';
 import { array, bool, int, obj, oneOf, optional, str, type Check } from './validate.js';
@@ -103,18 +103,12 @@ export interface GuestInfo extends GuestConfig {
 
 export type ResolveDecision = 'committed' | 'not-committed';
 
-/** The channel half of a migration spec, as both agents receive it from the coordinator. */
-export interface WireChannelSpec {
-  migrationId: string;
-  /** 32 bytes, base64. Lives only in memory: never logged, never written; agents zero their copies. */
-  key: string;
-  /** 8 bytes, base64. */
-  nonce: string;
-  mode: ChannelMode;
-  /** TCP connections, 1-16. */
-  streams: number;
-  maxBytesPerSecond?: number;
-}
+/**
+ * The channel half of a migration spec, as both agents receive it from the coordinator: the
+ * engine's ChannelParams with key (32 bytes) and nonce (8 bytes) in base64. They live only in
+ * memory: never logged, never written; agents zero their byte copies when handed on.
+ */
+export type WireChannelSpec = Omit<ChannelParams, 'key' | 'nonce'> & { key: string; nonce: string };
 
 /** To the destination, first: receive guest `guest.name` from host `source`. */
 export interface PrepareIncomingParams extends WireChannelSpec {
