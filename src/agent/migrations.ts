@@ -55,13 +55,14 @@ async function withKey<T>(spec: WireChannelSpec, use: (key: Buffer, nonce: Buffe
   }
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** A wait that does not keep a stopping agent alive. */
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms).unref());
 
 export class MigrationManager {
   private readonly tracked = new Map<string, Tracked>();
   private readonly incomingGuests = new Map<string, IncomingGuest>();
   private readonly outgoingGuests = new Set<string>();
-  /** Background work (following incoming guests, resolving) that stop() waits for no longer than it must. */
+  /** Set by stop(): background work leaves what it has not decided to the next agent. */
   private stopped = false;
 
   constructor(private readonly host: MigrationHost) {}
@@ -155,6 +156,7 @@ export class MigrationManager {
       if (info.phase === 'ready-to-commit') await this.decideIncoming(t, client);
       else await this.dropIncoming(t, info);
     } catch (err) {
+      if (this.stopped) return; // the agent is stopping: the next one decides (recover())
       // The guest process or its control connection is gone before a decision: not committed,
       // unless a commit was recorded, in which case the record stands and a restart finishes it.
       const decision = await this.host.state.decide(migrationId, guest, 'not-committed').catch(() => null);
