@@ -16,7 +16,9 @@ import { ferryOk, TestCluster, type RunningAgent } from './helpers/cluster.js';
 import { migrate } from './helpers/migrate.js';
 import { findSecret } from './helpers/secrets.js';
 
-const channelBuilt = existsSync(fileURLToPath(new URL('../../src/channel/index.ts', import.meta.url)));
+/** The guest driver can migrate once its transport uses src/channel (until then it refuses, saying so). */
+const transport = fileURLToPath(new URL('../../src/guest/synthetic/transport.ts', import.meta.url));
+const channelBuilt = existsSync(fileURLToPath(new URL('../../src/channel/index.ts', import.meta.url))) && !readFileSync(transport, 'utf8').includes('not merged yet');
 
 describe('agent: migrations between real agents', function () {
   let cluster: TestCluster;
@@ -27,7 +29,7 @@ describe('agent: migrations between real agents', function () {
 
   before(async function () {
     if (!channelBuilt) {
-      console.log('      skipped: src/channel is not merged in this tree, so guests cannot migrate');
+      console.log('      skipped: the guest driver has no migration channel in this tree (src/channel not merged or not wired)');
       this.skip();
     }
     cluster = TestCluster.create();
