@@ -24,6 +24,12 @@ export interface ChannelSpec {
   streams: number;
   /** Cap on payload bytes a second sent, summed over the streams; undefined: no cap. */
   maxBytesPerSecond?: number;
+  /**
+   * The destination's migration addresses, 'host:port' ('[v6]:port'), in preference order. The
+   * source connects to the first that answers and fails over to the next; `listenChannel` binds
+   * them (port 0: any). Not needed by a destination that adopts sockets from the agent's router.
+   */
+  networks?: readonly string[];
 }
 
 /** One application message. `type` is the engine's own (0-255); the channel does not interpret it. */
@@ -47,6 +53,12 @@ export interface ChannelStats {
   failovers: number;
   /** The network ('host:port') in use now. */
   network: string | null;
+  /** Incoming connections refused before they touched the channel (wrong key, mode, migration; replayed id). */
+  connectionsRejected: number;
+  /** Messages sent again on another connection after theirs was lost. */
+  retransmittedMessages: number;
+  /** Retransmitted messages that had already arrived, dropped (exactly once). */
+  duplicatesDropped: number;
 }
 
 export interface Channel {
@@ -61,10 +73,18 @@ export interface Channel {
   send(type: number, payload: Uint8Array): Promise<void>;
   /** The next message, in order; null after the peer's authenticated END. Rejects with the sticky error. */
   receive(): Promise<ChannelMessage | null>;
-  /** Sends END after everything queued and resolves once the peer has all of it. */
+  /**
+   * Sends END after everything queued and resolves once the peer has all of it. The connections
+   * close once both sides have ended and each has every message of the other.
+   */
   end(): Promise<void>;
   /** Fails the channel now with `reason` (sticky); pending and later calls reject with it. */
   abort(reason: FerryError): void;
+  /**
+   * Releases connections and timers. After both sides' end() this is a no-op; before, it is
+   * abort(ERR_FERRY_ABORTED 'channel closed').
+   */
+  close(): void;
   /** The sticky error, once the channel has failed. */
   readonly error: FerryError | null;
   readonly stats: ChannelStats;

@@ -5,7 +5,7 @@
  */
 import type { Channel } from '../channel/types.js';
 import { FerryError, toFerryError } from '../errors.js';
-import { withTimeout } from './deferred.js';
+import { farewell } from './farewell.js';
 import {
   ENGINE_VERSION, MSG, RUN_DATA, SPACE_DISK, SPACE_MEMORY, decodeData, decodeJson, encodeJson, intField,
   type Begin, type Complete, type DataMessage, type SpaceCounts,
@@ -26,7 +26,6 @@ export interface DestinationOptions {
 
 const RECEIVED = 1;
 const WRITTEN = 2;
-const FAREWELL_MS = 5000;
 
 class DestinationMigration {
   private readonly started = performance.now();
@@ -42,6 +41,7 @@ class DestinationMigration {
   private dataMessages = 0;
   private bytesReceived = 0;
   private device: object | null = null;
+  private sourceAborted = false;
 
   constructor(
     private readonly channel: Channel,
@@ -60,6 +60,7 @@ class DestinationMigration {
     this.bytesReceived += msg.payload.length;
     if (msg.type === MSG.ABORT) {
       const a = decodeJson<{ code: unknown; message: unknown }>(msg.type, msg.payload);
+      this.sourceAborted = true;
       throw new FerryError('ERR_FERRY_ABORTED', `the source aborted: ${String(a.code)}: ${String(a.message)}`);
     }
     return msg;
@@ -169,6 +170,7 @@ class DestinationMigration {
               zeroBlocks: intField(p, 'zeroBlocks', msg.type), bytes: 0, durationMs: now - passStarted,
             });
             passStarted = now;
+            await this.channel.send(MSG.PASS_ACK, encodeJson({ pass }));
             this.onEvent({ type: 'progress', role: 'destination', pass, bytesReceived: this.bytesReceived });
             break;
           }
@@ -201,12 +203,8 @@ class DestinationMigration {
       await this.options.resume(this.device!);
       outcome.outcome = 'committed';
       this.onEvent({ type: 'committed', downtimeMs: null });
-      try {
-        await withTimeout(this.channel.send(MSG.COMMITTED, encodeJson({ digest: outcome.destinationDigest })), FAREWELL_MS, () => new Error('timeout'));
-        await withTimeout(this.channel.end(), FAREWELL_MS, () => new Error('timeout'));
-      } catch {
-        // The source will ask this side's agent, which has the ownership record.
-      }
+      // If COMMITTED is lost, the source's agent asks this side's agent, which has the record.
+      await farewell(this.channel, { type: MSG.COMMITTED, body: { digest: outcome.destinationDigest } });
       return this.finish(outcome);
     } catch (err) {
       const e = toFerryError(err);
@@ -216,16 +214,9 @@ class DestinationMigration {
         return this.finish(outcome);
       }
       outcome.outcome = 'aborted';
-      if (!this.channel.error) {
-        try {
-          // "Not committed", and never will be: this process exits without running the guest.
-          await withTimeout(this.channel.send(MSG.ABORT, encodeJson({ code: e.code, message: e.message })), FAREWELL_MS, () => new Error('timeout'));
-          await withTimeout(this.channel.end(), FAREWELL_MS, () => new Error('timeout'));
-        } catch {
-          // Nothing more to tell a peer we cannot reach.
-        }
-        if (!this.channel.error) this.channel.abort(e);
-      }
+      if (this.sourceAborted && !this.channel.error) this.channel.abort(e);
+      // "Not committed", and never will be: this process exits without running the guest.
+      await farewell(this.channel, { type: MSG.ABORT, body: { code: e.code, message: e.message } });
       this.onEvent({ type: 'aborted', code: e.code, message: e.message });
       return this.finish(outcome);
     }

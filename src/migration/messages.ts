@@ -36,6 +36,12 @@ export const MSG = {
   COMMITTED: 7,
   /** either way: this side gives up; from the destination it also means "not committed, never will be" (JSON). */
   ABORT: 8,
+  /**
+   * destination → source: everything up to this PASS_END has arrived (JSON). The channel's send
+   * window lets the source run far ahead of the link; waiting for this makes a pass last as long
+   * as the link takes, so bandwidth, dirty rate and the downtime estimate are the link's.
+   */
+  PASS_ACK: 9,
 } as const;
 
 export const SPACE_MEMORY = 0;

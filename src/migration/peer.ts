@@ -6,18 +6,19 @@
 import type { Channel } from '../channel/types.js';
 import { FerryError, toFerryError } from '../errors.js';
 import { Deferred, withTimeout } from './deferred.js';
-import { ENGINE_VERSION, MSG, decodeJson, encodeJson, intField, type Abort, type Committed } from './messages.js';
+import { farewell } from './farewell.js';
+import { ENGINE_VERSION, MSG, decodeJson, intField, type Abort, type Committed } from './messages.js';
 
 export type Decision = { type: 'committed'; digest: string | null } | { type: 'abort'; abort: Abort };
 
-/** Best-effort sends at the end must not hang a migration that is already over. */
-const FAREWELL_MS = 5000;
 
 export class PeerReplies {
   peerAbort: Abort | null = null;
   private failure: FerryError | null = null;
   private readonly begun = new Deferred<void>();
   private readonly decided = new Deferred<Decision>();
+  private ackedPass = 0;
+  private ackWaiter: { pass: number; deferred: Deferred<void> } | null = null;
 
   constructor(private readonly channel: Channel) {
     void this.pump();
@@ -27,6 +28,7 @@ export class PeerReplies {
     if (!this.failure) this.failure = err;
     this.begun.reject(err);
     this.decided.reject(err);
+    this.ackWaiter?.deferred.reject(err);
   }
 
   private async pump(): Promise<void> {
@@ -37,6 +39,7 @@ export class PeerReplies {
           if (!this.decided.settled) this.fail(new FerryError('ERR_FERRY_NETWORK', 'the destination ended the channel without a decision'));
           return;
         }
+        if (this.peerAbort) continue;
         switch (msg.type) {
           case MSG.BEGIN_OK: {
             const ok = decodeJson<{ version: number }>(msg.type, msg.payload);
@@ -44,6 +47,13 @@ export class PeerReplies {
               throw new FerryError('ERR_FERRY_REFUSED', `destination speaks engine version ${ok.version}, this side ${ENGINE_VERSION}`);
             }
             this.begun.resolve();
+            break;
+          }
+          case MSG.PASS_ACK: {
+            const pass = intField(decodeJson<object>(msg.type, msg.payload), 'pass', msg.type);
+            if (pass !== this.ackedPass + 1) throw new FerryError('ERR_FERRY_FRAME', `destination acknowledged pass ${pass} after ${this.ackedPass}`);
+            this.ackedPass = pass;
+            if (this.ackWaiter && this.ackWaiter.pass <= pass) this.ackWaiter.deferred.resolve();
             break;
           }
           case MSG.COMMITTED: {
@@ -56,9 +66,11 @@ export class PeerReplies {
             this.peerAbort = { code: String(a.code), message: String(a.message) };
             const err = new FerryError('ERR_FERRY_ABORTED', `the destination aborted: ${this.peerAbort.code}: ${this.peerAbort.message}`);
             this.begun.reject(err);
+            this.ackWaiter?.deferred.reject(err);
             this.decided.resolve({ type: 'abort', abort: this.peerAbort });
             if (!this.failure) this.failure = err;
-            return;
+            // Keep reading: the destination's END after its ABORT must be taken for its end() to finish.
+            break;
           }
           default:
             throw new FerryError('ERR_FERRY_FRAME', `unexpected migration message ${msg.type} from the destination`);
@@ -80,29 +92,33 @@ export class PeerReplies {
     return withTimeout(this.begun.promise, 30_000, () => new FerryError('ERR_FERRY_TIMEOUT', 'the destination did not answer BEGIN within 30 s'));
   }
 
+  /** Resolves once the destination acknowledged `pass`; rejects after `timeoutMs` or on failure. */
+  async passAcked(pass: number, timeoutMs: number, onTimeout: () => Error): Promise<void> {
+    this.throwIfPeerAborted();
+    if (this.ackedPass >= pass) return;
+    const deferred = new Deferred<void>();
+    this.ackWaiter = { pass, deferred };
+    try {
+      await withTimeout(deferred.promise, Math.max(1, timeoutMs), onTimeout);
+    } finally {
+      this.ackWaiter = null;
+    }
+  }
+
   decision(timeoutMs: number): Promise<Decision> {
     return withTimeout(this.decided.promise, timeoutMs, () => new FerryError('ERR_FERRY_TIMEOUT', `no decision from the destination within ${timeoutMs} ms`));
   }
 
-  /** Tells the destination this side gives up (best effort), then closes the channel. */
+  /**
+   * Gives up: tells the destination (not when it was the destination that said no), then ends
+   * the channel in the background.
+   */
   async abort(reason: Abort): Promise<void> {
-    try {
-      if (!this.channel.error) {
-        await withTimeout(this.channel.send(MSG.ABORT, encodeJson(reason)), FAREWELL_MS, () => new Error('timeout'));
-        await withTimeout(this.channel.end(), FAREWELL_MS, () => new Error('timeout'));
-      }
-    } catch {
-      // The channel is gone; the destination cannot commit without COMPLETE anyway.
-    }
-    if (!this.channel.error) this.channel.abort(new FerryError('ERR_FERRY_ABORTED', `migration aborted: ${reason.message}`));
+    await farewell(this.channel, this.peerAbort ? undefined : { type: MSG.ABORT, body: reason });
   }
 
-  /** After COMMITTED: ends this side of the channel; failures no longer matter. */
-  async close(): Promise<void> {
-    try {
-      await withTimeout(this.channel.end(), FAREWELL_MS, () => new Error('timeout'));
-    } catch {
-      // Committed already; a lost END changes nothing.
-    }
+  /** After COMMITTED: ends this side of the channel in the background; failures no longer matter. */
+  close(): void {
+    void farewell(this.channel);
   }
 }

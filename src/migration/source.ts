@@ -28,6 +28,8 @@ export interface SourceOptions {
 
 /** Pages or blocks scanned and sent per step: 1 MiB, one DATA message's worth. */
 const CHUNK_BYTES = 1 << 20;
+/** DATA messages queued on the channel at once. */
+const MAX_INFLIGHT = 8;
 
 function runsOf(indexes: Uint32Array): Array<[number, number]> {
   const runs: Array<[number, number]> = [];
@@ -43,7 +45,10 @@ function runsOf(indexes: Uint32Array): Array<[number, number]> {
 }
 
 class SourceMigration {
-  private readonly builder = new DataBuilder();
+  private builder = new DataBuilder();
+  /** DATA messages handed to the channel and not yet taken, with the builders they live in. */
+  private readonly inflight: Array<{ taken: Promise<void>; builder: DataBuilder }> = [];
+  private readonly spare: DataBuilder[] = [];
   private readonly scratch = Buffer.allocUnsafe(CHUNK_BYTES);
   private readonly memory: SpaceCounts = { dataUnits: 0, zeroUnits: 0, dataBytes: 0 };
   private readonly disk: SpaceCounts = { dataUnits: 0, zeroUnits: 0, dataBytes: 0 };
@@ -84,10 +89,32 @@ class SourceMigration {
     this.passStats.bytes += payload.length;
   }
 
+  /**
+   * Hands the message being built to the channel without waiting for it to be taken, so several
+   * are queued at once and the channel can seal them in batches; at most MAX_INFLIGHT.
+   */
   private async flush(): Promise<void> {
     if (this.builder.empty) return;
+    this.replies.throwIfPeerAborted();
     this.dataMessages++;
-    await this.send(MSG.DATA, this.builder.take());
+    const payload = this.builder.take();
+    const taken = this.channel.send(MSG.DATA, payload);
+    taken.catch(() => {});
+    this.inflight.push({ taken, builder: this.builder });
+    this.bytesSent += payload.length;
+    this.passStats.bytes += payload.length;
+    this.builder = this.spare.pop() ?? new DataBuilder();
+    while (this.inflight.length >= MAX_INFLIGHT) await this.settleOne();
+  }
+
+  private async settleOne(): Promise<void> {
+    const first = this.inflight.shift()!;
+    await first.taken;
+    this.spare.push(first.builder);
+  }
+
+  private async drain(): Promise<void> {
+    while (this.inflight.length > 0) await this.settleOne();
   }
 
   /** Room for `bytes` more data (and one run) in the message being built, flushing first if not. */
@@ -105,18 +132,18 @@ class SourceMigration {
     if (now - this.lastProgress < 1000) return;
     this.lastProgress = now;
     const p = this.passStats;
+    const left = this.passPlanned - (p.pages + p.zeroPages) * this.guest.pageSize - (p.blocks + p.zeroBlocks) * this.guest.blockSize;
+    if (left <= 0) return;
     const rate = (p.bytes * 1000) / Math.max(1, now - this.passStarted);
     this.onEvent({
-      type: 'pass', pass: this.pass, bytesSent: this.bytesSent, bytesLeft: Math.max(0, this.passPlanned - (p.pages + p.zeroPages) * this.guest.pageSize - (p.blocks + p.zeroBlocks) * this.guest.blockSize),
+      type: 'pass', pass: this.pass, bytesSent: this.bytesSent, bytesLeft: left,
       throughput: rate, dirtyRate: this.conv.dirtyRate, zeroPagesSkipped: this.zeroSkipped(), throttlePercent: this.guest.throttlePercent, elapsedMs: this.elapsed(),
     });
   }
 
   private checkTimeout(): void {
     this.progress();
-    if (this.elapsed() > this.options.timeoutMs) {
-      throw new FerryError('ERR_FERRY_TIMEOUT', `migration did not converge within ${this.options.timeoutMs} ms; the guest keeps running on the source`);
-    }
+    if (this.elapsed() > this.options.timeoutMs) throw this.timeoutError();
   }
 
   /** Sends a run of pages, cut into chunks, zero pages as markers. */
@@ -188,7 +215,12 @@ class SourceMigration {
   /** Bytes of guest this pass covers (pages and blocks, zero or not). */
   private passPlanned = 0;
 
-  private async runPass(pages: Array<[number, number]>, blocks: Array<[number, number]>): Promise<PassReport> {
+  private timeoutError(): FerryError {
+    return new FerryError('ERR_FERRY_TIMEOUT', `migration did not converge within ${this.options.timeoutMs} ms; the guest keeps running on the source`);
+  }
+
+  /** `final`: the switch-over pass, whose end is COMPLETE's answer, not an acknowledgement. */
+  private async runPass(pages: Array<[number, number]>, blocks: Array<[number, number]>, final = false): Promise<PassReport> {
     this.pass++;
     this.passStats = this.newPass();
     const t0 = performance.now();
@@ -197,8 +229,10 @@ class SourceMigration {
     for (const [f, n] of pages) await this.sendPages(f, n);
     for (const [f, n] of blocks) await this.sendBlocks(f, n);
     await this.flush();
+    await this.drain();
     const report = this.passStats;
     await this.send(MSG.PASS_END, encodeJson({ pass: report.pass, pages: report.pages, zeroPages: report.zeroPages, blocks: report.blocks, zeroBlocks: report.zeroBlocks }));
+    if (!final) await this.replies.passAcked(report.pass, this.options.timeoutMs - this.elapsed(), () => this.timeoutError());
     report.durationMs = performance.now() - t0;
     this.passes.push(report);
     this.conv.recordPass(report.bytes, report.durationMs);
@@ -260,7 +294,7 @@ class SourceMigration {
       // that the destination will never run it.
       pausedAt = performance.now();
       await g.pause();
-      await this.runPass(runsOf(g.harvestDirtyPages()), runsOf(g.harvestDirtyBlocks()));
+      await this.runPass(runsOf(g.harvestDirtyPages()), runsOf(g.harvestDirtyBlocks()), true);
       await this.send(MSG.DEVICE, encodeJson(g.deviceState()));
       const digest = this.options.verify ? await g.digest() : null;
       outcome.sourceDigest = digest;
@@ -274,7 +308,7 @@ class SourceMigration {
         outcome.downtimeMs = performance.now() - pausedAt;
         outcome.outcome = 'committed';
         this.onEvent({ type: 'committed', downtimeMs: outcome.downtimeMs });
-        await this.replies.close();
+        this.replies.close();
         return this.finish(outcome);
       }
       // The destination said "not committed" (and never will): the guest is ours again.
@@ -291,9 +325,9 @@ class SourceMigration {
         return this.finish(outcome);
       }
       outcome.outcome = 'aborted';
-      await this.replies.abort({ code: e.code, message: e.message });
       g.setThrottle(this.originalThrottle);
       if (pausedAt > 0) g.resume();
+      await this.replies.abort({ code: e.code, message: e.message });
       this.onEvent({ type: 'aborted', code: e.code, message: e.message });
       return this.finish(outcome);
     }

@@ -4,7 +4,6 @@
  * router does, over the IPC channel), starts the source's migration, and drives the commit.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { startIncomingGuest, type GuestClient, type IncomingGuest, type MigrationInfo } from '../../src/guest/index.js';
 import type { GuestConfig } from '../../src/guest/types.js';
@@ -20,11 +19,6 @@ export interface Migrated {
   destination: MigrationInfo;
   incoming: IncomingGuest;
   events: MigrationEvent[];
-}
-
-/** Does this build have the channel? Engine tests need it. */
-export function channelBuilt(): boolean {
-  return existsSync(new URL('../../dist/channel/index.js', import.meta.url));
 }
 
 export async function migrate(source: GuestClient, dstDir: string, config: GuestConfig, options: MigrateOptions = {}): Promise<Migrated> {

@@ -1,10 +1,11 @@
 /**
- * Where a guest process gets its migration channel: the encrypted channel of src/channel, which
- * this branch does not have yet. Until it is merged, migrations fail with this coded error.
+ * Where a guest process gets its migration channel: the encrypted channel of src/channel. The
+ * source dials the destination's migration networks; the destination adopts the sockets its agent
+ * hands over (with the bytes the agent's router already read).
  */
 import type { Socket } from 'node:net';
+import { connectChannel, createIncomingChannel } from '../../channel/index.js';
 import type { Channel } from '../../channel/types.js';
-import { FerryError } from '../../errors.js';
 import type { ChannelParams } from '../../migration/types.js';
 
 export interface IncomingTransport {
@@ -12,14 +13,11 @@ export interface IncomingTransport {
   adopt(socket: Socket, head?: Uint8Array): void;
 }
 
-function missing(): FerryError {
-  return new FerryError('ERR_FERRY_INTERNAL', 'this build has no migration channel (src/channel is not merged yet)');
+export async function openOutgoing(params: ChannelParams, networks: string[]): Promise<Channel> {
+  return connectChannel({ ...params, networks });
 }
 
-export async function openOutgoing(_params: ChannelParams, _networks: string[]): Promise<Channel> {
-  throw missing();
-}
-
-export async function openIncoming(_params: ChannelParams): Promise<IncomingTransport> {
-  throw missing();
+export async function openIncoming(params: ChannelParams): Promise<IncomingTransport> {
+  const channel = await createIncomingChannel(params);
+  return { channel, adopt: (socket, head) => channel.adopt(socket, head) };
 }

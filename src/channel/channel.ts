@@ -1,0 +1,915 @@
+/**
+ * The channel's core, the same on both sides: message numbers, the send window and its
+ * retransmission buffer, the reorder buffer, acknowledgements, END, batched sealing and opening,
+ * and the sticky error. How connections come about differs (the source dials, the destination
+ * adopts) and lives in source.ts and destination.ts. docs/protocol.md gives the argument.
+ */
+import type { Socket } from 'node:net';
+import { FerryError, toFerryError } from '../errors.js';
+import type { AeadJob, AeadKey, Backend } from '../crypto/backend.js';
+import type { Channel, ChannelMessage, ChannelMode, ChannelSpec, ChannelStats } from './types.js';
+import { Connection } from './connection.js';
+import type { RawFrame } from './decoder.js';
+import { Pacer } from './pacer.js';
+import {
+  Flag,
+  FrameType,
+  FRAME_TYPE_NAMES,
+  HEADER_BYTES,
+  HELLO_PAYLOAD_BYTES,
+  IV_BYTES,
+  MAX_ABORT_BYTES,
+  MAX_PAYLOAD_BYTES,
+  MAX_WINDOW_BYTES,
+  MIGRATION_ID,
+  MIN_WINDOW_BYTES,
+  SEAL_LIMIT_BYTES,
+  TAG_BYTES,
+  helloMigrationId,
+  rewriteConnection,
+  writeHeader,
+  writeIv,
+  type FrameHeader,
+} from './wire.js';
+
+export interface ChannelOptions {
+  /** The crypto backend; default: loadBackend(). */
+  backend?: Backend;
+  /** Bytes this side lets the peer have unacknowledged (announced in HELLO). Default 64 MiB. */
+  windowBytes?: number;
+  /** A connection must finish its HELLO exchange within this. Default 10 s. */
+  handshakeTimeoutMs?: number;
+  /** A connection on which nothing arrived for this long is dead (failover). Default 15 s. */
+  stallTimeoutMs?: number;
+  /** Send an ACK on an idle connection this often, so the peer can tell it is alive. Default 1 s. */
+  keepaliveMs?: number;
+  /** Destination: fail with ERR_FERRY_NETWORK after this long without any connection. Default 30 s. */
+  reconnectTimeoutMs?: number;
+  /** Source: a TCP connect must succeed within this. Default 5 s. */
+  connectTimeoutMs?: number;
+  /** Source: full rounds over every network, all failing, before ERR_FERRY_NETWORK. Default 2. */
+  connectRounds?: number;
+  /** Lower the per-key seal limit (tests); never above SEAL_LIMIT_BYTES. */
+  sealLimitBytes?: number;
+  /** Told about each incoming connection refused before it touched the channel (wrong key, mode, id). */
+  onRejectedConnection?: (error: FerryError) => void;
+}
+
+export const DEFAULT_WINDOW_BYTES = 64 * 1024 * 1024;
+/** Frames sealed or opened in one backend call, at most; and bytes of payload. */
+const BATCH_FRAMES = 64;
+const BATCH_BYTES = 16 * 1024 * 1024;
+
+interface OutMessage {
+  number: number;
+  payloadLength: number;
+  /** The frame as last sealed, header included; kept until acknowledged. */
+  frame: Buffer;
+  conn: Connection | null;
+  sequence: number;
+}
+
+interface PendingSend {
+  number: number;
+  type: number;
+  payload: Uint8Array;
+  resolve: () => void;
+  reject: (e: FerryError) => void;
+}
+
+interface AdmitWaiter {
+  bytes: number;
+  go: () => void;
+  fail: (e: FerryError) => void;
+}
+
+interface OpenItem {
+  conn: Connection;
+  frame: RawFrame;
+}
+
+function validateSpec(spec: ChannelSpec): void {
+  const bad = (what: string): never => {
+    throw new FerryError('ERR_FERRY_INPUT', `channel spec: ${what}`);
+  };
+  if (typeof spec.migrationId !== 'string' || !MIGRATION_ID.test(spec.migrationId)) bad('migrationId must be 1-64 of [A-Za-z0-9._-]');
+  if (spec.mode !== 'encrypted' && spec.mode !== 'plain') bad('mode must be "encrypted" or "plain"');
+  if (spec.mode === 'encrypted' && (!(spec.key instanceof Uint8Array) || spec.key.length !== 32)) bad('key must be 32 bytes');
+  if (!(spec.nonce instanceof Uint8Array) || spec.nonce.length !== 8) bad('nonce must be 8 bytes');
+  if (!Number.isInteger(spec.streams) || spec.streams < 1 || spec.streams > 16) bad('streams must be 1 to 16');
+  if (spec.maxBytesPerSecond !== undefined && !(spec.maxBytesPerSecond > 0)) bad('maxBytesPerSecond must be positive');
+}
+
+export abstract class ChannelCore implements Channel {
+  readonly migrationId: string;
+  readonly mode: ChannelMode;
+  error: FerryError | null = null;
+  readonly stats: ChannelStats = {
+    bytesSent: 0,
+    bytesReceived: 0,
+    wireBytesSent: 0,
+    wireBytesReceived: 0,
+    messagesSent: 0,
+    messagesReceived: 0,
+    connectionsOpened: 0,
+    failovers: 0,
+    network: null,
+    connectionsRejected: 0,
+    retransmittedMessages: 0,
+    duplicatesDropped: 0,
+  };
+
+  protected readonly conns = new Set<Connection>();
+  protected readonly pacer: Pacer;
+  protected readonly options: Required<Omit<ChannelOptions, 'backend' | 'onRejectedConnection' | 'sealLimitBytes'>>;
+  private readonly encrypted: boolean;
+  private readonly nonce: Buffer;
+  private key: AeadKey | null;
+  private readonly sealLimit: number;
+  private sealedBytes = 0;
+
+  // Sending.
+  private nextNumber = 0;
+  private inflightBytes = 0;
+  private peerWindow = MIN_WINDOW_BYTES;
+  private readonly admitQueue: AdmitWaiter[] = [];
+  private sealQueue: PendingSend[] = [];
+  private readonly unacked: OutMessage[] = [];
+  private retransmitQueue: OutMessage[] = [];
+  private peerAcked = 0;
+  private peerSawEnd = false;
+  private endRequested = false;
+  private endConn: Connection | null = null;
+  private readonly endWaiters: { resolve: () => void; reject: (e: FerryError) => void }[] = [];
+  private pumping = false;
+
+  // Receiving.
+  private nextDeliver = 0;
+  private readonly reorder = new Map<number, ChannelMessage>();
+  private bufferedBytes = 0;
+  private peerEndTotal: number | null = null;
+  private highestReceived = -1;
+  private readonly receiveWaiters: { resolve: (m: ChannelMessage | null) => void; reject: (e: FerryError) => void }[] = [];
+  private openQueue: OpenItem[] = [];
+  private opening = false;
+  private ackedUpTo = 0;
+  private ackedEnd = false;
+  private deliveredSinceAck = 0;
+  private ackTimer: NodeJS.Timeout | null = null;
+
+  private keepaliveTimer: NodeJS.Timeout | null = null;
+  private finished = false;
+
+  protected constructor(spec: ChannelSpec, key: AeadKey | null, options: ChannelOptions) {
+    this.migrationId = spec.migrationId;
+    this.mode = spec.mode;
+    this.encrypted = spec.mode === 'encrypted';
+    this.nonce = Buffer.from(spec.nonce);
+    this.key = key;
+    const windowBytes = options.windowBytes ?? DEFAULT_WINDOW_BYTES;
+    if (!Number.isInteger(windowBytes) || windowBytes < MIN_WINDOW_BYTES || windowBytes > MAX_WINDOW_BYTES) {
+      throw new FerryError('ERR_FERRY_INPUT', `windowBytes must be ${MIN_WINDOW_BYTES} to ${MAX_WINDOW_BYTES}`);
+    }
+    this.options = {
+      windowBytes,
+      handshakeTimeoutMs: options.handshakeTimeoutMs ?? 10_000,
+      stallTimeoutMs: options.stallTimeoutMs ?? 15_000,
+      keepaliveMs: options.keepaliveMs ?? 1_000,
+      reconnectTimeoutMs: options.reconnectTimeoutMs ?? 30_000,
+      connectTimeoutMs: options.connectTimeoutMs ?? 5_000,
+      connectRounds: options.connectRounds ?? 2,
+    };
+    this.sealLimit = Math.min(SEAL_LIMIT_BYTES, options.sealLimitBytes ?? SEAL_LIMIT_BYTES);
+    this.pacer = new Pacer(spec.maxBytesPerSecond, MAX_PAYLOAD_BYTES);
+    const tick = Math.max(10, Math.min(this.options.keepaliveMs, this.options.handshakeTimeoutMs / 4, this.options.stallTimeoutMs / 4));
+    this.keepaliveTimer = setInterval(() => this.onTick(), tick);
+    this.keepaliveTimer.unref();
+  }
+
+  /** Checks the spec and imports its key (once for the channel's life). */
+  static async prepareKey(spec: ChannelSpec, options: ChannelOptions): Promise<AeadKey | null> {
+    validateSpec(spec);
+    if (spec.mode !== 'encrypted') return null;
+    const backend = options.backend ?? (await (await import('../crypto/index.js')).loadBackend());
+    return backend.importKey(spec.key);
+  }
+
+  // ---------------------------------------------------------------- the Channel contract
+
+  send(type: number, payload: Uint8Array): Promise<void> {
+    if (this.error) return Promise.reject(this.error);
+    if (!Number.isInteger(type) || type < 0 || type > 255) {
+      return Promise.reject(new FerryError('ERR_FERRY_INPUT', `message type must be 0-255; got ${type}`));
+    }
+    if (!(payload instanceof Uint8Array)) return Promise.reject(new FerryError('ERR_FERRY_INPUT', 'payload must be a Uint8Array'));
+    if (payload.length > MAX_PAYLOAD_BYTES) {
+      return Promise.reject(
+        new FerryError('ERR_FERRY_INPUT', `message of ${payload.length} bytes exceeds the ${MAX_PAYLOAD_BYTES}-byte maximum: split it`),
+      );
+    }
+    if (this.endRequested) return Promise.reject(new FerryError('ERR_FERRY_INPUT', 'send after end()'));
+    return new Promise<void>((resolve, reject) => {
+      const admit = (): void => {
+        this.inflightBytes += payload.length;
+        this.sealQueue.push({ number: this.nextNumber++, type, payload, resolve, reject });
+        this.schedulePump();
+      };
+      if (this.admitQueue.length === 0 && this.fits(payload.length)) admit();
+      else this.admitQueue.push({ bytes: payload.length, go: admit, fail: reject });
+    });
+  }
+
+  receive(): Promise<ChannelMessage | null> {
+    if (this.error) return Promise.reject(this.error);
+    const ready = this.takeNext();
+    if (ready !== undefined) return Promise.resolve(ready);
+    return new Promise((resolve, reject) => this.receiveWaiters.push({ resolve, reject }));
+  }
+
+  end(): Promise<void> {
+    if (this.error) return Promise.reject(this.error);
+    this.endRequested = true;
+    const done = new Promise<void>((resolve, reject) => this.endWaiters.push({ resolve, reject }));
+    this.schedulePump();
+    this.checkDone();
+    return done;
+  }
+
+  abort(reason: FerryError): void {
+    if (this.error) return;
+    // Tell the peer why, authenticated, on every connection that can carry it, then close.
+    const text = Buffer.from(`${reason.code}: ${reason.message}`, 'utf8').subarray(0, MAX_ABORT_BYTES);
+    const key = this.key;
+    const targets = [...this.conns].filter((c) => c.usable);
+    const frames = targets.map((conn) => ({ conn, f: this.buildFrame(conn, FrameType.ABORT, 0, 0, 0, text, 0) }));
+    this.key = null;
+    this.fail(reason, new Set(targets));
+    void Promise.all(
+      frames.map(async ({ conn, f }) => {
+        await this.sealOne(key, conn.sendId, f.sequence, f.buf, f.aadBytes, text);
+        conn.close(true, f.buf);
+      }),
+    )
+      .catch(() => {})
+      .finally(() => {
+        key?.destroy();
+        for (const { conn } of frames) conn.close(false);
+      });
+  }
+
+  close(): void {
+    if (this.finished && !this.error) return;
+    this.abort(new FerryError('ERR_FERRY_ABORTED', 'channel closed'));
+  }
+
+  // ---------------------------------------------------------------- for the sides
+
+  protected get hasWork(): boolean {
+    return !this.error && !this.finished;
+  }
+
+  /** Number of connections open or finishing their HELLO. */
+  protected get liveConnections(): number {
+    let n = 0;
+    for (const c of this.conns) if (c.state !== 'closed') n++;
+    return n;
+  }
+
+  protected newConnection(socket: Socket, accepting: boolean, network: string): Connection {
+    const conn = new Connection(socket, accepting, network, this.pacer, this.stats);
+    socket.on('error', () => this.lose(conn, 'connection error'));
+    socket.on('close', () => this.lose(conn, 'connection closed'));
+    socket.on('end', () => this.lose(conn, 'connection ended'));
+    return conn;
+  }
+
+  protected attach(conn: Connection, head?: Uint8Array): void {
+    this.conns.add(conn);
+    conn.socket.on('data', (chunk: Buffer) => this.onData(conn, chunk));
+    if (head && head.length > 0) this.onData(conn, Buffer.from(head));
+  }
+
+  /** A HELLO for `conn`: header and extension (the AAD) and sealed payload. */
+  protected async sealHello(conn: Connection): Promise<Buffer> {
+    const payload = Buffer.alloc(HELLO_PAYLOAD_BYTES);
+    payload.writeUInt32BE(this.options.windowBytes, 0);
+    const frame = this.buildFrame(conn, FrameType.HELLO, 0, 0, this.nextDeliver, payload, 0, this.migrationId);
+    return this.sealOne(this.key, conn.sendId, frame.sequence, frame.buf, frame.aadBytes, payload);
+  }
+
+  /**
+   * Checks a peer's HELLO, which must be the first frame of a connection. Returns the error that
+   * refuses it, or the window the peer announces. Touches no channel state: the caller decides what a refusal means.
+   */
+  protected async checkHello(frame: RawFrame): Promise<FerryError | number> {
+    const h = frame.header;
+    if (h.type !== FrameType.HELLO) return new FerryError('ERR_FERRY_FRAME', `first frame is ${FRAME_TYPE_NAMES[h.type]}, not HELLO`);
+    const modeError = this.checkMode(h);
+    if (modeError) return modeError;
+    if (h.sequence !== 0) return new FerryError('ERR_FERRY_SEQUENCE', `HELLO has sequence ${h.sequence}, not 0`);
+    let id: string;
+    try {
+      id = helloMigrationId(frame.aad);
+    } catch (err) {
+      return toFerryError(err, 'ERR_FERRY_FRAME');
+    }
+    if (id !== this.migrationId) return new FerryError('ERR_FERRY_AUTH', 'HELLO names another migration');
+    let payload: Buffer;
+    try {
+      payload = await this.openOne(h.connectionId, 0, frame);
+    } catch (err) {
+      return toFerryError(err, 'ERR_FERRY_AUTH');
+    }
+    const window = payload.readUInt32BE(0);
+    if (window < MIN_WINDOW_BYTES || window > MAX_WINDOW_BYTES || payload.readUInt32BE(4) !== 0) {
+      return new FerryError('ERR_FERRY_FRAME', 'HELLO announces an impossible window');
+    }
+    if (h.messageNumber > this.nextNumber) {
+      return new FerryError('ERR_FERRY_SEQUENCE', `HELLO resumes at message ${h.messageNumber}, beyond the ${this.nextNumber} sent`);
+    }
+    return window;
+  }
+
+  /** The connection passed its HELLO exchange: put it to work. */
+  protected opened(conn: Connection, hello: FrameHeader, peerWindow: number): void {
+    conn.state = 'open';
+    conn.nextRecvSequence = 1;
+    this.peerWindow = peerWindow;
+    this.stats.connectionsOpened++;
+    this.stats.network = conn.network;
+    this.onAck(hello.messageNumber, false);
+    this.drainAdmit();
+    this.schedulePump();
+    const held = conn.held ?? [];
+    conn.held = null;
+    this.onFrames(conn, held);
+  }
+
+  protected reject(conn: Connection, err: FerryError): void {
+    this.stats.connectionsRejected++;
+    this.conns.delete(conn);
+    conn.close(false);
+    this.onRejected(err);
+  }
+
+  protected onRejected(_err: FerryError): void {}
+
+  /** A connection went away (or failed its handshake). */
+  protected lose(conn: Connection, why: string): void {
+    if (conn.state === 'closed' && !this.conns.has(conn)) return;
+    const wasOpen = conn.state === 'open';
+    conn.close(false);
+    this.conns.delete(conn);
+    if (!this.hasWork) return;
+    if (wasOpen) this.requeue(conn);
+    this.connectionLost(conn, wasOpen, why);
+  }
+
+  /** What the side does after a loss: the source dials again, the destination waits for one. */
+  protected abstract connectionLost(conn: Connection, wasOpen: boolean, why: string): void;
+
+  /** Fails the channel for good with `err`; every pending and later call rejects with it. */
+  fail(err: FerryError, linger: ReadonlySet<Connection> = new Set()): void {
+    if (this.error) return;
+    this.error = err;
+    this.stopTimers();
+    for (const conn of this.conns) if (!linger.has(conn)) conn.close(false);
+    this.conns.clear();
+    this.pacer.stop();
+    for (const w of this.admitQueue.splice(0)) w.fail(err);
+    for (const s of this.sealQueue.splice(0)) s.reject(err);
+    for (const w of this.receiveWaiters.splice(0)) w.reject(err);
+    for (const w of this.endWaiters.splice(0)) w.reject(err);
+    this.unacked.length = 0;
+    this.retransmitQueue = [];
+    this.openQueue = [];
+    for (const m of this.reorder.values()) m.payload.fill(0);
+    this.reorder.clear();
+    this.destroyKey();
+    this.onFailed(err);
+  }
+
+  protected onFailed(_err: FerryError): void {}
+
+  protected stopTimers(): void {
+    if (this.keepaliveTimer) clearInterval(this.keepaliveTimer);
+    this.keepaliveTimer = null;
+    if (this.ackTimer) clearTimeout(this.ackTimer);
+    this.ackTimer = null;
+  }
+
+  private destroyKey(): void {
+    this.key?.destroy();
+    this.key = null;
+  }
+
+  // ---------------------------------------------------------------- sealing
+
+  private fits(bytes: number): boolean {
+    return this.inflightBytes === 0 || this.inflightBytes + bytes <= Math.min(this.peerWindow, this.options.windowBytes);
+  }
+
+  private drainAdmit(): void {
+    while (this.admitQueue.length > 0 && !this.error && this.fits(this.admitQueue[0]!.bytes)) this.admitQueue.shift()!.go();
+  }
+
+  private schedulePump(): void {
+    if (this.pumping || this.error) return;
+    this.pumping = true;
+    queueMicrotask(() => {
+      this.pump().then(
+        () => {
+          this.pumping = false;
+          if (this.retransmitQueue.length > 0 || this.sealQueue.length > 0) {
+            if (this.pickConnection()) this.schedulePump();
+          }
+        },
+        (err) => {
+          this.pumping = false;
+          this.fail(toFerryError(err, 'ERR_FERRY_INTERNAL'));
+        },
+      );
+    });
+  }
+
+  private async pump(): Promise<void> {
+    while (!this.error && this.pickConnection()) {
+      if (this.retransmitQueue.length > 0) await this.retransmitBatch();
+      else if (this.sealQueue.length > 0) await this.sealBatch();
+      else break;
+    }
+    if (!this.error && this.endRequested && this.admitQueue.length === 0 && this.sealQueue.length === 0 && this.retransmitQueue.length === 0 && !this.endConn) {
+      const conn = this.pickConnection();
+      if (conn && !this.peerSawEnd) {
+        this.endConn = conn;
+        await this.sendControl(conn, FrameType.END, 0, this.nextNumber);
+      }
+    }
+  }
+
+  protected pickConnection(): Connection | null {
+    let best: Connection | null = null;
+    for (const c of this.conns) if (c.usable && (!best || c.load < best.load)) best = c;
+    return best;
+  }
+
+  private countSeal(bytes: number): void {
+    this.sealedBytes += bytes;
+    if (this.encrypted && this.sealedBytes > this.sealLimit) {
+      throw new FerryError('ERR_FERRY_LIMIT', `the per-key limit of ${this.sealLimit} sealed bytes is reached: a new migration key is needed`);
+    }
+  }
+
+  private buildFrame(
+    conn: Connection,
+    type: FrameType,
+    flags: number,
+    messageType: number,
+    messageNumber: number,
+    payload: Uint8Array,
+    extraCost: number,
+    migrationId?: string,
+  ): { buf: Buffer; sequence: number; aadBytes: number } {
+    const sequence = conn.reserveSequence();
+    const aadBytes = HEADER_BYTES + (migrationId?.length ?? 0);
+    const buf = Buffer.allocUnsafe(aadBytes + payload.length + (this.encrypted ? TAG_BYTES : 0));
+    writeHeader(buf, {
+      type,
+      flags: flags | (this.encrypted ? Flag.ENCRYPTED : 0),
+      messageType,
+      connectionId: conn.sendId,
+      sequence,
+      messageNumber,
+      payloadLength: payload.length,
+      migrationId,
+    });
+    conn.assign(buf.length + extraCost);
+    return { buf, sequence, aadBytes };
+  }
+
+  private ivFor(connectionId: number, sequence: number): Buffer {
+    return writeIv(Buffer.allocUnsafe(IV_BYTES), this.nonce, connectionId, sequence);
+  }
+
+  private async sealOne(key: AeadKey | null, connectionId: number, sequence: number, buf: Buffer, aadBytes: number, payload: Uint8Array): Promise<Buffer> {
+    if (!this.encrypted) {
+      buf.set(payload, aadBytes);
+      return buf;
+    }
+    if (!key) throw this.error ?? new FerryError('ERR_FERRY_ABORTED', 'channel closed');
+    this.countSeal(payload.length);
+    await key.sealBatch([
+      { iv: this.ivFor(connectionId, sequence), aad: buf.subarray(0, aadBytes), input: payload, output: buf.subarray(aadBytes) },
+    ]);
+    return buf;
+  }
+
+  private async openOne(connectionId: number, sequence: number, frame: RawFrame): Promise<Buffer> {
+    if (!this.encrypted) return frame.body;
+    if (!this.key) throw this.error ?? new FerryError('ERR_FERRY_ABORTED', 'channel closed');
+    const out = Buffer.allocUnsafe(frame.header.payloadLength);
+    await this.key.openBatch([{ iv: this.ivFor(connectionId, sequence), aad: frame.aad, input: frame.body, output: out }]);
+    return out;
+  }
+
+  /** Seals a control frame (ACK, END, ABORT) and queues it on `conn`. */
+  private async sendControl(conn: Connection, type: FrameType, flags: number, messageNumber: number): Promise<void> {
+    const payload = Buffer.alloc(0);
+    const f = this.buildFrame(conn, type, flags, 0, messageNumber, payload, 0);
+    try {
+      await this.sealOne(this.key, conn.sendId, f.sequence, f.buf, f.aadBytes, payload);
+    } catch (err) {
+      this.fail(toFerryError(err, 'ERR_FERRY_INTERNAL'));
+      return;
+    }
+    conn.put(f.sequence, f.buf, 0);
+  }
+
+  private takeBatch<T>(queue: T[], length: (t: T) => number): T[] {
+    let bytes = 0;
+    let n = 0;
+    while (n < queue.length && n < BATCH_FRAMES && (n === 0 || bytes + length(queue[n]!) <= BATCH_BYTES)) bytes += length(queue[n++]!);
+    return queue.splice(0, n);
+  }
+
+  private async sealBatch(): Promise<void> {
+    const batch = this.takeBatch(this.sealQueue, (s) => s.payload.length);
+    try {
+      await this.sealTaken(batch);
+    } catch (err) {
+      this.fail(toFerryError(err, 'ERR_FERRY_INTERNAL'));
+    }
+    // Whatever stopped this batch half-way (a failure meanwhile) is what its senders hear.
+    if (this.error) for (const s of batch) s.reject(this.error);
+  }
+
+  private async sealTaken(batch: PendingSend[]): Promise<void> {
+    const jobs: AeadJob[] = [];
+    const built = batch.map((s) => {
+      const conn = this.pickConnection()!;
+      const f = this.buildFrame(conn, FrameType.DATA, 0, s.type, s.number, s.payload, 0);
+      if (this.encrypted) {
+        this.countSeal(s.payload.length);
+        jobs.push({ iv: this.ivFor(conn.sendId, f.sequence), aad: f.buf.subarray(0, HEADER_BYTES), input: s.payload, output: f.buf.subarray(HEADER_BYTES) });
+      } else {
+        f.buf.set(s.payload, HEADER_BYTES);
+      }
+      return { s, conn, f };
+    });
+    if (jobs.length > 0) {
+      if (!this.key) return;
+      await this.key.sealBatch(jobs);
+    }
+    if (this.error) return;
+    for (const { s, conn, f } of built) {
+      const msg: OutMessage = { number: s.number, payloadLength: s.payload.length, frame: f.buf, conn, sequence: f.sequence };
+      this.unacked.push(msg);
+      this.stats.bytesSent += msg.payloadLength;
+      this.stats.messagesSent++;
+      if (conn.state === 'closed') this.queueRetransmit(msg);
+      else conn.put(f.sequence, f.buf, msg.payloadLength);
+      s.resolve();
+    }
+  }
+
+  private queueRetransmit(msg: OutMessage): void {
+    msg.conn = null;
+    this.retransmitQueue.push(msg);
+  }
+
+  /** Everything a lost connection carried that the peer has not acknowledged goes again elsewhere. */
+  private requeue(conn: Connection): void {
+    for (const msg of this.unacked) if (msg.conn === conn) this.queueRetransmit(msg);
+    this.retransmitQueue.sort((a, b) => a.number - b.number);
+    if (this.endConn === conn) this.endConn = null;
+    this.schedulePump();
+  }
+
+  /** Re-seals unacknowledged messages for a new connection and sequence (a new IV). */
+  private async retransmitBatch(): Promise<void> {
+    const batch = this.takeBatch(this.retransmitQueue, (m) => m.payloadLength);
+    const plain = batch.map((m) => (this.encrypted ? Buffer.allocUnsafe(m.payloadLength) : m.frame.subarray(HEADER_BYTES)));
+    if (this.encrypted) {
+      if (!this.key) return;
+      await this.key.openBatch(
+        batch.map((m, i) => ({
+          iv: this.ivFor(m.frame.readUInt32BE(4), m.sequence),
+          aad: m.frame.subarray(0, HEADER_BYTES),
+          input: m.frame.subarray(HEADER_BYTES),
+          output: plain[i],
+        })),
+      );
+    }
+    if (this.error) return;
+    const jobs: AeadJob[] = [];
+    const moved = batch.map((m, i) => {
+      const conn = this.pickConnection()!;
+      const sequence = conn.reserveSequence();
+      const frame = Buffer.allocUnsafe(m.frame.length);
+      m.frame.copy(frame, 0, 0, HEADER_BYTES);
+      rewriteConnection(frame, conn.sendId, sequence);
+      conn.assign(frame.length);
+      if (this.encrypted) {
+        this.countSeal(m.payloadLength);
+        jobs.push({ iv: this.ivFor(conn.sendId, sequence), aad: frame.subarray(0, HEADER_BYTES), input: plain[i]!, output: frame.subarray(HEADER_BYTES) });
+      } else {
+        plain[i]!.copy(frame, HEADER_BYTES);
+      }
+      return { m, conn, sequence, frame };
+    });
+    if (jobs.length > 0 && this.key) await this.key.sealBatch(jobs);
+    if (this.encrypted) for (const p of plain) p.fill(0);
+    if (this.error) return;
+    for (const { m, conn, sequence, frame } of moved) {
+      if (m.number < this.peerAcked) continue;
+      m.frame = frame;
+      m.conn = conn;
+      m.sequence = sequence;
+      this.stats.retransmittedMessages++;
+      if (conn.state === 'closed') this.queueRetransmit(m);
+      else conn.put(sequence, frame, m.payloadLength);
+    }
+  }
+
+  // ---------------------------------------------------------------- receiving
+
+  private onData(conn: Connection, chunk: Buffer): void {
+    if (this.error || conn.state === 'closed') return;
+    this.stats.wireBytesReceived += chunk.length;
+    let frames: RawFrame[];
+    try {
+      frames = conn.parse(chunk);
+    } catch (err) {
+      this.frameError(conn, toFerryError(err, 'ERR_FERRY_FRAME'));
+      return;
+    }
+    this.onFrames(conn, frames);
+  }
+
+  private onFrames(conn: Connection, frames: RawFrame[]): void {
+    for (const frame of frames) {
+      if (conn.state === 'handshake') {
+        // Frames behind the HELLO wait until it is verified.
+        if (conn.held) conn.held.push(frame);
+        else {
+          conn.held = [];
+          this.onHandshakeFrame(conn, frame);
+        }
+        continue;
+      }
+      if (conn.state !== 'open' || this.error) return;
+      const err = this.checkFrame(conn, frame.header);
+      if (err) {
+        this.fail(err);
+        return;
+      }
+      this.openQueue.push({ conn, frame });
+    }
+    this.scheduleOpen();
+  }
+
+  /** A malformed byte stream: fatal once the connection is bound to the channel, else a refusal. */
+  private frameError(conn: Connection, err: FerryError): void {
+    if (conn.state === 'open') this.fail(err);
+    else this.reject(conn, err);
+  }
+
+  /** The side handles HELLO frames (and whatever arrives before its own HELLO exchange is over). */
+  protected abstract onHandshakeFrame(conn: Connection, frame: RawFrame): void;
+
+  protected checkMode(h: FrameHeader): FerryError | null {
+    if (((h.flags & Flag.ENCRYPTED) !== 0) !== this.encrypted) {
+      return new FerryError(
+        'ERR_FERRY_REFUSED',
+        this.encrypted ? 'plain frame on an encrypted channel: refused (no downgrade)' : 'encrypted frame on a plain channel: modes disagree',
+      );
+    }
+    return null;
+  }
+
+  private checkFrame(conn: Connection, h: FrameHeader): FerryError | null {
+    if (h.connectionId !== conn.recvId) {
+      return new FerryError('ERR_FERRY_SEQUENCE', `frame of connection ${h.connectionId >>> 0} arrived on connection ${conn.recvId}: replayed`);
+    }
+    if (h.sequence !== conn.nextRecvSequence) {
+      return new FerryError(
+        'ERR_FERRY_SEQUENCE',
+        `frame sequence ${h.sequence} on connection ${conn.id}, expected ${conn.nextRecvSequence}: replayed, reordered or dropped`,
+      );
+    }
+    conn.nextRecvSequence++;
+    const modeError = this.checkMode(h);
+    if (modeError) return modeError;
+    if (h.type === FrameType.HELLO) return new FerryError('ERR_FERRY_FRAME', 'a second HELLO on an open connection');
+    return null;
+  }
+
+  private scheduleOpen(): void {
+    if (this.opening || this.openQueue.length === 0 || this.error) return;
+    this.opening = true;
+    queueMicrotask(() => {
+      this.openAll().then(
+        () => {
+          this.opening = false;
+          this.scheduleOpen();
+        },
+        (err) => {
+          this.opening = false;
+          this.fail(toFerryError(err, 'ERR_FERRY_INTERNAL'));
+        },
+      );
+    });
+  }
+
+  private async openAll(): Promise<void> {
+    while (this.openQueue.length > 0 && !this.error) {
+      const batch = this.takeBatch(this.openQueue, (o) => o.frame.header.payloadLength);
+      let payloads: Uint8Array[];
+      if (this.encrypted) {
+        if (!this.key) return;
+        const jobs = batch.map(({ frame }) => ({
+          iv: this.ivFor(frame.header.connectionId, frame.header.sequence),
+          aad: frame.aad,
+          input: frame.body,
+          output: Buffer.allocUnsafe(frame.header.payloadLength),
+        }));
+        try {
+          payloads = await this.key.openBatch(jobs);
+        } catch (err) {
+          const e = toFerryError(err, 'ERR_FERRY_AUTH');
+          const index = /job (\d+)/.exec(e.message)?.[1];
+          const bad = index === undefined ? undefined : batch[Number(index)]?.frame.header;
+          const where = bad ? `: ${FRAME_TYPE_NAMES[bad.type]} sequence ${bad.sequence} on connection ${bad.connectionId & 0x7fffffff}` : '';
+          this.fail(new FerryError(e.code, `frame failed authentication${where} (tampered, forged or of another migration)`));
+          return;
+        }
+      } else {
+        payloads = batch.map(({ frame }) => frame.body.subarray(0, frame.header.payloadLength));
+      }
+      if (this.error) return;
+      for (let i = 0; i < batch.length && !this.error; i++) this.onFrame(batch[i]!.frame, payloads[i]!);
+    }
+  }
+
+  private onFrame(frame: RawFrame, payload: Uint8Array): void {
+    const h = frame.header;
+    switch (h.type) {
+      case FrameType.DATA:
+        this.onMessage(h, payload);
+        break;
+      case FrameType.ACK:
+        this.onAck(h.messageNumber, (h.flags & Flag.END_SEEN) !== 0);
+        break;
+      case FrameType.END:
+        this.onEnd(h.messageNumber);
+        break;
+      case FrameType.ABORT:
+        this.fail(new FerryError('ERR_FERRY_ABORTED', `the peer aborted the channel: ${Buffer.from(payload).toString('utf8')}`));
+        break;
+      default:
+        this.fail(new FerryError('ERR_FERRY_FRAME', `unexpected ${FRAME_TYPE_NAMES[h.type]} frame`));
+    }
+  }
+
+  private onMessage(h: FrameHeader, payload: Uint8Array): void {
+    const n = h.messageNumber;
+    if (n < this.nextDeliver || this.reorder.has(n)) {
+      // A retransmission after a failover, of a message already here: exactly once means drop it.
+      this.stats.duplicatesDropped++;
+      payload.fill(0);
+      return;
+    }
+    if (this.peerEndTotal !== null && n >= this.peerEndTotal) {
+      this.fail(new FerryError('ERR_FERRY_SEQUENCE', `message ${n} after the peer's END at ${this.peerEndTotal}`));
+      return;
+    }
+    if (this.bufferedBytes + payload.length > this.options.windowBytes + MAX_PAYLOAD_BYTES) {
+      this.fail(new FerryError('ERR_FERRY_SEQUENCE', `the peer overran the ${this.options.windowBytes}-byte window`));
+      return;
+    }
+    this.reorder.set(n, { type: h.messageType, payload });
+    this.bufferedBytes += payload.length;
+    if (n > this.highestReceived) this.highestReceived = n;
+    this.stats.bytesReceived += payload.length;
+    this.stats.messagesReceived++;
+    this.wakeReceivers();
+  }
+
+  private takeNext(): ChannelMessage | null | undefined {
+    const m = this.reorder.get(this.nextDeliver);
+    if (m) {
+      this.reorder.delete(this.nextDeliver++);
+      this.bufferedBytes -= m.payload.length;
+      this.deliveredSinceAck += m.payload.length;
+      this.scheduleAck();
+      return m;
+    }
+    if (this.peerEndTotal !== null && this.nextDeliver === this.peerEndTotal) return null;
+    return undefined;
+  }
+
+  private wakeReceivers(): void {
+    while (this.receiveWaiters.length > 0) {
+      const next = this.takeNext();
+      if (next === undefined) return;
+      this.receiveWaiters.shift()!.resolve(next);
+    }
+  }
+
+  private onAck(count: number, endSeen: boolean): void {
+    if (count > this.nextNumber) {
+      this.fail(new FerryError('ERR_FERRY_SEQUENCE', `the peer acknowledged ${count} messages; only ${this.nextNumber} were sent`));
+      return;
+    }
+    if (endSeen && !this.endRequested) {
+      this.fail(new FerryError('ERR_FERRY_SEQUENCE', 'the peer acknowledged an END that was never sent'));
+      return;
+    }
+    if (count > this.peerAcked) {
+      this.peerAcked = count;
+      while (this.unacked.length > 0 && this.unacked[0]!.number < count) {
+        const m = this.unacked.shift()!;
+        this.inflightBytes -= m.payloadLength;
+      }
+      this.retransmitQueue = this.retransmitQueue.filter((m) => m.number >= count);
+      this.drainAdmit();
+    }
+    if (endSeen) this.peerSawEnd = true;
+    this.checkDone();
+  }
+
+  private onEnd(total: number): void {
+    if (total < this.nextDeliver || total <= this.highestReceived || (this.peerEndTotal !== null && this.peerEndTotal !== total)) {
+      this.fail(new FerryError('ERR_FERRY_SEQUENCE', `the peer's END names ${total} messages, which contradicts what arrived`));
+      return;
+    }
+    this.peerEndTotal = total;
+    this.wakeReceivers();
+    this.sendAckNow();
+  }
+
+  private scheduleAck(): void {
+    if (this.deliveredSinceAck >= this.options.windowBytes / 8) {
+      this.sendAckNow();
+      return;
+    }
+    if (this.ackTimer) return;
+    this.ackTimer = setTimeout(() => {
+      this.ackTimer = null;
+      this.sendAckNow();
+    }, 1);
+  }
+
+  private sendAckNow(conn = this.ackConnection()): void {
+    if (!conn || this.error) return;
+    if (this.ackTimer) clearTimeout(this.ackTimer);
+    this.ackTimer = null;
+    this.deliveredSinceAck = 0;
+    const endSeen = this.peerEndTotal !== null;
+    const upTo = this.nextDeliver;
+    void this.sendControl(conn, FrameType.ACK, endSeen ? Flag.END_SEEN : 0, upTo).then(() => {
+      // Counts only once the ACK is on its way: closing before that would strand the peer.
+      if (conn.state !== 'open') return;
+      this.ackedUpTo = Math.max(this.ackedUpTo, upTo);
+      this.ackedEnd ||= endSeen;
+      this.checkDone();
+    });
+  }
+
+  /** ACKs take the connection with the least queued, so they do not wait behind bulk data. */
+  private ackConnection(): Connection | null {
+    return this.pickConnection();
+  }
+
+  private onTick(): void {
+    const now = performance.now();
+    for (const conn of [...this.conns]) {
+      if (conn.state === 'handshake' && now - conn.openedAt > this.options.handshakeTimeoutMs) {
+        this.handshakeTimedOut(conn);
+      } else if (conn.state === 'open') {
+        if (now - conn.lastHeard > this.options.stallTimeoutMs) this.lose(conn, `nothing heard for ${this.options.stallTimeoutMs} ms`);
+        else if (now - conn.lastSent > this.options.keepaliveMs && conn.load === 0) this.sendAckNow(conn);
+      }
+    }
+  }
+
+  protected abstract handshakeTimedOut(conn: Connection): void;
+
+  /** Both directions are over: our END acknowledged, the peer's END and all before it delivered. */
+  private checkDone(): void {
+    if (this.error || this.finished) return;
+    const sentAll = this.endRequested && this.sealQueue.length === 0 && this.admitQueue.length === 0 && this.peerAcked === this.nextNumber;
+    if (sentAll && this.peerSawEnd) for (const w of this.endWaiters.splice(0)) w.resolve();
+    const receivedAll = this.peerEndTotal !== null && this.nextDeliver === this.peerEndTotal && this.ackedUpTo === this.peerEndTotal && this.ackedEnd;
+    if (sentAll && this.peerSawEnd && receivedAll) {
+      this.finished = true;
+      this.stopTimers();
+      for (const conn of this.conns) conn.close(true);
+      this.conns.clear();
+      this.destroyKey();
+      this.onFinished();
+    }
+  }
+
+  protected onFinished(): void {}
+}

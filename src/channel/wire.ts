@@ -1,0 +1,214 @@
+/**
+ * Every constant of the channel's wire format, in one place (docs/protocol.md explains each).
+ *
+ *   off size field
+ *   0   1    version (1)
+ *   1   1    frame type (HELLO, DATA, ACK, END, ABORT)
+ *   2   1    flags (ENCRYPTED; END_SEEN on ACK)
+ *   3   1    message type (DATA: the engine's 0-255; others 0)
+ *   4   4    connection id, big-endian; top bit = direction (0: source → destination)
+ *   8   8    sequence number on this connection and direction, from 0, +1 a frame
+ *   16  8    message number (DATA: its number; ACK: messages delivered; END: total; HELLO: resume point)
+ *   24  4    payload length (plaintext bytes, tag not counted)
+ *   28  1    extension length (HELLO: length of the migration id that follows; others 0)
+ *   29  3    zero
+ *   32  ext  HELLO only: the migration id, ASCII
+ *
+ * The header and its extension are the AAD; the payload follows, then (encrypted mode) the 16-byte
+ * GCM tag. IV = connection id (4 bytes) ‖ (sequence XOR the spec's 8-byte nonce).
+ */
+import { FerryError } from '../errors.js';
+
+export const VERSION = 1;
+export const HEADER_BYTES = 32;
+export const TAG_BYTES = 16;
+export const IV_BYTES = 12;
+
+export const FrameType = { HELLO: 1, DATA: 2, ACK: 3, END: 4, ABORT: 5 } as const;
+export type FrameType = (typeof FrameType)[keyof typeof FrameType];
+export const FRAME_TYPE_NAMES: Record<number, string> = { 1: 'HELLO', 2: 'DATA', 3: 'ACK', 4: 'END', 5: 'ABORT' };
+
+export const Flag = {
+  /** The payload is sealed and a tag follows. Must equal the spec's mode, or the frame is refused. */
+  ENCRYPTED: 0x01,
+  /** ACK only: the sender of the ACK has received the peer's END. */
+  END_SEEN: 0x02,
+} as const;
+const KNOWN_FLAGS = Flag.ENCRYPTED | Flag.END_SEEN;
+
+/** Top bit of the connection id: set on frames the destination (the accepting side) sends. */
+export const DIRECTION_BIT = 0x8000_0000;
+/** Source-chosen connection ids are 1..2^31-1; never reused within a migration. */
+export const MAX_CONNECTION_ID = 0x7fff_ffff;
+
+/**
+ * Largest payload of one frame (and so one message). The receiver allocates at most this much (plus
+ * header and tag) for a frame, and only after the header said so. Large enough that per-frame costs
+ * vanish (hundreds of KiB is the sweet spot), small enough that one frame never holds up the others.
+ */
+export const MAX_PAYLOAD_BYTES = 4 * 1024 * 1024;
+/** Largest ABORT reason, in bytes of UTF-8. */
+export const MAX_ABORT_BYTES = 512;
+/** HELLO payload: u32 receive window in bytes, u32 zero. */
+export const HELLO_PAYLOAD_BYTES = 8;
+
+/** Migration ids: what the agent routes on, in the clear. Same rule as ChannelSpec.migrationId. */
+export const MIGRATION_ID = /^[A-Za-z0-9._-]{1,64}$/;
+export const MAX_MIGRATION_ID_BYTES = 64;
+
+/** Largest HELLO on the wire: what the agent's router reads at most before routing. */
+export const MAX_HELLO_BYTES = HEADER_BYTES + MAX_MIGRATION_ID_BYTES + HELLO_PAYLOAD_BYTES + TAG_BYTES;
+
+/**
+ * Bytes sealed under one key, per direction. AES-GCM's confidentiality bound (Bellare–Tackmann,
+ * draft-irtf-cfrg-aead-limits) is about (σ + q)² / 2^129 for σ 16-byte blocks in q messages: with
+ * both directions at this limit, σ ≤ 2^36 blocks and q ≤ 2^25 frames, an attacker's advantage stays
+ * ≤ 2^-57 — the margin TLS 1.3 and QUIC keep. At the limit the channel fails with ERR_FERRY_LIMIT
+ * rather than seal one more byte; a migration that needs more needs a new key (a new migration).
+ */
+export const SEAL_LIMIT_BYTES = 2 ** 39;
+
+/** The one fixed-size window a receiver may announce, so a peer can never make it buffer more. */
+export const MAX_WINDOW_BYTES = 1024 * 1024 * 1024;
+export const MIN_WINDOW_BYTES = 2 * MAX_PAYLOAD_BYTES;
+
+export interface FrameHeader {
+  version: number;
+  type: FrameType;
+  flags: number;
+  messageType: number;
+  connectionId: number;
+  sequence: number;
+  messageNumber: number;
+  payloadLength: number;
+  extensionLength: number;
+}
+
+function frameError(detail: string): FerryError {
+  return new FerryError('ERR_FERRY_FRAME', `malformed frame: ${detail}`);
+}
+
+/** A u64 as a JS number; numbers past 2^53 are refused (no honest peer ever gets there). */
+function readU64(buf: Uint8Array, off: number, field: string): number {
+  const view = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
+  const hi = view.readUInt32BE(off);
+  if (hi >= 0x20_0000) throw frameError(`${field} is out of range`);
+  return hi * 0x1_0000_0000 + view.readUInt32BE(off + 4);
+}
+
+function writeU64(buf: Buffer, off: number, value: number): void {
+  buf.writeUInt32BE(Math.floor(value / 0x1_0000_0000), off);
+  buf.writeUInt32BE(value >>> 0, off + 4);
+}
+
+/** Largest payload a frame of this type may carry. */
+function maxPayload(type: number): number {
+  switch (type) {
+    case FrameType.DATA:
+      return MAX_PAYLOAD_BYTES;
+    case FrameType.HELLO:
+      return HELLO_PAYLOAD_BYTES;
+    case FrameType.ABORT:
+      return MAX_ABORT_BYTES;
+    default:
+      return 0;
+  }
+}
+
+/**
+ * Parses and checks the fixed 32-byte header: everything that can be checked without the key.
+ * Throws ERR_FERRY_FRAME; never allocates more than the header object.
+ */
+export function parseHeader(buf: Uint8Array): FrameHeader {
+  if (buf.length < HEADER_BYTES) throw frameError(`header is ${buf.length} bytes, needs ${HEADER_BYTES}`);
+  const view = Buffer.from(buf.buffer, buf.byteOffset, HEADER_BYTES);
+  const version = view[0]!;
+  if (version !== VERSION) throw frameError(`version ${version}, this side speaks ${VERSION}`);
+  const type = view[1]!;
+  if (!(type in FRAME_TYPE_NAMES)) throw frameError(`unknown frame type ${type}`);
+  const flags = view[2]!;
+  if ((flags & ~KNOWN_FLAGS) !== 0) throw frameError(`unknown flags 0x${flags.toString(16)}`);
+  if ((flags & Flag.END_SEEN) !== 0 && type !== FrameType.ACK) throw frameError('END_SEEN on a frame that is not an ACK');
+  const messageType = view[3]!;
+  if (messageType !== 0 && type !== FrameType.DATA) throw frameError('message type set on a frame that is not DATA');
+  const connectionId = view.readUInt32BE(4);
+  if ((connectionId & MAX_CONNECTION_ID) === 0) throw frameError('connection id 0');
+  const sequence = readU64(view, 8, 'sequence number');
+  const messageNumber = readU64(view, 16, 'message number');
+  const payloadLength = view.readUInt32BE(24);
+  const limit = maxPayload(type);
+  if (payloadLength > limit) throw frameError(`${FRAME_TYPE_NAMES[type]} payload of ${payloadLength} bytes exceeds ${limit}`);
+  if (type === FrameType.HELLO && payloadLength !== HELLO_PAYLOAD_BYTES) throw frameError('HELLO payload has the wrong length');
+  const extensionLength = view[28]!;
+  if (type === FrameType.HELLO) {
+    if (extensionLength < 1 || extensionLength > MAX_MIGRATION_ID_BYTES) throw frameError('HELLO migration id length out of range');
+  } else if (extensionLength !== 0) {
+    throw frameError('header extension on a frame that is not HELLO');
+  }
+  if (view[29] !== 0 || view[30] !== 0 || view[31] !== 0) throw frameError('reserved header bytes are not zero');
+  return { version, type: type as FrameType, flags, messageType, connectionId, sequence, messageNumber, payloadLength, extensionLength };
+}
+
+/** Bytes of the whole frame on the wire, header included. */
+export function frameBytes(h: FrameHeader): number {
+  return HEADER_BYTES + h.extensionLength + h.payloadLength + ((h.flags & Flag.ENCRYPTED) !== 0 ? TAG_BYTES : 0);
+}
+
+/** The migration id a HELLO names in its header extension; ERR_FERRY_FRAME unless well-formed. */
+export function helloMigrationId(aad: Uint8Array): string {
+  const id = Buffer.from(aad.buffer, aad.byteOffset + HEADER_BYTES, aad.length - HEADER_BYTES).toString('latin1');
+  if (!MIGRATION_ID.test(id)) throw frameError('HELLO names no valid migration id');
+  return id;
+}
+
+export interface HeaderFields {
+  type: FrameType;
+  flags: number;
+  messageType?: number;
+  connectionId: number;
+  sequence: number;
+  messageNumber: number;
+  payloadLength: number;
+  migrationId?: string;
+}
+
+/** Bytes of header (and extension) for these fields. */
+export function headerBytes(fields: { migrationId?: string }): number {
+  return HEADER_BYTES + (fields.migrationId === undefined ? 0 : fields.migrationId.length);
+}
+
+/** Writes a header (and HELLO's extension) at the start of `buf`; returns its length. */
+export function writeHeader(buf: Buffer, f: HeaderFields): number {
+  buf[0] = VERSION;
+  buf[1] = f.type;
+  buf[2] = f.flags;
+  buf[3] = f.messageType ?? 0;
+  buf.writeUInt32BE(f.connectionId >>> 0, 4);
+  writeU64(buf, 8, f.sequence);
+  writeU64(buf, 16, f.messageNumber);
+  buf.writeUInt32BE(f.payloadLength, 24);
+  const ext = f.migrationId === undefined ? 0 : f.migrationId.length;
+  buf[28] = ext;
+  buf[29] = 0;
+  buf[30] = 0;
+  buf[31] = 0;
+  if (f.migrationId !== undefined) buf.write(f.migrationId, HEADER_BYTES, 'latin1');
+  return HEADER_BYTES + ext;
+}
+
+/** Rewrites the connection id and sequence of a header already written (for a retransmission). */
+export function rewriteConnection(buf: Buffer, connectionId: number, sequence: number): void {
+  buf.writeUInt32BE(connectionId >>> 0, 4);
+  writeU64(buf, 8, sequence);
+}
+
+/** IV = connection id ‖ (sequence XOR nonce), all big-endian. */
+export function writeIv(iv: Buffer, nonce: Uint8Array, connectionId: number, sequence: number): Buffer {
+  iv.writeUInt32BE(connectionId >>> 0, 0);
+  const hi = Math.floor(sequence / 0x1_0000_0000);
+  const lo = sequence >>> 0;
+  const n = Buffer.from(nonce.buffer, nonce.byteOffset, 8);
+  iv.writeUInt32BE((hi ^ n.readUInt32BE(0)) >>> 0, 4);
+  iv.writeUInt32BE((lo ^ n.readUInt32BE(4)) >>> 0, 8);
+  return iv;
+}

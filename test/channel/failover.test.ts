@@ -1,0 +1,56 @@
+/**
+ * Failover between two migration networks on loopback (127.0.0.2 and 127.0.0.3 need no setup on
+ * Linux). The first network is a relay in front of the destination that the test cuts, or makes
+ * silent, mid-transfer: the transfer must finish over the second with every message exactly once.
+ */
+import assert from 'node:assert/strict';
+import { connectChannel, listenChannel, type ChannelListener } from '../../src/channel/index.js';
+import { startWanEmulator, type WanEmulator } from '../../src/channel/wan-emulator.js';
+import { makeSpec, receiveAll, sendAll } from './helpers.js';
+
+const SIZE = 64 * 1024;
+const COUNT = 400; // 25 MiB
+
+describe('failover between migration networks', function () {
+  let l: ChannelListener | undefined;
+  let relay: WanEmulator | undefined;
+
+  afterEach(async () => {
+    await relay?.close();
+    await l?.close();
+    l = relay = undefined;
+  });
+
+  for (const mode of ['encrypted', 'plain'] as const) {
+    for (const fault of ['cut', 'blackhole'] as const) {
+      it(`${mode}: the first network is ${fault === 'cut' ? 'cut' : 'silenced'} mid-transfer; the rest goes over the second, intact`, async () => {
+        const spec = makeSpec(mode, ['127.0.0.2:0', '127.0.0.3:0'], { streams: 2 });
+        const options = { stallTimeoutMs: 400, keepaliveMs: 100, handshakeTimeoutMs: 400, connectTimeoutMs: 400, windowBytes: 8 * 1024 * 1024 };
+        l = await listenChannel(spec, options);
+        relay = await startWanEmulator({ target: l.networks[0]!, listen: '127.0.0.2:0', delayMs: 0 });
+        const src = await connectChannel({ ...spec, networks: [relay.address, l.networks[1]!] }, options);
+        assert.equal(src.stats.network, relay.address);
+        let faulted = false;
+        const [digest, got] = await Promise.all([
+          sendAll(src, COUNT, SIZE),
+          receiveAll(l.channel, SIZE, (i) => {
+            if (i === 100 && !faulted) {
+              faulted = true;
+              if (fault === 'cut') relay!.cut();
+              else relay!.blackhole();
+            }
+          }).then(async (r) => (await l!.channel.end(), r)),
+        ]);
+        assert.ok(faulted);
+        assert.equal(got.count, COUNT, 'no message lost');
+        assert.equal(got.outOfOrder, 0, 'none out of order or altered');
+        assert.equal(got.digest, digest, 'checksum of the whole transfer');
+        assert.equal(l.channel.stats.messagesReceived, COUNT, 'no duplicate reached the consumer');
+        assert.ok(src.stats.failovers >= 1, 'moved to another network');
+        assert.equal(src.stats.network, l.networks[1]);
+        assert.ok(src.stats.connectionsOpened >= 4, 'reconnects open new connections');
+        assert.equal(src.error, null);
+      });
+    }
+  }
+});
