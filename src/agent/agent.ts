@@ -4,6 +4,7 @@
  * (they are their own processes and outlive the agent).
  */
 import { loadBackend } from '../crypto/index.js';
+import { FerryError } from '../errors.js';
 import { parseAddress } from '../coordinator/address.js';
 import { ControlServer, type HandlerTable } from './server.js';
 import { StateDir } from './state.js';
@@ -15,6 +16,7 @@ import { FERRY_VERSION } from './version.js';
 import { cpuFeatures, freeMemoryBytes, qemuAvailable } from './host-facts.js';
 import { PROTOCOL_VERSION } from './protocol.js';
 import os from 'node:os';
+import { listenRouter, type MigrationRouter } from '../channel/index.js';
 
 export interface AgentOptions {
   dir: string;
@@ -29,6 +31,7 @@ export class Agent {
   readonly guests: GuestManager;
   readonly migrations: MigrationManager;
   private server: ControlServer | null = null;
+  private router: MigrationRouter | null = null;
   /** The control address actually bound. */
   controlAddress = '';
 
@@ -48,7 +51,7 @@ export class Agent {
       incoming: this.incoming,
       log,
       encrypts: options.encryption,
-      networks: () => state.config.networks.map((n) => n.listen),
+      networks: () => this.router?.networks ?? state.config.networks.map((n) => n.listen),
     });
   }
 
@@ -68,15 +71,31 @@ export class Agent {
   }
 
   private async listen(): Promise<void> {
+    // The data plane first: a host whose migration addresses are taken should not look ready.
+    const listen = this.state.config.networks.map((n) => n.listen);
+    try {
+      this.router = await listenRouter(listen, (id, socket, head) => this.migrations.route(id, socket, head), {
+        onRejected: (err, socket) => this.log.warn('data connection dropped', { remote: socket.remoteAddress, code: err.code, reason: err.message }),
+      });
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      throw new FerryError('ERR_FERRY_NETWORK', `cannot listen on the migration networks ${listen.join(', ')}: ${e.code ?? e.message}`);
+    }
     this.server = new ControlServer({
       credentials: await this.state.credentials(),
       handlers: this.handlers(),
       hello: { agentVersion: FERRY_VERSION, host: this.name },
       log: this.log,
     });
-    this.controlAddress = await this.server.listen(parseAddress(this.state.config.control, 'control address'));
+    try {
+      this.controlAddress = await this.server.listen(parseAddress(this.state.config.control, 'control address'));
+    } catch (err) {
+      await this.router.close();
+      throw err;
+    }
     this.log.info('agent ready', {
       control: this.controlAddress,
+      networks: this.router.networks,
       encrypts: this.options.encryption,
       cryptoBackend: this.cryptoBackend,
       limits: this.state.config.limits,
@@ -87,6 +106,8 @@ export class Agent {
   async stop(): Promise<void> {
     await this.server?.close();
     this.server = null;
+    await this.router?.close();
+    this.router = null;
     this.migrations.stop();
     this.guests.close();
     this.log.info('agent stopped');
