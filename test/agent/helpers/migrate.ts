@@ -24,7 +24,14 @@ export async function migrate(
   guest: string,
   from: string,
   to: string,
-  options: { mode?: 'encrypted' | 'plain'; onPrepared?: () => void; onSettled?: () => void } = {},
+  options: {
+    mode?: 'encrypted' | 'plain';
+    onPrepared?: () => void;
+    onSettled?: () => void;
+    onEvent?: (event: MigrationStreamEvent) => void;
+    maxBytesPerSecond?: number;
+    commitTimeoutMs?: number;
+  } = {},
 ): Promise<TestMigration> {
   const source = await connectHost(cluster, from);
   const destination = await connectHost(cluster, to);
@@ -40,6 +47,7 @@ export async function migrate(
       nonce: secret.nonce.toString('base64'),
       mode: options.mode ?? 'encrypted',
       streams: 2,
+      ...(options.maxBytesPerSecond ? { maxBytesPerSecond: options.maxBytesPerSecond } : {}),
     };
     const queuedAtDestination: number[] = [];
     const prepared = await destination.call('migration.prepare-incoming', { ...channel, guest: guestConfig, source: from }, {
@@ -55,7 +63,14 @@ export async function migrate(
       destination: { host: to, control: dest.control },
       networks: dest.networks.map((n) => n.advertise),
       verify: true,
-    }, { timeoutMs: null, onEvent: (e) => events.push(e) });
+      ...(options.commitTimeoutMs ? { commitTimeoutMs: options.commitTimeoutMs } : {}),
+    }, {
+      timeoutMs: null,
+      onEvent: (e) => {
+        events.push(e);
+        options.onEvent?.(e);
+      },
+    });
     options.onSettled?.();
     return { migrationId, prepared, result, events, queuedAtDestination, ...copy };
   } finally {
