@@ -24,16 +24,26 @@ export interface AeadJob {
   output?: Uint8Array;
 }
 
+/** Options of the batch forms. */
+export interface BatchOptions {
+  /** How many threads a batch may spread over (native backend; default: every core). The other
+   * backends ignore it: node runs on the calling thread, webcrypto on the libuv pool. */
+  threads?: number;
+}
+
 /** A key imported once for many operations. `destroy()` wipes the backend's copy of the key. */
 export interface AeadKey {
-  seal(iv: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Promise<Uint8Array>;
-  /** Rejects with code ERR_FERRY_AUTH on any authentication failure; no plaintext is returned then. */
-  open(iv: Uint8Array, aad: Uint8Array, sealed: Uint8Array): Promise<Uint8Array>;
+  /** `output`, when given, receives ciphertext ‖ tag (plaintext.length + 16 bytes) and is returned;
+   * it may start at `plaintext` itself (in place) but must not otherwise overlap it. */
+  seal(iv: Uint8Array, aad: Uint8Array, plaintext: Uint8Array, output?: Uint8Array): Promise<Uint8Array>;
+  /** Rejects with code ERR_FERRY_AUTH on any authentication failure; no plaintext is returned or
+   * left in a given `output` then. `output`: sealed.length - 16 bytes, same overlap rule as seal. */
+  open(iv: Uint8Array, aad: Uint8Array, sealed: Uint8Array, output?: Uint8Array): Promise<Uint8Array>;
   /** Seals every job; with the native backend the jobs spread over the libuv thread pool. */
-  sealBatch(jobs: readonly AeadJob[]): Promise<Uint8Array[]>;
+  sealBatch(jobs: readonly AeadJob[], options?: BatchOptions): Promise<Uint8Array[]>;
   /** Opens every job; rejects with ERR_FERRY_AUTH (naming the failed job's index) if any fails,
    * and then wipes every output of the batch. */
-  openBatch(jobs: readonly AeadJob[]): Promise<Uint8Array[]>;
+  openBatch(jobs: readonly AeadJob[], options?: BatchOptions): Promise<Uint8Array[]>;
   destroy(): void;
 }
 
@@ -43,8 +53,8 @@ export interface Backend {
   importKey(key: Uint8Array): Promise<AeadKey>;
   seal(key: Uint8Array, iv: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Promise<Uint8Array>;
   open(key: Uint8Array, iv: Uint8Array, aad: Uint8Array, sealed: Uint8Array): Promise<Uint8Array>;
-  sealBatch(key: Uint8Array, jobs: readonly AeadJob[]): Promise<Uint8Array[]>;
-  openBatch(key: Uint8Array, jobs: readonly AeadJob[]): Promise<Uint8Array[]>;
+  sealBatch(key: Uint8Array, jobs: readonly AeadJob[], options?: BatchOptions): Promise<Uint8Array[]>;
+  openBatch(key: Uint8Array, jobs: readonly AeadJob[], options?: BatchOptions): Promise<Uint8Array[]>;
 }
 
 function bytes(name: string, value: unknown): Uint8Array {
@@ -89,6 +99,24 @@ export function checkSealed(sealed: unknown): Uint8Array {
   return s;
 }
 
+/** True when the two views share bytes without starting at the same one: the one layout no
+ * backend can seal or open in (in place means output starts where input starts). */
+function overlapsAskew(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.buffer !== b.buffer || a.byteOffset === b.byteOffset || a.length === 0 || b.length === 0) return false;
+  return a.byteOffset < b.byteOffset + b.length && b.byteOffset < a.byteOffset + a.length;
+}
+
+/** Checks a caller's output buffer for `input` (or makes one when there is none). */
+export function checkOutput(output: unknown, input: Uint8Array, length: number, name: string): Uint8Array {
+  if (output === undefined) return Buffer.allocUnsafe(length);
+  const out = bytes(name, output);
+  if (out.length !== length) throw new RangeError(`${name} must be ${length} bytes; got ${out.length}`);
+  if (overlapsAskew(out, input)) {
+    throw new RangeError(`${name} overlaps the input without starting at it: use separate buffers or the same start`);
+  }
+  return out;
+}
+
 /** Checks a job and its output buffer; returns the output length. */
 export function checkJob(job: AeadJob, index: number, direction: 'seal' | 'open'): number {
   if (job === null || typeof job !== 'object') throw new TypeError(`jobs[${index}] must be an object`);
@@ -96,13 +124,16 @@ export function checkJob(job: AeadJob, index: number, direction: 'seal' | 'open'
   checkAad(job.aad);
   const input = direction === 'seal' ? checkPlaintext(job.input) : checkSealed(job.input);
   const outLength = direction === 'seal' ? input.length + TAG_BYTES : input.length - TAG_BYTES;
-  if (job.output !== undefined) {
-    const out = bytes(`jobs[${index}].output`, job.output);
-    if (out.length !== outLength) {
-      throw new RangeError(`jobs[${index}].output must be ${outLength} bytes; got ${out.length}`);
-    }
-  }
+  if (job.output !== undefined) checkOutput(job.output, input, outLength, `jobs[${index}].output`);
   return outLength;
+}
+
+export function checkThreads(threads: unknown): number | undefined {
+  if (threads === undefined) return undefined;
+  if (typeof threads !== 'number' || !Number.isInteger(threads) || threads < 1 || threads > 1024) {
+    throw new RangeError(`threads must be an integer from 1 to 1024; got ${String(threads)}`);
+  }
+  return threads;
 }
 
 export function authError(detail = 'authentication failed'): FerryError {
@@ -131,11 +162,11 @@ export abstract class BackendBase implements Backend {
     return this.withKey(key, (k) => k.open(iv, aad, sealed));
   }
 
-  sealBatch(key: Uint8Array, jobs: readonly AeadJob[]): Promise<Uint8Array[]> {
-    return this.withKey(key, (k) => k.sealBatch(jobs));
+  sealBatch(key: Uint8Array, jobs: readonly AeadJob[], options?: BatchOptions): Promise<Uint8Array[]> {
+    return this.withKey(key, (k) => k.sealBatch(jobs, options));
   }
 
-  openBatch(key: Uint8Array, jobs: readonly AeadJob[]): Promise<Uint8Array[]> {
-    return this.withKey(key, (k) => k.openBatch(jobs));
+  openBatch(key: Uint8Array, jobs: readonly AeadJob[], options?: BatchOptions): Promise<Uint8Array[]> {
+    return this.withKey(key, (k) => k.openBatch(jobs, options));
   }
 }

@@ -1,6 +1,7 @@
 /**
  * ferry's crypto: AES-256-GCM sealing and zero-page detection behind one interface, with the
- * backend chosen by `FERRY_CRYPTO=native|node|webcrypto` or, by default, the fastest that loads.
+ * backend chosen by `FERRY_CRYPTO=native|node|webcrypto` or, by default, the fastest that loads
+ * (native, then node). When the addon is missing, one line on stderr says so and why.
  *
  *   import { loadBackend } from 'ferry/crypto';
  *   const backend = await loadBackend();
@@ -8,15 +9,55 @@
  */
 import { FerryError } from '../errors.js';
 import { BACKEND_NAMES, type Backend, type BackendName } from './backend.js';
+import { NativeBackend } from './native.js';
+import { loadAddon, type CpuFeatures, type GcmImplementation } from './native-addon.js';
 import { NodeBackend } from './node.js';
 import { WebCryptoBackend } from './webcrypto.js';
-import { zeroPagesTs, DEFAULT_PAGE_SIZE } from './zero-pages.js';
+import { DEFAULT_PAGE_SIZE, scanViewTs, scanZeroPages, scanZeroPagesAsync, type ZeroPageSource } from './zero-pages.js';
 
 export * from './backend.js';
-export { DEFAULT_PAGE_SIZE } from './zero-pages.js';
+export { NativeBackend } from './native.js';
+export type { CpuFeatures, GcmImplementation } from './native-addon.js';
+export { DEFAULT_PAGE_SIZE, zeroPagesTs, type ZeroPageSource } from './zero-pages.js';
 
 function isBackendName(value: string): value is BackendName {
   return (BACKEND_NAMES as readonly string[]).includes(value);
+}
+
+let warned = false;
+
+/** Says once per process, on stderr, that the addon is missing and why. */
+function warnNoAddon(reason: string): void {
+  if (warned) return;
+  warned = true;
+  process.stderr.write(`ferry: using node:crypto and a TypeScript zero-page scan: ${reason}\n`);
+}
+
+/** Why the native backend cannot load here, or null when it can. */
+export function nativeUnavailableReason(): string | null {
+  const { addon, reason } = loadAddon();
+  if (!addon) return reason;
+  if (addon.gcmImplementations().length === 0) {
+    return 'the native addon has no AES-GCM implementation for this CPU (needs VAES+VPCLMULQDQ, or a build with OpenSSL headers)';
+  }
+  return null;
+}
+
+/** The addon's AES-GCM implementations usable here, fastest first (empty without the addon). */
+export function nativeImplementations(): GcmImplementation[] {
+  return loadAddon().addon?.gcmImplementations() ?? [];
+}
+
+/** The native backend with the given implementation (default: FERRY_NATIVE_GCM, else the fastest). */
+export function nativeBackend(implementation?: GcmImplementation): NativeBackend {
+  const reason = nativeUnavailableReason();
+  if (reason !== null) throw new FerryError('ERR_FERRY_CRYPTO', reason);
+  const available = nativeImplementations();
+  const wanted = implementation ?? (process.env.FERRY_NATIVE_GCM as GcmImplementation | undefined) ?? available[0]!;
+  if (!available.includes(wanted)) {
+    throw new FerryError('ERR_FERRY_CRYPTO', `native AES-GCM implementation "${wanted}" is not available here; available: ${available.join(', ')}`);
+  }
+  return new NativeBackend(loadAddon().addon!, wanted);
 }
 
 /** The backend named, or FERRY_CRYPTO's, or the fastest that loads. */
@@ -27,15 +68,44 @@ export async function loadBackend(name?: string): Promise<Backend> {
   }
   switch (wanted) {
     case 'native':
-      throw new FerryError('ERR_FERRY_CRYPTO', 'the native addon is not built in this version');
+      return nativeBackend();
     case 'webcrypto':
       return new WebCryptoBackend();
-    default:
+    case 'node':
       return new NodeBackend();
+    default: {
+      const reason = nativeUnavailableReason();
+      if (reason === null) return nativeBackend();
+      warnNoAddon(reason);
+      return new NodeBackend();
+    }
   }
 }
 
-/** The indexes of the all-zero pages of `buffer`, ascending (a partial last page counts). */
-export function zeroPages(buffer: Uint8Array, pageSize: number = DEFAULT_PAGE_SIZE): Uint32Array {
-  return zeroPagesTs(buffer, pageSize);
+/** The CPU features the addon probed, or null without the addon. */
+export function cpuFeatures(): CpuFeatures | null {
+  return loadAddon().addon?.cpuFeatures() ?? null;
+}
+
+/**
+ * The indexes, ascending, of the all-zero pages of `buffer` (a partial last page counts as a
+ * page). Takes views, Buffers, ArrayBuffers and SharedArrayBuffers of any size the platform allows.
+ * Synchronous: the addon scans at memory speed, about 50 ms a GiB.
+ */
+export function zeroPages(buffer: ZeroPageSource, pageSize: number = DEFAULT_PAGE_SIZE): Uint32Array {
+  const { addon, reason } = loadAddon();
+  if (addon) return scanZeroPages(buffer, pageSize, (view, size, out) => addon.zeroPages(view, size, out));
+  warnNoAddon(reason);
+  return scanZeroPages(buffer, pageSize, scanViewTs);
+}
+
+/**
+ * zeroPages without holding the event loop: the addon scans on the libuv pool (the TypeScript
+ * fallback still runs on the calling thread). Do not change the buffer until it resolves.
+ */
+export async function zeroPagesAsync(buffer: ZeroPageSource, pageSize: number = DEFAULT_PAGE_SIZE): Promise<Uint32Array> {
+  const { addon, reason } = loadAddon();
+  if (addon) return scanZeroPagesAsync(buffer, pageSize, (view, size, out) => addon.zeroPagesAsync(view, size, out));
+  warnNoAddon(reason);
+  return scanZeroPages(buffer, pageSize, scanViewTs);
 }

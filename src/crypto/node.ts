@@ -11,10 +11,12 @@ import {
   checkIv,
   checkJob,
   checkKey,
+  checkOutput,
   checkPlaintext,
   checkSealed,
   type AeadJob,
   type AeadKey,
+  type BatchOptions,
 } from './backend.js';
 import { FerryError } from '../errors.js';
 
@@ -63,21 +65,26 @@ class NodeKey implements AeadKey {
     return this.key;
   }
 
-  async seal(iv: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Promise<Uint8Array> {
-    return sealOne(this.live(), checkIv(iv), checkAad(aad), checkPlaintext(plaintext));
+  async seal(iv: Uint8Array, aad: Uint8Array, plaintext: Uint8Array, output?: Uint8Array): Promise<Uint8Array> {
+    checkPlaintext(plaintext);
+    const out = output && checkOutput(output, plaintext, plaintext.length + TAG_BYTES, 'output');
+    return sealOne(this.live(), checkIv(iv), checkAad(aad), plaintext, out);
   }
 
-  async open(iv: Uint8Array, aad: Uint8Array, sealed: Uint8Array): Promise<Uint8Array> {
-    return openOne(this.live(), checkIv(iv), checkAad(aad), checkSealed(sealed));
+  async open(iv: Uint8Array, aad: Uint8Array, sealed: Uint8Array, output?: Uint8Array): Promise<Uint8Array> {
+    checkSealed(sealed);
+    const out = output && checkOutput(output, sealed, sealed.length - TAG_BYTES, 'output');
+    return openOne(this.live(), checkIv(iv), checkAad(aad), sealed, out);
   }
 
-  async sealBatch(jobs: readonly AeadJob[]): Promise<Uint8Array[]> {
+  /** Runs on the calling thread whatever `options.threads` says: node:crypto is synchronous. */
+  async sealBatch(jobs: readonly AeadJob[], _options?: BatchOptions): Promise<Uint8Array[]> {
     jobs.forEach((job, i) => checkJob(job, i, 'seal'));
     const key = this.live();
     return jobs.map((job) => sealOne(key, job.iv, job.aad, job.input, job.output));
   }
 
-  async openBatch(jobs: readonly AeadJob[]): Promise<Uint8Array[]> {
+  async openBatch(jobs: readonly AeadJob[], _options?: BatchOptions): Promise<Uint8Array[]> {
     jobs.forEach((job, i) => checkJob(job, i, 'open'));
     const key = this.live();
     const out: Uint8Array[] = [];

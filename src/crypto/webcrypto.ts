@@ -15,10 +15,12 @@ import {
   checkIv,
   checkJob,
   checkKey,
+  checkOutput,
   checkPlaintext,
   checkSealed,
   type AeadJob,
   type AeadKey,
+  type BatchOptions,
 } from './backend.js';
 import { FerryError } from '../errors.js';
 
@@ -26,8 +28,13 @@ const subtle = webcrypto.subtle;
 type CryptoKey = webcrypto.CryptoKey;
 type AesGcmParams = webcrypto.AesGcmParams;
 
+/** WebCrypto refuses views on a SharedArrayBuffer (guest memory is one): those are copied. */
+function unshared(view: Uint8Array): Uint8Array {
+  return view.buffer instanceof SharedArrayBuffer ? Uint8Array.from(view) : view;
+}
+
 function params(iv: Uint8Array, aad: Uint8Array): AesGcmParams {
-  return { name: 'AES-GCM', iv, additionalData: aad, tagLength: TAG_BYTES * 8 };
+  return { name: 'AES-GCM', iv: unshared(iv), additionalData: unshared(aad), tagLength: TAG_BYTES * 8 };
 }
 
 function place(result: ArrayBuffer, output?: Uint8Array): Uint8Array {
@@ -51,33 +58,43 @@ class WebCryptoKey implements AeadKey {
   }
 
   private async sealJob(job: AeadJob): Promise<Uint8Array> {
-    return place(await subtle.encrypt(params(job.iv, job.aad), this.live(), job.input), job.output);
+    const input = unshared(job.input);
+    try {
+      return place(await subtle.encrypt(params(job.iv, job.aad), this.live(), input), job.output);
+    } finally {
+      if (input !== job.input) input.fill(0); // our copy of the plaintext
+    }
   }
 
   private async openJob(job: AeadJob): Promise<Uint8Array> {
     let result: ArrayBuffer;
     try {
-      result = await subtle.decrypt(params(job.iv, job.aad), this.live(), job.input);
+      result = await subtle.decrypt(params(job.iv, job.aad), this.live(), unshared(job.input));
     } catch {
       throw authError();
     }
     return place(result, job.output);
   }
 
-  seal(iv: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Promise<Uint8Array> {
-    return this.sealJob({ iv: checkIv(iv), aad: checkAad(aad), input: checkPlaintext(plaintext) });
+  async seal(iv: Uint8Array, aad: Uint8Array, plaintext: Uint8Array, output?: Uint8Array): Promise<Uint8Array> {
+    const input = checkPlaintext(plaintext);
+    const out = output && checkOutput(output, input, input.length + TAG_BYTES, 'output');
+    return this.sealJob({ iv: checkIv(iv), aad: checkAad(aad), input, output: out });
   }
 
-  open(iv: Uint8Array, aad: Uint8Array, sealed: Uint8Array): Promise<Uint8Array> {
-    return this.openJob({ iv: checkIv(iv), aad: checkAad(aad), input: checkSealed(sealed) });
+  async open(iv: Uint8Array, aad: Uint8Array, sealed: Uint8Array, output?: Uint8Array): Promise<Uint8Array> {
+    const input = checkSealed(sealed);
+    const out = output && checkOutput(output, input, input.length - TAG_BYTES, 'output');
+    return this.openJob({ iv: checkIv(iv), aad: checkAad(aad), input, output: out });
   }
 
-  sealBatch(jobs: readonly AeadJob[]): Promise<Uint8Array[]> {
+  /** Keeps every job in flight at once: the libuv pool spreads them over the cores. */
+  sealBatch(jobs: readonly AeadJob[], _options?: BatchOptions): Promise<Uint8Array[]> {
     jobs.forEach((job, i) => checkJob(job, i, 'seal'));
     return Promise.all(jobs.map((job) => this.sealJob(job)));
   }
 
-  async openBatch(jobs: readonly AeadJob[]): Promise<Uint8Array[]> {
+  async openBatch(jobs: readonly AeadJob[], _options?: BatchOptions): Promise<Uint8Array[]> {
     jobs.forEach((job, i) => checkJob(job, i, 'open'));
     const results = await Promise.allSettled(jobs.map((job) => this.openJob(job)));
     const failed = results.findIndex((r) => r.status === 'rejected');

@@ -1,7 +1,8 @@
 /** `ferry bench <what>`: benchmarks that report ratios from one run. One module per subject. */
 import type { Argv, CommandModule } from 'yargs';
+import { benchCryptoCommand } from './bench/crypto.js';
 
-const subjects: CommandModule<any, any>[] = [];
+const subjects: CommandModule<any, any>[] = [benchCryptoCommand];
 
 export const benchCommand: CommandModule = {
   command: 'bench <subject>',

@@ -1,0 +1,81 @@
+#include "gcm.h"
+
+#include <cstring>
+#include <initializer_list>
+#include <new>
+
+#include "gcm_evp.h"
+#include "gcm_vaes.h"
+#include "wipe.h"
+
+namespace ferry::gcm {
+
+const char* impl_name(Impl impl) { return impl == Impl::kVaesAvx2 ? "vaes-avx2" : "evp"; }
+
+bool parse_impl(const char* name, Impl* impl) {
+  if (std::strcmp(name, "vaes-avx2") == 0) {
+    *impl = Impl::kVaesAvx2;
+  } else if (std::strcmp(name, "evp") == 0) {
+    *impl = Impl::kEvp;
+  } else {
+    return false;
+  }
+  return true;
+}
+
+bool impl_available(Impl impl) { return impl == Impl::kVaesAvx2 ? vaes_supported() : evp_supported(); }
+
+bool best_impl(Impl* impl) {
+  // Measured on Zen 3 (docs/crypto.md): VAES is about 1.7x EVP, which has no VAES path without AVX-512.
+  for (Impl candidate : {Impl::kVaesAvx2, Impl::kEvp}) {
+    if (impl_available(candidate)) {
+      *impl = candidate;
+      return true;
+    }
+  }
+  return false;
+}
+
+std::unique_ptr<Key> Key::create(const uint8_t raw[kKeyBytes], Impl impl) {
+  if (!impl_available(impl)) return nullptr;
+  std::unique_ptr<Key> key(new Key(impl));
+  if (impl == Impl::kVaesAvx2) {
+    key->vaes_ = new (std::align_val_t{alignof(VaesKey)}) VaesKey;
+    vaes_expand(key->vaes_, raw);
+  } else {
+    std::memcpy(key->raw_, raw, kKeyBytes);
+  }
+  return key;
+}
+
+Key::~Key() {
+  wipe(raw_, sizeof raw_);
+  if (vaes_ != nullptr) {
+    wipe(vaes_, sizeof *vaes_);
+    ::operator delete(vaes_, std::align_val_t{alignof(VaesKey)});
+  }
+}
+
+Context::Context(const Key& key) : key_(key) {
+  if (key.impl_ == Impl::kEvp) evp_ = evp_context_new(key.raw_);
+}
+
+Context::~Context() { evp_context_free(evp_); }
+
+Status Context::seal(const Job& job) {
+  if (key_.impl_ == Impl::kVaesAvx2) {
+    vaes_seal(*key_.vaes_, job);
+    return Status::kOk;
+  }
+  if (evp_ == nullptr) return Status::kInternal;
+  return evp_seal(evp_, job);
+}
+
+Status Context::open(const Job& job) {
+  if (job.in_len < kTagBytes) return Status::kAuthFailed;
+  if (key_.impl_ == Impl::kVaesAvx2) return vaes_open(*key_.vaes_, job) ? Status::kOk : Status::kAuthFailed;
+  if (evp_ == nullptr) return Status::kInternal;
+  return evp_open(evp_, job);
+}
+
+}  // namespace ferry::gcm

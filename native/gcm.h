@@ -1,0 +1,83 @@
+// AES-256-GCM with a 96-bit IV and a 128-bit tag, two implementations behind one interface:
+//   vaes-avx2  ferry's own VAES + VPCLMULQDQ code (gcm_vaes.cc), for CPUs that have them;
+//   evp        OpenSSL's EVP, from the OpenSSL that Node itself exports (gcm_evp.cc).
+// Both produce the same bytes; the tests and the fuzzer cross-check them.
+//
+// This layer knows nothing of Node: the addon bindings and the fuzzer both build on it.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+namespace ferry::gcm {
+
+constexpr size_t kKeyBytes = 32;
+constexpr size_t kIvBytes = 12;
+constexpr size_t kTagBytes = 16;
+
+enum class Impl { kVaesAvx2, kEvp };
+
+const char* impl_name(Impl impl);
+bool parse_impl(const char* name, Impl* impl);
+// Built in and supported by this CPU.
+bool impl_available(Impl impl);
+// The fastest available implementation; false when there is none.
+bool best_impl(Impl* impl);
+
+// One message. Seal: `out` receives in_len + 16 bytes (ciphertext, then tag). Open: `in` is
+// ciphertext then tag (in_len >= 16) and `out` receives in_len - 16 bytes. `out` may be `in`
+// itself (in place) but must not otherwise overlap it.
+struct Job {
+  const uint8_t* iv;
+  const uint8_t* aad;
+  size_t aad_len;
+  const uint8_t* in;
+  size_t in_len;
+  uint8_t* out;
+};
+
+enum class Status { kOk, kAuthFailed, kInternal };
+
+struct VaesKey;
+struct EvpContext;
+
+// An imported key: immutable once made, so any number of threads may use it at once, each through
+// its own Context. The destructor wipes every copy of the key and its schedule.
+class Key {
+ public:
+  // Null when `impl` is not available here.
+  static std::unique_ptr<Key> create(const uint8_t raw[kKeyBytes], Impl impl);
+  ~Key();
+  Key(const Key&) = delete;
+  Key& operator=(const Key&) = delete;
+
+  Impl impl() const { return impl_; }
+
+ private:
+  friend class Context;
+  explicit Key(Impl impl) : impl_(impl) {}
+
+  Impl impl_;
+  uint8_t raw_[kKeyBytes] = {};
+  VaesKey* vaes_ = nullptr;
+};
+
+// One thread's use of a Key (the EVP implementation needs a context per thread).
+class Context {
+ public:
+  explicit Context(const Key& key);
+  ~Context();
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
+
+  Status seal(const Job& job);
+  // kAuthFailed when the tag does not verify; `out` is then wiped.
+  Status open(const Job& job);
+
+ private:
+  const Key& key_;
+  EvpContext* evp_ = nullptr;
+};
+
+}  // namespace ferry::gcm

@@ -1,0 +1,240 @@
+// N-API surface of the GCM code: keys as opaque handles, one-shot seal/open on the JS thread, and
+// batches spread over the libuv thread pool by up to `threads` workers, settling one Promise.
+#include <algorithm>
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "binding.h"
+#include "gcm.h"
+#include "wipe.h"
+
+namespace ferry {
+namespace {
+
+using gcm::Context;
+using gcm::Job;
+using gcm::Key;
+using gcm::Status;
+
+// What JS holds for a key: the key (shared with batches in flight, which keep it alive until they
+// finish) and a Context for calls on the JS thread. keyDestroy drops both at once; the Key wipes
+// itself when the last batch using it is done.
+struct KeyHandle {
+  std::shared_ptr<const Key> key;
+  std::unique_ptr<Context> context;
+};
+
+// Tags the handle's External so that no other External can be mistaken for a key.
+const napi_type_tag kKeyTag = {0x6665727279676d63ULL, 0x6b65792d68616e64ULL};
+
+KeyHandle* get_handle(Napi::Value value) {
+  napi_env env = value.Env();
+  bool ok = false;
+  if (!value.IsExternal() || napi_check_object_type_tag(env, value, &kKeyTag, &ok) != napi_ok || !ok) {
+    throw_internal(value.Env(), "native addon: expected a key handle");
+    return nullptr;
+  }
+  KeyHandle* handle = value.As<Napi::External<KeyHandle>>().Data();
+  if (!handle->key) {
+    coded_error(value.Env(), "ERR_FERRY_CRYPTO", "key was destroyed").ThrowAsJavaScriptException();
+    return nullptr;
+  }
+  return handle;
+}
+
+Napi::Value implementations_js(const Napi::CallbackInfo& info) {
+  Napi::Array out = Napi::Array::New(info.Env());
+  uint32_t n = 0;
+  for (gcm::Impl impl : {gcm::Impl::kVaesAvx2, gcm::Impl::kEvp}) {
+    if (gcm::impl_available(impl)) out.Set(n++, gcm::impl_name(impl));
+  }
+  return out;
+}
+
+// keyCreate(key: 32 bytes, impl: name) -> handle
+Napi::Value key_create_js(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Bytes raw;
+  if (!get_bytes(info[0], &raw)) return env.Undefined();
+  gcm::Impl impl;
+  const std::string name = info[1].As<Napi::String>().Utf8Value();
+  if (raw.length != gcm::kKeyBytes || !gcm::parse_impl(name.c_str(), &impl) || !gcm::impl_available(impl)) {
+    coded_error(env, "ERR_FERRY_CRYPTO", "cannot create a key with this implementation here").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  auto handle = std::make_unique<KeyHandle>();
+  handle->key = Key::create(raw.data, impl);
+  if (handle->key) handle->context = std::make_unique<Context>(*handle->key);
+  if (!handle->key) {
+    coded_error(env, "ERR_FERRY_CRYPTO", "cannot create a key with this implementation here").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  auto external = Napi::External<KeyHandle>::New(env, handle.release(), [](Napi::Env, KeyHandle* h) { delete h; });
+  napi_type_tag_object(env, external, &kKeyTag);
+  return external;
+}
+
+Napi::Value key_destroy_js(const Napi::CallbackInfo& info) {
+  KeyHandle* handle = get_handle(info[0]);
+  if (handle != nullptr) {
+    handle->context.reset();
+    handle->key.reset();
+  }
+  return info.Env().Undefined();
+}
+
+bool get_job(const Napi::Value* args, Job* job) {
+  Bytes iv, aad, in, out;
+  if (!get_bytes(args[0], &iv) || !get_bytes(args[1], &aad) || !get_bytes(args[2], &in) || !get_bytes(args[3], &out)) {
+    return false;
+  }
+  *job = Job{iv.data, aad.data, aad.length, in.data, in.length, out.data};
+  return true;
+}
+
+Napi::Value status_to_js(Napi::Env env, Status s, bool sealing) {
+  if (s == Status::kInternal) {
+    throw_internal(env, sealing ? "AES-GCM seal failed inside the crypto library" : "AES-GCM open failed inside the crypto library");
+    return env.Undefined();
+  }
+  return Napi::Boolean::New(env, s == Status::kOk);
+}
+
+// seal(handle, iv, aad, input, output) and open(...) -> true, or false when the tag fails.
+template <bool kSealing>
+Napi::Value one_shot_js(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  KeyHandle* handle = get_handle(info[0]);
+  if (handle == nullptr) return env.Undefined();
+  const Napi::Value args[4] = {info[1], info[2], info[3], info[4]};
+  Job job;
+  if (!get_job(args, &job)) return env.Undefined();
+  return status_to_js(env, kSealing ? handle->context->seal(job) : handle->context->open(job), kSealing);
+}
+
+// ---- batches -----------------------------------------------------------------------------------
+
+// One batch in flight. Lives until its last worker finishes; touched from the pool only through
+// the jobs (each taken by one worker) and the atomics.
+struct Batch {
+  Batch(Napi::Env env, Napi::Array flat, std::shared_ptr<const Key> k, bool s)
+      : deferred(Napi::Promise::Deferred::New(env)), buffers(Napi::Persistent(flat)), key(std::move(k)), sealing(s) {}
+
+  Napi::Promise::Deferred deferred;
+  Napi::Reference<Napi::Array> buffers;  // keeps every iv, aad, input and output alive
+  std::shared_ptr<const Key> key;
+  bool sealing;
+  std::vector<Job> jobs;
+  std::atomic<size_t> next{0};  // the next job nobody has taken
+  std::atomic<size_t> first_failed{SIZE_MAX};
+  std::atomic<bool> internal{false};
+  int workers_left = 0;  // JS thread only
+
+  // Each worker takes the next job until none is left, so a worker slowed down (a busy core)
+  // takes fewer jobs instead of holding the batch up. Stops at the first failure anywhere.
+  void run() {
+    Context ctx(*key);
+    for (size_t i = next++; i < jobs.size(); i = next++) {
+      if (first_failed.load(std::memory_order_relaxed) != SIZE_MAX) return;
+      const Status s = sealing ? ctx.seal(jobs[i]) : ctx.open(jobs[i]);
+      if (s == Status::kOk) continue;
+      if (s == Status::kInternal) internal = true;
+      size_t seen = first_failed.load();
+      while (i < seen && !first_failed.compare_exchange_weak(seen, i)) {
+      }
+      return;
+    }
+  }
+
+  void settle(Napi::Env env) {
+    const size_t failed = first_failed.load();
+    if (failed == SIZE_MAX) {
+      deferred.Resolve(env.Undefined());
+      return;
+    }
+    // No output of a failed batch is left for the caller to see.
+    for (const Job& job : jobs) {
+      wipe(job.out, sealing ? job.in_len + gcm::kTagBytes : job.in_len - std::min(job.in_len, gcm::kTagBytes));
+    }
+    Napi::Error error = internal ? coded_error(env, "ERR_FERRY_INTERNAL", "AES-GCM failed inside the crypto library")
+                                 : coded_error(env, "ERR_FERRY_AUTH", "AES-GCM open failed: authentication failed");
+    error.Set("index", Napi::Number::New(env, static_cast<double>(failed)));
+    deferred.Reject(error.Value());
+  }
+};
+
+class BatchWorker : public Napi::AsyncWorker {
+ public:
+  BatchWorker(Napi::Env env, std::shared_ptr<Batch> batch)
+      : Napi::AsyncWorker(env, "ferry:gcm-batch"), batch_(std::move(batch)) {}
+
+  void Execute() override { batch_->run(); }
+  void OnOK() override {
+    if (--batch_->workers_left == 0) batch_->settle(Env());
+  }
+
+ private:
+  std::shared_ptr<Batch> batch_;
+};
+
+// Batches smaller than this run on the JS thread: a trip through the pool costs more than they do.
+constexpr size_t kInlineBatchBytes = 64 * 1024;
+// No more workers than there are 64 KiB in the batch, for the same reason.
+constexpr size_t kMinWorkerBytes = 64 * 1024;
+
+// sealBatch(handle, flat: [iv, aad, input, output, ...], threads) -> Promise<void>; openBatch the
+// same, rejecting with code ERR_FERRY_AUTH and the `index` of the first job that failed.
+template <bool kSealing>
+Napi::Value batch_js(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  KeyHandle* handle = get_handle(info[0]);
+  if (handle == nullptr) return env.Undefined();
+  if (!info[1].IsArray() || info[1].As<Napi::Array>().Length() % 4 != 0) {
+    throw_internal(env, "batch: expected [iv, aad, input, output, ...]");
+    return env.Undefined();
+  }
+  Napi::Array flat = info[1].As<Napi::Array>();
+  const int64_t threads = std::max<int64_t>(1, info[2].As<Napi::Number>().Int64Value());
+  auto batch = std::make_shared<Batch>(env, flat, handle->key, kSealing);
+  const uint32_t n = flat.Length() / 4;
+  batch->jobs.resize(n);
+  size_t total = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    const Napi::Value args[4] = {flat.Get(4 * i), flat.Get(4 * i + 1), flat.Get(4 * i + 2), flat.Get(4 * i + 3)};
+    if (!get_job(args, &batch->jobs[i])) return env.Undefined();
+    total += batch->jobs[i].in_len;
+  }
+  size_t workers = std::min<size_t>({static_cast<size_t>(threads), n, std::max<size_t>(1, total / kMinWorkerBytes)});
+  if (n == 0 || total < kInlineBatchBytes) {
+    Context& ctx = *handle->context;
+    for (uint32_t i = 0; i < n && batch->first_failed == SIZE_MAX; i++) {
+      const Status s = kSealing ? ctx.seal(batch->jobs[i]) : ctx.open(batch->jobs[i]);
+      if (s != Status::kOk) {
+        batch->internal = s == Status::kInternal;
+        batch->first_failed = i;
+      }
+    }
+    batch->settle(env);
+    return batch->deferred.Promise();
+  }
+  batch->workers_left = static_cast<int>(workers);
+  Napi::Promise promise = batch->deferred.Promise();
+  for (size_t w = 0; w < workers; w++) (new BatchWorker(env, batch))->Queue();
+  return promise;
+}
+
+}  // namespace
+
+void init_gcm(Napi::Env env, Napi::Object exports) {
+  exports.Set("gcmImplementations", Napi::Function::New(env, implementations_js, "gcmImplementations"));
+  exports.Set("keyCreate", Napi::Function::New(env, key_create_js, "keyCreate"));
+  exports.Set("keyDestroy", Napi::Function::New(env, key_destroy_js, "keyDestroy"));
+  exports.Set("seal", Napi::Function::New(env, one_shot_js<true>, "seal"));
+  exports.Set("open", Napi::Function::New(env, one_shot_js<false>, "open"));
+  exports.Set("sealBatch", Napi::Function::New(env, batch_js<true>, "sealBatch"));
+  exports.Set("openBatch", Napi::Function::New(env, batch_js<false>, "openBatch"));
+}
+
+}  // namespace ferry

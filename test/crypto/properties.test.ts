@@ -1,0 +1,148 @@
+/**
+ * Property tests across every backend that loads here (each native implementation separately):
+ * byte-identical output, seal in one and open in any other, and any flipped bit fails open.
+ */
+import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import { type Backend } from '../../src/crypto/index.js';
+import { loadAllBackends } from '../helpers/backends.js';
+
+const key = fc.uint8Array({ minLength: 32, maxLength: 32 });
+const iv = fc.uint8Array({ minLength: 12, maxLength: 12 });
+const aad = fc.uint8Array({ maxLength: 300 });
+// Sizes around every branch of the VAES code: partial blocks, whole 128-byte turns, and tails.
+const plaintext = fc.oneof(
+  fc.uint8Array({ maxLength: 300 }),
+  fc.uint8Array({ minLength: 1000, maxLength: 5000 }),
+);
+const message = fc.record({ key, iv, aad, plaintext });
+const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
+
+describe('crypto properties across backends', function () {
+  let backends: { label: string; backend: Backend }[] = [];
+
+  before(async function () {
+    const all = await loadAllBackends();
+    backends = all.backends;
+    for (const m of all.missing) console.log(`      not compared: ${m}`);
+    if (backends.length < 2) {
+      console.log('      skipped: fewer than two backends load here, nothing to compare');
+      this.skip();
+    }
+  });
+
+  it('all backends give byte-identical sealed output', async function () {
+    await fc.assert(
+      fc.asyncProperty(message, async (m) => {
+        const outs = await Promise.all(backends.map(({ backend }) => backend.seal(m.key, m.iv, m.aad, m.plaintext)));
+        for (let i = 1; i < outs.length; i++) {
+          assert.equal(hex(outs[i]!), hex(outs[0]!), `${backends[i]!.label} differs from ${backends[0]!.label}`);
+        }
+      }),
+      { numRuns: 150 },
+    );
+  });
+
+  it('what one backend seals, every other opens', async function () {
+    await fc.assert(
+      fc.asyncProperty(message, fc.nat(), async (m, pick) => {
+        const sealer = backends[pick % backends.length]!;
+        const sealed = await sealer.backend.seal(m.key, m.iv, m.aad, m.plaintext);
+        for (const { label, backend } of backends) {
+          const opened = await backend.open(m.key, m.iv, m.aad, sealed);
+          assert.equal(hex(opened), hex(m.plaintext), `${label} opening what ${sealer.label} sealed`);
+        }
+      }),
+      { numRuns: 100 },
+    );
+  });
+
+  it('any flipped bit in key, IV, AAD, ciphertext or tag makes open fail with ERR_FERRY_AUTH', async function () {
+    const part = fc.constantFrom('key', 'iv', 'aad', 'sealed');
+    await fc.assert(
+      fc.asyncProperty(message, part, fc.nat(), async (m, where, bitPick) => {
+        const sealed = Buffer.from(await backends[0]!.backend.seal(m.key, m.iv, m.aad, m.plaintext));
+        const parts = { key: Buffer.from(m.key), iv: Buffer.from(m.iv), aad: Buffer.from(m.aad), sealed };
+        const target = parts[where];
+        if (target.length === 0) return; // an empty AAD has no bit to flip
+        const bit = bitPick % (target.length * 8);
+        target[bit >> 3]! ^= 1 << (bit & 7);
+        for (const { label, backend } of backends) {
+          const out = Buffer.alloc(parts.sealed.length - 16, 0xee);
+          await assert.rejects(
+            backend.importKey(parts.key).then((k) => k.open(parts.iv, parts.aad, parts.sealed, out).finally(() => k.destroy())),
+            { code: 'ERR_FERRY_AUTH' },
+            `${label}: bit ${bit} of ${where}`,
+          );
+          assert.ok(out.every((b) => b === 0 || b === 0xee), `${label} left plaintext in the output`);
+        }
+      }),
+      { numRuns: 100 },
+    );
+  });
+
+  it('a message shorter than its tag fails open with ERR_FERRY_AUTH in every backend', async function () {
+    for (const { label, backend } of backends) {
+      for (const length of [0, 1, 15]) {
+        await assert.rejects(backend.open(Buffer.alloc(32), Buffer.alloc(12), Buffer.alloc(0), Buffer.alloc(length)), { code: 'ERR_FERRY_AUTH' }, `${label} ${length}`);
+      }
+    }
+  });
+
+  it('batch forms, threads 1 and 4, caller outputs and in-place calls all agree with one-shot seal', async function () {
+    await fc.assert(
+      fc.asyncProperty(key, fc.array(fc.record({ iv, aad, input: plaintext }), { minLength: 1, maxLength: 12 }), async (k, jobs) => {
+        const expected = await Promise.all(jobs.map((j) => backends[0]!.backend.seal(k, j.iv, j.aad, j.input)));
+        for (const { label, backend } of backends) {
+          for (const threads of [1, 4]) {
+            const sealed = await backend.sealBatch(k, jobs, { threads });
+            assert.deepEqual(sealed.map(hex), expected.map(hex), `${label} sealBatch threads=${threads}`);
+            const opened = await backend.openBatch(k, jobs.map((j, i) => ({ ...j, input: sealed[i]! })), { threads });
+            assert.deepEqual(opened.map(hex), jobs.map((j) => hex(j.input)), `${label} openBatch threads=${threads}`);
+          }
+          // In place: the plaintext sits at the start of a buffer with room for the tag.
+          const key1 = await backend.importKey(k);
+          try {
+            for (const [i, j] of jobs.entries()) {
+              const buf = Buffer.alloc(j.input.length + 16);
+              buf.set(j.input);
+              const sealed = await key1.seal(j.iv, j.aad, buf.subarray(0, j.input.length), buf);
+              assert.equal(hex(sealed), hex(expected[i]!), `${label} in-place seal`);
+              const opened = await key1.open(j.iv, j.aad, buf, buf.subarray(0, j.input.length));
+              assert.equal(hex(opened), hex(j.input), `${label} in-place open`);
+            }
+          } finally {
+            key1.destroy();
+          }
+        }
+      }),
+      { numRuns: 30 },
+    );
+  });
+
+  it('works on unaligned views and SharedArrayBuffer memory', async function () {
+    const k = Buffer.alloc(32, 7);
+    const shared = new Uint8Array(new SharedArrayBuffer(70_000));
+    for (let i = 0; i < shared.length; i++) shared[i] = (i * 31) & 0xff;
+    const input = shared.subarray(3, 3 + 65_537);
+    const ivv = new Uint8Array(shared.buffer, 1, 12);
+    const aadv = new Uint8Array(shared.buffer, 5, 21);
+    const expected = hex(await backends[0]!.backend.seal(k, Buffer.from(ivv), Buffer.from(aadv), Buffer.from(input)));
+    for (const { label, backend } of backends) {
+      assert.equal(hex(await backend.seal(k, ivv, aadv, input)), expected, label);
+    }
+  });
+
+  it('large messages (3 MiB, through the thread pool) agree across backends', async function () {
+    const k = Buffer.alloc(32, 9);
+    const big = Buffer.alloc(3 * 1024 * 1024 + 5);
+    for (let i = 0; i < big.length; i += 4096) big[i] = i & 0xff;
+    const ivv = Buffer.alloc(12, 1);
+    const outs = await Promise.all(backends.map(({ backend }) => backend.seal(k, ivv, Buffer.alloc(3), big)));
+    for (let i = 1; i < outs.length; i++) assert.ok(Buffer.from(outs[i]!).equals(outs[0]!), backends[i]!.label);
+    for (const { label, backend } of backends) {
+      const opened = await backend.open(k, ivv, Buffer.alloc(3), outs[0]!);
+      assert.ok(Buffer.from(opened).equals(big), label);
+    }
+  });
+});
