@@ -3,7 +3,7 @@
  * the per-host migration limits. start() and stop() undo each other; stop() never touches guests
  * (they are their own processes and outlive the agent).
  */
-import { loadBackend } from '../crypto/index.js';
+import { loadBackend, nativeUnavailableReason } from '../crypto/index.js';
 import { FerryError } from '../errors.js';
 import { parseAddress } from '../coordinator/address.js';
 import { ControlServer, type HandlerTable } from './server.js';
@@ -61,9 +61,15 @@ export class Agent {
 
   static async start(options: AgentOptions): Promise<Agent> {
     const state = await StateDir.open(options.dir);
-    const backend = await loadBackend();
+    // Chosen here rather than by loadBackend's default, whose fallback note is a plain stderr
+    // line: the agent's stderr carries JSON lines only, so the reason goes into the log instead.
+    const nativeProblem = nativeUnavailableReason();
+    const backend = await loadBackend(process.env.FERRY_CRYPTO || (nativeProblem === null ? 'native' : 'node'));
+    if (nativeProblem !== null && !process.env.FERRY_CRYPTO) options.log.warn('native crypto addon unavailable: using node:crypto', { reason: nativeProblem });
     const log = options.log.child({ host: state.config.name });
-    const agent = new Agent(state, options, log, backend.name);
+    // The native backend names its GCM implementation too (vaes-avx2, evp): probe shows it.
+    const implementation = (backend as { implementation?: string }).implementation;
+    const agent = new Agent(state, options, log, implementation ? `${backend.name}/${implementation}` : backend.name);
     await agent.guests.attachAll();
     await agent.migrations.recover();
     await agent.listen();
