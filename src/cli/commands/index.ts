@@ -1,5 +1,8 @@
 /** Every command of the ferry CLI, one module each. */
 import type { CommandModule } from 'yargs';
 import { benchCommand } from './bench.js';
+import { pkiCommand } from './pki.js';
+import { hostCommand } from './host.js';
+import { vmCommand } from './vm.js';
 
-export const commands: CommandModule<any, any>[] = [benchCommand];
+export const commands: CommandModule<any, any>[] = [benchCommand, pkiCommand, hostCommand, vmCommand];

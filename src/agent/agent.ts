@@ -1,0 +1,180 @@
+/**
+ * The host agent (`ferry host serve`): opens the state directory, serves the control API, keeps
+ * the per-host migration limits. start() and stop() undo each other; stop() never touches guests
+ * (they are their own processes and outlive the agent).
+ */
+import { loadBackend, nativeUnavailableReason } from '../crypto/index.js';
+import { FerryError } from '../errors.js';
+import { parseAddress } from '../coordinator/address.js';
+import { ControlServer, type HandlerTable } from './server.js';
+import { StateDir } from './state.js';
+import { SlotQueue } from './queue.js';
+import { GuestManager } from './guests.js';
+import { MigrationManager } from './migrations.js';
+import type { Logger } from './log.js';
+import { FERRY_VERSION } from './version.js';
+import { cpuFeatures, freeMemoryBytes, qemuAvailable } from './host-facts.js';
+import { PROTOCOL_VERSION } from './protocol.js';
+import os from 'node:os';
+import { listenRouter, type MigrationRouter } from '../channel/index.js';
+
+export interface AgentOptions {
+  dir: string;
+  /** False: `--no-encryption`, an agent that cannot encrypt (standing in for an older host). */
+  encryption: boolean;
+  log: Logger;
+}
+
+export class Agent {
+  readonly outgoing: SlotQueue;
+  readonly incoming: SlotQueue;
+  readonly guests: GuestManager;
+  readonly migrations: MigrationManager;
+  private server: ControlServer | null = null;
+  private router: MigrationRouter | null = null;
+  /** The control address actually bound. */
+  controlAddress = '';
+
+  private constructor(
+    readonly state: StateDir,
+    readonly options: AgentOptions,
+    readonly log: Logger,
+    readonly cryptoBackend: string,
+  ) {
+    this.outgoing = new SlotQueue(state.config.limits.outgoing);
+    this.incoming = new SlotQueue(state.config.limits.incoming);
+    this.guests = new GuestManager(state, log);
+    this.migrations = new MigrationManager({
+      state,
+      guests: this.guests,
+      outgoing: this.outgoing,
+      incoming: this.incoming,
+      log,
+      encrypts: options.encryption,
+      networks: () => this.router?.networks ?? state.config.networks.map((n) => n.listen),
+    });
+  }
+
+  get name(): string {
+    return this.state.config.name;
+  }
+
+  static async start(options: AgentOptions): Promise<Agent> {
+    const state = await StateDir.open(options.dir);
+    // Chosen here rather than by loadBackend's default, whose fallback note is a plain stderr
+    // line: the agent's stderr carries JSON lines only, so the reason goes into the log instead.
+    const nativeProblem = nativeUnavailableReason();
+    const backend = await loadBackend(process.env.FERRY_CRYPTO || (nativeProblem === null ? 'native' : 'node'));
+    if (nativeProblem !== null && !process.env.FERRY_CRYPTO) options.log.warn('native crypto addon unavailable: using node:crypto', { reason: nativeProblem });
+    const log = options.log.child({ host: state.config.name });
+    // The native backend names its GCM implementation too (vaes-avx2, evp): probe shows it.
+    const implementation = (backend as { implementation?: string }).implementation;
+    const agent = new Agent(state, options, log, implementation ? `${backend.name}/${implementation}` : backend.name);
+    await agent.guests.attachAll();
+    await agent.migrations.recover();
+    await agent.listen();
+    return agent;
+  }
+
+  private async listen(): Promise<void> {
+    // The data plane first: a host whose migration addresses are taken should not look ready.
+    const listen = this.state.config.networks.map((n) => n.listen);
+    try {
+      this.router = await listenRouter(listen, (id, socket, head) => this.migrations.route(id, socket, head), {
+        onRejected: (err, socket) => this.log.warn('data connection dropped', { remote: socket.remoteAddress, code: err.code, reason: err.message }),
+      });
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      throw new FerryError('ERR_FERRY_NETWORK', `cannot listen on the migration networks ${listen.join(', ')}: ${e.code ?? e.message}`);
+    }
+    this.server = new ControlServer({
+      credentials: await this.state.credentials(),
+      handlers: this.handlers(),
+      hello: { agentVersion: FERRY_VERSION, host: this.name },
+      log: this.log,
+    });
+    try {
+      this.controlAddress = await this.server.listen(parseAddress(this.state.config.control, 'control address'));
+    } catch (err) {
+      await this.router.close();
+      throw err;
+    }
+    this.log.info('agent ready', {
+      control: this.controlAddress,
+      networks: this.router.networks,
+      encrypts: this.options.encryption,
+      cryptoBackend: this.cryptoBackend,
+      limits: this.state.config.limits,
+      pid: process.pid,
+    });
+  }
+
+  async stop(): Promise<void> {
+    await this.server?.close();
+    this.server = null;
+    await this.router?.close();
+    this.router = null;
+    this.migrations.stop();
+    this.guests.close();
+    this.log.info('agent stopped');
+  }
+
+  private handlers(): HandlerTable {
+    const both = ['coordinator', 'host'] as const;
+    const coordinator = ['coordinator'] as const;
+    return {
+      'guest.create': { roles: coordinator, timeoutMs: 120_000, run: ({ config }) => this.guests.create(config) },
+      'guest.list': { roles: coordinator, run: async () => ({ guests: await this.guests.list() }) },
+      'guest.get': { roles: coordinator, run: ({ name }) => this.guests.get(name) },
+      'guest.set': { roles: coordinator, run: ({ name, encryptedMigration }) => this.guests.setEncryptedMigration(name, encryptedMigration) },
+      'guest.destroy': {
+        roles: coordinator,
+        timeoutMs: 120_000,
+        run: async ({ name }) => {
+          await this.guests.destroy(name);
+          return { name };
+        },
+      },
+      capabilities: {
+        roles: both,
+        run: async () => ({
+          host: this.name,
+          agentVersion: FERRY_VERSION,
+          protocol: PROTOCOL_VERSION,
+          encrypts: this.options.encryption,
+          cryptoBackend: this.cryptoBackend,
+          cpuFeatures: cpuFeatures(),
+          networks: this.state.config.networks,
+          freeMemoryBytes: freeMemoryBytes(),
+          totalMemoryBytes: os.totalmem(),
+          hasSriov: this.state.config.hasSriov,
+          limits: this.state.config.limits,
+          running: { outgoing: this.outgoing.running, incoming: this.incoming.running },
+          queued: { outgoing: this.outgoing.queued, incoming: this.incoming.queued },
+          qemu: qemuAvailable(),
+          guests: (await this.state.listGuests()).length,
+        }),
+      },
+      'migration.prepare-incoming': {
+        roles: coordinator,
+        timeoutMs: null, // waits in the incoming queue for as long as it takes
+        run: (params, ctx) => this.migrations.prepareIncoming(params, ctx.signal, ctx.emit),
+      },
+      'migration.start-outgoing': {
+        roles: coordinator,
+        timeoutMs: null, // streams until the migration's own limits end it
+        run: (params, ctx) => this.migrations.startOutgoing(params, ctx.signal, ctx.emit),
+      },
+      'migration.status': { roles: both, run: async ({ migrationId }) => this.migrations.status(migrationId) },
+      'migration.abort': {
+        roles: coordinator,
+        run: async ({ migrationId }) => ({ migrationId, decision: await this.migrations.abort(migrationId) }),
+      },
+      'migration.resolve': {
+        // Asked by the source host of a migration that lost its channel; the coordinator may ask too.
+        roles: both,
+        run: async ({ migrationId }) => ({ migrationId, decision: await this.migrations.resolve(migrationId) }),
+      },
+    };
+  }
+}

@@ -1,0 +1,206 @@
+/**
+ * The agent's guests: records in the state directory, processes run by the guest driver
+ * (src/guest). A guest process outlives its agent; a starting agent re-attaches to every guest it
+ * has a record of. Operations on one guest are serialized, so a create and a destroy of the same
+ * name cannot interleave.
+ */
+import { promises as fs } from 'node:fs';
+import { FerryError } from '../errors.js';
+import { attachGuest, startGuest, type GuestClient } from '../guest/index.js';
+import type { EncryptedMigration, GuestConfig } from '../guest/types.js';
+import type { GuestInfo } from './protocol.js';
+import type { GuestRecord, StateDir } from './state.js';
+import type { Logger } from './log.js';
+
+/** A status query that takes longer than this reports the guest as it was last known. */
+const STATUS_TIMEOUT_MS = 5_000;
+
+export class GuestManager {
+  private readonly clients = new Map<string, GuestClient>();
+  private readonly locks = new Map<string, Promise<unknown>>();
+
+  constructor(
+    private readonly state: StateDir,
+    private readonly log: Logger,
+  ) {}
+
+  private get host(): string {
+    return this.state.config.name;
+  }
+
+  /** Runs `fn` after every earlier operation on guest `name` has finished. */
+  private exclusive<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    const previous = this.locks.get(name) ?? Promise.resolve();
+    const next = previous.catch(() => {}).then(fn);
+    this.locks.set(name, next);
+    void next.catch(() => {}).finally(() => {
+      if (this.locks.get(name) === next) this.locks.delete(name);
+    });
+    return next;
+  }
+
+  /** Re-attaches to every guest process that survived the previous agent. */
+  async attachAll(): Promise<void> {
+    for (const record of await this.state.listGuests()) {
+      const client = await this.client(record.config.name);
+      this.log.info(client ? 'guest re-attached' : 'guest not running', { guest: record.config.name, pid: client?.pid ?? null });
+    }
+  }
+
+  /** The control connection to a running guest, re-attaching when the last one closed; null when it does not run. */
+  async client(name: string): Promise<GuestClient | null> {
+    const known = this.clients.get(name);
+    if (known) return known;
+    const client = await attachGuest(this.state.guestDir(name));
+    if (client) this.adopt(name, client);
+    return client;
+  }
+
+  private adopt(name: string, client: GuestClient): void {
+    this.clients.set(name, client);
+    void client.closed.then(() => {
+      if (this.clients.get(name) === client) this.clients.delete(name);
+    });
+  }
+
+  private async record(name: string): Promise<GuestRecord> {
+    try {
+      return await this.state.readGuest(name);
+    } catch (err) {
+      if ((err as FerryError).code === 'ERR_FERRY_NOT_FOUND') throw new FerryError('ERR_FERRY_NOT_FOUND', `no guest "${name}" on host ${this.host}`);
+      throw err;
+    }
+  }
+
+  private async info(record: GuestRecord): Promise<GuestInfo> {
+    const { config } = record;
+    const base: GuestInfo = { ...config, host: this.host, state: 'stopped', pid: null, opsPerSecond: null };
+    const client = await this.client(config.name);
+    if (!client) return base;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const status = await Promise.race([
+        client.status(),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new FerryError('ERR_FERRY_TIMEOUT', 'status timed out')), STATUS_TIMEOUT_MS);
+        }),
+      ]);
+      return { ...base, state: status.state, pid: status.pid, opsPerSecond: status.opsPerSecond };
+    } catch (err) {
+      this.log.warn('guest status failed', { guest: config.name, err });
+      return { ...base, state: 'running', pid: client.pid };
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async list(): Promise<GuestInfo[]> {
+    return Promise.all((await this.state.listGuests()).map((r) => this.info(r)));
+  }
+
+  async get(name: string): Promise<GuestInfo> {
+    return this.info(await this.record(name));
+  }
+
+  async create(config: GuestConfig): Promise<GuestInfo> {
+    return this.exclusive(config.name, async () => {
+      const exists = await this.state.readGuest(config.name).then(() => true, () => false);
+      if (exists) throw new FerryError('ERR_FERRY_INPUT', `guest "${config.name}" already exists on host ${this.host}`);
+      if (config.nic === 'sriov' && !this.state.config.hasSriov) {
+        throw new FerryError('ERR_FERRY_REFUSED', `host ${this.host} has no passthrough-class NIC for --nic sriov (hosts get one with \`host init --sriov\`)`);
+      }
+      const record: GuestRecord = { config, createdAt: new Date().toISOString() };
+      // The record first: an agent that dies while the guest starts finds it on restart.
+      await this.state.writeGuest(record);
+      let client: GuestClient;
+      try {
+        client = await startGuest(this.state.guestDir(config.name), config);
+      } catch (err) {
+        await this.state.removeGuest(config.name);
+        await fs.rm(this.state.guestDir(config.name), { recursive: true, force: true });
+        throw err;
+      }
+      this.adopt(config.name, client);
+      this.log.info('guest created', { guest: config.name, pid: client.pid, memoryBytes: config.memoryBytes });
+      return this.info(record);
+    });
+  }
+
+  async setEncryptedMigration(name: string, mode: EncryptedMigration): Promise<GuestInfo> {
+    return this.exclusive(name, async () => {
+      const record = await this.record(name);
+      const updated: GuestRecord = { ...record, config: { ...record.config, encryptedMigration: mode } };
+      await this.state.writeGuest(updated);
+      this.log.info('guest changed', { guest: name, encryptedMigration: mode });
+      return this.info(updated);
+    });
+  }
+
+  /** Stops the guest process and deletes the guest: memory, disk, record. */
+  async destroy(name: string): Promise<void> {
+    return this.exclusive(name, async () => {
+      await this.record(name);
+      const client = await this.client(name);
+      if (client) await client.destroy();
+      await fs.rm(this.state.guestDir(name), { recursive: true, force: true });
+      await this.state.removeGuest(name);
+      this.log.info('guest destroyed', { guest: name });
+    });
+  }
+
+  /**
+   * Reserves guest `config.name` for an incoming migration: its record, marked incoming, then
+   * `start()` (the incoming guest process). Undone when `start` fails.
+   */
+  async beginIncoming<T extends { client: GuestClient }>(config: GuestConfig, migrationId: string, start: () => Promise<T>): Promise<T> {
+    return this.exclusive(config.name, async () => {
+      const exists = await this.state.readGuest(config.name).then(() => true, () => false);
+      if (exists) throw new FerryError('ERR_FERRY_INPUT', `guest "${config.name}" already exists on host ${this.host}`);
+      await this.state.writeGuest({ config, createdAt: new Date().toISOString(), incoming: migrationId });
+      try {
+        const started = await start();
+        this.adopt(config.name, started.client);
+        return started;
+      } catch (err) {
+        await this.forgetNow(config.name);
+        throw err;
+      }
+    });
+  }
+
+  /** The incoming guest is this host's now: its record loses the incoming mark. */
+  async commitIncoming(name: string): Promise<void> {
+    return this.exclusive(name, async () => {
+      const { incoming: _, ...record } = await this.record(name);
+      await this.state.writeGuest(record);
+    });
+  }
+
+  /** Drops a guest that is not (or no longer) this host's: process killed if any, directory and record removed. */
+  async forget(name: string): Promise<void> {
+    return this.exclusive(name, () => this.forgetNow(name));
+  }
+
+  private async forgetNow(name: string): Promise<void> {
+    const client = this.clients.get(name) ?? (await attachGuest(this.state.guestDir(name)).catch(() => null));
+    if (client) await client.destroy().catch(() => client.close());
+    this.clients.delete(name);
+    await fs.rm(this.state.guestDir(name), { recursive: true, force: true });
+    await this.state.removeGuest(name);
+  }
+
+  /** Every guest record, for recovery after a restart. */
+  records(): Promise<GuestRecord[]> {
+    return this.state.listGuests();
+  }
+
+  async recordOf(name: string): Promise<GuestRecord> {
+    return this.record(name);
+  }
+
+  /** Closes the control connections; the guest processes keep running. */
+  close(): void {
+    for (const c of this.clients.values()) c.close();
+    this.clients.clear();
+  }
+}

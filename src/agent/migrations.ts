@@ -1,0 +1,393 @@
+/**
+ * The agent's part of migrations: per-host limits, the incoming guest processes (and the data
+ * connections routed to them), and the ownership records that make the commit safe.
+ *
+ * Destination: the decision record (`ownership/ID.decision.json`, first writer wins) is the
+ * ownership record. At ready-to-commit the agent writes "committed" and only then lets the guest
+ * run; a resolve query that came first wrote "not committed", and the guest is dropped instead.
+ * Source: COMMITTED from the guest process means the destination runs the guest: record the
+ * hand-off and let this copy go. In doubt (channel lost after switch-over), ask the destination's
+ * agent until it answers, and resume only on "not committed". docs/operations.md has the argument.
+ */
+import type { Socket } from 'node:net';
+import { FerryError, toFerryError } from '../errors.js';
+import { startIncomingGuest, type GuestClient, type IncomingGuest, type MigrationInfo } from '../guest/index.js';
+import type { MigrationEvent } from '../migration/types.js';
+import { AgentClient } from './client.js';
+import type { GuestManager } from './guests.js';
+import type { Logger } from './log.js';
+import type {
+  MigrationStatus, PrepareIncomingParams, PrepareIncomingResult, ResolveDecision, StartOutgoingParams,
+  StartOutgoingResult, WireChannelSpec, MigrationStreamEvent,
+} from './protocol.js';
+import type { SlotQueue } from './queue.js';
+import type { StateDir } from './state.js';
+import { FERRY_VERSION } from './version.js';
+
+/** An incoming migration that has seen no data this long after it was prepared is given up. */
+export const DEFAULT_START_TIMEOUT_MS = 30 * 60_000;
+
+/** Waits between resolve attempts while the destination cannot be asked: 1 s, doubling, at most 10 s. */
+const RESOLVE_BACKOFF_MS = [1000, 2000, 4000, 8000, 10_000];
+
+interface Tracked extends MigrationStatus {
+  /** Ends a queued wait. */
+  cancel: AbortController;
+}
+
+export interface MigrationHost {
+  state: StateDir;
+  guests: GuestManager;
+  outgoing: SlotQueue;
+  incoming: SlotQueue;
+  log: Logger;
+  encrypts: boolean;
+  /** The migration addresses this agent listens on. */
+  networks(): string[];
+}
+
+/** The key and nonce as bytes, for as short a time as possible: `use` runs, then both are zeroed. */
+async function withKey<T>(spec: WireChannelSpec, use: (key: Buffer, nonce: Buffer) => Promise<T>): Promise<T> {
+  const key = Buffer.from(spec.key, 'base64');
+  const nonce = Buffer.from(spec.nonce, 'base64');
+  try {
+    return await use(key, nonce);
+  } finally {
+    key.fill(0);
+    nonce.fill(0);
+  }
+}
+
+/** A wait that does not keep a stopping agent alive. */
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms).unref());
+
+export class MigrationManager {
+  private readonly tracked = new Map<string, Tracked>();
+  private readonly incomingGuests = new Map<string, IncomingGuest>();
+  private readonly outgoingGuests = new Set<string>();
+  /** Set by stop(): background work leaves what it has not decided to the next agent. */
+  private stopped = false;
+
+  constructor(private readonly host: MigrationHost) {}
+
+  private get log(): Logger {
+    return this.host.log;
+  }
+
+  /** The data-plane router's callback: hands a connection to the incoming guest of its migration. */
+  route(migrationId: string, socket: Socket, head: Buffer): boolean {
+    const guest = this.incomingGuests.get(migrationId);
+    if (!guest) return false;
+    guest.addConnection(socket, head);
+    return true;
+  }
+
+  status(migrationId: string): MigrationStatus {
+    const t = this.tracked.get(migrationId);
+    if (!t) throw new FerryError('ERR_FERRY_NOT_FOUND', `no migration "${migrationId}" known to this agent since it started`);
+    const { cancel: _, ...status } = t;
+    return status;
+  }
+
+  private track(migrationId: string, role: 'source' | 'destination', guest: string): Tracked {
+    if (this.tracked.has(migrationId)) throw new FerryError('ERR_FERRY_INPUT', `migration "${migrationId}" is already known here`);
+    const t: Tracked = { migrationId, role, guest, phase: 'queued', position: null, lastEvent: null, result: null, cancel: new AbortController() };
+    this.tracked.set(migrationId, t);
+    return t;
+  }
+
+  private refuseUnencryptable(spec: WireChannelSpec): void {
+    if (spec.mode === 'encrypted' && !this.host.encrypts) {
+      throw new FerryError('ERR_FERRY_REFUSED', 'this agent cannot encrypt (it runs with --no-encryption): the coordinator must not ask for an encrypted migration');
+    }
+  }
+
+  /** Waits for a slot, telling the caller its place; leaves the queue when `signals` abort. */
+  private async slot(queue: SlotQueue, t: Tracked, signal: AbortSignal, emit: (e: { type: 'queued'; position: number }) => void) {
+    const both = AbortSignal.any([signal, t.cancel.signal]);
+    const release = await queue.acquire({
+      signal: both,
+      onPosition: (position) => {
+        t.position = position;
+        emit({ type: 'queued', position });
+      },
+    });
+    t.position = null;
+    t.phase = 'running';
+    return release;
+  }
+
+  // ---- destination --------------------------------------------------------------------------
+
+  async prepareIncoming(p: PrepareIncomingParams, signal: AbortSignal, emit: (e: { type: 'queued'; position: number }) => void): Promise<PrepareIncomingResult> {
+    this.refuseUnencryptable(p);
+    if ((await this.host.state.decision(p.migrationId)) !== null) {
+      throw new FerryError('ERR_FERRY_REFUSED', `migration "${p.migrationId}" was already decided here`);
+    }
+    const nicFallback = p.guest.nic === 'sriov' && !this.host.state.config.hasSriov;
+    const config = nicFallback ? { ...p.guest, nic: 'virtio' as const } : p.guest;
+    const t = this.track(p.migrationId, 'destination', config.name);
+    let release: (() => void) | null = null;
+    try {
+      release = await this.slot(this.host.incoming, t, signal, emit);
+      const dir = this.host.state.guestDir(config.name);
+      const incoming = await this.host.guests.beginIncoming(config, p.migrationId, () =>
+        withKey(p, (key, nonce) => startIncomingGuest(dir, config, {
+          migrationId: p.migrationId, key, nonce, mode: p.mode, streams: p.streams,
+          ...(p.maxBytesPerSecond ? { maxBytesPerSecond: p.maxBytesPerSecond } : {}),
+        })),
+      );
+      this.incomingGuests.set(p.migrationId, incoming);
+      this.log.info('incoming migration prepared', { migrationId: p.migrationId, guest: config.name, from: p.source, mode: p.mode, nicFallback });
+      const held = release;
+      release = null; // from here the follower releases it
+      void this.followIncoming(t, incoming.client, held, p.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS);
+      return { migrationId: p.migrationId, networks: this.host.networks(), nicFallback, guest: config };
+    } catch (err) {
+      this.tracked.delete(p.migrationId);
+      throw err;
+    } finally {
+      release?.();
+    }
+  }
+
+  /** Follows an incoming guest to its end, and decides. */
+  private async followIncoming(t: Tracked, client: GuestClient, release: () => void, startTimeoutMs: number): Promise<void> {
+    const { migrationId, guest } = t;
+    const unstarted = setTimeout(() => {
+      if (t.lastEvent !== null) return;
+      this.log.warn('incoming migration never started: giving it up', { migrationId, guest, startTimeoutMs });
+      void this.resolve(migrationId);
+    }, startTimeoutMs).unref();
+    try {
+      const info = await client.awaitMigration((e) => (t.lastEvent = e));
+      if (info.phase === 'ready-to-commit') await this.decideIncoming(t, client);
+      else await this.dropIncoming(t, info);
+    } catch (err) {
+      if (this.stopped) return; // the agent is stopping: the next one decides (recover())
+      // The guest process or its control connection is gone before a decision: not committed,
+      // unless a commit was recorded, in which case the record stands and a restart finishes it.
+      const decision = await this.host.state.decide(migrationId, guest, 'not-committed').catch(() => null);
+      this.log.error('incoming migration failed', { migrationId, guest, decision, err });
+      if (decision === 'not-committed') {
+        t.phase = 'aborted';
+        await this.host.guests.forget(guest).catch(() => {});
+      }
+    } finally {
+      clearTimeout(unstarted);
+      this.incomingGuests.delete(migrationId);
+      release();
+    }
+  }
+
+  private async decideIncoming(t: Tracked, client: GuestClient): Promise<void> {
+    const { migrationId, guest } = t;
+    t.phase = 'ready-to-commit';
+    const decision = await this.host.state.decide(migrationId, guest, 'committed');
+    if (decision === 'committed') {
+      // Durable before the guest runs: ownership first, then resume (which answers COMMITTED).
+      await this.host.guests.commitIncoming(guest);
+      const final = await client.commit();
+      t.phase = 'committed';
+      t.result = final.result;
+      this.log.info('incoming migration committed', { migrationId, guest });
+    } else {
+      // A resolve query answered "not committed" first: that answer stands.
+      const final = await client.abort().catch(() => null);
+      t.phase = 'aborted';
+      t.result = final?.result ?? null;
+      await this.host.guests.forget(guest);
+      this.log.warn('incoming migration not committed: the source was told so first', { migrationId, guest });
+    }
+  }
+
+  private async dropIncoming(t: Tracked, info: MigrationInfo): Promise<void> {
+    await this.host.state.decide(t.migrationId, t.guest, 'not-committed');
+    t.phase = 'aborted';
+    t.result = info.result;
+    await this.host.guests.forget(t.guest);
+    this.log.warn('incoming migration aborted', { migrationId: t.migrationId, guest: t.guest, error: info.result?.error ?? null });
+  }
+
+  /** Destination: "not committed", final, and the incoming guest dropped. Source: leave the queue. */
+  async abort(migrationId: string): Promise<ResolveDecision | null> {
+    const t = this.tracked.get(migrationId);
+    if (t?.role === 'source') {
+      if (t.phase !== 'queued') throw new FerryError('ERR_FERRY_REFUSED', `migration "${migrationId}" already runs: it ends by its own limits`);
+      t.cancel.abort(new FerryError('ERR_FERRY_ABORTED', `migration "${migrationId}" was aborted while queued`));
+      return null;
+    }
+    if (t?.phase === 'queued') t.cancel.abort(new FerryError('ERR_FERRY_ABORTED', `migration "${migrationId}" was aborted while queued`));
+    return this.resolve(migrationId);
+  }
+
+  /**
+   * The destination's answer to "what did you decide?": the recorded decision, or "not committed"
+   * recorded now — final: an incoming guest still receiving is dropped, and a later commit refused.
+   */
+  async resolve(migrationId: string): Promise<ResolveDecision> {
+    const decision = await this.host.state.decide(migrationId, this.tracked.get(migrationId)?.guest ?? '', 'not-committed');
+    const incoming = this.incomingGuests.get(migrationId);
+    if (decision === 'not-committed' && incoming) {
+      // The follower sees the process go and cleans up.
+      await incoming.client.destroy().catch(() => {});
+    }
+    this.log.info('migration resolved', { migrationId, decision });
+    return decision;
+  }
+
+  // ---- source -------------------------------------------------------------------------------
+
+  async startOutgoing(p: StartOutgoingParams, signal: AbortSignal, emit: (e: MigrationStreamEvent) => void): Promise<StartOutgoingResult> {
+    this.refuseUnencryptable(p);
+    const record = await this.host.guests.recordOf(p.guest);
+    if (record.incoming) throw new FerryError('ERR_FERRY_REFUSED', `guest "${p.guest}" is still arriving here`);
+    if (this.outgoingGuests.has(p.guest)) throw new FerryError('ERR_FERRY_REFUSED', `guest "${p.guest}" is already migrating`);
+    const client = await this.host.guests.client(p.guest);
+    if (!client) throw new FerryError('ERR_FERRY_REFUSED', `guest "${p.guest}" does not run on host ${this.host.state.config.name}`);
+    const t = this.track(p.migrationId, 'source', p.guest);
+    this.outgoingGuests.add(p.guest);
+    let release: (() => void) | null = null;
+    try {
+      release = await this.slot(this.host.outgoing, t, signal, emit);
+      await this.host.state.writeOutgoing({ migrationId: p.migrationId, guest: p.guest, destination: p.destination });
+      emit({ type: 'started' });
+      this.log.info('outgoing migration started', { migrationId: p.migrationId, guest: p.guest, to: p.destination.host, mode: p.mode, streams: p.streams });
+      const onEvent = (e: MigrationEvent) => {
+        t.lastEvent = e;
+        emit(e);
+      };
+      const info = await withKey(p, (key, nonce) =>
+        client.migrateOut({
+          migrationId: p.migrationId, key, nonce, mode: p.mode, streams: p.streams, networks: p.networks,
+          ...(p.maxBytesPerSecond ? { maxBytesPerSecond: p.maxBytesPerSecond } : {}),
+          ...(p.maxDowntimeMs ? { maxDowntimeMs: p.maxDowntimeMs } : {}),
+          ...(p.timeoutMs ? { timeoutMs: p.timeoutMs } : {}),
+          ...(p.autoConverge !== undefined ? { autoConverge: p.autoConverge } : {}),
+          ...(p.verify !== undefined ? { verify: p.verify } : {}),
+          ...(p.commitTimeoutMs ? { commitTimeoutMs: p.commitTimeoutMs } : {}),
+        }, onEvent),
+      );
+      t.result = info.result;
+      const outcome = await this.settleOutgoing(t, client, info, p.destination, emit);
+      return { migrationId: p.migrationId, outcome, result: info.result };
+    } catch (err) {
+      if (t.phase === 'queued') this.tracked.delete(p.migrationId);
+      else t.phase = 'aborted';
+      throw err;
+    } finally {
+      release?.();
+      this.outgoingGuests.delete(p.guest);
+    }
+  }
+
+  /** Acts on how the guest process says the migration ended; asks the destination when in doubt. */
+  private async settleOutgoing(
+    t: Tracked,
+    client: GuestClient,
+    info: MigrationInfo,
+    destination: { host: string; control: string },
+    emit: (e: MigrationStreamEvent) => void,
+  ): Promise<'committed' | 'aborted'> {
+    let decision: ResolveDecision;
+    if (info.phase === 'committed') decision = 'committed';
+    else if (info.phase === 'in-doubt') {
+      t.phase = 'in-doubt';
+      this.log.warn('outgoing migration in doubt: the guest stays paused until the destination answers', { migrationId: t.migrationId, guest: t.guest });
+      decision = await this.resolveWith(destination, t.migrationId, emit);
+      emit({ type: 'resolved', decision });
+    } else {
+      t.phase = 'aborted';
+      this.log.warn('outgoing migration aborted: the guest runs here', { migrationId: t.migrationId, guest: t.guest, error: info.result?.error ?? null });
+      return 'aborted';
+    }
+    if (decision === 'committed') {
+      await this.host.state.recordHandoff(t.migrationId, t.guest, destination.host);
+      await client.finish().catch((err) => this.log.warn('finishing the handed-over guest failed', { guest: t.guest, err }));
+      await this.host.guests.forget(t.guest);
+      t.phase = 'committed';
+      this.log.info('guest handed over', { migrationId: t.migrationId, guest: t.guest, to: destination.host });
+      return 'committed';
+    }
+    await client.resumeAfterAbort();
+    t.phase = 'aborted';
+    this.log.info('destination did not commit: the guest runs here again', { migrationId: t.migrationId, guest: t.guest });
+    return 'aborted';
+  }
+
+  /** Asks the destination's agent for its decision until it answers (with this host's own certificate). */
+  private async resolveWith(destination: { host: string; control: string }, migrationId: string, emit: (e: MigrationStreamEvent) => void): Promise<ResolveDecision> {
+    for (let attempt = 1; ; attempt++) {
+      let error: string | null = null;
+      try {
+        const client = await AgentClient.connect({
+          address: destination.control,
+          host: destination.host,
+          credentials: await this.host.state.credentials(),
+          client: `ferry-agent ${FERRY_VERSION} (${this.host.state.config.name})`,
+        });
+        try {
+          return (await client.call('migration.resolve', { migrationId })).decision;
+        } finally {
+          client.close();
+        }
+      } catch (err) {
+        error = toFerryError(err).message;
+      }
+      if (this.stopped) throw new FerryError('ERR_FERRY_ABORTED', 'the agent is stopping; the migration stays in doubt until it restarts');
+      emit({ type: 'resolving', attempt, error });
+      this.log.warn('cannot ask the destination yet', { migrationId, attempt, error });
+      await sleep(RESOLVE_BACKOFF_MS[Math.min(attempt - 1, RESOLVE_BACKOFF_MS.length - 1)]!);
+    }
+  }
+
+  // ---- after a restart ----------------------------------------------------------------------
+
+  /**
+   * Finishes what a previous agent left: incoming guests are committed when their commit was
+   * recorded and dropped otherwise; source guests in doubt get their answer from the destination.
+   */
+  async recover(): Promise<void> {
+    for (const record of await this.host.guests.records()) {
+      const name = record.config.name;
+      try {
+        if (record.incoming) await this.recoverIncoming(name, record.incoming);
+        else await this.recoverOutgoing(name);
+      } catch (err) {
+        this.log.error('recovery failed', { guest: name, err });
+      }
+    }
+  }
+
+  private async recoverIncoming(name: string, migrationId: string): Promise<void> {
+    const decision = await this.host.state.decide(migrationId, name, 'not-committed');
+    const client = await this.host.guests.client(name);
+    if (decision === 'not-committed') {
+      await this.host.guests.forget(name);
+      this.log.warn('dropped an incoming guest left by the previous agent', { migrationId, guest: name });
+      return;
+    }
+    const info = client ? await client.migration() : null;
+    if (client && info?.phase === 'ready-to-commit') await client.commit();
+    await this.host.guests.commitIncoming(name);
+    this.log.info('finished a commit left by the previous agent', { migrationId, guest: name });
+  }
+
+  private async recoverOutgoing(name: string): Promise<void> {
+    const client = await this.host.guests.client(name);
+    const info = client ? await client.migration() : null;
+    if (!client || !info || info.role !== 'source' || (info.phase !== 'in-doubt' && info.phase !== 'committed')) return;
+    const out = await this.host.state.readOutgoing(info.migrationId);
+    const t = this.track(info.migrationId, 'source', name);
+    t.phase = info.phase;
+    t.result = info.result;
+    this.outgoingGuests.add(name);
+    void this.settleOutgoing(t, client, info, out.destination, () => {})
+      .catch((err) => this.log.error('resolving a migration left by the previous agent failed', { migrationId: info.migrationId, err }))
+      .finally(() => this.outgoingGuests.delete(name));
+  }
+
+  stop(): void {
+    this.stopped = true;
+  }
+}

@@ -1,0 +1,295 @@
+/**
+ * The control API between the coordinator (the ferry CLI) and a host agent, and between agents:
+ * JSON lines over mutual TLS 1.3. Shared by both sides (the js-libp2p-daemon rule): the message
+ * types, the checks that turn untrusted JSON into them, and the limits. docs/operations.md has the
+ * prose version.
+ *
+ * A connection starts with `hello` (the version check); then any number of requests, each with an
+ * id unique among those in flight, answered in any order:
+ *
+ *   -> {"id":1,"method":"guest.list","params":{}}
+ *   <- {"id":1,"event":{...}}                      zero or more, for streaming methods
+ *   <- {"id":1,"ok":true,"result":{...}}           or {"id":1,"ok":false,"error":{"code","message"}}
+ *
+ * A line that is not JSON, or not a request, gets {"id":null,"ok":false,"error":...}; a line over
+ * MAX_REQUEST_BYTES gets the same and the connection is closed (there is no telling where the next
+ * request starts).
+ */
+import type { ErrorCode } from '../errors.js';
+import { GUEST_NAME, type EncryptedMigration, type GuestConfig, type GuestState } from '../guest/types.js';
+import { checkGuestConfig } from '../guest/config.js';
+import type { ChannelMode } from '../channel/types.js';
+import type { ChannelParams, MigrationEvent, MigrationOutcome, MigrationResult } from '../migration/types.js';
+import { FerryError } from '../errors.js';
+import { addressProblem } from '../coordinator/address.js';
+import { array, bool, int, obj, oneOf, optional, str, type Check } from './validate.js';
+
+/** Bumped on any incompatible change; an agent refuses clients older than MIN_PROTOCOL_VERSION. */
+export const PROTOCOL_VERSION = 1;
+export const MIN_PROTOCOL_VERSION = 1;
+
+/** One request line, JSON included. Requests are small; guest memory never crosses the control API. */
+export const MAX_REQUEST_BYTES = 256 * 1024;
+/** One response or event line, as the client accepts it. */
+export const MAX_RESPONSE_BYTES = 4 * 1024 * 1024;
+/** Time a new connection has to complete the TLS handshake and say hello. */
+export const HELLO_TIMEOUT_MS = 10_000;
+/** Default time limit of one request; each handler may set its own. */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
+/** Requests in flight on one connection. */
+export const MAX_IN_FLIGHT = 64;
+
+export type Role = 'coordinator' | 'host';
+
+export interface Peer {
+  role: Role;
+  /** The certificate's common name: a host name, or "ferry coordinator". */
+  name: string;
+}
+
+export const HOST_NAME_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
+export const MIGRATION_ID = /^[A-Za-z0-9._-]{1,64}$/;
+
+// ---- messages -------------------------------------------------------------------------------
+
+export interface HelloParams {
+  protocol: number;
+  /** Free text for logs, e.g. "ferry-cli 0.1.0". */
+  client: string;
+}
+export interface HelloResult {
+  protocol: number;
+  minProtocol: number;
+  agentVersion: string;
+  host: string;
+}
+
+export interface Limits {
+  /** Outgoing migrations run at once; the rest wait in a FIFO queue. */
+  outgoing: number;
+  incoming: number;
+}
+
+export interface Capabilities {
+  host: string;
+  agentVersion: string;
+  protocol: number;
+  /** False for `ferry host serve --no-encryption` (standing in for an older host). */
+  encrypts: boolean;
+  cryptoBackend: string;
+  /** CPU features that matter for AES-GCM: aes, pclmulqdq, avx2, vaes, vpclmulqdq, avx512f. */
+  cpuFeatures: string[];
+  /** Migration networks, preference order, as this agent listens on them. */
+  networks: { listen: string; advertise: string }[];
+  freeMemoryBytes: number;
+  totalMemoryBytes: number;
+  /** A passthrough-class NIC: guests with `nic: sriov` keep it when they land here. */
+  hasSriov: boolean;
+  limits: Limits;
+  running: { outgoing: number; incoming: number };
+  queued: { outgoing: number; incoming: number };
+  qemu: boolean;
+  guests: number;
+}
+
+/** A guest as `vm list` shows it: its config, where it is, and how it runs. */
+export interface GuestInfo extends GuestConfig {
+  host: string;
+  state: GuestState;
+  /** The guest process, when it runs. */
+  pid: number | null;
+  opsPerSecond: number | null;
+}
+
+export type ResolveDecision = 'committed' | 'not-committed';
+
+/**
+ * The channel half of a migration spec, as both agents receive it from the coordinator: the
+ * engine's ChannelParams with key (32 bytes) and nonce (8 bytes) in base64. They live only in
+ * memory: never logged, never written; agents zero their byte copies when handed on.
+ */
+export type WireChannelSpec = Omit<ChannelParams, 'key' | 'nonce'> & { key: string; nonce: string };
+
+/** To the destination, first: receive guest `guest.name` from host `source`. */
+export interface PrepareIncomingParams extends WireChannelSpec {
+  guest: GuestConfig;
+  source: string;
+  /**
+   * Give the incoming guest up (not committed) when no data has arrived this long after it was
+   * prepared: a coordinator that died between the two requests must not hold a slot for ever.
+   * Default 30 minutes.
+   */
+  startTimeoutMs?: number;
+}
+
+export interface PrepareIncomingResult {
+  migrationId: string;
+  /** The migration addresses this agent listens on (the coordinator hands the source the cluster file's advertised ones). */
+  networks: string[];
+  /** The guest asked for a passthrough-class NIC this host lacks: it gets the emulated one here. */
+  nicFallback: boolean;
+  /** The config the guest will run with here. */
+  guest: GuestConfig;
+}
+
+/** To the source, once the destination is prepared: send guest `guest` to `destination`. */
+export interface StartOutgoingParams extends WireChannelSpec {
+  guest: string;
+  /** Who to ask for the decision when the channel is lost before COMMITTED. */
+  destination: { host: string; control: string };
+  /** The destination's migration addresses, in preference order (the cluster file's `advertise`). */
+  networks: string[];
+  maxDowntimeMs?: number;
+  timeoutMs?: number;
+  autoConverge?: boolean;
+  verify?: boolean;
+  commitTimeoutMs?: number;
+}
+
+/** Events of a start-outgoing call (and `queued` of prepare-incoming). */
+export type MigrationStreamEvent =
+  | { type: 'queued'; position: number }
+  | { type: 'started' }
+  | MigrationEvent
+  /** In doubt: the source asks the destination's agent what it decided. */
+  | { type: 'resolving'; attempt: number; error: string | null }
+  | { type: 'resolved'; decision: ResolveDecision };
+
+export interface StartOutgoingResult {
+  migrationId: string;
+  /** committed: the guest runs on the destination now; aborted: it runs here; in-doubt: paused here until resolved. */
+  outcome: MigrationOutcome;
+  result: MigrationResult | null;
+}
+
+export interface MigrationStatus {
+  migrationId: string;
+  role: 'source' | 'destination';
+  guest: string;
+  phase: 'queued' | 'running' | 'ready-to-commit' | 'committed' | 'aborted' | 'in-doubt';
+  /** Place in this host's queue while queued. */
+  position: number | null;
+  lastEvent: MigrationEvent | null;
+  result: MigrationResult | null;
+}
+
+/** Every method: its parameters, result, and the events a streaming call sends before its result. */
+export interface Methods {
+  hello: { params: HelloParams; result: HelloResult; event: never };
+  capabilities: { params: Record<string, never>; result: Capabilities; event: never };
+  'guest.create': { params: { config: GuestConfig }; result: GuestInfo; event: never };
+  'guest.list': { params: Record<string, never>; result: { guests: GuestInfo[] }; event: never };
+  'guest.get': { params: { name: string }; result: GuestInfo; event: never };
+  'guest.set': { params: { name: string; encryptedMigration: EncryptedMigration }; result: GuestInfo; event: never };
+  'guest.destroy': { params: { name: string }; result: { name: string }; event: never };
+  /**
+   * The destination's commit decision for a migration, asked by the source when it lost the
+   * channel before COMMITTED. Answering "not-committed" records that answer durably: a later
+   * commit of that migration is refused, so the answer can never turn out wrong.
+   */
+  'migration.resolve': { params: { migrationId: string }; result: { migrationId: string; decision: ResolveDecision }; event: never };
+  /** Destination: start an incoming guest process for the migration (after a free incoming slot). */
+  'migration.prepare-incoming': { params: PrepareIncomingParams; result: PrepareIncomingResult; event: { type: 'queued'; position: number } };
+  /** Source: run the migration (after a free outgoing slot); streams progress until it settles. */
+  'migration.start-outgoing': { params: StartOutgoingParams; result: StartOutgoingResult; event: MigrationStreamEvent };
+  'migration.status': { params: { migrationId: string }; result: MigrationStatus; event: never };
+  /** Destination: give up an incoming migration that has not committed ("not committed", final). Source: leave the queue. */
+  'migration.abort': { params: { migrationId: string }; result: { migrationId: string; decision: ResolveDecision | null }; event: never };
+}
+
+export type Method = keyof Methods;
+export type Params<M extends Method> = Methods[M]['params'];
+export type Result<M extends Method> = Methods[M]['result'];
+export type Event<M extends Method> = Methods[M]['event'];
+
+// ---- wire envelopes -------------------------------------------------------------------------
+
+export interface Request {
+  id: number;
+  method: string;
+  params: unknown;
+}
+export interface WireError {
+  code: ErrorCode;
+  message: string;
+}
+export type Reply =
+  | { id: number; ok: true; result: unknown }
+  | { id: number | null; ok: false; error: WireError }
+  | { id: number; event: unknown };
+
+// ---- checks ---------------------------------------------------------------------------------
+
+
+const guestName = str({ pattern: GUEST_NAME, describe: 'a guest name (lower-case letters, digits, dashes; 1-63)' });
+const encryptedMigration = oneOf<EncryptedMigration>(['disabled', 'opportunistic', 'required']);
+/** The guest driver's own check (src/guest/config.ts): one definition of a valid guest. */
+const guestConfig: Check<GuestConfig> = (v) => checkGuestConfig(v);
+
+const empty = obj({}) as Check<Record<string, never>>;
+
+const migrationId = str({ pattern: MIGRATION_ID, describe: 'a migration id' });
+const base64Of = (bytes: number): Check<string> => (v, field) => {
+  const text = str({ max: 100 })(v, field);
+  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(text) || Buffer.from(text, 'base64').length !== bytes) {
+    throw new FerryError('ERR_FERRY_INPUT', `${field}: must be ${bytes} bytes in base64`);
+  }
+  return text;
+};
+const address: Check<string> = (v, field) => {
+  const problem = addressProblem(v);
+  if (problem) throw new FerryError('ERR_FERRY_INPUT', `${field}: ${problem}`);
+  return v as string;
+};
+const channelFields = {
+  migrationId,
+  key: base64Of(32),
+  nonce: base64Of(8),
+  mode: oneOf<ChannelMode>(['encrypted', 'plain']),
+  streams: int({ min: 1, max: 16 }),
+  maxBytesPerSecond: optional(int({ min: 1 })),
+};
+const hostName = str({ pattern: HOST_NAME_PATTERN, describe: 'a host name' });
+const millis = optional(int({ min: 1, max: 7 * 24 * 3_600_000 }));
+
+/** The parameter check of every method: the agent runs it before any handler sees a request. */
+export const PARAMS: { [M in Method]: Check<Params<M>> } = {
+  hello: obj({ protocol: int({ min: 0, max: 1_000_000 }), client: str({ max: 200 }) }),
+  capabilities: empty,
+  'guest.create': obj({ config: guestConfig }),
+  'guest.list': empty,
+  'guest.get': obj({ name: guestName }),
+  'guest.set': obj({ name: guestName, encryptedMigration }),
+  'guest.destroy': obj({ name: guestName }),
+  'migration.resolve': obj({ migrationId }),
+  'migration.prepare-incoming': obj({ ...channelFields, guest: guestConfig, source: hostName, startTimeoutMs: millis }),
+  'migration.start-outgoing': obj({
+    ...channelFields,
+    guest: guestName,
+    destination: obj({ host: hostName, control: address }),
+    networks: array(address, 16, 1),
+    maxDowntimeMs: millis,
+    timeoutMs: millis,
+    autoConverge: optional(bool),
+    verify: optional(bool),
+    commitTimeoutMs: millis,
+  }),
+  'migration.status': obj({ migrationId }),
+  'migration.abort': obj({ migrationId }),
+};
+
+export function isMethod(name: string): name is Method {
+  return Object.prototype.hasOwnProperty.call(PARAMS, name);
+}
+
+/** The request envelope (its params are checked per method afterwards). */
+export const checkRequest: Check<Request> = (v, field) => {
+  const r = obj({ id: int({ min: 0, max: Number.MAX_SAFE_INTEGER }), method: str({ max: 100 }), params: optional((x) => x) })(v, field);
+  return { id: r.id, method: r.method, params: r.params ?? {} };
+};
+
+export const checkWireError: Check<WireError> = (v, field) => {
+  const e = obj({ code: str({ max: 64 }), message: str({ max: 10_000 }) })(v, field);
+  return { code: (e.code as ErrorCode), message: e.message };
+};
+

@@ -1,0 +1,248 @@
+/**
+ * The agent's state directory (mode 0700). Every file is written atomically and durably (temp file,
+ * fsync, rename, fsync of the directory) with mode 0600:
+ *
+ *   host.json                       this host: name, control address, networks, NIC, limits
+ *   ca.crt  host.crt  host.key      the cluster CA, this host's certificate and key
+ *   guests/NAME.json                each guest's record: its config, as the agent owns it
+ *   guests/NAME/                    the guest process's own directory (src/guest)
+ *   ownership/ID.decision.json      the destination's commit decision for migration ID, first one wins
+ *   ownership/ID.handoff.json       the source's record that it handed guest X to host Y
+ *
+ * Anything read back is checked like a request: a damaged file is an ERR_FERRY_INPUT naming it.
+ */
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { FerryError } from '../errors.js';
+import type { GuestConfig } from '../guest/types.js';
+import { checkGuestConfig } from '../guest/config.js';
+import { createFileAtomic, ensurePrivateDir, removeFileDurably, writeFileAtomic } from './atomic-file.js';
+import { MIGRATION_ID, HOST_NAME_PATTERN, type Limits, type ResolveDecision } from './protocol.js';
+import type { TlsCredentials } from './server.js';
+import { bool, int, obj, oneOf, optional, str, array, type Check } from './validate.js';
+import { addressProblem } from '../coordinator/address.js';
+import type { MigrationNetwork } from '../coordinator/cluster.js';
+
+export const DEFAULT_LIMITS: Limits = { outgoing: 2, incoming: 2 };
+
+export interface HostConfig {
+  name: string;
+  /** Where the control API listens. */
+  control: string;
+  /** Migration networks in preference order. */
+  networks: MigrationNetwork[];
+  hasSriov: boolean;
+  limits: Limits;
+}
+
+const address = (allowZero: boolean): Check<string> => (v, field) => {
+  const problem = addressProblem(v, allowZero);
+  if (problem) throw new FerryError('ERR_FERRY_INPUT', `${field}: ${problem}`);
+  return v as string;
+};
+
+export const checkHostConfig: Check<HostConfig> = obj({
+  name: str({ pattern: HOST_NAME_PATTERN, describe: 'a host name' }),
+  control: address(true),
+  networks: array(obj({ listen: address(true), advertise: address(false) }), 16),
+  hasSriov: bool,
+  limits: obj({ outgoing: int({ min: 1, max: 64 }), incoming: int({ min: 1, max: 64 }) }),
+});
+
+export interface GuestRecord {
+  config: GuestConfig;
+  createdAt: string;
+  /** Set while the guest is arriving by this migration: it is not this host's until committed. */
+  incoming?: string;
+}
+
+const checkGuestRecord: Check<GuestRecord> = obj({
+  config: (v) => checkGuestConfig(v),
+  createdAt: str({ max: 64 }),
+  incoming: optional(str({ pattern: MIGRATION_ID })),
+});
+
+export interface DecisionRecord {
+  migrationId: string;
+  guest: string;
+  decision: ResolveDecision;
+  at: string;
+}
+
+const checkDecision: Check<DecisionRecord> = obj({
+  migrationId: str({ pattern: MIGRATION_ID }),
+  guest: str({ max: 64 }),
+  decision: oneOf<ResolveDecision>(['committed', 'not-committed']),
+  at: str({ max: 64 }),
+});
+
+/** The source's note of where a guest is going, so a restarted agent knows whom to ask. */
+export interface OutgoingRecord {
+  migrationId: string;
+  guest: string;
+  destination: { host: string; control: string };
+}
+
+const checkOutgoing: Check<OutgoingRecord> = obj({
+  migrationId: str({ pattern: MIGRATION_ID }),
+  guest: str({ max: 64 }),
+  destination: obj({ host: str({ pattern: HOST_NAME_PATTERN }), control: address(false) }),
+});
+
+export interface HandoffRecord {
+  migrationId: string;
+  guest: string;
+  to: string;
+  at: string;
+}
+
+async function readJson<T>(file: string, check: Check<T>): Promise<T> {
+  let text: string;
+  try {
+    text = await fs.readFile(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw new FerryError('ERR_FERRY_NOT_FOUND', `${file} does not exist`);
+    throw new FerryError('ERR_FERRY_INPUT', `cannot read ${file}: ${code}`);
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw new FerryError('ERR_FERRY_INPUT', `${file} is not valid JSON: the state directory is damaged`);
+  }
+  try {
+    return check(value, path.basename(file));
+  } catch (err) {
+    throw new FerryError('ERR_FERRY_INPUT', `${file}: ${(err as Error).message}`);
+  }
+}
+
+const json = (value: unknown) => `${JSON.stringify(value, null, 2)}\n`;
+
+export class StateDir {
+  private constructor(readonly dir: string, readonly config: HostConfig) {}
+
+  static paths(dir: string) {
+    return {
+      config: path.join(dir, 'host.json'),
+      caCert: path.join(dir, 'ca.crt'),
+      cert: path.join(dir, 'host.crt'),
+      key: path.join(dir, 'host.key'),
+      guests: path.join(dir, 'guests'),
+      ownership: path.join(dir, 'ownership'),
+    };
+  }
+
+  get paths() {
+    return StateDir.paths(this.dir);
+  }
+
+  /** Writes a fresh state directory's config (the certificate and key are already there). */
+  static async create(dir: string, config: HostConfig): Promise<StateDir> {
+    checkHostConfig(config, 'host.json');
+    const p = StateDir.paths(dir);
+    await ensurePrivateDir(dir);
+    await ensurePrivateDir(p.guests);
+    await ensurePrivateDir(p.ownership);
+    await writeFileAtomic(p.config, json(config));
+    return new StateDir(dir, config);
+  }
+
+  static async open(dir: string): Promise<StateDir> {
+    const d = path.resolve(dir);
+    const p = StateDir.paths(d);
+    const stat = await fs.stat(p.config).catch(() => null);
+    if (!stat) throw new FerryError('ERR_FERRY_NOT_FOUND', `${d} is not a host directory (no host.json): run \`ferry host init\` first`);
+    const config = await readJson(p.config, checkHostConfig);
+    await ensurePrivateDir(d);
+    await ensurePrivateDir(p.guests);
+    await ensurePrivateDir(p.ownership);
+    return new StateDir(d, config);
+  }
+
+  async credentials(): Promise<TlsCredentials> {
+    const p = this.paths;
+    const read = async (file: string) => {
+      try {
+        return await fs.readFile(file);
+      } catch (err) {
+        throw new FerryError('ERR_FERRY_NOT_FOUND', `cannot read ${file}: ${(err as NodeJS.ErrnoException).code}`);
+      }
+    };
+    return { ca: await read(p.caCert), cert: await read(p.cert), key: await read(p.key) };
+  }
+
+  // ---- guests ---------------------------------------------------------------------------------
+
+  guestDir(name: string): string {
+    return path.join(this.paths.guests, name);
+  }
+
+  private guestRecordPath(name: string): string {
+    return path.join(this.paths.guests, `${name}.json`);
+  }
+
+  async writeGuest(record: GuestRecord): Promise<void> {
+    checkGuestRecord(record, 'guest record');
+    await writeFileAtomic(this.guestRecordPath(record.config.name), json(record));
+  }
+
+  async readGuest(name: string): Promise<GuestRecord> {
+    return readJson(this.guestRecordPath(name), checkGuestRecord);
+  }
+
+  async listGuests(): Promise<GuestRecord[]> {
+    const names = (await fs.readdir(this.paths.guests)).filter((f) => f.endsWith('.json') && !f.startsWith('.'));
+    const records = await Promise.all(names.map((f) => this.readGuest(f.slice(0, -'.json'.length))));
+    return records.sort((a, b) => a.config.name.localeCompare(b.config.name));
+  }
+
+  async removeGuest(name: string): Promise<void> {
+    await removeFileDurably(this.guestRecordPath(name));
+  }
+
+  // ---- ownership ------------------------------------------------------------------------------
+
+  private ownershipPath(migrationId: string, kind: 'decision' | 'handoff' | 'outgoing'): string {
+    if (!MIGRATION_ID.test(migrationId)) throw new FerryError('ERR_FERRY_INPUT', `"${migrationId}" is not a migration id`);
+    return path.join(this.paths.ownership, `${migrationId}.${kind}.json`);
+  }
+
+  /**
+   * Records the destination's decision for a migration unless one is already recorded, and
+   * returns the decision that stands. The record is created with link(2), so of a commit and a
+   * "not committed" answer racing for the same migration exactly one wins, and it is on disk
+   * (fsync'd) before this resolves.
+   */
+  async decide(migrationId: string, guest: string, decision: ResolveDecision): Promise<ResolveDecision> {
+    const record: DecisionRecord = { migrationId, guest, decision, at: new Date().toISOString() };
+    const file = this.ownershipPath(migrationId, 'decision');
+    if (await createFileAtomic(file, json(record))) return decision;
+    return (await readJson(file, checkDecision)).decision;
+  }
+
+  /** The decision recorded for a migration, or null when none is. */
+  async decision(migrationId: string): Promise<ResolveDecision | null> {
+    try {
+      return (await readJson(this.ownershipPath(migrationId, 'decision'), checkDecision)).decision;
+    } catch (err) {
+      if ((err as FerryError).code === 'ERR_FERRY_NOT_FOUND') return null;
+      throw err;
+    }
+  }
+
+  async writeOutgoing(record: OutgoingRecord): Promise<void> {
+    await writeFileAtomic(this.ownershipPath(record.migrationId, 'outgoing'), json(record));
+  }
+
+  async readOutgoing(migrationId: string): Promise<OutgoingRecord> {
+    return readJson(this.ownershipPath(migrationId, 'outgoing'), checkOutgoing);
+  }
+
+  /** The source's durable note that it handed `guest` to host `to`. */
+  async recordHandoff(migrationId: string, guest: string, to: string): Promise<void> {
+    const record: HandoffRecord = { migrationId, guest, to, at: new Date().toISOString() };
+    await writeFileAtomic(this.ownershipPath(migrationId, 'handoff'), json(record));
+  }
+}

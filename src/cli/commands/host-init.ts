@@ -1,0 +1,103 @@
+/**
+ * `ferry host init NAME --dir HOSTDIR --control ADDR --network ADDR[,ADDR...]`: a host's state
+ * directory with its certificate from the cluster CA, and the host added to the cluster file.
+ */
+import { existsSync, promises as fs } from 'node:fs';
+import path from 'node:path';
+import { defineCommand } from '../command.js';
+import { withClusterOption, openCluster } from '../cluster-option.js';
+import { FerryError } from '../../errors.js';
+import { addressProblem } from '../../coordinator/address.js';
+import { addClusterHost, HOST_NAME, type MigrationNetwork } from '../../coordinator/cluster.js';
+import { issueHostCertificate } from '../../coordinator/pki.js';
+import { ensurePrivateDir, writeFileAtomic } from '../../agent/atomic-file.js';
+import { DEFAULT_LIMITS, StateDir, type HostConfig } from '../../agent/state.js';
+
+interface HostInitArgs {
+  name: string;
+  dir: string;
+  control: string;
+  network: string;
+  advertise?: string;
+  sriov: boolean;
+  'max-outgoing': number;
+  'max-incoming': number;
+  cluster?: string;
+}
+
+function addressList(text: string, option: string): string[] {
+  const list = text.split(',').map((s) => s.trim());
+  for (const a of list) {
+    const problem = addressProblem(a);
+    if (problem) throw new FerryError('ERR_FERRY_USAGE', `${option}: ${problem}`);
+  }
+  return list;
+}
+
+function limit(value: number, option: string): number {
+  if (!Number.isSafeInteger(value) || value < 1 || value > 64) throw new FerryError('ERR_FERRY_USAGE', `${option}: ${value} is not a whole number from 1 to 64`);
+  return value;
+}
+
+/** Checks everything before anything is written: bad input changes nothing. */
+function hostConfig(args: HostInitArgs): HostConfig {
+  if (!HOST_NAME.test(args.name)) {
+    throw new FerryError('ERR_FERRY_USAGE', `"${args.name}" is not a host name: lower-case letters, digits and dashes, 1-63 characters`);
+  }
+  const controlProblem = addressProblem(args.control);
+  if (controlProblem) throw new FerryError('ERR_FERRY_USAGE', `--control: ${controlProblem}`);
+  const listen = addressList(args.network, '--network');
+  const advertise = args.advertise === undefined ? [] : addressList(args.advertise, '--advertise');
+  if (advertise.length > listen.length) {
+    throw new FerryError('ERR_FERRY_USAGE', `--advertise has ${advertise.length} addresses for ${listen.length} --network addresses`);
+  }
+  const networks: MigrationNetwork[] = listen.map((l, i) => ({ listen: l, advertise: advertise[i] ?? l }));
+  return {
+    name: args.name,
+    control: args.control,
+    networks,
+    hasSriov: args.sriov,
+    limits: { outgoing: limit(args['max-outgoing'], '--max-outgoing'), incoming: limit(args['max-incoming'], '--max-incoming') },
+  };
+}
+
+export const hostInitCommand = defineCommand<HostInitArgs>({
+  command: 'init <name>',
+  describe: 'make a host: certificate from the cluster CA, state directory, entry in the cluster file',
+  builder: (yargs) =>
+    withClusterOption(yargs)
+      .positional('name', { type: 'string', demandOption: true, describe: 'the host name (a DNS label)' })
+      .option('dir', { type: 'string', demandOption: true, requiresArg: true, describe: 'the host state directory (made 0700)' })
+      .option('control', { type: 'string', demandOption: true, requiresArg: true, describe: 'HOST:PORT of the control API' })
+      .option('network', { type: 'string', demandOption: true, requiresArg: true, describe: 'migration listen addresses, in preference order: ADDR[,ADDR...]' })
+      .option('advertise', { type: 'string', requiresArg: true, describe: 'what the cluster file tells sources, per --network address (NAT, relays)' })
+      .option('sriov', { type: 'boolean', default: false, describe: 'this host has a passthrough-class NIC' })
+      .option('max-outgoing', { type: 'number', default: DEFAULT_LIMITS.outgoing, describe: 'outgoing migrations at once (more wait in a queue)' })
+      .option('max-incoming', { type: 'number', default: DEFAULT_LIMITS.incoming, describe: 'incoming migrations at once (more wait in a queue)' })
+      .example('$0 host init a --dir /var/lib/ferry --control 10.0.0.1:7000 --network 10.1.0.1:7100', 'a host with one migration network')
+      .example('$0 host init b --dir ./b --control 127.0.0.1:7001 --network 10.1.0.2:7100,127.0.0.1:7101 --advertise 203.0.113.9:7100', 'two networks; the first reached through NAT'),
+  run: async (output, args) => {
+    const config = hostConfig(args);
+    const cluster = await openCluster(args);
+    if (cluster.hosts.has(config.name)) throw new FerryError('ERR_FERRY_INPUT', `host "${config.name}" is already in ${cluster.file}`);
+    if (!cluster.caKey) throw new FerryError('ERR_FERRY_INPUT', `${cluster.file} names no CA key (ca.key): host init must run where the CA key is`);
+    const dir = path.resolve(args.dir);
+    const paths = StateDir.paths(dir);
+    for (const f of [paths.config, paths.key, paths.cert]) {
+      if (existsSync(f)) throw new FerryError('ERR_FERRY_INPUT', `${f} already exists: use a new directory for a new host`);
+    }
+    await fs.access(cluster.caKey).catch(() => {
+      throw new FerryError('ERR_FERRY_NOT_FOUND', `cannot read the CA key ${cluster.caKey} (named in ${cluster.file})`);
+    });
+
+    await ensurePrivateDir(dir);
+    const cert = await issueHostCertificate({ caCert: cluster.caCert, caKey: cluster.caKey }, config.name, paths.key);
+    await writeFileAtomic(paths.cert, cert);
+    await writeFileAtomic(paths.caCert, await fs.readFile(cluster.caCert));
+    await StateDir.create(dir, config);
+    await addClusterHost(cluster.file, { name: config.name, control: config.control, networks: config.networks });
+
+    output.print(`host ${config.name} added to ${cluster.file}; start its agent with: ferry host serve --dir ${dir}`);
+    output.emit({ type: 'result', ok: true, host: config.name, dir, control: config.control, networks: config.networks, hasSriov: config.hasSriov, limits: config.limits });
+  },
+});

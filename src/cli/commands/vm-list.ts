@@ -1,0 +1,66 @@
+/** `ferry vm list [--host H] [--json]`: every guest of the cluster (or of one host). */
+import { defineCommand } from '../command.js';
+import { withClusterOption, openCluster } from '../cluster-option.js';
+import { FerryError } from '../../errors.js';
+import { formatBytes } from '../../units.js';
+import type { GuestInfo } from '../../agent/protocol.js';
+import { clusterHost } from '../../coordinator/cluster.js';
+import { eachHost } from '../../coordinator/connect.js';
+
+/** What `vm list --json` prints per guest, one object a line. */
+export function guestLine(g: GuestInfo): Record<string, unknown> {
+  return {
+    type: 'guest',
+    name: g.name,
+    host: g.host,
+    state: g.state,
+    memoryBytes: g.memoryBytes,
+    diskBytes: g.diskBytes,
+    driver: g.driver,
+    encryptedMigration: g.encryptedMigration,
+    nic: g.nic,
+    workload: g.workload,
+    pid: g.pid,
+    opsPerSecond: g.opsPerSecond,
+  };
+}
+
+function table(rows: string[][]): string[] {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd());
+}
+
+export const vmListCommand = defineCommand<{ host?: string; cluster?: string }>({
+  command: 'list',
+  describe: 'list the guests of every host (or of one)',
+  builder: (yargs) =>
+    withClusterOption(yargs)
+      .option('host', { type: 'string', requiresArg: true, describe: 'only this host' })
+      .example('$0 vm list', 'a table of every guest')
+      .example('$0 vm list --host a --json', 'one JSON object per guest of host a'),
+  run: async (output, args) => {
+    const cluster = await openCluster(args);
+    const hosts = args.host ? [clusterHost(cluster, args.host).name] : [...cluster.hosts.keys()];
+    const answers = await eachHost(cluster, hosts, (client) => client.call('guest.list', {}));
+    const guests: GuestInfo[] = [];
+    const failed: string[] = [];
+    for (const [host, outcome] of answers) {
+      if (outcome.ok) guests.push(...outcome.value.guests);
+      else {
+        failed.push(host);
+        output.warn(`host ${host}: ${outcome.error.message}`);
+      }
+    }
+    guests.sort((a, b) => a.host.localeCompare(b.host) || a.name.localeCompare(b.name));
+    for (const g of guests) output.emit(guestLine(g));
+    if (!output.json) {
+      if (guests.length === 0) output.print(failed.length ? '' : 'no guests');
+      else {
+        const rows = [['NAME', 'HOST', 'STATE', 'MEMORY', 'DISK', 'DRIVER', 'NIC', 'ENCRYPTED-MIGRATION']];
+        for (const g of guests) rows.push([g.name, g.host, g.state, formatBytes(g.memoryBytes), g.diskBytes ? formatBytes(g.diskBytes) : '-', g.driver, g.nic, g.encryptedMigration]);
+        for (const line of table(rows)) output.print(line);
+      }
+    }
+    if (failed.length > 0) throw new FerryError('ERR_FERRY_NETWORK', `could not list the guests of ${failed.join(', ')}`);
+  },
+});

@@ -1,0 +1,122 @@
+/**
+ * An agent killed in the middle of a migration: afterwards the guest runs on exactly one host,
+ * with the restarted agents finishing what the dead one left (docs/operations.md, "Restarts").
+ */
+import assert from 'node:assert/strict';
+import { loadCluster, type Cluster } from '../../src/coordinator/cluster.js';
+import { eachHost } from '../../src/coordinator/connect.js';
+import type { GuestInfo } from '../../src/agent/protocol.js';
+import { alive, waitUntil } from '../helpers/guests.js';
+import { ferryOk, TestCluster, type RunningAgent } from './helpers/cluster.js';
+import { migrate } from './helpers/migrate.js';
+
+describe('agent: an agent killed during a migration (real agents)', function () {
+  let cluster: TestCluster;
+  let c: Cluster;
+  const agents: Record<string, RunningAgent> = {};
+
+  beforeEach(async function () {
+    cluster = TestCluster.create();
+    await cluster.addHost('a');
+    await cluster.addHost('b');
+    agents.a = await cluster.startAgent('a');
+    agents.b = await cluster.startAgent('b');
+    c = await loadCluster(cluster.file);
+    // 64 MiB written at 8 MB/s over a 16 MB/s link: several seconds of pre-copy to kill into.
+    ferryOk(['vm', 'create', 'f1', '--host', 'a', '--memory', '64MiB', '--workload', 'dirty:8MB'], cluster.env);
+  });
+  afterEach(async function () {
+    await cluster?.stop();
+  });
+
+  /** Where guest f1 is, by every host's own account. */
+  async function whereabouts(): Promise<Map<string, GuestInfo>> {
+    const found = new Map<string, GuestInfo>();
+    for (const [host, outcome] of await eachHost(c, ['a', 'b'], (client) => client.call('guest.get', { name: 'f1' }))) {
+      if (outcome.ok) found.set(host, outcome.value);
+      else assert.equal(outcome.error.code, 'ERR_FERRY_NOT_FOUND', outcome.error.message);
+    }
+    return found;
+  }
+
+  /** Waits until exactly one host has f1 and it runs there; returns that host. */
+  async function settledOnOneHost(): Promise<string> {
+    let last = '';
+    await waitUntil(async () => {
+      const found = await whereabouts();
+      last = JSON.stringify([...found].map(([h, g]) => [h, g.state]));
+      return found.size === 1 && [...found.values()][0]!.state === 'running';
+    }, 60_000, 'the guest to run on exactly one host');
+    return [...(await whereabouts()).keys()][0]!;
+  }
+
+  it('source agent SIGKILLed in pre-copy: the migration completes, the restarted source lets its copy go', async function () {
+    const sourcePid = (await whereabouts()).get('a')!.pid!;
+    let killed = false;
+    const moving = migrate(c, 'f1', 'a', 'b', {
+      maxBytesPerSecond: 16e6,
+      onEvent: (e) => {
+        if (e.type === 'pass' && !killed) {
+          killed = true;
+          void agents.a!.stop('SIGKILL');
+        }
+      },
+    }).catch((err) => err);
+    const outcome = await moving;
+    assert.ok(killed, 'the kill came during pre-copy');
+    assert.equal(outcome.code, 'ERR_FERRY_NETWORK', 'the coordinator lost the source agent');
+    agents.a = await cluster.startAgent('a');
+    const host = await settledOnOneHost();
+    assert.equal(host, 'b');
+    await agents.a.waitForLog(/"msg":"guest handed over"/, 20_000);
+    await waitUntil(() => !alive(sourcePid), 10_000, 'the source copy to exit');
+  });
+
+  it('destination agent SIGKILLed at switch-over: the source waits in doubt, asks the restarted agent, and resumes', async function () {
+    const sourcePid = (await whereabouts()).get('a')!.pid!;
+    let killed = false;
+    const result = await migrate(c, 'f1', 'a', 'b', {
+      commitTimeoutMs: 2000,
+      onEvent: (e) => {
+        if (e.type === 'switch-over' && !killed) {
+          killed = true;
+          void agents.b!.stop('SIGKILL');
+          setTimeout(() => void cluster.startAgent('b').then((b) => (agents.b = b)), 4000);
+        }
+      },
+    });
+    assert.ok(killed);
+    const types = result.events.map((e) => e.type);
+    // Either the destination was lost before it could commit (in doubt, then asked), or the
+    // engine saw the channel fail first and aborted before pausing: both leave the guest here.
+    if (types.includes('in-doubt')) {
+      assert.ok(types.includes('resolving'), 'it asked while the destination was down');
+      assert.deepEqual(result.events.find((e) => e.type === 'resolved'), { type: 'resolved', decision: 'not-committed' });
+    }
+    assert.equal(result.result.outcome, 'aborted');
+    assert.equal(await settledOnOneHost(), 'a');
+    assert.equal((await whereabouts()).get('a')!.pid, sourcePid);
+  });
+
+  it('destination agent SIGKILLed in pre-copy: the guest stays on the source and runs', async function () {
+    const sourcePid = (await whereabouts()).get('a')!.pid!;
+    let killed = false;
+    const result = await migrate(c, 'f1', 'a', 'b', {
+      maxBytesPerSecond: 16e6,
+      commitTimeoutMs: 3000,
+      onEvent: (e) => {
+        if (e.type === 'pass' && !killed) {
+          killed = true;
+          void agents.b!.stop('SIGKILL');
+          // The next agent comes back while the source waits, paused or not, for an answer.
+          setTimeout(() => void cluster.startAgent('b').then((b) => (agents.b = b)), 2000);
+        }
+      },
+    });
+    assert.ok(killed);
+    assert.equal(result.result.outcome, 'aborted', JSON.stringify(result.result.result?.error));
+    const host = await settledOnOneHost();
+    assert.equal(host, 'a');
+    assert.equal((await whereabouts()).get('a')!.pid, sourcePid, 'the same guest process runs on');
+  });
+});

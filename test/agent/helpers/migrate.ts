@@ -1,0 +1,81 @@
+/**
+ * The coordinator's steps of one migration, as the tests of the agent drive them over the real
+ * control API (the `ferry migrate` command does the same, with progress and placement): a fresh
+ * key, prepare-incoming on the destination, start-outgoing on the source, then the key wiped.
+ */
+import { MigrationKey, newMigrationId } from '../../../src/coordinator/keys.js';
+import type { Cluster } from '../../../src/coordinator/cluster.js';
+import { connectHost } from '../../../src/coordinator/connect.js';
+import type { MigrationStreamEvent, PrepareIncomingResult, StartOutgoingResult } from '../../../src/agent/protocol.js';
+
+export interface TestMigration {
+  migrationId: string;
+  prepared: PrepareIncomingResult;
+  result: StartOutgoingResult;
+  events: MigrationStreamEvent[];
+  queuedAtDestination: number[];
+  /** Copies of the key and nonce, for leak checks (the real ones are wiped). */
+  key: Buffer;
+  nonce: Buffer;
+}
+
+export async function migrate(
+  cluster: Cluster,
+  guest: string,
+  from: string,
+  to: string,
+  options: {
+    mode?: 'encrypted' | 'plain';
+    onPrepared?: () => void;
+    onSettled?: () => void;
+    onEvent?: (event: MigrationStreamEvent) => void;
+    maxBytesPerSecond?: number;
+    commitTimeoutMs?: number;
+  } = {},
+): Promise<TestMigration> {
+  const source = await connectHost(cluster, from);
+  const destination = await connectHost(cluster, to);
+  const secret = MigrationKey.generate();
+  const migrationId = newMigrationId();
+  const copy = { key: Buffer.from(secret.key), nonce: Buffer.from(secret.nonce) };
+  try {
+    const config = await source.call('guest.get', { name: guest });
+    const { host: _h, state: _s, pid: _p, opsPerSecond: _o, ...guestConfig } = config;
+    const channel = {
+      migrationId,
+      key: secret.key.toString('base64'),
+      nonce: secret.nonce.toString('base64'),
+      mode: options.mode ?? 'encrypted',
+      streams: 2,
+      ...(options.maxBytesPerSecond ? { maxBytesPerSecond: options.maxBytesPerSecond } : {}),
+    };
+    const queuedAtDestination: number[] = [];
+    const prepared = await destination.call('migration.prepare-incoming', { ...channel, guest: guestConfig, source: from }, {
+      timeoutMs: null,
+      onEvent: (e) => queuedAtDestination.push(e.position),
+    });
+    options.onPrepared?.();
+    const events: MigrationStreamEvent[] = [];
+    const dest = cluster.hosts.get(to)!;
+    const result = await source.call('migration.start-outgoing', {
+      ...channel,
+      guest,
+      destination: { host: to, control: dest.control },
+      networks: dest.networks.map((n) => n.advertise),
+      verify: true,
+      ...(options.commitTimeoutMs ? { commitTimeoutMs: options.commitTimeoutMs } : {}),
+    }, {
+      timeoutMs: null,
+      onEvent: (e) => {
+        events.push(e);
+        options.onEvent?.(e);
+      },
+    });
+    options.onSettled?.();
+    return { migrationId, prepared, result, events, queuedAtDestination, ...copy };
+  } finally {
+    secret.wipe();
+    source.close();
+    destination.close();
+  }
+}

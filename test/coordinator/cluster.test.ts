@@ -1,0 +1,107 @@
+/** The cluster file: parsing, line-numbered errors, where it comes from, and atomic host additions. */
+import assert from 'node:assert/strict';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { addClusterHost, clusterPath, initialClusterText, loadCluster, parseCluster } from '../../src/coordinator/cluster.js';
+
+const FILE = '/etc/ferry/cluster.yaml';
+
+const good = `# test
+ca:
+  cert: ca.crt
+  key: /secure/ca.key
+coordinator:
+  cert: coordinator.crt
+  key: coordinator.key
+hosts:
+  a:
+    control: 127.0.0.1:7001
+    networks:
+      - listen: 10.0.0.1:7101
+        advertise: 203.0.113.7:7101
+      - 127.0.0.1:7102
+  b-2:
+    control: host-b.example:7002
+    networks: ['[::1]:7103']
+`;
+
+function problem(text: string): string {
+  try {
+    parseCluster(FILE, text);
+  } catch (err) {
+    assert.equal((err as { code?: string }).code, 'ERR_FERRY_INPUT');
+    return (err as Error).message;
+  }
+  assert.fail('the cluster file was accepted');
+}
+
+describe('coordinator: cluster file', function () {
+  it('reads hosts, networks in order, and paths relative to the file', function () {
+    const c = parseCluster(FILE, good);
+    assert.equal(c.caCert, '/etc/ferry/ca.crt');
+    assert.equal(c.caKey, '/secure/ca.key');
+    assert.equal(c.coordinatorKey, '/etc/ferry/coordinator.key');
+    assert.deepEqual([...c.hosts.keys()], ['a', 'b-2']);
+    assert.deepEqual(c.hosts.get('a')!.networks, [
+      { listen: '10.0.0.1:7101', advertise: '203.0.113.7:7101' },
+      { listen: '127.0.0.1:7102', advertise: '127.0.0.1:7102' },
+    ]);
+    assert.equal(c.hosts.get('b-2')!.networks[0]!.advertise, '[::1]:7103');
+  });
+
+  it('names the file, line and column, and what is wrong', function () {
+    assert.equal(problem(good.replace('control: 127.0.0.1:7001', 'control: 127.0.0.1')),
+      `${FILE}:10:14: hosts.a.control: "127.0.0.1" is not HOST:PORT (IPv6 in brackets: [::1]:7000)`);
+    assert.match(problem(good.replace('      - 127.0.0.1:7102', '      - 127.0.0.1:99999')), /:14:9: hosts\.a\.networks\[1\]: port 99999 is out of range/);
+    assert.match(problem(good.replace('  cert: ca.crt\n', '')), /:3:3: ca\.cert: is missing/);
+    assert.match(problem(good.replace('    control: host-b', '    contrl: host-b')), /:16:5: hosts\.b-2\.contrl: unknown key/);
+    assert.match(problem(good.replace('  b-2:', '  B_2:')), /:15:3: hosts\.B_2: a host name is lower-case/);
+    assert.match(problem(good.replace("networks: ['[::1]:7103']", 'networks: []')), /:17:15: hosts\.b-2\.networks: must be a non-empty list/);
+    assert.match(problem(good.replace('hosts:\n', 'hosts: [\n')), new RegExp(`^${FILE}:\\d+:\\d+: not valid YAML`));
+    assert.match(problem('- just\n- a list\n'), /:1:1: file: must be a mapping/);
+    assert.match(problem(good + 'extra: 1\n'), /:18:1: file\.extra: unknown key/);
+    assert.match(problem(good.replace('  a:\n', '  a:\n    control: 127.0.0.1:1\n')), /not valid YAML.*[Mm]ap keys must be unique/);
+  });
+
+  it('comes from --cluster, else FERRY_CLUSTER, else a usage error', function () {
+    assert.equal(clusterPath('x.yaml', { FERRY_CLUSTER: '/y.yaml' }), path.resolve('x.yaml'));
+    assert.equal(clusterPath(undefined, { FERRY_CLUSTER: '/y.yaml' }), '/y.yaml');
+    assert.throws(() => clusterPath(undefined, {}), { code: 'ERR_FERRY_USAGE', message: /--cluster FILE or set FERRY_CLUSTER/ });
+  });
+
+  describe('adding hosts', function () {
+    let dir: string;
+    let file: string;
+    beforeEach(function () {
+      dir = mkdtempSync(path.join(os.tmpdir(), 'ferry-cluster-'));
+      file = path.join(dir, 'cluster.yaml');
+      writeFileSync(file, initialClusterText());
+    });
+    afterEach(function () {
+      rmSync(dir, { recursive: true, force: true });
+    });
+
+    it('keeps comments, writes atomically, leaves no temporary or lock file', async function () {
+      await addClusterHost(file, { name: 'a', control: '127.0.0.1:1', networks: [{ listen: '127.0.0.1:2', advertise: '10.9.9.9:2' }] });
+      const text = readFileSync(file, 'utf8');
+      assert.match(text, /^# ferry cluster file/);
+      const c = await loadCluster(file);
+      assert.deepEqual(c.hosts.get('a')!.networks, [{ listen: '127.0.0.1:2', advertise: '10.9.9.9:2' }]);
+      assert.deepEqual(readdirSync(dir), ['cluster.yaml']);
+    });
+
+    it('loses no host when several are added at once, and refuses a duplicate name', async function () {
+      const names = ['a', 'b', 'c', 'd', 'e', 'f'];
+      await Promise.all(names.map((name, i) => addClusterHost(file, { name, control: `127.0.0.1:${1000 + i}`, networks: [{ listen: `127.0.0.1:${2000 + i}`, advertise: `127.0.0.1:${2000 + i}` }] })));
+      assert.deepEqual([...(await loadCluster(file)).hosts.keys()].sort(), names);
+      const before = readFileSync(file, 'utf8');
+      await assert.rejects(addClusterHost(file, { name: 'c', control: '127.0.0.1:9', networks: [{ listen: '127.0.0.1:9', advertise: '127.0.0.1:9' }] }), { code: 'ERR_FERRY_INPUT', message: /already/ });
+      assert.equal(readFileSync(file, 'utf8'), before);
+    });
+
+    it('says which file is missing', async function () {
+      await assert.rejects(loadCluster(path.join(dir, 'nope.yaml')), { code: 'ERR_FERRY_NOT_FOUND', message: /nope\.yaml/ });
+    });
+  });
+});
