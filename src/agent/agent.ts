@@ -3,7 +3,8 @@
  * the per-host migration limits. start() and stop() undo each other; stop() never touches guests
  * (they are their own processes and outlive the agent).
  */
-import { loadBackend } from '../crypto/index.js';
+import { loadBackend, type Backend } from '../crypto/index.js';
+import { measureSeal } from './seal-measure.js';
 import { FerryError } from '../errors.js';
 import { parseAddress } from '../coordinator/address.js';
 import { ControlServer, type HandlerTable } from './server.js';
@@ -39,7 +40,7 @@ export class Agent {
     readonly state: StateDir,
     readonly options: AgentOptions,
     readonly log: Logger,
-    readonly cryptoBackend: string,
+    private readonly backend: Backend,
   ) {
     this.outgoing = new SlotQueue(state.config.limits.outgoing);
     this.incoming = new SlotQueue(state.config.limits.incoming);
@@ -55,6 +56,10 @@ export class Agent {
     });
   }
 
+  get cryptoBackend(): string {
+    return this.backend.name;
+  }
+
   get name(): string {
     return this.state.config.name;
   }
@@ -63,7 +68,7 @@ export class Agent {
     const state = await StateDir.open(options.dir);
     const backend = await loadBackend();
     const log = options.log.child({ host: state.config.name });
-    const agent = new Agent(state, options, log, backend.name);
+    const agent = new Agent(state, options, log, backend);
     await agent.guests.attachAll();
     await agent.migrations.recover();
     await agent.listen();
@@ -159,6 +164,7 @@ export class Agent {
         timeoutMs: null, // streams until the migration's own limits end it
         run: (params, ctx) => this.migrations.startOutgoing(params, ctx.signal, ctx.emit),
       },
+      'crypto.measure': { roles: coordinator, timeoutMs: 5000, run: () => measureSeal(this.backend) },
       'migration.status': { roles: both, run: async ({ migrationId }) => this.migrations.status(migrationId) },
       'migration.abort': {
         roles: coordinator,
