@@ -4,5 +4,6 @@ import { benchCommand } from './bench.js';
 import { pkiCommand } from './pki.js';
 import { hostCommand } from './host.js';
 import { vmCommand } from './vm.js';
+import { migrateCommand } from './migrate.js';
 
-export const commands: CommandModule<any, any>[] = [benchCommand, pkiCommand, hostCommand, vmCommand];
+export const commands: CommandModule<any, any>[] = [benchCommand, pkiCommand, hostCommand, vmCommand, migrateCommand];
