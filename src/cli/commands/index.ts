@@ -5,5 +5,6 @@ import { pkiCommand } from './pki.js';
 import { hostCommand } from './host.js';
 import { vmCommand } from './vm.js';
 import { migrateCommand } from './migrate.js';
+import { evacuateCommand } from './evacuate.js';
 
-export const commands: CommandModule<any, any>[] = [benchCommand, pkiCommand, hostCommand, vmCommand, migrateCommand];
+export const commands: CommandModule<any, any>[] = [benchCommand, pkiCommand, hostCommand, vmCommand, migrateCommand, evacuateCommand];
