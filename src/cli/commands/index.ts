@@ -6,5 +6,6 @@ import { hostCommand } from './host.js';
 import { vmCommand } from './vm.js';
 import { migrateCommand } from './migrate.js';
 import { evacuateCommand } from './evacuate.js';
+import { probeCommand } from './probe.js';
 
-export const commands: CommandModule<any, any>[] = [benchCommand, pkiCommand, hostCommand, vmCommand, migrateCommand, evacuateCommand];
+export const commands: CommandModule<any, any>[] = [benchCommand, pkiCommand, hostCommand, vmCommand, migrateCommand, evacuateCommand, probeCommand];
