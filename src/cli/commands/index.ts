@@ -7,5 +7,6 @@ import { vmCommand } from './vm.js';
 import { migrateCommand } from './migrate.js';
 import { evacuateCommand } from './evacuate.js';
 import { probeCommand } from './probe.js';
+import { demoCommand } from './demo.js';
 
-export const commands: CommandModule<any, any>[] = [benchCommand, pkiCommand, hostCommand, vmCommand, migrateCommand, evacuateCommand, probeCommand];
+export const commands: CommandModule<any, any>[] = [benchCommand, pkiCommand, hostCommand, vmCommand, migrateCommand, evacuateCommand, probeCommand, demoCommand];
