@@ -6,6 +6,7 @@
  */
 import cliProgress from 'cli-progress';
 import type { CoordinatorEvent } from '../coordinator/migrate.js';
+import type { EvacuationEvent } from '../coordinator/evacuate.js';
 import { formatBytes, formatDuration, formatRate } from '../units.js';
 import type { Output } from './output.js';
 
@@ -23,7 +24,8 @@ export class MigrationProgress {
   private readonly rows = new Map<string, Row>();
   private readonly width: number;
 
-  constructor(private readonly output: Output, guests: readonly string[] = []) {
+  /** `guests`: the names to align; shown as queued from the start when `queued` (evacuate). */
+  constructor(private readonly output: Output, guests: readonly string[], queued = false) {
     this.width = Math.max(4, ...guests.map((g) => g.length));
     this.multibar = output.interactive
       ? new cliProgress.MultiBar({
@@ -37,7 +39,7 @@ export class MigrationProgress {
         fps: 8,
       }, cliProgress.Presets.shades_classic)
       : null;
-    for (const g of guests) this.set(g, 0, 'queued (coordinator)');
+    if (queued) for (const g of guests) this.set(g, 0, 'waiting for its turn');
   }
 
   /** A line for people that does not tear the bars (cli-progress.log on a terminal). */
@@ -45,6 +47,11 @@ export class MigrationProgress {
     if (this.output.json) return;
     if (this.multibar) this.multibar.log(`${line}\n`);
     else this.output.info(line);
+  }
+
+  private warn(line: string): void {
+    if (this.multibar) this.multibar.log(`${this.output.errColor.yellow('warning:')} ${line}\n`);
+    else this.output.warn(line);
   }
 
   private set(vm: string, percent: number, status: string, force = true): void {
@@ -67,21 +74,22 @@ export class MigrationProgress {
   }
 
   /** The coordinator's and the agents' events; under --json each is printed as it is. */
-  event(e: CoordinatorEvent | Record<string, unknown> & { type: string; vm: string }): void {
+  event(e: CoordinatorEvent | Extract<EvacuationEvent, { type: 'queued' }>): void {
+    // A fall-back to plain text is shown to people even under --json (stderr stays human).
+    if (e.type === 'decided' && e.warning) this.warn(`${e.vm}: ${e.warning}`);
     if (this.output.json) {
       this.output.emit(e as Record<string, unknown>);
       return;
     }
-    const ev = e as CoordinatorEvent;
+    const ev = e;
     const row = this.rows.get(ev.vm);
     const percent = row?.percent ?? 0;
     switch (ev.type) {
       case 'decided':
-        if (ev.warning) this.note(`${this.output.errColor.yellow('warning:')} ${ev.vm}: ${ev.warning}`);
         this.set(ev.vm, 0, `${ev.from} -> ${ev.to}, ${ev.mode}, ${ev.streams} streams, ${formatBytes(ev.memoryBytes)}: preparing`);
         break;
       case 'queued':
-        this.set(ev.vm, 0, `queued at the ${ev.side} (place ${ev.position})`);
+        this.set(ev.vm, 0, ev.side === 'coordinator' ? `queued (place ${ev.position})` : `queued at the ${ev.side} (place ${ev.position})`);
         break;
       case 'started':
         this.set(ev.vm, 0, 'running: pass 1');

@@ -68,6 +68,7 @@ export interface EvacuationOutcome {
 /** What an evacuation tells its caller besides each migration's own events. */
 export type EvacuationEvent =
   | CoordinatorEvent
+  | { type: 'queued'; vm: string; side: 'coordinator'; position: number }
   | { type: 'begin'; vm: string; to: string; running: number }
   | { type: 'end'; vm: string; ok: boolean; running: number; result: MigrationSummary['report'] | null; error: { code: string; message: string } | null };
 
@@ -84,6 +85,9 @@ export async function runEvacuation(
   for (const p of plan.placements) {
     if (p.to === null) outcomes.set(p.guest, { vm: p.guest, to: null, summary: null, error: { code: 'ERR_FERRY_REFUSED', message: `no place for it: ${p.reason}` } });
   }
+  work.forEach((p, i) => {
+    if (i >= concurrency) emit({ type: 'queued', vm: p.guest, side: 'coordinator', position: i - concurrency + 1 });
+  });
   let next = 0;
   let running = 0;
   const worker = async () => {

@@ -33,6 +33,7 @@ async function guestOn(cluster: Cluster, host: string) {
 
 async function run(output: Output, config: GuestConfig, local: LocalCluster): Promise<void> {
   output.info(`ferry demo: a cluster in ${local.root} (removed at the end)`);
+  output.emit({ type: 'demo', dir: local.root });
   output.info('  CA and certificates; agents of hosts a and b on 127.0.0.1 ...');
   const cluster = await local.start(['a', 'b']);
   output.info(`  guest "${GUEST}" on host a: ${formatBytes(config.memoryBytes)} memory, workload ${formatWorkload(config.workload)} ...`);

@@ -110,7 +110,7 @@ export const evacuateCommand = defineCommand<EvacuateArgs>({
       return;
     }
     showPlan(output, plan);
-    const progress = new MigrationProgress(output, plan.placements.filter((p) => p.to !== null).map((p) => p.guest));
+    const progress = new MigrationProgress(output, plan.placements.filter((p) => p.to !== null).map((p) => p.guest), true);
     let outcomes: EvacuationOutcome[];
     try {
       outcomes = await runEvacuation(cluster, plan, concurrency, options, {

@@ -8,7 +8,7 @@ import { withClusterOption, openCluster } from '../cluster-option.js';
 import { FerryError, toFerryError } from '../../errors.js';
 import { parseDuration, parseRate } from '../../units.js';
 import { parseEncryptedMigration } from '../../coordinator/mode.js';
-import { DEFAULT_STREAMS, migrateGuest, type MigrateRequest } from '../../coordinator/migrate.js';
+import { DEFAULT_STREAMS, migrateGuest, type MigrateHooks, type MigrateRequest } from '../../coordinator/migrate.js';
 import { resolveTarget } from '../../coordinator/target.js';
 import { GUEST_NAME, type EncryptedMigration } from '../../guest/types.js';
 import { MigrationProgress } from '../progress.js';
@@ -51,11 +51,11 @@ export function migrationOptions(args: { mode?: string; streams?: number; 'max-d
 }
 
 /** Runs one migration with progress and the summary: what `migrate` and `demo` share. */
-export async function migrateWithProgress(output: Output, request: MigrateRequest): Promise<void> {
+export async function migrateWithProgress(output: Output, request: MigrateRequest, hooks: Omit<MigrateHooks, 'onEvent'> = {}): Promise<void> {
   const progress = new MigrationProgress(output, [request.guest]);
   let summary;
   try {
-    summary = await migrateGuest(request, { onEvent: (e) => progress.event(e) });
+    summary = await migrateGuest(request, { ...hooks, onEvent: (e) => progress.event(e) });
     progress.finish(request.guest, summary.report.ok, summary.report.ok ? 'moved' : `failed: ${summary.report.error?.message}`);
   } finally {
     progress.stop();
