@@ -13,18 +13,9 @@ import { Output } from '../../src/cli/output.js';
 import { migrateWithProgress } from '../../src/cli/commands/migrate.js';
 import { ferry, ferryOk, TestCluster, type RunningAgent } from '../agent/helpers/cluster.js';
 import { findSecret } from '../agent/helpers/secrets.js';
+import { jsonLines } from './helpers.js';
 
 const RESULT_KEYS = ['type', 'ok', 'vm', 'from', 'to', 'mode', 'backend', 'totalMs', 'switchoverMs', 'bytesSent', 'zeroPagesSkipped', 'passes', 'verified', 'error'];
-
-/** Every stdout line is a JSON object with a type; the last is the result. */
-export function jsonLines(stdout: string): Record<string, any>[] {
-  const lines = stdout.trim().split('\n').filter((l) => l !== '');
-  return lines.map((l) => {
-    const o = JSON.parse(l);
-    assert.equal(typeof o.type, 'string', l);
-    return o;
-  });
-}
 
 describe('e2e: ferry migrate', function () {
   let cluster: TestCluster;
