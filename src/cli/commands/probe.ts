@@ -1,5 +1,5 @@
 /** `ferry probe [HOST...]`: what each host can do, and whether its agent needs an upgrade. */
-import { defineCommand } from '../command.js';
+import { defineCommand, ReportedFailure } from '../command.js';
 import { withClusterOption, openCluster } from '../cluster-option.js';
 import { FerryError } from '../../errors.js';
 import { formatBytes } from '../../units.js';
@@ -45,6 +45,8 @@ export const probeCommand = defineCommand<{ hosts?: string[]; cluster?: string }
       for (const line of table(rows)) output.print(line);
     }
     const down = probes.filter((p) => !p.reachable).map((p) => p.host);
-    if (down.length > 0) throw new FerryError('ERR_FERRY_NETWORK', `could not reach ${down.join(', ')}`);
+    const failure = down.length > 0 ? new FerryError('ERR_FERRY_NETWORK', `could not reach ${down.join(', ')}`) : null;
+    output.emit({ type: 'result', ok: failure === null, hosts: probes.length, unreachable: down, error: failure?.toJSON() ?? null });
+    if (failure) throw new ReportedFailure(failure.code, failure.message);
   },
 });
