@@ -11,7 +11,7 @@ import { planHostEvacuation, runEvacuation, type EvacuationOutcome, type Evacuat
 import { MigrationProgress } from '../progress.js';
 import { table } from '../table.js';
 import type { Output } from '../output.js';
-import { migrationOptions } from './migrate.js';
+import { migrationOptions, withMigrationFlags } from './migrate.js';
 
 interface EvacuateArgs {
   host: string;
@@ -79,15 +79,10 @@ export const evacuateCommand = defineCommand<EvacuateArgs>({
   command: 'evacuate <host>',
   describe: 'move every guest off a host (placement by free memory and capability)',
   builder: (yargs) =>
-    withClusterOption(yargs)
+    withMigrationFlags(withClusterOption(yargs))
       .positional('host', { type: 'string', demandOption: true, describe: 'the host to empty' })
       .option('to', { type: 'string', requiresArg: true, describe: 'only these hosts: H1,H2 (default: every other host)' })
       .option('concurrency', { type: 'number', default: 2, requiresArg: true, describe: 'migrations at once (1-64); the rest wait, shown as queued' })
-      .option('mode', { type: 'string', requiresArg: true, describe: "encryption for every guest: disabled | opportunistic | required (default: each guest's setting)" })
-      .option('streams', { type: 'number', default: 2, requiresArg: true, describe: 'TCP streams per migration (1-16)' })
-      .option('max-downtime', { type: 'string', requiresArg: true, describe: 'per migration (default 500ms)' })
-      .option('bandwidth', { type: 'string', requiresArg: true, describe: 'cap per migration: 10Gbit, 500MB' })
-      .option('timeout', { type: 'string', requiresArg: true, describe: 'per migration pre-copy limit (default 10m)' })
       .option('dry-run', { type: 'boolean', default: false, describe: 'print the plan; change nothing' })
       .example('$0 evacuate a --dry-run', 'where each guest of host a would go, and why some cannot')
       .example('$0 evacuate a --to b,c --concurrency 4', 'empty host a onto b and c, four migrations at a time')

@@ -3,6 +3,7 @@
  * events then exactly one result line. Exit 0 moved, 1 failed (the guest runs on the source),
  * 2 bad usage or input.
  */
+import type { Argv } from 'yargs';
 import { defineCommand, ReportedFailure } from '../command.js';
 import { withClusterOption, openCluster } from '../cluster-option.js';
 import { FerryError, toFerryError } from '../../errors.js';
@@ -25,6 +26,16 @@ interface MigrateArgs {
   timeout?: string;
   verify: boolean;
   cluster?: string;
+}
+
+/** The flags of one migration that `migrate` and `evacuate` share (evacuate applies them to each). */
+export function withMigrationFlags<T>(yargs: Argv<T>) {
+  return yargs
+    .option('mode', { type: 'string', requiresArg: true, describe: "encryption: disabled | opportunistic | required (default: the guest's setting)" })
+    .option('streams', { type: 'number', default: DEFAULT_STREAMS, requiresArg: true, describe: 'TCP streams of the data channel (1-16)' })
+    .option('max-downtime', { type: 'string', requiresArg: true, describe: 'switch over when the pause fits this (default 500ms)' })
+    .option('bandwidth', { type: 'string', requiresArg: true, describe: 'cap the data rate: 10Gbit, 500MB' })
+    .option('timeout', { type: 'string', requiresArg: true, describe: 'give up pre-copy after this long (default 10m); the guest stays on the source' });
 }
 
 /** Options as the coordinator takes them, checked before any host is asked (exit 2 when wrong). */
@@ -72,14 +83,9 @@ export const migrateCommand = defineCommand<MigrateArgs>({
   command: 'migrate <vm>',
   describe: 'move a running guest to another host, live, encrypted per its setting',
   builder: (yargs) =>
-    withClusterOption(yargs)
+    withMigrationFlags(withClusterOption(yargs))
       .positional('vm', { type: 'string', demandOption: true, describe: 'the guest to move' })
       .option('to', { type: 'string', demandOption: true, requiresArg: true, describe: 'the destination: HOST, or CLUSTER_FILE:HOST for a host of another cluster' })
-      .option('mode', { type: 'string', requiresArg: true, describe: "encryption: disabled | opportunistic | required (default: the guest's setting)" })
-      .option('streams', { type: 'number', default: DEFAULT_STREAMS, requiresArg: true, describe: 'TCP streams of the data channel (1-16)' })
-      .option('max-downtime', { type: 'string', requiresArg: true, describe: 'switch over when the pause fits this (default 500ms)' })
-      .option('bandwidth', { type: 'string', requiresArg: true, describe: 'cap the data rate: 10Gbit, 500MB' })
-      .option('timeout', { type: 'string', requiresArg: true, describe: 'give up pre-copy after this long (default 10m); the guest stays on the source' })
       .option('verify', { type: 'boolean', default: false, describe: 'compare memory digests of source and destination before committing' })
       .example('$0 migrate web1 --to b', "move web1 to host b, encrypted unless web1's setting says otherwise")
       .example('$0 migrate db1 --to b --mode required --max-downtime 100ms --verify', 'never in plain text; a short pause; digests compared')
