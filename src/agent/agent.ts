@@ -3,7 +3,7 @@
  * the per-host migration limits. start() and stop() undo each other; stop() never touches guests
  * (they are their own processes and outlive the agent).
  */
-import { loadBackend, type Backend } from '../crypto/index.js';
+import { loadBackend, nativeUnavailableReason, type Backend } from '../crypto/index.js';
 import { measureSeal } from './seal-measure.js';
 import { FerryError } from '../errors.js';
 import { parseAddress } from '../coordinator/address.js';
@@ -56,8 +56,10 @@ export class Agent {
     });
   }
 
+  /** The backend's name; the native backend names its GCM implementation too (vaes-avx2, evp): probe shows it. */
   get cryptoBackend(): string {
-    return this.backend.name;
+    const implementation = (this.backend as { implementation?: string }).implementation;
+    return implementation ? `${this.backend.name}/${implementation}` : this.backend.name;
   }
 
   get name(): string {
@@ -66,7 +68,11 @@ export class Agent {
 
   static async start(options: AgentOptions): Promise<Agent> {
     const state = await StateDir.open(options.dir);
-    const backend = await loadBackend();
+    // Chosen here rather than by loadBackend's default, whose fallback note is a plain stderr
+    // line: the agent's stderr carries JSON lines only, so the reason goes into the log instead.
+    const nativeProblem = nativeUnavailableReason();
+    const backend = await loadBackend(process.env.FERRY_CRYPTO || (nativeProblem === null ? 'native' : 'node'));
+    if (nativeProblem !== null && !process.env.FERRY_CRYPTO) options.log.warn('native crypto addon unavailable: using node:crypto', { reason: nativeProblem });
     const log = options.log.child({ host: state.config.name });
     const agent = new Agent(state, options, log, backend);
     await agent.guests.attachAll();

@@ -5,11 +5,14 @@
 import { accessSync, constants, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { cpuFeatures as addonCpuFeatures } from '../crypto/index.js';
 
 const AES_FEATURES = ['aes', 'pclmulqdq', 'avx2', 'vaes', 'vpclmulqdq', 'avx512f'];
 
-/** The AES-GCM-relevant CPU flags of /proc/cpuinfo (empty where there is none). */
+/** The AES-GCM-relevant CPU features, as the native addon probed them, else from /proc/cpuinfo. */
 export function cpuFeatures(): string[] {
+  const probed = addonCpuFeatures();
+  if (probed) return AES_FEATURES.filter((f) => probed[f as keyof typeof probed]);
   try {
     const line = readFileSync('/proc/cpuinfo', 'utf8').split('\n').find((l) => /^flags\s*:/.test(l)) ?? '';
     const flags = new Set(line.replace(/^flags\s*:/, '').trim().split(/\s+/));

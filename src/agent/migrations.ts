@@ -24,6 +24,9 @@ import type { SlotQueue } from './queue.js';
 import type { StateDir } from './state.js';
 import { FERRY_VERSION } from './version.js';
 
+/** An incoming migration that has seen no data this long after it was prepared is given up. */
+export const DEFAULT_START_TIMEOUT_MS = 30 * 60_000;
+
 /** Waits between resolve attempts while the destination cannot be asked: 1 s, doubling, at most 10 s. */
 const RESOLVE_BACKOFF_MS = [1000, 2000, 4000, 8000, 10_000];
 
@@ -138,7 +141,7 @@ export class MigrationManager {
       this.log.info('incoming migration prepared', { migrationId: p.migrationId, guest: config.name, from: p.source, mode: p.mode, nicFallback });
       const held = release;
       release = null; // from here the follower releases it
-      void this.followIncoming(t, incoming.client, held);
+      void this.followIncoming(t, incoming.client, held, p.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS);
       return { migrationId: p.migrationId, networks: this.host.networks(), nicFallback, guest: config };
     } catch (err) {
       this.tracked.delete(p.migrationId);
@@ -149,8 +152,13 @@ export class MigrationManager {
   }
 
   /** Follows an incoming guest to its end, and decides. */
-  private async followIncoming(t: Tracked, client: GuestClient, release: () => void): Promise<void> {
+  private async followIncoming(t: Tracked, client: GuestClient, release: () => void, startTimeoutMs: number): Promise<void> {
     const { migrationId, guest } = t;
+    const unstarted = setTimeout(() => {
+      if (t.lastEvent !== null) return;
+      this.log.warn('incoming migration never started: giving it up', { migrationId, guest, startTimeoutMs });
+      void this.resolve(migrationId);
+    }, startTimeoutMs).unref();
     try {
       const info = await client.awaitMigration((e) => (t.lastEvent = e));
       if (info.phase === 'ready-to-commit') await this.decideIncoming(t, client);
@@ -166,6 +174,7 @@ export class MigrationManager {
         await this.host.guests.forget(guest).catch(() => {});
       }
     } finally {
+      clearTimeout(unstarted);
       this.incomingGuests.delete(migrationId);
       release();
     }

@@ -123,6 +123,12 @@ export type WireChannelSpec = Omit<ChannelParams, 'key' | 'nonce'> & { key: stri
 export interface PrepareIncomingParams extends WireChannelSpec {
   guest: GuestConfig;
   source: string;
+  /**
+   * Give the incoming guest up (not committed) when no data has arrived this long after it was
+   * prepared: a coordinator that died between the two requests must not hold a slot for ever.
+   * Default 30 minutes.
+   */
+  startTimeoutMs?: number;
 }
 
 export interface PrepareIncomingResult {
@@ -267,7 +273,7 @@ export const PARAMS: { [M in Method]: Check<Params<M>> } = {
   'guest.set': obj({ name: guestName, encryptedMigration }),
   'guest.destroy': obj({ name: guestName }),
   'migration.resolve': obj({ migrationId }),
-  'migration.prepare-incoming': obj({ ...channelFields, guest: guestConfig, source: hostName }),
+  'migration.prepare-incoming': obj({ ...channelFields, guest: guestConfig, source: hostName, startTimeoutMs: millis }),
   'migration.start-outgoing': obj({
     ...channelFields,
     guest: guestName,

@@ -11,6 +11,7 @@ import type { Channel, ChannelMessage, ChannelMode, ChannelSpec, ChannelStats } 
 import { Connection } from './connection.js';
 import type { RawFrame } from './decoder.js';
 import { Pacer } from './pacer.js';
+import { FramePool } from './frame-pool.js';
 import {
   Flag,
   FrameType,
@@ -53,6 +54,13 @@ export interface ChannelOptions {
   sealLimitBytes?: number;
   /** Told about each incoming connection refused before it touched the channel (wrong key, mode, id). */
   onRejectedConnection?: (error: FerryError) => void;
+  /**
+   * The memory each DATA payload is opened into (plain mode: copied into), `length` bytes exactly;
+   * default a fresh buffer (plain mode: a view of the received frame). The consumer owns it once
+   * receive() returned it, so it can hand out recycled buffers (warm memory: a fresh one costs
+   * page faults) or memory of its own.
+   */
+  allocatePayload?: (messageType: number, length: number) => Uint8Array;
 }
 
 export const DEFAULT_WINDOW_BYTES = 64 * 1024 * 1024;
@@ -67,6 +75,8 @@ interface OutMessage {
   frame: Buffer;
   conn: Connection | null;
   sequence: number;
+  /** Sent again: its first buffer may sit in a dead socket's queue, so none of its buffers is reused. */
+  retransmitted?: boolean;
 }
 
 interface PendingSend {
@@ -121,7 +131,10 @@ export abstract class ChannelCore implements Channel {
 
   protected readonly conns = new Set<Connection>();
   protected readonly pacer: Pacer;
-  protected readonly options: Required<Omit<ChannelOptions, 'backend' | 'onRejectedConnection' | 'sealLimitBytes'>>;
+  private readonly pool: FramePool;
+  protected readonly options: Required<Omit<ChannelOptions, 'backend' | 'onRejectedConnection' | 'sealLimitBytes' | 'allocatePayload'>>;
+  private readonly allocatePayload: (messageType: number, length: number) => Uint8Array;
+  private readonly consumerAllocates: boolean;
   private readonly encrypted: boolean;
   private readonly nonce: Buffer;
   private key: AeadKey | null;
@@ -142,6 +155,7 @@ export abstract class ChannelCore implements Channel {
   private endConn: Connection | null = null;
   private readonly endWaiters: { resolve: () => void; reject: (e: FerryError) => void }[] = [];
   private pumping = false;
+  private pumpAgain = false;
 
   // Receiving.
   private nextDeliver = 0;
@@ -179,8 +193,11 @@ export abstract class ChannelCore implements Channel {
       connectTimeoutMs: options.connectTimeoutMs ?? 5_000,
       connectRounds: options.connectRounds ?? 2,
     };
+    this.allocatePayload = options.allocatePayload ?? ((_type, length) => Buffer.allocUnsafe(length));
+    this.consumerAllocates = options.allocatePayload !== undefined;
     this.sealLimit = Math.min(SEAL_LIMIT_BYTES, options.sealLimitBytes ?? SEAL_LIMIT_BYTES);
     this.pacer = new Pacer(spec.maxBytesPerSecond, MAX_PAYLOAD_BYTES);
+    this.pool = new FramePool(windowBytes + 2 * MAX_PAYLOAD_BYTES);
     const tick = Math.max(10, Math.min(this.options.keepaliveMs, this.options.handshakeTimeoutMs / 4, this.options.stallTimeoutMs / 4));
     this.keepaliveTimer = setInterval(() => this.onTick(), tick);
     this.keepaliveTimer.unref();
@@ -276,7 +293,7 @@ export abstract class ChannelCore implements Channel {
   }
 
   protected newConnection(socket: Socket, accepting: boolean, network: string): Connection {
-    const conn = new Connection(socket, accepting, network, this.pacer, this.stats);
+    const conn = new Connection(socket, accepting, network, this.pacer, this.stats, (n) => this.pool.take(n));
     socket.on('error', () => this.lose(conn, 'connection error'));
     socket.on('close', () => this.lose(conn, 'connection closed'));
     socket.on('end', () => this.lose(conn, 'connection ended'));
@@ -287,6 +304,8 @@ export abstract class ChannelCore implements Channel {
     this.conns.add(conn);
     conn.socket.on('data', (chunk: Buffer) => this.onData(conn, chunk));
     if (head && head.length > 0) this.onData(conn, Buffer.from(head));
+    // The router paused it; a 'data' listener alone does not restart a paused stream.
+    conn.socket.resume();
   }
 
   /** A HELLO for `conn`: header and extension (the AAD) and sealed payload. */
@@ -386,6 +405,7 @@ export abstract class ChannelCore implements Channel {
     for (const m of this.reorder.values()) m.payload.fill(0);
     this.reorder.clear();
     this.destroyKey();
+    this.pool.clear();
     this.onFailed(err);
   }
 
@@ -414,15 +434,20 @@ export abstract class ChannelCore implements Channel {
   }
 
   private schedulePump(): void {
-    if (this.pumping || this.error) return;
+    if (this.error) return;
+    if (this.pumping) {
+      // Asked again while running (end(), a new connection): go round once more when done.
+      this.pumpAgain = true;
+      return;
+    }
     this.pumping = true;
+    this.pumpAgain = false;
     queueMicrotask(() => {
       this.pump().then(
         () => {
           this.pumping = false;
-          if (this.retransmitQueue.length > 0 || this.sealQueue.length > 0) {
-            if (this.pickConnection()) this.schedulePump();
-          }
+          const more = this.retransmitQueue.length > 0 || this.sealQueue.length > 0;
+          if (this.pumpAgain || (more && this.pickConnection())) this.schedulePump();
         },
         (err) => {
           this.pumping = false;
@@ -472,7 +497,8 @@ export abstract class ChannelCore implements Channel {
   ): { buf: Buffer; sequence: number; aadBytes: number } {
     const sequence = conn.reserveSequence();
     const aadBytes = HEADER_BYTES + (migrationId?.length ?? 0);
-    const buf = Buffer.allocUnsafe(aadBytes + payload.length + (this.encrypted ? TAG_BYTES : 0));
+    const size = aadBytes + payload.length + (this.encrypted ? TAG_BYTES : 0);
+    const buf = type === FrameType.DATA ? this.pool.take(size) : Buffer.allocUnsafe(size);
     writeHeader(buf, {
       type,
       flags: flags | (this.encrypted ? Flag.ENCRYPTED : 0),
@@ -625,6 +651,7 @@ export abstract class ChannelCore implements Channel {
       m.frame = frame;
       m.conn = conn;
       m.sequence = sequence;
+      m.retransmitted = true;
       this.stats.retransmittedMessages++;
       if (conn.state === 'closed') this.queueRetransmit(m);
       else conn.put(sequence, frame, m.payloadLength);
@@ -731,7 +758,7 @@ export abstract class ChannelCore implements Channel {
           iv: this.ivFor(frame.header.connectionId, frame.header.sequence),
           aad: frame.aad,
           input: frame.body,
-          output: Buffer.allocUnsafe(frame.header.payloadLength),
+          output: this.payloadMemory(frame.header),
         }));
         try {
           payloads = await this.key.openBatch(jobs);
@@ -744,11 +771,28 @@ export abstract class ChannelCore implements Channel {
           return;
         }
       } else {
-        payloads = batch.map(({ frame }) => frame.body.subarray(0, frame.header.payloadLength));
+        payloads = batch.map(({ frame }) => {
+          const body = frame.body.subarray(0, frame.header.payloadLength);
+          if (!this.consumerAllocates || frame.header.type !== FrameType.DATA) return body;
+          // The consumer supplies memory: copy into it, so the frame's buffer can be used again.
+          const out = this.payloadMemory(frame.header);
+          out.set(body);
+          return out;
+        });
       }
       if (this.error) return;
       for (let i = 0; i < batch.length && !this.error; i++) this.onFrame(batch[i]!.frame, payloads[i]!);
+      if (this.encrypted || this.consumerAllocates) for (const { frame } of batch) if (frame.gathered) this.pool.give(frame.gathered);
     }
+  }
+
+  private payloadMemory(h: FrameHeader): Uint8Array {
+    if (h.type !== FrameType.DATA) return Buffer.allocUnsafe(h.payloadLength);
+    const out = this.allocatePayload(h.messageType, h.payloadLength);
+    if (!(out instanceof Uint8Array) || out.length !== h.payloadLength) {
+      throw new FerryError('ERR_FERRY_INPUT', `allocatePayload gave ${out?.length} bytes for a ${h.payloadLength}-byte message`);
+    }
+    return out;
   }
 
   private onFrame(frame: RawFrame, payload: Uint8Array): void {
@@ -830,6 +874,8 @@ export abstract class ChannelCore implements Channel {
       while (this.unacked.length > 0 && this.unacked[0]!.number < count) {
         const m = this.unacked.shift()!;
         this.inflightBytes -= m.payloadLength;
+        // Acknowledged: the peer has every byte, so no write of this buffer can still be pending.
+        if (!m.retransmitted) this.pool.give(m.frame);
       }
       this.retransmitQueue = this.retransmitQueue.filter((m) => m.number >= count);
       this.drainAdmit();

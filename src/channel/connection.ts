@@ -14,7 +14,7 @@ export class Connection {
   state: ConnectionState = 'handshake';
   /** Source-chosen id (direction bit clear); 0 until a destination has read the HELLO. */
   id = 0;
-  readonly decoder = new FrameDecoder();
+  readonly decoder: FrameDecoder;
   nextRecvSequence = 0;
   private nextSendSequence = 0;
   private nextWriteSequence = 0;
@@ -34,7 +34,9 @@ export class Connection {
     readonly network: string,
     private readonly pacer: Pacer,
     private readonly counters: { wireBytesSent: number },
+    allocate?: (size: number) => Buffer,
   ) {
+    this.decoder = new FrameDecoder(allocate);
     socket.setNoDelay(true);
   }
 

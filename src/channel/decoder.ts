@@ -15,9 +15,14 @@ export interface RawFrame {
   body: Buffer;
   /** Bytes of the whole frame on the wire. */
   wireBytes: number;
+  /** The frame was gathered into a buffer of its own (from the pool), not a view of a chunk. */
+  gathered: Buffer | null;
 }
 
 export class FrameDecoder {
+  constructor(private readonly allocate: (size: number) => Buffer = (size) => Buffer.allocUnsafe(size)) {}
+
+  private gatheredLast: Buffer | null = null;
   private chunks: Buffer[] = [];
   private offset = 0; // into chunks[0]
   private queued = 0;
@@ -47,9 +52,10 @@ export class FrameDecoder {
         }
         const need = frameBytes(this.header);
         if (this.queued < need) return;
+        this.gatheredLast = null;
         const frame = this.take(need);
         const aadBytes = HEADER_BYTES + this.header.extensionLength;
-        out.push({ header: this.header, aad: frame.subarray(0, aadBytes), body: frame.subarray(aadBytes), wireBytes: need });
+        out.push({ header: this.header, aad: frame.subarray(0, aadBytes), body: frame.subarray(aadBytes), wireBytes: need, gathered: this.gatheredLast });
         this.header = null;
       }
     } catch (err) {
@@ -79,11 +85,13 @@ export class FrameDecoder {
       }
       return view;
     }
-    return this.gather(n, true);
+    const frame = this.gather(n, true);
+    this.gatheredLast = frame;
+    return frame;
   }
 
   private gather(n: number, consume: boolean): Buffer {
-    const out = Buffer.allocUnsafe(n);
+    const out = consume ? this.allocate(n) : Buffer.allocUnsafe(n);
     let filled = 0;
     let i = 0;
     let offset = this.offset;

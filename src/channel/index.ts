@@ -14,3 +14,4 @@ export { resolveChannelMode, type ModeDecision } from './mode.js';
 export { FrameDecoder, type RawFrame } from './decoder.js';
 export { parseNetwork, formatNetwork, type NetworkAddress } from './network.js';
 export { MAX_PAYLOAD_BYTES, MAX_HELLO_BYTES, SEAL_LIMIT_BYTES, HEADER_BYTES, TAG_BYTES } from './wire.js';
+export { startWanEmulator, type WanEmulator, type WanOptions } from './wan-emulator.js';

@@ -1,6 +1,7 @@
 /**
  * A WAN in user space (this kernel has no netem): a TCP relay that delays every byte by a one-way
- * delay and serialises it at a bandwidth cap, each direction on its own, like a long fat pipe.
+ * delay and serialises it at a bandwidth cap, each direction on its own, like a long fat pipe. The
+ * cap belongs to the link: all connections through the emulator share it.
  *
  * It reads ahead without waiting for the far side, so a whole bandwidth-delay product is in flight
  * inside the relay, plus a router-sized queue on top; only past that does it stop reading (TCP
@@ -36,6 +37,11 @@ export interface WanEmulator {
   close(): Promise<void>;
 }
 
+/** One direction of the emulated link, shared by every connection through it: the cap is the link's. */
+interface Link {
+  freeAt: number;
+}
+
 interface Pending {
   at: number;
   chunk: Buffer;
@@ -46,7 +52,6 @@ class Pipe {
   private readonly queue: Pending[] = [];
   private head = 0;
   private queued = 0;
-  private linkFreeAt = 0;
   private timer: NodeJS.Timeout | null = null;
   private paused = false;
   private ended = false;
@@ -58,6 +63,7 @@ class Pipe {
     private readonly delayMs: number,
     private readonly rate: number | undefined,
     queueBytes: number,
+    private readonly link: Link,
   ) {
     const bdp = rate ? (rate * 2 * delayMs) / 1000 : 0;
     this.limit = bdp + queueBytes;
@@ -76,8 +82,8 @@ class Pipe {
     const now = performance.now();
     // Serialisation at the cap, then propagation: the model of a fixed-rate link with a delay.
     const serialise = this.rate ? (chunk.length / this.rate) * 1000 : 0;
-    this.linkFreeAt = Math.max(now, this.linkFreeAt) + serialise;
-    this.queue.push({ at: this.linkFreeAt + this.delayMs, chunk });
+    this.link.freeAt = Math.max(now, this.link.freeAt) + serialise;
+    this.queue.push({ at: this.link.freeAt + this.delayMs, chunk });
     this.queued += chunk.length;
     if (this.queued > this.limit && !this.paused) {
       this.paused = true;
@@ -121,7 +127,10 @@ class Pipe {
   }
 
   private flush(): void {
-    if (this.ended && this.head >= this.queue.length && !this.output.destroyed) this.output.end();
+    if (!this.ended || this.head < this.queue.length) return;
+    if (!this.output.destroyed) this.output.end();
+    // Both ways finished: nothing more can pass.
+    if (this.input.writableEnded || this.input.destroyed) this.input.destroy();
   }
 
   stop(): void {
@@ -142,19 +151,30 @@ export async function startWanEmulator(options: WanOptions): Promise<WanEmulator
   const pipes = new Set<Pipe>();
   let connections = 0;
   let blackholed = false;
-  const server: Server = createServer({ noDelay: true, pauseOnConnect: true }, (client) => {
+  const upLink: Link = { freeAt: 0 };
+  const downLink: Link = { freeAt: 0 };
+  const server: Server = createServer({ noDelay: true, pauseOnConnect: true, allowHalfOpen: true }, (client) => {
     connections++;
     if (blackholed) {
       sockets.add(client);
       client.on('error', () => client.destroy());
       return;
     }
-    const upstream = connect({ host: target.host, port: target.port, noDelay: true });
+    const upstream = connect({ host: target.host, port: target.port, noDelay: true, allowHalfOpen: true });
     sockets.add(client);
     sockets.add(upstream);
+    const up = new Pipe(client, upstream, options.delayMs, options.bytesPerSecond, queueBytes, upLink);
+    const down = new Pipe(upstream, client, options.delayMs, options.bytesPerSecond, queueBytes, downLink);
+    pipes.add(up);
+    pipes.add(down);
+    // A FIN travels through the pipe behind the data (each Pipe ends its output once drained);
+    // only an error, a reset, tears both sides down at once.
     const kill = (): void => {
       client.destroy();
       upstream.destroy();
+    };
+    const forget = (): void => {
+      if (!client.destroyed || !upstream.destroyed) return;
       sockets.delete(client);
       sockets.delete(upstream);
       for (const p of [up, down]) {
@@ -162,14 +182,10 @@ export async function startWanEmulator(options: WanOptions): Promise<WanEmulator
         pipes.delete(p);
       }
     };
-    const up = new Pipe(client, upstream, options.delayMs, options.bytesPerSecond, queueBytes);
-    const down = new Pipe(upstream, client, options.delayMs, options.bytesPerSecond, queueBytes);
-    pipes.add(up);
-    pipes.add(down);
     client.on('error', kill);
     upstream.on('error', kill);
-    client.on('close', kill);
-    upstream.on('close', kill);
+    client.on('close', forget);
+    upstream.on('close', forget);
     upstream.once('connect', () => client.resume());
   });
   await new Promise<void>((resolve, reject) => {

@@ -20,6 +20,8 @@ export interface DestinationOptions {
    * answers 'commit', or answers 'abort'. May take as long as it needs.
    */
   decide: (ready: { sourceDigest: string | null; digest: string | null }) => Promise<'commit' | 'abort'>;
+  /** Throws (ERR_FERRY_FRAME) when the source's device state cannot be started from; checked before ready. */
+  checkDevice: (deviceState: object) => void;
   /** Starts the guest running with the source's device state; COMMITTED is sent after it returns. */
   resume: (deviceState: object) => Promise<void> | void;
 }
@@ -136,6 +138,7 @@ class DestinationMigration {
     const missingBlock = this.blockFlags.indexOf(0);
     if (missingBlock >= 0) throw new FerryError('ERR_FERRY_FRAME', `disk block ${missingBlock} never arrived`);
     if (this.device === null) throw new FerryError('ERR_FERRY_FRAME', 'COMPLETE came before the device state');
+    this.options.checkDevice(this.device);
   }
 
   async run(): Promise<MigrationResult> {

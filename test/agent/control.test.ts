@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
+import net from 'node:net';
 import tls from 'node:tls';
 import { AgentClient } from '../../src/agent/client.js';
 import { MAX_REQUEST_BYTES, PROTOCOL_VERSION } from '../../src/agent/protocol.js';
@@ -169,6 +170,23 @@ describe('agent: control API over mutual TLS (real agents)', function () {
     } finally {
       coord.close();
     }
+  });
+
+  it('drops data connections that do not open with a HELLO of a migration it expects', async function () {
+    const network = JSON.parse(a.logs().split('\n').find((l) => l.includes('"msg":"agent ready"'))!).networks[0] as string;
+    const [host, port] = [network.slice(0, network.lastIndexOf(':')), Number(network.slice(network.lastIndexOf(':') + 1))];
+    const closedAfter = (bytes: Buffer) => new Promise<string>((resolve) => {
+      const s = net.connect({ host, port }, () => s.write(bytes));
+      let got = '';
+      s.on('data', (d) => (got += d.toString('hex')));
+      s.on('error', () => {});
+      s.on('close', () => resolve(got));
+    });
+    assert.equal(await closedAfter(Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'.repeat(4))), '', 'nothing is answered');
+    await a.waitForLog(/"msg":"data connection dropped"/);
+    const creds = await coordinatorCredentials(await loadCluster(cluster.file));
+    const client = await AgentClient.connect({ address: a.control, host: 'a', credentials: creds });
+    client.close(); // and the agent serves on
   });
 
   it('logs JSON lines and never a key', function () {

@@ -1,6 +1,7 @@
 /** Migration requests an agent refuses before anything starts: each with its code, nothing changed. */
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { waitUntil } from '../helpers/guests.js';
 import path from 'node:path';
 import { AgentClient } from '../../src/agent/client.js';
 import type { PrepareIncomingParams, StartOutgoingParams } from '../../src/agent/protocol.js';
@@ -81,6 +82,17 @@ describe('agent: migration requests refused up front (real agents)', function ()
     } finally {
       asHost.close();
     }
+  });
+
+  it('gives up an incoming migration that never starts, freeing its slot and name', async function () {
+    const spec = incoming({ migrationId: 'm-never-1', mode: 'plain', guest: { ...guest, name: 'r2' }, startTimeoutMs: 300 });
+    const prepared = await plainOnly.call('migration.prepare-incoming', spec);
+    assert.equal(prepared.guest.name, 'r2');
+    const dirB = cluster.hostDir('b');
+    await waitUntil(() => !existsSync(path.join(dirB, 'guests', 'r2.json')), 10_000, 'the incoming guest to be dropped');
+    assert.equal(JSON.parse(readFileSync(path.join(dirB, 'ownership', 'm-never-1.decision.json'), 'utf8')).decision, 'not-committed');
+    assert.equal((await plainOnly.call('migration.status', { migrationId: 'm-never-1' })).phase, 'aborted');
+    assert.deepEqual((await plainOnly.call('capabilities', {})).running, { outgoing: 0, incoming: 0 });
   });
 
   it('answers status for unknown migrations with a coded error', async function () {

@@ -47,6 +47,33 @@ forEachBackend('channel transfer', (backend) => {
   }
 });
 
+forEachBackend('channel batching', (backend) => {
+  for (const mode of ['encrypted', 'plain'] as const) it(`${mode}: 100 sends in flight at once are sealed in batches and still arrive in order, into the consumer’s memory`, async () => {
+    const spec = makeSpec(mode, ['127.0.0.1:0'], { streams: 3 });
+    const given = new Set<Uint8Array>();
+    const allocatePayload = (_type: number, length: number): Uint8Array => {
+      const b = new Uint8Array(length);
+      given.add(b);
+      return b;
+    };
+    const l = await listenChannel(spec, { backend: backend(), allocatePayload });
+    try {
+      const src = await connectChannel({ ...spec, networks: l.networks }, { backend: backend() });
+      const sends = Array.from({ length: 100 }, (_, i) => src.send(i % 256, payloadFor(i, 20_000 + i)));
+      for (let i = 0; i < 100; i++) {
+        const m = await l.channel.receive();
+        assert.ok(m && given.has(m.payload), 'opened straight into memory the consumer supplied');
+        assert.equal(m.type, i % 256);
+        assert.ok(Buffer.from(m.payload).equals(payloadFor(i, 20_000 + i)), `message ${i}`);
+      }
+      await Promise.all(sends);
+      await Promise.all([src.end(), l.channel.receive().then(async (m) => (assert.equal(m, null), l.channel.end()))]);
+    } finally {
+      await l.close();
+    }
+  });
+});
+
 describe('channel behaviour', () => {
   let l: ChannelListener | undefined;
   afterEach(async () => {

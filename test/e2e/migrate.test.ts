@@ -53,7 +53,7 @@ describe('e2e: ferry migrate', function () {
     assert.equal(result.from, 'a');
     assert.equal(result.to, 'b');
     assert.equal(result.mode, 'encrypted');
-    assert.match(result.backend, /^(native|node|webcrypto)$/);
+    assert.match(result.backend, /^(native|node|webcrypto)(\/[a-z0-9-]+)?$/);
     assert.equal(result.verified, true);
     assert.equal(result.error, null);
     assert.ok(result.passes >= 1 && result.bytesSent > 0 && result.totalMs > 0 && result.switchoverMs >= 0, JSON.stringify(result));

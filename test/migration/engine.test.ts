@@ -6,10 +6,11 @@
  * paused and in doubt until its agent resolves it.
  */
 import assert from 'node:assert/strict';
-import { startGuest, type GuestClient } from '../../src/guest/index.js';
+import { createConnection, createServer, type AddressInfo, type Socket } from 'node:net';
+import { attachGuest, startGuest, type GuestClient } from '../../src/guest/index.js';
 import type { FerryError } from '../../src/errors.js';
 import { GuestSandbox, alive, sleep, waitUntil } from '../helpers/guests.js';
-import { migrate } from '../helpers/migrate.js';
+import { migrateLocally as migrate } from '../../src/guest/local-migration.js';
 
 describe('migration between guest processes', function () {
   this.timeout(90_000);
@@ -73,6 +74,51 @@ describe('migration between guest processes', function () {
       await dst.stop();
     });
   }
+
+  it('moves a guest its agent paused: it arrives paused, byte for byte, and resumes there', async () => {
+    const config = box.config({ kind: 'kv', getsPerSecond: 3000, setsPerSecond: 1000 }, 64, 8);
+    const src = await ready(await startGuest(box.dir('src'), config));
+    await sleep(300);
+    await src.pause();
+    const before = await src.digest();
+    const m = await migrate(src, box.dir('dst'), config, { mode: 'encrypted' });
+    assert.equal(m.source.phase, 'committed', JSON.stringify(m.source.result?.error));
+    const dst = m.incoming.client;
+    assert.equal((await dst.status()).state, 'paused');
+    assert.equal(await dst.digest(), before);
+    await dst.resume();
+    await waitUntil(async () => (await dst.status()).opsPerSecond > 0, 5000, 'the workload to run at the destination');
+    await src.finish();
+    await dst.stop();
+  });
+
+  it('carries on when the control connection that started it dies; a new one follows it to the end', async () => {
+    const config = box.config({ kind: 'dirty', bytesPerSecond: 16e6 }, 8);
+    const dir = box.dir('src');
+    const src = await startGuest(dir, config);
+    await sleep(1000);
+    // The "agent" that starts the migration goes away mid pre-copy (its socket closes, as when
+    // the agent process is killed).
+    const doomed = (await attachGuest(dir))!;
+    let closed = false;
+    await assert.rejects(
+      migrate(doomed, box.dir('dst'), config, {
+        mode: 'encrypted', maxBytesPerSecond: 8e6, maxDowntimeMs: 100,
+        onEvent: (e) => {
+          if (e.type === 'pass' && e.pass === 2 && !closed) {
+            closed = true;
+            doomed.close();
+          }
+        },
+      }),
+      (e: FerryError) => e.code === 'ERR_FERRY_NETWORK',
+    );
+    assert.ok(closed);
+    const info = await src.awaitMigration();
+    assert.equal(info.phase, 'committed', JSON.stringify(info.result?.error));
+    assert.equal((await src.status()).state, 'migrated');
+    await src.finish();
+  });
 
   it('throttles a guest that dirties faster than a capped link drains, and converges', async () => {
     // 16 MB/s of page writes against an 8 MB/s link: pre-copy alone never gets under 100 ms.
@@ -140,5 +186,66 @@ describe('migration between guest processes', function () {
     await src.resumeAfterAbort();
     await waitUntil(async () => (await src.status()).opsPerSecond > 0, 3000, 'the source guest to run');
     await src.stop();
+  });
+});
+
+describe('migration with its data connections cut', function () {
+  this.timeout(90_000);
+  const box = new GuestSandbox();
+  after(() => box.cleanup());
+
+  it('cut mid pre-copy: afterwards exactly one side runs the guest, with its memory intact', async () => {
+    // A relay between source and destination that can cut every connection it carries.
+    const carried = new Set<Socket>();
+    const relay = createServer((inbound) => {
+      const outbound = createConnection(relayTarget);
+      for (const s of [inbound, outbound]) {
+        carried.add(s);
+        s.on('error', () => {});
+        s.on('close', () => carried.delete(s));
+      }
+      inbound.pipe(outbound).pipe(inbound);
+    });
+    let relayTarget = { host: '127.0.0.1', port: 0 };
+    await new Promise<void>((r) => relay.listen(0, '127.0.0.1', r));
+    let cuts = 0;
+    try {
+      const config = box.config({ kind: 'dirty', bytesPerSecond: 16e6 }, 8);
+      const src = await startGuest(box.dir('src'), config);
+      await sleep(1000);
+      const m = await migrate(src, box.dir('dst'), config, {
+        mode: 'encrypted', maxBytesPerSecond: 8e6, maxDowntimeMs: 100, verify: true,
+        route: (network) => {
+          const [host, port] = network.split(':');
+          relayTarget = { host: host!, port: Number(port) };
+          return `127.0.0.1:${(relay.address() as AddressInfo).port}`;
+        },
+        onEvent: (e) => {
+          if (e.type === 'pass' && e.pass === 2 && cuts === 0) {
+            cuts++;
+            for (const s of carried) s.destroy();
+          }
+        },
+      });
+      assert.equal(cuts, 1, 'the cut never happened');
+      console.log(`      after the cut: ${m.source.phase}`);
+      const s = await src.status();
+      if (m.source.phase === 'committed') {
+        // The channel reconnected and carried on.
+        assert.equal(s.state, 'migrated');
+        assert.equal((await m.incoming.client.status()).state, 'running');
+        assert.equal(m.source.result!.sourceDigest, m.source.result!.destinationDigest);
+        await src.finish();
+        await m.incoming.client.stop();
+      } else {
+        assert.equal(m.source.phase, 'aborted', `phase ${m.source.phase}`);
+        assert.equal(s.state, 'running');
+        await waitUntil(() => !alive(m.incoming.client.pid), 5000, 'the incoming guest to exit');
+        await src.stop();
+      }
+    } finally {
+      for (const s of carried) s.destroy();
+      relay.close();
+    }
   });
 });

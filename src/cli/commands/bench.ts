@@ -1,8 +1,10 @@
 /** `ferry bench <what>`: benchmarks that report ratios from one run. One module per subject. */
 import type { Argv, CommandModule } from 'yargs';
+import { benchChannelCommand } from './bench/channel.js';
 import { benchCryptoCommand } from './bench/crypto.js';
+import { benchEngineCommand } from './bench/engine.js';
 
-const subjects: CommandModule<any, any>[] = [benchCryptoCommand];
+const subjects: CommandModule<any, any>[] = [benchCryptoCommand, benchChannelCommand, benchEngineCommand];
 
 export const benchCommand: CommandModule = {
   command: 'bench <subject>',

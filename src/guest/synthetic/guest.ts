@@ -141,17 +141,43 @@ export class SyntheticGuest implements SourceGuest, DestinationGuest {
   }
   deviceState(): object {
     const s = this.vcpu.deviceState();
-    return { workload: this.config.workload.kind, state: s };
+    // A guest its agent had paused arrives paused.
+    return { workload: this.config.workload.kind, state: s, paused: this.userPaused };
   }
 
   /** Destination, on commit: start the workload where the source left it. */
-  startFromDevice(device: object): void {
-    const d = device as { workload?: unknown; state?: WorkloadDeviceState | null };
-    if (d.workload !== this.config.workload.kind) {
-      throw new FerryError('ERR_FERRY_FRAME', `device state is for workload ${String(d.workload)}, this guest runs ${this.config.workload.kind}`);
+  /**
+   * Checks a device state from the source (input, like any message) before the destination can
+   * be ready to commit, so that starting from it cannot fail afterwards.
+   */
+  checkDevice(device: object): void {
+    const bad = (why: string): FerryError => new FerryError('ERR_FERRY_FRAME', `bad device state: ${why}`);
+    const d = device as { workload?: unknown; state?: unknown; paused?: unknown };
+    if (d.workload !== this.config.workload.kind) throw bad(`it is for workload ${String(d.workload)}, this guest runs ${this.config.workload.kind}`);
+    if (d.paused !== undefined && typeof d.paused !== 'boolean') throw bad('paused must be true or false');
+    if (d.state === null || d.state === undefined) return;
+    const st = d.state as Record<string, unknown>;
+    if (typeof st !== 'object' || st.kind !== this.config.workload.kind) throw bad('workload state of another kind');
+    const count = (v: unknown, name: string): void => {
+      if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw bad(`${name} must be a non-negative integer`);
+    };
+    count(st.rng, 'rng');
+    if ((st.rng as number) > 0xffffffff) throw bad('rng must fit 32 bits');
+    count(st.setupDone, 'setupDone');
+    count(st.ops, 'ops');
+    if (st.kv !== undefined) {
+      const kv = st.kv as Record<string, unknown> | null;
+      if (!kv || typeof kv !== 'object') throw bad('kv counters must be an object');
+      for (const k of ['gets', 'sets', 'hits', 'misses', 'corrupt']) count(kv[k], `kv.${k}`);
     }
-    this.vcpu.start(d.state ?? null);
-    this.state = 'running';
+  }
+
+  startFromDevice(device: object): void {
+    this.checkDevice(device);
+    const d = device as { state?: WorkloadDeviceState | null; paused?: unknown };
+    this.userPaused = d.paused === true;
+    this.vcpu.start(d.state ?? null, this.userPaused);
+    this.state = this.userPaused ? 'paused' : 'running';
   }
 
   async close(): Promise<void> {

@@ -149,6 +149,7 @@ async function prepareIncoming(params: Record<string, unknown>, ctx: HandlerCont
     {
       migrationId: spec.migrationId,
       decide: () => new Promise((resolve) => (decide = resolve)),
+      checkDevice: (device) => guest.checkDevice(device),
       resume: (device) => guest.startFromDevice(device),
     },
     (e) => t.emit(e),

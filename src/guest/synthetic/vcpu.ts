@@ -54,10 +54,10 @@ export class Vcpu {
     return Atomics.load(this.ctl, CTL.THROTTLE);
   }
 
-  /** Starts the worker; with `resumed`, continuing from a migrated device state. */
-  start(resumed: WorkloadDeviceState | null): void {
+  /** Starts the worker; with `resumed`, continuing from a migrated device state; `paused`: halted at once. */
+  start(resumed: WorkloadDeviceState | null, paused = false): void {
     if (this.worker) return;
-    Atomics.store(this.ctl, CTL.RUN, RUN_GO);
+    Atomics.store(this.ctl, CTL.RUN, paused ? RUN_PAUSE : RUN_GO);
     const init: WorkerInit = { ...this.parts, control: this.ctl.buffer as SharedArrayBuffer, state: this.stateBuf, workload: this.workload, seed: this.seed, resumed };
     // Next to this module when compiled; when tests run the sources through tsx, the compiled
     // worker (loader hooks do not reach a worker's entry module in Node 20).

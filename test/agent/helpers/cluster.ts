@@ -30,16 +30,22 @@ export function ferryOk(args: string[], env: NodeJS.ProcessEnv = {}): CliResult 
   return r;
 }
 
-/** A port nobody listens on right now (the kernel's pick, released again). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
+/**
+ * A port nobody listens on right now, below the kernel's ephemeral range (32768 and up here), so
+ * that the outgoing connections of other tests cannot take it between this check and the agent's
+ * bind — host init writes ports into files, so they cannot be left to the kernel.
+ */
+export async function freePort(): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    const free = await new Promise<boolean>((resolve) => {
+      const s = net.createServer();
+      s.once('error', () => resolve(false));
+      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
     });
-  });
+    if (free) return port;
+  }
+  throw new Error('no free port found in 20000-32000');
 }
 
 export interface RunningAgent {

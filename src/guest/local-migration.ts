@@ -1,17 +1,23 @@
 /**
- * A test driver that plays both agents of a migration between two real guest processes: it
- * starts the incoming guest, routes the data connections to it (as the destination agent's
- * router does, over the IPC channel), starts the source's migration, and drives the commit.
+ * A migration between two guest processes on this host, this process playing both agents: it
+ * starts the incoming guest, routes the data connections to it (as the destination agent's router
+ * does, over the IPC channel), starts the source's migration, and drives the commit. For tests
+ * and engine benchmarks; between hosts, the agents do this (src/agent).
  */
 import { randomBytes } from 'node:crypto';
 import { createServer, type AddressInfo } from 'node:net';
-import { startIncomingGuest, type GuestClient, type IncomingGuest, type MigrationInfo } from '../../src/guest/index.js';
-import type { GuestConfig } from '../../src/guest/types.js';
-import type { MigrationEvent, OutgoingSpec } from '../../src/migration/types.js';
+import type { MigrationEvent, OutgoingSpec } from '../migration/types.js';
+import type { GuestClient, MigrationInfo } from './client.js';
+import { startIncomingGuest, type IncomingGuest } from './index.js';
+import type { GuestConfig } from './types.js';
 
 export interface MigrateOptions extends Partial<Omit<OutgoingSpec, 'key' | 'nonce' | 'networks' | 'migrationId'>> {
   /** What the destination agent decides at ready-to-commit; or a function run then instead. */
   atReady?: 'commit' | 'abort' | ((incoming: IncomingGuest, source: GuestClient) => Promise<void>);
+  /** Given the router's address, the address the source should dial (e.g. a relay in between). */
+  route?: (network: string) => string | Promise<string>;
+  /** Every event of the source. */
+  onEvent?: (event: MigrationEvent) => void;
 }
 
 export interface Migrated {
@@ -21,8 +27,9 @@ export interface Migrated {
   events: MigrationEvent[];
 }
 
-export async function migrate(source: GuestClient, dstDir: string, config: GuestConfig, options: MigrateOptions = {}): Promise<Migrated> {
-  const { atReady = 'commit', ...spec } = options;
+/** Migrates `source` to a new incoming guest in `dstDir` over 127.0.0.1. */
+export async function migrateLocally(source: GuestClient, dstDir: string, config: GuestConfig, options: MigrateOptions = {}): Promise<Migrated> {
+  const { atReady = 'commit', route, onEvent, ...spec } = options;
   const migrationId = `m-${randomBytes(6).toString('hex')}`;
   const key = randomBytes(32);
   const nonce = randomBytes(8);
@@ -42,7 +49,11 @@ export async function migrate(source: GuestClient, dstDir: string, config: Guest
     });
     const events: MigrationEvent[] = [];
     const ready = incoming.client.awaitMigration();
-    const out = source.migrateOut({ ...spec, migrationId, key, nonce, mode, streams, networks: [network] }, (e) => events.push(e));
+    const dial = route ? await route(network) : network;
+    const out = source.migrateOut({ ...spec, migrationId, key, nonce, mode, streams, networks: [dial] }, (e) => {
+      events.push(e);
+      onEvent?.(e);
+    });
     out.catch(() => {});
     let destination = await ready;
     if (destination.phase === 'ready-to-commit') {
