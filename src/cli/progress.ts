@@ -66,7 +66,9 @@ export class MigrationProgress {
     if (row.bar) row.bar.update(Math.round(percent), { vm: vm.padEnd(this.width), pct: String(Math.floor(percent)).padStart(3), status });
     else if (!this.output.json) {
       const now = Date.now();
-      if (force || now - row.lastPlain >= PLAIN_INTERVAL_MS) {
+      // Changes of state always; pass progress at most once a second (the first at once).
+      if (force) this.output.info(`${vm}: ${status}`);
+      else if (now - row.lastPlain >= PLAIN_INTERVAL_MS) {
         row.lastPlain = now;
         this.output.info(`${vm}: ${status}`);
       }
