@@ -93,9 +93,27 @@ interface Prepared {
   warning: string | null;
 }
 
-async function prepare(req: MigrateRequest): Promise<Prepared> {
+/** A migration refused before any spec went out; `from` when the guest had been found. */
+export class PreflightError extends FerryError {
+  constructor(cause: FerryError, readonly from: string | null) {
+    super(cause.code, cause.message, { cause });
+  }
+}
+
+/**
+ * The result line of a migration refused before it started: the same fields as a MigrationReport,
+ * null where nothing is known (so a script reads one shape, whatever happened).
+ */
+export function preflightReport(req: Pick<MigrateRequest, 'guest' | 'to'>, err: unknown): Omit<MigrationReport, 'mode' | 'backend' | 'from'> & { mode: null; backend: null; from: string | null } {
+  const e = toFerryError(err);
+  return {
+    type: 'result', ok: false, vm: req.guest, from: e instanceof PreflightError ? e.from : null, to: req.to.label, mode: null, backend: null,
+    totalMs: 0, switchoverMs: null, bytesSent: 0, zeroPagesSkipped: 0, passes: 0, verified: null, error: e.toJSON(),
+  };
+}
+
+async function prepare(req: MigrateRequest, from: string): Promise<Prepared> {
   const to = req.to.host.name;
-  const from = req.from ?? (await locateGuest(req.cluster, req.guest)).host;
   if (from === to && !req.to.crossCluster) throw new FerryError('ERR_FERRY_INPUT', `guest "${req.guest}" already runs on host ${to}`);
   const source = await connectHost(req.cluster, from);
   let destination: AgentClient | null = null;
@@ -125,10 +143,17 @@ function verified(wanted: boolean, outcome: StartOutgoingResult | null): boolean
   return r.sourceDigest !== null && r.sourceDigest === r.destinationDigest;
 }
 
-/** Runs one migration to its end. Throws only for problems found before any spec went out. */
+/** Runs one migration to its end. Throws (a PreflightError) only for problems found before any spec went out. */
 export async function migrateGuest(req: MigrateRequest, hooks: MigrateHooks = {}): Promise<MigrationSummary> {
   const emit = hooks.onEvent ?? (() => {});
-  const p = await prepare(req);
+  let from: string | null = req.from ?? null;
+  let p: Prepared;
+  try {
+    from ??= (await locateGuest(req.cluster, req.guest)).host;
+    p = await prepare(req, from);
+  } catch (err) {
+    throw new PreflightError(toFerryError(err), from);
+  }
   const to = req.to.host.name;
   const streams = req.streams ?? DEFAULT_STREAMS;
   const migrationId = newMigrationId();

@@ -82,6 +82,12 @@ describe('e2e: ferry migrate', function () {
     assert.equal(r.status, 1);
     assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
     assert.match(r.stderr, /encrypted migration is required, but c cannot encrypt \[ERR_FERRY_REFUSED\]/);
+    const json = run(['migrate', 'r1', '--to', 'c', '--json']);
+    assert.equal(json.status, 1);
+    const refusal = jsonLines(json.stdout);
+    assert.equal(refusal.length, 1, 'nothing started: only the result line');
+    assert.deepEqual(Object.keys(refusal[0]!), RESULT_KEYS);
+    assert.deepEqual([refusal[0]!.ok, refusal[0]!.from, refusal[0]!.to, refusal[0]!.mode, refusal[0]!.error.code], [false, 'a', 'c', null, 'ERR_FERRY_REFUSED']);
     const after = where('r1');
     assert.equal(after.host, 'a');
     assert.equal(after.pid, before.pid);

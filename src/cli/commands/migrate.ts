@@ -9,7 +9,7 @@ import { withClusterOption, openCluster } from '../cluster-option.js';
 import { FerryError, toFerryError } from '../../errors.js';
 import { parseDuration, parseRate } from '../../units.js';
 import { parseEncryptedMigration } from '../../coordinator/mode.js';
-import { DEFAULT_STREAMS, migrateGuest, type MigrateHooks, type MigrateRequest } from '../../coordinator/migrate.js';
+import { DEFAULT_STREAMS, migrateGuest, preflightReport, type MigrateHooks, type MigrateRequest } from '../../coordinator/migrate.js';
 import { resolveTarget } from '../../coordinator/target.js';
 import { GUEST_NAME, type EncryptedMigration } from '../../guest/types.js';
 import { MigrationProgress } from '../progress.js';
@@ -68,6 +68,11 @@ export async function migrateWithProgress(output: Output, request: MigrateReques
   try {
     summary = await migrateGuest(request, { ...hooks, onEvent: (e) => progress.event(e) });
     progress.finish(request.guest, summary.report.ok, summary.report.ok ? 'moved' : `failed: ${summary.report.error?.message}`);
+  } catch (err) {
+    // Refused before it started: the same result line (nulls where nothing is known), then the error.
+    const report = preflightReport(request, err);
+    output.emit(report);
+    throw new ReportedFailure(report.error!.code as FerryError['code'], report.error!.message, { cause: err });
   } finally {
     progress.stop();
   }
