@@ -127,10 +127,12 @@ describe('e2e: ferry migrate', function () {
     ferryOk(['vm', 'create', 'k1', '--host', 'a', '--memory', '64MiB', '--workload', 'kv:get=500,set=100'], cluster.env);
     const c = await loadCluster(cluster.file);
     const keys: Buffer[] = [];
+    const handedOut: MigrationKey[] = [];
     // The hook is the library's: the ferry command has no way to choose or reveal a key.
     const newKey = () => {
       const k = MigrationKey.generate();
       keys.push(Buffer.from(k.key), Buffer.from(k.nonce));
+      handedOut.push(k);
       return k;
     };
     for (const json of [true, false]) {
@@ -144,6 +146,9 @@ describe('e2e: ferry migrate', function () {
       outputs.push({ name: `in-process migrate (json: ${json})`, text });
     }
     assert.equal(keys.length, 4);
+    for (const k of handedOut) {
+      assert.ok(k.isWiped && k.key.every((b) => b === 0) && k.nonce.every((b) => b === 0), 'the coordinator zeroed its key and nonce');
+    }
     const hits = keys.flatMap((k) => findSecret([cluster.root, ...agents.map((a) => ({ name: `agent ${a.name} log`, text: a.logs() })), ...outputs], k));
     assert.deepEqual(hits, []);
     // The search works: it finds a key where one is.
