@@ -5,7 +5,7 @@
 import yargs from 'yargs';
 import type { CommandModule } from 'yargs';
 import { FerryError, toFerryError } from '../errors.js';
-import type { GlobalArgs } from './command.js';
+import { ReportedFailure, type GlobalArgs } from './command.js';
 import { Output } from './output.js';
 import { commands } from './commands/index.js';
 
@@ -19,6 +19,10 @@ export async function main(argv: string[]): Promise<void> {
       .usage('$0 <command> [options]\n\nMove running virtual machines between hosts, every byte sealed with AES-256-GCM.')
       .option('json', { type: 'boolean', default: false, describe: 'machine output: one JSON object per line on stdout' })
       .option('debug', { type: 'boolean', default: false, describe: 'show stack traces on errors' })
+      .example('$0 demo', 'two local agents, a 1 GiB guest, one encrypted live migration')
+      .example('$0 migrate web1 --to b', 'move guest web1 to host b, live')
+      .example('$0 evacuate a --dry-run', 'where the guests of host a would go')
+      .epilogue('The cluster file: --cluster FILE or $FERRY_CLUSTER. Exit status: 0 done, 1 failed (guests stay where they were), 2 bad usage or input.')
       .strict()
       .demandCommand(1, 'name a command: see `ferry --help`')
       .recommendCommands()
@@ -35,7 +39,7 @@ export async function main(argv: string[]): Promise<void> {
     await parser.parseAsync();
   } catch (err) {
     const e = toFerryError(err);
-    if (json) {
+    if (json && !(err instanceof ReportedFailure)) {
       process.stdout.write(`${JSON.stringify({ type: 'result', ok: false, error: e.toJSON() })}\n`);
     }
     output.error(`${e.message} [${e.code}]`);
