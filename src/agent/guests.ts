@@ -74,7 +74,7 @@ export class GuestManager {
 
   private async info(record: GuestRecord): Promise<GuestInfo> {
     const { config } = record;
-    const base: GuestInfo = { ...config, host: this.host, state: 'stopped', pid: null, opsPerSecond: null };
+    const base: GuestInfo = { ...config, host: this.host, state: 'stopped', pid: null, opsPerSecond: null, workloadReady: null };
     const client = await this.client(config.name);
     if (!client) return base;
     let timer: NodeJS.Timeout | undefined;
@@ -85,7 +85,7 @@ export class GuestManager {
           timer = setTimeout(() => reject(new FerryError('ERR_FERRY_TIMEOUT', 'status timed out')), STATUS_TIMEOUT_MS);
         }),
       ]);
-      return { ...base, state: status.state, pid: status.pid, opsPerSecond: status.opsPerSecond };
+      return { ...base, state: status.state, pid: status.pid, opsPerSecond: status.opsPerSecond, workloadReady: status.workloadReady };
     } catch (err) {
       this.log.warn('guest status failed', { guest: config.name, err });
       return { ...base, state: 'running', pid: client.pid };

@@ -99,6 +99,8 @@ export interface GuestInfo extends GuestConfig {
   /** The guest process, when it runs. */
   pid: number | null;
   opsPerSecond: number | null;
+  /** False while the workload is still setting up (the idle fill, the kv preload); null when unknown. */
+  workloadReady: boolean | null;
 }
 
 /** One bounded seal measurement (crypto.measure): 1 MiB frames on one thread, about 200 ms. */

@@ -120,7 +120,7 @@ async function prepare(req: MigrateRequest, from: string): Promise<Prepared> {
   try {
     destination = await connectHost(req.to.cluster, to);
     const info = await source.call('guest.get', { name: req.guest });
-    const { host: _h, state, pid: _p, opsPerSecond: _o, ...config } = info;
+    const { host: _h, state, pid: _p, opsPerSecond: _o, workloadReady: _w, ...config } = info;
     if (state !== 'running' && state !== 'paused') {
       throw new FerryError('ERR_FERRY_REFUSED', `guest "${req.guest}" is ${state} on host ${from}: only a running or paused guest can move`);
     }

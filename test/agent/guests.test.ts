@@ -40,8 +40,8 @@ describe('agent: guests end to end (real agents and guest processes)', function 
     const guests = jsonLines(list.stdout);
     assert.equal(guests.length, 1);
     assert.deepEqual(
-      { ...guests[0], state: undefined, pid: undefined, opsPerSecond: undefined },
-      { pid: undefined, opsPerSecond: undefined, type: 'guest', name: 'g1', host: 'a', state: undefined, memoryBytes: 64 * 2 ** 20, diskBytes: 2 ** 20, driver: 'synthetic', encryptedMigration: 'opportunistic', nic: 'sriov', workload: { kind: 'kv', getsPerSecond: 200, setsPerSecond: 100 } },
+      { ...guests[0], state: undefined, pid: undefined, opsPerSecond: undefined, workloadReady: undefined },
+      { pid: undefined, opsPerSecond: undefined, workloadReady: undefined, type: 'guest', name: 'g1', host: 'a', state: undefined, memoryBytes: 64 * 2 ** 20, diskBytes: 2 ** 20, driver: 'synthetic', encryptedMigration: 'opportunistic', nic: 'sriov', workload: { kind: 'kv', getsPerSecond: 200, setsPerSecond: 100 } },
     );
     assert.match(guests[0].state, /^(running|paused)$/);
     assert.equal(guests[0].pid, created.guest.pid);

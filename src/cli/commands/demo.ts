@@ -22,6 +22,9 @@ interface DemoArgs {
 
 const GUEST = 'demo';
 
+/** How long the demo waits for a guest's workload to set up before migrating it anyway. */
+const WORKLOAD_SETUP_LIMIT_MS = 60_000;
+
 async function guestOn(cluster: Cluster, host: string) {
   const client = await connectHost(cluster, host);
   try {
@@ -43,17 +46,26 @@ async function run(output: Output, config: GuestConfig, local: LocalCluster): Pr
   } finally {
     a.close();
   }
-  await new Promise((r) => setTimeout(r, 1000)); // a second of work, so the guest has dirtied pages and an ops/s figure
-  const before = await guestOn(cluster, 'a');
-  output.info(`  guest running on a (pid ${before.pid}${before.opsPerSecond ? `, ${Math.round(before.opsPerSecond)} ops/s` : ''}); migrating it to b, encrypted:`);
+  // Migrate a guest at work, as an operator would: after its workload has set up (the kv store is
+  // loaded) and run for a second, so it has an ops/s figure and a steady dirty rate.
+  let before = await guestOn(cluster, 'a');
+  if (before.workloadReady === false) output.info('  waiting for the workload to set up (loading the key-value store) ...');
+  for (const started = Date.now(); before.workloadReady === false && Date.now() - started < WORKLOAD_SETUP_LIMIT_MS; ) {
+    await new Promise((r) => setTimeout(r, 250));
+    before = await guestOn(cluster, 'a');
+  }
+  await new Promise((r) => setTimeout(r, 1100));
+  before = await guestOn(cluster, 'a');
+  output.info(`  guest running on a (pid ${before.pid}${before.opsPerSecond !== null ? `, ${Math.round(before.opsPerSecond)} ops/s` : ''}); migrating it to b, encrypted:`);
   await migrateWithProgress(output, {
     guest: GUEST,
     cluster,
     to: { cluster, host: cluster.hosts.get('b')!, crossCluster: false, label: 'b' },
     mode: 'required',
   });
+  await new Promise((r) => setTimeout(r, 1100)); // a second at its new home, for its ops/s figure
   const after = await guestOn(cluster, 'b');
-  output.info(`  guest now runs on b (pid ${after.pid}, state ${after.state}${after.opsPerSecond ? `, ${Math.round(after.opsPerSecond)} ops/s` : ''}); cleaning up ...`);
+  output.info(`  guest now runs on b (pid ${after.pid}, state ${after.state}${after.opsPerSecond !== null ? `, ${Math.round(after.opsPerSecond)} ops/s` : ''}); cleaning up ...`);
 }
 
 export const demoCommand = defineCommand<DemoArgs>({

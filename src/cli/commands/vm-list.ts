@@ -23,6 +23,7 @@ export function guestLine(g: GuestInfo): Record<string, unknown> {
     workload: g.workload,
     pid: g.pid,
     opsPerSecond: g.opsPerSecond,
+    workloadReady: g.workloadReady,
   };
 }
 

@@ -40,7 +40,7 @@ export async function migrate(
   const copy = { key: Buffer.from(secret.key), nonce: Buffer.from(secret.nonce) };
   try {
     const config = await source.call('guest.get', { name: guest });
-    const { host: _h, state: _s, pid: _p, opsPerSecond: _o, ...guestConfig } = config;
+    const { host: _h, state: _s, pid: _p, opsPerSecond: _o, workloadReady: _w, ...guestConfig } = config;
     const channel = {
       migrationId,
       key: secret.key.toString('base64'),
