@@ -12,6 +12,7 @@ import { Connection } from './connection.js';
 import type { RawFrame } from './decoder.js';
 import { Pacer } from './pacer.js';
 import { FramePool } from './frame-pool.js';
+import { readInPlace } from './reader.js';
 import {
   Flag,
   FrameType,
@@ -295,7 +296,12 @@ export abstract class ChannelCore implements Channel {
   }
 
   protected newConnection(socket: Socket, accepting: boolean, network: string): Connection {
-    const conn = new Connection(socket, accepting, network, this.pacer, this.stats, (n) => this.pool.take(n));
+    // Plain DATA with consumer memory: the socket reads the payload straight into it.
+    const bodyTarget =
+      !this.encrypted && this.consumerAllocates
+        ? (h: FrameHeader): Uint8Array | null => (h.type === FrameType.DATA && conn.state === 'open' && !this.error ? this.payloadMemory(h) : null)
+        : undefined;
+    const conn: Connection = new Connection(socket, accepting, network, this.pacer, this.stats, (n) => this.pool.take(n), bodyTarget);
     socket.on('error', () => this.lose(conn, 'connection error'));
     socket.on('close', () => this.lose(conn, 'connection closed'));
     socket.on('end', () => this.lose(conn, 'connection ended'));
@@ -304,8 +310,10 @@ export abstract class ChannelCore implements Channel {
 
   protected attach(conn: Connection, head?: Uint8Array): void {
     this.conns.add(conn);
-    conn.socket.on('data', (chunk: Buffer) => this.onData(conn, chunk));
     if (head && head.length > 0) this.onData(conn, Buffer.from(head));
+    if (conn.state === 'closed') return;
+    const inPlace = readInPlace(conn.socket, conn.reader, (chunk) => this.onData(conn, chunk), (n) => this.onRead(conn, n));
+    if (!inPlace) conn.socket.on('data', (chunk: Buffer) => this.onData(conn, chunk));
     // The router paused it; a 'data' listener alone does not restart a paused stream.
     conn.socket.resume();
   }
@@ -669,12 +677,22 @@ export abstract class ChannelCore implements Channel {
 
   // ---------------------------------------------------------------- receiving
 
+  /** A chunk read elsewhere ('data' event, the router's head). */
   private onData(conn: Connection, chunk: Buffer): void {
+    this.onBytes(conn, chunk.length, chunk);
+  }
+
+  /** `n` bytes the socket read straight into the connection's reader. */
+  private onRead(conn: Connection, n: number): void {
+    this.onBytes(conn, n, null);
+  }
+
+  private onBytes(conn: Connection, n: number, chunk: Buffer | null): void {
     if (this.error || conn.state === 'closed') return;
-    this.stats.wireBytesReceived += chunk.length;
+    this.stats.wireBytesReceived += n;
     let frames: RawFrame[];
     try {
-      frames = conn.parse(chunk);
+      frames = chunk ? conn.parse(chunk) : conn.received(n);
     } catch (err) {
       this.frameError(conn, toFerryError(err, 'ERR_FERRY_FRAME'));
       return;
@@ -782,6 +800,7 @@ export abstract class ChannelCore implements Channel {
       } else {
         payloads = batch.map(({ frame }) => {
           const body = frame.body.subarray(0, frame.header.payloadLength);
+          if (frame.target) return frame.target;
           if (!this.consumerAllocates || frame.header.type !== FrameType.DATA) return body;
           // The consumer supplies memory: copy into it, so the frame's buffer can be used again.
           const out = this.payloadMemory(frame.header);
