@@ -4,7 +4,8 @@
  * sequence order.
  */
 import type { Socket } from 'node:net';
-import { FrameDecoder, type RawFrame } from './decoder.js';
+import type { RawFrame } from './decoder.js';
+import { FrameReader, type BodyTarget } from './reader.js';
 import { DIRECTION_BIT } from './wire.js';
 import type { Pacer } from './pacer.js';
 
@@ -14,7 +15,7 @@ export class Connection {
   state: ConnectionState = 'handshake';
   /** Source-chosen id (direction bit clear); 0 until a destination has read the HELLO. */
   id = 0;
-  readonly decoder: FrameDecoder;
+  readonly reader: FrameReader;
   nextRecvSequence = 0;
   private nextSendSequence = 0;
   private nextWriteSequence = 0;
@@ -35,8 +36,9 @@ export class Connection {
     private readonly pacer: Pacer,
     private readonly counters: { wireBytesSent: number },
     allocate?: (size: number) => Buffer,
+    bodyTarget?: BodyTarget,
   ) {
-    this.decoder = new FrameDecoder(allocate);
+    this.reader = new FrameReader(allocate, bodyTarget);
     socket.setNoDelay(true);
   }
 
@@ -85,9 +87,18 @@ export class Connection {
     this.socket.write(frame);
   }
 
+  /** Bytes read elsewhere (a 'data' chunk, the router's head): the frames they complete. */
   parse(chunk: Buffer): RawFrame[] {
     const frames: RawFrame[] = [];
-    this.decoder.push(chunk, frames);
+    this.reader.push(chunk, frames);
+    this.lastHeard = performance.now();
+    return frames;
+  }
+
+  /** `n` bytes were read into the reader's buffer: the frames they complete. */
+  received(n: number): RawFrame[] {
+    const frames: RawFrame[] = [];
+    this.reader.read(n, frames);
     this.lastHeard = performance.now();
     return frames;
   }

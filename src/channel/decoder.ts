@@ -17,6 +17,8 @@ export interface RawFrame {
   wireBytes: number;
   /** The frame was gathered into a buffer of its own (from the pool), not a view of a chunk. */
   gathered: Buffer | null;
+  /** The consumer's memory the body was read straight into (plain DATA; `body` views it). */
+  target?: Uint8Array;
 }
 
 export class FrameDecoder {

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { FerryError } from '../../src/errors.js';
 import { FrameDecoder, type RawFrame } from '../../src/channel/decoder.js';
+import { FrameReader } from '../../src/channel/reader.js';
 import { Flag, FrameType, HEADER_BYTES, MAX_ABORT_BYTES, MAX_HELLO_BYTES, MAX_PAYLOAD_BYTES, TAG_BYTES, frameBytes, writeHeader } from '../../src/channel/wire.js';
 
 const MAX_FRAME = HEADER_BYTES + MAX_PAYLOAD_BYTES + TAG_BYTES + 64;
@@ -135,5 +136,83 @@ describe('frame decoder fuzzing (fast-check)', function () {
       { numRuns: 2_000 },
     );
     assert.ok(MAX_HELLO_BYTES < 200);
+  });
+});
+
+/**
+ * The socket read path (FrameReader: reads land in buffers it chooses) against the decoder: on every
+ * input, fed in any chunking both as pushed chunks and as socket reads of any size, it yields the
+ * same frames or the same typed refusal, and stays failed after one.
+ */
+function readAll(input: Buffer, cuts: number[], socketLike: boolean, target: boolean): { frames: RawFrame[]; error: FerryError | null } {
+  const reader = new FrameReader(undefined, target ? (h, n) => (h.type === FrameType.DATA ? new Uint8Array(n) : null) : undefined);
+  const frames: RawFrame[] = [];
+  let off = 0;
+  let i = 0;
+  try {
+    while (off < input.length) {
+      const want = Math.max(1, cuts.length ? cuts[i++ % cuts.length]! : input.length);
+      if (socketLike) {
+        // As the kernel does: at most what the reader's buffer holds, at most what has arrived.
+        const into = reader.nextBuffer();
+        assert.ok(into.length > 0, 'the reader always offers room');
+        const n = Math.min(into.length, want, input.length - off);
+        input.copy(into, 0, off, off + n);
+        off += n;
+        reader.read(n, frames);
+      } else {
+        reader.push(input.subarray(off, off + want), frames);
+        off += want;
+      }
+    }
+  } catch (err) {
+    if (!(err instanceof FerryError) || err.code !== 'ERR_FERRY_FRAME') throw new Error(`untyped failure: ${String(err)}`);
+    assert.throws(() => reader.read(1, []), (e: FerryError) => e === err, 'the reader stays failed');
+    return { frames, error: err };
+  }
+  return { frames, error: null };
+}
+
+function sameAsDecoder(input: Buffer, cuts: number[], socketLike: boolean, target: boolean): void {
+  const want = decode(input, []);
+  const got = readAll(input, cuts, socketLike, target);
+  assert.equal(got.error?.message, want.error?.message);
+  assert.equal(got.frames.length, want.frames.length);
+  got.frames.forEach((f, i) => {
+    const w = want.frames[i]!;
+    assert.deepEqual(f.header, w.header);
+    assert.equal(f.wireBytes, w.wireBytes);
+    assert.ok(Buffer.concat([f.aad, f.body]).equals(Buffer.concat([w.aad, w.body])));
+    if (f.target) assert.ok(Buffer.from(f.target.buffer, f.target.byteOffset, f.target.length).equals(f.body), 'the body is in the target');
+  });
+}
+
+describe('frame reader (socket reads in place) against the decoder (fast-check)', function () {
+  this.timeout(120_000);
+  const cuts = fc.array(fc.integer({ min: 1, max: 300 }), { maxLength: 8 });
+  const how = fc.record({ socketLike: fc.boolean(), target: fc.boolean() });
+
+  it('valid frames, small and large, in any chunking and read size: the same frames', () => {
+    const big = fc.integer({ min: 1, max: 200_000 }).map((n) => {
+      const buf = Buffer.alloc(HEADER_BYTES + n, 0x5a);
+      writeHeader(buf, { type: FrameType.DATA, flags: 0, messageType: 3, connectionId: 7, sequence: 1, messageNumber: 2, payloadLength: n, migrationId: undefined });
+      return buf;
+    });
+    const bigCuts = fc.array(fc.integer({ min: 1, max: 100_000 }), { maxLength: 6 });
+    fc.assert(
+      fc.property(fc.array(fc.oneof(validFrame, big), { minLength: 1, maxLength: 6 }), fc.oneof(cuts, bigCuts), how, (frames, c, h) => {
+        sameAsDecoder(Buffer.concat(frames), c, h.socketLike, h.target);
+      }),
+      { numRuns: 3_000 },
+    );
+  });
+
+  it('10 000 mutated inputs: the same frames or the same typed error', () => {
+    fc.assert(
+      fc.property(fc.array(validFrame, { minLength: 1, maxLength: 3 }), fc.array(mutation, { minLength: 1, maxLength: 4 }), cuts, how, (frames, ms, c, h) => {
+        sameAsDecoder(mutate(Buffer.concat(frames), ms), c, h.socketLike, h.target);
+      }),
+      { numRuns: 10_000 },
+    );
   });
 });

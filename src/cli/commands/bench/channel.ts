@@ -51,6 +51,7 @@ interface Args {
   'wan-size': string;
   frame: string;
   quick: boolean;
+  only?: string;
 }
 
 const WINDOW_BYTES = 64 * 1024 * 1024;
@@ -74,6 +75,11 @@ function cases(loopBytes: number, wanBytes: number, quick: boolean): Case[] {
     for (const mode of ['encrypted', 'plain'] as const) out.push({ mode, streams: 2, rttMs, capGbps: 1, capBy: 'link', bytes: wanBytes });
   }
   return out;
+}
+
+/** A run's label, e.g. `encrypted/s2/rtt0/cap10`, matched by --only. */
+function caseLabel(c: Case): string {
+  return `${c.mode}/s${c.streams}/rtt${c.rttMs}/cap${c.capGbps ?? '-'}`;
 }
 
 function peerPath(): string {
@@ -238,7 +244,8 @@ async function run(output: Output, args: Args): Promise<void> {
   if (frameBytes < 4096 || frameBytes > 4 * 1024 * 1024) throw new FerryError('ERR_FERRY_USAGE', '--frame must be 4KiB to 4MiB');
   if (loopBytes < frameBytes || wanBytes < frameBytes) throw new FerryError('ERR_FERRY_USAGE', '--size and --wan-size must hold at least one frame');
   const rows: ChannelBenchRow[] = [];
-  const list = cases(loopBytes, wanBytes, args.quick);
+  const list = cases(loopBytes, wanBytes, args.quick).filter((c) => !args.only || caseLabel(c).includes(args.only));
+  if (list.length === 0) throw new FerryError('ERR_FERRY_USAGE', `--only ${args.only}: no run matches (labels look like ${caseLabel(cases(1, 1, false)[0]!)})`);
   output.info(`ferry bench channel: ${list.length} runs, ${args.size} on loopback, ${args['wan-size']} through the WAN emulator, ${args.frame} frames`);
   output.info('the machine is shared: compare rows as ratios within this run');
   let backend = '';
@@ -252,7 +259,7 @@ async function run(output: Output, args: Args): Promise<void> {
     backend ||= row.backend ?? '';
   }
   const iperf: Record<number, number | null> = {};
-  for (const streams of args.quick ? [1] : [1, 2, 4]) iperf[streams] = await iperf3(streams, args.quick ? 1 : 3);
+  for (const streams of args.quick ? [1] : args.only ? [] : [1, 2, 4]) iperf[streams] = await iperf3(streams, args.quick ? 1 : 3);
   const peers = { iperf3GbPerSec: iperf[1] ?? null, iperf3GbPerSecByStreams: iperf };
   const ratios = channelRatios(rows, iperf);
   if (output.json) {
@@ -280,6 +287,7 @@ export const benchChannelCommand = defineCommand<Args>({
       .option('wan-size', { type: 'string', default: '192MiB', describe: 'payload per run through the WAN emulator (1 Gb/s)' })
       .option('frame', { type: 'string', default: '256KiB', describe: 'message (frame payload) size' })
       .option('quick', { type: 'boolean', default: false, describe: 'three small runs only (a smoke test)' })
+      .option('only', { type: 'string', describe: 'only the runs whose label contains this, e.g. plain/s1/rtt0/cap- (no iperf3)' })
       .example('$0 bench channel --json', 'all rows, one JSON object')
       .example('$0 bench channel --quick --size 32MiB --wan-size 16MiB', 'a smoke test') as never,
   run,
