@@ -3,7 +3,8 @@
  * the per-host migration limits. start() and stop() undo each other; stop() never touches guests
  * (they are their own processes and outlive the agent).
  */
-import { loadBackend, nativeUnavailableReason } from '../crypto/index.js';
+import { loadBackend, nativeUnavailableReason, type Backend } from '../crypto/index.js';
+import { measureSeal } from './seal-measure.js';
 import { FerryError } from '../errors.js';
 import { parseAddress } from '../coordinator/address.js';
 import { ControlServer, type HandlerTable } from './server.js';
@@ -39,7 +40,7 @@ export class Agent {
     readonly state: StateDir,
     readonly options: AgentOptions,
     readonly log: Logger,
-    readonly cryptoBackend: string,
+    private readonly backend: Backend,
   ) {
     this.outgoing = new SlotQueue(state.config.limits.outgoing);
     this.incoming = new SlotQueue(state.config.limits.incoming);
@@ -55,6 +56,12 @@ export class Agent {
     });
   }
 
+  /** The backend's name; the native backend names its GCM implementation too (vaes-avx2, evp): probe shows it. */
+  get cryptoBackend(): string {
+    const implementation = (this.backend as { implementation?: string }).implementation;
+    return implementation ? `${this.backend.name}/${implementation}` : this.backend.name;
+  }
+
   get name(): string {
     return this.state.config.name;
   }
@@ -67,9 +74,7 @@ export class Agent {
     const backend = await loadBackend(process.env.FERRY_CRYPTO || (nativeProblem === null ? 'native' : 'node'));
     if (nativeProblem !== null && !process.env.FERRY_CRYPTO) options.log.warn('native crypto addon unavailable: using node:crypto', { reason: nativeProblem });
     const log = options.log.child({ host: state.config.name });
-    // The native backend names its GCM implementation too (vaes-avx2, evp): probe shows it.
-    const implementation = (backend as { implementation?: string }).implementation;
-    const agent = new Agent(state, options, log, implementation ? `${backend.name}/${implementation}` : backend.name);
+    const agent = new Agent(state, options, log, backend);
     await agent.guests.attachAll();
     await agent.migrations.recover();
     await agent.listen();
@@ -165,6 +170,7 @@ export class Agent {
         timeoutMs: null, // streams until the migration's own limits end it
         run: (params, ctx) => this.migrations.startOutgoing(params, ctx.signal, ctx.emit),
       },
+      'crypto.measure': { roles: coordinator, timeoutMs: 5000, run: () => measureSeal(this.backend) },
       'migration.status': { roles: both, run: async ({ migrationId }) => this.migrations.status(migrationId) },
       'migration.abort': {
         roles: coordinator,

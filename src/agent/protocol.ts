@@ -101,6 +101,15 @@ export interface GuestInfo extends GuestConfig {
   opsPerSecond: number | null;
 }
 
+/** One bounded seal measurement (crypto.measure): 1 MiB frames on one thread, about 200 ms. */
+export interface SealMeasurement {
+  backend: string;
+  frameBytes: number;
+  bytes: number;
+  ms: number;
+  sealGBps: number;
+}
+
 export type ResolveDecision = 'committed' | 'not-committed';
 
 /**
@@ -193,6 +202,8 @@ export interface Methods {
   /** Source: run the migration (after a free outgoing slot); streams progress until it settles. */
   'migration.start-outgoing': { params: StartOutgoingParams; result: StartOutgoingResult; event: MigrationStreamEvent };
   'migration.status': { params: { migrationId: string }; result: MigrationStatus; event: never };
+  /** Seals throwaway data under a throwaway key for a bounded time: what `ferry probe` reports as seal GB/s. */
+  'crypto.measure': { params: Record<string, never>; result: SealMeasurement; event: never };
   /** Destination: give up an incoming migration that has not committed ("not committed", final). Source: leave the queue. */
   'migration.abort': { params: { migrationId: string }; result: { migrationId: string; decision: ResolveDecision | null }; event: never };
 }
@@ -275,6 +286,7 @@ export const PARAMS: { [M in Method]: Check<Params<M>> } = {
     commitTimeoutMs: millis,
   }),
   'migration.status': obj({ migrationId }),
+  'crypto.measure': empty,
   'migration.abort': obj({ migrationId }),
 };
 

@@ -4,6 +4,7 @@
  * entry point maps its code to the exit status.
  */
 import type { Argv, CommandModule } from 'yargs';
+import { FerryError } from '../errors.js';
 import { Output } from './output.js';
 
 export interface GlobalArgs {
@@ -29,3 +30,9 @@ export function defineCommand<A>(spec: CommandSpec<A>): CommandModule<GlobalArgs
     },
   };
 }
+
+/**
+ * A failure whose `{"type":"result","ok":false,...}` line the command already printed: the entry
+ * point only says why on stderr and sets the exit status.
+ */
+export class ReportedFailure extends FerryError {}

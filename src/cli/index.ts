@@ -5,7 +5,7 @@
 import yargs from 'yargs';
 import type { CommandModule } from 'yargs';
 import { FerryError, toFerryError } from '../errors.js';
-import type { GlobalArgs } from './command.js';
+import { ReportedFailure, type GlobalArgs } from './command.js';
 import { Output } from './output.js';
 import { commands } from './commands/index.js';
 
@@ -35,7 +35,7 @@ export async function main(argv: string[]): Promise<void> {
     await parser.parseAsync();
   } catch (err) {
     const e = toFerryError(err);
-    if (json) {
+    if (json && !(err instanceof ReportedFailure)) {
       process.stdout.write(`${JSON.stringify({ type: 'result', ok: false, error: e.toJSON() })}\n`);
     }
     output.error(`${e.message} [${e.code}]`);

@@ -23,7 +23,12 @@ export async function coordinatorCredentials(cluster: Cluster): Promise<TlsCrede
   const ca = await readNamed(cluster.caCert, 'CA certificate', cluster.file);
   const cert = await readNamed(cluster.coordinatorCert, 'coordinator certificate', cluster.file);
   const key = await readNamed(cluster.coordinatorKey, 'coordinator key', cluster.file);
-  checkCertificate(cert, ca, `the coordinator certificate ${cluster.coordinatorCert}`);
+  try {
+    checkCertificate(cert, ca, `the coordinator certificate ${cluster.coordinatorCert}`);
+  } catch (err) {
+    // Our own files are wrong (another CA's certificate, expired): bad input, exit 2, and no host was asked.
+    throw new FerryError('ERR_FERRY_INPUT', `${(err as Error).message} (named in ${cluster.file})`);
+  }
   return { ca, cert, key };
 }
 

@@ -8,7 +8,7 @@ import { defineCommand } from '../command.js';
 import { withClusterOption, openCluster } from '../cluster-option.js';
 import { FerryError } from '../../errors.js';
 import { addressProblem } from '../../coordinator/address.js';
-import { addClusterHost, HOST_NAME, type MigrationNetwork } from '../../coordinator/cluster.js';
+import { addClusterHost, HOST_NAME, type Cluster, type MigrationNetwork } from '../../coordinator/cluster.js';
 import { issueHostCertificate } from '../../coordinator/pki.js';
 import { ensurePrivateDir, writeFileAtomic } from '../../agent/atomic-file.js';
 import { DEFAULT_LIMITS, StateDir, type HostConfig } from '../../agent/state.js';
@@ -61,6 +61,32 @@ function hostConfig(args: HostInitArgs): HostConfig {
   };
 }
 
+/**
+ * Makes host `config.name` in `dir`: its key and certificate from the cluster CA, its state
+ * directory, and its entry in the cluster file. Checks everything before writing anything.
+ * Returns the absolute directory.
+ */
+export async function initHost(cluster: Cluster, config: HostConfig, hostDir: string): Promise<string> {
+  if (cluster.hosts.has(config.name)) throw new FerryError('ERR_FERRY_INPUT', `host "${config.name}" is already in ${cluster.file}`);
+  if (!cluster.caKey) throw new FerryError('ERR_FERRY_INPUT', `${cluster.file} names no CA key (ca.key): host init must run where the CA key is`);
+  const dir = path.resolve(hostDir);
+  const paths = StateDir.paths(dir);
+  for (const f of [paths.config, paths.key, paths.cert]) {
+    if (existsSync(f)) throw new FerryError('ERR_FERRY_INPUT', `${f} already exists: use a new directory for a new host`);
+  }
+  await fs.access(cluster.caKey).catch(() => {
+    throw new FerryError('ERR_FERRY_NOT_FOUND', `cannot read the CA key ${cluster.caKey} (named in ${cluster.file})`);
+  });
+
+  await ensurePrivateDir(dir);
+  const cert = await issueHostCertificate({ caCert: cluster.caCert, caKey: cluster.caKey }, config.name, paths.key);
+  await writeFileAtomic(paths.cert, cert);
+  await writeFileAtomic(paths.caCert, await fs.readFile(cluster.caCert));
+  await StateDir.create(dir, config);
+  await addClusterHost(cluster.file, { name: config.name, control: config.control, networks: config.networks });
+  return dir;
+}
+
 export const hostInitCommand = defineCommand<HostInitArgs>({
   command: 'init <name>',
   describe: 'make a host: certificate from the cluster CA, state directory, entry in the cluster file',
@@ -79,24 +105,7 @@ export const hostInitCommand = defineCommand<HostInitArgs>({
   run: async (output, args) => {
     const config = hostConfig(args);
     const cluster = await openCluster(args);
-    if (cluster.hosts.has(config.name)) throw new FerryError('ERR_FERRY_INPUT', `host "${config.name}" is already in ${cluster.file}`);
-    if (!cluster.caKey) throw new FerryError('ERR_FERRY_INPUT', `${cluster.file} names no CA key (ca.key): host init must run where the CA key is`);
-    const dir = path.resolve(args.dir);
-    const paths = StateDir.paths(dir);
-    for (const f of [paths.config, paths.key, paths.cert]) {
-      if (existsSync(f)) throw new FerryError('ERR_FERRY_INPUT', `${f} already exists: use a new directory for a new host`);
-    }
-    await fs.access(cluster.caKey).catch(() => {
-      throw new FerryError('ERR_FERRY_NOT_FOUND', `cannot read the CA key ${cluster.caKey} (named in ${cluster.file})`);
-    });
-
-    await ensurePrivateDir(dir);
-    const cert = await issueHostCertificate({ caCert: cluster.caCert, caKey: cluster.caKey }, config.name, paths.key);
-    await writeFileAtomic(paths.cert, cert);
-    await writeFileAtomic(paths.caCert, await fs.readFile(cluster.caCert));
-    await StateDir.create(dir, config);
-    await addClusterHost(cluster.file, { name: config.name, control: config.control, networks: config.networks });
-
+    const dir = await initHost(cluster, config, args.dir);
     output.print(`host ${config.name} added to ${cluster.file}; start its agent with: ferry host serve --dir ${dir}`);
     output.emit({ type: 'result', ok: true, host: config.name, dir, control: config.control, networks: config.networks, hasSriov: config.hasSriov, limits: config.limits });
   },

@@ -4,5 +4,9 @@ import { benchCommand } from './bench.js';
 import { pkiCommand } from './pki.js';
 import { hostCommand } from './host.js';
 import { vmCommand } from './vm.js';
+import { migrateCommand } from './migrate.js';
+import { evacuateCommand } from './evacuate.js';
+import { probeCommand } from './probe.js';
+import { demoCommand } from './demo.js';
 
-export const commands: CommandModule<any, any>[] = [benchCommand, pkiCommand, hostCommand, vmCommand];
+export const commands: CommandModule<any, any>[] = [benchCommand, pkiCommand, hostCommand, vmCommand, migrateCommand, evacuateCommand, probeCommand, demoCommand];

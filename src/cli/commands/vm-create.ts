@@ -27,7 +27,8 @@ function usage(message: string): never {
   throw new FerryError('ERR_FERRY_USAGE', message);
 }
 
-function size(text: string, option: string, min: number): number {
+/** A guest size from a flag: at least `min`, whole 4 KiB pages; a usage error otherwise. */
+export function guestSize(text: string, option: string, min: number): number {
   let bytes: number;
   try {
     bytes = parseSize(text, option);
@@ -56,8 +57,8 @@ function guestConfig(args: VmCreateArgs): GuestConfig {
   return {
     name: args.name,
     driver: choice<GuestDriver>(args.driver, '--driver', ['synthetic', 'qemu']),
-    memoryBytes: size(args.memory, '--memory', 1 << 20),
-    diskBytes: size(args.disk, '--disk', 0),
+    memoryBytes: guestSize(args.memory, '--memory', 1 << 20),
+    diskBytes: guestSize(args.disk, '--disk', 0),
     workload: asUsage(() => parseWorkload(args.workload)),
     nic: choice<NicKind>(args.nic, '--nic', ['virtio', 'sriov']),
     encryptedMigration: asUsage(() => parseEncryptedMigration(args['encrypted-migration'], '--encrypted-migration')),

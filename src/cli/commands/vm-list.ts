@@ -6,6 +6,7 @@ import { formatBytes } from '../../units.js';
 import type { GuestInfo } from '../../agent/protocol.js';
 import { clusterHost } from '../../coordinator/cluster.js';
 import { eachHost } from '../../coordinator/connect.js';
+import { table } from '../table.js';
 
 /** What `vm list --json` prints per guest, one object a line. */
 export function guestLine(g: GuestInfo): Record<string, unknown> {
@@ -23,11 +24,6 @@ export function guestLine(g: GuestInfo): Record<string, unknown> {
     pid: g.pid,
     opsPerSecond: g.opsPerSecond,
   };
-}
-
-function table(rows: string[][]): string[] {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd());
 }
 
 export const vmListCommand = defineCommand<{ host?: string; cluster?: string }>({

@@ -88,7 +88,9 @@ function percent(p: Record<string, unknown>): number {
 }
 
 async function runOutgoing(params: Record<string, unknown>, ctx: HandlerContext): Promise<unknown> {
-  if (incomingMode) throw new FerryError('ERR_FERRY_REFUSED', 'an incoming guest cannot migrate out');
+  // A guest that arrived here runs like any other once its arrival committed: it may move on.
+  const arrived = tracker?.role === 'destination' && tracker.phase === 'committed';
+  if (incomingMode && !arrived) throw new FerryError('ERR_FERRY_REFUSED', 'an incoming guest cannot migrate out before its arrival commits');
   if (busy()) throw new FerryError('ERR_FERRY_REFUSED', 'a migration of this guest is already in progress');
   if (guest.state !== 'running' && guest.state !== 'paused') throw new FerryError('ERR_FERRY_REFUSED', `cannot migrate a guest that is ${guest.state}`);
   const spec = outgoingSpec(params, ctx.secret);

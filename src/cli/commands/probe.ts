@@ -1,0 +1,52 @@
+/** `ferry probe [HOST...]`: what each host can do, and whether its agent needs an upgrade. */
+import { defineCommand, ReportedFailure } from '../command.js';
+import { withClusterOption, openCluster } from '../cluster-option.js';
+import { FerryError } from '../../errors.js';
+import { formatBytes } from '../../units.js';
+import { clusterHost } from '../../coordinator/cluster.js';
+import { probeHosts } from '../../coordinator/probe.js';
+import { FERRY_VERSION } from '../../agent/version.js';
+import { table } from '../table.js';
+
+export const probeCommand = defineCommand<{ hosts?: string[]; cluster?: string }>({
+  command: 'probe [hosts..]',
+  describe: "hosts' versions, encryption, crypto speed, networks, memory, guests and limits",
+  builder: (yargs) =>
+    withClusterOption(yargs)
+      .positional('hosts', { type: 'string', array: true, describe: 'hosts to probe (default: every host of the cluster)' })
+      .example('$0 probe', 'a table of every host')
+      .example('$0 probe a b --json', 'one JSON object per host'),
+  run: async (output, args) => {
+    const cluster = await openCluster(args);
+    const hosts = args.hosts && args.hosts.length > 0 ? args.hosts.map((h) => clusterHost(cluster, String(h)).name) : [...cluster.hosts.keys()];
+    const probes = await probeHosts(cluster, hosts);
+    for (const p of probes) output.emit(p as unknown as Record<string, unknown>);
+    if (!output.json) {
+      const rows = [['HOST', 'AGENT', 'ENCRYPTS', 'BACKEND', 'CPU', 'SEAL', 'NETWORKS', 'FREE MEM', 'GUESTS', 'LIMITS OUT/IN', 'QEMU']];
+      for (const p of probes) {
+        if (!p.reachable) {
+          rows.push([p.host, `unreachable: ${p.error.message}`]);
+          continue;
+        }
+        rows.push([
+          p.host,
+          `${p.agentVersion}${p.upgradeNeeded ? ` (upgrade: CLI is ${FERRY_VERSION})` : ''}`,
+          p.encrypts ? 'yes' : 'NO',
+          p.cryptoBackend,
+          [p.aesni ? 'AES-NI' : 'no AES-NI', p.vaes ? 'VAES' : ''].filter(Boolean).join('+'),
+          p.sealGBps === null ? '-' : `${p.sealGBps.toFixed(2)} GB/s`,
+          p.networks.map((n) => `${n.address}${n.answers ? '' : ' (no answer)'}`).join(', '),
+          `${formatBytes(p.freeMemoryBytes)} of ${formatBytes(p.totalMemoryBytes)}`,
+          p.guests.length === 0 ? '-' : p.guests.join(','),
+          `${p.limits.outgoing}/${p.limits.incoming}`,
+          p.qemu ? 'yes' : 'no',
+        ]);
+      }
+      for (const line of table(rows)) output.print(line);
+    }
+    const down = probes.filter((p) => !p.reachable).map((p) => p.host);
+    const failure = down.length > 0 ? new FerryError('ERR_FERRY_NETWORK', `could not reach ${down.join(', ')}`) : null;
+    output.emit({ type: 'result', ok: failure === null, hosts: probes.length, unreachable: down, error: failure?.toJSON() ?? null });
+    if (failure) throw new ReportedFailure(failure.code, failure.message);
+  },
+});

@@ -1,0 +1,21 @@
+/** What people are shown when a migration ends (stdout: it is the command's result). */
+import type { MigrationSummary } from '../coordinator/migrate.js';
+import { formatBytes, formatDuration, formatRate } from '../units.js';
+
+export function summaryLines(s: MigrationSummary): string[] {
+  const r = s.report;
+  if (!r.ok) return [`${r.vm} did not move: ${r.error?.message ?? 'failed'} [${r.error?.code ?? '?'}]`];
+  const crypto = r.mode === 'encrypted' ? `encrypted (AES-256-GCM, ${r.backend} backend)` : 'plain text (not encrypted)';
+  const lines = [
+    `${r.vm} moved ${r.from} -> ${r.to}, ${crypto}`,
+    `  total time    ${formatDuration(r.totalMs)}`,
+    `  downtime      ${r.switchoverMs === null ? '-' : formatDuration(r.switchoverMs)}`,
+    `  sent          ${formatBytes(r.bytesSent)} in ${r.passes} pass${r.passes === 1 ? '' : 'es'}`,
+    `  zero pages    ${r.zeroPagesSkipped} skipped (${formatBytes(r.zeroPagesSkipped * 4096)} not sent)`,
+    `  throughput    ${formatRate(s.throughput)}`,
+  ];
+  if (r.verified !== null) lines.push(`  verified      ${r.verified ? 'yes: source and destination memory digests match' : 'NO: digests differ'}`);
+  if (s.nicFallback) lines.push(`  NIC           passthrough NIC replaced by the emulated one (virtio): ${r.to} has none`);
+  if (s.warning) lines.push(`  warning       ${s.warning}`);
+  return lines;
+}

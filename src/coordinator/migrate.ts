@@ -1,0 +1,228 @@
+/**
+ * One migration, as the coordinator runs it: find the guest, read both agents' capabilities over
+ * mTLS, decide the mode, draw a fresh key, hand the spec to the destination (prepare-incoming)
+ * and then the source (start-outgoing), follow the events, and wipe the key. A library, so
+ * `ferry migrate`, `ferry evacuate` and `ferry demo` share it, and tests can run it in-process.
+ *
+ * Errors before anything was asked of an agent (no such guest, a host that cannot take it, a
+ * required guest and a host that cannot encrypt) are thrown. Once a spec went out, the outcome is
+ * a MigrationReport with ok:false and the error: the guest still runs on the source.
+ */
+import { FerryError, isErrorCode, toFerryError } from '../errors.js';
+import type { AgentClient } from '../agent/client.js';
+import type { Capabilities, MigrationStreamEvent, StartOutgoingResult } from '../agent/protocol.js';
+import type { GuestConfig, EncryptedMigration } from '../guest/types.js';
+import type { ChannelMode } from '../channel/types.js';
+import { formatBytes } from '../units.js';
+import type { Cluster } from './cluster.js';
+import { connectHost } from './connect.js';
+import { locateGuest } from './locate.js';
+import { decideMode } from './mode.js';
+import { MigrationKey, newMigrationId } from './keys.js';
+import type { Target } from './target.js';
+
+export const DEFAULT_STREAMS = 2;
+
+export interface MigrateRequest {
+  guest: string;
+  /** The cluster the guest is in now. */
+  cluster: Cluster;
+  to: Target;
+  /** The source host when the caller knows it (evacuate); otherwise every host is asked. */
+  from?: string;
+  /** Overrides the guest's encrypted-migration setting. */
+  mode?: EncryptedMigration;
+  streams?: number;
+  maxDowntimeMs?: number;
+  maxBytesPerSecond?: number;
+  timeoutMs?: number;
+  verify?: boolean;
+}
+
+/** What the coordinator tells its caller while a migration runs. */
+export type CoordinatorEvent =
+  | { type: 'decided'; vm: string; from: string; to: string; mode: ChannelMode; streams: number; memoryBytes: number; diskBytes: number; warning: string | null }
+  | ({ vm: string; side: 'source' | 'destination' } & MigrationStreamEvent);
+
+export interface MigrateHooks {
+  onEvent?: (event: CoordinatorEvent) => void;
+  /**
+   * Where the migration's key comes from (default: MigrationKey.generate). Only in-process callers
+   * can pass one: the key-leak tests keep a copy to search for. The CLI has no way to set it.
+   */
+  newKey?: () => MigrationKey;
+}
+
+/** `ferry migrate --json`'s last line: exactly these fields. */
+export interface MigrationReport {
+  type: 'result';
+  ok: boolean;
+  vm: string;
+  from: string;
+  to: string;
+  mode: ChannelMode;
+  backend: string;
+  totalMs: number;
+  switchoverMs: number | null;
+  bytesSent: number;
+  zeroPagesSkipped: number;
+  passes: number;
+  verified: boolean | null;
+  error: { code: string; message: string } | null;
+}
+
+/** The report and what people are shown besides. */
+export interface MigrationSummary {
+  report: MigrationReport;
+  migrationId: string;
+  /** Payload bytes a second over the whole migration. */
+  throughput: number;
+  nicFallback: boolean;
+  warning: string | null;
+  /** The exit status of a failed migration (1, or 2 when an agent found the request bad). */
+  exitCode: 0 | 1 | 2;
+}
+
+interface Prepared {
+  from: string;
+  config: GuestConfig;
+  source: AgentClient;
+  destination: AgentClient;
+  sourceCaps: Capabilities;
+  mode: ChannelMode;
+  warning: string | null;
+}
+
+async function prepare(req: MigrateRequest): Promise<Prepared> {
+  const to = req.to.host.name;
+  const from = req.from ?? (await locateGuest(req.cluster, req.guest)).host;
+  if (from === to && !req.to.crossCluster) throw new FerryError('ERR_FERRY_INPUT', `guest "${req.guest}" already runs on host ${to}`);
+  const source = await connectHost(req.cluster, from);
+  let destination: AgentClient | null = null;
+  try {
+    destination = await connectHost(req.to.cluster, to);
+    const info = await source.call('guest.get', { name: req.guest });
+    const { host: _h, state, pid: _p, opsPerSecond: _o, ...config } = info;
+    if (state !== 'running' && state !== 'paused') {
+      throw new FerryError('ERR_FERRY_REFUSED', `guest "${req.guest}" is ${state} on host ${from}: only a running or paused guest can move`);
+    }
+    const [sourceCaps, destinationCaps] = await Promise.all([source.call('capabilities', {}), destination.call('capabilities', {})]);
+    const decision = decideMode(req.mode ?? config.encryptedMigration, { name: from, encrypts: sourceCaps.encrypts }, { name: to, encrypts: destinationCaps.encrypts });
+    if (destinationCaps.freeMemoryBytes < config.memoryBytes) {
+      throw new FerryError('ERR_FERRY_REFUSED', `host ${to} has ${formatBytes(destinationCaps.freeMemoryBytes)} free; guest "${req.guest}" needs ${formatBytes(config.memoryBytes)}`);
+    }
+    return { from, config, source, destination, sourceCaps, mode: decision.mode, warning: decision.warning ?? null };
+  } catch (err) {
+    source.close();
+    destination?.close();
+    throw err;
+  }
+}
+
+function verified(wanted: boolean, outcome: StartOutgoingResult | null): boolean | null {
+  const r = outcome?.result;
+  if (!wanted || !r || outcome.outcome !== 'committed') return null;
+  return r.sourceDigest !== null && r.sourceDigest === r.destinationDigest;
+}
+
+/** Runs one migration to its end. Throws only for problems found before any spec went out. */
+export async function migrateGuest(req: MigrateRequest, hooks: MigrateHooks = {}): Promise<MigrationSummary> {
+  const emit = hooks.onEvent ?? (() => {});
+  const p = await prepare(req);
+  const to = req.to.host.name;
+  const streams = req.streams ?? DEFAULT_STREAMS;
+  const migrationId = newMigrationId();
+  const started = performance.now();
+  emit({ type: 'decided', vm: req.guest, from: p.from, to, mode: p.mode, streams, memoryBytes: p.config.memoryBytes, diskBytes: p.config.diskBytes, warning: p.warning });
+
+  const secret = (hooks.newKey ?? MigrationKey.generate)();
+  let outcome: StartOutgoingResult | null = null;
+  let failure: FerryError | null = null;
+  let nicFallback = false;
+  let prepared = false;
+  try {
+    // The base64 strings exist only for the JSON of these two requests (JS strings cannot be wiped).
+    const channel = {
+      migrationId,
+      key: secret.key.toString('base64'),
+      nonce: secret.nonce.toString('base64'),
+      mode: p.mode,
+      streams,
+      ...(req.maxBytesPerSecond ? { maxBytesPerSecond: req.maxBytesPerSecond } : {}),
+    };
+    const incoming = await p.destination.call('migration.prepare-incoming', { ...channel, guest: p.config, source: p.from }, {
+      timeoutMs: null,
+      onEvent: (e) => emit({ vm: req.guest, side: 'destination', ...e }),
+    });
+    prepared = true;
+    nicFallback = incoming.nicFallback;
+    outcome = await p.source.call('migration.start-outgoing', {
+      ...channel,
+      guest: req.guest,
+      destination: { host: to, control: req.to.host.control },
+      networks: req.to.host.networks.map((n) => n.advertise),
+      ...(req.maxDowntimeMs ? { maxDowntimeMs: req.maxDowntimeMs } : {}),
+      ...(req.timeoutMs ? { timeoutMs: req.timeoutMs } : {}),
+      verify: req.verify ?? false,
+    }, {
+      timeoutMs: null,
+      onEvent: (e) => emit({ vm: req.guest, side: 'source', ...e }),
+    });
+    if (outcome.outcome !== 'committed') {
+      const e = outcome.result?.error;
+      failure = new FerryError(e && isErrorCode(e.code) ? e.code : 'ERR_FERRY_ABORTED', `${e?.message ?? 'the migration was aborted'}; guest "${req.guest}" runs on ${p.from}`);
+    }
+  } catch (err) {
+    failure = toFerryError(err);
+    if (prepared) failure = await abandon(p, req, migrationId, failure);
+  } finally {
+    secret.wipe();
+    p.source.close();
+    p.destination.close();
+  }
+  const r = outcome?.result ?? null;
+  const report: MigrationReport = {
+    type: 'result',
+    ok: failure === null,
+    vm: req.guest,
+    from: p.from,
+    to: req.to.label,
+    mode: p.mode,
+    backend: p.mode === 'encrypted' ? p.sourceCaps.cryptoBackend : 'none',
+    totalMs: Math.round(r?.totalMs ?? performance.now() - started),
+    switchoverMs: r?.downtimeMs == null ? null : Math.round(r.downtimeMs * 10) / 10,
+    bytesSent: r?.bytesSent ?? 0,
+    zeroPagesSkipped: r?.zeroPagesSkipped ?? 0,
+    passes: r?.passes.length ?? 0,
+    verified: verified(req.verify ?? false, outcome),
+    error: failure ? failure.toJSON() : null,
+  };
+  return { report, migrationId, throughput: r?.throughput ?? 0, nicFallback, warning: p.warning, exitCode: failure ? failure.exitCode : 0 };
+}
+
+
+/**
+ * The source could not be followed to the end (refused, or the connection to its agent was lost):
+ * the destination's "not committed" is final, so after it the guest can only run on the source.
+ */
+async function abandon(p: Prepared, req: MigrateRequest, migrationId: string, why: FerryError): Promise<FerryError | null> {
+  const ask = async (client: AgentClient) => (await client.call('migration.abort', { migrationId })).decision;
+  try {
+    let decision;
+    try {
+      decision = await ask(p.destination);
+    } catch {
+      // The connection may be what failed: once more on a fresh one.
+      const fresh = await connectHost(req.to.cluster, req.to.host.name);
+      try {
+        decision = await ask(fresh);
+      } finally {
+        fresh.close();
+      }
+    }
+    if (decision === 'committed') return null; // it had already landed: the guest runs on the destination
+    return new FerryError(why.code, `${why.message}; the destination recorded "not committed": guest "${req.guest}" runs on ${p.from}`);
+  } catch {
+    return new FerryError(why.code, `${why.message}; could not tell the destination to give up migration ${migrationId}: if the guest is paused on ${p.from}, its agent resolves it`);
+  }
+}

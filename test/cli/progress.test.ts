@@ -1,0 +1,63 @@
+/** Progress as shown: bars on a terminal, plain lines on a pipe, JSON lines only with --json. */
+import assert from 'node:assert/strict';
+import { PassThrough } from 'node:stream';
+import { Output } from '../../src/cli/output.js';
+import { MigrationProgress } from '../../src/cli/progress.js';
+import type { CoordinatorEvent } from '../../src/coordinator/migrate.js';
+
+function capture(tty: boolean) {
+  const stream = Object.assign(new PassThrough(), { isTTY: tty, columns: 160 });
+  let text = '';
+  stream.on('data', (d) => (text += d));
+  return { stream, text: () => text };
+}
+
+const events: CoordinatorEvent[] = [
+  { type: 'decided', vm: 'web1', from: 'a', to: 'b', mode: 'plain', streams: 2, memoryBytes: 1 << 30, diskBytes: 0, warning: 'migrating in plain text: b cannot encrypt' },
+  { type: 'queued', vm: 'web1', side: 'source', position: 1 },
+  { type: 'started', vm: 'web1', side: 'source' },
+  { type: 'pass', vm: 'web1', side: 'source', pass: 1, bytesSent: 3 << 28, bytesLeft: 1 << 28, throughput: 1.25e9, dirtyRate: 1e6, zeroPagesSkipped: 10, throttlePercent: 0, elapsedMs: 700 },
+  { type: 'switch-over', vm: 'web1', side: 'source', bytesLeft: 1 << 20, estimatedDowntimeMs: 20 },
+  { type: 'committed', vm: 'web1', side: 'source', downtimeMs: 31 },
+];
+
+/** Feeds the events a little apart, as they arrive in a migration (bars redraw on a timer). */
+async function show(json: boolean, tty: boolean) {
+  const out = capture(false);
+  const err = capture(tty);
+  const progress = new MigrationProgress(new Output({ json, debug: false, stdout: out.stream, stderr: err.stream }), ['web1']);
+  for (const e of events) {
+    progress.event(e);
+    if (tty) await new Promise((r) => setTimeout(r, 150));
+  }
+  progress.stop();
+  return { stdout: out.text(), stderr: err.text() };
+}
+
+describe('cli: migration progress', function () {
+  it('draws a bar with pass, sent, left, throughput, dirty rate and ETA on a terminal', async function () {
+    const { stdout, stderr } = await show(false, true);
+    assert.equal(stdout, '');
+    assert.match(stderr, /web1 [█░]+ +75% running: pass 1, 768 MiB sent, 256 MiB left, 10\.00 Gbit\/s, dirty 8\.0 Mbit\/s, ETA 215 ms/);
+    assert.match(stderr, /queued at the source \(place 1\)/);
+    assert.match(stderr, /warning:.*b cannot encrypt/);
+    assert.match(stderr, /100% committed, downtime 31 ms/);
+  });
+
+  it('writes plain lines without control codes on a pipe', async function () {
+    const { stdout, stderr } = await show(false, false);
+    assert.equal(stdout, '');
+    assert.doesNotMatch(stderr, /\x1b\[|█/);
+    assert.match(stderr, /^web1: running: pass 1, 768 MiB sent/m);
+    assert.match(stderr, /^web1: committed, downtime 31 ms$/m);
+  });
+
+  it('prints each event as one JSON line on stdout with --json; only the warning on stderr', async function () {
+    const { stdout, stderr } = await show(true, true);
+    const lines = stdout.trim().split('\n').map((l) => JSON.parse(l));
+    assert.deepEqual(lines.map((l) => l.type), events.map((e) => e.type));
+    assert.deepEqual(lines[3], events[3]);
+    assert.equal(stderr.trim().split('\n').length, 1);
+    assert.match(stderr, /warning:.* web1: migrating in plain text/);
+  });
+});

@@ -1,0 +1,146 @@
+/**
+ * `ferry migrate` end to end: the CLI as a process against real agents. The --json contract (events,
+ * then exactly the result object), the modes (required refuses a host that cannot encrypt,
+ * opportunistic goes plain with a warning), a failed migration (exit 1, the guest still on the
+ * source), and the key's absence from every log, state file and output.
+ */
+import assert from 'node:assert/strict';
+import { PassThrough } from 'node:stream';
+import { loadCluster } from '../../src/coordinator/cluster.js';
+import { MigrationKey } from '../../src/coordinator/keys.js';
+import { resolveTarget } from '../../src/coordinator/target.js';
+import { Output } from '../../src/cli/output.js';
+import { migrateWithProgress } from '../../src/cli/commands/migrate.js';
+import { ferry, ferryOk, TestCluster, type RunningAgent } from '../agent/helpers/cluster.js';
+import { findSecret } from '../agent/helpers/secrets.js';
+import { jsonLines } from './helpers.js';
+
+const RESULT_KEYS = ['type', 'ok', 'vm', 'from', 'to', 'mode', 'backend', 'totalMs', 'switchoverMs', 'bytesSent', 'zeroPagesSkipped', 'passes', 'verified', 'error'];
+
+describe('e2e: ferry migrate', function () {
+  let cluster: TestCluster;
+  const agents: RunningAgent[] = [];
+  const outputs: { name: string; text: string }[] = [];
+
+  const run = (args: string[]) => {
+    const r = ferry(args, cluster.env);
+    outputs.push({ name: `ferry ${args.join(' ')}`, text: r.stdout + r.stderr });
+    return r;
+  };
+  const where = (name: string) => {
+    const r = ferryOk(['vm', 'list', '--json'], cluster.env);
+    return jsonLines(r.stdout).find((g) => g.name === name);
+  };
+
+  before(async function () {
+    cluster = TestCluster.create();
+    for (const h of ['a', 'b', 'c']) await cluster.addHost(h);
+    agents.push(await cluster.startAgent('a'), await cluster.startAgent('b'), await cluster.startAgent('c', ['--no-encryption']));
+  });
+  after(async function () {
+    await cluster?.stop();
+  });
+
+  it('moves a guest and ends --json with exactly the result object', function () {
+    ferryOk(['vm', 'create', 'm1', '--host', 'a', '--memory', '64MiB', '--workload', 'kv:get=500,set=100'], cluster.env);
+    const r = run(['migrate', 'm1', '--to', 'b', '--verify', '--json', '--max-downtime', '300ms', '--streams', '3']);
+    assert.equal(r.status, 0, r.stderr);
+    const lines = jsonLines(r.stdout);
+    const result = lines.pop()!;
+    assert.deepEqual(Object.keys(result), RESULT_KEYS);
+    assert.equal(result.ok, true);
+    assert.equal(result.vm, 'm1');
+    assert.equal(result.from, 'a');
+    assert.equal(result.to, 'b');
+    assert.equal(result.mode, 'encrypted');
+    assert.match(result.backend, /^(native|node|webcrypto)(\/[a-z0-9-]+)?$/);
+    assert.equal(result.verified, true);
+    assert.equal(result.error, null);
+    assert.ok(result.passes >= 1 && result.bytesSent > 0 && result.totalMs > 0 && result.switchoverMs >= 0, JSON.stringify(result));
+    const types = lines.map((l) => l.type);
+    assert.equal(types[0], 'decided');
+    assert.ok(lines[0]!.streams === 3);
+    for (const t of ['started', 'pass', 'switch-over', 'committed']) assert.ok(types.includes(t), `${t} in ${types}`);
+    assert.equal(where('m1').host, 'b');
+  });
+
+  it('prints a summary for people, and progress lines on stderr when not a terminal', function () {
+    ferryOk(['vm', 'create', 'm2', '--host', 'a', '--memory', '64MiB'], cluster.env);
+    const r = run(['migrate', 'm2', '--to', 'b']);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /m2 moved a -> b, encrypted/);
+    assert.match(r.stdout, /downtime\s+\d/);
+    assert.match(r.stdout, /zero pages\s+\d+ skipped/);
+    assert.match(r.stderr, /m2: running: pass 1/);
+    assert.doesNotMatch(r.stderr, /\x1b\[/, 'no terminal control codes when stderr is a pipe');
+  });
+
+  it('refuses a required guest to a host that cannot encrypt, and changes nothing', function () {
+    ferryOk(['vm', 'create', 'r1', '--host', 'a', '--memory', '64MiB', '--encrypted-migration', 'required'], cluster.env);
+    const before = where('r1');
+    const r = run(['migrate', 'r1', '--to', 'c']);
+    assert.equal(r.status, 1);
+    assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+    assert.match(r.stderr, /encrypted migration is required, but c cannot encrypt \[ERR_FERRY_REFUSED\]/);
+    const after = where('r1');
+    assert.equal(after.host, 'a');
+    assert.equal(after.pid, before.pid);
+    // --mode overrides the guest's setting for one migration, in both directions.
+    const forced = run(['migrate', 'm2', '--to', 'c', '--mode', 'required']);
+    assert.equal(forced.status, 1);
+    assert.equal(where('m2').host, 'b');
+  });
+
+  it('moves an opportunistic guest to a host that cannot encrypt in plain text, with a warning', function () {
+    const r = run(['migrate', 'm2', '--to', 'c', '--json']);
+    assert.equal(r.status, 0, r.stderr);
+    const result = jsonLines(r.stdout).pop()!;
+    assert.equal(result.mode, 'plain');
+    assert.equal(result.backend, 'none');
+    assert.match(r.stderr, /warning:.*plain text: c cannot encrypt/);
+    assert.equal(where('m2').host, 'c');
+  });
+
+  it('exits 1 when the migration fails, with the guest still running on the source', function () {
+    ferryOk(['vm', 'create', 'slow1', '--host', 'a', '--memory', '64MiB', '--workload', 'dirty:50MB'], cluster.env);
+    const before = where('slow1');
+    const r = run(['migrate', 'slow1', '--to', 'b', '--bandwidth', '8Mbit', '--timeout', '1s', '--json']);
+    assert.equal(r.status, 1, r.stderr);
+    const result = jsonLines(r.stdout).pop()!;
+    assert.deepEqual(Object.keys(result), RESULT_KEYS);
+    assert.equal(result.ok, false);
+    assert.equal(result.error.code, 'ERR_FERRY_TIMEOUT');
+    assert.match(r.stderr, /runs on a/);
+    const after = where('slow1');
+    assert.equal(after.host, 'a');
+    assert.equal(after.state, 'running');
+    assert.equal(after.pid, before.pid);
+  });
+
+  it('leaves the key in no log, state file or output (the coordinator run in-process to know the key)', async function () {
+    ferryOk(['vm', 'create', 'k1', '--host', 'a', '--memory', '64MiB', '--workload', 'kv:get=500,set=100'], cluster.env);
+    const c = await loadCluster(cluster.file);
+    const keys: Buffer[] = [];
+    // The hook is the library's: the ferry command has no way to choose or reveal a key.
+    const newKey = () => {
+      const k = MigrationKey.generate();
+      keys.push(Buffer.from(k.key), Buffer.from(k.nonce));
+      return k;
+    };
+    for (const json of [true, false]) {
+      const stdout = new PassThrough();
+      const stderr = new PassThrough();
+      let text = '';
+      stdout.on('data', (d) => (text += d));
+      stderr.on('data', (d) => (text += d));
+      const output = new Output({ json, debug: true, stdout, stderr });
+      await migrateWithProgress(output, { guest: 'k1', cluster: c, to: await resolveTarget(c, json ? 'b' : 'a'), verify: true }, { newKey });
+      outputs.push({ name: `in-process migrate (json: ${json})`, text });
+    }
+    assert.equal(keys.length, 4);
+    const hits = keys.flatMap((k) => findSecret([cluster.root, ...agents.map((a) => ({ name: `agent ${a.name} log`, text: a.logs() })), ...outputs], k));
+    assert.deepEqual(hits, []);
+    // The search works: it finds a key where one is.
+    assert.deepEqual(findSecret([{ name: 'planted', text: `x${keys[0]!.toString('base64')}x` }], keys[0]!), ['planted']);
+  });
+});
