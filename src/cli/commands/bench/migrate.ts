@@ -94,9 +94,10 @@ function availableMemory(): number {
 class Bench {
   readonly root = mkdtempSync(path.join(os.tmpdir(), 'ferry-bench-migrate-'));
   readonly local = LocalCluster.create();
-  readonly qemus = new Set<QemuProcess>();
+  private readonly qemus = new Set<QemuProcess>();
   cluster: Cluster | null = null;
   private guestCount = 0;
+  private closing = false;
 
   constructor(private readonly progress: (line: string) => void) {}
 
@@ -168,7 +169,19 @@ class Bench {
     };
   }
 
+  /** Registers a QEMU process for close(); one started after close() began is stopped at once. */
+  track(q: QemuProcess): void {
+    this.qemus.add(q);
+    if (this.closing) void q.stop();
+  }
+
+  /** Throws once close() began (a signal), so no new step starts. */
+  check(): void {
+    if (this.closing) throw new FerryError('ERR_FERRY_ABORTED', 'the bench is stopping');
+  }
+
   async close(): Promise<void> {
+    this.closing = true;
     await Promise.all([...this.qemus].map((q) => q.stop()));
     await this.local.close();
     rmSync(this.root, { recursive: true, force: true });
@@ -224,6 +237,7 @@ async function runScenario(bench: Bench, plan: Plan, runs: number, progress: (li
     // Encrypted and plain alternate, the guest moving a→b→a…, so each mode meets the same guest.
     for (let i = 0; i < runs; i++) {
       for (const mode of plan.modes) {
+        bench.check();
         const to = at === 'a' ? 'b' : 'a';
         progress(`${plan.name}: run ${i + 1}/${runs}, ${mode}, ${at}→${to}...`);
         const run = await bench.migrate(name, at, to, mode, plan.memoryBytes, plan.maxBytesPerSecond);
@@ -255,8 +269,9 @@ async function runQemu(bench: Bench, report: ScenarioReport, runs: number, progr
   const modes: QemuMode[] = ['plain', 'multifd-tls', 'tls'];
   for (let i = 0; i < runs; i++) {
     for (const mode of modes) {
+      bench.check();
       progress(`qemu: run ${i + 1}/${runs}, ${mode}...`);
-      const r = await runQemuMigration({ dir: bench.root, ramFile, memoryBytes: report.memoryBytes, mode, tlsDir, track: (q) => bench.qemus.add(q) });
+      const r = await runQemuMigration({ dir: bench.root, ramFile, memoryBytes: report.memoryBytes, mode, tlsDir, track: (q) => bench.track(q) });
       report.qemu.push(r);
       progress(`qemu:   ${mode}: total ${formatDuration(r.totalMs)}, downtime ${formatDuration(r.downtimeMs)}, ${formatBytes(r.transferredBytes)}, ${Math.round(r.mbps)} Mbit/s`);
     }
