@@ -5,7 +5,7 @@
  * non-zero and incompressible; the destination starts with `-incoming defer` on fresh RAM.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { copyFileSync, mkdirSync, openSync, closeSync, writeSync } from 'node:fs';
+import { closeSync, copyFileSync, fsyncSync, mkdirSync, openSync, writeSync } from 'node:fs';
 import { randomFillSync } from 'node:crypto';
 import path from 'node:path';
 import { FerryError } from '../../../errors.js';
@@ -36,7 +36,7 @@ export function qemuMissing(): string | null {
   return null;
 }
 
-/** A file of `bytes` random bytes: the source guest's RAM image. */
+/** A file of `bytes` random bytes (on disk, fsync'd): the source guest's RAM image. */
 export function writeRandomFile(file: string, bytes: number): void {
   const chunk = Buffer.allocUnsafe(Math.min(bytes, 64 << 20));
   const fd = openSync(file, 'w', 0o600);
@@ -46,6 +46,8 @@ export function writeRandomFile(file: string, bytes: number): void {
       randomFillSync(chunk, 0, n);
       writeSync(fd, chunk, 0, n);
     }
+    // Written back now, not by the kernel's flusher in the middle of the first timed migration.
+    fsyncSync(fd);
   } finally {
     closeSync(fd);
   }
