@@ -5,22 +5,10 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { BIN, ferry } from '../agent/helpers/cluster.js';
 import { jsonLines } from './helpers.js';
-
-/** Pids of live processes whose command line mentions `text`. */
-function processesMentioning(text: string): number[] {
-  const pids: number[] = [];
-  for (const p of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
-    try {
-      if (readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(text)) pids.push(Number(p));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return pids;
-}
+import { processesMentioning } from '../helpers/processes.js';
 
 describe('e2e: ferry demo', function () {
   const dirs: string[] = [];

@@ -3,8 +3,9 @@ import type { Argv, CommandModule } from 'yargs';
 import { benchChannelCommand } from './bench/channel.js';
 import { benchCryptoCommand } from './bench/crypto.js';
 import { benchEngineCommand } from './bench/engine.js';
+import { benchMigrateCommand } from './bench/migrate.js';
 
-const subjects: CommandModule<any, any>[] = [benchCryptoCommand, benchChannelCommand, benchEngineCommand];
+const subjects: CommandModule<any, any>[] = [benchCryptoCommand, benchChannelCommand, benchEngineCommand, benchMigrateCommand];
 
 export const benchCommand: CommandModule = {
   command: 'bench <subject>',

@@ -1,0 +1,100 @@
+/**
+ * `ferry bench migrate` as a user runs it (needs `npm run build`, which `npm test` does), with
+ * every guest shrunk by the hidden --memory-scale and the kv rate by --kv-scale, so the whole path
+ * runs — a cluster of real agents, guests made and moved over the control API, QEMU's migration
+ * when QEMU is installed — in seconds. Speeds are not asserted; bytes and outcomes are. Also: it
+ * leaves no process or directory behind, after success and after SIGINT.
+ */
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { qemuMissing } from '../../src/cli/commands/bench/qemu-migration.js';
+import { processesMentioning } from '../helpers/processes.js';
+
+const root = fileURLToPath(new URL('../../', import.meta.url));
+const TINY = ['--memory-scale', '0.005', '--kv-scale', '0.02'];
+
+const clusterDir = (stderr: string): string => {
+  const m = /\(in (\S+)\)/.exec(stderr);
+  assert.ok(m, `no cluster directory in the progress lines: ${stderr}`);
+  return m[1]!;
+};
+
+describe('ferry bench migrate', function () {
+  it('runs every scenario tiny and prints one JSON object with runs, QEMU figures and ratios', function () {
+    this.timeout(180_000);
+    const r = spawnSync(process.execPath, ['bin/ferry', 'bench', 'migrate', '--json', ...TINY], { cwd: root, encoding: 'utf8', timeout: 170_000 });
+    assert.equal(r.status, 0, r.stderr);
+    const lines = r.stdout.trim().split('\n');
+    assert.equal(lines.length, 1, 'exactly one line on stdout');
+    const result = JSON.parse(lines[0]!);
+    assert.equal(result.ok, true);
+    const names = result.scenarios.map((s: { name: string }) => s.name);
+    assert.deepEqual(names, ['idle-10g', 'kv', 'fresh-8g', 'qemu-loopback']);
+    for (const s of result.scenarios) {
+      if (s.skipped) continue;
+      const modes = s.runs.map((x: { mode: string }) => x.mode);
+      assert.deepEqual(modes, s.name === 'qemu-loopback' ? ['encrypted'] : ['encrypted', 'plain'], s.name);
+      assert.deepEqual(s.runs.map((x: { direction: string }) => x.direction), modes.length === 2 ? ['a→b', 'b→a'] : ['a→b']);
+      for (const run of s.runs) {
+        assert.equal(run.ok, true, `${s.name} ${run.mode}: ${run.error}`);
+        assert.ok(run.totalMs > 0 && run.switchoverMs >= 0);
+        // Memory written by the workload crosses in full; a fresh guest's zero pages do not cross.
+        if (s.workload === 'idle') assert.ok(run.wireFraction >= 1, `${s.name}: ${run.wireFraction}`);
+        if (s.name === 'fresh-8g') assert.ok(run.wireFraction < 0.01, `fresh: ${run.wireFraction}`);
+      }
+    }
+    const q = result.scenarios.find((s: { name: string }) => s.name === 'qemu-loopback');
+    if (qemuMissing() === null) {
+      assert.deepEqual(q.qemu.map((x: { mode: string }) => x.mode), ['plain', 'multifd-tls', 'tls']);
+      for (const x of q.qemu) {
+        assert.equal(x.status, 'completed');
+        assert.ok(x.transferredBytes >= q.memoryBytes, `${x.mode}: ${x.transferredBytes}`);
+      }
+      assert.equal(typeof result.ratios.ferryOverQemuMultifdTlsTime, 'number');
+    } else {
+      assert.equal(q.qemuSkipped, qemuMissing());
+      assert.equal(result.ratios.ferryOverQemuPlainTime, null);
+    }
+    assert.equal(typeof result.ratios.idleEncryptedOverPlainTime, 'number');
+    assert.equal(result.ratios.kvAllWithinMaxDowntime === null, false);
+    assert.equal(result.machine.loadBefore.length, 3);
+    const dir = clusterDir(r.stderr);
+    assert.equal(existsSync(dir), false, `${dir} left behind`);
+    assert.deepEqual(processesMentioning(dir), []);
+  });
+
+  it('on SIGINT stops its agents and guests, removes its files, and exits non-zero', async function () {
+    this.timeout(60_000);
+    const child = spawn(process.execPath, ['bin/ferry', 'bench', 'migrate', '--scenario', 'kv', ...TINY], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.setEncoding('utf8');
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no guest within 40 s: ${stderr}`)), 40_000);
+      child.stderr.on('data', (s: string) => {
+        stderr += s;
+        if (/creating the guest/.test(stderr)) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+    });
+    child.kill('SIGINT');
+    const code = await exited;
+    assert.notEqual(code, 0, stderr);
+    assert.match(stderr, /SIGINT/);
+    const dir = clusterDir(stderr);
+    assert.equal(existsSync(dir), false, `${dir} left behind`);
+    assert.deepEqual(processesMentioning(dir), []);
+  });
+
+  it('refuses bad flags with a usage error', function () {
+    for (const args of [['--runs', '0'], ['--scenario', 'nope'], ['--memory-scale', '2'], ['--kv-scale', '0']]) {
+      const r = spawnSync(process.execPath, ['bin/ferry', 'bench', 'migrate', ...args], { cwd: root, encoding: 'utf8' });
+      assert.equal(r.status, 2, `${args.join(' ')}: ${r.status} ${r.stderr}`);
+      assert.doesNotMatch(r.stderr, /cluster: CA/, 'nothing was started');
+    }
+  });
+});
