@@ -6,7 +6,6 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -15,22 +14,12 @@ import { initPki } from '../coordinator/pki.js';
 import { loadCluster, type Cluster } from '../coordinator/cluster.js';
 import { DEFAULT_LIMITS } from '../agent/state.js';
 import { initHost } from './commands/host-init.js';
+import { freePort } from './free-port.js';
 
 const BIN = fileURLToPath(new URL('../../bin/ferry', import.meta.url));
 const READY_TIMEOUT_MS = 30_000;
 const STOP_TIMEOUT_MS = 5_000;
 
-/** A port nobody listens on right now (the kernel's pick, released again). */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 interface LocalAgent {
   name: string;
@@ -97,6 +86,28 @@ export class LocalCluster {
         reject(new FerryError('ERR_FERRY_INTERNAL', `the agent of host ${name} exited before it was ready: ${last}`));
       });
     });
+  }
+
+  /**
+   * The agents' warning and error lines so far, one per line as `host: msg (fields)`: what to show
+   * when a migration of the demo or a benchmark fails (e.g. why a data connection was dropped).
+   */
+  warnings(): string[] {
+    const lines: string[] = [];
+    for (const a of this.agents) {
+      for (const raw of a.log.split('\n')) {
+        let entry: Record<string, unknown>;
+        try {
+          entry = JSON.parse(raw) as Record<string, unknown>;
+        } catch {
+          continue;
+        }
+        if (entry.level !== 'warn' && entry.level !== 'error') continue;
+        const { time: _t, level: _l, msg, ...fields } = entry;
+        lines.push(`${a.name}: ${String(msg)} ${JSON.stringify(fields)}`);
+      }
+    }
+    return lines;
   }
 
   /** The pids of the guest processes the agents started (from the guests' pid files). */

@@ -106,6 +106,8 @@ export const demoCommand = defineCommand<DemoArgs>({
       await run(output, config, local);
     } catch (err) {
       if (interrupted) throw new FerryError('ERR_FERRY_ABORTED', `interrupted by ${interrupted}; everything the demo made is removed`);
+      // What the agents saw goes with the failure: their logs are removed with the cluster.
+      for (const w of local.warnings()) output.warn(`agent ${w}`);
       throw err;
     } finally {
       await local.close();

@@ -5,10 +5,13 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { freePort } from '../../../src/cli/free-port.js';
+
+/** Ports below the kernel's ephemeral range, so host init can write them into files (src/cli/free-port.ts). */
+export { freePort };
 
 export const BIN = fileURLToPath(new URL('../../../bin/ferry', import.meta.url));
 
@@ -30,23 +33,6 @@ export function ferryOk(args: string[], env: NodeJS.ProcessEnv = {}): CliResult 
   return r;
 }
 
-/**
- * A port nobody listens on right now, below the kernel's ephemeral range (32768 and up here), so
- * that the outgoing connections of other tests cannot take it between this check and the agent's
- * bind — host init writes ports into files, so they cannot be left to the kernel.
- */
-export async function freePort(): Promise<number> {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const port = 20_000 + Math.floor(Math.random() * 12_000);
-    const free = await new Promise<boolean>((resolve) => {
-      const s = net.createServer();
-      s.once('error', () => resolve(false));
-      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
-    });
-    if (free) return port;
-  }
-  throw new Error('no free port found in 20000-32000');
-}
 
 export interface RunningAgent {
   name: string;

@@ -9,7 +9,7 @@
  */
 import { execFile, fork, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createServer } from 'node:net';
+import { freePort } from '../../free-port.js';
 import { fileURLToPath } from 'node:url';
 import { defineCommand } from '../../command.js';
 import type { Output } from '../../output.js';
@@ -175,16 +175,6 @@ async function runCase(c: Case, frameBytes: number): Promise<ChannelBenchRow> {
   }
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** iperf3's loopback throughput in Gbit/s with `streams` streams; null when iperf3 is missing. */
 async function iperf3(streams: number, seconds: number): Promise<number | null> {

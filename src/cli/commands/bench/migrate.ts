@@ -243,7 +243,10 @@ async function runScenario(bench: Bench, plan: Plan, runs: number, progress: (li
         const run = await bench.migrate(name, at, to, mode, plan.memoryBytes, plan.maxBytesPerSecond);
         report.runs.push(run);
         progress(`${plan.name}:   ${describeRun(run)}`);
-        if (!run.ok) throw new FerryError('ERR_FERRY_ABORTED', `${plan.name}: the ${mode} migration failed: ${run.error}`);
+        if (!run.ok) {
+          for (const w of bench.local.warnings()) progress(`${plan.name}:   agent ${w}`);
+          throw new FerryError('ERR_FERRY_ABORTED', `${plan.name}: the ${mode} migration failed: ${run.error}`);
+        }
         at = to;
         if (plan.workload.kind === 'kv') await new Promise((r) => setTimeout(r, 1000));
       }
