@@ -299,6 +299,7 @@ export class MigrationManager {
     } else {
       t.phase = 'aborted';
       this.log.warn('outgoing migration aborted: the guest runs here', { migrationId: t.migrationId, guest: t.guest, error: info.result?.error ?? null });
+      this.tellDestinationAborted(destination, t.migrationId, t.guest);
       return 'aborted';
     }
     if (decision === 'committed') {
@@ -315,22 +316,27 @@ export class MigrationManager {
     return 'aborted';
   }
 
-  /** Asks the destination's agent for its decision until it answers (with this host's own certificate). */
+  /** One `migration.resolve` at the destination's agent, with this host's own certificate. */
+  private async askDestination(destination: { host: string; control: string }, migrationId: string): Promise<ResolveDecision> {
+    const client = await AgentClient.connect({
+      address: destination.control,
+      host: destination.host,
+      credentials: await this.host.state.credentials(),
+      client: `ferry-agent ${FERRY_VERSION} (${this.host.state.config.name})`,
+    });
+    try {
+      return (await client.call('migration.resolve', { migrationId })).decision;
+    } finally {
+      client.close();
+    }
+  }
+
+  /** Asks the destination's agent for its decision until it answers. */
   private async resolveWith(destination: { host: string; control: string }, migrationId: string, emit: (e: MigrationStreamEvent) => void): Promise<ResolveDecision> {
     for (let attempt = 1; ; attempt++) {
       let error: string | null = null;
       try {
-        const client = await AgentClient.connect({
-          address: destination.control,
-          host: destination.host,
-          credentials: await this.host.state.credentials(),
-          client: `ferry-agent ${FERRY_VERSION} (${this.host.state.config.name})`,
-        });
-        try {
-          return (await client.call('migration.resolve', { migrationId })).decision;
-        } finally {
-          client.close();
-        }
+        return await this.askDestination(destination, migrationId);
       } catch (err) {
         error = toFerryError(err).message;
       }
@@ -339,6 +345,23 @@ export class MigrationManager {
       this.log.warn('cannot ask the destination yet', { migrationId, attempt, error });
       await sleep(RESOLVE_BACKOFF_MS[Math.min(attempt - 1, RESOLVE_BACKOFF_MS.length - 1)]!);
     }
+  }
+
+  /**
+   * After the source aborted on its own (before switch-over, the guest running here), the
+   * destination's copy can never commit: ask it to decide now, so it frees the memory at once
+   * instead of waiting for its channel to time out. Best effort: if the control network is down
+   * too, the destination's own timeout gets there. "committed" here would mean two running
+   * copies, which the protocol rules out; it is logged as an error should it ever happen.
+   */
+  private tellDestinationAborted(destination: { host: string; control: string }, migrationId: string, guest: string): void {
+    this.askDestination(destination, migrationId).then(
+      (decision) => {
+        if (decision === 'committed') this.log.error('the destination recorded a commit for a migration this source aborted', { migrationId, guest });
+        else this.log.info('the destination gave up its copy', { migrationId, guest });
+      },
+      (err) => this.log.warn('could not tell the destination to give up its copy; its own timeout will', { migrationId, guest, error: toFerryError(err).message }),
+    );
   }
 
   // ---- after a restart ----------------------------------------------------------------------

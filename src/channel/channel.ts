@@ -45,7 +45,10 @@ export interface ChannelOptions {
   stallTimeoutMs?: number;
   /** Send an ACK on an idle connection this often, so the peer can tell it is alive. Default 1 s. */
   keepaliveMs?: number;
-  /** Destination: fail with ERR_FERRY_NETWORK after this long without any connection. Default 30 s. */
+  /**
+   * Destination: fail with ERR_FERRY_NETWORK after this long without any connection. Source, once
+   * a connection has opened: keep redialing for this long after the last one was lost. Default 30 s.
+   */
   reconnectTimeoutMs?: number;
   /** Source: a TCP connect must succeed within this. Default 5 s. */
   connectTimeoutMs?: number;

@@ -22,6 +22,8 @@ class SourceChannel extends ChannelCore {
   private workingNetwork = -1;
   private dialing = 0;
   private failuresInRow = 0;
+  /** When the last open connection was lost (null while one is open, or before the first opened). */
+  private lostAllAt: number | null = null;
   private readonly failures: string[] = [];
   private readonly networkOf = new WeakMap<Connection, number>();
   private redialTimer: NodeJS.Timeout | null = null;
@@ -91,7 +93,7 @@ class SourceChannel extends ChannelCore {
       this.networkIndex = (index + 1) % this.networks.length;
       this.failuresInRow++;
     }
-    if (this.failuresInRow >= this.networks.length * this.options.connectRounds) {
+    if (this.failuresInRow >= this.networks.length * this.options.connectRounds && !this.ridingOut()) {
       const err = new FerryError('ERR_FERRY_NETWORK', `no migration network answered (${this.failures.join('; ')})`);
       this.fail(err);
       return;
@@ -102,6 +104,30 @@ class SourceChannel extends ChannelCore {
         this.replenish();
       }, Math.min(1000, 25 * this.failuresInRow));
     }
+  }
+
+  /**
+   * Once the channel has worked, a lost network is waited out: redialing goes on while another
+   * connection is still open, and for reconnectTimeoutMs after the last one was lost (a network
+   * blip or a failover that takes a while must not end a long migration). Before the first
+   * connection opened, connectRounds decide alone: a wrong address should fail fast.
+   */
+  private ridingOut(): boolean {
+    if (this.workingNetwork === -1) return false;
+    if (this.liveConnections > 0) return true;
+    this.lostAllAt ??= performance.now();
+    return performance.now() - this.lostAllAt < (this.rideOutMs ?? this.options.reconnectTimeoutMs);
+  }
+
+  private rideOutMs: number | null = null;
+
+  /**
+   * From now on, wait out the loss of every connection for at most `ms` (not longer than
+   * reconnectTimeoutMs): the migration engine's switch-over, with the guest paused, would rather
+   * give up and resume it than stay paused through a long outage.
+   */
+  limitReconnectWait(ms: number): void {
+    this.rideOutMs = Math.min(ms, this.options.reconnectTimeoutMs);
   }
 
   protected override onHandshakeFrame(conn: Connection, frame: RawFrame): void {
@@ -121,14 +147,17 @@ class SourceChannel extends ChannelCore {
       if (this.workingNetwork !== -1 && index !== this.workingNetwork) this.stats.failovers++;
       this.workingNetwork = index;
       this.failuresInRow = 0;
+      this.lostAllAt = null;
       this.opened(conn, h, result);
       this.firstOpen?.resolve();
     });
   }
 
   protected override connectionLost(conn: Connection, wasOpen: boolean, why: string): void {
-    if (wasOpen) this.replenish();
-    else this.dialFailed(this.networkOf.get(conn) ?? this.networkIndex, `${conn.network}: ${why} during the HELLO exchange (wrong key or migration, or the network)`);
+    if (wasOpen) {
+      if (this.liveConnections === 0) this.lostAllAt ??= performance.now();
+      this.replenish();
+    } else this.dialFailed(this.networkOf.get(conn) ?? this.networkIndex, `${conn.network}: ${why} during the HELLO exchange (wrong key or migration, or the network)`);
   }
 
   protected override handshakeTimedOut(conn: Connection): void {

@@ -85,6 +85,11 @@ export interface Channel {
    * abort(ERR_FERRY_ABORTED 'channel closed').
    */
   close(): void;
+  /**
+   * Source only (a no-op elsewhere): from now on, wait out the loss of every connection for at
+   * most `ms` before failing with ERR_FERRY_NETWORK (by default reconnectTimeoutMs, 30 s).
+   */
+  limitReconnectWait?(ms: number): void;
   /** The sticky error, once the channel has failed. */
   readonly error: FerryError | null;
   readonly stats: ChannelStats;

@@ -293,6 +293,9 @@ class SourceMigration {
       // Switch-over: from here the guest is paused here; it runs again here only on an answer
       // that the destination will never run it.
       pausedAt = performance.now();
+      // Paused, a network outage is waited out only as long as the downtime allowed; after that
+      // giving up (and resuming here, or asking the destination) beats a guest frozen for long.
+      this.channel.limitReconnectWait?.(this.options.maxDowntimeMs);
       await g.pause();
       await this.runPass(runsOf(g.harvestDirtyPages()), runsOf(g.harvestDirtyBlocks()), true);
       await this.send(MSG.DEVICE, encodeJson(g.deviceState()));

@@ -1,6 +1,7 @@
 /**
- * An agent killed in the middle of a migration: afterwards the guest runs on exactly one host,
- * with the restarted agents finishing what the dead one left (docs/operations.md, "Restarts").
+ * An agent killed, or the data network cut, in the middle of a migration: afterwards the guest
+ * runs on exactly one host, with the restarted agents finishing what the dead one left
+ * (docs/operations.md, "Restarts"), or the source asking the destination what it decided.
  */
 import assert from 'node:assert/strict';
 import { loadCluster, type Cluster } from '../../src/coordinator/cluster.js';
@@ -9,6 +10,7 @@ import type { GuestInfo } from '../../src/agent/protocol.js';
 import { alive, waitUntil } from '../helpers/guests.js';
 import { ferryOk, TestCluster, type RunningAgent } from './helpers/cluster.js';
 import { migrate } from './helpers/migrate.js';
+import { CuttableRelay } from '../helpers/relay.js';
 
 describe('agent: an agent killed during a migration (real agents)', function () {
   let cluster: TestCluster;
@@ -118,5 +120,78 @@ describe('agent: an agent killed during a migration (real agents)', function () 
     const host = await settledOnOneHost();
     assert.equal(host, 'a');
     assert.equal((await whereabouts()).get('a')!.pid, sourcePid, 'the same guest process runs on');
+  });
+
+  /** Routes the migration networks of host b through a relay the test can cut. */
+  async function relayToB(): Promise<CuttableRelay> {
+    const network = c.hosts.get('b')!.networks[0]!;
+    const [host, port] = network.listen.split(':');
+    const relay = new CuttableRelay({ host: host!, port: Number(port) });
+    network.advertise = await relay.listen();
+    return relay;
+  }
+
+  it('data connections cut in pre-copy, the network down for a while: the guest runs on exactly one host', async function () {
+    const relay = await relayToB();
+    const sourcePid = (await whereabouts()).get('a')!.pid!;
+    try {
+      const result = await migrate(c, 'f1', 'a', 'b', {
+        maxBytesPerSecond: 16e6,
+        onEvent: (e) => {
+          if (e.type === 'pass' && relay.cuts === 0) {
+            relay.partitioned = true;
+            relay.cut();
+            setTimeout(() => (relay.partitioned = false), 3000);
+          }
+        },
+      });
+      assert.equal(relay.cuts, 1, 'the cut never happened');
+      const host = await settledOnOneHost();
+      console.log(`      after the cut: ${result.result.outcome}, the guest runs on ${host}`);
+      if (result.result.outcome === 'committed') {
+        assert.equal(host, 'b');
+        assert.equal(result.result.result!.sourceDigest, result.result.result!.destinationDigest);
+      } else {
+        assert.equal(result.result.outcome, 'aborted');
+        assert.equal(host, 'a');
+        assert.equal((await whereabouts()).get('a')!.pid, sourcePid, 'the same guest process runs on');
+      }
+    } finally {
+      relay.close();
+    }
+  });
+
+  it('data connections cut at switch-over, the network down: the source asks the destination, and one host runs the guest', async function () {
+    const relay = await relayToB();
+    const sourcePid = (await whereabouts()).get('a')!.pid!;
+    try {
+      const result = await migrate(c, 'f1', 'a', 'b', {
+        commitTimeoutMs: 2000,
+        onEvent: (e) => {
+          if (e.type === 'switch-over' && relay.cuts === 0) {
+            relay.partitioned = true;
+            relay.cut();
+          }
+        },
+      });
+      assert.equal(relay.cuts, 1, 'the cut never happened');
+      const host = await settledOnOneHost();
+      const types = result.events.map((e) => e.type);
+      console.log(`      after the cut: ${result.result.outcome} (${types.filter((t) => t !== 'pass').join(', ')}), the guest runs on ${host}`);
+      if (result.result.outcome === 'committed') {
+        assert.equal(host, 'b');
+      } else {
+        assert.equal(result.result.outcome, 'aborted');
+        assert.equal(host, 'a');
+        assert.equal((await whereabouts()).get('a')!.pid, sourcePid, 'the same guest process runs on');
+      }
+      // The destination's record and the guest's home agree.
+      const decision = await eachHost(c, ['b'], (client) => client.call('migration.resolve', { migrationId: result.migrationId }));
+      const answer = decision.get('b')!;
+      assert.ok(answer.ok, 'the destination answers what it decided');
+      assert.equal(answer.value.decision, host === 'b' ? 'committed' : 'not-committed');
+    } finally {
+      relay.close();
+    }
   });
 });

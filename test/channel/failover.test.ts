@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { connectChannel, listenChannel, type ChannelListener } from '../../src/channel/index.js';
 import { startWanEmulator, type WanEmulator } from '../../src/channel/wan-emulator.js';
+import { CuttableRelay } from '../helpers/relay.js';
 import { makeSpec, receiveAll, sendAll } from './helpers.js';
 
 const SIZE = 64 * 1024;
@@ -53,4 +54,51 @@ describe('failover between migration networks', function () {
       });
     }
   }
+
+  it('encrypted, one network: it goes down for a second mid-transfer; the source waits it out and finishes, intact', async () => {
+    const spec = makeSpec('encrypted', ['127.0.0.1:0'], { streams: 2 });
+    const options = { handshakeTimeoutMs: 400, connectTimeoutMs: 400, reconnectTimeoutMs: 10_000, windowBytes: 8 * 1024 * 1024 };
+    l = await listenChannel(spec, options);
+    const [host, port] = l.networks[0]!.split(':');
+    const blink = new CuttableRelay({ host: host!, port: Number(port) });
+    try {
+      const src = await connectChannel({ ...spec, networks: [await blink.listen()] }, options);
+      let down = false;
+      const [digest, got] = await Promise.all([
+        sendAll(src, COUNT, SIZE),
+        receiveAll(l.channel, SIZE, (i) => {
+          if (i === 100 && !down) {
+            down = true;
+            blink.partitioned = true;
+            blink.cut();
+            setTimeout(() => (blink.partitioned = false), 1000);
+          }
+        }).then(async (r) => (await l!.channel.end(), r)),
+      ]);
+      assert.ok(down);
+      assert.equal(got.count, COUNT, 'no message lost');
+      assert.equal(got.outOfOrder, 0, 'none out of order or altered');
+      assert.equal(got.digest, digest, 'checksum of the whole transfer');
+      assert.equal(l.channel.stats.messagesReceived, COUNT, 'no duplicate reached the consumer');
+      assert.ok(src.stats.connectionsOpened >= 3, 'reconnected with new connections');
+      assert.equal(src.error, null);
+    } finally {
+      blink.close();
+    }
+  });
+
+  it('a source that never got through fails fast: ERR_FERRY_NETWORK after its connect rounds', async () => {
+    const spec = makeSpec('encrypted', ['127.0.0.1:0'], { streams: 1 });
+    l = await listenChannel(spec, {});
+    const [host, port] = l.networks[0]!.split(':');
+    const down = new CuttableRelay({ host: host!, port: Number(port) });
+    down.partitioned = true;
+    try {
+      const started = performance.now();
+      await assert.rejects(connectChannel({ ...spec, networks: [await down.listen()] }, { reconnectTimeoutMs: 60_000 }), { code: 'ERR_FERRY_NETWORK' });
+      assert.ok(performance.now() - started < 30_000, 'did not wait out the reconnect time before ever connecting');
+    } finally {
+      down.close();
+    }
+  });
 });

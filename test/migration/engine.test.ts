@@ -6,11 +6,11 @@
  * paused and in doubt until its agent resolves it.
  */
 import assert from 'node:assert/strict';
-import { createConnection, createServer, type AddressInfo, type Socket } from 'node:net';
 import { attachGuest, startGuest, type GuestClient } from '../../src/guest/index.js';
 import type { FerryError } from '../../src/errors.js';
 import { GuestSandbox, alive, sleep, waitUntil } from '../helpers/guests.js';
 import { migrateLocally as migrate } from '../../src/guest/local-migration.js';
+import { CuttableRelay } from '../helpers/relay.js';
 
 describe('migration between guest processes', function () {
   this.timeout(90_000);
@@ -196,19 +196,8 @@ describe('migration with its data connections cut', function () {
 
   it('cut mid pre-copy: afterwards exactly one side runs the guest, with its memory intact', async () => {
     // A relay between source and destination that can cut every connection it carries.
-    const carried = new Set<Socket>();
-    const relay = createServer((inbound) => {
-      const outbound = createConnection(relayTarget);
-      for (const s of [inbound, outbound]) {
-        carried.add(s);
-        s.on('error', () => {});
-        s.on('close', () => carried.delete(s));
-      }
-      inbound.pipe(outbound).pipe(inbound);
-    });
-    let relayTarget = { host: '127.0.0.1', port: 0 };
-    await new Promise<void>((r) => relay.listen(0, '127.0.0.1', r));
-    let cuts = 0;
+    const relay = new CuttableRelay({ host: '127.0.0.1', port: 0 });
+    const relayAddress = await relay.listen();
     try {
       const config = box.config({ kind: 'dirty', bytesPerSecond: 16e6 }, 8);
       const src = await startGuest(box.dir('src'), config);
@@ -217,17 +206,14 @@ describe('migration with its data connections cut', function () {
         mode: 'encrypted', maxBytesPerSecond: 8e6, maxDowntimeMs: 100, verify: true,
         route: (network) => {
           const [host, port] = network.split(':');
-          relayTarget = { host: host!, port: Number(port) };
-          return `127.0.0.1:${(relay.address() as AddressInfo).port}`;
+          relay.target = { host: host!, port: Number(port) };
+          return relayAddress;
         },
         onEvent: (e) => {
-          if (e.type === 'pass' && e.pass === 2 && cuts === 0) {
-            cuts++;
-            for (const s of carried) s.destroy();
-          }
+          if (e.type === 'pass' && e.pass === 2 && relay.cuts === 0) relay.cut();
         },
       });
-      assert.equal(cuts, 1, 'the cut never happened');
+      assert.equal(relay.cuts, 1, 'the cut never happened');
       console.log(`      after the cut: ${m.source.phase}`);
       const s = await src.status();
       if (m.source.phase === 'committed') {
@@ -244,7 +230,6 @@ describe('migration with its data connections cut', function () {
         await src.stop();
       }
     } finally {
-      for (const s of carried) s.destroy();
       relay.close();
     }
   });
