@@ -176,6 +176,10 @@ export class Agent {
         roles: coordinator,
         run: async ({ migrationId }) => ({ migrationId, decision: await this.migrations.abort(migrationId) }),
       },
+      'migration.settle': {
+        roles: coordinator,
+        run: async ({ migrationId, decision }) => ({ migrationId, decision: this.migrations.settle(migrationId, decision) }),
+      },
       'migration.resolve': {
         // Asked by the source host of a migration that lost its channel; the coordinator may ask too.
         roles: both,

@@ -331,20 +331,52 @@ export class MigrationManager {
     }
   }
 
-  /** Asks the destination's agent for its decision until it answers. */
+  /** Source migrations in doubt, waiting for the destination's decision: where a relayed one goes. */
+  private readonly unsettled = new Map<string, (decision: ResolveDecision) => void>();
+
+  /**
+   * Asks the destination's agent for its decision until it answers, or until the coordinator
+   * relays that agent's answer (`settle`): the way for a destination in another cluster.
+   */
   private async resolveWith(destination: { host: string; control: string }, migrationId: string, emit: (e: MigrationStreamEvent) => void): Promise<ResolveDecision> {
-    for (let attempt = 1; ; attempt++) {
-      let error: string | null = null;
-      try {
-        return await this.askDestination(destination, migrationId);
-      } catch (err) {
-        error = toFerryError(err).message;
+    let relayed: ResolveDecision | null = null;
+    let wake = (): void => {};
+    this.unsettled.set(migrationId, (decision) => {
+      relayed = decision;
+      wake();
+    });
+    try {
+      for (let attempt = 1; ; attempt++) {
+        let error: string | null = null;
+        try {
+          return await this.askDestination(destination, migrationId);
+        } catch (err) {
+          error = toFerryError(err).message;
+        }
+        if (relayed) return relayed;
+        if (this.stopped) throw new FerryError('ERR_FERRY_ABORTED', 'the agent is stopping; the migration stays in doubt until it restarts');
+        emit({ type: 'resolving', attempt, error });
+        this.log.warn('cannot ask the destination yet', { migrationId, attempt, error });
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, RESOLVE_BACKOFF_MS[Math.min(attempt - 1, RESOLVE_BACKOFF_MS.length - 1)]!);
+          wake = () => (clearTimeout(timer), resolve());
+        });
+        if (relayed) {
+          this.log.info('the coordinator relayed the destination\'s decision', { migrationId, decision: relayed });
+          return relayed;
+        }
       }
-      if (this.stopped) throw new FerryError('ERR_FERRY_ABORTED', 'the agent is stopping; the migration stays in doubt until it restarts');
-      emit({ type: 'resolving', attempt, error });
-      this.log.warn('cannot ask the destination yet', { migrationId, attempt, error });
-      await sleep(RESOLVE_BACKOFF_MS[Math.min(attempt - 1, RESOLVE_BACKOFF_MS.length - 1)]!);
+    } finally {
+      this.unsettled.delete(migrationId);
     }
+  }
+
+  /** The destination's decision, relayed by the coordinator, for a source migration in doubt here. */
+  settle(migrationId: string, decision: ResolveDecision): ResolveDecision {
+    const deliver = this.unsettled.get(migrationId);
+    if (!deliver) throw new FerryError('ERR_FERRY_REFUSED', `migration "${migrationId}" is not waiting in doubt for a decision here`);
+    deliver(decision);
+    return decision;
   }
 
   /**

@@ -206,6 +206,12 @@ export interface Methods {
   'migration.status': { params: { migrationId: string }; result: MigrationStatus; event: never };
   /** Seals throwaway data under a throwaway key for a bounded time: what `ferry probe` reports as seal GB/s. */
   'crypto.measure': { params: Record<string, never>; result: SealMeasurement; event: never };
+  /**
+   * Source, in doubt and unable to ask the destination's agent itself (a host of another cluster,
+   * whose CA does not admit this host): the coordinator asked it (`migration.resolve`, with that
+   * cluster's credentials) and relays its answer here.
+   */
+  'migration.settle': { params: { migrationId: string; decision: ResolveDecision }; result: { migrationId: string; decision: ResolveDecision }; event: never };
   /** Destination: give up an incoming migration that has not committed ("not committed", final). Source: leave the queue. */
   'migration.abort': { params: { migrationId: string }; result: { migrationId: string; decision: ResolveDecision | null }; event: never };
 }
@@ -290,6 +296,7 @@ export const PARAMS: { [M in Method]: Check<Params<M>> } = {
   'migration.status': obj({ migrationId }),
   'crypto.measure': empty,
   'migration.abort': obj({ migrationId }),
+  'migration.settle': obj({ migrationId, decision: oneOf<ResolveDecision>(['committed', 'not-committed']) }),
 };
 
 export function isMethod(name: string): name is Method {

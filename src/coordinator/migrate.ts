@@ -10,7 +10,7 @@
  */
 import { FerryError, isErrorCode, toFerryError } from '../errors.js';
 import type { AgentClient } from '../agent/client.js';
-import type { Capabilities, MigrationStreamEvent, StartOutgoingResult } from '../agent/protocol.js';
+import type { Capabilities, MigrationStreamEvent, ResolveDecision, StartOutgoingResult } from '../agent/protocol.js';
 import type { GuestConfig, EncryptedMigration } from '../guest/types.js';
 import type { ChannelMode } from '../channel/types.js';
 import { formatBytes } from '../units.js';
@@ -165,6 +165,7 @@ export async function migrateGuest(req: MigrateRequest, hooks: MigrateHooks = {}
   let failure: FerryError | null = null;
   let nicFallback = false;
   let prepared = false;
+  let relaying: Promise<void> | null = null;
   try {
     // The base64 strings exist only for the JSON of these two requests (JS strings cannot be wiped).
     const channel = {
@@ -191,7 +192,15 @@ export async function migrateGuest(req: MigrateRequest, hooks: MigrateHooks = {}
       verify: req.verify ?? false,
     }, {
       timeoutMs: null,
-      onEvent: (e) => emit({ vm: req.guest, side: 'source', ...e }),
+      onEvent: (e) => {
+        emit({ vm: req.guest, side: 'source', ...e });
+        // A source in doubt cannot ask a destination of another cluster itself (that CA does not
+        // admit it): the coordinator, which holds both clusters' credentials, asks and relays.
+        if (e.type === 'resolving' && req.to.crossCluster && !relaying) {
+          // The source then reports 'resolved'; a failed try is tried again at its next 'resolving'.
+          relaying = relayDecision(p, migrationId).then(() => {}, () => {}).finally(() => (relaying = null));
+        }
+      },
     });
     if (outcome.outcome !== 'committed') {
       const e = outcome.result?.error;
@@ -225,6 +234,13 @@ export async function migrateGuest(req: MigrateRequest, hooks: MigrateHooks = {}
   return { report, migrationId, throughput: r?.throughput ?? 0, nicFallback, warning: p.warning, exitCode: failure ? failure.exitCode : 0 };
 }
 
+
+/** Asks the destination for its decision and hands it to the source, which waits in doubt. */
+async function relayDecision(p: Prepared, migrationId: string): Promise<ResolveDecision> {
+  const { decision } = await p.destination.call('migration.resolve', { migrationId });
+  await p.source.call('migration.settle', { migrationId, decision });
+  return decision;
+}
 
 /**
  * The source could not be followed to the end (refused, or the connection to its agent was lost):

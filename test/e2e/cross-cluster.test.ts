@@ -1,9 +1,16 @@
 /**
  * A move to a host of another cluster (`--to OTHER_CLUSTER_FILE:HOST`): each agent gets the spec
- * over its own cluster's mTLS, with its own CA; the data plane needs nothing but the key.
+ * over its own cluster's mTLS, with its own CA; the data plane needs nothing but the key. A source
+ * left in doubt cannot ask that cluster's agent itself: the coordinator asks and relays.
  */
 import assert from 'node:assert/strict';
-import { ferry, ferryOk, TestCluster } from '../agent/helpers/cluster.js';
+import { spawn } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { parseDocument } from 'yaml';
+import { loadCluster } from '../../src/coordinator/cluster.js';
+import { BIN, ferry, ferryOk, TestCluster } from '../agent/helpers/cluster.js';
+import { CuttableRelay } from '../helpers/relay.js';
 import { jsonLines } from './helpers.js';
 
 describe('e2e: cross-cluster migration', function () {
@@ -43,5 +50,51 @@ describe('e2e: cross-cluster migration', function () {
     const nohost = ferry(['migrate', 'x1', '--to', `${east.file}:zz`], west.env);
     assert.equal(nohost.status, 2);
     assert.match(nohost.stderr, /no host "zz" in .*cluster\.yaml/);
+  });
+
+  it('a source left in doubt (the COMMITTED lost on the way back) gets the destination\'s decision through the coordinator', async function () {
+    // West's migration address, as east's sources are told it, goes through a relay.
+    const west_ = await loadCluster(west.file);
+    const listen = west_.hosts.get('a')!.networks[0]!.listen;
+    const [host, port] = listen.split(':');
+    const relay = new CuttableRelay({ host: host!, port: Number(port) });
+    const original = readFileSync(west.file, 'utf8');
+    try {
+      const doc = parseDocument(original);
+      doc.setIn(['hosts', 'a', 'networks'], [{ listen, advertise: await relay.listen() }]);
+      writeFileSync(west.file, doc.toString());
+      ferryOk(['vm', 'create', 'x2', '--host', 'a', '--memory', '32MiB', '--workload', 'kv:get=500,set=100'], east.env);
+      const child = spawn(process.execPath, [BIN, 'migrate', 'x2', '--to', `${west.file}:a`, '--json'], { env: { ...process.env, ...east.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+      let stderr = '';
+      child.stderr.on('data', (d) => (stderr += d));
+      const events: Array<Record<string, unknown>> = [];
+      for await (const line of createInterface({ input: child.stdout })) {
+        const e = JSON.parse(line) as Record<string, unknown>;
+        events.push(e);
+        if (e.type === 'switch-over' && !relay.muteReplies) {
+          // The destination gets everything and commits; its COMMITTED never arrives, then the
+          // data network goes: the source is left paused, in doubt.
+          relay.muteReplies = true;
+          setTimeout(() => {
+            relay.partitioned = true;
+            relay.cut();
+          }, 1500);
+        }
+      }
+      const status = await new Promise<number | null>((resolve) => (child.exitCode !== null ? resolve(child.exitCode) : child.once('exit', resolve)));
+      const types = events.filter((e) => e.side === 'source').map((e) => e.type);
+      assert.ok(types.includes('in-doubt'), `the source was in doubt: ${types.join(', ')}; ${stderr}`);
+      assert.ok(types.includes('resolving'), 'it could not ask the other cluster itself');
+      assert.deepEqual(events.find((e) => e.type === 'resolved'), { vm: 'x2', side: 'source', type: 'resolved', decision: 'committed' });
+      const result = events.pop()!;
+      assert.equal(status, 0, stderr);
+      assert.equal(result.ok, true);
+      const inWest = jsonLines(ferryOk(['vm', 'list', '--json'], west.env).stdout);
+      assert.deepEqual(inWest.filter((g) => g.name === 'x2').map((g) => [g.host, g.state]), [['a', 'running']]);
+      assert.deepEqual(jsonLines(ferryOk(['vm', 'list', '--json'], east.env).stdout).filter((g) => g.name === 'x2'), []);
+    } finally {
+      relay.close();
+      writeFileSync(west.file, original);
+    }
   });
 });

@@ -1,7 +1,8 @@
 /**
  * A TCP relay on 127.0.0.1 that a test puts between a migration's source and destination, to cut
- * every connection it carries (as a failing network does) and, while `partitioned`, to refuse new
- * ones (so the channel cannot simply reconnect until the partition heals).
+ * every connection it carries (as a failing network does), while `partitioned` to refuse new ones
+ * (so the channel cannot simply reconnect until the partition heals), and while `muteReplies` to
+ * drop what the destination sends back (a one-way failure: its answers are lost on the way).
  */
 import { createConnection, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 
@@ -10,6 +11,8 @@ export class CuttableRelay {
   private server: Server | null = null;
   /** While true, new connections are closed at once. */
   partitioned = false;
+  /** While true, bytes from the target back to the connecting side are dropped. */
+  muteReplies = false;
   cuts = 0;
 
   /** `target` may change later (e.g. once a destination's address is known). */
@@ -30,7 +33,10 @@ export class CuttableRelay {
           (s === inbound ? outbound : inbound).destroy();
         });
       }
-      inbound.pipe(outbound).pipe(inbound);
+      inbound.pipe(outbound);
+      outbound.on('data', (bytes: Buffer) => {
+        if (!this.muteReplies) inbound.write(bytes);
+      });
     });
     await new Promise<void>((resolve) => this.server!.listen(0, '127.0.0.1', resolve));
     return `127.0.0.1:${(this.server.address() as AddressInfo).port}`;
