@@ -1,5 +1,6 @@
 // N-API surface of the GCM code: keys as opaque handles, one-shot seal/open on the JS thread, and
-// batches spread over the libuv thread pool by up to `threads` workers, settling one Promise.
+// batches spread over the libuv thread pool by up to `threads` workers, settling one Promise with
+// the number of pool workers the batch ran on (0: it ran on the calling thread).
 #include <algorithm>
 #include <atomic>
 #include <memory>
@@ -130,6 +131,7 @@ struct Batch {
   std::atomic<size_t> next{0};  // the next job nobody has taken
   std::atomic<size_t> first_failed{SIZE_MAX};
   std::atomic<bool> internal{false};
+  int workers = 0;       // pool workers queued for this batch (0: ran inline); JS thread only
   int workers_left = 0;  // JS thread only
 
   // Each worker takes the next job until none is left, so a worker slowed down (a busy core)
@@ -151,7 +153,7 @@ struct Batch {
   void settle(Napi::Env env) {
     const size_t failed = first_failed.load();
     if (failed == SIZE_MAX) {
-      deferred.Resolve(env.Undefined());
+      deferred.Resolve(Napi::Number::New(env, workers));
       return;
     }
     // No output of a failed batch is left for the caller to see.
@@ -184,8 +186,9 @@ constexpr size_t kInlineBatchBytes = 64 * 1024;
 // No more workers than there are 64 KiB in the batch, for the same reason.
 constexpr size_t kMinWorkerBytes = 64 * 1024;
 
-// sealBatch(handle, flat: [iv, aad, input, output, ...], threads) -> Promise<void>; openBatch the
-// same, rejecting with code ERR_FERRY_AUTH and the `index` of the first job that failed.
+// sealBatch(handle, flat: [iv, aad, input, output, ...], threads) -> Promise<number of pool workers,
+// at most `threads`; 0 when it ran on the calling thread>; openBatch the same, rejecting with code
+// ERR_FERRY_AUTH and the `index` of the first job that failed.
 template <bool kSealing>
 Napi::Value batch_js(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -219,7 +222,8 @@ Napi::Value batch_js(const Napi::CallbackInfo& info) {
     batch->settle(env);
     return batch->deferred.Promise();
   }
-  batch->workers_left = static_cast<int>(workers);
+  batch->workers = static_cast<int>(workers);
+  batch->workers_left = batch->workers;
   Napi::Promise promise = batch->deferred.Promise();
   for (size_t w = 0; w < workers; w++) (new BatchWorker(env, batch))->Queue();
   return promise;

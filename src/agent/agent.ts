@@ -8,7 +8,7 @@ import { measureSeal } from './seal-measure.js';
 import { FerryError } from '../errors.js';
 import { parseAddress } from '../coordinator/address.js';
 import { ControlServer, type HandlerTable } from './server.js';
-import { StateDir } from './state.js';
+import { cryptoThreadsPerMigration, StateDir } from './state.js';
 import { SlotQueue } from './queue.js';
 import { GuestManager } from './guests.js';
 import { MigrationManager } from './migrations.js';
@@ -52,6 +52,7 @@ export class Agent {
       incoming: this.incoming,
       log,
       encrypts: options.encryption,
+      cryptoThreads: cryptoThreadsPerMigration(state.config.limits),
       networks: () => this.router?.networks ?? state.config.networks.map((n) => n.listen),
     });
   }
@@ -110,6 +111,7 @@ export class Agent {
       encrypts: this.options.encryption,
       cryptoBackend: this.cryptoBackend,
       limits: this.state.config.limits,
+      cryptoThreadsPerMigration: cryptoThreadsPerMigration(this.state.config.limits) ?? 'every core',
       pid: process.pid,
     });
   }
@@ -154,6 +156,7 @@ export class Agent {
           totalMemoryBytes: os.totalmem(),
           hasSriov: this.state.config.hasSriov,
           limits: this.state.config.limits,
+          cryptoThreadsPerMigration: cryptoThreadsPerMigration(this.state.config.limits) ?? null,
           running: { outgoing: this.outgoing.running, incoming: this.incoming.running },
           queued: { outgoing: this.outgoing.queued, incoming: this.incoming.queued },
           qemu: qemuAvailable(),

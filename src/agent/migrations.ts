@@ -42,6 +42,8 @@ export interface MigrationHost {
   incoming: SlotQueue;
   log: Logger;
   encrypts: boolean;
+  /** Threads each migration's channel may seal or open on (the host's budget shared out); undefined: every core. */
+  cryptoThreads: number | undefined;
   /** The migration addresses this agent listens on. */
   networks(): string[];
 }
@@ -96,6 +98,11 @@ export class MigrationManager {
     return t;
   }
 
+  /** This host's limit for a migration's crypto, as the guest process's channel takes it (the agent's own, never the coordinator's). */
+  private cryptoThreads(): { cryptoThreads?: number } {
+    return this.host.cryptoThreads === undefined ? {} : { cryptoThreads: this.host.cryptoThreads };
+  }
+
   private refuseUnencryptable(spec: WireChannelSpec): void {
     if (spec.mode === 'encrypted' && !this.host.encrypts) {
       throw new FerryError('ERR_FERRY_REFUSED', 'this agent cannot encrypt (it runs with --no-encryption): the coordinator must not ask for an encrypted migration');
@@ -135,6 +142,7 @@ export class MigrationManager {
         withKey(p, (key, nonce) => startIncomingGuest(dir, config, {
           migrationId: p.migrationId, key, nonce, mode: p.mode, streams: p.streams,
           ...(p.maxBytesPerSecond ? { maxBytesPerSecond: p.maxBytesPerSecond } : {}),
+          ...this.cryptoThreads(),
         })),
       );
       this.incomingGuests.set(p.migrationId, incoming);
@@ -261,6 +269,7 @@ export class MigrationManager {
         client.migrateOut({
           migrationId: p.migrationId, key, nonce, mode: p.mode, streams: p.streams, networks: p.networks,
           ...(p.maxBytesPerSecond ? { maxBytesPerSecond: p.maxBytesPerSecond } : {}),
+          ...this.cryptoThreads(),
           ...(p.maxDowntimeMs ? { maxDowntimeMs: p.maxDowntimeMs } : {}),
           ...(p.timeoutMs ? { timeoutMs: p.timeoutMs } : {}),
           ...(p.autoConverge !== undefined ? { autoConverge: p.autoConverge } : {}),

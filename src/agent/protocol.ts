@@ -68,6 +68,11 @@ export interface Limits {
   /** Outgoing migrations run at once; the rest wait in a FIFO queue. */
   outgoing: number;
   incoming: number;
+  /**
+   * Threads all of this host's migrations together may seal and open on; each running migration
+   * gets an equal share of them (cryptoThreadsPerMigration). Absent: every core for each migration.
+   */
+  cryptoThreads?: number;
 }
 
 export interface Capabilities {
@@ -86,6 +91,8 @@ export interface Capabilities {
   /** A passthrough-class NIC: guests with `nic: sriov` keep it when they land here. */
   hasSriov: boolean;
   limits: Limits;
+  /** The threads each migration here seals or opens on (its share of limits.cryptoThreads); null: every core. */
+  cryptoThreadsPerMigration: number | null;
   running: { outgoing: number; incoming: number };
   queued: { outgoing: number; incoming: number };
   qemu: boolean;
@@ -117,9 +124,10 @@ export type ResolveDecision = 'committed' | 'not-committed';
 /**
  * The channel half of a migration spec, as both agents receive it from the coordinator: the
  * engine's ChannelParams with key (32 bytes) and nonce (8 bytes) in base64. They live only in
- * memory: never logged, never written; agents zero their byte copies when handed on.
+ * memory: never logged, never written; agents zero their byte copies when handed on. No
+ * cryptoThreads: that is each host's own limit, which the coordinator cannot raise.
  */
-export type WireChannelSpec = Omit<ChannelParams, 'key' | 'nonce'> & { key: string; nonce: string };
+export type WireChannelSpec = Omit<ChannelParams, 'key' | 'nonce' | 'cryptoThreads'> & { key: string; nonce: string };
 
 /** To the destination, first: receive guest `guest.name` from host `source`. */
 export interface PrepareIncomingParams extends WireChannelSpec {

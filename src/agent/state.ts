@@ -14,6 +14,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { FerryError } from '../errors.js';
+import { MAX_THREADS } from '../crypto/backend.js';
 import type { GuestConfig } from '../guest/types.js';
 import { checkGuestConfig } from '../guest/config.js';
 import { createFileAtomic, ensurePrivateDir, removeFileDurably, writeFileAtomic } from './atomic-file.js';
@@ -24,6 +25,20 @@ import { addressProblem } from '../coordinator/address.js';
 import type { MigrationNetwork } from '../coordinator/cluster.js';
 
 export const DEFAULT_LIMITS: Limits = { outgoing: 2, incoming: 2 };
+
+/** The most migrations of one direction a host may run at once. */
+export const MAX_MIGRATION_SLOTS = 64;
+
+/**
+ * The threads one migration may seal or open on: an equal share of the host's crypto-thread budget
+ * among all the migrations it may run at once (outgoing + incoming slots), so that together they
+ * never use more than the budget; at least 1, since a migration cannot seal on none. Undefined when
+ * the host sets no budget (every core for each migration). docs/operations.md, "Limits".
+ */
+export function cryptoThreadsPerMigration(limits: Limits): number | undefined {
+  if (limits.cryptoThreads === undefined) return undefined;
+  return Math.max(1, Math.floor(limits.cryptoThreads / (limits.outgoing + limits.incoming)));
+}
 
 export interface HostConfig {
   name: string;
@@ -46,7 +61,12 @@ export const checkHostConfig: Check<HostConfig> = obj({
   control: address(true),
   networks: array(obj({ listen: address(true), advertise: address(false) }), 16),
   hasSriov: bool,
-  limits: obj({ outgoing: int({ min: 1, max: 64 }), incoming: int({ min: 1, max: 64 }) }),
+  limits: obj({
+    outgoing: int({ min: 1, max: MAX_MIGRATION_SLOTS }),
+    incoming: int({ min: 1, max: MAX_MIGRATION_SLOTS }),
+    // Optional: host.json files written before the crypto-thread budget existed have none.
+    cryptoThreads: optional(int({ min: 1, max: MAX_THREADS })),
+  }),
 });
 
 export interface GuestRecord {

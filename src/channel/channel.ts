@@ -6,7 +6,7 @@
  */
 import type { Socket } from 'node:net';
 import { FerryError, toFerryError } from '../errors.js';
-import type { AeadJob, AeadKey, Backend } from '../crypto/backend.js';
+import { MAX_THREADS, type AeadJob, type AeadKey, type Backend, type BatchOptions } from '../crypto/backend.js';
 import type { Channel, ChannelMessage, ChannelMode, ChannelSpec, ChannelStats } from './types.js';
 import { Connection } from './connection.js';
 import type { RawFrame } from './decoder.js';
@@ -119,11 +119,15 @@ function validateSpec(spec: ChannelSpec): void {
   if (!(spec.nonce instanceof Uint8Array) || spec.nonce.length !== 8) bad('nonce must be 8 bytes');
   if (!Number.isInteger(spec.streams) || spec.streams < 1 || spec.streams > 16) bad('streams must be 1 to 16');
   if (spec.maxBytesPerSecond !== undefined && !(spec.maxBytesPerSecond > 0)) bad('maxBytesPerSecond must be positive');
+  if (spec.cryptoThreads !== undefined && !(Number.isInteger(spec.cryptoThreads) && spec.cryptoThreads >= 1 && spec.cryptoThreads <= MAX_THREADS)) {
+    bad(`cryptoThreads must be 1 to ${MAX_THREADS}`);
+  }
 }
 
 export abstract class ChannelCore implements Channel {
   readonly migrationId: string;
   readonly mode: ChannelMode;
+  readonly cryptoThreads: number | null;
   error: FerryError | null = null;
   readonly stats: ChannelStats = {
     bytesSent: 0,
@@ -138,6 +142,7 @@ export abstract class ChannelCore implements Channel {
     connectionsRejected: 0,
     retransmittedMessages: 0,
     duplicatesDropped: 0,
+    cryptoThreadsPeak: 0,
   };
 
   protected readonly conns = new Set<Connection>();
@@ -149,6 +154,8 @@ export abstract class ChannelCore implements Channel {
   private readonly encrypted: boolean;
   private readonly nonce: Buffer;
   private key: AeadKey | null;
+  /** What every seal and open of this channel passes to the backend: the thread limit, and the peak it reports. */
+  private readonly batchOptions: BatchOptions;
   private readonly sealLimit: number;
   private sealedBytes = 0;
 
@@ -190,6 +197,13 @@ export abstract class ChannelCore implements Channel {
   protected constructor(spec: ChannelSpec, key: AeadKey | null, options: ChannelOptions) {
     this.migrationId = spec.migrationId;
     this.mode = spec.mode;
+    this.cryptoThreads = spec.cryptoThreads ?? null;
+    this.batchOptions = {
+      ...(spec.cryptoThreads === undefined ? {} : { threads: spec.cryptoThreads }),
+      onThreads: (n) => {
+        if (n > this.stats.cryptoThreadsPeak) this.stats.cryptoThreadsPeak = n;
+      },
+    };
     this.encrypted = spec.mode === 'encrypted';
     this.nonce = Buffer.from(spec.nonce);
     this.key = key;
@@ -545,9 +559,10 @@ export abstract class ChannelCore implements Channel {
     }
     if (!key) throw this.error ?? new FerryError('ERR_FERRY_ABORTED', 'channel closed');
     this.countSeal(payload.length);
-    await key.sealBatch([
-      { iv: this.ivFor(connectionId, sequence), aad: buf.subarray(0, aadBytes), input: payload, output: buf.subarray(aadBytes) },
-    ]);
+    await key.sealBatch(
+      [{ iv: this.ivFor(connectionId, sequence), aad: buf.subarray(0, aadBytes), input: payload, output: buf.subarray(aadBytes) }],
+      this.batchOptions,
+    );
     return buf;
   }
 
@@ -555,7 +570,7 @@ export abstract class ChannelCore implements Channel {
     if (!this.encrypted) return frame.body;
     if (!this.key) throw this.error ?? new FerryError('ERR_FERRY_ABORTED', 'channel closed');
     const out = Buffer.allocUnsafe(frame.header.payloadLength);
-    await this.key.openBatch([{ iv: this.ivFor(connectionId, sequence), aad: frame.aad, input: frame.body, output: out }]);
+    await this.key.openBatch([{ iv: this.ivFor(connectionId, sequence), aad: frame.aad, input: frame.body, output: out }], this.batchOptions);
     return out;
   }
 
@@ -605,7 +620,7 @@ export abstract class ChannelCore implements Channel {
     });
     if (jobs.length > 0) {
       if (!this.key) return;
-      await this.key.sealBatch(jobs);
+      await this.key.sealBatch(jobs, this.batchOptions);
     }
     if (this.error) return;
     for (const { s, conn, f } of built) {
@@ -645,6 +660,7 @@ export abstract class ChannelCore implements Channel {
           input: m.frame.subarray(HEADER_BYTES),
           output: plain[i],
         })),
+        this.batchOptions,
       );
     }
     if (this.error) return;
@@ -670,7 +686,7 @@ export abstract class ChannelCore implements Channel {
       }
       return { m, conn, sequence, frame };
     });
-    if (jobs.length > 0 && this.key) await this.key.sealBatch(jobs);
+    if (jobs.length > 0 && this.key) await this.key.sealBatch(jobs, this.batchOptions);
     if (this.encrypted) for (const p of plain) p.fill(0);
     if (this.error) return;
     for (const { m, conn, sequence, frame } of moved) {
@@ -798,7 +814,7 @@ export abstract class ChannelCore implements Channel {
           output: this.payloadMemory(frame.header),
         }));
         try {
-          payloads = await this.key.openBatch(jobs);
+          payloads = await this.key.openBatch(jobs, this.batchOptions);
         } catch (err) {
           const e = toFerryError(err, 'ERR_FERRY_AUTH');
           const index = /job (\d+)/.exec(e.message)?.[1];

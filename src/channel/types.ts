@@ -25,6 +25,11 @@ export interface ChannelSpec {
   /** Cap on payload bytes a second sent, summed over the streams; undefined: no cap. */
   maxBytesPerSecond?: number;
   /**
+   * Threads each seal or open of this channel may spread over (1 to MAX_THREADS); undefined: every
+   * core. The host agent's share of its crypto-thread budget (docs/operations.md, "Limits").
+   */
+  cryptoThreads?: number;
+  /**
    * The destination's migration addresses, 'host:port' ('[v6]:port'), in preference order. The
    * source connects to the first that answers and fails over to the next; `listenChannel` binds
    * them (port 0: any). Not needed by a destination that adopts sockets from the agent's router.
@@ -59,11 +64,15 @@ export interface ChannelStats {
   retransmittedMessages: number;
   /** Retransmitted messages that had already arrived, dropped (exactly once). */
   duplicatesDropped: number;
+  /** The most threads one seal or open of this channel ran on, as the crypto backend reported it (0: none ran). */
+  cryptoThreadsPeak: number;
 }
 
 export interface Channel {
   readonly migrationId: string;
   readonly mode: ChannelMode;
+  /** The spec's cryptoThreads: null when every core may be used. */
+  readonly cryptoThreads: number | null;
   /**
    * Queues one message. Resolves when the channel has taken it: the caller may then reuse the
    * payload's memory. Waits while the send window is full (backpressure). Messages are delivered

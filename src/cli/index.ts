@@ -33,7 +33,9 @@ export async function main(argv: string[]): Promise<void> {
       .wrap(Math.min(110, process.stdout.columns || 100))
       .exitProcess(false)
       .fail((message, err) => {
-        throw err ? err : new FerryError('ERR_FERRY_USAGE', message);
+        // yargs' own complaints (a YError, e.g. an option given without its value) are bad usage too.
+        if (!err || err.name === 'YError') throw new FerryError('ERR_FERRY_USAGE', message ?? err.message);
+        throw err;
       });
     for (const command of commands) parser = parser.command(command as CommandModule<GlobalArgs, never>);
     await parser.parseAsync();

@@ -32,7 +32,10 @@ export interface HostProbe {
   freeMemoryBytes: number;
   totalMemoryBytes: number;
   guests: string[];
-  limits: Capabilities['limits'];
+  /** cryptoThreads null: the host sets no crypto-thread budget (every core for each migration). */
+  limits: { outgoing: number; incoming: number; cryptoThreads: number | null };
+  /** Each migration's share of limits.cryptoThreads; null: every core. */
+  cryptoThreadsPerMigration: number | null;
   running: Capabilities['running'];
   queued: Capabilities['queued'];
   hasSriov: boolean;
@@ -100,7 +103,8 @@ export async function probeHosts(cluster: Cluster, hosts: readonly string[]): Pr
       freeMemoryBytes: caps.freeMemoryBytes,
       totalMemoryBytes: caps.totalMemoryBytes,
       guests: guests.guests.map((g) => g.name).sort(),
-      limits: caps.limits,
+      limits: { outgoing: caps.limits.outgoing, incoming: caps.limits.incoming, cryptoThreads: caps.limits.cryptoThreads ?? null },
+      cryptoThreadsPerMigration: caps.cryptoThreadsPerMigration ?? null,
       running: caps.running,
       queued: caps.queued,
       hasSriov: caps.hasSriov,

@@ -24,11 +24,18 @@ export interface AeadJob {
   output?: Uint8Array;
 }
 
+/** The most threads a batch may be given (BatchOptions.threads). */
+export const MAX_THREADS = 1024;
+
 /** Options of the batch forms. */
 export interface BatchOptions {
-  /** How many threads a batch may spread over (native backend; default: every core). The other
-   * backends ignore it: node runs on the calling thread, webcrypto on the libuv pool. */
+  /** How many threads a batch may spread over (default: every core for native, every job at once
+   * for webcrypto). Native: pool workers; webcrypto: calls in flight on the libuv pool; node runs on
+   * the calling thread, one thread whatever this says. */
   threads?: number;
+  /** Told, once the batch succeeded, how many threads it ran on: never more than `threads`; 1 when
+   * it ran on the calling thread. What a caller that enforces a thread limit can report. */
+  onThreads?: (threads: number) => void;
 }
 
 /** A key imported once for many operations. `destroy()` wipes the backend's copy of the key. */
@@ -130,8 +137,8 @@ export function checkJob(job: AeadJob, index: number, direction: 'seal' | 'open'
 
 export function checkThreads(threads: unknown): number | undefined {
   if (threads === undefined) return undefined;
-  if (typeof threads !== 'number' || !Number.isInteger(threads) || threads < 1 || threads > 1024) {
-    throw new RangeError(`threads must be an integer from 1 to 1024; got ${String(threads)}`);
+  if (typeof threads !== 'number' || !Number.isInteger(threads) || threads < 1 || threads > MAX_THREADS) {
+    throw new RangeError(`threads must be an integer from 1 to ${MAX_THREADS}; got ${String(threads)}`);
   }
   return threads;
 }

@@ -14,6 +14,7 @@ import {
   checkOutput,
   checkPlaintext,
   checkSealed,
+  checkThreads,
   type AeadJob,
   type AeadKey,
   type BatchOptions,
@@ -78,13 +79,17 @@ class NodeKey implements AeadKey {
   }
 
   /** Runs on the calling thread whatever `options.threads` says: node:crypto is synchronous. */
-  async sealBatch(jobs: readonly AeadJob[], _options?: BatchOptions): Promise<Uint8Array[]> {
+  async sealBatch(jobs: readonly AeadJob[], options?: BatchOptions): Promise<Uint8Array[]> {
+    checkThreads(options?.threads);
     jobs.forEach((job, i) => checkJob(job, i, 'seal'));
     const key = this.live();
-    return jobs.map((job) => sealOne(key, job.iv, job.aad, job.input, job.output));
+    const out = jobs.map((job) => sealOne(key, job.iv, job.aad, job.input, job.output));
+    options?.onThreads?.(1);
+    return out;
   }
 
-  async openBatch(jobs: readonly AeadJob[], _options?: BatchOptions): Promise<Uint8Array[]> {
+  async openBatch(jobs: readonly AeadJob[], options?: BatchOptions): Promise<Uint8Array[]> {
+    checkThreads(options?.threads);
     jobs.forEach((job, i) => checkJob(job, i, 'open'));
     const key = this.live();
     const out: Uint8Array[] = [];
@@ -97,6 +102,7 @@ class NodeKey implements AeadKey {
         throw (err as FerryError).code === 'ERR_FERRY_AUTH' ? authError(`job ${i} failed authentication`) : err;
       }
     }
+    options?.onThreads?.(1);
     return out;
   }
 

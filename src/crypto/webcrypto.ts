@@ -1,6 +1,7 @@
 /**
  * The `webcrypto` backend: crypto.subtle AES-GCM. Every call is a round trip to the libuv pool
- * (about 30 µs), so batches keep many calls in flight at once to use every core.
+ * (about 30 µs), so batches keep many calls in flight at once to use every core (as many as
+ * BatchOptions.threads allows).
  *
  * A CryptoKey is imported non-extractable; WebCrypto gives no way to wipe it, so `destroy()` drops
  * the reference and the key's memory goes when the garbage collector frees it. The raw key is
@@ -18,6 +19,7 @@ import {
   checkOutput,
   checkPlaintext,
   checkSealed,
+  checkThreads,
   type AeadJob,
   type AeadKey,
   type BatchOptions,
@@ -88,15 +90,39 @@ class WebCryptoKey implements AeadKey {
     return this.openJob({ iv: checkIv(iv), aad: checkAad(aad), input, output: out });
   }
 
-  /** Keeps every job in flight at once: the libuv pool spreads them over the cores. */
-  sealBatch(jobs: readonly AeadJob[], _options?: BatchOptions): Promise<Uint8Array[]> {
-    jobs.forEach((job, i) => checkJob(job, i, 'seal'));
-    return Promise.all(jobs.map((job) => this.sealJob(job)));
+  /**
+   * Runs `run` over every job with at most `threads` calls in flight (default: all at once), each
+   * call a trip to the libuv pool, so `threads` bounds the pool threads the batch occupies.
+   */
+  private async inFlight(jobs: readonly AeadJob[], options: BatchOptions | undefined, run: (job: AeadJob) => Promise<Uint8Array>): Promise<PromiseSettledResult<Uint8Array>[]> {
+    const lanes = Math.max(1, Math.min(checkThreads(options?.threads) ?? jobs.length, jobs.length));
+    const results: PromiseSettledResult<Uint8Array>[] = new Array(jobs.length);
+    let next = 0;
+    const lane = async () => {
+      for (let i = next++; i < jobs.length; i = next++) {
+        try {
+          results[i] = { status: 'fulfilled', value: await run(jobs[i]!) };
+        } catch (reason) {
+          results[i] = { status: 'rejected', reason };
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: lanes }, lane));
+    if (results.every((r) => r.status === 'fulfilled')) options?.onThreads?.(lanes);
+    return results;
   }
 
-  async openBatch(jobs: readonly AeadJob[], _options?: BatchOptions): Promise<Uint8Array[]> {
+  async sealBatch(jobs: readonly AeadJob[], options?: BatchOptions): Promise<Uint8Array[]> {
+    jobs.forEach((job, i) => checkJob(job, i, 'seal'));
+    const results = await this.inFlight(jobs, options, (job) => this.sealJob(job));
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed) throw (failed as PromiseRejectedResult).reason;
+    return results.map((r) => (r as PromiseFulfilledResult<Uint8Array>).value);
+  }
+
+  async openBatch(jobs: readonly AeadJob[], options?: BatchOptions): Promise<Uint8Array[]> {
     jobs.forEach((job, i) => checkJob(job, i, 'open'));
-    const results = await Promise.allSettled(jobs.map((job) => this.openJob(job)));
+    const results = await this.inFlight(jobs, options, (job) => this.openJob(job));
     const failed = results.findIndex((r) => r.status === 'rejected');
     if (failed < 0) return results.map((r) => (r as PromiseFulfilledResult<Uint8Array>).value);
     for (const r of results) if (r.status === 'fulfilled') r.value.fill(0);

@@ -228,7 +228,7 @@ class DestinationMigration {
   private finish(outcome: Outcome): MigrationResult {
     return outcome.result({
       passes: this.passes, totalMs: performance.now() - this.started, bytesSent: this.channel.stats.bytesSent, bytesReceived: this.bytesReceived,
-      zeroPagesSkipped: this.counts[SPACE_MEMORY]!.zeroUnits, throttlePercent: 0, cpu: process.cpuUsage(this.cpuStart),
+      zeroPagesSkipped: this.counts[SPACE_MEMORY]!.zeroUnits, throttlePercent: 0, cpu: process.cpuUsage(this.cpuStart), channel: this.channel,
     });
   }
 }

@@ -1,4 +1,5 @@
 /** The parts of a MigrationResult that the source and the destination fill in the same way. */
+import type { Channel } from '../channel/types.js';
 import type { MigrationOutcome, MigrationResult, PassReport } from './types.js';
 
 export class Outcome {
@@ -21,6 +22,8 @@ export class Outcome {
     zeroPagesSkipped: number;
     throttlePercent: number;
     cpu: { user: number; system: number };
+    /** This side's channel, for what its crypto ran on. */
+    channel: Pick<Channel, 'cryptoThreads' | 'stats'>;
   }): MigrationResult {
     const moved = this.role === 'source' ? figures.bytesSent : figures.bytesReceived;
     return {
@@ -39,6 +42,7 @@ export class Outcome {
       sourceDigest: this.sourceDigest,
       destinationDigest: this.destinationDigest,
       cpu: { userMs: Math.round(figures.cpu.user / 1000), systemMs: Math.round(figures.cpu.system / 1000) },
+      cryptoThreads: { limit: figures.channel.cryptoThreads, peak: figures.channel.stats.cryptoThreadsPeak },
     };
   }
 }

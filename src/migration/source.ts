@@ -340,7 +340,7 @@ class SourceMigration {
     const cpu = process.cpuUsage(this.cpuStart);
     return outcome.result({
       passes: this.passes, totalMs: this.elapsed(), bytesSent: this.bytesSent, bytesReceived: this.channel.stats.bytesReceived,
-      zeroPagesSkipped: this.zeroSkipped(), throttlePercent: this.guest.throttlePercent, cpu,
+      zeroPagesSkipped: this.zeroSkipped(), throttlePercent: this.guest.throttlePercent, cpu, channel: this.channel,
     });
   }
 }

@@ -51,7 +51,7 @@ export interface DestinationGuest extends GuestGeometry {
  * The channel half of a migration spec, as the guest process receives it from its agent. The key
  * (32 bytes) and nonce (8) are wiped by the guest process once the channel has its copy.
  */
-export type ChannelParams = Pick<ChannelSpec, 'migrationId' | 'key' | 'nonce' | 'mode' | 'streams' | 'maxBytesPerSecond'>;
+export type ChannelParams = Pick<ChannelSpec, 'migrationId' | 'key' | 'nonce' | 'mode' | 'streams' | 'maxBytesPerSecond' | 'cryptoThreads'>;
 
 /** What the source agent passes to GuestClient.migrateOut. */
 export interface OutgoingSpec extends ChannelParams {
@@ -129,4 +129,6 @@ export interface MigrationResult {
   sourceDigest: string | null;
   destinationDigest: string | null;
   cpu: { userMs: number; systemMs: number };
+  /** This side's channel: the threads each seal/open was allowed (null: every core) and the most one ran on (0: plain). */
+  cryptoThreads: { limit: number | null; peak: number };
 }

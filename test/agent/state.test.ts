@@ -4,7 +4,7 @@ import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:
 import os from 'node:os';
 import path from 'node:path';
 import { createFileAtomic, writeFileAtomic } from '../../src/agent/atomic-file.js';
-import { StateDir, type HostConfig } from '../../src/agent/state.js';
+import { StateDir, cryptoThreadsPerMigration, type HostConfig } from '../../src/agent/state.js';
 import type { GuestConfig } from '../../src/guest/types.js';
 
 const config: HostConfig = {
@@ -74,6 +74,34 @@ describe('agent: state directory', function () {
     assert.equal(await state.decision('m-unknown'), null);
     assert.equal(await createFileAtomic(path.join(root, 'once'), 'a'), true);
     assert.equal(await createFileAtomic(path.join(root, 'once'), 'b'), false);
+  });
+
+  it('loads a host.json from before the crypto-thread budget, and checks one that has it', async function () {
+    const dir = path.join(root, 'h');
+    await StateDir.create(dir, config);
+    // Exactly what host init wrote before limits.cryptoThreads existed.
+    const old = { name: 'a', control: '127.0.0.1:7000', networks: [{ listen: '127.0.0.1:7100', advertise: '127.0.0.1:7100' }], hasSriov: false, limits: { outgoing: 2, incoming: 2 } };
+    writeFileSync(path.join(dir, 'host.json'), JSON.stringify(old));
+    const opened = await StateDir.open(dir);
+    assert.deepEqual(opened.config.limits, { outgoing: 2, incoming: 2 });
+    assert.equal(cryptoThreadsPerMigration(opened.config.limits), undefined);
+    writeFileSync(path.join(dir, 'host.json'), JSON.stringify({ ...old, limits: { outgoing: 2, incoming: 1, cryptoThreads: 7 } }));
+    assert.deepEqual((await StateDir.open(dir)).config.limits, { outgoing: 2, incoming: 1, cryptoThreads: 7 });
+    for (const bad of [0, -2, 1.5, '4', 1025]) {
+      writeFileSync(path.join(dir, 'host.json'), JSON.stringify({ ...old, limits: { outgoing: 2, incoming: 2, cryptoThreads: bad } }));
+      await assert.rejects(StateDir.open(dir), { code: 'ERR_FERRY_INPUT', message: /host\.json.*limits\.cryptoThreads/ }, String(bad));
+    }
+  });
+
+  it('shares the crypto-thread budget equally among the migration slots, at least 1 each', function () {
+    const share = (outgoing: number, incoming: number, cryptoThreads?: number) =>
+      cryptoThreadsPerMigration({ outgoing, incoming, ...(cryptoThreads === undefined ? {} : { cryptoThreads }) });
+    assert.equal(share(2, 2), undefined);
+    assert.equal(share(2, 2, 8), 2);
+    assert.equal(share(2, 2, 11), 2); // never more than the budget: 4 x 2 <= 11
+    assert.equal(share(1, 1, 5), 2);
+    assert.equal(share(1, 1, 1), 1); // below the slots: still one each (docs/operations.md)
+    assert.equal(share(3, 2, 1024), 204);
   });
 
   it('names a damaged file instead of using it', async function () {

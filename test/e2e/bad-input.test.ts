@@ -138,7 +138,8 @@ describe('e2e: bad input and probe', function () {
     assert.equal(a.networks[0].answers, true);
     assert.deepEqual(a.guests, ['g']);
     assert.ok(a.freeMemoryBytes > 0 && Array.isArray(a.cpuFeatures) && typeof a.qemu === 'boolean');
-    assert.deepEqual(a.limits, { outgoing: 2, incoming: 2 });
+    assert.deepEqual(a.limits, { outgoing: 2, incoming: 2, cryptoThreads: null });
+    assert.equal(a.cryptoThreadsPerMigration, null);
     assert.equal(hosts[2]!.reachable, false);
     assert.equal(hosts[2]!.error.code, 'ERR_FERRY_NETWORK');
     assert.match(r.stderr, /could not reach d/);

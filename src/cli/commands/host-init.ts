@@ -11,7 +11,9 @@ import { addressProblem } from '../../coordinator/address.js';
 import { addClusterHost, HOST_NAME, type Cluster, type MigrationNetwork } from '../../coordinator/cluster.js';
 import { issueHostCertificate } from '../../coordinator/pki.js';
 import { ensurePrivateDir, writeFileAtomic } from '../../agent/atomic-file.js';
-import { DEFAULT_LIMITS, StateDir, type HostConfig } from '../../agent/state.js';
+import { DEFAULT_LIMITS, MAX_MIGRATION_SLOTS, StateDir, cryptoThreadsPerMigration, type HostConfig } from '../../agent/state.js';
+import type { Limits } from '../../agent/protocol.js';
+import { MAX_THREADS } from '../../crypto/backend.js';
 
 interface HostInitArgs {
   name: string;
@@ -22,6 +24,7 @@ interface HostInitArgs {
   sriov: boolean;
   'max-outgoing': number;
   'max-incoming': number;
+  'crypto-threads'?: number;
   cluster?: string;
 }
 
@@ -34,9 +37,21 @@ function addressList(text: string, option: string): string[] {
   return list;
 }
 
-function limit(value: number, option: string): number {
-  if (!Number.isSafeInteger(value) || value < 1 || value > 64) throw new FerryError('ERR_FERRY_USAGE', `${option}: ${value} is not a whole number from 1 to 64`);
+function limit(value: number, option: string, max: number): number {
+  if (!Number.isSafeInteger(value) || value < 1 || value > max) {
+    // yargs makes NaN of what is not a number: say so rather than print "NaN".
+    throw new FerryError('ERR_FERRY_USAGE', `${option}: ${Number.isNaN(value) ? 'not' : `${value} is not`} a whole number from 1 to ${max}`);
+  }
   return value;
+}
+
+function limits(args: HostInitArgs): Limits {
+  const slots = {
+    outgoing: limit(args['max-outgoing'], '--max-outgoing', MAX_MIGRATION_SLOTS),
+    incoming: limit(args['max-incoming'], '--max-incoming', MAX_MIGRATION_SLOTS),
+  };
+  const threads = args['crypto-threads'];
+  return threads === undefined ? slots : { ...slots, cryptoThreads: limit(threads, '--crypto-threads', MAX_THREADS) };
 }
 
 /** Checks everything before anything is written: bad input changes nothing. */
@@ -57,7 +72,7 @@ function hostConfig(args: HostInitArgs): HostConfig {
     control: args.control,
     networks,
     hasSriov: args.sriov,
-    limits: { outgoing: limit(args['max-outgoing'], '--max-outgoing'), incoming: limit(args['max-incoming'], '--max-incoming') },
+    limits: limits(args),
   };
 }
 
@@ -100,13 +115,26 @@ export const hostInitCommand = defineCommand<HostInitArgs>({
       .option('sriov', { type: 'boolean', default: false, describe: 'this host has a passthrough-class NIC' })
       .option('max-outgoing', { type: 'number', default: DEFAULT_LIMITS.outgoing, describe: 'outgoing migrations at once (more wait in a queue)' })
       .option('max-incoming', { type: 'number', default: DEFAULT_LIMITS.incoming, describe: 'incoming migrations at once (more wait in a queue)' })
+      .option('crypto-threads', {
+        type: 'number',
+        requiresArg: true,
+        describe: "threads all of this host's migrations together may seal/open on, shared equally among the outgoing + incoming slots (default: every core for each migration)",
+      })
       .example('$0 host init a --dir /var/lib/ferry --control 10.0.0.1:7000 --network 10.1.0.1:7100', 'a host with one migration network')
+      .example('$0 host init c --dir ./c --control 127.0.0.1:7002 --network 127.0.0.1:7102 --crypto-threads 8', 'crypto of all its migrations on 8 threads: 2 for each of its 2 + 2 migration slots')
       .example('$0 host init b --dir ./b --control 127.0.0.1:7001 --network 10.1.0.2:7100,127.0.0.1:7101 --advertise 203.0.113.9:7100', 'two networks; the first reached through NAT'),
   run: async (output, args) => {
     const config = hostConfig(args);
     const cluster = await openCluster(args);
     const dir = await initHost(cluster, config, args.dir);
+    const { outgoing, incoming, cryptoThreads } = config.limits;
+    if (cryptoThreads !== undefined && cryptoThreads < outgoing + incoming) {
+      output.warn(
+        `--crypto-threads ${cryptoThreads} is less than the ${outgoing + incoming} migration slots: each migration still gets 1 thread, ` +
+          `so up to ${outgoing + incoming} can be busy at once; lower --max-outgoing/--max-incoming to keep within ${cryptoThreads}`,
+      );
+    }
     output.print(`host ${config.name} added to ${cluster.file}; start its agent with: ferry host serve --dir ${dir}`);
-    output.emit({ type: 'result', ok: true, host: config.name, dir, control: config.control, networks: config.networks, hasSriov: config.hasSriov, limits: config.limits });
+    output.emit({ type: 'result', ok: true, host: config.name, dir, control: config.control, networks: config.networks, hasSriov: config.hasSriov, limits: config.limits, cryptoThreadsPerMigration: cryptoThreadsPerMigration(config.limits) ?? null });
   },
 });

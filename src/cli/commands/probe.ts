@@ -22,7 +22,7 @@ export const probeCommand = defineCommand<{ hosts?: string[]; cluster?: string }
     const probes = await probeHosts(cluster, hosts);
     for (const p of probes) output.emit(p as unknown as Record<string, unknown>);
     if (!output.json) {
-      const rows = [['HOST', 'AGENT', 'ENCRYPTS', 'BACKEND', 'CPU', 'SEAL', 'NETWORKS', 'FREE MEM', 'GUESTS', 'LIMITS OUT/IN', 'QEMU']];
+      const rows = [['HOST', 'AGENT', 'ENCRYPTS', 'BACKEND', 'CPU', 'SEAL', 'NETWORKS', 'FREE MEM', 'GUESTS', 'LIMITS OUT/IN', 'CRYPTO THREADS', 'QEMU']];
       for (const p of probes) {
         if (!p.reachable) {
           rows.push([p.host, `unreachable: ${p.error.message}`]);
@@ -39,6 +39,7 @@ export const probeCommand = defineCommand<{ hosts?: string[]; cluster?: string }
           `${formatBytes(p.freeMemoryBytes)} of ${formatBytes(p.totalMemoryBytes)}`,
           p.guests.length === 0 ? '-' : p.guests.join(','),
           `${p.limits.outgoing}/${p.limits.incoming}`,
+          p.limits.cryptoThreads === null ? 'every core' : `${p.limits.cryptoThreads} (${p.cryptoThreadsPerMigration} per migration)`,
           p.qemu ? 'yes' : 'no',
         ]);
       }

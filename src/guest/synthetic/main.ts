@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { FerryError, toFerryError } from '../../errors.js';
 import { migrateDestination } from '../../migration/destination.js';
 import { migrateSource } from '../../migration/source.js';
-import type { MigrationEvent } from '../../migration/types.js';
+import type { MigrationEvent, MigrationResult } from '../../migration/types.js';
 import { checkGuestConfig } from '../config.js';
 import { CONFIG_FILE, CONTROL_SOCKET, PID_FILE, writeFileAtomic } from '../files.js';
 import { PROTOCOL_VERSION } from '../protocol.js';
@@ -81,6 +81,14 @@ async function follow(t: MigrationTracker, ctx: HandlerContext): Promise<unknown
   return t.info();
 }
 
+/** The error, if any, and the most threads one seal/open ran on (what the crypto-thread limit bounds). */
+function outcomeDetail(result: MigrationResult): string {
+  const threads = result.cryptoThreads.peak > 0 ? `; crypto on ${result.cryptoThreads.peak} thread${result.cryptoThreads.peak === 1 ? '' : 's'} at most` : '';
+  return `${result.error ? ` (${result.error.code}: ${result.error.message})` : ''}${threads}`;
+}
+
+const threadsText = (threads: number | undefined) => (threads === undefined ? 'crypto on every core' : `crypto on at most ${threads} thread${threads === 1 ? '' : 's'}`);
+
 function percent(p: Record<string, unknown>): number {
   const v = p.percent;
   if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 99) throw new FerryError('ERR_FERRY_INPUT', 'percent must be an integer from 0 to 99');
@@ -98,7 +106,7 @@ async function runOutgoing(params: Record<string, unknown>, ctx: HandlerContext)
   tracker = t;
   const before = guest.state;
   guest.state = 'migrating';
-  log(`migration ${spec.migrationId} out to ${spec.networks.join(',')} (${spec.mode}, ${spec.streams} streams)`);
+  log(`migration ${spec.migrationId} out to ${spec.networks.join(',')} (${spec.mode}, ${spec.streams} streams, ${threadsText(spec.cryptoThreads)})`);
   const unsubscribe = t.subscribe((e) => ctx.emit(e));
   const emit = (e: MigrationEvent): void => t.emit(e);
   try {
@@ -113,7 +121,7 @@ async function runOutgoing(params: Record<string, unknown>, ctx: HandlerContext)
     if (result.outcome === 'committed') guest.state = 'migrated';
     else if (result.outcome === 'in-doubt') guest.state = 'in-doubt';
     else guest.state = before;
-    log(`migration ${spec.migrationId}: ${result.outcome}${result.error ? ` (${result.error.code}: ${result.error.message})` : ''}`);
+    log(`migration ${spec.migrationId}: ${result.outcome}${outcomeDetail(result)}`);
     t.setPhase(result.outcome, result);
     return t.info();
   } catch (err) {
@@ -142,7 +150,7 @@ async function prepareIncoming(params: Record<string, unknown>, ctx: HandlerCont
     spec.nonce.fill(0);
   }
   for (const { socket, head } of earlySockets.splice(0)) incoming.adopt(socket, head);
-  log(`incoming migration ${spec.migrationId} prepared`);
+  log(`incoming migration ${spec.migrationId} prepared (${spec.mode}, ${threadsText(spec.cryptoThreads)})`);
   void migrateDestination(
     incoming.channel,
     guest,
@@ -154,7 +162,7 @@ async function prepareIncoming(params: Record<string, unknown>, ctx: HandlerCont
     },
     (e) => t.emit(e),
   ).then((result) => {
-    log(`incoming migration ${spec.migrationId}: ${result.outcome}${result.error ? ` (${result.error.code}: ${result.error.message})` : ''}`);
+    log(`incoming migration ${spec.migrationId}: ${result.outcome}${outcomeDetail(result)}`);
     t.setPhase(result.outcome, result);
     // Not committed: this process never runs the guest. Give waiters a moment to hear it.
     if (result.outcome !== 'committed') setTimeout(() => void exit(1), 1000);

@@ -3,6 +3,7 @@
  * a bad one must be a coded error that changes nothing.
  */
 import { FerryError } from '../../errors.js';
+import { MAX_THREADS } from '../../crypto/backend.js';
 import type { ChannelParams, OutgoingSpec } from '../../migration/types.js';
 
 export const KEY_BYTES = 32;
@@ -41,6 +42,7 @@ export function channelParams(p: Record<string, unknown>, secret: Buffer | null)
     mode: p.mode,
     streams: optionalInt(p, 'streams', 1, 16) ?? 1,
     maxBytesPerSecond: optionalInt(p, 'maxBytesPerSecond', 1, Number.MAX_SAFE_INTEGER),
+    cryptoThreads: optionalInt(p, 'cryptoThreads', 1, MAX_THREADS),
   };
 }
 

@@ -52,6 +52,7 @@ export interface HostOptions {
   maxOutgoing?: number;
   maxIncoming?: number;
   networks?: number;
+  cryptoThreads?: number;
 }
 
 export class TestCluster {
@@ -87,6 +88,7 @@ export class TestCluster {
     if (options.sriov) args.push('--sriov');
     if (options.maxOutgoing) args.push('--max-outgoing', String(options.maxOutgoing));
     if (options.maxIncoming) args.push('--max-incoming', String(options.maxIncoming));
+    if (options.cryptoThreads) args.push('--crypto-threads', String(options.cryptoThreads));
     ferryOk(args, this.env);
     return this.hostDir(name);
   }
