@@ -179,6 +179,11 @@ export class Agent {
         roles: coordinator,
         run: async ({ migrationId }) => ({ migrationId, decision: await this.migrations.abort(migrationId) }),
       },
+      'migration.cancel': {
+        roles: coordinator,
+        timeoutMs: 120_000, // the engine stops at its next message; opening the channel may take longer
+        run: ({ guest, migrationId }) => this.migrations.cancel(guest, migrationId),
+      },
       'migration.settle': {
         roles: coordinator,
         run: async ({ migrationId, decision }) => ({ migrationId, decision: this.migrations.settle(migrationId, decision) }),

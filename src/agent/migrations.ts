@@ -17,7 +17,7 @@ import { AgentClient } from './client.js';
 import type { GuestManager } from './guests.js';
 import type { Logger } from './log.js';
 import type {
-  MigrationStatus, PrepareIncomingParams, PrepareIncomingResult, ResolveDecision, StartOutgoingParams,
+  CancelResult, MigrationStatus, PrepareIncomingParams, PrepareIncomingResult, ResolveDecision, StartOutgoingParams,
   StartOutgoingResult, WireChannelSpec, MigrationStreamEvent,
 } from './protocol.js';
 import type { SlotQueue } from './queue.js';
@@ -33,7 +33,18 @@ const RESOLVE_BACKOFF_MS = [1000, 2000, 4000, 8000, 10_000];
 interface Tracked extends MigrationStatus {
   /** Ends a queued wait. */
   cancel: AbortController;
+  /** Source: the guest process's control connection, once migrate-out went to it (a cancel follows on it). */
+  guestClient?: GuestClient;
+  /** Source: a cancel asked after the queue and before migrate-out went to the guest process. */
+  cancelled?: FerryError;
+  /** Source: resolves when start-outgoing has ended, however it ended. */
+  ended?: Promise<void>;
+  /** Source: the destination host. */
+  to?: string;
 }
+
+/** The operator's cancel, as the guest process's engine and the queue report it. */
+const cancelledError = (queued: boolean) => new FerryError('ERR_FERRY_ABORTED', `cancelled by the operator${queued ? ' while queued' : ''}`);
 
 export interface MigrationHost {
   state: StateDir;
@@ -87,8 +98,8 @@ export class MigrationManager {
   status(migrationId: string): MigrationStatus {
     const t = this.tracked.get(migrationId);
     if (!t) throw new FerryError('ERR_FERRY_NOT_FOUND', `no migration "${migrationId}" known to this agent since it started`);
-    const { cancel: _, ...status } = t;
-    return status;
+    const { migrationId: id, role, guest, phase, position, lastEvent, result } = t;
+    return { migrationId: id, role, guest, phase, position, lastEvent, result };
   }
 
   private track(migrationId: string, role: 'source' | 'destination', guest: string): Tracked {
@@ -217,12 +228,11 @@ export class MigrationManager {
     this.log.warn('incoming migration aborted', { migrationId: t.migrationId, guest: t.guest, error: info.result?.error ?? null });
   }
 
-  /** Destination: "not committed", final, and the incoming guest dropped. Source: leave the queue. */
+  /** Destination: "not committed", final, and the incoming guest dropped. Source: cancel (`cancel`). */
   async abort(migrationId: string): Promise<ResolveDecision | null> {
     const t = this.tracked.get(migrationId);
     if (t?.role === 'source') {
-      if (t.phase !== 'queued') throw new FerryError('ERR_FERRY_REFUSED', `migration "${migrationId}" already runs: it ends by its own limits`);
-      t.cancel.abort(new FerryError('ERR_FERRY_ABORTED', `migration "${migrationId}" was aborted while queued`));
+      await this.cancelOutgoing(t);
       return null;
     }
     if (t?.phase === 'queued') t.cancel.abort(new FerryError('ERR_FERRY_ABORTED', `migration "${migrationId}" was aborted while queued`));
@@ -246,6 +256,48 @@ export class MigrationManager {
 
   // ---- source -------------------------------------------------------------------------------
 
+  /**
+   * The operator's cancel of guest `guest`'s outgoing migration (`migrationId`, when given, must be
+   * the one): see cancelOutgoing. Answers once the migration has ended.
+   */
+  async cancel(guest: string, migrationId?: string): Promise<CancelResult> {
+    const mine = [...this.tracked.values()].filter((m) => m.role === 'source' && m.guest === guest);
+    const t = migrationId === undefined ? mine.find((m) => m.ended !== undefined) : mine.find((m) => m.migrationId === migrationId);
+    if (!t) {
+      await this.host.guests.recordOf(guest); // ERR_FERRY_NOT_FOUND for a guest that is not here
+      const which = migrationId === undefined ? 'no migration' : `no migration "${migrationId}"`;
+      throw new FerryError('ERR_FERRY_REFUSED', `guest "${guest}" has ${which} to cancel on host ${this.host.state.config.name}`);
+    }
+    await this.cancelOutgoing(t);
+    // Left the queue (phase still 'queued'), or the engine stopped: the guest runs here either way,
+    // unless the migration had got past the point of cancelling by the time the request arrived.
+    const outcome = t.phase === 'committed' || t.phase === 'in-doubt' ? t.phase : 'aborted';
+    return { migrationId: t.migrationId, guest, to: t.to ?? '', outcome, result: t.result };
+  }
+
+  /**
+   * Queued: it leaves the queue. Pre-copy: the guest process's engine stops, the guest runs on here
+   * un-throttled, and settleOutgoing tells the destination to drop its copy. From the switch-over
+   * on the guest process refuses: the destination decides (docs/migration.md, "Cancelling").
+   * Resolves once start-outgoing has ended.
+   */
+  private async cancelOutgoing(t: Tracked): Promise<void> {
+    const { migrationId } = t;
+    if (t.ended === undefined) throw new FerryError('ERR_FERRY_REFUSED', `migration "${migrationId}" is ${t.phase}: nothing left to cancel`);
+    if (t.phase === 'in-doubt') {
+      throw new FerryError('ERR_FERRY_REFUSED', `migration "${migrationId}" is in doubt: the guest stays paused here until the destination's decision arrives, which ends it`);
+    }
+    if (t.phase === 'queued') {
+      t.cancel.abort(cancelledError(true));
+    } else if (t.guestClient) {
+      await t.guestClient.cancelMigration(migrationId);
+    } else {
+      t.cancelled = cancelledError(false); // startOutgoing sees it before it starts the guest's migration
+    }
+    this.log.info('outgoing migration cancelled by the operator', { migrationId, guest: t.guest, phase: t.phase });
+    await t.ended;
+  }
+
   async startOutgoing(p: StartOutgoingParams, signal: AbortSignal, emit: (e: MigrationStreamEvent) => void): Promise<StartOutgoingResult> {
     this.refuseUnencryptable(p);
     const record = await this.host.guests.recordOf(p.guest);
@@ -254,17 +306,22 @@ export class MigrationManager {
     const client = await this.host.guests.client(p.guest);
     if (!client) throw new FerryError('ERR_FERRY_REFUSED', `guest "${p.guest}" does not run on host ${this.host.state.config.name}`);
     const t = this.track(p.migrationId, 'source', p.guest);
+    t.to = p.destination.host;
+    let ended = (): void => {};
+    t.ended = new Promise<void>((resolve) => (ended = resolve));
     this.outgoingGuests.add(p.guest);
     let release: (() => void) | null = null;
     try {
       release = await this.slot(this.host.outgoing, t, signal, emit);
       await this.host.state.writeOutgoing({ migrationId: p.migrationId, guest: p.guest, destination: p.destination });
+      if (t.cancelled) throw t.cancelled;
       emit({ type: 'started' });
       this.log.info('outgoing migration started', { migrationId: p.migrationId, guest: p.guest, to: p.destination.host, mode: p.mode, streams: p.streams });
       const onEvent = (e: MigrationEvent) => {
         t.lastEvent = e;
         emit(e);
       };
+      t.guestClient = client;
       const info = await withKey(p, (key, nonce) =>
         client.migrateOut({
           migrationId: p.migrationId, key, nonce, mode: p.mode, streams: p.streams, networks: p.networks,
@@ -281,12 +338,17 @@ export class MigrationManager {
       const outcome = await this.settleOutgoing(t, client, info, p.destination, emit);
       return { migrationId: p.migrationId, outcome, result: info.result };
     } catch (err) {
+      // It never reached the guest process (left the queue, cancelled, no state written): the
+      // destination's copy can never commit, so it may go at once.
+      if (t.phase === 'queued' || t.guestClient === undefined) this.tellDestinationAborted(p.destination, p.migrationId, p.guest);
       if (t.phase === 'queued') this.tracked.delete(p.migrationId);
       else t.phase = 'aborted';
       throw err;
     } finally {
       release?.();
       this.outgoingGuests.delete(p.guest);
+      t.ended = undefined;
+      ended();
     }
   }
 

@@ -181,6 +181,18 @@ export interface StartOutgoingResult {
   result: MigrationResult | null;
 }
 
+/** What `migration.cancel` answers once the cancelled migration has ended. */
+export interface CancelResult {
+  migrationId: string;
+  guest: string;
+  /** The destination host it was going to. */
+  to: string;
+  /** aborted: the guest runs on this host, the destination told to drop its copy. */
+  outcome: MigrationOutcome;
+  /** The engine's result; null when the migration never left the queue. */
+  result: MigrationResult | null;
+}
+
 export interface MigrationStatus {
   migrationId: string;
   role: 'source' | 'destination';
@@ -220,8 +232,18 @@ export interface Methods {
    * cluster's credentials) and relays its answer here.
    */
   'migration.settle': { params: { migrationId: string; decision: ResolveDecision }; result: { migrationId: string; decision: ResolveDecision }; event: never };
-  /** Destination: give up an incoming migration that has not committed ("not committed", final). Source: leave the queue. */
+  /**
+   * Destination: give up an incoming migration that has not committed ("not committed", final).
+   * Source: the same as `migration.cancel` of that migration (decision null).
+   */
   'migration.abort': { params: { migrationId: string }; result: { migrationId: string; decision: ResolveDecision | null }; event: never };
+  /**
+   * Source: cancel the outgoing migration of guest `guest` (only that one when `migrationId` is
+   * given): it leaves the queue, or its pre-copy stops, the guest running on here, and the
+   * destination is told to drop its copy. Answers once the migration has ended. Refused
+   * (ERR_FERRY_REFUSED) when there is none, or from the switch-over on, when the destination decides.
+   */
+  'migration.cancel': { params: { guest: string; migrationId?: string }; result: CancelResult; event: never };
 }
 
 export type Method = keyof Methods;
@@ -304,6 +326,7 @@ export const PARAMS: { [M in Method]: Check<Params<M>> } = {
   'migration.status': obj({ migrationId }),
   'crypto.measure': empty,
   'migration.abort': obj({ migrationId }),
+  'migration.cancel': obj({ guest: guestName, migrationId: optional(migrationId) }),
   'migration.settle': obj({ migrationId, decision: oneOf<ResolveDecision>(['committed', 'not-committed']) }),
 };
 

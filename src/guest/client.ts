@@ -175,6 +175,14 @@ export class GuestClient {
     }
   }
 
+  /**
+   * Cancels outgoing migration `migrationId` before its switch-over; refused (ERR_FERRY_REFUSED)
+   * once the guest is paused for the hand-off. The migrateOut call then ends 'aborted'.
+   */
+  async cancelMigration(migrationId: string): Promise<void> {
+    await this.request('cancel-migration', { migrationId });
+  }
+
   /** The current or last migration, or null. */
   async migration(): Promise<MigrationInfo | null> {
     return (await this.request('migration')) as MigrationInfo | null;

@@ -24,6 +24,13 @@ export interface SourceOptions {
   verify?: boolean;
   commitTimeoutMs?: number;
   maxBytesPerSecond?: number;
+  /**
+   * Cancels the migration when it aborts, before switch-over only: the channel fails at once (the
+   * destination hears an authenticated ABORT), the guest runs on here, un-throttled. From the
+   * switch-over decision on the hand-off is the destination's to decide, and the signal is ignored
+   * (docs/migration.md, "Cancelling").
+   */
+  signal?: AbortSignal;
 }
 
 /** Pages or blocks scanned and sent per step: 1 MiB, one DATA message's worth. */
@@ -62,12 +69,17 @@ class SourceMigration {
   private pass = 0;
   private passStats: PassReport = this.newPass();
   private readonly replies: PeerReplies;
+  /** Set, in the same tick as the 'switch-over' event, once the engine decided to pause: no cancel from then on. */
+  private switchingOver = false;
+  /** The operator's cancel, once accepted. */
+  private cancelled: FerryError | null = null;
 
   constructor(
     private readonly channel: Channel,
     private readonly guest: SourceGuest,
-    private readonly options: Required<Omit<SourceOptions, 'maxBytesPerSecond'>> & { maxBytesPerSecond?: number },
+    private readonly options: Required<Omit<SourceOptions, 'maxBytesPerSecond' | 'signal'>> & { maxBytesPerSecond?: number },
     private readonly onEvent: (event: MigrationEvent) => void,
+    private readonly signal?: AbortSignal,
   ) {
     this.conv = new Convergence(options.maxDowntimeMs, options.autoConverge, options.maxBytesPerSecond);
     this.originalThrottle = guest.throttlePercent;
@@ -141,7 +153,21 @@ class SourceMigration {
     });
   }
 
+  /**
+   * The operator's cancel: accepted only before switch-over. Failing the channel ends every wait
+   * of the engine (sends, acknowledgements) at once and tells the destination, which cannot have
+   * committed: it never got COMPLETE.
+   */
+  private cancel(reason: unknown): boolean {
+    if (this.switchingOver) return false;
+    if (this.cancelled) return true;
+    this.cancelled = reason instanceof FerryError ? reason : new FerryError('ERR_FERRY_ABORTED', 'cancelled by the operator');
+    this.channel.abort(this.cancelled);
+    return true;
+  }
+
   private checkTimeout(): void {
+    if (this.cancelled) throw this.cancelled;
     this.progress();
     if (this.elapsed() > this.options.timeoutMs) throw this.timeoutError();
   }
@@ -252,6 +278,10 @@ class SourceMigration {
     const outcome = new Outcome('source', this.options.migrationId);
     let pausedAt = 0;
     let completeSent = false;
+    const signal = this.signal;
+    const onCancel = () => this.cancel(signal?.reason);
+    if (signal?.aborted) onCancel();
+    else signal?.addEventListener('abort', onCancel, { once: true });
     try {
       const begin: Begin = {
         version: ENGINE_VERSION, migrationId: this.options.migrationId, memoryBytes: g.memoryBytes, diskBytes: g.diskBytes,
@@ -275,6 +305,8 @@ class SourceMigration {
           dirtyRate: this.conv.dirtyRate, zeroPagesSkipped: this.zeroSkipped(), throttlePercent: g.throttlePercent, elapsedMs: this.elapsed(),
         });
         if (this.conv.fits(pending)) {
+          if (this.cancelled) throw this.cancelled;
+          this.switchingOver = true;
           this.onEvent({ type: 'switch-over', bytesLeft: pending, estimatedDowntimeMs: this.conv.estimateMs(pending) });
           break;
         }
@@ -317,7 +349,8 @@ class SourceMigration {
       // The destination said "not committed" (and never will): the guest is ours again.
       throw new FerryError('ERR_FERRY_ABORTED', `the destination refused the migration: ${answer.abort.code}: ${answer.abort.message}`);
     } catch (err) {
-      const e = toFerryError(err);
+      // A cancel fails the channel, so what was thrown is usually the channel's error; say why.
+      const e = this.cancelled ?? toFerryError(err);
       outcome.error = e.toJSON();
       const peerSaidNo = this.replies.peerAbort !== null;
       if (completeSent && !peerSaidNo) {
@@ -333,6 +366,8 @@ class SourceMigration {
       await this.replies.abort({ code: e.code, message: e.message });
       this.onEvent({ type: 'aborted', code: e.code, message: e.message });
       return this.finish(outcome);
+    } finally {
+      signal?.removeEventListener('abort', onCancel);
     }
   }
 
@@ -360,6 +395,6 @@ export async function migrateSource(
     commitTimeoutMs: options.commitTimeoutMs ?? DEFAULT_COMMIT_TIMEOUT_MS,
     maxBytesPerSecond: options.maxBytesPerSecond,
   };
-  return new SourceMigration(channel, guest, full, onEvent).run();
+  return new SourceMigration(channel, guest, full, onEvent, options.signal).run();
 }
 

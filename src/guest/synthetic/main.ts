@@ -36,6 +36,8 @@ function log(message: string): void {
 const config = checkGuestConfig(JSON.parse(readFileSync(join(dir, CONFIG_FILE), 'utf8')));
 const guest = new SyntheticGuest(dir, config, { incoming: incomingMode });
 let tracker: MigrationTracker | null = null;
+/** Cancels the outgoing migration in progress (before switch-over; the engine ignores it after). */
+let cancelOutgoing: AbortController | null = null;
 let incoming: IncomingTransport | null = null;
 /** Sockets that arrived over IPC before prepare-incoming: adopted once the channel exists. */
 const earlySockets: Array<{ socket: Socket; head: Uint8Array }> = [];
@@ -104,6 +106,8 @@ async function runOutgoing(params: Record<string, unknown>, ctx: HandlerContext)
   const spec = outgoingSpec(params, ctx.secret);
   const t = new MigrationTracker('source', spec.migrationId);
   tracker = t;
+  const cancel = new AbortController();
+  cancelOutgoing = cancel;
   const before = guest.state;
   guest.state = 'migrating';
   log(`migration ${spec.migrationId} out to ${spec.networks.join(',')} (${spec.mode}, ${spec.streams} streams, ${threadsText(spec.cryptoThreads)})`);
@@ -117,7 +121,8 @@ async function runOutgoing(params: Record<string, unknown>, ctx: HandlerContext)
       spec.key.fill(0);
       spec.nonce.fill(0);
     }
-    const result = await migrateSource(channel, guest, { ...spec }, emit);
+    // A cancel that came while the channel opened: the engine stops at once and tells the destination.
+    const result = await migrateSource(channel, guest, { ...spec, signal: cancel.signal }, emit);
     if (result.outcome === 'committed') guest.state = 'migrated';
     else if (result.outcome === 'in-doubt') guest.state = 'in-doubt';
     else guest.state = before;
@@ -134,7 +139,30 @@ async function runOutgoing(params: Record<string, unknown>, ctx: HandlerContext)
     throw e;
   } finally {
     unsubscribe();
+    if (cancelOutgoing === cancel) cancelOutgoing = null;
   }
+}
+
+/**
+ * The operator's cancel of the outgoing migration `migrationId`: accepted before switch-over (the
+ * engine stops, the guest runs on here), refused from the switch-over decision on, when the
+ * destination decides the hand-off (docs/migration.md, "Cancelling"). Returns at once; the
+ * migration's own reply says how it ended.
+ */
+function cancelMigration(params: Record<string, unknown>): unknown {
+  const id = params.migrationId;
+  if (typeof id !== 'string') throw new FerryError('ERR_FERRY_INPUT', 'migrationId must be a string');
+  const t = tracker;
+  if (!t || t.role !== 'source' || t.migrationId !== id || !cancelOutgoing) {
+    throw new FerryError('ERR_FERRY_REFUSED', `no outgoing migration "${id}" runs in this guest process`);
+  }
+  if (t.phase !== 'running') throw new FerryError('ERR_FERRY_REFUSED', `migration "${id}" is ${t.phase}: nothing left to cancel`);
+  if (t.switchingOver) {
+    throw new FerryError('ERR_FERRY_REFUSED', 'switch-over already under way: the guest is paused for the hand-off, which the destination decides; it ends by itself, normally within the downtime limit (--max-downtime)');
+  }
+  log(`migration ${id}: cancelled by the operator`);
+  cancelOutgoing.abort(new FerryError('ERR_FERRY_ABORTED', 'cancelled by the operator'));
+  return { migrationId: id, cancelled: true };
 }
 
 async function prepareIncoming(params: Record<string, unknown>, ctx: HandlerContext): Promise<unknown> {
@@ -212,6 +240,7 @@ const handlers: Record<string, Handler> = {
     return { destroyed: true };
   },
   'migrate-out': runOutgoing,
+  'cancel-migration': cancelMigration,
   'prepare-incoming': prepareIncoming,
   migration: () => tracker?.info() ?? null,
   'await-migration': (_p, ctx) => {

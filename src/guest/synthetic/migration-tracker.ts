@@ -20,6 +20,11 @@ const KEEP_EVENTS = 64;
 export class MigrationTracker {
   phase: MigrationPhase = 'running';
   result: MigrationResult | null = null;
+  /**
+   * Source: the engine decided to pause for the hand-off (its 'switch-over' event, emitted in the
+   * same tick as the decision). From then on a cancel is refused: the destination decides.
+   */
+  switchingOver = false;
   private readonly events: MigrationEvent[] = [];
   private readonly listeners = new Set<(event: MigrationEvent) => void>();
   private readonly waiters = new Set<{ done: () => boolean; resolve: () => void }>();
@@ -36,6 +41,7 @@ export class MigrationTracker {
     // an agent waiting on commit() need not wait for the channel's farewells.
     if (event.type === 'ready-to-commit') this.setPhase('ready-to-commit');
     if (event.type === 'committed') this.setPhase('committed');
+    if (event.type === 'switch-over') this.switchingOver = true;
     for (const l of this.listeners) l(event);
   }
 
