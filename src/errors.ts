@@ -22,8 +22,10 @@ export const ERROR_CODES = {
   ERR_FERRY_CRYPTO: 1,
   /** The peer or the coordinator asked for something this side refuses (mode, version, certificate). */
   ERR_FERRY_REFUSED: 1,
-  /** A migration was aborted; the guest keeps running on the source. */
+  /** A migration was aborted (or cancelled by the operator); the guest keeps running on the source. */
   ERR_FERRY_ABORTED: 1,
+  /** The command stopped following a migration (a second Ctrl-C), which carries on by itself. */
+  ERR_FERRY_DETACHED: 1,
   /** The named guest, host or file does not exist. */
   ERR_FERRY_NOT_FOUND: 2,
   /** Bad command-line usage: unknown command or flag, missing or malformed argument. */

@@ -21,6 +21,7 @@ export async function main(argv: string[]): Promise<void> {
       .option('debug', { type: 'boolean', default: false, describe: 'show stack traces on errors' })
       .example('$0 demo', 'two local agents, a 1 GiB guest, one encrypted live migration')
       .example('$0 migrate web1 --to b', 'move guest web1 to host b, live')
+      .example('$0 cancel web1', "cancel web1's migration (Ctrl-C does it for the `migrate` in front of you)")
       .example('$0 evacuate a --dry-run', 'where the guests of host a would go')
       .epilogue('The cluster file: --cluster FILE or $FERRY_CLUSTER. Exit status: 0 done, 1 failed (guests stay where they were), 2 bad usage or input.')
       .strict()

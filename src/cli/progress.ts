@@ -49,6 +49,12 @@ export class MigrationProgress {
     else this.output.info(line);
   }
 
+  /** A line for the operator about what this command does, on stderr also under --json (`ferry: ...`). */
+  notice(line: string): void {
+    if (this.multibar) this.multibar.log(`${this.output.errColor.bold('ferry:')} ${line}\n`);
+    else this.output.err.write(`ferry: ${line}\n`);
+  }
+
   private warn(line: string): void {
     if (this.multibar) this.multibar.log(`${this.output.errColor.yellow('warning:')} ${line}\n`);
     else this.output.warn(line);
@@ -79,6 +85,7 @@ export class MigrationProgress {
   event(e: CoordinatorEvent | Extract<EvacuationEvent, { type: 'queued' }>): void {
     // A fall-back to plain text is shown to people even under --json (stderr stays human).
     if (e.type === 'decided' && e.warning) this.warn(`${e.vm}: ${e.warning}`);
+    if (e.type === 'cancel-refused') this.notice(`${e.vm}: cannot cancel now: ${e.message} [${e.code}]; waiting for the migration to end (Ctrl-C again to stop waiting)`);
     if (this.output.json) {
       this.output.emit(e as Record<string, unknown>);
       return;
@@ -125,7 +132,7 @@ export class MigrationProgress {
         this.set(ev.vm, percent, `aborted: ${ev.message}`);
         break;
       default:
-        break; // destination progress and ready-to-commit: the source's events say the same
+        break; // destination progress and ready-to-commit: the source's events say the same; cancels: notice()
     }
   }
 

@@ -42,6 +42,10 @@ export interface MigrateRequest {
 /** What the coordinator tells its caller while a migration runs. */
 export type CoordinatorEvent =
   | { type: 'decided'; vm: string; from: string; to: string; mode: ChannelMode; streams: number; memoryBytes: number; diskBytes: number; warning: string | null }
+  /** The operator's cancel went to the agents; the result says how it ended. */
+  | { type: 'cancelling'; vm: string; side: 'coordinator' }
+  /** The source agent could not cancel now (switch-over under way, in doubt): the migration ends by itself. */
+  | { type: 'cancel-refused'; vm: string; side: 'coordinator'; code: string; message: string }
   | ({ vm: string; side: 'source' | 'destination' } & MigrationStreamEvent);
 
 export interface MigrateHooks {
@@ -51,6 +55,19 @@ export interface MigrateHooks {
    * can pass one: the key-leak tests keep a copy to search for. The CLI has no way to set it.
    */
   newKey?: () => MigrationKey;
+  /**
+   * Aborted: cancel the migration. While the destination prepares, it is told to give up; once
+   * the source runs it, the source agent cancels it (`migration.cancel`): in pre-copy the guest
+   * stays on the source and the result is ok:false, ERR_FERRY_ABORTED; from the switch-over on it
+   * is refused (a 'cancel-refused' event) and the migration ends by itself.
+   */
+  cancel?: AbortSignal;
+  /**
+   * Aborted: stop following at once. The connections to the agents close and the migration
+   * carries on by itself (a migration still queued at an agent leaves that queue: it never
+   * started); the result is ok:false, ERR_FERRY_DETACHED.
+   */
+  detach?: AbortSignal;
 }
 
 /** `ferry migrate --json`'s last line: exactly these fields. */
@@ -154,6 +171,11 @@ export async function migrateGuest(req: MigrateRequest, hooks: MigrateHooks = {}
   } catch (err) {
     throw new PreflightError(toFerryError(err), from);
   }
+  if (hooks.cancel?.aborted || hooks.detach?.aborted) {
+    p.source.close();
+    p.destination.close();
+    throw new PreflightError(new FerryError('ERR_FERRY_ABORTED', 'cancelled by the operator before anything was asked of a host'), from);
+  }
   const to = req.to.host.name;
   const streams = req.streams ?? DEFAULT_STREAMS;
   const migrationId = newMigrationId();
@@ -166,6 +188,31 @@ export async function migrateGuest(req: MigrateRequest, hooks: MigrateHooks = {}
   let nicFallback = false;
   let prepared = false;
   let relaying: Promise<void> | null = null;
+  // The operator's cancel goes to whichever agent holds the migration now.
+  let stage: 'preparing' | 'outgoing' | 'done' = 'preparing';
+  let cancelAsked = false;
+  const onCancel = () => {
+    if (stage === 'done' || cancelAsked) return;
+    cancelAsked = true;
+    emit({ type: 'cancelling', vm: req.guest, side: 'coordinator' });
+    const refused = (err: unknown) => {
+      const e = toFerryError(err);
+      // Once the migration has ended (its result known, the connections closed) there is nothing to say.
+      if (stage !== 'done' && !detached) emit({ type: 'cancel-refused', vm: req.guest, side: 'coordinator', code: e.code, message: e.message });
+    };
+    // Preparing: the destination gives up (leaving its queue); the source is never asked.
+    if (stage === 'preparing') p.destination.call('migration.abort', { migrationId }).catch(refused);
+    else p.source.call('migration.cancel', { guest: req.guest, migrationId }, { timeoutMs: null }).catch(refused);
+  };
+  let detached = false;
+  const onDetach = () => {
+    if (stage === 'done') return;
+    detached = true;
+    p.source.close();
+    p.destination.close();
+  };
+  hooks.cancel?.addEventListener('abort', onCancel);
+  hooks.detach?.addEventListener('abort', onDetach);
   try {
     // The base64 strings exist only for the JSON of these two requests (JS strings cannot be wiped).
     const channel = {
@@ -182,6 +229,8 @@ export async function migrateGuest(req: MigrateRequest, hooks: MigrateHooks = {}
     });
     prepared = true;
     nicFallback = incoming.nicFallback;
+    if (cancelAsked) throw new FerryError('ERR_FERRY_ABORTED', 'cancelled by the operator before the source started');
+    stage = 'outgoing';
     outcome = await p.source.call('migration.start-outgoing', {
       ...channel,
       guest: req.guest,
@@ -208,8 +257,14 @@ export async function migrateGuest(req: MigrateRequest, hooks: MigrateHooks = {}
     }
   } catch (err) {
     failure = toFerryError(err);
-    if (prepared) failure = await abandon(p, req, migrationId, failure);
+    if (detached) {
+      // Not followed to its end: it carries on, and only the agents know how it ends.
+      failure = new FerryError('ERR_FERRY_DETACHED', `stopped following migration ${migrationId}; it carries on by itself: \`ferry vm list\` shows where guest "${req.guest}" ends up`);
+    } else if (prepared) failure = await abandon(p, req, migrationId, failure);
   } finally {
+    stage = 'done';
+    hooks.cancel?.removeEventListener('abort', onCancel);
+    hooks.detach?.removeEventListener('abort', onDetach);
     secret.wipe();
     p.source.close();
     p.destination.close();

@@ -5,8 +5,9 @@ import { pkiCommand } from './pki.js';
 import { hostCommand } from './host.js';
 import { vmCommand } from './vm.js';
 import { migrateCommand } from './migrate.js';
+import { cancelCommand } from './cancel.js';
 import { evacuateCommand } from './evacuate.js';
 import { probeCommand } from './probe.js';
 import { demoCommand } from './demo.js';
 
-export const commands: CommandModule<any, any>[] = [benchCommand, pkiCommand, hostCommand, vmCommand, migrateCommand, evacuateCommand, probeCommand, demoCommand];
+export const commands: CommandModule<any, any>[] = [benchCommand, pkiCommand, hostCommand, vmCommand, migrateCommand, cancelCommand, evacuateCommand, probeCommand, demoCommand];

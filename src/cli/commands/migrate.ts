@@ -1,7 +1,7 @@
 /**
  * `ferry migrate VM --to HOST`: one live migration, with progress, a summary, and with --json
  * events then exactly one result line. Exit 0 moved, 1 failed (the guest runs on the source),
- * 2 bad usage or input.
+ * cancelled (the first Ctrl-C) or no longer followed (the second), 2 bad usage or input.
  */
 import type { Argv } from 'yargs';
 import { defineCommand, ReportedFailure } from '../command.js';
@@ -64,6 +64,11 @@ export function migrationOptions(args: { mode?: string; streams?: number; 'max-d
 /** Runs one migration with progress and the summary: what `migrate` and `demo` share. */
 export async function migrateWithProgress(output: Output, request: MigrateRequest, hooks: Omit<MigrateHooks, 'onEvent'> = {}): Promise<void> {
   const progress = new MigrationProgress(output, [request.guest]);
+  const vm = request.guest;
+  const onCancel = () => progress.notice(`cancelling the migration of ${vm}; waiting for it to end (Ctrl-C again to stop waiting: it would carry on by itself)`);
+  const onDetach = () => progress.notice(`no longer following the migration of ${vm}: it carries on by itself; \`ferry vm list\` shows where ${vm} ends up`);
+  hooks.cancel?.addEventListener('abort', onCancel, { once: true });
+  hooks.detach?.addEventListener('abort', onDetach, { once: true });
   let summary;
   try {
     summary = await migrateGuest(request, { ...hooks, onEvent: (e) => progress.event(e) });
@@ -74,6 +79,8 @@ export async function migrateWithProgress(output: Output, request: MigrateReques
     output.emit(report);
     throw new ReportedFailure(report.error!.code as FerryError['code'], report.error!.message, { cause: err });
   } finally {
+    hooks.cancel?.removeEventListener('abort', onCancel);
+    hooks.detach?.removeEventListener('abort', onDetach);
     progress.stop();
   }
   output.emit(summary.report as unknown as Record<string, unknown>);
@@ -81,6 +88,22 @@ export async function migrateWithProgress(output: Output, request: MigrateReques
   if (!summary.report.ok) {
     const e = summary.report.error!;
     throw new ReportedFailure(toFerryError(e, 'ERR_FERRY_ABORTED').code, e.message);
+  }
+}
+
+/**
+ * The operator's Ctrl-C while `run` goes: the first aborts `cancel` (cancel the migration and wait
+ * for its result), the second `detach` (stop waiting at once; the migration carries on).
+ */
+export async function withInterrupts<T>(run: (signals: { cancel: AbortSignal; detach: AbortSignal }) => Promise<T>): Promise<T> {
+  const cancel = new AbortController();
+  const detach = new AbortController();
+  const onSigint = () => (cancel.signal.aborted ? detach.abort() : cancel.abort());
+  process.on('SIGINT', onSigint);
+  try {
+    return await run({ cancel: cancel.signal, detach: detach.signal });
+  } finally {
+    process.off('SIGINT', onSigint);
   }
 }
 
@@ -94,12 +117,13 @@ export const migrateCommand = defineCommand<MigrateArgs>({
       .option('verify', { type: 'boolean', default: false, describe: 'compare memory digests of source and destination before committing' })
       .example('$0 migrate web1 --to b', "move web1 to host b, encrypted unless web1's setting says otherwise")
       .example('$0 migrate db1 --to b --mode required --max-downtime 100ms --verify', 'never in plain text; a short pause; digests compared')
-      .example('$0 migrate web1 --to ../west/cluster.yaml:w1 --json', 'to host w1 of another cluster; JSON events and a result line'),
+      .example('$0 migrate web1 --to ../west/cluster.yaml:w1 --json', 'to host w1 of another cluster; JSON events and a result line')
+      .epilogue('Ctrl-C once: cancel (before switch-over the guest stays on the source; exit 1 with the result). Ctrl-C twice: stop waiting; the migration carries on by itself. `ferry cancel VM` cancels from another shell.'),
   run: async (output, args) => {
     if (!GUEST_NAME.test(args.vm)) throw new FerryError('ERR_FERRY_USAGE', `"${args.vm}" is not a guest name: lower-case letters, digits and dashes, 1-63 characters`);
     const options = migrationOptions(args);
     const cluster = await openCluster(args);
     const to = await resolveTarget(cluster, args.to);
-    await migrateWithProgress(output, { guest: args.vm, cluster, to, ...options, verify: args.verify });
+    await withInterrupts((signals) => migrateWithProgress(output, { guest: args.vm, cluster, to, ...options, verify: args.verify }, signals));
   },
 });

@@ -41,6 +41,7 @@ export async function migrate(
     onEvent?: (event: MigrationStreamEvent) => void;
     maxBytesPerSecond?: number;
     commitTimeoutMs?: number;
+    maxDowntimeMs?: number;
   } = {},
 ): Promise<TestMigration> {
   const source = await connectHost(cluster, from);
@@ -74,6 +75,7 @@ export async function migrate(
       networks: dest.networks.map((n) => n.advertise),
       verify: true,
       ...(options.commitTimeoutMs ? { commitTimeoutMs: options.commitTimeoutMs } : {}),
+      ...(options.maxDowntimeMs ? { maxDowntimeMs: options.maxDowntimeMs } : {}),
     }, {
       timeoutMs: null,
       onEvent: (e) => {
