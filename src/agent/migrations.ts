@@ -235,7 +235,8 @@ export class MigrationManager {
       await this.cancelOutgoing(t);
       return null;
     }
-    if (t?.phase === 'queued') t.cancel.abort(new FerryError('ERR_FERRY_ABORTED', `migration "${migrationId}" was aborted while queued`));
+    // Queued here, only a cancel from the coordinator gets this far (it gives up a prepared one otherwise).
+    if (t?.phase === 'queued') t.cancel.abort(cancelledError(true));
     return this.resolve(migrationId);
   }
 

@@ -15,6 +15,8 @@ import type { GuestInfo, MigrationStreamEvent } from '../../src/agent/protocol.j
 import { alive, waitUntil } from '../helpers/guests.js';
 import { BIN, ferry, ferryOk, TestCluster, type RunningAgent } from '../agent/helpers/cluster.js';
 import { connectHost } from '../../src/coordinator/connect.js';
+import { migrateGuest, type CoordinatorEvent } from '../../src/coordinator/migrate.js';
+import { resolveTarget } from '../../src/coordinator/target.js';
 import { ask, migrate } from '../agent/helpers/migrate.js';
 import { jsonLines } from './helpers.js';
 
@@ -35,8 +37,10 @@ describe('e2e: cancelling a migration (real agents)', function () {
     cluster = TestCluster.create();
     await cluster.addHost('a', { maxOutgoing: 1 });
     await cluster.addHost('b', { maxIncoming: 4 });
+    await cluster.addHost('c', { maxIncoming: 1 });
     agentA = await cluster.startAgent('a');
     await cluster.startAgent('b');
+    await cluster.startAgent('c');
     c = await loadCluster(cluster.file);
   });
   after(async function () {
@@ -214,6 +218,30 @@ describe('e2e: cancelling a migration (real agents)', function () {
     const m = await running;
     assert.equal(m.result.outcome, 'committed');
     assert.equal((await on('b', 'q1'))?.state, 'running');
+    assert.equal(alive(first.pid!), false);
+  });
+
+  it('cancels a migration still queued at the destination (the coordinator library): the source is never asked', async function () {
+    const first = await idleGuest('p1');
+    const second = await idleGuest('p2', '16MiB');
+    const running = migrate(c, 'p1', 'a', 'c', { maxBytesPerSecond: 16e6 }); // c's one incoming slot, for about 4 s
+    await waitUntil(async () => (await on('c', 'p1')) !== null, 10_000, 'p1 to be on its way');
+    const cancel = new AbortController();
+    const events: CoordinatorEvent[] = [];
+    const summary = await migrateGuest({ guest: 'p2', cluster: c, to: await resolveTarget(c, 'c') }, {
+      cancel: cancel.signal,
+      onEvent: (e) => {
+        events.push(e);
+        if (e.type === 'queued' && e.side === 'destination') cancel.abort();
+      },
+    });
+    assert.equal(summary.report.ok, false);
+    assert.deepEqual(summary.report.error, { code: 'ERR_FERRY_ABORTED', message: 'cancelled by the operator while queued' });
+    assert.deepEqual(events.map((e) => e.type), ['decided', 'queued', 'cancelling']);
+    assert.equal((await on('c', 'p2')), null);
+    assert.equal((await on('a', 'p2'))?.pid, second.pid);
+    assert.equal((await running).result.outcome, 'committed');
+    assert.equal((await on('c', 'p1'))?.state, 'running');
     assert.equal(alive(first.pid!), false);
   });
 
