@@ -36,6 +36,8 @@ function log(message: string): void {
 const config = checkGuestConfig(JSON.parse(readFileSync(join(dir, CONFIG_FILE), 'utf8')));
 const guest = new SyntheticGuest(dir, config, { incoming: incomingMode });
 let tracker: MigrationTracker | null = null;
+/** --incoming: the migration that brought the guest here (tracker moves on to later outgoing ones). */
+let arrival: MigrationTracker | null = null;
 /** Cancels the outgoing migration in progress (before switch-over; the engine ignores it after). */
 let cancelOutgoing: AbortController | null = null;
 let incoming: IncomingTransport | null = null;
@@ -98,8 +100,9 @@ function percent(p: Record<string, unknown>): number {
 }
 
 async function runOutgoing(params: Record<string, unknown>, ctx: HandlerContext): Promise<unknown> {
-  // A guest that arrived here runs like any other once its arrival committed: it may move on.
-  const arrived = tracker?.role === 'destination' && tracker.phase === 'committed';
+  // A guest that arrived here runs like any other once its arrival committed: it may move on,
+  // and after an outgoing migration that did not (aborted, cancelled) try again.
+  const arrived = arrival?.phase === 'committed';
   if (incomingMode && !arrived) throw new FerryError('ERR_FERRY_REFUSED', 'an incoming guest cannot migrate out before its arrival commits');
   if (busy()) throw new FerryError('ERR_FERRY_REFUSED', 'a migration of this guest is already in progress');
   if (guest.state !== 'running' && guest.state !== 'paused') throw new FerryError('ERR_FERRY_REFUSED', `cannot migrate a guest that is ${guest.state}`);
@@ -167,10 +170,11 @@ function cancelMigration(params: Record<string, unknown>): unknown {
 
 async function prepareIncoming(params: Record<string, unknown>, ctx: HandlerContext): Promise<unknown> {
   if (!incomingMode) throw new FerryError('ERR_FERRY_REFUSED', 'this guest was not started to receive a migration');
-  if (tracker) throw new FerryError('ERR_FERRY_REFUSED', 'this incoming guest is already prepared');
+  if (arrival) throw new FerryError('ERR_FERRY_REFUSED', 'this incoming guest is already prepared');
   const spec = channelParams(params, ctx.secret);
   const t = new MigrationTracker('destination', spec.migrationId);
   tracker = t;
+  arrival = t;
   try {
     incoming = await openIncoming(spec);
   } finally {
