@@ -143,6 +143,8 @@ export class MigrationProgress {
   }
 
   stop(): void {
+    // A redraw first: it writes the lines logged since the last one (a notice just before the end).
+    if (this.multibar?.isActive) this.multibar.update();
     this.multibar?.stop();
   }
 }
