@@ -183,6 +183,7 @@ export class Agent {
         roles: coordinator,
         run: async ({ migrationId, decision }) => ({ migrationId, decision: this.migrations.settle(migrationId, decision) }),
       },
+      'migration.waiting': { roles: coordinator, run: ({ guest }) => this.migrations.waiting(guest) },
       'migration.resolve': {
         // Asked by the source host of a migration that lost its channel; the coordinator may ask too.
         roles: both,

@@ -18,7 +18,7 @@ import type { GuestManager } from './guests.js';
 import type { Logger } from './log.js';
 import type {
   MigrationStatus, PrepareIncomingParams, PrepareIncomingResult, ResolveDecision, StartOutgoingParams,
-  StartOutgoingResult, WireChannelSpec, MigrationStreamEvent,
+  StartOutgoingResult, WaitingMigration, WireChannelSpec, MigrationStreamEvent,
 } from './protocol.js';
 import type { SlotQueue } from './queue.js';
 import type { StateDir } from './state.js';
@@ -381,6 +381,19 @@ export class MigrationManager {
   }
 
   /** The destination's decision, relayed by the coordinator, for a source migration in doubt here. */
+  /**
+   * The migration of source guest `guest` that waits, paused and in doubt, for its destination's
+   * decision, and where it went (as recorded when it started): what `ferry resolve` asks first.
+   */
+  async waiting(guest: string): Promise<WaitingMigration> {
+    for (const t of this.tracked.values()) {
+      if (t.role !== 'source' || t.guest !== guest || t.phase !== 'in-doubt' || !this.unsettled.has(t.migrationId)) continue;
+      const { destination } = await this.host.state.readOutgoing(t.migrationId);
+      return { migrationId: t.migrationId, guest, destination };
+    }
+    throw new FerryError('ERR_FERRY_NOT_FOUND', `guest "${guest}" has no migration waiting in doubt on this host`);
+  }
+
   settle(migrationId: string, decision: ResolveDecision): ResolveDecision {
     const deliver = this.unsettled.get(migrationId);
     if (!deliver) throw new FerryError('ERR_FERRY_REFUSED', `migration "${migrationId}" is not waiting in doubt for a decision here`);

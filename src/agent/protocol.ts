@@ -181,6 +181,13 @@ export interface StartOutgoingResult {
   result: MigrationResult | null;
 }
 
+/** A source migration paused in doubt, and the destination it went to. */
+export interface WaitingMigration {
+  migrationId: string;
+  guest: string;
+  destination: { host: string; control: string };
+}
+
 export interface MigrationStatus {
   migrationId: string;
   role: 'source' | 'destination';
@@ -220,6 +227,8 @@ export interface Methods {
    * cluster's credentials) and relays its answer here.
    */
   'migration.settle': { params: { migrationId: string; decision: ResolveDecision }; result: { migrationId: string; decision: ResolveDecision }; event: never };
+  /** Source: the migration of a guest that waits in doubt (for `ferry resolve`, which then asks its destination and settles it). */
+  'migration.waiting': { params: { guest: string }; result: WaitingMigration; event: never };
   /** Destination: give up an incoming migration that has not committed ("not committed", final). Source: leave the queue. */
   'migration.abort': { params: { migrationId: string }; result: { migrationId: string; decision: ResolveDecision | null }; event: never };
 }
@@ -305,6 +314,7 @@ export const PARAMS: { [M in Method]: Check<Params<M>> } = {
   'crypto.measure': empty,
   'migration.abort': obj({ migrationId }),
   'migration.settle': obj({ migrationId, decision: oneOf<ResolveDecision>(['committed', 'not-committed']) }),
+  'migration.waiting': obj({ guest: guestName }),
 };
 
 export function isMethod(name: string): name is Method {

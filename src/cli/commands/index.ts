@@ -8,5 +8,6 @@ import { migrateCommand } from './migrate.js';
 import { evacuateCommand } from './evacuate.js';
 import { probeCommand } from './probe.js';
 import { demoCommand } from './demo.js';
+import { resolveCommand } from './resolve.js';
 
-export const commands: CommandModule<any, any>[] = [benchCommand, pkiCommand, hostCommand, vmCommand, migrateCommand, evacuateCommand, probeCommand, demoCommand];
+export const commands: CommandModule<any, any>[] = [benchCommand, pkiCommand, hostCommand, vmCommand, migrateCommand, evacuateCommand, resolveCommand, probeCommand, demoCommand];
