@@ -1,6 +1,6 @@
 /**
- * JSON lines with secret trailers: the framing of the guest control protocol (agent → guest
- * process, src/guest/protocol.ts), in a module of its own so other protocols can share it.
+ * JSON lines with secret trailers: the framing of both control protocols (coordinator → agent in
+ * src/agent/protocol.ts, agent → guest process in src/guest/protocol.ts) and of QMP.
  *
  * Each message is one JSON object on one line. Where the protocol allows secrets (a migration's
  * key and nonce), a line with `"secretBytes": n` is followed right after its newline by n raw
