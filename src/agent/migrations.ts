@@ -17,7 +17,7 @@ import { AgentClient } from './client.js';
 import type { GuestManager } from './guests.js';
 import type { Logger } from './log.js';
 import type {
-  MigrationStatus, PrepareIncomingParams, PrepareIncomingResult, ResolveDecision, StartOutgoingParams,
+  ChannelKey, MigrationStatus, PrepareIncomingParams, PrepareIncomingResult, ResolveDecision, StartOutgoingParams,
   StartOutgoingResult, WaitingMigration, WireChannelSpec, MigrationStreamEvent,
 } from './protocol.js';
 import type { SlotQueue } from './queue.js';
@@ -48,10 +48,8 @@ export interface MigrationHost {
   networks(): string[];
 }
 
-/** The key and nonce as bytes, for as short a time as possible: `use` runs, then both are zeroed. */
-async function withKey<T>(spec: WireChannelSpec, use: (key: Buffer, nonce: Buffer) => Promise<T>): Promise<T> {
-  const key = Buffer.from(spec.key, 'base64');
-  const nonce = Buffer.from(spec.nonce, 'base64');
+/** Hands the request's key and nonce (the control server's Buffers) to `use`, then zeroes both. */
+async function withKey<T>({ key, nonce }: ChannelKey, use: (key: Buffer, nonce: Buffer) => Promise<T>): Promise<T> {
   try {
     return await use(key, nonce);
   } finally {
@@ -126,7 +124,7 @@ export class MigrationManager {
 
   // ---- destination --------------------------------------------------------------------------
 
-  async prepareIncoming(p: PrepareIncomingParams, signal: AbortSignal, emit: (e: { type: 'queued'; position: number }) => void): Promise<PrepareIncomingResult> {
+  async prepareIncoming(p: PrepareIncomingParams & ChannelKey, signal: AbortSignal, emit: (e: { type: 'queued'; position: number }) => void): Promise<PrepareIncomingResult> {
     this.refuseUnencryptable(p);
     if ((await this.host.state.decision(p.migrationId)) !== null) {
       throw new FerryError('ERR_FERRY_REFUSED', `migration "${p.migrationId}" was already decided here`);
@@ -246,7 +244,7 @@ export class MigrationManager {
 
   // ---- source -------------------------------------------------------------------------------
 
-  async startOutgoing(p: StartOutgoingParams, signal: AbortSignal, emit: (e: MigrationStreamEvent) => void): Promise<StartOutgoingResult> {
+  async startOutgoing(p: StartOutgoingParams & ChannelKey, signal: AbortSignal, emit: (e: MigrationStreamEvent) => void): Promise<StartOutgoingResult> {
     this.refuseUnencryptable(p);
     const record = await this.host.guests.recordOf(p.guest);
     if (record.incoming) throw new FerryError('ERR_FERRY_REFUSED', `guest "${p.guest}" is still arriving here`);

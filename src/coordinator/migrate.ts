@@ -167,22 +167,21 @@ export async function migrateGuest(req: MigrateRequest, hooks: MigrateHooks = {}
   let prepared = false;
   let relaying: Promise<void> | null = null;
   try {
-    // The base64 strings exist only for the JSON of these two requests (JS strings cannot be wiped).
+    // Key and nonce go as raw bytes after each request line, never in JSON: strings cannot be wiped.
     const channel = {
       migrationId,
-      key: secret.key.toString('base64'),
-      nonce: secret.nonce.toString('base64'),
       mode: p.mode,
       streams,
       ...(req.maxBytesPerSecond ? { maxBytesPerSecond: req.maxBytesPerSecond } : {}),
     };
     const incoming = await p.destination.call('migration.prepare-incoming', { ...channel, guest: p.config, source: p.from }, {
+      secret: secret.bytes,
       timeoutMs: null,
       onEvent: (e) => emit({ vm: req.guest, side: 'destination', ...e }),
     });
     prepared = true;
     nicFallback = incoming.nicFallback;
-    outcome = await p.source.call('migration.start-outgoing', {
+    const outgoing = p.source.call('migration.start-outgoing', {
       ...channel,
       guest: req.guest,
       destination: { host: to, control: req.to.host.control },
@@ -191,6 +190,7 @@ export async function migrateGuest(req: MigrateRequest, hooks: MigrateHooks = {}
       ...(req.timeoutMs ? { timeoutMs: req.timeoutMs } : {}),
       verify: req.verify ?? false,
     }, {
+      secret: secret.bytes,
       timeoutMs: null,
       onEvent: (e) => {
         emit({ vm: req.guest, side: 'source', ...e });
@@ -202,6 +202,9 @@ export async function migrateGuest(req: MigrateRequest, hooks: MigrateHooks = {}
         }
       },
     });
+    // Both requests are written (the client sends copies it zeroes itself): the coordinator's part is done.
+    secret.wipe();
+    outcome = await outgoing;
     if (outcome.outcome !== 'committed') {
       const e = outcome.result?.error;
       failure = new FerryError(e && isErrorCode(e.code) ? e.code : 'ERR_FERRY_ABORTED', `${e?.message ?? 'the migration was aborted'}; guest "${req.guest}" runs on ${p.from}`);

@@ -8,7 +8,8 @@ import { FerryError } from '../errors.js';
 import type { MigrationEvent, OutgoingSpec } from '../migration/types.js';
 import type { MigrationInfo } from './synthetic/migration-tracker.js';
 import { CONTROL_SOCKET } from './files.js';
-import { LineReader, PROTOCOL_VERSION, encodeLine, errorFromReply } from './protocol.js';
+import { GUEST_LINES, PROTOCOL_VERSION, errorFromReply } from './protocol.js';
+import { LineReader, encodeLine, writeWithSecret } from '../json-lines.js';
 import type { GuestStatus } from './types.js';
 
 export type { MigrationInfo, MigrationPhase } from './synthetic/migration-tracker.js';
@@ -42,16 +43,22 @@ export class GuestClient {
     /** The guest process's pid, as it said in hello. */
     readonly pid: number,
   ) {
-    const reader = new LineReader();
+    const reader = new LineReader(GUEST_LINES);
     socket.on('data', (chunk: Buffer) => {
-      let messages;
+      let received;
       try {
-        messages = reader.feed(chunk);
+        received = reader.feed(chunk);
       } catch (err) {
         socket.destroy(err as Error);
         return;
       }
-      for (const { message } of messages) this.onReply(message);
+      for (const r of received) {
+        if (r.error) {
+          socket.destroy(r.error);
+          return;
+        }
+        this.onReply(r.message);
+      }
     });
     socket.on('error', () => {});
     this.closedPromise = new Promise((resolve) => {
@@ -112,13 +119,8 @@ export class GuestClient {
         }, timeoutMs);
       }
       this.pending.set(id, p);
-      const line = encodeLine({ id, method, params, ...(options.secret ? { secretBytes: options.secret.length } : {}) });
-      if (options.secret) {
-        const out = Buffer.concat([line, options.secret]);
-        this.socket.write(out, () => out.fill(0));
-      } else {
-        this.socket.write(line);
-      }
+      if (options.secret) writeWithSecret(this.socket, { id, method, params }, options.secret);
+      else this.socket.write(encodeLine({ id, method, params }));
     });
   }
 
