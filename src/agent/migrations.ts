@@ -58,6 +58,20 @@ async function withKey<T>({ key, nonce }: ChannelKey, use: (key: Buffer, nonce: 
   }
 }
 
+/**
+ * Hands the request's key and nonce to `use` and zeroes both as soon as `use` has returned its
+ * promise: for a `use` that sends them on synchronously (GuestClient.migrateOut writes them to the
+ * guest process before it returns), so the agent holds no copy while the migration runs.
+ */
+function handOverKey<T>({ key, nonce }: ChannelKey, use: (key: Buffer, nonce: Buffer) => Promise<T>): Promise<T> {
+  try {
+    return use(key, nonce);
+  } finally {
+    key.fill(0);
+    nonce.fill(0);
+  }
+}
+
 /** A wait that does not keep a stopping agent alive. */
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms).unref());
 
@@ -263,7 +277,7 @@ export class MigrationManager {
         t.lastEvent = e;
         emit(e);
       };
-      const info = await withKey(p, (key, nonce) =>
+      const info = await handOverKey(p, (key, nonce) =>
         client.migrateOut({
           migrationId: p.migrationId, key, nonce, mode: p.mode, streams: p.streams, networks: p.networks,
           ...(p.maxBytesPerSecond ? { maxBytesPerSecond: p.maxBytesPerSecond } : {}),

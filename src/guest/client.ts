@@ -162,7 +162,7 @@ export class GuestClient {
 
   /**
    * Migrates this guest out. The key and nonce go to the guest process as raw bytes over the
-   * control socket; the caller wipes its own copies. Resolves with the migration's info once it
+   * control socket before this returns its promise, so the caller may wipe its own copies at once. Resolves with the migration's info once it
    * has settled: phase 'committed' (the agent then stops the guest), 'aborted' (the guest runs
    * here), or 'in-doubt' (paused; resolve with resumeAfterAbort() or finish()). Rejects, the guest
    * untouched, when the request is bad or no channel could be opened.
@@ -170,11 +170,14 @@ export class GuestClient {
   async migrateOut(spec: OutgoingSpec, onEvent?: (event: MigrationEvent) => void): Promise<MigrationInfo> {
     const { key, nonce, ...params } = spec;
     const secret = Buffer.concat([key, nonce]);
+    let reply: Promise<unknown>;
     try {
-      return (await this.request('migrate-out', params, { secret, onEvent: onEvent as (e: never) => void, timeoutMs: 0 })) as MigrationInfo;
+      // request() writes the secret before it returns: no copy of it outlives this call.
+      reply = this.request('migrate-out', params, { secret, onEvent: onEvent as (e: never) => void, timeoutMs: 0 });
     } finally {
       secret.fill(0);
     }
+    return (await reply) as MigrationInfo;
   }
 
   /** The current or last migration, or null. */
