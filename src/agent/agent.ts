@@ -166,12 +166,12 @@ export class Agent {
       'migration.prepare-incoming': {
         roles: coordinator,
         timeoutMs: null, // waits in the incoming queue for as long as it takes
-        run: (params, ctx) => this.migrations.prepareIncoming(params, ctx.signal, ctx.emit),
+        run: (params, ctx) => this.migrations.prepareIncoming({ ...params, ...ctx.key }, ctx.signal, ctx.emit),
       },
       'migration.start-outgoing': {
         roles: coordinator,
         timeoutMs: null, // streams until the migration's own limits end it
-        run: (params, ctx) => this.migrations.startOutgoing(params, ctx.signal, ctx.emit),
+        run: (params, ctx) => this.migrations.startOutgoing({ ...params, ...ctx.key }, ctx.signal, ctx.emit),
       },
       'crypto.measure': { roles: coordinator, timeoutMs: 5000, run: () => measureSeal(this.backend) },
       'migration.status': { roles: both, run: async ({ migrationId }) => this.migrations.status(migrationId) },
@@ -188,6 +188,7 @@ export class Agent {
         roles: coordinator,
         run: async ({ migrationId, decision }) => ({ migrationId, decision: this.migrations.settle(migrationId, decision) }),
       },
+      'migration.waiting': { roles: coordinator, run: ({ guest }) => this.migrations.waiting(guest) },
       'migration.resolve': {
         // Asked by the source host of a migration that lost its channel; the coordinator may ask too.
         roles: both,

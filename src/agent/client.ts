@@ -7,13 +7,14 @@
  *   const client = await AgentClient.connect({ address: '127.0.0.1:7001', host: 'a', credentials });
  *   const { guests } = await client.call('guest.list', {});
  *   await client.call('some.streaming.method', params, { onEvent: (e) => show(e) });
+ *   await client.call('migration.start-outgoing', params, { secret: keyAndNonce }); // raw bytes after the line
  *   client.close();
  */
 import tls from 'node:tls';
 import { FerryError, isErrorCode } from '../errors.js';
-import { encodeLine, LineSplitter } from './json-lines.js';
+import { encodeLine, LineReader, writeWithSecret, type Received } from '../json-lines.js';
 import {
-  checkWireError, MAX_RESPONSE_BYTES, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+  checkWireError, KEY_TRAILER_PROTOCOL, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, RESPONSE_LINES,
   type Event, type HelloResult, type Method, type Params, type Result,
 } from './protocol.js';
 import { parseAddress } from '../coordinator/address.js';
@@ -38,6 +39,11 @@ export interface CallOptions<E> {
   onEvent?: (event: E) => void;
   /** null: no client-side limit (streaming calls ended by the agent). */
   timeoutMs?: number | null;
+  /**
+   * Keyed methods: the key and nonce, sent as raw bytes after the request line. The client writes
+   * a copy it zeroes once the socket has taken it; the caller may wipe its own as soon as call() returns.
+   */
+  secret?: Uint8Array;
 }
 
 interface Pending {
@@ -70,7 +76,7 @@ function connectionError(err: NodeJS.ErrnoException, host: string, address: stri
 export class AgentClient {
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
-  private readonly splitter = new LineSplitter(MAX_RESPONSE_BYTES);
+  private readonly reader = new LineReader(RESPONSE_LINES);
   private failure: FerryError | null = null;
   private helloDone = false;
   /** What the agent said on hello: its version, protocol, host name. */
@@ -141,6 +147,10 @@ export class AgentClient {
 
   call<M extends Method>(method: M, params: Params<M>, options: CallOptions<Event<M>> = {}): Promise<Result<M>> {
     if (this.failure) return Promise.reject(this.failure);
+    if (options.secret && this.agent && this.agent.protocol < KEY_TRAILER_PROTOCOL) {
+      // Protocol 1 took the key in JSON: it would read the trailer as the next request.
+      return Promise.reject(new FerryError('ERR_FERRY_REFUSED', `host ${this.host} speaks control protocol ${this.agent.protocol}, which cannot take a migration key as raw bytes (${KEY_TRAILER_PROTOCOL} or later): upgrade the agent`));
+    }
     const id = this.nextId++;
     return new Promise<Result<M>>((resolve, reject) => {
       const pending: Pending = { resolve: resolve as (r: unknown) => void, reject, onEvent: options.onEvent as ((e: unknown) => void) | undefined };
@@ -152,31 +162,31 @@ export class AgentClient {
         }, limit);
       }
       this.pending.set(id, pending);
-      this.socket.write(encodeLine({ id, method, params }));
+      if (options.secret) writeWithSecret(this.socket, { id, method, params }, options.secret);
+      else this.socket.write(encodeLine({ id, method, params }));
     });
   }
 
   private onData(chunk: Buffer): void {
-    let lines: string[];
+    let received: Received[];
     try {
-      lines = this.splitter.push(chunk);
+      received = this.reader.feed(chunk);
     } catch (err) {
       this.failAll(err as FerryError);
       this.socket.destroy();
       return;
     }
-    for (const line of lines) this.onLine(line);
+    for (const r of received) {
+      if (r.error) {
+        this.failAll(new FerryError('ERR_FERRY_FRAME', `host ${this.host} sent a reply that is not a JSON object`));
+        this.socket.destroy();
+        return;
+      }
+      this.onReply(r.message);
+    }
   }
 
-  private onLine(line: string): void {
-    let reply: { id?: unknown; ok?: unknown; result?: unknown; error?: unknown; event?: unknown };
-    try {
-      reply = JSON.parse(line);
-    } catch {
-      this.failAll(new FerryError('ERR_FERRY_FRAME', `host ${this.host} sent a reply that is not JSON`));
-      this.socket.destroy();
-      return;
-    }
+  private onReply(reply: { id?: unknown; ok?: unknown; result?: unknown; error?: unknown; event?: unknown }): void {
     if (reply.id === null && reply.ok === false) {
       // An error about no request in particular: the agent is closing the connection.
       this.failure = this.remoteError(reply.error);

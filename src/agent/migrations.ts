@@ -17,8 +17,8 @@ import { AgentClient } from './client.js';
 import type { GuestManager } from './guests.js';
 import type { Logger } from './log.js';
 import type {
-  CancelResult, MigrationStatus, PrepareIncomingParams, PrepareIncomingResult, ResolveDecision, StartOutgoingParams,
-  StartOutgoingResult, WireChannelSpec, MigrationStreamEvent,
+  CancelResult, ChannelKey, MigrationStatus, PrepareIncomingParams, PrepareIncomingResult, ResolveDecision, StartOutgoingParams,
+  StartOutgoingResult, WaitingMigration, WireChannelSpec, MigrationStreamEvent,
 } from './protocol.js';
 import type { SlotQueue } from './queue.js';
 import type { StateDir } from './state.js';
@@ -59,12 +59,24 @@ export interface MigrationHost {
   networks(): string[];
 }
 
-/** The key and nonce as bytes, for as short a time as possible: `use` runs, then both are zeroed. */
-async function withKey<T>(spec: WireChannelSpec, use: (key: Buffer, nonce: Buffer) => Promise<T>): Promise<T> {
-  const key = Buffer.from(spec.key, 'base64');
-  const nonce = Buffer.from(spec.nonce, 'base64');
+/** Hands the request's key and nonce (the control server's Buffers) to `use`, then zeroes both. */
+async function withKey<T>({ key, nonce }: ChannelKey, use: (key: Buffer, nonce: Buffer) => Promise<T>): Promise<T> {
   try {
     return await use(key, nonce);
+  } finally {
+    key.fill(0);
+    nonce.fill(0);
+  }
+}
+
+/**
+ * Hands the request's key and nonce to `use` and zeroes both as soon as `use` has returned its
+ * promise: for a `use` that sends them on synchronously (GuestClient.migrateOut writes them to the
+ * guest process before it returns), so the agent holds no copy while the migration runs.
+ */
+function handOverKey<T>({ key, nonce }: ChannelKey, use: (key: Buffer, nonce: Buffer) => Promise<T>): Promise<T> {
+  try {
+    return use(key, nonce);
   } finally {
     key.fill(0);
     nonce.fill(0);
@@ -137,7 +149,7 @@ export class MigrationManager {
 
   // ---- destination --------------------------------------------------------------------------
 
-  async prepareIncoming(p: PrepareIncomingParams, signal: AbortSignal, emit: (e: { type: 'queued'; position: number }) => void): Promise<PrepareIncomingResult> {
+  async prepareIncoming(p: PrepareIncomingParams & ChannelKey, signal: AbortSignal, emit: (e: { type: 'queued'; position: number }) => void): Promise<PrepareIncomingResult> {
     this.refuseUnencryptable(p);
     if ((await this.host.state.decision(p.migrationId)) !== null) {
       throw new FerryError('ERR_FERRY_REFUSED', `migration "${p.migrationId}" was already decided here`);
@@ -299,7 +311,7 @@ export class MigrationManager {
     await t.ended;
   }
 
-  async startOutgoing(p: StartOutgoingParams, signal: AbortSignal, emit: (e: MigrationStreamEvent) => void): Promise<StartOutgoingResult> {
+  async startOutgoing(p: StartOutgoingParams & ChannelKey, signal: AbortSignal, emit: (e: MigrationStreamEvent) => void): Promise<StartOutgoingResult> {
     this.refuseUnencryptable(p);
     const record = await this.host.guests.recordOf(p.guest);
     if (record.incoming) throw new FerryError('ERR_FERRY_REFUSED', `guest "${p.guest}" is still arriving here`);
@@ -323,7 +335,7 @@ export class MigrationManager {
         emit(e);
       };
       t.guestClient = client;
-      const info = await withKey(p, (key, nonce) =>
+      const info = await handOverKey(p, (key, nonce) =>
         client.migrateOut({
           migrationId: p.migrationId, key, nonce, mode: p.mode, streams: p.streams, networks: p.networks,
           ...(p.maxBytesPerSecond ? { maxBytesPerSecond: p.maxBytesPerSecond } : {}),
@@ -444,6 +456,19 @@ export class MigrationManager {
   }
 
   /** The destination's decision, relayed by the coordinator, for a source migration in doubt here. */
+  /**
+   * The migration of source guest `guest` that waits, paused and in doubt, for its destination's
+   * decision, and where it went (as recorded when it started): what `ferry resolve` asks first.
+   */
+  async waiting(guest: string): Promise<WaitingMigration> {
+    for (const t of this.tracked.values()) {
+      if (t.role !== 'source' || t.guest !== guest || t.phase !== 'in-doubt' || !this.unsettled.has(t.migrationId)) continue;
+      const { destination } = await this.host.state.readOutgoing(t.migrationId);
+      return { migrationId: t.migrationId, guest, destination };
+    }
+    throw new FerryError('ERR_FERRY_NOT_FOUND', `guest "${guest}" has no migration waiting in doubt on this host`);
+  }
+
   settle(migrationId: string, decision: ResolveDecision): ResolveDecision {
     const deliver = this.unsettled.get(migrationId);
     if (!deliver) throw new FerryError('ERR_FERRY_REFUSED', `migration "${migrationId}" is not waiting in doubt for a decision here`);

@@ -14,6 +14,11 @@
  * A line that is not JSON, or not a request, gets {"id":null,"ok":false,"error":...}; a line over
  * MAX_REQUEST_BYTES gets the same and the connection is closed (there is no telling where the next
  * request starts).
+ *
+ * The two requests that carry a migration's key (KEYED_METHODS) carry it as a secret trailer
+ * (src/json-lines.ts), never in JSON: `{"id":2,"method":"migration.prepare-incoming","params":{...},
+ * "secretBytes":40}`, newline, then the 32-byte key and 8-byte nonce as raw bytes. The handler gets
+ * them as Buffers (ChannelKey), which the server zeroes once the handler has settled.
  */
 import type { ErrorCode } from '../errors.js';
 import { GUEST_NAME, type EncryptedMigration, type GuestConfig, type GuestState } from '../guest/types.js';
@@ -22,16 +27,30 @@ import type { ChannelMode } from '../channel/types.js';
 import type { ChannelParams, MigrationEvent, MigrationOutcome, MigrationResult } from '../migration/types.js';
 import { FerryError } from '../errors.js';
 import { addressProblem } from '../coordinator/address.js';
-import { array, bool, int, obj, oneOf, optional, str, type Check } from './validate.js';
+import { absent, array, bool, int, obj, oneOf, optional, str, type Check } from './validate.js';
+import type { LineLimits } from '../json-lines.js';
 
 /** Bumped on any incompatible change; an agent refuses clients older than MIN_PROTOCOL_VERSION. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 export const MIN_PROTOCOL_VERSION = 1;
+/**
+ * The protocol from which keys travel only as secret trailers (1 had them in JSON, in base64).
+ * Older peers may still connect for everything else (a rolling upgrade keeps its resolve queries);
+ * the client refuses to send a key to an older agent, and the agent refuses a key in JSON.
+ */
+export const KEY_TRAILER_PROTOCOL = 2;
 
 /** One request line, JSON included. Requests are small; guest memory never crosses the control API. */
 export const MAX_REQUEST_BYTES = 256 * 1024;
 /** One response or event line, as the client accepts it. */
 export const MAX_RESPONSE_BYTES = 4 * 1024 * 1024;
+/** A migration's key and nonce, the one secret trailer any method takes. */
+export const CHANNEL_KEY_BYTES = 32;
+export const CHANNEL_NONCE_BYTES = 8;
+/** The agent's framing of requests: a larger announced trailer closes the connection (see json-lines.ts). */
+export const REQUEST_LINES: LineLimits = { maxLineBytes: MAX_REQUEST_BYTES, maxSecretBytes: 64 };
+/** The client's framing of replies: no trailers (`secretBytes` in a reply is just a field). */
+export const RESPONSE_LINES: LineLimits = { maxLineBytes: MAX_RESPONSE_BYTES, maxSecretBytes: 0 };
 /** Time a new connection has to complete the TLS handshake and say hello. */
 export const HELLO_TIMEOUT_MS = 10_000;
 /** Default time limit of one request; each handler may set its own. */
@@ -123,11 +142,20 @@ export type ResolveDecision = 'committed' | 'not-committed';
 
 /**
  * The channel half of a migration spec, as both agents receive it from the coordinator: the
- * engine's ChannelParams with key (32 bytes) and nonce (8 bytes) in base64. They live only in
- * memory: never logged, never written; agents zero their byte copies when handed on. No
- * cryptoThreads: that is each host's own limit, which the coordinator cannot raise.
+ * engine's ChannelParams without key and nonce (those come as the request's secret trailer, see
+ * ChannelKey). No cryptoThreads: that is each host's own limit, which the coordinator cannot raise.
  */
-export type WireChannelSpec = Omit<ChannelParams, 'key' | 'nonce' | 'cryptoThreads'> & { key: string; nonce: string };
+export type WireChannelSpec = Omit<ChannelParams, 'key' | 'nonce' | 'cryptoThreads'>;
+
+/**
+ * A migration's key (32 bytes) and nonce (8 bytes) as a keyed handler gets them: views into the
+ * request's secret trailer, never a string. Only in memory, never logged or written; the server
+ * zeroes them once the handler has settled, and the handler may do so sooner.
+ */
+export interface ChannelKey {
+  key: Buffer;
+  nonce: Buffer;
+}
 
 /** To the destination, first: receive guest `guest.name` from host `source`. */
 export interface PrepareIncomingParams extends WireChannelSpec {
@@ -193,6 +221,13 @@ export interface CancelResult {
   result: MigrationResult | null;
 }
 
+/** A source migration paused in doubt, and the destination it went to. */
+export interface WaitingMigration {
+  migrationId: string;
+  guest: string;
+  destination: { host: string; control: string };
+}
+
 export interface MigrationStatus {
   migrationId: string;
   role: 'source' | 'destination';
@@ -232,6 +267,8 @@ export interface Methods {
    * cluster's credentials) and relays its answer here.
    */
   'migration.settle': { params: { migrationId: string; decision: ResolveDecision }; result: { migrationId: string; decision: ResolveDecision }; event: never };
+  /** Source: the migration of a guest that waits in doubt (for `ferry resolve`, which then asks its destination and settles it). */
+  'migration.waiting': { params: { guest: string }; result: WaitingMigration; event: never };
   /**
    * Destination: give up an incoming migration that has not committed ("not committed", final).
    * Source: the same as `migration.cancel` of that migration (decision null).
@@ -247,6 +284,17 @@ export interface Methods {
 }
 
 export type Method = keyof Methods;
+/** The methods that take a migration's key and nonce, as a secret trailer of exactly this many bytes. */
+export const KEYED_METHODS = {
+  'migration.prepare-incoming': CHANNEL_KEY_BYTES + CHANNEL_NONCE_BYTES,
+  'migration.start-outgoing': CHANNEL_KEY_BYTES + CHANNEL_NONCE_BYTES,
+} as const satisfies { [M in Method]?: number };
+export type KeyedMethod = keyof typeof KEYED_METHODS;
+export function isKeyed(method: string): method is KeyedMethod {
+  return Object.prototype.hasOwnProperty.call(KEYED_METHODS, method);
+}
+/** What a handler of method M gets besides its params: the key for keyed methods, else nothing. */
+export type KeyOf<M extends Method> = M extends KeyedMethod ? ChannelKey : null;
 export type Params<M extends Method> = Methods[M]['params'];
 export type Result<M extends Method> = Methods[M]['result'];
 export type Event<M extends Method> = Methods[M]['event'];
@@ -257,6 +305,8 @@ export interface Request {
   id: number;
   method: string;
   params: unknown;
+  /** The length of the raw bytes that followed the line (json-lines.ts secret trailers). */
+  secretBytes?: number;
 }
 export interface WireError {
   code: ErrorCode;
@@ -278,13 +328,8 @@ const guestConfig: Check<GuestConfig> = (v) => checkGuestConfig(v);
 const empty = obj({}) as Check<Record<string, never>>;
 
 const migrationId = str({ pattern: MIGRATION_ID, describe: 'a migration id' });
-const base64Of = (bytes: number): Check<string> => (v, field) => {
-  const text = str({ max: 100 })(v, field);
-  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(text) || Buffer.from(text, 'base64').length !== bytes) {
-    throw new FerryError('ERR_FERRY_INPUT', `${field}: must be ${bytes} bytes in base64`);
-  }
-  return text;
-};
+/** Protocol 1 sent key and nonce in JSON; now they are refused there, whatever they hold. */
+const keyInJson = absent(`never goes in JSON: key and nonce travel only as the request's raw secret trailer (control protocol ${KEY_TRAILER_PROTOCOL}); upgrade ferry`);
 const address: Check<string> = (v, field) => {
   const problem = addressProblem(v);
   if (problem) throw new FerryError('ERR_FERRY_INPUT', `${field}: ${problem}`);
@@ -292,8 +337,8 @@ const address: Check<string> = (v, field) => {
 };
 const channelFields = {
   migrationId,
-  key: base64Of(32),
-  nonce: base64Of(8),
+  key: keyInJson,
+  nonce: keyInJson,
   mode: oneOf<ChannelMode>(['encrypted', 'plain']),
   streams: int({ min: 1, max: 16 }),
   maxBytesPerSecond: optional(int({ min: 1 })),
@@ -328,7 +373,25 @@ export const PARAMS: { [M in Method]: Check<Params<M>> } = {
   'migration.abort': obj({ migrationId }),
   'migration.cancel': obj({ guest: guestName, migrationId: optional(migrationId) }),
   'migration.settle': obj({ migrationId, decision: oneOf<ResolveDecision>(['committed', 'not-committed']) }),
+  'migration.waiting': obj({ guest: guestName }),
 };
+
+/**
+ * The key of a request (views into its secret trailer), or null for a method that takes none.
+ * Throws ERR_FERRY_INPUT when a keyed method lacks a trailer of the right size, or another method
+ * has one. The messages say sizes, never bytes.
+ */
+export function keyOf(method: Method, secret: Buffer | null): ChannelKey | null {
+  if (!isKeyed(method)) {
+    if (secret) throw new FerryError('ERR_FERRY_INPUT', `${method} takes no secret trailer (secretBytes)`);
+    return null;
+  }
+  const bytes = KEYED_METHODS[method];
+  if (!secret || secret.length !== bytes) {
+    throw new FerryError('ERR_FERRY_INPUT', `${method} takes the ${CHANNEL_KEY_BYTES}-byte key and ${CHANNEL_NONCE_BYTES}-byte nonce as a secret trailer of ${bytes} bytes (secretBytes: ${bytes}), ${secret ? `not ${secret.length}` : 'and got none'}`);
+  }
+  return { key: secret.subarray(0, CHANNEL_KEY_BYTES), nonce: secret.subarray(CHANNEL_KEY_BYTES) };
+}
 
 export function isMethod(name: string): name is Method {
   return Object.prototype.hasOwnProperty.call(PARAMS, name);
@@ -336,8 +399,13 @@ export function isMethod(name: string): name is Method {
 
 /** The request envelope (its params are checked per method afterwards). */
 export const checkRequest: Check<Request> = (v, field) => {
-  const r = obj({ id: int({ min: 0, max: Number.MAX_SAFE_INTEGER }), method: str({ max: 100 }), params: optional((x) => x) })(v, field);
-  return { id: r.id, method: r.method, params: r.params ?? {} };
+  const r = obj({
+    id: int({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+    method: str({ max: 100 }),
+    params: optional((x) => x),
+    secretBytes: optional(int({ min: 1, max: REQUEST_LINES.maxSecretBytes })),
+  })(v, field);
+  return { id: r.id, method: r.method, params: r.params ?? {}, ...(r.secretBytes ? { secretBytes: r.secretBytes } : {}) };
 };
 
 export const checkWireError: Check<WireError> = (v, field) => {

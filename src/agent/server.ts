@@ -3,17 +3,18 @@
  * cluster CA, so a client without a certificate of the cluster CA is dropped during the handshake,
  * before any byte of its reaches a handler. Requests are JSON lines (protocol.ts), checked, then
  * dispatched through a table of handlers; one wrapper turns whatever a handler throws into
- * `{ok: false, error: {code, message}}`.
+ * `{ok: false, error: {code, message}}`. A request's secret trailer (a migration's key) is zeroed
+ * here on every path: refused before its handler ran, or once the handler has settled.
  */
 import tls from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import { FerryError, toFerryError } from '../errors.js';
 import type { Logger } from './log.js';
-import { encodeLine, LineSplitter } from './json-lines.js';
+import { encodeLine, LineReader, type Received } from '../json-lines.js';
 import {
-  checkRequest, DEFAULT_REQUEST_TIMEOUT_MS, HELLO_TIMEOUT_MS, HOST_NAME_PATTERN, isMethod, MAX_IN_FLIGHT,
-  MAX_REQUEST_BYTES, MIN_PROTOCOL_VERSION, PARAMS, PROTOCOL_VERSION,
-  type Event, type HelloResult, type Method, type Params, type Peer, type Reply, type Result, type Role,
+  checkRequest, DEFAULT_REQUEST_TIMEOUT_MS, HELLO_TIMEOUT_MS, HOST_NAME_PATTERN, isMethod, keyOf, MAX_IN_FLIGHT,
+  MIN_PROTOCOL_VERSION, PARAMS, PROTOCOL_VERSION, REQUEST_LINES,
+  type Event, type HelloResult, type KeyOf, type Method, type Params, type Peer, type Reply, type Result, type Role,
 } from './protocol.js';
 import { COORDINATOR_CN } from '../coordinator/pki.js';
 import { formatAddress, type Address } from '../coordinator/address.js';
@@ -25,6 +26,8 @@ export interface HandlerContext<M extends Method> {
   /** Sends one progress event of a streaming call. */
   emit(event: Event<M>): void;
   log: Logger;
+  /** Keyed methods: the migration's key and nonce, zeroed by the server once run() settles. */
+  key: KeyOf<M>;
 }
 
 export interface Handler<M extends Method> {
@@ -59,7 +62,7 @@ function peerOf(socket: tls.TLSSocket): Peer | null {
 }
 
 class Connection {
-  private readonly splitter = new LineSplitter(MAX_REQUEST_BYTES);
+  private readonly reader = new LineReader(REQUEST_LINES);
   private readonly inFlight = new Map<number, AbortController>();
   private helloDone = false;
   private readonly helloTimer: NodeJS.Timeout;
@@ -72,7 +75,10 @@ class Connection {
   ) {
     this.helloTimer = setTimeout(() => this.fail(null, new FerryError('ERR_FERRY_TIMEOUT', 'no hello in time')), HELLO_TIMEOUT_MS);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    socket.on('close', () => this.closed());
+    socket.on('close', () => {
+      this.reader.wipe();
+      this.closed();
+    });
     socket.on('error', (err) => this.log.debug('control connection error', { err }));
   }
 
@@ -93,50 +99,66 @@ class Connection {
   }
 
   private onData(chunk: Buffer): void {
-    let lines: string[];
+    let received: Received[];
     try {
-      lines = this.splitter.push(chunk);
+      received = this.reader.feed(chunk);
     } catch (err) {
-      this.log.warn('request refused', { reason: 'oversized' });
+      // An oversized line or an impossible trailer size: where the next request starts is unknown.
+      this.log.warn('request refused', { reason: toFerryError(err).message });
       this.fail(null, err);
       return;
     }
-    for (const line of lines) if (!this.socket.destroyed) this.onLine(line);
+    for (const r of received) {
+      if (this.socket.destroyed) r.secret?.fill(0);
+      else if (r.error) this.refuseMalformed(r.error);
+      else this.onRequest(r.message, r.secret);
+    }
   }
 
-  private onLine(line: string): void {
-    if (line.trim() === '') return;
-    let request;
+  private refuseMalformed(err: unknown): void {
+    this.log.warn('request refused', { reason: 'malformed' });
+    this.sendError(null, err);
+  }
+
+  /** Takes a request and its secret trailer, if any: either dispatches both or zeroes the secret. */
+  private onRequest(message: Record<string, unknown>, secret: Buffer | null): void {
+    let dispatched = false;
     try {
-      request = checkRequest(JSON.parse(line), 'request');
-    } catch (err) {
-      this.log.warn('request refused', { reason: 'malformed' });
-      this.sendError(null, err instanceof SyntaxError ? new FerryError('ERR_FERRY_INPUT', 'request is not JSON') : err);
-      return;
+      let request;
+      try {
+        request = checkRequest(message, 'request');
+      } catch (err) {
+        this.refuseMalformed(err);
+        return;
+      }
+      const { id, method } = request;
+      if (!this.helloDone && method !== 'hello') {
+        this.fail(id, new FerryError('ERR_FERRY_REFUSED', 'the first request must be hello'));
+        return;
+      }
+      if (this.inFlight.has(id)) {
+        this.sendError(id, new FerryError('ERR_FERRY_INPUT', `request id ${id} is already in flight`));
+        return;
+      }
+      if (this.inFlight.size >= MAX_IN_FLIGHT) {
+        this.sendError(id, new FerryError('ERR_FERRY_REFUSED', `more than ${MAX_IN_FLIGHT} requests in flight`));
+        return;
+      }
+      if (method === 'hello') {
+        this.hello(id, request.params, secret);
+        return;
+      }
+      void this.dispatch(id, method, request.params, secret);
+      dispatched = true;
+    } finally {
+      if (!dispatched) secret?.fill(0);
     }
-    const { id, method } = request;
-    if (!this.helloDone && method !== 'hello') {
-      this.fail(id, new FerryError('ERR_FERRY_REFUSED', 'the first request must be hello'));
-      return;
-    }
-    if (this.inFlight.has(id)) {
-      this.sendError(id, new FerryError('ERR_FERRY_INPUT', `request id ${id} is already in flight`));
-      return;
-    }
-    if (this.inFlight.size >= MAX_IN_FLIGHT) {
-      this.sendError(id, new FerryError('ERR_FERRY_REFUSED', `more than ${MAX_IN_FLIGHT} requests in flight`));
-      return;
-    }
-    if (method === 'hello') {
-      this.hello(id, request.params);
-      return;
-    }
-    void this.dispatch(id, method, request.params);
   }
 
-  private hello(id: number, raw: unknown): void {
+  private hello(id: number, raw: unknown, secret: Buffer | null): void {
     try {
       const params = PARAMS.hello(raw, 'params');
+      keyOf('hello', secret);
       if (params.protocol < MIN_PROTOCOL_VERSION) {
         throw new FerryError('ERR_FERRY_REFUSED', `protocol ${params.protocol} is older than this agent accepts (${MIN_PROTOCOL_VERSION}): upgrade ferry`);
       }
@@ -149,11 +171,13 @@ class Connection {
     }
   }
 
-  private async dispatch(id: number, method: string, raw: unknown): Promise<void> {
+  /** Runs one request; `secret` is zeroed before this returns, or when its handler settles. */
+  private async dispatch(id: number, method: string, raw: unknown, secret: Buffer | null): Promise<void> {
     const controller = new AbortController();
     this.inFlight.set(id, controller);
     const started = Date.now();
     let timer: NodeJS.Timeout | undefined;
+    let running: Promise<unknown> | null = null;
     try {
       const handler = isMethod(method) && method !== 'hello' ? (this.options.handlers[method] as Handler<Method> | undefined) : undefined;
       if (!handler) throw new FerryError('ERR_FERRY_INPUT', `unknown method "${method.slice(0, 100)}"`);
@@ -161,6 +185,7 @@ class Connection {
         throw new FerryError('ERR_FERRY_REFUSED', `${method} is not open to ${this.peer.role} certificates`);
       }
       const params = PARAMS[method as Method](raw, 'params');
+      const key = keyOf(method as Method, secret);
       const limit = handler.timeoutMs === undefined ? DEFAULT_REQUEST_TIMEOUT_MS : handler.timeoutMs;
       const timedOut = new Promise<never>((_, reject) => {
         if (limit === null) return;
@@ -177,8 +202,13 @@ class Connection {
           if (!controller.signal.aborted) this.send({ id, event });
         },
         log: this.log,
+        key,
       };
-      const result = await Promise.race([handler.run(params as never, ctx), timedOut]);
+      running = handler.run(params as never, ctx);
+      // Not at the time limit: a handler still running may still be handing the key on.
+      const wipe = () => secret?.fill(0);
+      running.then(wipe, wipe);
+      const result = await Promise.race([running, timedOut]);
       this.send({ id, ok: true, result });
       this.log.info('request', { id, method, ms: Date.now() - started, ok: true });
     } catch (err) {
@@ -186,6 +216,7 @@ class Connection {
       this.log.info('request', { id, method: method.slice(0, 100), ms: Date.now() - started, ok: false, code: e.code, error: e.message });
       this.sendError(id, e);
     } finally {
+      if (!running) secret?.fill(0);
       clearTimeout(timer);
       this.inFlight.delete(id);
     }

@@ -44,6 +44,9 @@ export const optional = <T>(check: Check<T>): Check<T | undefined> & { optional:
   return c;
 };
 
+/** A field that must not be there: refused with `problem`, its value never shown. */
+export const absent = (problem: string) => optional<never>((_, field) => bad(field, problem));
+
 type Shape = Record<string, Check<unknown>>;
 type Out<S extends Shape> = { [K in keyof S as S[K] extends { optional: true } ? never : K]: ReturnType<S[K]> } & {
   [K in keyof S as S[K] extends { optional: true } ? K : never]?: Exclude<ReturnType<S[K]>, undefined>;

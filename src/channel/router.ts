@@ -30,6 +30,22 @@ export interface MigrationRouter {
   close(): Promise<void>;
 }
 
+/**
+ * Stops a socket's reads at the handle, not only its stream. `pause()` alone leaves a plain
+ * socket's handle reading into the stream's buffer; once the socket goes to another process
+ * (`child.send(msg, socket)`, which may wait in Node's queue for the previous hand-over to be
+ * acknowledged) whatever this process read meanwhile is lost with it, and both processes read the
+ * same kernel socket until the hand-over completes. Reading resumes with the stream (`resume()`
+ * restarts a handle whose `reading` is false), so a socket kept in this process is unaffected.
+ */
+function stopReading(socket: Socket): void {
+  const handle = (socket as unknown as { _handle?: { reading?: boolean; readStop?: () => number } | null })._handle;
+  if (handle && typeof handle.readStop === 'function') {
+    handle.reading = false;
+    handle.readStop();
+  }
+}
+
 /** Reads the HELLO header of one connection; resolves with the id and the bytes read. */
 export function readHelloHeader(socket: Socket, timeoutMs: number): Promise<{ migrationId: string; head: Buffer }> {
   return new Promise((resolve, reject) => {
@@ -41,12 +57,14 @@ export function readHelloHeader(socket: Socket, timeoutMs: number): Promise<{ mi
       socket.off('error', onError);
       socket.off('end', onEnd);
       socket.pause();
+      // Anything the stream buffered belongs to the receiver too. Drained first: a read() of an
+      // emptied stream starts the handle reading again.
+      for (let c = socket.read() as Buffer | null; c !== null; c = socket.read() as Buffer | null) chunks.push(c);
+      stopReading(socket);
       if (err) {
         reject(err);
         return;
       }
-      // Anything the stream buffered after the pause belongs to the receiver too.
-      for (let c = socket.read() as Buffer | null; c !== null; c = socket.read() as Buffer | null) chunks.push(c);
       const head = Buffer.concat(chunks);
       try {
         resolve({ migrationId: helloMigrationId(head.subarray(0, HEADER_BYTES + head[28]!)), head });

@@ -1,33 +1,38 @@
 /**
  * Per-migration key material. The coordinator is the trusted third party: it draws a fresh 256-bit
- * key and 64-bit nonce from the CSPRNG for every migration, hands them to both agents over mTLS,
- * and wipes its copies when the migration ends. Key material is never logged: toJSON and
- * inspection print a redaction marker.
+ * key and 64-bit nonce from the CSPRNG for every migration, hands them to both agents over mTLS (as
+ * one raw secret trailer, `bytes`, never a string) and wipes them as soon as both requests are
+ * written. Key material is never logged: toJSON and inspection print a redaction marker.
  */
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomFillSync } from 'node:crypto';
 import { inspect } from 'node:util';
 
 export const MIGRATION_KEY_BYTES = 32;
 export const MIGRATION_NONCE_BYTES = 8;
 
 export class MigrationKey {
+  /** Key then nonce, as the control API's secret trailer carries them. */
+  readonly bytes: Buffer;
+  /** Views into `bytes`. */
   readonly key: Buffer;
   readonly nonce: Buffer;
   private wiped = false;
 
-  private constructor(key: Buffer, nonce: Buffer) {
-    this.key = key;
-    this.nonce = nonce;
+  private constructor(bytes: Buffer) {
+    this.bytes = bytes;
+    this.key = bytes.subarray(0, MIGRATION_KEY_BYTES);
+    this.nonce = bytes.subarray(MIGRATION_KEY_BYTES);
   }
 
   static generate(): MigrationKey {
-    return new MigrationKey(randomBytes(MIGRATION_KEY_BYTES), randomBytes(MIGRATION_NONCE_BYTES));
+    const bytes = Buffer.alloc(MIGRATION_KEY_BYTES + MIGRATION_NONCE_BYTES);
+    randomFillSync(bytes);
+    return new MigrationKey(bytes);
   }
 
   /** Zeroes key and nonce. Safe to call more than once. */
   wipe(): void {
-    this.key.fill(0);
-    this.nonce.fill(0);
+    this.bytes.fill(0);
     this.wiped = true;
   }
 

@@ -214,16 +214,15 @@ export async function migrateGuest(req: MigrateRequest, hooks: MigrateHooks = {}
   hooks.cancel?.addEventListener('abort', onCancel);
   hooks.detach?.addEventListener('abort', onDetach);
   try {
-    // The base64 strings exist only for the JSON of these two requests (JS strings cannot be wiped).
+    // Key and nonce go as raw bytes after each request line, never in JSON: strings cannot be wiped.
     const channel = {
       migrationId,
-      key: secret.key.toString('base64'),
-      nonce: secret.nonce.toString('base64'),
       mode: p.mode,
       streams,
       ...(req.maxBytesPerSecond ? { maxBytesPerSecond: req.maxBytesPerSecond } : {}),
     };
     const incoming = await p.destination.call('migration.prepare-incoming', { ...channel, guest: p.config, source: p.from }, {
+      secret: secret.bytes,
       timeoutMs: null,
       onEvent: (e) => emit({ vm: req.guest, side: 'destination', ...e }),
     });
@@ -231,7 +230,7 @@ export async function migrateGuest(req: MigrateRequest, hooks: MigrateHooks = {}
     nicFallback = incoming.nicFallback;
     if (cancelAsked) throw new FerryError('ERR_FERRY_ABORTED', 'cancelled by the operator before the source started');
     stage = 'outgoing';
-    outcome = await p.source.call('migration.start-outgoing', {
+    const outgoing = p.source.call('migration.start-outgoing', {
       ...channel,
       guest: req.guest,
       destination: { host: to, control: req.to.host.control },
@@ -240,6 +239,7 @@ export async function migrateGuest(req: MigrateRequest, hooks: MigrateHooks = {}
       ...(req.timeoutMs ? { timeoutMs: req.timeoutMs } : {}),
       verify: req.verify ?? false,
     }, {
+      secret: secret.bytes,
       timeoutMs: null,
       onEvent: (e) => {
         emit({ vm: req.guest, side: 'source', ...e });
@@ -251,6 +251,9 @@ export async function migrateGuest(req: MigrateRequest, hooks: MigrateHooks = {}
         }
       },
     });
+    // Both requests are written (the client sends copies it zeroes itself): the coordinator's part is done.
+    secret.wipe();
+    outcome = await outgoing;
     if (outcome.outcome !== 'committed') {
       const e = outcome.result?.error;
       failure = new FerryError(e && isErrorCode(e.code) ? e.code : 'ERR_FERRY_ABORTED', `${e?.message ?? 'the migration was aborted'}; guest "${req.guest}" runs on ${p.from}`);

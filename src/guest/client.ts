@@ -8,7 +8,8 @@ import { FerryError } from '../errors.js';
 import type { MigrationEvent, OutgoingSpec } from '../migration/types.js';
 import type { MigrationInfo } from './synthetic/migration-tracker.js';
 import { CONTROL_SOCKET } from './files.js';
-import { LineReader, PROTOCOL_VERSION, encodeLine, errorFromReply } from './protocol.js';
+import { GUEST_LINES, PROTOCOL_VERSION, errorFromReply } from './protocol.js';
+import { LineReader, encodeLine, writeWithSecret } from '../json-lines.js';
 import type { GuestStatus } from './types.js';
 
 export type { MigrationInfo, MigrationPhase } from './synthetic/migration-tracker.js';
@@ -42,16 +43,22 @@ export class GuestClient {
     /** The guest process's pid, as it said in hello. */
     readonly pid: number,
   ) {
-    const reader = new LineReader();
+    const reader = new LineReader(GUEST_LINES);
     socket.on('data', (chunk: Buffer) => {
-      let messages;
+      let received;
       try {
-        messages = reader.feed(chunk);
+        received = reader.feed(chunk);
       } catch (err) {
         socket.destroy(err as Error);
         return;
       }
-      for (const { message } of messages) this.onReply(message);
+      for (const r of received) {
+        if (r.error) {
+          socket.destroy(r.error);
+          return;
+        }
+        this.onReply(r.message);
+      }
     });
     socket.on('error', () => {});
     this.closedPromise = new Promise((resolve) => {
@@ -112,13 +119,8 @@ export class GuestClient {
         }, timeoutMs);
       }
       this.pending.set(id, p);
-      const line = encodeLine({ id, method, params, ...(options.secret ? { secretBytes: options.secret.length } : {}) });
-      if (options.secret) {
-        const out = Buffer.concat([line, options.secret]);
-        this.socket.write(out, () => out.fill(0));
-      } else {
-        this.socket.write(line);
-      }
+      if (options.secret) writeWithSecret(this.socket, { id, method, params }, options.secret);
+      else this.socket.write(encodeLine({ id, method, params }));
     });
   }
 
@@ -160,7 +162,7 @@ export class GuestClient {
 
   /**
    * Migrates this guest out. The key and nonce go to the guest process as raw bytes over the
-   * control socket; the caller wipes its own copies. Resolves with the migration's info once it
+   * control socket before this returns its promise, so the caller may wipe its own copies at once. Resolves with the migration's info once it
    * has settled: phase 'committed' (the agent then stops the guest), 'aborted' (the guest runs
    * here), or 'in-doubt' (paused; resolve with resumeAfterAbort() or finish()). Rejects, the guest
    * untouched, when the request is bad or no channel could be opened.
@@ -168,11 +170,14 @@ export class GuestClient {
   async migrateOut(spec: OutgoingSpec, onEvent?: (event: MigrationEvent) => void): Promise<MigrationInfo> {
     const { key, nonce, ...params } = spec;
     const secret = Buffer.concat([key, nonce]);
+    let reply: Promise<unknown>;
     try {
-      return (await this.request('migrate-out', params, { secret, onEvent: onEvent as (e: never) => void, timeoutMs: 0 })) as MigrationInfo;
+      // request() writes the secret before it returns: no copy of it outlives this call.
+      reply = this.request('migrate-out', params, { secret, onEvent: onEvent as (e: never) => void, timeoutMs: 0 });
     } finally {
       secret.fill(0);
     }
+    return (await reply) as MigrationInfo;
   }
 
   /**

@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import net from 'node:net';
+import { randomBytes } from 'node:crypto';
 import tls from 'node:tls';
 import { AgentClient } from '../../src/agent/client.js';
 import { MAX_REQUEST_BYTES, PROTOCOL_VERSION } from '../../src/agent/protocol.js';
@@ -14,12 +15,13 @@ import { connectHost, coordinatorCredentials } from '../../src/coordinator/conne
 import { TestCluster, type RunningAgent } from './helpers/cluster.js';
 import { findSecret } from './helpers/secrets.js';
 
-/** Raw TLS with the given credentials: one request line in, the reply lines out until close. */
-function rawExchange(address: string, options: tls.ConnectionOptions, lines: string[], waitMs = 1500): Promise<{ replies: any[]; error: string | null }> {
+/** Raw TLS with the given credentials: request lines (and raw trailers) in, the reply lines out until close. */
+function rawExchange(address: string, options: tls.ConnectionOptions, lines: (string | Buffer)[], waitMs = 1500): Promise<{ replies: any[]; error: string | null; closed: boolean }> {
   const [host, port] = [address.slice(0, address.lastIndexOf(':')), Number(address.slice(address.lastIndexOf(':') + 1))];
   return new Promise((resolve) => {
     let data = '';
     let error: string | null = null;
+    let closed = false;
     const s = tls.connect({ host, port, servername: 'a', minVersion: 'TLSv1.3', ...options });
     s.on('secureConnect', () => {
       for (const l of lines) s.write(l);
@@ -28,9 +30,12 @@ function rawExchange(address: string, options: tls.ConnectionOptions, lines: str
     s.on('error', (e: NodeJS.ErrnoException) => (error = e.code ?? e.message));
     const finish = () => {
       s.destroy();
-      resolve({ replies: data.split('\n').filter(Boolean).map((l) => JSON.parse(l)), error });
+      resolve({ replies: data.split('\n').filter(Boolean).map((l) => JSON.parse(l)), error, closed });
     };
-    s.on('close', finish);
+    s.on('close', () => {
+      closed = true;
+      finish();
+    });
     setTimeout(finish, waitMs);
   });
 }
@@ -139,6 +144,48 @@ describe('agent: control API over mutual TLS (real agents)', function () {
     assert.equal(r.replies[1].id, null);
     assert.equal(r.replies[1].error.code, 'ERR_FERRY_INPUT');
     assert.match(r.replies[1].error.message, /longer than the limit/);
+  });
+
+  it('takes a migration key only as a raw trailer of the right size; refuses it in JSON, short, long, missing or stray; changes nothing', async function () {
+    const creds = await coordinatorCredentials(await loadCluster(cluster.file));
+    const snapshot = () => ['guests', 'ownership'].map((d) => readdirSync(path.join(cluster.hostDir('a'), d)).sort().join(','));
+    const before = snapshot();
+    const line = (o: object) => `${JSON.stringify(o)}\n`;
+    const guest = { name: 'k1', driver: 'synthetic', memoryBytes: 16 * 2 ** 20, diskBytes: 0, workload: { kind: 'idle' }, nic: 'virtio', encryptedMigration: 'opportunistic' };
+    const incoming = { migrationId: 'm-key-1', mode: 'encrypted', streams: 2, guest, source: 'b' };
+    const outgoing = { migrationId: 'm-key-2', mode: 'encrypted', streams: 2, guest: 'k1', destination: { host: 'b', control: '127.0.0.1:9' }, networks: ['127.0.0.1:9'] };
+    const trailers = [randomBytes(40), randomBytes(39), randomBytes(40), randomBytes(41)];
+    const r = await rawExchange(a.control, creds, [
+      line({ id: 1, method: 'hello', params: { protocol: PROTOCOL_VERSION, client: 'raw' } }),
+      line({ id: 2, method: 'migration.prepare-incoming', params: { ...incoming, key: trailers[0]!.subarray(0, 32).toString('base64'), nonce: trailers[0]!.subarray(32).toString('base64') } }),
+      line({ id: 3, method: 'migration.prepare-incoming', params: incoming, secretBytes: 39 }), trailers[1]!,
+      line({ id: 4, method: 'migration.prepare-incoming', params: incoming }),
+      line({ id: 5, method: 'capabilities', params: {}, secretBytes: 40 }), trailers[2]!,
+      line({ id: 6, method: 'migration.start-outgoing', params: outgoing, secretBytes: 41 }), trailers[3]!,
+      line({ id: 7, method: 'capabilities', params: {} }),
+    ]);
+    const byId = (id: number) => r.replies.find((x) => x.id === id);
+    assert.equal(byId(1).ok, true);
+    for (const [id, message] of [[2, /params\.key: never goes in JSON/], [3, /secret trailer of 40 bytes.*not 39/], [4, /got none/], [5, /capabilities takes no secret trailer/], [6, /not 41/]] as const) {
+      assert.equal(byId(id).error?.code, 'ERR_FERRY_INPUT', `request ${id}`);
+      assert.match(byId(id).error.message, message);
+    }
+    assert.equal(byId(7).ok, true, 'the stream stayed in step: each trailer was taken whole');
+    assert.equal(r.closed, false);
+    assert.deepEqual(snapshot(), before);
+    for (const t of trailers) assert.deepEqual(findSecret([cluster.hostDir('a'), { name: 'agent log', text: a.logs() }, { name: 'replies', text: JSON.stringify(r.replies) }], t), []);
+
+    // A trailer larger than any request takes: where the next request starts is unknown, so the connection ends.
+    const huge = await rawExchange(a.control, creds, [
+      line({ id: 1, method: 'hello', params: { protocol: PROTOCOL_VERSION, client: 'raw' } }),
+      line({ id: 2, method: 'migration.prepare-incoming', params: incoming, secretBytes: 100_000 }),
+      randomBytes(100),
+    ], 5000);
+    assert.equal(huge.replies[1].id, null);
+    assert.equal(huge.replies[1].error.code, 'ERR_FERRY_INPUT');
+    assert.match(huge.replies[1].error.message, /secretBytes must be a whole number from 1 to 64/);
+    assert.equal(huge.closed, true);
+    assert.deepEqual(snapshot(), before);
   });
 
   it('requires hello first, and refuses a protocol older than it accepts', async function () {

@@ -45,6 +45,8 @@ describe('agent: control server frame (in process, real TLS)', function () {
     return client;
   }
 
+  const guest = { name: 'g', driver: 'synthetic' as const, memoryBytes: 1 << 20, diskBytes: 0, workload: { kind: 'idle' as const }, nic: 'virtio' as const, encryptedMigration: 'opportunistic' as const };
+
   it('streams events in order before the result', async function () {
     const client = await serve({
       'migration.prepare-incoming': {
@@ -56,12 +58,44 @@ describe('agent: control server frame (in process, real TLS)', function () {
       },
     });
     const seen: number[] = [];
-    const guest = { name: 'g', driver: 'synthetic' as const, memoryBytes: 1 << 20, diskBytes: 0, workload: { kind: 'idle' as const }, nic: 'virtio' as const, encryptedMigration: 'opportunistic' as const };
     const r = await client.call('migration.prepare-incoming', {
-      migrationId: 'm-1', key: Buffer.alloc(32).toString('base64'), nonce: Buffer.alloc(8).toString('base64'), mode: 'plain', streams: 1, guest, source: 'b',
-    }, { onEvent: (e) => seen.push(e.position) });
+      migrationId: 'm-1', mode: 'plain', streams: 1, guest, source: 'b',
+    }, { secret: Buffer.alloc(40), onEvent: (e) => seen.push(e.position) });
     assert.deepEqual(seen, [5, 4, 3, 2, 1]);
     assert.equal(r.migrationId, 'm-1');
+  });
+
+  it('hands a keyed handler the trailer as Buffers and zeroes them once it settles, also when it fails', async function () {
+    const handed: Buffer[] = [];
+    const client = await serve({
+      'migration.prepare-incoming': {
+        roles: ['coordinator'],
+        timeoutMs: null,
+        run: async (p, ctx) => {
+          handed.push(ctx.key.key, ctx.key.nonce);
+          assert.ok(ctx.key.key.equals(Buffer.alloc(32, 0xa5)) && ctx.key.nonce.equals(Buffer.alloc(8, 0x5a)), 'the trailer, split into key and nonce');
+          await new Promise((r) => setTimeout(r, 50)); // still holding them across a wait, as a real handler does
+          assert.ok(handed.slice(-2).every((b) => b.some((x) => x !== 0)), 'not zeroed while the handler runs');
+          if (p.migrationId === 'm-fail') throw new FerryError('ERR_FERRY_REFUSED', 'refused after taking the key');
+          return { migrationId: p.migrationId, networks: [], nicFallback: false, guest: p.guest };
+        },
+      },
+      'guest.get': { roles: ['coordinator'], run: async () => assert.fail('a request with a stray trailer reached its handler') },
+    });
+    const secret = Buffer.concat([Buffer.alloc(32, 0xa5), Buffer.alloc(8, 0x5a)]);
+    const params = { migrationId: 'm-ok', mode: 'plain' as const, streams: 1, guest, source: 'b' };
+    assert.equal((await client.call('migration.prepare-incoming', params, { secret })).migrationId, 'm-ok');
+    assert.equal(handed.length, 2);
+    assert.ok(handed.every((b) => b.every((x) => x === 0)), 'zeroed after the request completed');
+    await assert.rejects(client.call('migration.prepare-incoming', { ...params, migrationId: 'm-fail' }, { secret }), { code: 'ERR_FERRY_REFUSED' });
+    assert.equal(handed.length, 4);
+    assert.ok(handed.every((b) => b.every((x) => x === 0)), 'zeroed after the request failed');
+    assert.ok(handed[0]!.buffer !== secret.buffer && secret.equals(Buffer.concat([Buffer.alloc(32, 0xa5), Buffer.alloc(8, 0x5a)])), 'the caller keeps (and wipes) its own copy');
+    // Refused before the handler: it never sees the key.
+    await assert.rejects(client.call('migration.prepare-incoming', params, { secret: secret.subarray(0, 39) }), { code: 'ERR_FERRY_INPUT', message: /secret trailer of 40 bytes.*not 39/ });
+    await assert.rejects(client.call('migration.prepare-incoming', params), { code: 'ERR_FERRY_INPUT', message: /got none/ });
+    await assert.rejects(client.call('guest.get', { name: 'g' }, { secret }), { code: 'ERR_FERRY_INPUT', message: /guest\.get takes no secret trailer/ });
+    assert.equal(handed.length, 4);
   });
 
   it('ends a request at its time limit with ERR_FERRY_TIMEOUT and aborts the handler', async function () {

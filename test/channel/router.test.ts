@@ -9,6 +9,7 @@ import { connect } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { FerryError } from '../../src/errors.js';
 import { connectChannel, createIncomingChannel, listenRouter, type IncomingChannel, type MigrationRouter } from '../../src/channel/index.js';
+import { FrameType, HELLO_PAYLOAD_BYTES, writeHeader } from '../../src/channel/wire.js';
 import { makeSpec, receiveAll, sendAll } from './helpers.js';
 
 const FAST = { handshakeTimeoutMs: 1000, connectTimeoutMs: 500, connectRounds: 1 };
@@ -99,5 +100,37 @@ describe('migration router (destination agent)', function () {
     assert.equal(r.digest, digest);
     assert.equal(r.connections, 3);
     assert.equal(await src.receive(), null);
+  });
+
+  it('leaves the bytes that arrive while a hand-over waits to the process that takes the socket', async () => {
+    // Node sends one socket at a time over IPC and queues the rest until the child acknowledges the
+    // previous one; a source meanwhile sends on. Those bytes must stay in the kernel for the
+    // receiving process: read by the router's process, they would be lost with the hand-over.
+    const fixture = fileURLToPath(new URL('./fixtures/count-bytes.ts', import.meta.url));
+    child = fork(fixture, [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const c = child;
+    const counted = new Promise<{ bytes: number }>((resolve, reject) => {
+      c.on('message', (m) => resolve(m as never));
+      c.on('exit', (code) => reject(new Error(`child exited with ${code}`)));
+    });
+    let headBytes = -1;
+    router = await listenRouter(['127.0.0.1:0'], (_id, socket, head) => {
+      headBytes = head.length;
+      setTimeout(() => c.send({ kind: 'connection' }, socket), 400);
+      return true;
+    });
+    const hello = Buffer.alloc(64);
+    const n = writeHeader(hello, { type: FrameType.HELLO, flags: 0, connectionId: 1, sequence: 0, messageNumber: 0, payloadLength: HELLO_PAYLOAD_BYTES, migrationId: 'm-handover' });
+    const after = Buffer.alloc(256 * 1024, 0x5a);
+    const [host, port] = router.networks[0]!.split(':');
+    const sock = connect({ host, port: Number(port) });
+    sock.on('error', () => {});
+    await new Promise((r) => sock.once('connect', r));
+    sock.write(hello.subarray(0, n));
+    await new Promise((r) => setTimeout(r, 150)); // routed by now, waiting for its hand-over
+    sock.end(after);
+    const { bytes } = await counted;
+    assert.ok(headBytes >= n, `the router read the HELLO header (${headBytes} bytes)`);
+    assert.equal(headBytes + bytes, n + after.length, 'every byte reached the router or the process that took the socket');
   });
 });

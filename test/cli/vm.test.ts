@@ -12,6 +12,7 @@ describe('cli: vm usage errors', function () {
     [['vm', 'create', 'g1', '--host', 'a', '--memory', '1GiB', '--workload', 'kv:get=1'], /workload|kv/],
     [['vm', 'create', 'g1', '--host', 'a', '--memory', '1GiB', '--workload', 'busy'], /is not idle, kv:get=N,set=N or dirty:RATE|use idle/],
     [['vm', 'create', 'g1', '--host', 'a', '--memory', '1GiB', '--nic', 'e1000'], /--nic: "e1000" is not one of virtio, sriov/],
+    [['vm', 'create', 'g1', '--host', 'a', '--memory', '1GiB', '--driver', 'qemu'], /--driver qemu: this version runs synthetic guests only/],
     [['vm', 'create', 'g1', '--host', 'a', '--memory', '1GiB', '--encrypted-migration', 'maybe'], /--encrypted-migration: "maybe" is not one of disabled, opportunistic, required/],
     [['vm', 'create', 'g1', '--memory', '1GiB'], /Missing required argument: host/],
     [['vm', 'set', 'g1', '--encrypted-migration', 'always'], /--encrypted-migration: "always"/],

@@ -61,6 +61,8 @@ describe('e2e: bad input and probe', function () {
     [['migrate', 'g', '--to', 'b:c:'], /--to: "b:c:" is not HOST or CLUSTER_FILE:HOST/],
     [['evacuate', 'a', '--concurrency', '0'], /--concurrency: 0 is not a whole number from 1 to 64/],
     [['evacuate', 'a', '--to', 'a'], /--to: a is the host being evacuated/],
+    [['resolve', 'G!'], /"G!" is not a guest name/],
+    [['resolve', 'g', '--to', 'b:c:'], /--to: "b:c:" is not HOST or CLUSTER_FILE:HOST/],
     [['demo', '--memory', '1XB'], /--memory: unknown unit "XB" in "1XB"/],
     [['vm', 'create', 'h', '--host', 'a', '--memory', '1XB'], /--memory: unknown unit "XB" in "1XB"/],
   ];
@@ -70,12 +72,17 @@ describe('e2e: bad input and probe', function () {
     });
   }
 
+  it('exit 1: resolve of a guest that waits for no decision', function () {
+    refused(['resolve', 'g'], 1, /guest "g" is running on a, not waiting in doubt: nothing to resolve \[ERR_FERRY_REFUSED\]/);
+  });
+
   it('exit 2: a guest or host that does not exist', function () {
     refused(['migrate', 'nosuch', '--to', 'b'], 2, /no guest "nosuch" on any host of .*ab\.yaml \[ERR_FERRY_NOT_FOUND\]/);
     refused(['migrate', 'g', '--to', 'zz'], 2, /no host "zz" in .*ab\.yaml \(hosts: a, b\) \[ERR_FERRY_NOT_FOUND\]/);
     refused(['evacuate', 'zz'], 2, /no host "zz"/);
     refused(['probe', 'zz'], 2, /no host "zz"/);
     refused(['migrate', 'g', '--to', 'a'], 2, /guest "g" already runs on host a \[ERR_FERRY_INPUT\]/);
+    refused(['resolve', 'nosuch'], 2, /no guest "nosuch" on any host of .*ab\.yaml \[ERR_FERRY_NOT_FOUND\]/);
   });
 
   it('exit 2: a malformed cluster file, named with its line', function () {
@@ -154,7 +161,7 @@ describe('e2e: bad input and probe', function () {
   });
 
   it('has help with examples for every command, and shell completion', function () {
-    for (const cmd of [['migrate'], ['evacuate'], ['probe'], ['demo'], ['pki', 'init'], ['host', 'init'], ['host', 'serve'], ['vm', 'create'], ['vm', 'list'], ['vm', 'set'], ['vm', 'destroy']]) {
+    for (const cmd of [['migrate'], ['evacuate'], ['resolve'], ['probe'], ['demo'], ['pki', 'init'], ['host', 'init'], ['host', 'serve'], ['vm', 'create'], ['vm', 'list'], ['vm', 'set'], ['vm', 'destroy']]) {
       const r = ferry([...cmd, '--help']);
       assert.equal(r.status, 0, cmd.join(' '));
       assert.match(r.stdout, /Examples:/, cmd.join(' '));

@@ -29,6 +29,24 @@ describe('e2e: cross-cluster migration', function () {
     await west?.stop();
   });
 
+  /** Runs `fn` while west's migration address, as east's sources are told it, goes through a relay. */
+  async function throughRelay(fn: (relay: CuttableRelay) => Promise<void>): Promise<void> {
+    const west_ = await loadCluster(west.file);
+    const listen = west_.hosts.get('a')!.networks[0]!.listen;
+    const [host, port] = listen.split(':');
+    const relay = new CuttableRelay({ host: host!, port: Number(port) });
+    const original = readFileSync(west.file, 'utf8');
+    try {
+      const doc = parseDocument(original);
+      doc.setIn(['hosts', 'a', 'networks'], [{ listen, advertise: await relay.listen() }]);
+      writeFileSync(west.file, doc.toString());
+      await fn(relay);
+    } finally {
+      relay.close();
+      writeFileSync(west.file, original);
+    }
+  }
+
   it('moves a guest to a host of another cluster, each agent told over its own CA', function () {
     ferryOk(['vm', 'create', 'x1', '--host', 'a', '--memory', '64MiB', '--workload', 'kv:get=500,set=100'], east.env);
     const r = ferry(['migrate', 'x1', '--to', `${west.file}:a`, '--verify', '--json'], east.env);
@@ -53,16 +71,7 @@ describe('e2e: cross-cluster migration', function () {
   });
 
   it('a source left in doubt (the COMMITTED lost on the way back) gets the destination\'s decision through the coordinator', async function () {
-    // West's migration address, as east's sources are told it, goes through a relay.
-    const west_ = await loadCluster(west.file);
-    const listen = west_.hosts.get('a')!.networks[0]!.listen;
-    const [host, port] = listen.split(':');
-    const relay = new CuttableRelay({ host: host!, port: Number(port) });
-    const original = readFileSync(west.file, 'utf8');
-    try {
-      const doc = parseDocument(original);
-      doc.setIn(['hosts', 'a', 'networks'], [{ listen, advertise: await relay.listen() }]);
-      writeFileSync(west.file, doc.toString());
+    await throughRelay(async (relay) => {
       ferryOk(['vm', 'create', 'x2', '--host', 'a', '--memory', '32MiB', '--workload', 'kv:get=500,set=100'], east.env);
       const child = spawn(process.execPath, [BIN, 'migrate', 'x2', '--to', `${west.file}:a`, '--json'], { env: { ...process.env, ...east.env }, stdio: ['ignore', 'pipe', 'pipe'] });
       let stderr = '';
@@ -92,9 +101,47 @@ describe('e2e: cross-cluster migration', function () {
       const inWest = jsonLines(ferryOk(['vm', 'list', '--json'], west.env).stdout);
       assert.deepEqual(inWest.filter((g) => g.name === 'x2').map((g) => [g.host, g.state]), [['a', 'running']]);
       assert.deepEqual(jsonLines(ferryOk(['vm', 'list', '--json'], east.env).stdout).filter((g) => g.name === 'x2'), []);
-    } finally {
-      relay.close();
-      writeFileSync(west.file, original);
-    }
+    });
+  });
+
+  it('a source left in doubt after the coordinator died too is settled by `ferry resolve --to FILE:HOST`', async function () {
+    await throughRelay(async (relay) => {
+      ferryOk(['vm', 'create', 'x3', '--host', 'a', '--memory', '32MiB', '--workload', 'kv:get=500,set=100'], east.env);
+      const child = spawn(process.execPath, [BIN, 'migrate', 'x3', '--to', `${west.file}:a`, '--json'], { env: { ...process.env, ...east.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+      for await (const line of createInterface({ input: child.stdout })) {
+        const e = JSON.parse(line) as Record<string, unknown>;
+        if (e.type === 'switch-over' && !relay.muteReplies) {
+          // The COMMITTED never comes back, the coordinator dies, then the data network goes.
+          relay.muteReplies = true;
+          child.kill('SIGKILL');
+          setTimeout(() => {
+            relay.partitioned = true;
+            relay.cut();
+          }, 1500);
+        }
+      }
+      const state = () => jsonLines(ferryOk(['vm', 'list', '--json'], east.env).stdout).find((g) => g.name === 'x3')?.state;
+      for (let i = 0; i < 300 && state() !== 'in-doubt'; i++) await new Promise((r) => setTimeout(r, 100));
+      assert.equal(state(), 'in-doubt', 'the source waits, paused, for a decision nobody relays');
+
+      // The recorded destination is west's a: east's own a (another control address) is refused.
+      const wrong = ferry(['resolve', 'x3'], east.env);
+      assert.equal(wrong.status, 2, wrong.stderr);
+      assert.match(wrong.stderr, /went to host "a" at .*, not to a at .*: name its cluster file with --to CLUSTER_FILE:HOST \[ERR_FERRY_USAGE\]/);
+      assert.equal(state(), 'in-doubt', 'the refusal changed nothing');
+
+      const r = ferry(['resolve', 'x3', '--to', `${west.file}:a`, '--json'], east.env);
+      assert.equal(r.status, 0, r.stderr);
+      const result = jsonLines(r.stdout).pop()!;
+      assert.equal(result.decision, 'committed');
+      assert.equal(result.runsOn, `${west.file}:a`);
+      assert.equal(result.from, 'a');
+      for (let i = 0; i < 100 && state() !== undefined; i++) await new Promise((r) => setTimeout(r, 100));
+      assert.equal(state(), undefined, 'the source let its copy go');
+      const inWest = jsonLines(ferryOk(['vm', 'list', '--json'], west.env).stdout);
+      assert.deepEqual(inWest.filter((g) => g.name === 'x3').map((g) => [g.host, g.state]), [['a', 'running']]);
+      const again = ferry(['resolve', 'x3', '--to', `${west.file}:a`], east.env);
+      assert.equal(again.status, 2, 'nothing left to resolve: x3 is on no host of east');
+    });
   });
 });

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { PassThrough } from 'node:stream';
 import { loadCluster } from '../../src/coordinator/cluster.js';
 import { MigrationKey } from '../../src/coordinator/keys.js';
+import { migrateGuest } from '../../src/coordinator/migrate.js';
 import { resolveTarget } from '../../src/coordinator/target.js';
 import { Output } from '../../src/cli/output.js';
 import { migrateWithProgress } from '../../src/cli/commands/migrate.js';
@@ -145,7 +146,17 @@ describe('e2e: ferry migrate', function () {
       await migrateWithProgress(output, { guest: 'k1', cluster: c, to: await resolveTarget(c, json ? 'b' : 'a'), verify: true }, { newKey });
       outputs.push({ name: `in-process migrate (json: ${json})`, text });
     }
-    assert.equal(keys.length, 4);
+    // The coordinator holds the key only until both requests are written: wiped before the source's first event.
+    const wipedAtSourceEvents: boolean[] = [];
+    const moved = await migrateGuest({ guest: 'k1', cluster: c, to: await resolveTarget(c, 'b'), verify: true }, {
+      newKey,
+      onEvent: (e) => {
+        if ('side' in e && e.side === 'source') wipedAtSourceEvents.push(handedOut.at(-1)!.isWiped);
+      },
+    });
+    assert.equal(moved.report.ok, true);
+    assert.ok(wipedAtSourceEvents.length > 0 && wipedAtSourceEvents.every(Boolean), 'the coordinator wiped its key before the migration ran');
+    assert.equal(keys.length, 6);
     for (const k of handedOut) {
       assert.ok(k.isWiped && k.key.every((b) => b === 0) && k.nonce.every((b) => b === 0), 'the coordinator zeroed its key and nonce');
     }

@@ -9,5 +9,6 @@ import { cancelCommand } from './cancel.js';
 import { evacuateCommand } from './evacuate.js';
 import { probeCommand } from './probe.js';
 import { demoCommand } from './demo.js';
+import { resolveCommand } from './resolve.js';
 
-export const commands: CommandModule<any, any>[] = [benchCommand, pkiCommand, hostCommand, vmCommand, migrateCommand, cancelCommand, evacuateCommand, probeCommand, demoCommand];
+export const commands: CommandModule<any, any>[] = [benchCommand, pkiCommand, hostCommand, vmCommand, migrateCommand, cancelCommand, evacuateCommand, resolveCommand, probeCommand, demoCommand];

@@ -6,7 +6,8 @@
 import { chmodSync, existsSync, unlinkSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { FerryError, toFerryError } from '../../errors.js';
-import { LineReader, encodeLine, type Reply } from '../protocol.js';
+import { GUEST_LINES, type Reply } from '../protocol.js';
+import { LineReader, encodeLine, type Received } from '../../json-lines.js';
 
 export interface HandlerContext {
   /** The raw secret bytes that followed the request, if any. The handler wipes them. */
@@ -46,7 +47,7 @@ export async function listenControl(path: string, handlers: Record<string, Handl
 }
 
 function serve(socket: Socket, handlers: Record<string, Handler>): void {
-  const reader = new LineReader();
+  const reader = new LineReader(GUEST_LINES);
   let closedResolve!: () => void;
   const closed = new Promise<void>((r) => (closedResolve = r));
   const send = (reply: Reply): void => {
@@ -58,16 +59,23 @@ function serve(socket: Socket, handlers: Record<string, Handler>): void {
   });
   socket.on('error', () => {});
   socket.on('data', (chunk: Buffer) => {
-    let received;
+    let received: Received[];
     try {
       received = reader.feed(chunk);
     } catch (err) {
-      send({ id: null, ok: false, error: toFerryError(err, 'ERR_FERRY_INPUT').toJSON() });
+      received = [{ error: toFerryError(err, 'ERR_FERRY_INPUT') }];
+    }
+    const bad = received.find((r) => r.error);
+    if (bad) {
+      // The agent never sends a bad line: whatever sent this is not served further.
+      for (const r of received) r.secret?.fill(0);
+      reader.wipe();
+      send({ id: null, ok: false, error: bad.error!.toJSON() });
       socket.end();
       socket.destroySoon?.();
       return;
     }
-    for (const { message, secret } of received) void dispatch(message, secret);
+    for (const r of received) void dispatch(r.message!, r.secret ?? null);
   });
 
   async function dispatch(message: Record<string, unknown>, secret: Buffer | null): Promise<void> {

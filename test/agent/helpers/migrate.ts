@@ -54,14 +54,13 @@ export async function migrate(
     const { host: _h, state: _s, pid: _p, opsPerSecond: _o, workloadReady: _w, ...guestConfig } = config;
     const channel = {
       migrationId,
-      key: secret.key.toString('base64'),
-      nonce: secret.nonce.toString('base64'),
       mode: options.mode ?? 'encrypted',
       streams: 2,
       ...(options.maxBytesPerSecond ? { maxBytesPerSecond: options.maxBytesPerSecond } : {}),
     };
     const queuedAtDestination: number[] = [];
     const prepared = await destination.call('migration.prepare-incoming', { ...channel, guest: guestConfig, source: from }, {
+      secret: secret.bytes,
       timeoutMs: null,
       onEvent: (e) => queuedAtDestination.push(e.position),
     });
@@ -77,6 +76,7 @@ export async function migrate(
       ...(options.commitTimeoutMs ? { commitTimeoutMs: options.commitTimeoutMs } : {}),
       ...(options.maxDowntimeMs ? { maxDowntimeMs: options.maxDowntimeMs } : {}),
     }, {
+      secret: secret.bytes,
       timeoutMs: null,
       onEvent: (e) => {
         events.push(e);

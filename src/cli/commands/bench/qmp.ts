@@ -5,7 +5,7 @@
  */
 import net from 'node:net';
 import { FerryError } from '../../../errors.js';
-import { LineSplitter } from '../../../agent/json-lines.js';
+import { LineReader } from '../../../json-lines.js';
 
 const MAX_LINE_BYTES = 1 << 20;
 
@@ -26,10 +26,13 @@ export class QmpClient {
   private closedError: FerryError | null = null;
 
   private constructor(private readonly socket: net.Socket) {
-    const lines = new LineSplitter(MAX_LINE_BYTES);
+    const lines = new LineReader({ maxLineBytes: MAX_LINE_BYTES, maxSecretBytes: 0 });
     socket.on('data', (chunk: Buffer) => {
       try {
-        for (const line of lines.push(chunk)) if (line.trim()) this.onMessage(JSON.parse(line));
+        for (const r of lines.feed(chunk)) {
+          if (r.error) throw r.error;
+          this.onMessage(r.message);
+        }
       } catch (err) {
         this.fail(new FerryError('ERR_FERRY_INPUT', `QMP: bad message from QEMU: ${(err as Error).message}`));
       }
