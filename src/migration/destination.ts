@@ -11,6 +11,7 @@ import {
   type Begin, type Complete, type DataMessage, type SpaceCounts,
 } from './messages.js';
 import { Outcome } from './outcome.js';
+import type { PayloadPool } from './payload-pool.js';
 import type { DestinationGuest, MigrationEvent, MigrationResult, PassReport } from './types.js';
 
 export interface DestinationOptions {
@@ -24,6 +25,12 @@ export interface DestinationOptions {
   checkDevice: (deviceState: object) => void;
   /** Starts the guest running with the source's device state; COMMITTED is sent after it returns. */
   resume: (deviceState: object) => Promise<void> | void;
+  /**
+   * The pool the channel takes DATA payloads' memory from (its `allocatePayload` is
+   * `receiveInto(pool)`): each payload goes back to it once its pages are in guest memory, and the
+   * pool is cleared when the migration ends.
+   */
+  payloads?: PayloadPool;
 }
 
 const RECEIVED = 1;
@@ -160,7 +167,12 @@ class DestinationMigration {
         switch (msg.type) {
           case MSG.DATA:
             if (this.device !== null) throw new FerryError('ERR_FERRY_FRAME', 'DATA after the device state');
-            this.apply(decodeData(msg.payload, unitsIn, unitBytes));
+            try {
+              this.apply(decodeData(msg.payload, unitsIn, unitBytes));
+            } finally {
+              // Copied into guest memory (or refused): nothing holds the payload any more.
+              this.options.payloads?.release(msg.payload);
+            }
             this.dataMessages++;
             break;
           case MSG.PASS_END: {
@@ -226,9 +238,12 @@ class DestinationMigration {
   }
 
   private finish(outcome: Outcome): MigrationResult {
+    const pool = this.options.payloads;
+    pool?.clear();
     return outcome.result({
       passes: this.passes, totalMs: performance.now() - this.started, bytesSent: this.channel.stats.bytesSent, bytesReceived: this.bytesReceived,
       zeroPagesSkipped: this.counts[SPACE_MEMORY]!.zeroUnits, throttlePercent: 0, cpu: process.cpuUsage(this.cpuStart), channel: this.channel,
+      payloadBuffers: pool ? { allocated: pool.stats.allocated, reused: pool.stats.reused } : null,
     });
   }
 }

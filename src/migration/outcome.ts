@@ -24,6 +24,8 @@ export class Outcome {
     cpu: { user: number; system: number };
     /** This side's channel, for what its crypto ran on. */
     channel: Pick<Channel, 'cryptoThreads' | 'stats'>;
+    /** Destination: the DATA payload buffers its pool allocated and reused; absent elsewhere. */
+    payloadBuffers?: { allocated: number; reused: number } | null;
   }): MigrationResult {
     const moved = this.role === 'source' ? figures.bytesSent : figures.bytesReceived;
     return {
@@ -43,6 +45,7 @@ export class Outcome {
       destinationDigest: this.destinationDigest,
       cpu: { userMs: Math.round(figures.cpu.user / 1000), systemMs: Math.round(figures.cpu.system / 1000) },
       cryptoThreads: { limit: figures.channel.cryptoThreads, peak: figures.channel.stats.cryptoThreadsPeak },
+      payloadBuffers: figures.payloadBuffers ?? null,
     };
   }
 }

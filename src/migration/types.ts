@@ -131,4 +131,9 @@ export interface MigrationResult {
   cpu: { userMs: number; systemMs: number };
   /** This side's channel: the threads each seal/open was allowed (null: every core) and the most one ran on (0: plain). */
   cryptoThreads: { limit: number | null; peak: number };
+  /**
+   * Destination: DATA payload buffers its pool allocated (fresh memory) and served again; null at
+   * the source, or without a pool.
+   */
+  payloadBuffers: { allocated: number; reused: number } | null;
 }

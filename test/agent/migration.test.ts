@@ -75,7 +75,7 @@ describe('agent: migrations between real agents', function () {
     const m = await migrate(c, 'nic1', 'a', 'b');
     keys.push(m.key, m.nonce);
     assert.equal(m.prepared.nicFallback, true);
-    assert.equal(m.result.outcome, 'committed');
+    assert.equal(m.result.outcome, 'committed', JSON.stringify(m.result.result?.error));
     assert.equal((await ask('b', 'guest.get', { name: 'nic1' })).nic, 'virtio');
   });
 
@@ -93,7 +93,7 @@ describe('agent: migrations between real agents', function () {
     })));
     for (const m of results) keys.push(m.key, m.nonce);
     assert.ok(peak <= 2, `peak ${peak}`);
-    assert.deepEqual(results.map((m) => m.result.outcome), names.map(() => 'committed'));
+    assert.deepEqual(results.map((m) => m.result.outcome), names.map(() => 'committed'), JSON.stringify(results.map((m) => m.result.result?.error)));
     assert.ok(results.filter((m) => m.queuedAtDestination.length > 0).length >= 4, 'at least 4 were told they were queued');
   });
 

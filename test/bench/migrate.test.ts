@@ -40,6 +40,8 @@ describe('ferry bench migrate', function () {
       for (const run of s.runs) {
         assert.equal(run.ok, true, `${s.name} ${run.mode}: ${run.error}`);
         assert.ok(run.totalMs > 0 && run.switchoverMs >= 0);
+        // Each side's guest process did the work of moving the guest: it spent CPU on it.
+        assert.ok(run.sourceCpuSeconds > 0 && run.destinationCpuSeconds > 0, `${s.name} ${run.mode}: ${run.sourceCpuSeconds} / ${run.destinationCpuSeconds}`);
         // Memory written by the workload crosses in full; a fresh guest's zero pages do not cross.
         if (s.workload === 'idle') assert.ok(run.wireFraction >= 1, `${s.name}: ${run.wireFraction}`);
         if (s.name === 'fresh-8g') assert.ok(run.wireFraction < 0.01, `fresh: ${run.wireFraction}`);

@@ -36,6 +36,11 @@ describe('migration between guest processes', function () {
     const dst = m.incoming.client;
     assert.equal((await dst.status()).state, 'running');
     assert.equal(await dst.digest(), await src.digest());
+    // The destination received its DATA into a few reused buffers, not one fresh buffer each.
+    let result = (await dst.migration())?.result;
+    await waitUntil(async () => (result = (await dst.migration())?.result) != null, 5000, 'the destination result');
+    const buffers = result!.payloadBuffers!;
+    assert.ok(buffers.reused > 40 && buffers.allocated < 80, JSON.stringify(buffers));
     await src.finish();
     await dst.stop();
   });

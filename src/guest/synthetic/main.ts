@@ -11,6 +11,7 @@ import type { Server, Socket } from 'node:net';
 import { join } from 'node:path';
 import { FerryError, toFerryError } from '../../errors.js';
 import { migrateDestination } from '../../migration/destination.js';
+import { dataPayloadPool, receiveInto } from '../../migration/payload-pool.js';
 import { migrateSource } from '../../migration/source.js';
 import type { MigrationEvent, MigrationResult } from '../../migration/types.js';
 import { checkGuestConfig } from '../config.js';
@@ -175,8 +176,10 @@ async function prepareIncoming(params: Record<string, unknown>, ctx: HandlerCont
   const t = new MigrationTracker('destination', spec.migrationId);
   tracker = t;
   arrival = t;
+  // DATA payloads land in reused buffers, not gigabytes of fresh memory for the collector.
+  const payloads = dataPayloadPool();
   try {
-    incoming = await openIncoming(spec);
+    incoming = await openIncoming(spec, { allocatePayload: receiveInto(payloads) });
   } finally {
     spec.key.fill(0);
     spec.nonce.fill(0);
@@ -191,6 +194,7 @@ async function prepareIncoming(params: Record<string, unknown>, ctx: HandlerCont
       decide: () => new Promise((resolve) => (decide = resolve)),
       checkDevice: (device) => guest.checkDevice(device),
       resume: (device) => guest.startFromDevice(device),
+      payloads,
     },
     (e) => t.emit(e),
   ).then((result) => {

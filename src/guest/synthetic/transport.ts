@@ -5,6 +5,7 @@
  */
 import type { Socket } from 'node:net';
 import { connectChannel, createIncomingChannel } from '../../channel/index.js';
+import type { ChannelOptions } from '../../channel/channel.js';
 import type { Channel } from '../../channel/types.js';
 import type { ChannelParams } from '../../migration/types.js';
 
@@ -17,7 +18,7 @@ export async function openOutgoing(params: ChannelParams, networks: string[]): P
   return connectChannel({ ...params, networks });
 }
 
-export async function openIncoming(params: ChannelParams): Promise<IncomingTransport> {
-  const channel = await createIncomingChannel(params);
+export async function openIncoming(params: ChannelParams, options: ChannelOptions = {}): Promise<IncomingTransport> {
+  const channel = await createIncomingChannel(params, options);
   return { channel, adopt: (socket, head) => channel.adopt(socket, head) };
 }
