@@ -273,7 +273,7 @@ export const benchChannelCommand = defineCommand<Args>({
   describe: 'channel throughput and CPU s/GB per side: encrypted vs plain, 1/2/4 streams, 10 Gb/s cap, 0.5-150 ms RTT',
   builder: (yargs) =>
     yargs
-      .option('size', { type: 'string', default: '512MiB', describe: 'payload per loopback run' })
+      .option('size', { type: 'string', default: '2GiB', describe: 'payload per loopback run (2 GiB: long enough that process start, JIT and the first touch of the window do not count)' })
       .option('wan-size', { type: 'string', default: '192MiB', describe: 'payload per run through the WAN emulator (1 Gb/s)' })
       .option('frame', { type: 'string', default: '256KiB', describe: 'message (frame payload) size' })
       .option('quick', { type: 'boolean', default: false, describe: 'three small runs only (a smoke test)' })
