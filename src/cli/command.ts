@@ -5,6 +5,7 @@
  */
 import type { Argv, CommandModule } from 'yargs';
 import { FerryError } from '../errors.js';
+import { GUEST_NAME } from '../guest/types.js';
 import { Output } from './output.js';
 
 export interface GlobalArgs {
@@ -36,3 +37,9 @@ export function defineCommand<A>(spec: CommandSpec<A>): CommandModule<GlobalArgs
  * point only says why on stderr and sets the exit status.
  */
 export class ReportedFailure extends FerryError {}
+
+/** A guest name given on the command line, checked before any host is asked (exit 2 when wrong). */
+export function checkGuestName(name: string): string {
+  if (!GUEST_NAME.test(name)) throw new FerryError('ERR_FERRY_USAGE', `"${name}" is not a guest name: lower-case letters, digits and dashes, 1-63 characters`);
+  return name;
+}

@@ -5,12 +5,11 @@
  * copy. Refused from the switch-over on (the destination decides, and it ends by itself).
  * Exit 0 cancelled, 1 nothing to cancel or it cannot be cancelled now, 2 bad input.
  */
-import { defineCommand } from '../command.js';
+import { checkGuestName, defineCommand } from '../command.js';
 import { withClusterOption, openCluster } from '../cluster-option.js';
 import { connectHost } from '../../coordinator/connect.js';
 import { locateGuest } from '../../coordinator/locate.js';
 import { FerryError } from '../../errors.js';
-import { GUEST_NAME } from '../../guest/types.js';
 
 /** The agent answers once the migration has ended: the engine stops at its next message. */
 const CANCEL_TIMEOUT_MS = 3 * 60_000;
@@ -25,7 +24,7 @@ export const cancelCommand = defineCommand<{ vm: string; cluster?: string }>({
       .example('$0 cancel web1 --json', 'the same, with a JSON result line')
       .epilogue('Exit status: 0 cancelled, 1 no migration to cancel or past the point of cancelling (switch-over under way or in doubt: the destination decides), 2 bad input.'),
   run: async (output, args) => {
-    if (!GUEST_NAME.test(args.vm)) throw new FerryError('ERR_FERRY_USAGE', `"${args.vm}" is not a guest name: lower-case letters, digits and dashes, 1-63 characters`);
+    checkGuestName(args.vm);
     const cluster = await openCluster(args);
     const { host } = await locateGuest(cluster, args.vm);
     const client = await connectHost(cluster, host);

@@ -4,14 +4,14 @@
  * cancelled (the first Ctrl-C) or no longer followed (the second), 2 bad usage or input.
  */
 import type { Argv } from 'yargs';
-import { defineCommand, ReportedFailure } from '../command.js';
+import { checkGuestName, defineCommand, ReportedFailure } from '../command.js';
 import { withClusterOption, openCluster } from '../cluster-option.js';
 import { FerryError, toFerryError } from '../../errors.js';
 import { parseDuration, parseRate } from '../../units.js';
 import { parseEncryptedMigration } from '../../coordinator/mode.js';
 import { DEFAULT_STREAMS, migrateGuest, preflightReport, type MigrateHooks, type MigrateRequest } from '../../coordinator/migrate.js';
 import { resolveTarget } from '../../coordinator/target.js';
-import { GUEST_NAME, type EncryptedMigration } from '../../guest/types.js';
+import type { EncryptedMigration } from '../../guest/types.js';
 import { MigrationProgress } from '../progress.js';
 import { summaryLines } from '../migration-summary.js';
 import type { Output } from '../output.js';
@@ -120,7 +120,7 @@ export const migrateCommand = defineCommand<MigrateArgs>({
       .example('$0 migrate web1 --to ../west/cluster.yaml:w1 --json', 'to host w1 of another cluster; JSON events and a result line')
       .epilogue('Ctrl-C once: cancel (before switch-over the guest stays on the source; exit 1 with the result). Ctrl-C twice: stop waiting; the migration carries on by itself. `ferry cancel VM` cancels from another shell.'),
   run: async (output, args) => {
-    if (!GUEST_NAME.test(args.vm)) throw new FerryError('ERR_FERRY_USAGE', `"${args.vm}" is not a guest name: lower-case letters, digits and dashes, 1-63 characters`);
+    checkGuestName(args.vm);
     const options = migrationOptions(args);
     const cluster = await openCluster(args);
     const to = await resolveTarget(cluster, args.to);

@@ -3,10 +3,8 @@
  * in doubt, for its destination's decision — after a cross-cluster move lost its channel at
  * switch-over and the `ferry migrate` that would have relayed the answer is gone too.
  */
-import { defineCommand } from '../command.js';
+import { checkGuestName, defineCommand } from '../command.js';
 import { withClusterOption, openCluster } from '../cluster-option.js';
-import { FerryError } from '../../errors.js';
-import { GUEST_NAME } from '../../guest/types.js';
 import { resolveGuest } from '../../coordinator/resolve.js';
 import { resolveTarget } from '../../coordinator/target.js';
 
@@ -24,7 +22,7 @@ export const resolveCommand = defineCommand<{ vm: string; to?: string; cluster?:
           'recorded (name and control address); its answer is final, and the guest then runs on exactly one host.',
       ),
   run: async (output, args) => {
-    if (!GUEST_NAME.test(args.vm)) throw new FerryError('ERR_FERRY_USAGE', `"${args.vm}" is not a guest name`);
+    checkGuestName(args.vm);
     const cluster = await openCluster(args);
     // A bad --to is bad input: refused before any host is asked.
     const to = args.to === undefined ? undefined : await resolveTarget(cluster, args.to);

@@ -1,9 +1,9 @@
 /** `ferry vm create NAME --host H --memory SIZE ...`: a new guest on a host. */
-import { defineCommand } from '../command.js';
+import { checkGuestName, defineCommand } from '../command.js';
 import { withClusterOption, openCluster } from '../cluster-option.js';
 import { FerryError } from '../../errors.js';
 import { formatBytes, parseSize } from '../../units.js';
-import { GUEST_NAME, type GuestConfig, type GuestDriver, type NicKind } from '../../guest/types.js';
+import type { GuestConfig, GuestDriver, NicKind } from '../../guest/types.js';
 import { clusterHost } from '../../coordinator/cluster.js';
 import { connectHost, eachHost } from '../../coordinator/connect.js';
 import { parseEncryptedMigration } from '../../coordinator/mode.js';
@@ -52,7 +52,7 @@ function driver(value: string): GuestDriver {
 
 /** The guest config from the flags, checked before any host is asked. */
 function guestConfig(args: VmCreateArgs): GuestConfig {
-  if (!GUEST_NAME.test(args.name)) usage(`"${args.name}" is not a guest name: lower-case letters, digits and dashes, 1-63 characters`);
+  checkGuestName(args.name);
   const asUsage = <T>(fn: () => T): T => {
     try {
       return fn();
