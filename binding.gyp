@@ -5,6 +5,7 @@
       "sources": [
         "native/addon.cc",
         "native/binding.cc",
+        "native/copy_binding.cc",
         "native/cpu_features.cc",
         "native/cpu_features_binding.cc",
         "native/gcm.cc",

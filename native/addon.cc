@@ -7,6 +7,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   ferry::init_cpu_features(env, exports);
   ferry::init_gcm(env, exports);
   ferry::init_zero_pages(env, exports);
+  ferry::init_copy(env, exports);
   return exports;
 }
 

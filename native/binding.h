@@ -25,5 +25,6 @@ void throw_internal(Napi::Env env, const char* message);
 void init_gcm(Napi::Env env, Napi::Object exports);
 void init_zero_pages(Napi::Env env, Napi::Object exports);
 void init_cpu_features(Napi::Env env, Napi::Object exports);
+void init_copy(Napi::Env env, Napi::Object exports);
 
 }  // namespace ferry

@@ -82,6 +82,15 @@ export async function loadBackend(name?: string): Promise<Backend> {
   }
 }
 
+/**
+ * The addon's copyBatch (memcpy on the libuv pool, for writing pages into guest memory off the
+ * event loop), or null without the addon.
+ */
+export function pageCopier(): ((flat: Uint8Array[]) => Promise<void>) | null {
+  const { addon } = loadAddon();
+  return addon ? (flat) => addon.copyBatch(flat) : null;
+}
+
 /** The CPU features the addon probed, or null without the addon. */
 export function cpuFeatures(): CpuFeatures | null {
   return loadAddon().addon?.cpuFeatures() ?? null;

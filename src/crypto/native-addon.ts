@@ -51,6 +51,9 @@ export interface NativeAddon {
   zeroPages(bytes: Uint8Array, pageSize: number, out: Uint32Array): number;
   /** zeroPages on the libuv pool; both buffers are held until the Promise settles. */
   zeroPagesAsync(bytes: Uint8Array, pageSize: number, out: Uint32Array): Promise<number>;
+  /** `flat` holds destination, source for each copy in turn (equal lengths): copies them in order on
+   * one worker of the libuv pool, holding every buffer until the Promise settles. */
+  copyBatch(flat: Uint8Array[]): Promise<void>;
   /** Reads every byte (no early exit): the memory-bandwidth reference of `ferry bench crypto`. */
   readAll(bytes: Uint8Array): number;
 }

@@ -11,6 +11,7 @@ import {
   type Begin, type Complete, type DataMessage, type SpaceCounts,
 } from './messages.js';
 import { Outcome } from './outcome.js';
+import { PageWriter, type CopyBatch, type PageCopy } from './page-writer.js';
 import type { PayloadPool } from './payload-pool.js';
 import type { DestinationGuest, MigrationEvent, MigrationResult, PassReport } from './types.js';
 
@@ -31,6 +32,11 @@ export interface DestinationOptions {
    * pool is cleared when the migration ends.
    */
   payloads?: PayloadPool;
+  /**
+   * Copies pages into guest memory off the event loop (the addon's copyBatch); without it they are
+   * copied inline. See page-writer.ts for the ordering argument.
+   */
+  copyPages?: CopyBatch | null;
 }
 
 const RECEIVED = 1;
@@ -51,6 +57,7 @@ class DestinationMigration {
   private bytesReceived = 0;
   private device: object | null = null;
   private sourceAborted = false;
+  private readonly writer: PageWriter;
 
   constructor(
     private readonly channel: Channel,
@@ -61,6 +68,7 @@ class DestinationMigration {
     this.pageFlags = new Uint8Array(guest.pageCount);
     this.blockFlags = new Uint8Array(guest.blockCount);
     this.zeroBlock = new Uint8Array(guest.blockSize);
+    this.writer = new PageWriter(options.copyPages ?? null);
   }
 
   private async next(): Promise<{ type: number; payload: Uint8Array }> {
@@ -88,12 +96,17 @@ class DestinationMigration {
     }
   }
 
-  private apply(m: DataMessage): void {
+  /**
+   * Applies one DATA message: disk blocks and zero runs at once, memory pages as the copies it
+   * returns, which the caller queues on the page writer.
+   */
+  private async apply(m: DataMessage): Promise<PageCopy[]> {
     const g = this.guest;
     const memory = m.space === SPACE_MEMORY;
     const size = memory ? g.pageSize : g.blockSize;
     const flags = memory ? this.pageFlags : this.blockFlags;
     const counts = this.counts[m.space]!;
+    const copies: PageCopy[] = [];
     let at = 0;
     for (const run of m.runs) {
       if (run.kind === RUN_DATA) {
@@ -103,7 +116,7 @@ class DestinationMigration {
         if (memory) {
           for (let p = run.first, off = 0; p < run.first + run.count; ) {
             const n = g.pageRunLimit(p, run.first + run.count - p);
-            g.memoryPages(p, n).set(data.subarray(off, off + n * size));
+            copies.push({ first: p, count: n, into: g.memoryPages(p, n), from: data.subarray(off, off + n * size) });
             p += n;
             off += n * size;
           }
@@ -117,14 +130,22 @@ class DestinationMigration {
         // Units never written here are still zero (fresh memory, emptied disk): nothing to do.
         for (let u = run.first; u < run.first + run.count; u++) {
           if (flags[u]! & WRITTEN) {
-            if (memory) g.memoryPages(u, 1).fill(0);
-            else g.writeBlocks(u, 1, this.zeroBlock);
+            if (memory) {
+              // A page written before and zero now (rare: a later pass): every earlier write to
+              // it, in flight or earlier in this message, lands first.
+              await this.writer.drain();
+              for (const c of copies.splice(0)) c.into.set(c.from);
+              g.memoryPages(u, 1).fill(0);
+            } else {
+              g.writeBlocks(u, 1, this.zeroBlock);
+            }
           }
           flags[u] = RECEIVED;
         }
         counts.zeroUnits += run.count;
       }
     }
+    return copies;
   }
 
   private checkComplete(c: Complete): void {
@@ -167,11 +188,14 @@ class DestinationMigration {
         switch (msg.type) {
           case MSG.DATA:
             if (this.device !== null) throw new FerryError('ERR_FERRY_FRAME', 'DATA after the device state');
-            try {
-              this.apply(decodeData(msg.payload, unitsIn, unitBytes));
-            } finally {
-              // Copied into guest memory (or refused): nothing holds the payload any more.
-              this.options.payloads?.release(msg.payload);
+            {
+              // Once its pages are in guest memory (or it was refused), nothing holds the payload.
+              let copies: PageCopy[] = [];
+              try {
+                copies = await this.apply(decodeData(msg.payload, unitsIn, unitBytes));
+              } finally {
+                await this.writer.write(copies, () => this.options.payloads?.release(msg.payload));
+              }
             }
             this.dataMessages++;
             break;
@@ -185,6 +209,7 @@ class DestinationMigration {
               zeroBlocks: intField(p, 'zeroBlocks', msg.type), bytes: 0, durationMs: now - passStarted,
             });
             passStarted = now;
+            await this.writer.drain();
             await this.channel.send(MSG.PASS_ACK, encodeJson({ pass }));
             this.onEvent({ type: 'progress', role: 'destination', pass, bytesReceived: this.bytesReceived });
             break;
@@ -200,6 +225,7 @@ class DestinationMigration {
             throw new FerryError('ERR_FERRY_FRAME', `unexpected migration message ${msg.type} from the source`);
         }
       }
+      await this.writer.drain();
       this.checkComplete(complete);
       const sourceDigest = typeof complete.digest === 'string' ? complete.digest : null;
       outcome.sourceDigest = sourceDigest;
@@ -229,6 +255,8 @@ class DestinationMigration {
         return this.finish(outcome);
       }
       outcome.outcome = 'aborted';
+      // No copy may still be writing into buffers the pool is about to let go of.
+      await this.writer.drain().catch(() => {});
       if (this.sourceAborted && !this.channel.error) this.channel.abort(e);
       // "Not committed", and never will be: this process exits without running the guest.
       await farewell(this.channel, { type: MSG.ABORT, body: { code: e.code, message: e.message } });

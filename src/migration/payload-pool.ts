@@ -14,7 +14,8 @@
  * data, which lands in guest memory anyway, never key material. The pool keeps at most `maxFree`
  * buffers; what comes back beyond that is left to the garbage collector, and `clear()` lets go of
  * all of them when the migration is over. Buffers out are bounded by the channel: its window
- * (plus one open batch) of payloads, each at least half a buffer, so at most twice that memory.
+ * (plus one open batch) of payloads, each at least half a buffer, so at most twice that memory,
+ * plus the few messages the page writer is still copying into guest memory (page-writer.ts).
  */
 import { DEFAULT_WINDOW_BYTES } from '../channel/channel.js';
 import { FerryError } from '../errors.js';

@@ -9,6 +9,7 @@
 import { readFileSync, rmSync, unlinkSync } from 'node:fs';
 import type { Server, Socket } from 'node:net';
 import { join } from 'node:path';
+import { pageCopier } from '../../crypto/index.js';
 import { FerryError, toFerryError } from '../../errors.js';
 import { migrateDestination } from '../../migration/destination.js';
 import { dataPayloadPool, receiveInto } from '../../migration/payload-pool.js';
@@ -195,6 +196,7 @@ async function prepareIncoming(params: Record<string, unknown>, ctx: HandlerCont
       checkDevice: (device) => guest.checkDevice(device),
       resume: (device) => guest.startFromDevice(device),
       payloads,
+      copyPages: pageCopier(),
     },
     (e) => t.emit(e),
   ).then((result) => {
