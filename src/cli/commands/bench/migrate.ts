@@ -62,6 +62,9 @@ export interface FerryRun {
    */
   sourceCpuSeconds: number | null;
   destinationCpuSeconds: number | null;
+  /** Of those, the time in the kernel: socket copies and, at the destination, first-touch page faults. */
+  sourceSystemCpuSeconds: number | null;
+  destinationSystemCpuSeconds: number | null;
 }
 
 export interface ScenarioReport {
@@ -72,6 +75,8 @@ export interface ScenarioReport {
   maxBytesPerSecond: number | null;
   skipped: string | null;
   runs: FerryRun[];
+  /** The moves between measured ones (plain, never counted): a warm-up a→b, then each b→a. */
+  unmeasured: { direction: string; totalMs: number; ok: boolean }[];
   qemu?: QemuMigrationResult[];
   qemuSkipped?: string | null;
   /** kv: the rate asked for and the fraction of it used (1: not scaled down). */
@@ -169,14 +174,16 @@ class Bench {
       { onEvent: (e) => { if (e.type === 'throttle') maxThrottlePercent = Math.max(maxThrottlePercent, e.percent); } },
     );
     const r = summary.report;
-    const [sourceCpuSeconds, destinationCpuSeconds] = await Promise.all([
+    const [sourceCpu, destinationCpu] = await Promise.all([
       this.migrationCpu(from, summary.migrationId, null),
       r.ok ? this.migrationCpu(to, summary.migrationId, { name }) : null,
     ]);
     return {
       mode, direction: `${from}→${to}`, ok: r.ok, error: r.error ? `${r.error.code}: ${r.error.message}` : null,
       totalMs: r.totalMs, switchoverMs: r.switchoverMs, bytesSent: r.bytesSent, wireFraction: r.bytesSent / memoryBytes,
-      passes: r.passes, throughput: summary.throughput, maxThrottlePercent, opsPerSecondBefore, sourceCpuSeconds, destinationCpuSeconds,
+      passes: r.passes, throughput: summary.throughput, maxThrottlePercent, opsPerSecondBefore,
+      sourceCpuSeconds: sourceCpu?.total ?? null, destinationCpuSeconds: destinationCpu?.total ?? null,
+      sourceSystemCpuSeconds: sourceCpu?.system ?? null, destinationSystemCpuSeconds: destinationCpu?.system ?? null,
     };
   }
 
@@ -185,7 +192,7 @@ class Bench {
    * result; the destination's agent records the commit before its guest process has finished the
    * migration's farewells, so that figure comes from the guest process itself, a moment later.
    */
-  async migrationCpu(host: string, migrationId: string, destination: { name: string } | null): Promise<number | null> {
+  async migrationCpu(host: string, migrationId: string, destination: { name: string } | null): Promise<{ total: number; system: number } | null> {
     const guest = destination ? await attachGuest(path.join(this.local.root, `host-${host}`, 'guests', destination.name)) : null;
     try {
       const deadline = Date.now() + 10_000;
@@ -193,7 +200,7 @@ class Bench {
         const result = guest
           ? await guest.migration().then((m) => (m?.migrationId === migrationId ? m.result : null), () => null)
           : await this.call(host, (c) => c.call('migration.status', { migrationId })).then((s) => s.result, () => null);
-        if (result) return (result.cpu.userMs + result.cpu.systemMs) / 1000;
+        if (result) return { total: (result.cpu.userMs + result.cpu.systemMs) / 1000, system: result.cpu.systemMs / 1000 };
         if (Date.now() > deadline) return null;
         await new Promise((r) => setTimeout(r, 100));
       }
@@ -250,7 +257,7 @@ function plans(scale: number, kvScale: number): Plan[] {
 async function runScenario(bench: Bench, plan: Plan, runs: number, progress: (line: string) => void): Promise<ScenarioReport> {
   const report: ScenarioReport = {
     name: plan.name, description: plan.description, memoryBytes: plan.memoryBytes, workload: plan.workloadText,
-    maxBytesPerSecond: plan.maxBytesPerSecond, skipped: null, runs: [],
+    maxBytesPerSecond: plan.maxBytesPerSecond, skipped: null, runs: [], unmeasured: [],
   };
   if (plan.name === 'fresh-8g') {
     // Source and destination each map the guest; only touched pages cost, but the destination
@@ -266,21 +273,36 @@ async function runScenario(bench: Bench, plan: Plan, runs: number, progress: (li
   const name = await bench.createGuest(plan.memoryBytes, plan.workload);
   if (plan.workload.kind === 'kv') await new Promise((r) => setTimeout(r, 2000)); // a steady ops/s figure before the first move
   let at = 'a';
+  // Moves the guest without measuring it, printed and kept in the report as they are.
+  const reposition = async (to: string, why: string): Promise<void> => {
+    bench.check();
+    progress(`${plan.name}: ${why}, plain, ${at}→${to} (not measured)...`);
+    const run = await bench.migrate(name, at, to, 'plain', plan.memoryBytes, plan.maxBytesPerSecond);
+    report.unmeasured.push({ direction: run.direction, totalMs: run.totalMs, ok: run.ok });
+    if (!run.ok) throw new FerryError('ERR_FERRY_ABORTED', `${plan.name}: moving the guest ${run.direction} failed: ${run.error}`);
+    at = to;
+    if (plan.workload.kind === 'kv') await new Promise((r) => setTimeout(r, 1000));
+  };
   try {
-    // Encrypted and plain alternate, the guest moving a→b→a…, so each mode meets the same guest.
+    // Encrypted and plain alternate on the same guest. Every measured move goes a→b right after a
+    // move b→a, so each one meets the same history: on a virtual host the destination's first
+    // touch of guest memory costs what it costs because of what was freed just before (memory
+    // freed a few seconds earlier has gone back to the hypervisor and is slow to touch again), and
+    // alternating directions made the order of the modes decide the ratio (docs/performance.md).
+    await reposition('b', 'warm-up');
     for (let i = 0; i < runs; i++) {
       for (const mode of plan.modes) {
+        if (at === 'b') await reposition('a', 'back to a');
         bench.check();
-        const to = at === 'a' ? 'b' : 'a';
-        progress(`${plan.name}: run ${i + 1}/${runs}, ${mode}, ${at}→${to}...`);
-        const run = await bench.migrate(name, at, to, mode, plan.memoryBytes, plan.maxBytesPerSecond);
+        progress(`${plan.name}: run ${i + 1}/${runs}, ${mode}, a→b...`);
+        const run = await bench.migrate(name, 'a', 'b', mode, plan.memoryBytes, plan.maxBytesPerSecond);
         report.runs.push(run);
         progress(`${plan.name}:   ${describeRun(run)}`);
         if (!run.ok) {
           for (const w of bench.local.warnings()) progress(`${plan.name}:   agent ${w}`);
           throw new FerryError('ERR_FERRY_ABORTED', `${plan.name}: the ${mode} migration failed: ${run.error}`);
         }
-        at = to;
+        at = 'b';
         if (plan.workload.kind === 'kv') await new Promise((r) => setTimeout(r, 1000));
       }
     }
@@ -320,10 +342,11 @@ function describeRun(r: FerryRun): string {
   return `${r.mode.padEnd(9)} ${r.direction}: total ${formatDuration(r.totalMs)}, switch-over ${r.switchoverMs === null ? '—' : formatDuration(r.switchoverMs)}, ` +
     `${formatBytes(r.bytesSent)} sent (${(r.wireFraction * 100).toFixed(3)}% of memory), ${r.passes} passes` +
     (r.maxThrottlePercent ? `, throttled to ${100 - r.maxThrottlePercent}%` : '') + (r.opsPerSecondBefore ? `, ${Math.round(r.opsPerSecondBefore)} ops/s before` : '') +
-    `, CPU source ${cpuText(r.sourceCpuSeconds)} / destination ${cpuText(r.destinationCpuSeconds)}`;
+    `, CPU source ${cpuText(r.sourceCpuSeconds, r.sourceSystemCpuSeconds)} / destination ${cpuText(r.destinationCpuSeconds, r.destinationSystemCpuSeconds)}`;
 }
 
-const cpuText = (s: number | null): string => (s === null ? '—' : `${s.toFixed(2)} s`);
+const cpuText = (s: number | null, system: number | null): string =>
+  s === null ? '—' : `${s.toFixed(2)} s${system === null ? '' : ` (kernel ${system.toFixed(2)})`}`;
 
 export interface Ratios {
   idleEncryptedOverPlainTime: number | null;
