@@ -25,9 +25,19 @@ bool impl_available(Impl impl);
 // The fastest available implementation; false when there is none.
 bool best_impl(Impl* impl);
 
+// A piece of a gathered seal input.
+struct Segment {
+  const uint8_t* data;
+  size_t len;
+};
+
 // One message. Seal: `out` receives in_len + 16 bytes (ciphertext, then tag). Open: `in` is
 // ciphertext then tag (in_len >= 16) and `out` receives in_len - 16 bytes. `out` may be `in`
 // itself (in place) but must not otherwise overlap it.
+//
+// A seal may instead gather its input from `segments` (in order, their lengths adding up to
+// in_len; `in` is then ignored), so that a message made of a header and pages of guest memory is
+// sealed where it lies, without first being copied together. `out` must not overlap any segment.
 struct Job {
   const uint8_t* iv;
   const uint8_t* aad;
@@ -35,6 +45,8 @@ struct Job {
   const uint8_t* in;
   size_t in_len;
   uint8_t* out;
+  const Segment* segments = nullptr;
+  size_t segment_count = 0;
 };
 
 enum class Status { kOk, kAuthFailed, kInternal };

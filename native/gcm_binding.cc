@@ -17,6 +17,7 @@ namespace {
 using gcm::Context;
 using gcm::Job;
 using gcm::Key;
+using gcm::Segment;
 using gcm::Status;
 
 // What JS holds for a key: the key (shared with batches in flight, which keep it alive until they
@@ -86,11 +87,25 @@ Napi::Value key_destroy_js(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-bool get_job(const Napi::Value* args, Job* job) {
+// A job from [iv, aad, input, output]. With `segments`, a seal's input may also be an array of
+// Uint8Arrays, gathered in order (the segments are stored there; the caller keeps them alive).
+bool get_job(const Napi::Value* args, Job* job, std::vector<Segment>* segments = nullptr) {
   Bytes iv, aad, in, out;
-  if (!get_bytes(args[0], &iv) || !get_bytes(args[1], &aad) || !get_bytes(args[2], &in) || !get_bytes(args[3], &out)) {
-    return false;
+  if (!get_bytes(args[0], &iv) || !get_bytes(args[1], &aad) || !get_bytes(args[3], &out)) return false;
+  if (segments != nullptr && args[2].IsArray()) {
+    Napi::Array parts = args[2].As<Napi::Array>();
+    segments->resize(parts.Length());
+    size_t total = 0;
+    for (uint32_t i = 0; i < parts.Length(); i++) {
+      Bytes part;
+      if (!get_bytes(parts.Get(i), &part)) return false;
+      (*segments)[i] = Segment{part.data, part.length};
+      total += part.length;
+    }
+    *job = Job{iv.data, aad.data, aad.length, nullptr, total, out.data, segments->data(), segments->size()};
+    return true;
   }
+  if (!get_bytes(args[2], &in)) return false;
   *job = Job{iv.data, aad.data, aad.length, in.data, in.length, out.data};
   return true;
 }
@@ -128,6 +143,7 @@ struct Batch {
   std::shared_ptr<const Key> key;
   bool sealing;
   std::vector<Job> jobs;
+  std::vector<std::vector<Segment>> segments;  // of the seal jobs whose input is gathered
   std::atomic<size_t> next{0};  // the next job nobody has taken
   std::atomic<size_t> first_failed{SIZE_MAX};
   std::atomic<bool> internal{false};
@@ -203,10 +219,11 @@ Napi::Value batch_js(const Napi::CallbackInfo& info) {
   auto batch = std::make_shared<Batch>(env, flat, handle->key, kSealing);
   const uint32_t n = flat.Length() / 4;
   batch->jobs.resize(n);
+  if (kSealing) batch->segments.resize(n);
   size_t total = 0;
   for (uint32_t i = 0; i < n; i++) {
     const Napi::Value args[4] = {flat.Get(4 * i), flat.Get(4 * i + 1), flat.Get(4 * i + 2), flat.Get(4 * i + 3)};
-    if (!get_job(args, &batch->jobs[i])) return env.Undefined();
+    if (!get_job(args, &batch->jobs[i], kSealing ? &batch->segments[i] : nullptr)) return env.Undefined();
     total += batch->jobs[i].in_len;
   }
   size_t workers = std::min<size_t>({static_cast<size_t>(threads), n, std::max<size_t>(1, total / kMinWorkerBytes)});

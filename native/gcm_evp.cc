@@ -72,8 +72,18 @@ bool body(EVP_CIPHER_CTX* c, const uint8_t* in, uint8_t* out, size_t len, bool e
 Status evp_seal(EvpContext* ctx, const Job& job) {
   EVP_CIPHER_CTX* c = ctx->enc;
   int outl = 0;
-  if (EVP_EncryptInit_ex(c, nullptr, nullptr, nullptr, job.iv) != 1 || !aad(c, job, true) ||
-      !body(c, job.in, job.out, job.in_len, true) || EVP_EncryptFinal_ex(c, job.out + job.in_len, &outl) != 1 ||
+  bool ok = EVP_EncryptInit_ex(c, nullptr, nullptr, nullptr, job.iv) == 1 && aad(c, job, true);
+  if (job.segments == nullptr) {
+    ok = ok && body(c, job.in, job.out, job.in_len, true);
+  } else {
+    // EVP streams: each segment goes in as it lies, partial blocks carried over inside EVP.
+    size_t at = 0;
+    for (size_t i = 0; ok && i < job.segment_count; at += job.segments[i++].len) {
+      ok = body(c, job.segments[i].data, job.out + at, job.segments[i].len, true);
+    }
+    ok = ok && at == job.in_len;
+  }
+  if (!ok || EVP_EncryptFinal_ex(c, job.out + job.in_len, &outl) != 1 ||
       EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, kTagBytes, job.out + job.in_len) != 1) {
     wipe(job.out, job.in_len + kTagBytes);
     return Status::kInternal;

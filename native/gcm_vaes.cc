@@ -282,11 +282,67 @@ FERRY_VAES_INLINE __m128i crypt_tail(const VaesKey& k, Counter& ctr, __m128i acc
   return acc;
 }
 
+// The plaintext of a seal, read front to back in pieces of at most 256 bytes: straight from its
+// buffer, or gathered from segments, where a piece that spans two segments is put together in a
+// small buffer (a few times per message; everything else is read where it lies).
+class Input {
+ public:
+  explicit Input(const Job& job) {
+    if (job.segments == nullptr) {
+      one_ = Segment{job.in, job.in_len};
+      seg_ = &one_;
+      end_ = seg_ + 1;
+    } else {
+      seg_ = job.segments;
+      end_ = seg_ + job.segment_count;
+    }
+  }
+  Input(const Input&) = delete;
+  Input& operator=(const Input&) = delete;
+  ~Input() { wipe(piece_, sizeof piece_); }
+
+  // The next n (<= 256) bytes; valid until the next call.
+  FERRY_VAES_INLINE const uint8_t* next(size_t n) {
+    skip_empty();
+    if (seg_ != end_ && seg_->len - at_ >= n) {
+      const uint8_t* p = seg_->data + at_;
+      at_ += n;
+      return p;
+    }
+    for (size_t got = 0; got < n;) {
+      skip_empty();
+      if (seg_ == end_) {  // the segments hold less than in_len: the binding refuses that; be safe
+        std::memset(piece_ + got, 0, n - got);
+        break;
+      }
+      const size_t take = seg_->len - at_ < n - got ? seg_->len - at_ : n - got;
+      std::memcpy(piece_ + got, seg_->data + at_, take);
+      at_ += take;
+      got += take;
+    }
+    return piece_;
+  }
+
+ private:
+  void skip_empty() {
+    while (seg_ != end_ && at_ == seg_->len) {
+      ++seg_;
+      at_ = 0;
+    }
+  }
+
+  Segment one_{};
+  const Segment* seg_;
+  const Segment* end_;
+  size_t at_ = 0;
+  alignas(32) uint8_t piece_[256];
+};
+
 FERRY_VAES void seal_impl(const VaesKey& k, const Job& job) {
   const __m128i j0 = make_j0(job.iv);
   __m128i acc = ghash_bytes(k, _mm_setzero_si128(), job.aad, job.aad_len);
   Counter ctr(j0);
-  const uint8_t* in = job.in;
+  Input input(job);
   uint8_t* out = job.out;
   size_t len = job.in_len;
   // Software-pipelined: each turn hashes the previous turn's ciphertext (still in L1) while it
@@ -294,14 +350,15 @@ FERRY_VAES void seal_impl(const VaesKey& k, const Job& job) {
   if (len >= 256) {
     __m256i s[8];
     keystream16<false>(k, ctr, s, nullptr, acc);
-    xor_store16(s, in, out);
-    for (in += 256, out += 256, len -= 256; len >= 256; in += 256, out += 256, len -= 256) {
+    xor_store16(s, input.next(256), out);
+    for (out += 256, len -= 256; len >= 256; out += 256, len -= 256) {
       keystream16<true>(k, ctr, s, out - 256, acc);
-      xor_store16(s, in, out);
+      xor_store16(s, input.next(256), out);
     }
     acc = ghash_n(k, acc, out - 256, 16);
   }
-  for (; len >= 128; in += 128, out += 128, len -= 128) {
+  for (; len >= 128; out += 128, len -= 128) {
+    const uint8_t* in = input.next(128);
     __m256i a, b, c, d;
     ctr.keystream8(k, a, b, c, d);
     a = _mm256_xor_si256(a, load256(in));
@@ -314,7 +371,7 @@ FERRY_VAES void seal_impl(const VaesKey& k, const Job& job) {
     store256(out + 96, d);
     acc = ghash8(k, acc, a, b, c, d);
   }
-  if (len != 0) acc = crypt_tail(k, ctr, acc, in, out, len, true);
+  if (len != 0) acc = crypt_tail(k, ctr, acc, input.next(len), out, len, true);
   store128(job.out + job.in_len, finish_tag(k, acc, j0, job.aad_len, job.in_len));
 }
 

@@ -93,7 +93,9 @@ interface OutMessage {
 interface PendingSend {
   number: number;
   type: number;
-  payload: Uint8Array;
+  /** One buffer, or segments sent as one message (see Channel.send). */
+  payload: Uint8Array | readonly Uint8Array[];
+  length: number;
   resolve: () => void;
   reject: (e: FerryError) => void;
 }
@@ -240,26 +242,34 @@ export abstract class ChannelCore implements Channel {
 
   // ---------------------------------------------------------------- the Channel contract
 
-  send(type: number, payload: Uint8Array): Promise<void> {
+  send(type: number, payload: Uint8Array | readonly Uint8Array[]): Promise<void> {
     if (this.error) return Promise.reject(this.error);
     if (!Number.isInteger(type) || type < 0 || type > 255) {
       return Promise.reject(new FerryError('ERR_FERRY_INPUT', `message type must be 0-255; got ${type}`));
     }
-    if (!(payload instanceof Uint8Array)) return Promise.reject(new FerryError('ERR_FERRY_INPUT', 'payload must be a Uint8Array'));
-    if (payload.length > MAX_PAYLOAD_BYTES) {
-      return Promise.reject(
-        new FerryError('ERR_FERRY_INPUT', `message of ${payload.length} bytes exceeds the ${MAX_PAYLOAD_BYTES}-byte maximum: split it`),
-      );
+    let length = 0;
+    if (payload instanceof Uint8Array) {
+      length = payload.length;
+    } else if (Array.isArray(payload) && payload.every((p) => p instanceof Uint8Array)) {
+      // Copied: the caller may reuse its array at once; the bytes themselves must stay until taken.
+      payload = [...(payload as readonly Uint8Array[])];
+      for (const p of payload) length += p.length;
+    } else {
+      return Promise.reject(new FerryError('ERR_FERRY_INPUT', 'payload must be a Uint8Array or an array of them'));
+    }
+    if (length > MAX_PAYLOAD_BYTES) {
+      return Promise.reject(new FerryError('ERR_FERRY_INPUT', `message of ${length} bytes exceeds the ${MAX_PAYLOAD_BYTES}-byte maximum: split it`));
     }
     if (this.endRequested) return Promise.reject(new FerryError('ERR_FERRY_INPUT', 'send after end()'));
+    const parts = payload;
     return new Promise<void>((resolve, reject) => {
       const admit = (): void => {
-        this.inflightBytes += payload.length;
-        this.sealQueue.push({ number: this.nextNumber++, type, payload, resolve, reject });
+        this.inflightBytes += length;
+        this.sealQueue.push({ number: this.nextNumber++, type, payload: parts, length, resolve, reject });
         this.schedulePump();
       };
-      if (this.admitQueue.length === 0 && this.fits(payload.length)) admit();
-      else this.admitQueue.push({ bytes: payload.length, go: admit, fail: reject });
+      if (this.admitQueue.length === 0 && this.fits(length)) admit();
+      else this.admitQueue.push({ bytes: length, go: admit, fail: reject });
     });
   }
 
@@ -285,7 +295,7 @@ export abstract class ChannelCore implements Channel {
     const text = Buffer.from(`${reason.code}: ${reason.message}`, 'utf8').subarray(0, MAX_ABORT_BYTES);
     const key = this.key;
     const targets = [...this.conns].filter((c) => c.usable);
-    const frames = targets.map((conn) => ({ conn, f: this.buildFrame(conn, FrameType.ABORT, 0, 0, 0, text, 0) }));
+    const frames = targets.map((conn) => ({ conn, f: this.buildFrame(conn, FrameType.ABORT, 0, 0, 0, text.length, 0) }));
     this.key = null;
     this.fail(reason, new Set(targets));
     void Promise.all(
@@ -346,7 +356,7 @@ export abstract class ChannelCore implements Channel {
   protected async sealHello(conn: Connection): Promise<Buffer> {
     const payload = Buffer.alloc(HELLO_PAYLOAD_BYTES);
     payload.writeUInt32BE(this.options.windowBytes, 0);
-    const frame = this.buildFrame(conn, FrameType.HELLO, 0, 0, this.nextDeliver, payload, 0, this.migrationId);
+    const frame = this.buildFrame(conn, FrameType.HELLO, 0, 0, this.nextDeliver, payload.length, 0, this.migrationId);
     return this.sealOne(this.key, conn.sendId, frame.sequence, frame.buf, frame.aadBytes, payload);
   }
 
@@ -526,13 +536,13 @@ export abstract class ChannelCore implements Channel {
     flags: number,
     messageType: number,
     messageNumber: number,
-    payload: Uint8Array,
+    payloadLength: number,
     extraCost: number,
     migrationId?: string,
   ): { buf: Buffer; sequence: number; aadBytes: number } {
     const sequence = conn.reserveSequence();
     const aadBytes = HEADER_BYTES + (migrationId?.length ?? 0);
-    const size = aadBytes + payload.length + (this.encrypted ? TAG_BYTES : 0);
+    const size = aadBytes + payloadLength + (this.encrypted ? TAG_BYTES : 0);
     const buf = type === FrameType.DATA ? this.pool.take(size) : Buffer.allocUnsafe(size);
     writeHeader(buf, {
       type,
@@ -541,7 +551,7 @@ export abstract class ChannelCore implements Channel {
       connectionId: conn.sendId,
       sequence,
       messageNumber,
-      payloadLength: payload.length,
+      payloadLength,
       migrationId,
     });
     conn.assign(buf.length + extraCost);
@@ -577,7 +587,7 @@ export abstract class ChannelCore implements Channel {
   /** Seals a control frame (ACK, END, ABORT) and queues it on `conn`. */
   private async sendControl(conn: Connection, type: FrameType, flags: number, messageNumber: number): Promise<void> {
     const payload = Buffer.alloc(0);
-    const f = this.buildFrame(conn, type, flags, 0, messageNumber, payload, 0);
+    const f = this.buildFrame(conn, type, flags, 0, messageNumber, payload.length, 0);
     try {
       await this.sealOne(this.key, conn.sendId, f.sequence, f.buf, f.aadBytes, payload);
     } catch (err) {
@@ -595,7 +605,7 @@ export abstract class ChannelCore implements Channel {
   }
 
   private async sealBatch(): Promise<void> {
-    const batch = this.takeBatch(this.sealQueue, (s) => s.payload.length);
+    const batch = this.takeBatch(this.sealQueue, (s) => s.length);
     try {
       await this.sealTaken(batch);
     } catch (err) {
@@ -609,12 +619,19 @@ export abstract class ChannelCore implements Channel {
     const jobs: AeadJob[] = [];
     const built = batch.map((s) => {
       const conn = this.pickConnection()!;
-      const f = this.buildFrame(conn, FrameType.DATA, 0, s.type, s.number, s.payload, 0);
+      const f = this.buildFrame(conn, FrameType.DATA, 0, s.type, s.number, s.length, 0);
       if (this.encrypted) {
-        this.countSeal(s.payload.length);
+        this.countSeal(s.length);
+        // Segments are sealed where they lie (the seal gathers them): no copy on this thread.
         jobs.push({ iv: this.ivFor(conn.sendId, f.sequence), aad: f.buf.subarray(0, HEADER_BYTES), input: s.payload, output: f.buf.subarray(HEADER_BYTES) });
-      } else {
+      } else if (s.payload instanceof Uint8Array) {
         f.buf.set(s.payload, HEADER_BYTES);
+      } else {
+        let at = HEADER_BYTES;
+        for (const part of s.payload) {
+          f.buf.set(part, at);
+          at += part.length;
+        }
       }
       return { s, conn, f };
     });
@@ -624,7 +641,7 @@ export abstract class ChannelCore implements Channel {
     }
     if (this.error) return;
     for (const { s, conn, f } of built) {
-      const msg: OutMessage = { number: s.number, payloadLength: s.payload.length, frame: f.buf, conn, sequence: f.sequence };
+      const msg: OutMessage = { number: s.number, payloadLength: s.length, frame: f.buf, conn, sequence: f.sequence };
       this.unacked.push(msg);
       this.stats.bytesSent += msg.payloadLength;
       this.stats.messagesSent++;

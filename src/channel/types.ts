@@ -78,8 +78,11 @@ export interface Channel {
    * payload's memory. Waits while the send window is full (backpressure). Messages are delivered
    * to the peer in the order sent, exactly once, also across a failover to another network.
    * Rejects with the channel's sticky error once it has failed.
+   *
+   * The payload may be given as segments (a header and pages of guest memory, say): the peer
+   * receives them as one message, and they are sealed where they lie, never copied together.
    */
-  send(type: number, payload: Uint8Array): Promise<void>;
+  send(type: number, payload: Uint8Array | readonly Uint8Array[]): Promise<void>;
   /** The next message, in order; null after the peer's authenticated END. Rejects with the sticky error. */
   receive(): Promise<ChannelMessage | null>;
   /**

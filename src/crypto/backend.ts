@@ -16,12 +16,29 @@ export const IV_BYTES = 12;
 export const TAG_BYTES = 16;
 
 /** One frame of a batch. `output`, when given, receives the result (seal: input.length + 16 bytes,
- * open: input.length - 16 bytes) and is what the batch returns for this job. */
+ * open: input.length - 16 bytes) and is what the batch returns for this job.
+ *
+ * A seal's input may be given as segments, sealed as if they were one buffer in that order (a
+ * message's header and the guest memory its pages lie in, without first copying them together);
+ * `output` must then not overlap any of them. Open takes one buffer only. */
 export interface AeadJob {
   iv: Uint8Array;
   aad: Uint8Array;
-  input: Uint8Array;
+  input: Uint8Array | readonly Uint8Array[];
   output?: Uint8Array;
+}
+
+/** The length of a job's input, one buffer or segments. */
+export function inputLength(input: Uint8Array | readonly Uint8Array[]): number {
+  if (input instanceof Uint8Array) return input.length;
+  let n = 0;
+  for (const part of input) n += part.length;
+  return n;
+}
+
+/** A job's input as one buffer: itself, or its segments copied together (for backends that need one). */
+export function joinInput(input: Uint8Array | readonly Uint8Array[]): Uint8Array {
+  return input instanceof Uint8Array ? input : Buffer.concat(input);
 }
 
 /** The most threads a batch may be given (BatchOptions.threads). */
@@ -124,11 +141,36 @@ export function checkOutput(output: unknown, input: Uint8Array, length: number, 
   return out;
 }
 
+/** True when the two views share any byte. */
+function overlaps(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.buffer !== b.buffer || a.length === 0 || b.length === 0) return false;
+  return a.byteOffset < b.byteOffset + b.length && b.byteOffset < a.byteOffset + a.length;
+}
+
+/** Checks a seal job's segments and its output against them; returns the output length. */
+function checkSegments(job: AeadJob, parts: readonly unknown[], index: number): number {
+  let length = 0;
+  parts.forEach((part, i) => {
+    length += bytes(`jobs[${index}].input[${i}]`, part).length;
+  });
+  if (job.output !== undefined) {
+    const out = checkOutput(job.output, new Uint8Array(0), length + TAG_BYTES, `jobs[${index}].output`);
+    if ((parts as Uint8Array[]).some((part) => overlaps(out, part))) {
+      throw new RangeError(`jobs[${index}].output overlaps a segment of its input: gathered input cannot be sealed in place`);
+    }
+  }
+  return length + TAG_BYTES;
+}
+
 /** Checks a job and its output buffer; returns the output length. */
 export function checkJob(job: AeadJob, index: number, direction: 'seal' | 'open'): number {
   if (job === null || typeof job !== 'object') throw new TypeError(`jobs[${index}] must be an object`);
   checkIv(job.iv);
   checkAad(job.aad);
+  if (Array.isArray(job.input)) {
+    if (direction === 'open') throw new TypeError(`jobs[${index}].input must be one Uint8Array or Buffer: only a seal gathers segments`);
+    return checkSegments(job, job.input, index);
+  }
   const input = direction === 'seal' ? checkPlaintext(job.input) : checkSealed(job.input);
   const outLength = direction === 'seal' ? input.length + TAG_BYTES : input.length - TAG_BYTES;
   if (job.output !== undefined) checkOutput(job.output, input, outLength, `jobs[${index}].output`);

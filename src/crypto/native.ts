@@ -74,12 +74,13 @@ class NativeKey implements AeadKey {
   private async batch(jobs: readonly AeadJob[], direction: 'seal' | 'open', options?: BatchOptions): Promise<Uint8Array[]> {
     const threads = checkThreads(options?.threads) ?? availableParallelism();
     const outputs: Uint8Array[] = [];
-    const flat: Uint8Array[] = [];
+    const flat: (Uint8Array | Uint8Array[])[] = [];
     jobs.forEach((job, i) => {
       const length = checkJob(job, i, direction);
       const out = job.output ?? (length === 0 ? NO_BYTES : Buffer.allocUnsafe(length));
       outputs.push(out);
-      flat.push(job.iv, job.aad, job.input, out);
+      // Segments go as an array of their own (copied: the addon holds it until the batch settles).
+      flat.push(job.iv, job.aad, job.input instanceof Uint8Array ? job.input : [...job.input], out);
     });
     const handle = this.live();
     try {

@@ -15,6 +15,7 @@ import {
   checkPlaintext,
   checkSealed,
   checkThreads,
+  inputLength,
   type AeadJob,
   type AeadKey,
   type BatchOptions,
@@ -23,15 +24,20 @@ import { FerryError } from '../errors.js';
 
 const ALGORITHM = 'aes-256-gcm';
 
-function sealOne(key: Buffer, iv: Uint8Array, aad: Uint8Array, plaintext: Uint8Array, output?: Uint8Array): Uint8Array {
+function sealOne(key: Buffer, iv: Uint8Array, aad: Uint8Array, plaintext: Uint8Array | readonly Uint8Array[], output?: Uint8Array): Uint8Array {
   const cipher = createCipheriv(ALGORITHM, key, iv, { authTagLength: TAG_BYTES });
   cipher.setAAD(aad);
-  const out = output ?? Buffer.allocUnsafe(plaintext.length + TAG_BYTES);
-  const body = cipher.update(plaintext);
-  const tail = cipher.final();
-  out.set(body, 0);
-  out.set(tail, body.length);
-  out.set(cipher.getAuthTag(), plaintext.length);
+  const length = inputLength(plaintext);
+  const out = output ?? Buffer.allocUnsafe(length + TAG_BYTES);
+  // Segments stream through the cipher one after the other, as if they were one buffer.
+  let at = 0;
+  for (const part of plaintext instanceof Uint8Array ? [plaintext] : plaintext) {
+    const body = cipher.update(part);
+    out.set(body, at);
+    at += body.length;
+  }
+  out.set(cipher.final(), at);
+  out.set(cipher.getAuthTag(), length);
   return out;
 }
 
@@ -96,7 +102,7 @@ class NodeKey implements AeadKey {
     for (let i = 0; i < jobs.length; i++) {
       const job = jobs[i]!;
       try {
-        out.push(openOne(key, job.iv, job.aad, job.input, job.output));
+        out.push(openOne(key, job.iv, job.aad, job.input as Uint8Array, job.output));
       } catch (err) {
         for (const done of out) done.fill(0);
         throw (err as FerryError).code === 'ERR_FERRY_AUTH' ? authError(`job ${i} failed authentication`) : err;

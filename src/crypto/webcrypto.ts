@@ -20,6 +20,7 @@ import {
   checkPlaintext,
   checkSealed,
   checkThreads,
+  joinInput,
   type AeadJob,
   type AeadKey,
   type BatchOptions,
@@ -60,7 +61,7 @@ class WebCryptoKey implements AeadKey {
   }
 
   private async sealJob(job: AeadJob): Promise<Uint8Array> {
-    const input = unshared(job.input);
+    const input = unshared(joinInput(job.input));
     try {
       return place(await subtle.encrypt(params(job.iv, job.aad), this.live(), input), job.output);
     } finally {
@@ -71,7 +72,7 @@ class WebCryptoKey implements AeadKey {
   private async openJob(job: AeadJob): Promise<Uint8Array> {
     let result: ArrayBuffer;
     try {
-      result = await subtle.decrypt(params(job.iv, job.aad), this.live(), unshared(job.input));
+      result = await subtle.decrypt(params(job.iv, job.aad), this.live(), unshared(job.input as Uint8Array));
     } catch {
       throw authError();
     }

@@ -183,13 +183,21 @@ export function decodeData(payload: Uint8Array, unitsIn: (space: number) => numb
 }
 
 /**
- * Builds DATA messages in one reusable buffer: the caller adds runs (copying data runs' bytes in)
- * and flushes when `fits` says the next run would not.
+ * Builds DATA messages: the caller adds runs and flushes when `fits` says the next run would not.
+ * A data run's bytes are either copied into the builder's reusable buffer (`addData`: disk blocks,
+ * read into scratch memory that is reused at once) or referenced where they lie (`addPages`: guest
+ * memory, which stays put); `take` then gives the message as one buffer, or as segments — header,
+ * the referenced pages, run table — that the channel seals where they lie, with no copy on the
+ * sending thread. The wire is the same either way.
  */
 export class DataBuilder {
   private readonly buffer = Buffer.allocUnsafe(MAX_DATA_MESSAGE_BYTES);
   private readonly runs: Run[] = [];
+  /** The data runs' bytes in order: views of `buffer` (copied) or of guest memory (referenced). */
+  private readonly pieces: Uint8Array[] = [];
   private dataBytes = 0;
+  private copiedBytes = 0;
+  private referenced = false;
   space = SPACE_MEMORY;
   pass = 0;
 
@@ -207,41 +215,68 @@ export class DataBuilder {
     else this.runs.push({ first, count, kind: RUN_ZERO });
   }
 
+  /** A data run whose bytes are copied in now: the caller may reuse `bytes` at once. */
   addData(first: number, count: number, bytes: Uint8Array): void {
-    this.buffer.set(bytes, DATA_HEADER_BYTES + this.dataBytes);
-    this.addDataInPlace(first, count, bytes.length);
+    const at = DATA_HEADER_BYTES + this.copiedBytes;
+    this.buffer.set(bytes, at);
+    this.copiedBytes += bytes.length;
+    this.addPiece(this.buffer.subarray(at, at + bytes.length));
+    this.addRun(first, count, bytes.length);
   }
 
-  /** Where the next data run's bytes go, for callers that read straight into the message. */
-  nextData(bytes: number): Uint8Array {
-    const at = DATA_HEADER_BYTES + this.dataBytes;
-    return this.buffer.subarray(at, at + bytes);
+  /**
+   * A data run whose bytes are read where they lie when the channel seals the message: `view`
+   * must stay in place (guest memory does) until the send that carries it is taken. Pages written
+   * meanwhile are in the dirty log and go again in a later pass, as with a copy taken earlier.
+   */
+  addPages(first: number, count: number, view: Uint8Array): void {
+    this.referenced = true;
+    this.addPiece(view);
+    this.addRun(first, count, view.length);
   }
 
-  /** Adds a data run whose `length` bytes the caller already put at nextData(). */
-  addDataInPlace(first: number, count: number, length: number): void {
+  private addPiece(view: Uint8Array): void {
+    const last = this.pieces[this.pieces.length - 1];
+    if (last && last.buffer === view.buffer && last.byteOffset + last.length === view.byteOffset) {
+      // Adjacent in the same memory: one segment.
+      this.pieces[this.pieces.length - 1] = new Uint8Array(view.buffer, last.byteOffset, last.length + view.length);
+    } else {
+      this.pieces.push(view);
+    }
+  }
+
+  private addRun(first: number, count: number, length: number): void {
     this.dataBytes += length;
     const last = this.runs[this.runs.length - 1];
     if (last && last.kind === RUN_DATA && last.first + last.count === first) last.count += count;
     else this.runs.push({ first, count, kind: RUN_DATA });
   }
 
-  /** The message so far (a view of the builder's buffer, valid until the next add), and a reset. */
-  take(): Uint8Array {
+  /**
+   * The message so far, and a reset: one buffer when every data run was copied in, else segments.
+   * Either way it uses the builder's buffer, so it is valid until the next add.
+   */
+  take(): Uint8Array | Uint8Array[] {
     const b = this.buffer;
     b.writeUInt8(this.space, 0);
     b.writeUInt8(0, 1);
     b.writeUInt16LE(this.runs.length, 2);
     b.writeUInt32LE(this.pass, 4);
-    let at = DATA_HEADER_BYTES + this.dataBytes;
+    // The run table follows the copied data (all of the data, when nothing is referenced).
+    const tableStart = DATA_HEADER_BYTES + this.copiedBytes;
+    let at = tableStart;
     for (const r of this.runs) {
       b.writeUInt32LE(r.first, at);
       b.writeUInt32LE(r.count, at + 4);
       b.writeUInt32LE(r.kind, at + 8);
       at += RUN_BYTES;
     }
+    const message = this.referenced ? [b.subarray(0, DATA_HEADER_BYTES), ...this.pieces, b.subarray(tableStart, at)] : b.subarray(0, at);
     this.runs.length = 0;
+    this.pieces.length = 0;
     this.dataBytes = 0;
-    return b.subarray(0, at);
+    this.copiedBytes = 0;
+    this.referenced = false;
+    return message;
   }
 }

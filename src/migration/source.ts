@@ -110,11 +110,12 @@ class SourceMigration {
     this.replies.throwIfPeerAborted();
     this.dataMessages++;
     const payload = this.builder.take();
+    const length = payload instanceof Uint8Array ? payload.length : payload.reduce((n, p) => n + p.length, 0);
     const taken = this.channel.send(MSG.DATA, payload);
     taken.catch(() => {});
     this.inflight.push({ taken, builder: this.builder });
-    this.bytesSent += payload.length;
-    this.passStats.bytes += payload.length;
+    this.bytesSent += length;
+    this.passStats.bytes += length;
     this.builder = this.spare.pop() ?? new DataBuilder();
     while (this.inflight.length >= MAX_INFLIGHT) await this.settleOne();
   }
@@ -196,7 +197,7 @@ class SourceMigration {
           len = nextZero - i;
           const bytes = view.subarray(i * g.pageSize, (i + len) * g.pageSize);
           await this.room(bytes.length, SPACE_MEMORY);
-          this.builder.addData(at + i, len, bytes);
+          this.builder.addPages(at + i, len, bytes);
           this.memory.dataUnits += len;
           this.memory.dataBytes += bytes.length;
           this.passStats.pages += len;

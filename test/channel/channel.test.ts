@@ -72,6 +72,37 @@ forEachBackend('channel batching', (backend) => {
       await l.close();
     }
   });
+
+  for (const mode of ['encrypted', 'plain'] as const) it(`${mode}: a message sent as segments (some in shared memory) arrives as one, byte for byte`, async () => {
+    const spec = makeSpec(mode, ['127.0.0.1:0'], { streams: 2 });
+    const l = await listenChannel(spec, { backend: backend() });
+    let src: Channel | undefined;
+    try {
+      src = await connectChannel({ ...spec, networks: l.networks }, { backend: backend() });
+      const shared = new Uint8Array(new SharedArrayBuffer(300_000));
+      for (let i = 0; i < shared.length; i++) shared[i] = (i * 7) & 0xff;
+      const messages = Array.from({ length: 40 }, (_, i) => [
+        Buffer.from(`header ${i}`),
+        shared.subarray(i * 1000, i * 1000 + 150_000 + i),
+        Buffer.alloc(0),
+        payloadFor(i, 16 + i * 100),
+      ]);
+      const sends = messages.map((parts, i) => src.send(i, parts));
+      for (let i = 0; i < messages.length; i++) {
+        const m = await l.channel.receive();
+        assert.equal(m!.type, i);
+        assert.ok(Buffer.from(m!.payload).equals(Buffer.concat(messages[i]!)), `message ${i}`);
+      }
+      await Promise.all(sends);
+      await rejects(src.send(1, [Buffer.alloc(1), 'text' as unknown as Uint8Array]), 'ERR_FERRY_INPUT');
+      await rejects(src.send(1, [Buffer.alloc(3 * 1024 * 1024), Buffer.alloc(1024 * 1024 + 1)]), 'ERR_FERRY_INPUT');
+      assert.equal(src.error, null);
+      await Promise.all([src.end(), l.channel.receive().then(async (m) => (assert.equal(m, null), l.channel.end()))]);
+    } finally {
+      src?.close();
+      await l.close();
+    }
+  });
 });
 
 describe('channel behaviour', () => {

@@ -33,6 +33,36 @@ describe('migration messages', () => {
     assert.ok(b.empty);
   });
 
+  it('references guest memory pages where they lie: segments whose concatenation is the same message', () => {
+    const memory = new Uint8Array(new SharedArrayBuffer(16 * 10));
+    for (let i = 0; i < memory.length; i++) memory[i] = i;
+    const byCopy = new DataBuilder();
+    const byReference = new DataBuilder();
+    for (const b of [byCopy, byReference]) b.pass = 3;
+    // Pages 1-2 and 3 are adjacent in memory (one segment); page 7 is not.
+    const runs: [number, number][] = [[1, 2], [3, 1], [7, 1]];
+    for (const [first, count] of runs) {
+      const view = memory.subarray(first * 16, (first + count) * 16);
+      byCopy.addData(first, count, view);
+      byReference.addPages(first, count, view);
+    }
+    byCopy.addZero(9, 1);
+    byReference.addZero(9, 1);
+    const whole = byCopy.take() as Uint8Array;
+    const parts = byReference.take();
+    assert.ok(Array.isArray(parts), 'referenced pages give segments');
+    assert.equal(parts.length, 4, 'header, pages 1-3, page 7, run table');
+    assert.equal(parts[1]!.buffer, memory.buffer, 'the pages are the guest memory itself, not a copy');
+    assert.ok(Buffer.concat(parts).equals(Buffer.from(whole)));
+    const m = decodeData(Buffer.concat(parts), units, size);
+    assert.deepEqual(m.runs, [{ first: 1, count: 3, kind: RUN_DATA }, { first: 7, count: 1, kind: RUN_DATA }, { first: 9, count: 1, kind: RUN_ZERO }]);
+    assert.deepEqual([...m.data], [...memory.subarray(16, 64), ...memory.subarray(112, 128)]);
+    // Reset: the next message is built from scratch.
+    assert.ok(byReference.empty);
+    byReference.addData(0, 1, Buffer.alloc(16, 9));
+    assert.ok(byReference.take() instanceof Uint8Array);
+  });
+
   it('rejects any malformed payload with ERR_FERRY_FRAME only', () => {
     fc.assert(
       fc.property(fc.uint8Array({ maxLength: 300 }), (bytes) => {

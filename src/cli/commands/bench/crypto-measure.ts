@@ -162,7 +162,10 @@ async function measureRow(v: Variant, key: AeadKey, op: Op, threads: ThreadMode,
     if (kind === 'webcrypto' && threads === 'one') {
       const jobs = sets[0]!.jobs;
       round = async () => {
-        for (const j of jobs) await (op === 'seal' ? key.seal(j.iv, j.aad, j.input, j.output) : key.open(j.iv, j.aad, j.input, j.output));
+        for (const j of jobs) {
+          const input = j.input as Uint8Array; // workFor makes one buffer per job
+          await (op === 'seal' ? key.seal(j.iv, j.aad, input, j.output) : key.open(j.iv, j.aad, input, j.output));
+        }
       };
     } else {
       round = () => Promise.all(sets.map((set) => run(set.jobs)));
