@@ -2,7 +2,8 @@
  * `ferry bench migrate`: live migrations through real agents — a temporary cluster of two
  * `ferry host serve` processes on 127.0.0.1 (the demo's LocalCluster), guests created and moved
  * over the control API by the coordinator's own migrateGuest — in the issue's four scenarios,
- * encrypted and plain alternating, and QEMU 7.2's own migration beside it on the same machine.
+ * encrypted and plain alternating (each measured move a→b right after an unmeasured b→a, so both
+ * meet the same memory history), and QEMU 7.2's own migration beside it on the same machine.
  * Figures are from one run and reported as ratios; the load average says how noisy it was.
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
