@@ -6,7 +6,7 @@
  */
 import type { Socket } from 'node:net';
 import { FerryError, toFerryError } from '../errors.js';
-import { MAX_THREADS, type AeadJob, type AeadKey, type Backend, type BatchOptions } from '../crypto/backend.js';
+import { MAX_THREADS, inputLength, type AeadJob, type AeadKey, type Backend, type BatchOptions } from '../crypto/backend.js';
 import type { Channel, ChannelMessage, ChannelMode, ChannelSpec, ChannelStats } from './types.js';
 import { Connection } from './connection.js';
 import type { RawFrame } from './decoder.js';
@@ -247,16 +247,13 @@ export abstract class ChannelCore implements Channel {
     if (!Number.isInteger(type) || type < 0 || type > 255) {
       return Promise.reject(new FerryError('ERR_FERRY_INPUT', `message type must be 0-255; got ${type}`));
     }
-    let length = 0;
-    if (payload instanceof Uint8Array) {
-      length = payload.length;
-    } else if (Array.isArray(payload) && payload.every((p) => p instanceof Uint8Array)) {
+    if (Array.isArray(payload) && payload.every((p) => p instanceof Uint8Array)) {
       // Copied: the caller may reuse its array at once; the bytes themselves must stay until taken.
       payload = [...(payload as readonly Uint8Array[])];
-      for (const p of payload) length += p.length;
-    } else {
+    } else if (!(payload instanceof Uint8Array)) {
       return Promise.reject(new FerryError('ERR_FERRY_INPUT', 'payload must be a Uint8Array or an array of them'));
     }
+    const length = inputLength(payload);
     if (length > MAX_PAYLOAD_BYTES) {
       return Promise.reject(new FerryError('ERR_FERRY_INPUT', `message of ${length} bytes exceeds the ${MAX_PAYLOAD_BYTES}-byte maximum: split it`));
     }

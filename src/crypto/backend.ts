@@ -123,11 +123,16 @@ export function checkSealed(sealed: unknown): Uint8Array {
   return s;
 }
 
+/** True when the two views share any byte. */
+function overlaps(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.buffer !== b.buffer || a.length === 0 || b.length === 0) return false;
+  return a.byteOffset < b.byteOffset + b.length && b.byteOffset < a.byteOffset + a.length;
+}
+
 /** True when the two views share bytes without starting at the same one: the one layout no
  * backend can seal or open in (in place means output starts where input starts). */
 function overlapsAskew(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.buffer !== b.buffer || a.byteOffset === b.byteOffset || a.length === 0 || b.length === 0) return false;
-  return a.byteOffset < b.byteOffset + b.length && b.byteOffset < a.byteOffset + a.length;
+  return a.byteOffset !== b.byteOffset && overlaps(a, b);
 }
 
 /** Checks a caller's output buffer for `input` (or makes one when there is none). */
@@ -139,12 +144,6 @@ export function checkOutput(output: unknown, input: Uint8Array, length: number, 
     throw new RangeError(`${name} overlaps the input without starting at it: use separate buffers or the same start`);
   }
   return out;
-}
-
-/** True when the two views share any byte. */
-function overlaps(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.buffer !== b.buffer || a.length === 0 || b.length === 0) return false;
-  return a.byteOffset < b.byteOffset + b.length && b.byteOffset < a.byteOffset + a.length;
 }
 
 /** Checks a seal job's segments and its output against them; returns the output length. */

@@ -209,6 +209,11 @@ export class DataBuilder {
     return this.runs.length < MAX_RUNS && this.dataBytes + bytes <= MAX_DATA_BYTES;
   }
 
+  /** The size of the message take() would give now. */
+  get bytes(): number {
+    return DATA_HEADER_BYTES + this.dataBytes + this.runs.length * RUN_BYTES;
+  }
+
   addZero(first: number, count: number): void {
     const last = this.runs[this.runs.length - 1];
     if (last && last.kind === RUN_ZERO && last.first + last.count === first) last.count += count;

@@ -109,8 +109,8 @@ class SourceMigration {
     if (this.builder.empty) return;
     this.replies.throwIfPeerAborted();
     this.dataMessages++;
+    const length = this.builder.bytes;
     const payload = this.builder.take();
-    const length = payload instanceof Uint8Array ? payload.length : payload.reduce((n, p) => n + p.length, 0);
     const taken = this.channel.send(MSG.DATA, payload);
     taken.catch(() => {});
     this.inflight.push({ taken, builder: this.builder });

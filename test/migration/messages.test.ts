@@ -48,7 +48,10 @@ describe('migration messages', () => {
     }
     byCopy.addZero(9, 1);
     byReference.addZero(9, 1);
+    assert.equal(byReference.bytes, byCopy.bytes);
+    const expectedBytes = byCopy.bytes;
     const whole = byCopy.take() as Uint8Array;
+    assert.equal(whole.length, expectedBytes);
     const parts = byReference.take();
     assert.ok(Array.isArray(parts), 'referenced pages give segments');
     assert.equal(parts.length, 4, 'header, pages 1-3, page 7, run table');
