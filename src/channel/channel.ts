@@ -621,11 +621,9 @@ export abstract class ChannelCore implements Channel {
         this.countSeal(s.length);
         // Segments are sealed where they lie (the seal gathers them): no copy on this thread.
         jobs.push({ iv: this.ivFor(conn.sendId, f.sequence), aad: f.buf.subarray(0, HEADER_BYTES), input: s.payload, output: f.buf.subarray(HEADER_BYTES) });
-      } else if (s.payload instanceof Uint8Array) {
-        f.buf.set(s.payload, HEADER_BYTES);
       } else {
         let at = HEADER_BYTES;
-        for (const part of s.payload) {
+        for (const part of s.payload instanceof Uint8Array ? [s.payload] : s.payload) {
           f.buf.set(part, at);
           at += part.length;
         }

@@ -132,9 +132,10 @@ class DestinationMigration {
           if (flags[u]! & WRITTEN) {
             if (memory) {
               // A page written before and zero now (rare: a later pass): every earlier write to
-              // it, in flight or earlier in this message, lands first.
+              // it, in flight or earlier in this message, lands first. The payload is released
+              // by the message's last write, after this one has landed.
+              await this.writer.write(copies.splice(0), () => {});
               await this.writer.drain();
-              for (const c of copies.splice(0)) c.into.set(c.from);
               g.memoryPages(u, 1).fill(0);
             } else {
               g.writeBlocks(u, 1, this.zeroBlock);

@@ -48,7 +48,7 @@ describe('e2e: ferry evacuate', function () {
 
   it('moves six guests, never more than two at once, the rest shown as queued', function () {
     const r = ferry(['evacuate', 'a', '--concurrency', '2', '--json'], cluster.env);
-    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.status, 0, `${r.stderr}\n${r.stdout.split('\n').filter((l) => /"ok":false|"error"/.test(l)).join('\n')}`);
     const lines = jsonLines(r.stdout);
     // The coordinator's view: begin .. end of each migration.
     let running = 0;
