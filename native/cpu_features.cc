@@ -34,6 +34,8 @@ CpuFeatures probe() {
   f.vaes = ymm_ok && ((c >> 9) & 1);
   f.vpclmulqdq = ymm_ok && ((c >> 10) & 1);
   f.avx512f = ymm_ok && zmm_saved && ((b >> 16) & 1);
+  f.avx512bw = f.avx512f && ((b >> 30) & 1);
+  f.avx512vl = f.avx512f && ((b >> 31) & 1);
   return f;
 }
 #else

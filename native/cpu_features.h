@@ -11,6 +11,8 @@ struct CpuFeatures {
   bool vaes = false;
   bool vpclmulqdq = false;
   bool avx512f = false;
+  bool avx512bw = false;
+  bool avx512vl = false;
 };
 
 // Probed on first use; the same answer for the life of the process.

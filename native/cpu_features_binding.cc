@@ -13,6 +13,8 @@ Napi::Value cpu_features_js(const Napi::CallbackInfo& info) {
   o.Set("vaes", f.vaes);
   o.Set("vpclmulqdq", f.vpclmulqdq);
   o.Set("avx512f", f.avx512f);
+  o.Set("avx512bw", f.avx512bw);
+  o.Set("avx512vl", f.avx512vl);
   return o;
 }
 

@@ -1,7 +1,9 @@
-// AES-256-GCM with a 96-bit IV and a 128-bit tag, two implementations behind one interface:
-//   vaes-avx2  ferry's own VAES + VPCLMULQDQ code (gcm_vaes.cc), for CPUs that have them;
-//   evp        OpenSSL's EVP, from the OpenSSL that Node itself exports (gcm_evp.cc).
-// Both produce the same bytes; the tests and the fuzzer cross-check them.
+// AES-256-GCM with a 96-bit IV and a 128-bit tag, three implementations behind one interface:
+//   vaes-avx512  ferry's own VAES + VPCLMULQDQ code on 512-bit registers (gcm_vaes.cc), for CPUs
+//                with AVX-512 as well;
+//   vaes-avx2    the same code on 256-bit registers, for CPUs with VAES and VPCLMULQDQ;
+//   evp          OpenSSL's EVP, from the OpenSSL that Node itself exports (gcm_evp.cc).
+// All produce the same bytes; the tests and the fuzzer cross-check them.
 //
 // This layer knows nothing of Node: the addon bindings and the fuzzer both build on it.
 #pragma once
@@ -16,7 +18,10 @@ constexpr size_t kKeyBytes = 32;
 constexpr size_t kIvBytes = 12;
 constexpr size_t kTagBytes = 16;
 
-enum class Impl { kVaesAvx2, kEvp };
+enum class Impl { kVaesAvx512, kVaesAvx2, kEvp };
+
+// Every implementation, fastest first (docs/crypto.md has the measurements).
+constexpr Impl kImpls[] = {Impl::kVaesAvx512, Impl::kVaesAvx2, Impl::kEvp};
 
 const char* impl_name(Impl impl);
 bool parse_impl(const char* name, Impl* impl);

@@ -49,7 +49,7 @@ KeyHandle* get_handle(Napi::Value value) {
 Napi::Value implementations_js(const Napi::CallbackInfo& info) {
   Napi::Array out = Napi::Array::New(info.Env());
   uint32_t n = 0;
-  for (gcm::Impl impl : {gcm::Impl::kVaesAvx2, gcm::Impl::kEvp}) {
+  for (gcm::Impl impl : gcm::kImpls) {
     if (gcm::impl_available(impl)) out.Set(n++, gcm::impl_name(impl));
   }
   return out;

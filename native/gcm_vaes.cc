@@ -106,6 +106,10 @@ FERRY_VAES_INLINE void aes_x4(const VaesKey& k, __m256i& a, __m256i& b, __m256i&
 
 // ---- GHASH -----------------------------------------------------------------------------------
 
+// H^power (1 <= power <= kHPowers): the powers lie highest first, so H^n..H^1 are consecutive.
+FERRY_VAES_INLINE const uint8_t* h_power(const VaesKey& k, int power) { return k.h_powers[kHPowers - power]; }
+FERRY_VAES_INLINE uint8_t* h_power(VaesKey& k, int power) { return k.h_powers[kHPowers - power]; }
+
 FERRY_VAES_INLINE __m128i poly() { return _mm_set_epi64x(static_cast<long long>(0xc200000000000000ULL), 0); }
 
 // Montgomery reduction of the 256-bit product lo + mi*x^64 + hi*x^128 (reflected order).
@@ -149,16 +153,16 @@ FERRY_VAES_INLINE Products zero_products() {
 FERRY_VAES_INLINE __m128i ghash8(const VaesKey& k, __m128i acc, __m256i d0, __m256i d1, __m256i d2, __m256i d3) {
   d0 = _mm256_xor_si256(reflect(d0), _mm256_zextsi128_si256(acc));
   Products s = zero_products();
-  multiply_add(s, d0, load256(k.h_powers[8]));
-  multiply_add(s, reflect(d1), load256(k.h_powers[10]));
-  multiply_add(s, reflect(d2), load256(k.h_powers[12]));
-  multiply_add(s, reflect(d3), load256(k.h_powers[14]));
+  multiply_add(s, d0, load256(h_power(k, 8)));
+  multiply_add(s, reflect(d1), load256(h_power(k, 6)));
+  multiply_add(s, reflect(d2), load256(h_power(k, 4)));
+  multiply_add(s, reflect(d3), load256(h_power(k, 2)));
   return reduce(s);
 }
 
-// The same for 1..16 blocks at p: block i is multiplied by H^(n-i), which is h_powers[16-n+i].
+// The same for 1..16 blocks at p: block i is multiplied by H^(n-i), which is h[i].
 FERRY_VAES_INLINE __m128i ghash_n(const VaesKey& k, __m128i acc, const uint8_t* p, size_t n) {
-  const uint8_t(*h)[16] = &k.h_powers[16 - n];
+  const uint8_t(*h)[16] = &k.h_powers[kHPowers - n];
   Products s = zero_products();
   size_t i = 0;
   for (; i + 2 <= n; i += 2) {
@@ -202,6 +206,8 @@ struct Counter {
 
   FERRY_VAES_INLINE explicit Counter(__m128i j0)
       : next(_mm256_add_epi32(_mm256_broadcastsi128_si256(reflect(j0)), _mm256_set_epi32(0, 0, 0, 2, 0, 0, 0, 1))) {}
+  // Going on where a wider loop stopped: `next` holds the next two counter blocks.
+  FERRY_VAES_INLINE explicit Counter(__m256i next_two) : next(next_two) {}
 
   // The keystream of the next eight blocks.
   FERRY_VAES_INLINE void keystream8(const VaesKey& k, __m256i& a, __m256i& b, __m256i& c, __m256i& d) {
@@ -233,13 +239,13 @@ FERRY_VAES_INLINE void keystream16(const VaesKey& k, Counter& ctr, __m256i s[8],
   }
   ctr.next = c;
   Products p = zero_products();
-  if (kHash) multiply_add(p, _mm256_xor_si256(reflect(load256(hashed)), _mm256_zextsi128_si256(acc)), load256(k.h_powers[0]));
+  if (kHash) multiply_add(p, _mm256_xor_si256(reflect(load256(hashed)), _mm256_zextsi128_si256(acc)), load256(h_power(k, 16)));
 #pragma GCC unroll 13
   for (int r = 1; r < 14; r++) {
     rk = load256(k.round_keys[r]);
 #pragma GCC unroll 8
     for (int i = 0; i < 8; i++) s[i] = _mm256_aesenc_epi128(s[i], rk);
-    if (kHash && r < 8) multiply_add(p, reflect(load256(hashed + 32 * r)), load256(k.h_powers[2 * r]));
+    if (kHash && r < 8) multiply_add(p, reflect(load256(hashed + 32 * r)), load256(h_power(k, 16 - 2 * r)));
     if (kHash && r == 8) acc = reduce(p);
   }
   rk = load256(k.round_keys[14]);
@@ -255,7 +261,7 @@ FERRY_VAES_INLINE void xor_store16(__m256i s[8], const uint8_t* in, uint8_t* out
 FERRY_VAES_INLINE __m128i finish_tag(const VaesKey& k, __m128i acc, __m128i j0, size_t aad_len, size_t text_len) {
   const __m128i lengths =
       _mm_set_epi64x(static_cast<long long>(aad_len * 8), static_cast<long long>(text_len * 8));
-  acc = gf_mul(_mm_xor_si128(acc, lengths), load128(k.h_powers[15]));
+  acc = gf_mul(_mm_xor_si128(acc, lengths), load128(h_power(k, 1)));
   return _mm_xor_si128(reflect(acc), aes_block(k, j0));
 }
 
@@ -282,7 +288,7 @@ FERRY_VAES_INLINE __m128i crypt_tail(const VaesKey& k, Counter& ctr, __m128i acc
   return acc;
 }
 
-// The plaintext of a seal, read front to back in pieces of at most 256 bytes: straight from its
+// The plaintext of a seal, read front to back in pieces of at most 512 bytes: straight from its
 // buffer, or gathered from segments, where a piece that spans two segments is put together in a
 // small buffer (a few times per message; everything else is read where it lies).
 class Input {
@@ -301,7 +307,7 @@ class Input {
   Input& operator=(const Input&) = delete;
   ~Input() { wipe(piece_, sizeof piece_); }
 
-  // The next n (<= 256) bytes; valid until the next call.
+  // The next n (<= 512) bytes; valid until the next call.
   FERRY_VAES_INLINE const uint8_t* next(size_t n) {
     skip_empty();
     if (seg_ != end_ && seg_->len - at_ >= n) {
@@ -335,16 +341,13 @@ class Input {
   const Segment* seg_;
   const Segment* end_;
   size_t at_ = 0;
-  alignas(32) uint8_t piece_[256];
+  alignas(64) uint8_t piece_[512];
 };
 
-FERRY_VAES void seal_impl(const VaesKey& k, const Job& job) {
+// A seal from `out` on, GHASH so far in acc; returns the tag. The 512-bit code ends here too.
+FERRY_VAES_INLINE __m128i seal_rest(const VaesKey& k, const Job& job, Counter& ctr, Input& input, __m128i acc, uint8_t* out,
+                                    size_t len) {
   const __m128i j0 = make_j0(job.iv);
-  __m128i acc = ghash_bytes(k, _mm_setzero_si128(), job.aad, job.aad_len);
-  Counter ctr(j0);
-  Input input(job);
-  uint8_t* out = job.out;
-  size_t len = job.in_len;
   // Software-pipelined: each turn hashes the previous turn's ciphertext (still in L1) while it
   // encrypts the next sixteen blocks, so GHASH never waits for AES.
   if (len >= 256) {
@@ -372,18 +375,21 @@ FERRY_VAES void seal_impl(const VaesKey& k, const Job& job) {
     acc = ghash8(k, acc, a, b, c, d);
   }
   if (len != 0) acc = crypt_tail(k, ctr, acc, input.next(len), out, len, true);
-  store128(job.out + job.in_len, finish_tag(k, acc, j0, job.aad_len, job.in_len));
+  return finish_tag(k, acc, j0, job.aad_len, job.in_len);
 }
 
-FERRY_VAES bool open_impl(const VaesKey& k, const Job& job) {
+FERRY_VAES void seal_impl(const VaesKey& k, const Job& job) {
+  Counter ctr(make_j0(job.iv));
+  Input input(job);
+  const __m128i acc = ghash_bytes(k, _mm_setzero_si128(), job.aad, job.aad_len);
+  store128(job.out + job.in_len, seal_rest(k, job, ctr, input, acc, job.out, job.in_len));
+}
+
+// An open from `in` on, GHASH so far in acc; true when the tag verifies (`out` is wiped when not).
+FERRY_VAES_INLINE bool open_rest(const VaesKey& k, const Job& job, Counter& ctr, __m128i acc, const uint8_t* in, uint8_t* out,
+                                 size_t len) {
   const size_t text_len = job.in_len - kTagBytes;
   const __m128i expected = load128(job.in + text_len);
-  const __m128i j0 = make_j0(job.iv);
-  __m128i acc = ghash_bytes(k, _mm_setzero_si128(), job.aad, job.aad_len);
-  Counter ctr(j0);
-  const uint8_t* in = job.in;
-  uint8_t* out = job.out;
-  size_t len = text_len;
   // Each turn hashes the sixteen ciphertext blocks it decrypts, before the plaintext overwrites
   // them when opening in place.
   for (; len >= 256; in += 256, out += 256, len -= 256) {
@@ -402,10 +408,16 @@ FERRY_VAES bool open_impl(const VaesKey& k, const Job& job) {
     store256(out + 96, _mm256_xor_si256(d, x3));
   }
   if (len != 0) acc = crypt_tail(k, ctr, acc, in, out, len, false);
-  const __m128i diff = _mm_xor_si128(finish_tag(k, acc, j0, job.aad_len, text_len), expected);
+  const __m128i diff = _mm_xor_si128(finish_tag(k, acc, make_j0(job.iv), job.aad_len, text_len), expected);
   if (_mm_testz_si128(diff, diff)) return true;
   wipe(job.out, text_len);
   return false;
+}
+
+FERRY_VAES bool open_impl(const VaesKey& k, const Job& job) {
+  Counter ctr(make_j0(job.iv));
+  const __m128i acc = ghash_bytes(k, _mm_setzero_si128(), job.aad, job.aad_len);
+  return open_rest(k, job, ctr, acc, job.in, job.out, job.in_len - kTagBytes);
 }
 
 FERRY_VAES void expand_impl(VaesKey* key, const uint8_t raw[kKeyBytes]) {
@@ -426,10 +438,125 @@ FERRY_VAES void expand_impl(VaesKey* key, const uint8_t raw[kKeyBytes]) {
   lo = (lo << 1) ^ (carry & 1);
   const __m128i h1 = _mm_set_epi64x(static_cast<long long>(hi), static_cast<long long>(lo));
   __m128i power = h1;
-  for (int i = 15; i >= 0; i--) {
-    store128(key->h_powers[i], power);
+  for (int i = 1; i <= kHPowers; i++) {
+    store128(h_power(*key, i), power);
     power = gf_mul(power, h1);
   }
+}
+
+// ---- 512-bit registers ------------------------------------------------------------------------
+// The same algorithm, four blocks per register: a loop turn is thirty-two blocks, eight
+// independent AES chains of four lanes each, and GHASH of thirty-two blocks (H^32..H^1) with one
+// reduction. What is left of a message after its last whole 512-byte turn (< 512 bytes) goes on in
+// the 256-bit code above, from the same counter and GHASH state.
+
+#define FERRY_VAES512 __attribute__((target("aes,pclmul,avx2,vaes,vpclmulqdq,avx512f,avx512bw,avx512vl")))
+#define FERRY_VAES512_INLINE FERRY_VAES512 __attribute__((always_inline)) inline
+
+FERRY_VAES512_INLINE __m512i load512(const void* p) { return _mm512_loadu_si512(p); }
+FERRY_VAES512_INLINE void store512(void* p, __m512i v) { _mm512_storeu_si512(p, v); }
+// One 128-bit value in all four lanes. The all-ones zero-masking forms here and below are the plain
+// instructions; GCC 12's headers for the unmasked ones trip -Wmaybe-uninitialized (GCC bug 105593).
+FERRY_VAES512_INLINE __m512i broadcast(__m128i x) { return _mm512_maskz_broadcast_i32x4(0xffff, x); }
+FERRY_VAES512_INLINE __m256i low256(__m512i x) { return _mm512_maskz_extracti64x4_epi64(0xff, x, 0); }
+FERRY_VAES512_INLINE __m512i reflect(__m512i x) { return _mm512_shuffle_epi8(x, broadcast(reflect_mask())); }
+FERRY_VAES512_INLINE __m512i round_key512(const VaesKey& k, int r) { return broadcast(load128(k.round_keys[r])); }
+
+struct Products512 {
+  __m512i lo, mi, hi;
+};
+
+FERRY_VAES512_INLINE void multiply_add(Products512& s, __m512i d, __m512i h) {
+  s.lo = _mm512_xor_si512(s.lo, _mm512_clmulepi64_epi128(d, h, 0x00));
+  s.hi = _mm512_xor_si512(s.hi, _mm512_clmulepi64_epi128(d, h, 0x11));
+  // 0x96: the three-way XOR.
+  s.mi = _mm512_ternarylogic_epi64(s.mi, _mm512_clmulepi64_epi128(d, h, 0x01), _mm512_clmulepi64_epi128(d, h, 0x10), 0x96);
+}
+
+FERRY_VAES512_INLINE __m128i fold_lanes(__m512i v) {
+  // Lanes 2 and 3 onto 0 and 1 (the halves swapped), then those two.
+  return fold_lanes(low256(_mm512_xor_si512(v, _mm512_maskz_shuffle_i64x2(0xff, v, v, 0x4e))));
+}
+
+FERRY_VAES512_INLINE __m128i reduce(const Products512& s) {
+  return reduce(fold_lanes(s.lo), fold_lanes(s.mi), fold_lanes(s.hi));
+}
+
+// The keystream of the next thirty-two blocks into s[0..7], `next` holding the next four counter
+// blocks (reflected); with kHash, GHASH of the thirty-two blocks at `hashed` folded into acc, its
+// multiplies stitched between the AES rounds.
+template <bool kHash>
+FERRY_VAES512_INLINE void keystream32(const VaesKey& k, __m512i& next, __m512i s[8], const uint8_t* hashed, __m128i& acc) {
+  const __m512i four = _mm512_set_epi32(0, 0, 0, 4, 0, 0, 0, 4, 0, 0, 0, 4, 0, 0, 0, 4);
+  __m512i c = next;
+  __m512i rk = round_key512(k, 0);
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; i++) {
+    s[i] = _mm512_xor_si512(reflect(c), rk);
+    c = _mm512_add_epi32(c, four);
+  }
+  next = c;
+  Products512 p{_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512()};
+  if (kHash) multiply_add(p, _mm512_xor_si512(reflect(load512(hashed)), _mm512_zextsi128_si512(acc)), load512(h_power(k, 32)));
+#pragma GCC unroll 13
+  for (int r = 1; r < 14; r++) {
+    rk = round_key512(k, r);
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) s[i] = _mm512_aesenc_epi128(s[i], rk);
+    if (kHash && r < 8) multiply_add(p, reflect(load512(hashed + 64 * r)), load512(h_power(k, 32 - 4 * r)));
+    if (kHash && r == 8) acc = reduce(p);
+  }
+  rk = round_key512(k, 14);
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; i++) s[i] = _mm512_aesenclast_epi128(s[i], rk);
+}
+
+FERRY_VAES512_INLINE void xor_store32(__m512i s[8], const uint8_t* in, uint8_t* out) {
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; i++) store512(out + 64 * i, _mm512_xor_si512(s[i], load512(in + 64 * i)));
+}
+
+// The reflected counter blocks of the first four data blocks (J0 + 1 .. J0 + 4).
+FERRY_VAES512_INLINE __m512i first_counters512(__m128i j0) {
+  return _mm512_add_epi32(broadcast(reflect(j0)), _mm512_set_epi32(0, 0, 0, 4, 0, 0, 0, 3, 0, 0, 0, 2, 0, 0, 0, 1));
+}
+
+FERRY_VAES512 void seal512_impl(const VaesKey& k, const Job& job) {
+  __m512i next = first_counters512(make_j0(job.iv));
+  __m128i acc = ghash_bytes(k, _mm_setzero_si128(), job.aad, job.aad_len);
+  Input input(job);
+  uint8_t* out = job.out;
+  size_t len = job.in_len;
+  // Pipelined as the 256-bit loop is: each turn hashes the previous turn's ciphertext.
+  if (len >= 512) {
+    __m512i s[8];
+    keystream32<false>(k, next, s, nullptr, acc);
+    xor_store32(s, input.next(512), out);
+    for (out += 512, len -= 512; len >= 512; out += 512, len -= 512) {
+      keystream32<true>(k, next, s, out - 512, acc);
+      xor_store32(s, input.next(512), out);
+    }
+    acc = ghash_n(k, acc, out - 512, 16);
+    acc = ghash_n(k, acc, out - 256, 16);
+  }
+  Counter ctr(low256(next));
+  store128(job.out + job.in_len, seal_rest(k, job, ctr, input, acc, out, len));
+}
+
+FERRY_VAES512 bool open512_impl(const VaesKey& k, const Job& job) {
+  __m512i next = first_counters512(make_j0(job.iv));
+  __m128i acc = ghash_bytes(k, _mm_setzero_si128(), job.aad, job.aad_len);
+  const uint8_t* in = job.in;
+  uint8_t* out = job.out;
+  size_t len = job.in_len - kTagBytes;
+  // Each turn hashes the thirty-two ciphertext blocks it decrypts before writing the plaintext.
+  for (; len >= 512; in += 512, out += 512, len -= 512) {
+    __m512i s[8];
+    keystream32<true>(k, next, s, in, acc);
+    xor_store32(s, in, out);
+  }
+  Counter ctr(low256(next));
+  return open_rest(k, job, ctr, acc, in, out, len);
 }
 
 }  // namespace
@@ -443,12 +570,23 @@ void vaes_expand(VaesKey* key, const uint8_t raw[kKeyBytes]) { expand_impl(key, 
 void vaes_seal(const VaesKey& key, const Job& job) { seal_impl(key, job); }
 bool vaes_open(const VaesKey& key, const Job& job) { return open_impl(key, job); }
 
+bool vaes512_supported() {
+  const CpuFeatures& f = cpu_features();
+  return vaes_supported() && f.avx512f && f.avx512bw && f.avx512vl;
+}
+
+void vaes512_seal(const VaesKey& key, const Job& job) { seal512_impl(key, job); }
+bool vaes512_open(const VaesKey& key, const Job& job) { return open512_impl(key, job); }
+
 #else  // not x86-64: the EVP implementation serves
 
 bool vaes_supported() { return false; }
 void vaes_expand(VaesKey*, const uint8_t*) {}
 void vaes_seal(const VaesKey&, const Job&) {}
 bool vaes_open(const VaesKey&, const Job&) { return false; }
+bool vaes512_supported() { return false; }
+void vaes512_seal(const VaesKey&, const Job&) {}
+bool vaes512_open(const VaesKey&, const Job&) { return false; }
 
 #endif
 

@@ -31,7 +31,7 @@ void check(bool ok) {
 
 std::vector<Impl> impls() {
   std::vector<Impl> out;
-  for (Impl i : {Impl::kVaesAvx2, Impl::kEvp}) {
+  for (Impl i : ferry::gcm::kImpls) {
     if (ferry::gcm::impl_available(i)) out.push_back(i);
   }
   return out;

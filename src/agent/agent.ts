@@ -57,7 +57,7 @@ export class Agent {
     });
   }
 
-  /** The backend's name; the native backend names its GCM implementation too (vaes-avx2, evp): probe shows it. */
+  /** The backend's name; the native backend names its GCM implementation too (vaes-avx512, vaes-avx2, evp): probe shows it. */
   get cryptoBackend(): string {
     const implementation = (this.backend as { implementation?: string }).implementation;
     return implementation ? `${this.backend.name}/${implementation}` : this.backend.name;

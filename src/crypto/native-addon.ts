@@ -15,7 +15,7 @@ export interface KeyHandle {
 }
 
 /** The addon's AES-GCM implementations: its own VAES/VPCLMULQDQ code, or Node's OpenSSL EVP. */
-export type GcmImplementation = 'vaes-avx2' | 'evp';
+export type GcmImplementation = 'vaes-avx512' | 'vaes-avx2' | 'evp';
 
 export interface CpuFeatures {
   aes: boolean;
@@ -24,6 +24,8 @@ export interface CpuFeatures {
   vaes: boolean;
   vpclmulqdq: boolean;
   avx512f: boolean;
+  avx512bw: boolean;
+  avx512vl: boolean;
 }
 
 export interface NativeAddon {

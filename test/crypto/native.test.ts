@@ -34,10 +34,12 @@ describe('native backend', function () {
       this.skip();
     }
     const f = cpuFeatures()!;
-    for (const name of ['aes', 'pclmulqdq', 'avx2', 'vaes', 'vpclmulqdq', 'avx512f'] as const) {
+    for (const name of ['aes', 'pclmulqdq', 'avx2', 'vaes', 'vpclmulqdq', 'avx512f', 'avx512bw', 'avx512vl'] as const) {
       assert.equal(f[name], flags.has(name), name);
     }
-    assert.equal(nativeImplementations().includes('vaes-avx2'), f.vaes && f.vpclmulqdq && f.avx2);
+    const vaes = f.aes && f.pclmulqdq && f.vaes && f.vpclmulqdq && f.avx2;
+    assert.equal(nativeImplementations().includes('vaes-avx2'), vaes);
+    assert.equal(nativeImplementations().includes('vaes-avx512'), vaes && f.avx512f && f.avx512bw && f.avx512vl);
   });
 
   it('is the default backend when it loads', async function () {

@@ -10,9 +10,11 @@ import { loadAllBackends } from '../helpers/backends.js';
 const key = fc.uint8Array({ minLength: 32, maxLength: 32 });
 const iv = fc.uint8Array({ minLength: 12, maxLength: 12 });
 const aad = fc.uint8Array({ maxLength: 300 });
-// Sizes around every branch of the VAES code: partial blocks, whole 128-byte turns, and tails.
+// Sizes around every branch of the VAES code: partial blocks, whole 128-, 256- and 512-byte turns
+// (one 512-byte turn and what the 256-bit code finishes, in the middle range), and tails.
 const plaintext = fc.oneof(
   fc.uint8Array({ maxLength: 300 }),
+  fc.uint8Array({ minLength: 300, maxLength: 1100 }),
   fc.uint8Array({ minLength: 1000, maxLength: 5000 }),
 );
 const message = fc.record({ key, iv, aad, plaintext });

@@ -1,6 +1,6 @@
 /**
  * Runs a suite once per crypto backend, and once per implementation inside the native backend
- * (vaes-avx2, evp), so every path that can ship is tested. A backend that cannot load here shows
+ * (vaes-avx512, vaes-avx2, evp), so every path that can ship is tested. A backend that cannot load here shows
  * as pending with the reason, instead of silently not being tested.
  */
 import {
