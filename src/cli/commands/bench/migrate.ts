@@ -2,8 +2,8 @@
  * `ferry bench migrate`: live migrations through real agents — a temporary cluster of two
  * `ferry host serve` processes on 127.0.0.1 (the demo's LocalCluster), guests created and moved
  * over the control API by the coordinator's own migrateGuest — in the issue's four scenarios,
- * encrypted and plain alternating (each measured move a→b right after an unmeasured b→a, so both
- * meet the same memory history), and QEMU 7.2's own migration beside it on the same machine.
+ * encrypted and plain alternating, each mode measured moving the guest a→b and back b→a (after a
+ * warm-up there and back), and QEMU 7.2's own migration beside it on the same machine.
  * Figures are from one run and reported as ratios; the load average says how noisy it was.
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -76,7 +76,7 @@ export interface ScenarioReport {
   maxBytesPerSecond: number | null;
   skipped: string | null;
   runs: FerryRun[];
-  /** The moves between measured ones (plain, never counted): a warm-up a→b, then each b→a. */
+  /** The warm-up moves (plain, never counted): a→b, then b→a. */
   unmeasured: { direction: string; totalMs: number; ok: boolean }[];
   qemu?: QemuMigrationResult[];
   qemuSkipped?: string | null;
@@ -90,7 +90,8 @@ const median = (xs: number[]): number | null => {
 };
 const ratio = (a: number | null | undefined, b: number | null | undefined): number | null => (a == null || b == null || b === 0 ? null : a / b);
 const ok = (s: ScenarioReport | undefined, mode: Mode) => s?.runs.filter((r) => r.ok && r.mode === mode) ?? [];
-const medianTotal = (s: ScenarioReport | undefined, mode: Mode) => median(ok(s, mode).map((r) => r.totalMs));
+const medianTotal = (s: ScenarioReport | undefined, mode: Mode, direction?: string) =>
+  median(ok(s, mode).filter((r) => direction === undefined || r.direction === direction).map((r) => r.totalMs));
 const medianDestinationCpu = (s: ScenarioReport | undefined, mode: Mode) => median(ok(s, mode).map((r) => r.destinationCpuSeconds ?? NaN));
 
 function scaled(bytes: number, scale: number): number {
@@ -285,26 +286,29 @@ async function runScenario(bench: Bench, plan: Plan, runs: number, progress: (li
     if (plan.workload.kind === 'kv') await new Promise((r) => setTimeout(r, 1000));
   };
   try {
-    // Encrypted and plain alternate on the same guest. Every measured move goes a→b right after a
-    // move b→a, so each one meets the same history: on a virtual host the destination's first
-    // touch of guest memory costs what it costs because of what was freed just before (memory
-    // freed a few seconds earlier has gone back to the hypervisor and is slow to touch again), and
-    // alternating directions made the order of the modes decide the ratio (docs/performance.md).
+    // Encrypted and plain alternate on the same guest, and each mode moves it a→b and back b→a, so
+    // each meets both hosts' memory. On a virtual host that matters: what a destination's first
+    // touch of guest memory costs depends on where that memory was before — the memory the guest's
+    // first process wrote keeps being handed on to the guests started on that host after it, and
+    // was 7-20x cheaper to fault in than the other host's (docs/performance.md, 2026-11-30 night).
+    // The warm-up moves the guest there and back once before anything is measured.
     await reposition('b', 'warm-up');
+    await reposition('a', 'warm-up');
     for (let i = 0; i < runs; i++) {
       for (const mode of plan.modes) {
-        if (at === 'b') await reposition('a', 'back to a');
-        bench.check();
-        progress(`${plan.name}: run ${i + 1}/${runs}, ${mode}, a→b...`);
-        const run = await bench.migrate(name, 'a', 'b', mode, plan.memoryBytes, plan.maxBytesPerSecond);
-        report.runs.push(run);
-        progress(`${plan.name}:   ${describeRun(run)}`);
-        if (!run.ok) {
-          for (const w of bench.local.warnings()) progress(`${plan.name}:   agent ${w}`);
-          throw new FerryError('ERR_FERRY_ABORTED', `${plan.name}: the ${mode} migration failed: ${run.error}`);
+        for (const [from, to] of [['a', 'b'], ['b', 'a']] as const) {
+          bench.check();
+          progress(`${plan.name}: run ${i + 1}/${runs}, ${mode}, ${from}→${to}...`);
+          const run = await bench.migrate(name, from, to, mode, plan.memoryBytes, plan.maxBytesPerSecond);
+          report.runs.push(run);
+          progress(`${plan.name}:   ${describeRun(run)}`);
+          if (!run.ok) {
+            for (const w of bench.local.warnings()) progress(`${plan.name}:   agent ${w}`);
+            throw new FerryError('ERR_FERRY_ABORTED', `${plan.name}: the ${mode} migration ${from}→${to} failed: ${run.error}`);
+          }
+          at = to;
+          if (plan.workload.kind === 'kv') await new Promise((r) => setTimeout(r, 1000));
         }
-        at = 'b';
-        if (plan.workload.kind === 'kv') await new Promise((r) => setTimeout(r, 1000));
       }
     }
   } finally {
@@ -350,7 +354,9 @@ const cpuText = (s: number | null, system: number | null): string =>
   s === null ? '—' : `${s.toFixed(2)} s${system === null ? '' : ` (kernel ${system.toFixed(2)})`}`;
 
 export interface Ratios {
+  /** Medians over both directions; then the same for each direction alone. */
   idleEncryptedOverPlainTime: number | null;
+  idleEncryptedOverPlainTimeByDirection: { 'a→b': number | null; 'b→a': number | null };
   /** The destination guest process's CPU seconds, encrypted over plain (medians). */
   idleEncryptedOverPlainDestinationCpu: number | null;
   idleMaxSwitchoverMs: number | null;
@@ -376,6 +382,10 @@ export function computeRatios(scenarios: ScenarioReport[]): Ratios {
   const ferryLoopback = medianTotal(q, 'encrypted');
   return {
     idleEncryptedOverPlainTime: ratio(medianTotal(idle, 'encrypted'), medianTotal(idle, 'plain')),
+    idleEncryptedOverPlainTimeByDirection: {
+      'a→b': ratio(medianTotal(idle, 'encrypted', 'a→b'), medianTotal(idle, 'plain', 'a→b')),
+      'b→a': ratio(medianTotal(idle, 'encrypted', 'b→a'), medianTotal(idle, 'plain', 'b→a')),
+    },
     idleEncryptedOverPlainDestinationCpu: ratio(medianDestinationCpu(idle, 'encrypted'), medianDestinationCpu(idle, 'plain')),
     idleMaxSwitchoverMs: switchovers(idle).length ? Math.max(...switchovers(idle)) : null,
     kvMaxSwitchoverMs: switchovers(kv).length ? Math.max(...switchovers(kv)) : null,
@@ -399,7 +409,8 @@ function printTable(output: Output, scenarios: ScenarioReport[], ratios: Ratios,
   }
   output.print('');
   output.print('goal                                             measured');
-  output.print(`idle 10 Gb/s: encrypted/plain time ≤ 1.05          ${fmt(ratios.idleEncryptedOverPlainTime)}`);
+  const byDirection = ratios.idleEncryptedOverPlainTimeByDirection;
+  output.print(`idle 10 Gb/s: encrypted/plain time ≤ 1.05          ${fmt(ratios.idleEncryptedOverPlainTime)} (a→b ${fmt(byDirection['a→b'])}, b→a ${fmt(byDirection['b→a'])})`);
   output.print(`idle 10 Gb/s: destination CPU encrypted/plain        ${fmt(ratios.idleEncryptedOverPlainDestinationCpu)}`);
   output.print(`idle 10 Gb/s: switch-over < 100 ms                 ${fmt(ratios.idleMaxSwitchoverMs, 1)} ms (worst run)`);
   output.print(`kv: switch-over ≤ ${MAX_DOWNTIME_MS} ms in every run            ${ratios.kvAllWithinMaxDowntime === null ? '—' : ratios.kvAllWithinMaxDowntime ? 'yes' : 'NO'} (worst ${fmt(ratios.kvMaxSwitchoverMs, 1)} ms; ops/s reached ${fmt(ratios.kvOpsPerSecondAchievedFraction)} of the rate asked)`);
@@ -416,11 +427,11 @@ export const benchMigrateCommand = defineCommand<MigrateArgs>({
   builder: (yargs: Argv<GlobalArgs>) =>
     yargs
       .option('scenario', { type: 'string', array: true, choices: SCENARIOS as unknown as string[], describe: 'run only these (default: all)' })
-      .option('runs', { type: 'number', default: 1, describe: 'rounds of each scenario (each: encrypted, then plain)' })
+      .option('runs', { type: 'number', default: 1, describe: 'rounds of each scenario (each: encrypted a→b and b→a, then plain)' })
       .option('kv-scale', { type: 'number', default: 1, describe: `the kv rate as a fraction of ${KV_GETS} GET + ${KV_SETS} SET a second` })
       // For tests: every guest's memory times this (at least 16 MiB), so the code path runs small.
       .option('memory-scale', { type: 'number', default: 1, hidden: true })
-      .example('$0 bench migrate', 'all four scenarios, encrypted and plain once each')
+      .example('$0 bench migrate', 'all four scenarios, encrypted and plain once each way')
       .example('$0 bench migrate --scenario qemu-loopback --json', 'ferry beside QEMU, as one JSON object'),
   run: async (output, args) => {
     if (!Number.isInteger(args.runs) || args.runs < 1 || args.runs > 10) throw new FerryError('ERR_FERRY_USAGE', '--runs must be 1 to 10');
