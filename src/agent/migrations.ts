@@ -351,9 +351,13 @@ export class MigrationManager {
       const outcome = await this.settleOutgoing(t, client, info, p.destination, emit);
       return { migrationId: p.migrationId, outcome, result: info.result };
     } catch (err) {
-      // It never reached the guest process (left the queue, cancelled, no state written): the
-      // destination's copy can never commit, so it may go at once.
-      if (t.phase === 'queued' || t.guestClient === undefined) this.tellDestinationAborted(p.destination, p.migrationId, p.guest);
+      // It never reached the guest process (left the queue, cancelled, no state written), or the
+      // guest process answered that it did not start it (a refused request, or no channel opened —
+      // no network answered, or a cancel while connecting: nothing sent, the guest never paused):
+      // the destination's copy can never commit, so it may go at once. A lost control connection
+      // says nothing of how far the migration got: then the destination decides by itself.
+      const guestSaidNo = t.guestClient !== undefined && !t.guestClient.lost;
+      if (t.phase === 'queued' || t.guestClient === undefined || guestSaidNo) this.tellDestinationAborted(p.destination, p.migrationId, p.guest);
       if (t.phase === 'queued') this.tracked.delete(p.migrationId);
       else t.phase = 'aborted';
       throw err;

@@ -54,6 +54,12 @@ export interface ChannelOptions {
   connectTimeoutMs?: number;
   /** Source: full rounds over every network, all failing, before ERR_FERRY_NETWORK. Default 2. */
   connectRounds?: number;
+  /**
+   * Source: the operator's cancel while the channel connects. connectChannel then rejects at once
+   * with the signal's reason (a FerryError; otherwise ERR_FERRY_ABORTED) instead of waiting for its
+   * connect attempts and HELLO exchanges to run out. Once connected the caller listens itself.
+   */
+  signal?: AbortSignal;
   /** Lower the per-key seal limit (tests); never above SEAL_LIMIT_BYTES. */
   sealLimitBytes?: number;
   /** Told about each incoming connection refused before it touched the channel (wrong key, mode, id). */
@@ -150,7 +156,7 @@ export abstract class ChannelCore implements Channel {
   protected readonly conns = new Set<Connection>();
   protected readonly pacer: Pacer;
   private readonly pool: FramePool;
-  protected readonly options: Required<Omit<ChannelOptions, 'backend' | 'onRejectedConnection' | 'sealLimitBytes' | 'allocatePayload'>>;
+  protected readonly options: Required<Omit<ChannelOptions, 'backend' | 'onRejectedConnection' | 'sealLimitBytes' | 'allocatePayload' | 'signal'>>;
   private readonly allocatePayload: (messageType: number, length: number) => Uint8Array;
   private readonly consumerAllocates: boolean;
   private readonly encrypted: boolean;

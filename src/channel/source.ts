@@ -174,14 +174,26 @@ class SourceChannel extends ChannelCore {
 /**
  * Opens the source side of a channel: dials spec.networks and resolves once the first connection
  * has passed its HELLO exchange (the rest follow). Rejects with ERR_FERRY_NETWORK when no network
- * answers, ERR_FERRY_AUTH when the destination's HELLO does not open.
+ * answers, ERR_FERRY_AUTH when the destination's HELLO does not open, and at once with the reason
+ * of `options.signal` when that is aborted first.
  */
 export async function connectChannel(spec: ChannelSpec, options: ChannelOptions = {}): Promise<Channel> {
   const networks = (spec.networks ?? []).map((n) => parseNetwork(n));
   if (networks.length === 0) throw new FerryError('ERR_FERRY_INPUT', 'channel spec: networks must name at least one host:port');
   const key = await ChannelCore.prepareKey(spec, options);
   const channel = new SourceChannel(spec, key, options, networks);
-  channel.start();
-  await channel.ready;
+  const { signal } = options;
+  const onCancel = (): void => {
+    const reason: unknown = signal?.reason;
+    channel.abort(reason instanceof FerryError ? reason : new FerryError('ERR_FERRY_ABORTED', 'cancelled while connecting'));
+  };
+  signal?.addEventListener('abort', onCancel, { once: true });
+  try {
+    if (signal?.aborted) onCancel();
+    else channel.start();
+    await channel.ready;
+  } finally {
+    signal?.removeEventListener('abort', onCancel);
+  }
   return channel;
 }

@@ -227,6 +227,11 @@ export class GuestClient {
     this.socket.destroy();
   }
 
+  /** True once the control connection has closed (requests still pending were rejected for it). */
+  get lost(): boolean {
+    return this.closedError !== null;
+  }
+
   get closed(): Promise<void> {
     return this.closedPromise;
   }

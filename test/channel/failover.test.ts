@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { connectChannel, listenChannel, type ChannelListener } from '../../src/channel/index.js';
 import { startWanEmulator, type WanEmulator } from '../../src/channel/wan-emulator.js';
+import { FerryError } from '../../src/errors.js';
 import { CuttableRelay } from '../helpers/relay.js';
 import { makeSpec, receiveAll, sendAll } from './helpers.js';
 
@@ -99,6 +100,41 @@ describe('failover between migration networks', function () {
       assert.ok(performance.now() - started < 30_000, 'did not wait out the reconnect time before ever connecting');
     } finally {
       down.close();
+    }
+  });
+
+  it('a cancel while connecting ends it at once with the cancel\'s reason, not the connect timeouts', async () => {
+    const spec = makeSpec('encrypted', ['127.0.0.1:0'], { streams: 2 });
+    l = await listenChannel(spec, {});
+    const [host, port] = l.networks[0]!.split(':');
+    // The destination's HELLO never comes back: without the cancel the source would wait for its
+    // handshake timeouts, round after round.
+    const mute = new CuttableRelay({ host: host!, port: Number(port) });
+    mute.muteReplies = true;
+    try {
+      const address = await mute.listen();
+      const options = { handshakeTimeoutMs: 20_000, connectTimeoutMs: 20_000 };
+      const cancel = new AbortController();
+      const started = performance.now();
+      setTimeout(() => cancel.abort(new FerryError('ERR_FERRY_ABORTED', 'cancelled by the operator')), 300);
+      await assert.rejects(connectChannel({ ...spec, networks: [address] }, { ...options, signal: cancel.signal }), {
+        code: 'ERR_FERRY_ABORTED',
+        message: 'cancelled by the operator',
+      });
+      const took = performance.now() - started;
+      assert.ok(took < 5_000, `took ${took.toFixed(0)} ms`);
+      // Aborted before it began: no connection is even tried.
+      const before = mute.accepted;
+      const gone = new AbortController();
+      gone.abort();
+      await assert.rejects(connectChannel({ ...spec, networks: [address] }, { ...options, signal: gone.signal }), {
+        code: 'ERR_FERRY_ABORTED',
+        message: 'cancelled while connecting',
+      });
+      await new Promise((r) => setTimeout(r, 200));
+      assert.equal(mute.accepted, before, 'it dialed after all');
+    } finally {
+      mute.close();
     }
   });
 });

@@ -20,6 +20,7 @@ import { migrateGuest, type CoordinatorEvent } from '../../src/coordinator/migra
 import { resolveTarget } from '../../src/coordinator/target.js';
 import { ask, migrate } from '../agent/helpers/migrate.js';
 import { jsonLines } from './helpers.js';
+import { CuttableRelay } from '../helpers/relay.js';
 
 /** A `ferry migrate` child process whose output the test reads while it runs. */
 interface MigrateChild {
@@ -159,6 +160,50 @@ describe('e2e: cancelling a migration (real agents)', function () {
     const home = await migrate(c, 'c1', 'b', 'a');
     assert.equal(home.result.outcome, 'committed', JSON.stringify(home.result.result?.error));
     assert.equal(home.result.result!.destinationDigest, digest);
+  });
+
+  it('cancels while the data connections are still being set up: at once, not after their timeouts', async function () {
+    const before = await idleGuest('k1');
+    // b's migration network behind a relay that drops everything b sends back: the source's
+    // connections open but never finish their HELLO exchange (10 s each, round after round).
+    const network = c.hosts.get('b')!.networks[0]!;
+    const advertised = network.advertise;
+    const [host, port] = network.listen.split(':');
+    const mute = new CuttableRelay({ host: host!, port: Number(port) });
+    mute.muteReplies = true;
+    network.advertise = await mute.listen();
+    try {
+      let cancel: Promise<unknown> | null = null;
+      let sentAt = 0;
+      const events: MigrationStreamEvent[] = [];
+      // Before its channel opened the source has no migration result to give: start-outgoing
+      // fails with the cancel, as it does when no network answers.
+      await assert.rejects(
+        migrate(c, 'k1', 'a', 'b', {
+          onEvent: (e) => {
+            events.push(e);
+            if (e.type === 'started') {
+              setTimeout(() => {
+                sentAt = performance.now();
+                cancel = ask(c, 'a', 'migration.cancel', { guest: 'k1' });
+              }, 1000);
+            }
+          },
+        }),
+        { code: 'ERR_FERRY_ABORTED', message: 'cancelled by the operator' },
+      );
+      const endedAfter = performance.now() - sentAt;
+      assert.ok(cancel, 'the cancel was sent');
+      assert.ok(mute.accepted > 0, 'the source was connecting when the cancel came');
+      console.log(`      the migration ended ${endedAfter.toFixed(0)} ms after the cancel was sent`);
+      assert.ok(endedAfter < 5_000, `it waited ${endedAfter.toFixed(0)} ms: for the connect attempts, not the cancel`);
+      assert.equal(((await cancel) as { outcome: string }).outcome, 'aborted');
+      assert.deepEqual(events.at(-1), { type: 'aborted', code: 'ERR_FERRY_ABORTED', message: 'cancelled by the operator' });
+      await stayedOnA('k1', before.pid!, null);
+    } finally {
+      network.advertise = advertised;
+      mute.close();
+    }
   });
 
   it('takes the throttle off a guest the migration had throttled', async function () {

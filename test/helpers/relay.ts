@@ -14,12 +14,15 @@ export class CuttableRelay {
   /** While true, bytes from the target back to the connecting side are dropped. */
   muteReplies = false;
   cuts = 0;
+  /** Connections it took (refused ones included). */
+  accepted = 0;
 
   /** `target` may change later (e.g. once a destination's address is known). */
   constructor(public target: { host: string; port: number }) {}
 
   async listen(): Promise<string> {
     this.server = createServer((inbound) => {
+      this.accepted++;
       if (this.partitioned) {
         inbound.destroy();
         return;

@@ -121,12 +121,13 @@ async function runOutgoing(params: Record<string, unknown>, ctx: HandlerContext)
   try {
     let channel;
     try {
-      channel = await openOutgoing(spec, spec.networks);
+      // A cancel while the channel connects ends the connecting at once (not its timeouts).
+      channel = await openOutgoing(spec, spec.networks, cancel.signal);
     } finally {
       spec.key.fill(0);
       spec.nonce.fill(0);
     }
-    // A cancel that came while the channel opened: the engine stops at once and tells the destination.
+    // A cancel that came after the channel opened and before the engine listens: it stops at once.
     const result = await migrateSource(channel, guest, { ...spec, signal: cancel.signal }, emit);
     if (result.outcome === 'committed') guest.state = 'migrated';
     else if (result.outcome === 'in-doubt') guest.state = 'in-doubt';

@@ -14,8 +14,9 @@ export interface IncomingTransport {
   adopt(socket: Socket, head?: Uint8Array): void;
 }
 
-export async function openOutgoing(params: ChannelParams, networks: string[]): Promise<Channel> {
-  return connectChannel({ ...params, networks });
+/** `signal`: the operator's cancel, which ends the connecting at once (ERR_FERRY_ABORTED). */
+export async function openOutgoing(params: ChannelParams, networks: string[], signal?: AbortSignal): Promise<Channel> {
+  return connectChannel({ ...params, networks }, { signal });
 }
 
 export async function openIncoming(params: ChannelParams, options: ChannelOptions = {}): Promise<IncomingTransport> {
