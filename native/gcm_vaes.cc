@@ -108,7 +108,6 @@ FERRY_VAES_INLINE void aes_x4(const VaesKey& k, __m256i& a, __m256i& b, __m256i&
 
 // H^power (1 <= power <= kHPowers): the powers lie highest first, so H^n..H^1 are consecutive.
 FERRY_VAES_INLINE const uint8_t* h_power(const VaesKey& k, int power) { return k.h_powers[kHPowers - power]; }
-FERRY_VAES_INLINE uint8_t* h_power(VaesKey& k, int power) { return k.h_powers[kHPowers - power]; }
 
 FERRY_VAES_INLINE __m128i poly() { return _mm_set_epi64x(static_cast<long long>(0xc200000000000000ULL), 0); }
 
@@ -345,9 +344,8 @@ class Input {
 };
 
 // A seal from `out` on, GHASH so far in acc; returns the tag. The 512-bit code ends here too.
-FERRY_VAES_INLINE __m128i seal_rest(const VaesKey& k, const Job& job, Counter& ctr, Input& input, __m128i acc, uint8_t* out,
-                                    size_t len) {
-  const __m128i j0 = make_j0(job.iv);
+FERRY_VAES_INLINE __m128i seal_rest(const VaesKey& k, const Job& job, __m128i j0, Counter& ctr, Input& input, __m128i acc,
+                                    uint8_t* out, size_t len) {
   // Software-pipelined: each turn hashes the previous turn's ciphertext (still in L1) while it
   // encrypts the next sixteen blocks, so GHASH never waits for AES.
   if (len >= 256) {
@@ -379,15 +377,16 @@ FERRY_VAES_INLINE __m128i seal_rest(const VaesKey& k, const Job& job, Counter& c
 }
 
 FERRY_VAES void seal_impl(const VaesKey& k, const Job& job) {
-  Counter ctr(make_j0(job.iv));
+  const __m128i j0 = make_j0(job.iv);
+  Counter ctr(j0);
   Input input(job);
   const __m128i acc = ghash_bytes(k, _mm_setzero_si128(), job.aad, job.aad_len);
-  store128(job.out + job.in_len, seal_rest(k, job, ctr, input, acc, job.out, job.in_len));
+  store128(job.out + job.in_len, seal_rest(k, job, j0, ctr, input, acc, job.out, job.in_len));
 }
 
 // An open from `in` on, GHASH so far in acc; true when the tag verifies (`out` is wiped when not).
-FERRY_VAES_INLINE bool open_rest(const VaesKey& k, const Job& job, Counter& ctr, __m128i acc, const uint8_t* in, uint8_t* out,
-                                 size_t len) {
+FERRY_VAES_INLINE bool open_rest(const VaesKey& k, const Job& job, __m128i j0, Counter& ctr, __m128i acc, const uint8_t* in,
+                                 uint8_t* out, size_t len) {
   const size_t text_len = job.in_len - kTagBytes;
   const __m128i expected = load128(job.in + text_len);
   // Each turn hashes the sixteen ciphertext blocks it decrypts, before the plaintext overwrites
@@ -408,16 +407,17 @@ FERRY_VAES_INLINE bool open_rest(const VaesKey& k, const Job& job, Counter& ctr,
     store256(out + 96, _mm256_xor_si256(d, x3));
   }
   if (len != 0) acc = crypt_tail(k, ctr, acc, in, out, len, false);
-  const __m128i diff = _mm_xor_si128(finish_tag(k, acc, make_j0(job.iv), job.aad_len, text_len), expected);
+  const __m128i diff = _mm_xor_si128(finish_tag(k, acc, j0, job.aad_len, text_len), expected);
   if (_mm_testz_si128(diff, diff)) return true;
   wipe(job.out, text_len);
   return false;
 }
 
 FERRY_VAES bool open_impl(const VaesKey& k, const Job& job) {
-  Counter ctr(make_j0(job.iv));
+  const __m128i j0 = make_j0(job.iv);
+  Counter ctr(j0);
   const __m128i acc = ghash_bytes(k, _mm_setzero_si128(), job.aad, job.aad_len);
-  return open_rest(k, job, ctr, acc, job.in, job.out, job.in_len - kTagBytes);
+  return open_rest(k, job, j0, ctr, acc, job.in, job.out, job.in_len - kTagBytes);
 }
 
 FERRY_VAES void expand_impl(VaesKey* key, const uint8_t raw[kKeyBytes]) {
@@ -439,7 +439,7 @@ FERRY_VAES void expand_impl(VaesKey* key, const uint8_t raw[kKeyBytes]) {
   const __m128i h1 = _mm_set_epi64x(static_cast<long long>(hi), static_cast<long long>(lo));
   __m128i power = h1;
   for (int i = 1; i <= kHPowers; i++) {
-    store128(h_power(*key, i), power);
+    store128(key->h_powers[kHPowers - i], power);  // H^i
     power = gf_mul(power, h1);
   }
 }
@@ -522,7 +522,8 @@ FERRY_VAES512_INLINE __m512i first_counters512(__m128i j0) {
 }
 
 FERRY_VAES512 void seal512_impl(const VaesKey& k, const Job& job) {
-  __m512i next = first_counters512(make_j0(job.iv));
+  const __m128i j0 = make_j0(job.iv);
+  __m512i next = first_counters512(j0);
   __m128i acc = ghash_bytes(k, _mm_setzero_si128(), job.aad, job.aad_len);
   Input input(job);
   uint8_t* out = job.out;
@@ -540,11 +541,12 @@ FERRY_VAES512 void seal512_impl(const VaesKey& k, const Job& job) {
     acc = ghash_n(k, acc, out - 256, 16);
   }
   Counter ctr(low256(next));
-  store128(job.out + job.in_len, seal_rest(k, job, ctr, input, acc, out, len));
+  store128(job.out + job.in_len, seal_rest(k, job, j0, ctr, input, acc, out, len));
 }
 
 FERRY_VAES512 bool open512_impl(const VaesKey& k, const Job& job) {
-  __m512i next = first_counters512(make_j0(job.iv));
+  const __m128i j0 = make_j0(job.iv);
+  __m512i next = first_counters512(j0);
   __m128i acc = ghash_bytes(k, _mm_setzero_si128(), job.aad, job.aad_len);
   const uint8_t* in = job.in;
   uint8_t* out = job.out;
@@ -556,7 +558,7 @@ FERRY_VAES512 bool open512_impl(const VaesKey& k, const Job& job) {
     xor_store32(s, in, out);
   }
   Counter ctr(low256(next));
-  return open_rest(k, job, ctr, acc, in, out, len);
+  return open_rest(k, job, j0, ctr, acc, in, out, len);
 }
 
 }  // namespace
