@@ -262,7 +262,7 @@ class SourceMigration {
     if (!final) await this.replies.passAcked(report.pass, this.options.timeoutMs - this.elapsed(), () => this.timeoutError());
     report.durationMs = performance.now() - t0;
     this.passes.push(report);
-    this.conv.recordPass(report.bytes, report.durationMs);
+    this.conv.recordPass(report.bytes, report.durationMs, report.pass > 1);
     return report;
   }
 

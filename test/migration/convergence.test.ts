@@ -1,26 +1,48 @@
 /** The switch-over and throttle rules, on their own. */
 import assert from 'node:assert/strict';
-import { Convergence, SWITCH_HEADROOM, THROTTLE_INITIAL, THROTTLE_MAX, THROTTLE_STEP } from '../../src/migration/convergence.js';
+import { Convergence, DIRTY_SHARE_BEFORE_MEASURED, SWITCH_HEADROOM, THROTTLE_INITIAL, THROTTLE_MAX, THROTTLE_STEP } from '../../src/migration/convergence.js';
 
 describe('convergence', () => {
-  it('switches over once the remainder crosses within the downtime limit', () => {
+  it('switches over once the remainder crosses within the downtime limit, at the rate dirty pages went', () => {
     const c = new Convergence(500, true);
     assert.equal(c.fits(1), false, 'no estimate before any measurement');
     assert.ok(c.fits(0));
     c.recordPass(100e6, 1000);
     assert.equal(c.bandwidth, 100e6);
-    // 500 ms at 100 MB/s, less the headroom kept for the pause's fixed costs.
-    assert.ok(c.fits(50e6 * SWITCH_HEADROOM));
-    assert.ok(!c.fits(50e6 * SWITCH_HEADROOM + 1e6));
-    // A short pass says little: the estimate stands.
-    c.recordPass(1e6, 5);
-    assert.equal(c.bandwidth, 100e6);
+    // After pass 1 alone, dirty pages are assumed to cross at a share of its rate: 500 ms at
+    // 50 MB/s, less the headroom kept for the pause's fixed costs.
+    const share = 100e6 * DIRTY_SHARE_BEFORE_MEASURED;
+    assert.ok(c.fits(0.5 * share * SWITCH_HEADROOM));
+    assert.ok(!c.fits(0.5 * share * SWITCH_HEADROOM + 1e6));
+    assert.equal(c.estimateMs(share), 1000);
+    // A pass of dirty pages measured: its rate decides, whatever pass 1 did.
+    c.recordPass(30e6, 1000, true);
+    assert.equal(c.dirtyPassBandwidth, 30e6);
+    assert.equal(c.estimateMs(30e6), 1000);
+    assert.ok(c.fits(15e6 * SWITCH_HEADROOM));
+    assert.ok(!c.fits(15e6 * SWITCH_HEADROOM + 1e6));
+    // A short pass says little of the link (its bandwidth stands) but is what the next short pass takes.
+    c.recordPass(1e6, 5, true);
+    assert.equal(c.bandwidth, 0.5 * 100e6 + 0.5 * 30e6);
+    assert.equal(c.dirtyPassBandwidth, 0.5 * 30e6 + 0.5 * 200e6);
+  });
+
+  it('converges on a guest that dirties a page now and then after a pass 1 that sent almost nothing', () => {
+    // A fresh guest: pass 1 skips every zero page and sends a few KiB in a second.
+    const c = new Convergence(500, true);
+    c.recordPass(12_000, 1000);
+    assert.ok(!c.fits(4096), 'a page at half of 12 kB/s: 680 ms');
+    // The pass of that one page takes a few ms, acknowledgement included: now it fits.
+    c.recordPass(4096, 4, true);
+    assert.ok(c.fits(4096));
   });
 
   it('never estimates more bandwidth than the cap', () => {
     const c = new Convergence(500, true, 10e6);
     c.recordPass(100e6, 1000);
     assert.equal(c.bandwidth, 10e6);
+    c.recordPass(100e6, 1000, true);
+    assert.equal(c.dirtyPassBandwidth, 10e6);
   });
 
   it('raises the throttle after two overrun passes in a row, in steps, up to the maximum', () => {
