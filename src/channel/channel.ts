@@ -60,6 +60,13 @@ export interface ChannelOptions {
    * connect attempts and HELLO exchanges to run out. Once connected the caller listens itself.
    */
   signal?: AbortSignal;
+  /**
+   * Plain mode: copies pairs (flat[2i+1] into flat[2i]) off the event loop — the addon's copyBatch,
+   * memcpy on the libuv pool — for a batch of payloads to be copied into their frames: a DATA
+   * message's pages come as views of guest memory, and V8's copy out of a SharedArrayBuffer is a
+   * slow one on the calling thread. Default: the copy runs on the calling thread.
+   */
+  copy?: ((flat: Uint8Array[]) => Promise<void>) | null;
   /** Lower the per-key seal limit (tests); never above SEAL_LIMIT_BYTES. */
   sealLimitBytes?: number;
   /** Told about each incoming connection refused before it touched the channel (wrong key, mode, id). */
@@ -77,6 +84,8 @@ export const DEFAULT_WINDOW_BYTES = 64 * 1024 * 1024;
 /** Frames sealed or opened in one backend call, at most; and bytes of payload. */
 const BATCH_FRAMES = 64;
 const BATCH_BYTES = 16 * 1024 * 1024;
+/** Plain batches smaller than this are copied into their frames on the calling thread. */
+const POOL_COPY_MIN_BYTES = 64 * 1024;
 /**
  * An ACK goes at once after an eighth of the window was delivered, else this long after the first
  * delivery it covers. An encrypted ACK costs a seal on one side and an open on the other, each a
@@ -156,7 +165,8 @@ export abstract class ChannelCore implements Channel {
   protected readonly conns = new Set<Connection>();
   protected readonly pacer: Pacer;
   private readonly pool: FramePool;
-  protected readonly options: Required<Omit<ChannelOptions, 'backend' | 'onRejectedConnection' | 'sealLimitBytes' | 'allocatePayload' | 'signal'>>;
+  protected readonly options: Required<Omit<ChannelOptions, 'backend' | 'onRejectedConnection' | 'sealLimitBytes' | 'allocatePayload' | 'signal' | 'copy'>>;
+  private readonly copy: ((flat: Uint8Array[]) => Promise<void>) | null;
   private readonly allocatePayload: (messageType: number, length: number) => Uint8Array;
   private readonly consumerAllocates: boolean;
   private readonly encrypted: boolean;
@@ -229,6 +239,7 @@ export abstract class ChannelCore implements Channel {
       connectRounds: options.connectRounds ?? 2,
     };
     this.allocatePayload = options.allocatePayload ?? ((_type, length) => Buffer.allocUnsafe(length));
+    this.copy = options.copy ?? null;
     this.consumerAllocates = options.allocatePayload !== undefined;
     this.sealLimit = Math.min(SEAL_LIMIT_BYTES, options.sealLimitBytes ?? SEAL_LIMIT_BYTES);
     this.pacer = new Pacer(spec.maxBytesPerSecond, MAX_PAYLOAD_BYTES);
@@ -620,6 +631,8 @@ export abstract class ChannelCore implements Channel {
 
   private async sealTaken(batch: PendingSend[]): Promise<void> {
     const jobs: AeadJob[] = [];
+    const copies: Uint8Array[] = [];
+    let copyBytes = 0;
     const built = batch.map((s) => {
       const conn = this.pickConnection()!;
       const f = this.buildFrame(conn, FrameType.DATA, 0, s.type, s.number, s.length, 0);
@@ -630,9 +643,10 @@ export abstract class ChannelCore implements Channel {
       } else {
         let at = HEADER_BYTES;
         for (const part of s.payload instanceof Uint8Array ? [s.payload] : s.payload) {
-          f.buf.set(part, at);
+          copies.push(f.buf.subarray(at, at + part.length), part);
           at += part.length;
         }
+        copyBytes += s.length;
       }
       return { s, conn, f };
     });
@@ -640,6 +654,9 @@ export abstract class ChannelCore implements Channel {
       if (!this.key) return;
       await this.key.sealBatch(jobs, this.batchOptions);
     }
+    // Plain: as the seal would, off the event loop when the batch is worth the pool's round trip.
+    if (this.copy && copyBytes >= POOL_COPY_MIN_BYTES) await this.copy(copies);
+    else for (let i = 0; i < copies.length; i += 2) copies[i]!.set(copies[i + 1]!);
     if (this.error) return;
     for (const { s, conn, f } of built) {
       const msg: OutMessage = { number: s.number, payloadLength: s.length, frame: f.buf, conn, sequence: f.sequence };

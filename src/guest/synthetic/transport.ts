@@ -8,15 +8,19 @@ import { connectChannel, createIncomingChannel } from '../../channel/index.js';
 import type { ChannelOptions } from '../../channel/channel.js';
 import type { Channel } from '../../channel/types.js';
 import type { ChannelParams } from '../../migration/types.js';
+import { pageCopier } from '../../crypto/index.js';
 
 export interface IncomingTransport {
   channel: Channel;
   adopt(socket: Socket, head?: Uint8Array): void;
 }
 
-/** `signal`: the operator's cancel, which ends the connecting at once (ERR_FERRY_ABORTED). */
+/**
+ * `signal`: the operator's cancel, which ends the connecting at once (ERR_FERRY_ABORTED). A plain
+ * channel copies pages into its frames with the addon's copyBatch when it is built.
+ */
 export async function openOutgoing(params: ChannelParams, networks: string[], signal?: AbortSignal): Promise<Channel> {
-  return connectChannel({ ...params, networks }, { signal });
+  return connectChannel({ ...params, networks }, { signal, copy: pageCopier() });
 }
 
 export async function openIncoming(params: ChannelParams, options: ChannelOptions = {}): Promise<IncomingTransport> {
