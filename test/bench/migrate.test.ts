@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { computeRatios, type FerryRun, type ScenarioReport } from '../../src/cli/commands/bench/migrate.js';
 import { qemuMissing } from '../../src/cli/commands/bench/qemu-migration.js';
 import { processesMentioning } from '../helpers/processes.js';
 
@@ -22,6 +23,28 @@ const clusterDir = (stderr: string): string => {
 };
 
 describe('ferry bench migrate', function () {
+  it('gives the idle ratio per direction (ratio of medians) and over both as their geometric mean', function () {
+    const run = (mode: 'encrypted' | 'plain', direction: string, totalMs: number): FerryRun => ({
+      mode, direction, ok: true, error: null, totalMs, switchoverMs: 10, bytesSent: 1, wireFraction: 1, passes: 2, throughput: 1,
+      maxThrottlePercent: 0, opsPerSecondBefore: 0, sourceCpuSeconds: 1, destinationCpuSeconds: 1, sourceSystemCpuSeconds: 0, destinationSystemCpuSeconds: 0,
+    });
+    // The full run of 2026-11-30 22:40 (docs/performance.md), in the order it ran (ABBA).
+    const idle: ScenarioReport = {
+      name: 'idle-10g', description: '', memoryBytes: 1, workload: 'idle', maxBytesPerSecond: null, skipped: null, unmeasured: [],
+      runs: [
+        run('encrypted', 'a→b', 4494), run('encrypted', 'b→a', 4249), run('plain', 'a→b', 4304), run('plain', 'b→a', 3999),
+        run('plain', 'a→b', 4397), run('plain', 'b→a', 3837), run('encrypted', 'a→b', 4565), run('encrypted', 'b→a', 3826),
+      ],
+    };
+    const r = computeRatios([idle]);
+    const ab = (4494 + 4565) / (4304 + 4397);
+    const ba = (4249 + 3826) / (3999 + 3837);
+    assert.ok(Math.abs(r.idleEncryptedOverPlainTimeByDirection['a→b']! - ab) < 1e-12);
+    assert.ok(Math.abs(r.idleEncryptedOverPlainTimeByDirection['b→a']! - ba) < 1e-12);
+    assert.ok(Math.abs(r.idleEncryptedOverPlainTime! - Math.sqrt(ab * ba)) < 1e-12);
+    assert.equal(r.ferryOverQemuPlainTime, null, 'no loopback scenario, no QEMU ratio');
+  });
+
   it('runs every scenario tiny and prints one JSON object with runs, QEMU figures and ratios', function () {
     this.timeout(180_000);
     const r = spawnSync(process.execPath, ['bin/ferry', 'bench', 'migrate', '--json', ...TINY], { cwd: root, encoding: 'utf8', timeout: 170_000 });

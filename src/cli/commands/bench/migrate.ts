@@ -366,7 +366,10 @@ const cpuText = (s: number | null, system: number | null): string =>
   s === null ? '—' : `${s.toFixed(2)} s${system === null ? '' : ` (kernel ${system.toFixed(2)})`}`;
 
 export interface Ratios {
-  /** Medians over both directions; then the same for each direction alone. */
+  /**
+   * Each direction's ratio of medians (encrypted over plain), and over both the geometric mean of
+   * the two: the directions meet different memory, so their times are not pooled.
+   */
   idleEncryptedOverPlainTime: number | null;
   idleEncryptedOverPlainTimeByDirection: { 'a→b': number | null; 'b→a': number | null };
   /** The destination guest process's CPU seconds, encrypted over plain (medians). */
@@ -392,12 +395,11 @@ export function computeRatios(scenarios: ScenarioReport[]): Ratios {
   const kvWanted = kv?.kvRate ? kv.kvRate.gets + kv.kvRate.sets : null;
   const kvOps = median(kv?.runs.map((r) => r.opsPerSecondBefore ?? NaN) ?? []);
   const ferryLoopback = medianTotal(q, 'encrypted');
+  const idleAb = ratio(medianTotal(idle, 'encrypted', 'a→b'), medianTotal(idle, 'plain', 'a→b'));
+  const idleBa = ratio(medianTotal(idle, 'encrypted', 'b→a'), medianTotal(idle, 'plain', 'b→a'));
   return {
-    idleEncryptedOverPlainTime: ratio(medianTotal(idle, 'encrypted'), medianTotal(idle, 'plain')),
-    idleEncryptedOverPlainTimeByDirection: {
-      'a→b': ratio(medianTotal(idle, 'encrypted', 'a→b'), medianTotal(idle, 'plain', 'a→b')),
-      'b→a': ratio(medianTotal(idle, 'encrypted', 'b→a'), medianTotal(idle, 'plain', 'b→a')),
-    },
+    idleEncryptedOverPlainTime: idleAb === null || idleBa === null ? null : Math.sqrt(idleAb * idleBa),
+    idleEncryptedOverPlainTimeByDirection: { 'a→b': idleAb, 'b→a': idleBa },
     idleEncryptedOverPlainDestinationCpu: ratio(medianDestinationCpu(idle, 'encrypted'), medianDestinationCpu(idle, 'plain')),
     idleMaxSwitchoverMs: switchovers(idle).length ? Math.max(...switchovers(idle)) : null,
     kvMaxSwitchoverMs: switchovers(kv).length ? Math.max(...switchovers(kv)) : null,
