@@ -164,7 +164,14 @@ export async function runQemuMigration(o: QemuMigrationOptions): Promise<QemuMig
     const deadline = Date.now() + 120_000;
     for (;;) {
       const info = await src.qmp.execute<Record<string, any>>('query-migrate');
+      // QEMU 7.2 can answer "completed" a moment before it has filled in the times (seen once:
+      // total-time 0, downtime 0, after 2 GiB crossed): ask again until they are there.
+      if (info.status === 'completed' && !(info['total-time'] > 0) && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 20));
+        continue;
+      }
       if (info.status === 'completed') {
+        if (!(info['total-time'] > 0)) throw new FerryError('ERR_FERRY_INTERNAL', `QEMU migration (${o.mode}) completed without a total time`);
         return {
           mode: o.mode,
           status: info.status,
