@@ -54,6 +54,8 @@ class CopyWorker : public Napi::AsyncWorker {
   Napi::Promise promise() { return deferred_.Promise(); }
   void Execute() override {
     for (size_t i = 0; i + 1 < pairs_.size(); i += 2) {
+      // An empty view may carry no pointer at all, and memmove's arguments must not be null.
+      if (pairs_[i].length == 0) continue;
       populate_for_write(pairs_[i].data, pairs_[i].length);
       std::memmove(pairs_[i].data, pairs_[i + 1].data, pairs_[i].length);
     }

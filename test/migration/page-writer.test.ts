@@ -131,6 +131,9 @@ describe('copyBatch (addon)', function () {
     assert.equal(mem[99], 1);
     assert.equal(mem[100], 2, 'the second pair, over the first, landed second');
     assert.equal(mem[200], 1);
+    // Empty pairs (a message segment of no bytes) are nothing to copy, even beside real ones.
+    await copy([Buffer.alloc(0), Buffer.alloc(0), mem.subarray(300, 301), Buffer.alloc(1, 3), new Uint8Array(0), new Uint8Array(0)]);
+    assert.equal(mem[300], 3);
     assert.throws(() => copy([mem.subarray(0, 10), Buffer.alloc(11)]), { code: 'ERR_FERRY_INTERNAL' });
     assert.throws(() => copy([mem.subarray(0, 10)]), { code: 'ERR_FERRY_INTERNAL' });
   });
