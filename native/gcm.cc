@@ -95,6 +95,24 @@ Status Context::seal(const Job& job) {
   return evp_seal(evp_, job);
 }
 
+void wipe_output(const Job& job, size_t len) {
+  if (job.out_segments == nullptr) {
+    wipe(job.out, len);
+    return;
+  }
+  for (size_t i = 0; i < job.out_segment_count && len != 0; i++) {
+    const size_t n = job.out_segments[i].len < len ? job.out_segments[i].len : len;
+    wipe(job.out_segments[i].data, n);
+    len -= n;
+  }
+}
+
+Status Context::ctr(const uint8_t* iv, uint64_t offset, const uint8_t* in, uint8_t* out, size_t len) {
+  if (key_.impl_ == Impl::kEvp) return evp_ctr(key_.raw_, iv, offset, in, out, len);
+  vaes_ctr(*key_.vaes_, iv, offset, in, out, len);
+  return Status::kOk;
+}
+
 Status Context::open(const Job& job) {
   if (job.in_len < kTagBytes) return Status::kAuthFailed;
   if (key_.impl_ == Impl::kVaesAvx512) return vaes512_open(*key_.vaes_, job) ? Status::kOk : Status::kAuthFailed;

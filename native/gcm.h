@@ -36,6 +36,12 @@ struct Segment {
   size_t len;
 };
 
+// A piece of a scattered open's output.
+struct OutSegment {
+  uint8_t* data;
+  size_t len;
+};
+
 // One message. Seal: `out` receives in_len + 16 bytes (ciphertext, then tag). Open: `in` is
 // ciphertext then tag (in_len >= 16) and `out` receives in_len - 16 bytes. `out` may be `in`
 // itself (in place) but must not otherwise overlap it.
@@ -43,6 +49,10 @@ struct Segment {
 // A seal may instead gather its input from `segments` (in order, their lengths adding up to
 // in_len; `in` is then ignored), so that a message made of a header and pages of guest memory is
 // sealed where it lies, without first being copied together. `out` must not overlap any segment.
+//
+// An open may likewise scatter its plaintext over `out_segments` (in order, their lengths adding up
+// to in_len - 16; `out` is then ignored), so that pages arriving in one message are opened straight
+// into guest memory. The segments must not overlap `in` or each other.
 struct Job {
   const uint8_t* iv;
   const uint8_t* aad;
@@ -52,7 +62,12 @@ struct Job {
   uint8_t* out;
   const Segment* segments = nullptr;
   size_t segment_count = 0;
+  const OutSegment* out_segments = nullptr;
+  size_t out_segment_count = 0;
 };
+
+// Zeroes what an open of `job` wrote (its `out`, or every one of its out_segments), `len` bytes in all.
+void wipe_output(const Job& job, size_t len);
 
 enum class Status { kOk, kAuthFailed, kInternal };
 
@@ -91,6 +106,11 @@ class Context {
   Status seal(const Job& job);
   // kAuthFailed when the tag does not verify; `out` is then wiped.
   Status open(const Job& job);
+  // The counter-mode half of an open without its tag check: decrypts `len` bytes of ciphertext
+  // that stand at byte `offset` of a message under `iv` (in: those bytes) into `out`. What comes
+  // out is NOT authenticated; a caller may only use it to decide where the message's authenticated
+  // open will put its plaintext (docs/protocol.md, "Opening in place"). offset + len <= 2^36 - 32.
+  Status ctr(const uint8_t* iv, uint64_t offset, const uint8_t* in, uint8_t* out, size_t len);
 
  private:
   const Key& key_;

@@ -17,6 +17,7 @@ namespace {
 using gcm::Context;
 using gcm::Job;
 using gcm::Key;
+using gcm::OutSegment;
 using gcm::Segment;
 using gcm::Status;
 
@@ -87,21 +88,44 @@ Napi::Value key_destroy_js(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// The pieces of an array of Uint8Arrays (a seal's gathered input, an open's scattered output) into
+// `pieces`; their total length into `total`.
+template <typename Piece>
+bool get_pieces(Napi::Value value, std::vector<Piece>* pieces, size_t* total) {
+  Napi::Array parts = value.As<Napi::Array>();
+  pieces->resize(parts.Length());
+  *total = 0;
+  for (uint32_t i = 0; i < parts.Length(); i++) {
+    Bytes part;
+    if (!get_bytes(parts.Get(i), &part)) return false;
+    (*pieces)[i] = Piece{part.data, part.length};
+    *total += part.length;
+  }
+  return true;
+}
+
 // A job from [iv, aad, input, output]. With `segments`, a seal's input may also be an array of
-// Uint8Arrays, gathered in order (the segments are stored there; the caller keeps them alive).
-bool get_job(const Napi::Value* args, Job* job, std::vector<Segment>* segments = nullptr) {
+// Uint8Arrays, gathered in order; with `out_segments`, an open's output may be such an array, the
+// plaintext scattered over it in order (the pieces are stored there; the caller keeps them alive).
+bool get_job(const Napi::Value* args, Job* job, std::vector<Segment>* segments = nullptr,
+             std::vector<OutSegment>* out_segments = nullptr) {
   Bytes iv, aad, in, out;
-  if (!get_bytes(args[0], &iv) || !get_bytes(args[1], &aad) || !get_bytes(args[3], &out)) return false;
-  if (segments != nullptr && args[2].IsArray()) {
-    Napi::Array parts = args[2].As<Napi::Array>();
-    segments->resize(parts.Length());
-    size_t total = 0;
-    for (uint32_t i = 0; i < parts.Length(); i++) {
-      Bytes part;
-      if (!get_bytes(parts.Get(i), &part)) return false;
-      (*segments)[i] = Segment{part.data, part.length};
-      total += part.length;
+  size_t total = 0;
+  if (!get_bytes(args[0], &iv) || !get_bytes(args[1], &aad)) return false;
+  if (out_segments != nullptr && args[3].IsArray()) {
+    if (!get_bytes(args[2], &in) || !get_pieces(args[3], out_segments, &total)) return false;
+    if (in.length < gcm::kTagBytes || total != in.length - gcm::kTagBytes) {
+      throw_internal(args[3].Env(), "batch: the output segments do not add up to the plaintext's length");
+      return false;
     }
+    *job = Job{iv.data, aad.data, aad.length, in.data, in.length, nullptr};
+    job->out_segments = out_segments->data();
+    job->out_segment_count = out_segments->size();
+    return true;
+  }
+  if (!get_bytes(args[3], &out)) return false;
+  if (segments != nullptr && args[2].IsArray()) {
+    if (!get_pieces(args[2], segments, &total)) return false;
     *job = Job{iv.data, aad.data, aad.length, nullptr, total, out.data, segments->data(), segments->size()};
     return true;
   }
@@ -130,6 +154,23 @@ Napi::Value one_shot_js(const Napi::CallbackInfo& info) {
   return status_to_js(env, kSealing ? handle->context->seal(job) : handle->context->open(job), kSealing);
 }
 
+// ctr(handle, iv, offset, input, output) -> true: Context::ctr, decrypting input (the ciphertext
+// bytes that stand at `offset` of a message) into output without authenticating anything.
+Napi::Value ctr_js(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  KeyHandle* handle = get_handle(info[0]);
+  if (handle == nullptr) return env.Undefined();
+  Bytes iv, in, out;
+  if (!get_bytes(info[1], &iv) || !get_bytes(info[3], &in) || !get_bytes(info[4], &out)) return env.Undefined();
+  const int64_t offset = info[2].As<Napi::Number>().Int64Value();
+  if (iv.length != gcm::kIvBytes || in.length != out.length || offset < 0 ||
+      static_cast<uint64_t>(offset) + in.length > (uint64_t{1} << 36) - 32) {
+    throw_internal(env, "ctr: bad arguments");
+    return env.Undefined();
+  }
+  return status_to_js(env, handle->context->ctr(iv.data, static_cast<uint64_t>(offset), in.data, out.data, in.length), false);
+}
+
 // ---- batches -----------------------------------------------------------------------------------
 
 // One batch in flight. Lives until its last worker finishes; touched from the pool only through
@@ -143,7 +184,8 @@ struct Batch {
   std::shared_ptr<const Key> key;
   bool sealing;
   std::vector<Job> jobs;
-  std::vector<std::vector<Segment>> segments;  // of the seal jobs whose input is gathered
+  std::vector<std::vector<Segment>> segments;         // of the seal jobs whose input is gathered
+  std::vector<std::vector<OutSegment>> out_segments;  // of the open jobs whose output is scattered
   std::atomic<size_t> next{0};  // the next job nobody has taken
   std::atomic<size_t> first_failed{SIZE_MAX};
   std::atomic<bool> internal{false};
@@ -174,7 +216,11 @@ struct Batch {
     }
     // No output of a failed batch is left for the caller to see.
     for (const Job& job : jobs) {
-      wipe(job.out, sealing ? job.in_len + gcm::kTagBytes : job.in_len - std::min(job.in_len, gcm::kTagBytes));
+      if (sealing) {
+        wipe(job.out, job.in_len + gcm::kTagBytes);
+      } else {
+        gcm::wipe_output(job, job.in_len - std::min(job.in_len, gcm::kTagBytes));
+      }
     }
     Napi::Error error = internal ? coded_error(env, "ERR_FERRY_INTERNAL", "AES-GCM failed inside the crypto library")
                                  : coded_error(env, "ERR_FERRY_AUTH", "AES-GCM open failed: authentication failed");
@@ -220,10 +266,13 @@ Napi::Value batch_js(const Napi::CallbackInfo& info) {
   const uint32_t n = flat.Length() / 4;
   batch->jobs.resize(n);
   if (kSealing) batch->segments.resize(n);
+  if (!kSealing) batch->out_segments.resize(n);
   size_t total = 0;
   for (uint32_t i = 0; i < n; i++) {
     const Napi::Value args[4] = {flat.Get(4 * i), flat.Get(4 * i + 1), flat.Get(4 * i + 2), flat.Get(4 * i + 3)};
-    if (!get_job(args, &batch->jobs[i], kSealing ? &batch->segments[i] : nullptr)) return env.Undefined();
+    if (!get_job(args, &batch->jobs[i], kSealing ? &batch->segments[i] : nullptr, kSealing ? nullptr : &batch->out_segments[i])) {
+      return env.Undefined();
+    }
     total += batch->jobs[i].in_len;
   }
   size_t workers = std::min<size_t>({static_cast<size_t>(threads), n, std::max<size_t>(1, total / kMinWorkerBytes)});
@@ -254,6 +303,7 @@ void init_gcm(Napi::Env env, Napi::Object exports) {
   exports.Set("keyDestroy", Napi::Function::New(env, key_destroy_js, "keyDestroy"));
   exports.Set("seal", Napi::Function::New(env, one_shot_js<true>, "seal"));
   exports.Set("open", Napi::Function::New(env, one_shot_js<false>, "open"));
+  exports.Set("ctr", Napi::Function::New(env, ctr_js, "ctr"));
   exports.Set("sealBatch", Napi::Function::New(env, batch_js<true>, "sealBatch"));
   exports.Set("openBatch", Napi::Function::New(env, batch_js<false>, "openBatch"));
 }

@@ -384,40 +384,137 @@ FERRY_VAES void seal_impl(const VaesKey& k, const Job& job) {
   store128(job.out + job.in_len, seal_rest(k, job, j0, ctr, input, acc, job.out, job.in_len));
 }
 
-// An open from `in` on, GHASH so far in acc; true when the tag verifies (`out` is wiped when not).
+// The plaintext of an open, written front to back in pieces of at most 512 bytes: straight into
+// its buffer, or scattered over segments (Job::out_segments), where a piece that spans two segments
+// is put together in a small buffer and copied out (a few times per message; everything else is
+// stored where it belongs). next() says where a piece goes; commit() lands it.
+class Output {
+ public:
+  explicit Output(const Job& job) : job_(job) {
+    if (job.out_segments == nullptr) {
+      one_ = OutSegment{job.out, job.in_len - kTagBytes};
+      seg_ = &one_;
+      end_ = seg_ + 1;
+    } else {
+      seg_ = job.out_segments;
+      end_ = seg_ + job.out_segment_count;
+    }
+  }
+  Output(const Output&) = delete;
+  Output& operator=(const Output&) = delete;
+  ~Output() { wipe(piece_, sizeof piece_); }
+
+  FERRY_VAES_INLINE uint8_t* next(size_t n) {
+    skip_empty();
+    if (seg_ != end_ && seg_->len - at_ >= n) {
+      uint8_t* p = seg_->data + at_;
+      at_ += n;
+      return p;
+    }
+    pending_ = n;
+    return piece_;
+  }
+
+  FERRY_VAES_INLINE void commit() {
+    if (pending_ != 0) scatter();
+  }
+
+  // After a failed tag check: nothing the open wrote is left.
+  void wipe_all() { wipe_output(job_, job_.in_len - kTagBytes); }
+
+ private:
+  void skip_empty() {
+    while (seg_ != end_ && at_ == seg_->len) {
+      ++seg_;
+      at_ = 0;
+    }
+  }
+
+  void scatter() {
+    for (size_t put = 0; put < pending_;) {
+      skip_empty();
+      if (seg_ == end_) break;  // the segments hold less than in_len - 16: the binding refuses that; be safe
+      const size_t take = seg_->len - at_ < pending_ - put ? seg_->len - at_ : pending_ - put;
+      std::memcpy(seg_->data + at_, piece_ + put, take);
+      at_ += take;
+      put += take;
+    }
+    pending_ = 0;
+  }
+
+  const Job& job_;
+  OutSegment one_{};
+  const OutSegment* seg_;
+  const OutSegment* end_;
+  size_t at_ = 0;
+  size_t pending_ = 0;
+  alignas(64) uint8_t piece_[512];
+};
+
+// An open from `in` on, GHASH so far in acc; true when the tag verifies (everything written is
+// wiped when not).
 FERRY_VAES_INLINE bool open_rest(const VaesKey& k, const Job& job, __m128i j0, Counter& ctr, __m128i acc, const uint8_t* in,
-                                 uint8_t* out, size_t len) {
+                                 Output& out, size_t len) {
   const size_t text_len = job.in_len - kTagBytes;
   const __m128i expected = load128(job.in + text_len);
   // Each turn hashes the sixteen ciphertext blocks it decrypts, before the plaintext overwrites
   // them when opening in place.
-  for (; len >= 256; in += 256, out += 256, len -= 256) {
+  for (; len >= 256; in += 256, len -= 256) {
     __m256i s[8];
     keystream16<true>(k, ctr, s, in, acc);
-    xor_store16(s, in, out);
+    xor_store16(s, in, out.next(256));
+    out.commit();
   }
-  for (; len >= 128; in += 128, out += 128, len -= 128) {
+  for (; len >= 128; in += 128, len -= 128) {
     const __m256i x0 = load256(in), x1 = load256(in + 32), x2 = load256(in + 64), x3 = load256(in + 96);
     acc = ghash8(k, acc, x0, x1, x2, x3);
     __m256i a, b, c, d;
     ctr.keystream8(k, a, b, c, d);
-    store256(out, _mm256_xor_si256(a, x0));
-    store256(out + 32, _mm256_xor_si256(b, x1));
-    store256(out + 64, _mm256_xor_si256(c, x2));
-    store256(out + 96, _mm256_xor_si256(d, x3));
+    uint8_t* o = out.next(128);
+    store256(o, _mm256_xor_si256(a, x0));
+    store256(o + 32, _mm256_xor_si256(b, x1));
+    store256(o + 64, _mm256_xor_si256(c, x2));
+    store256(o + 96, _mm256_xor_si256(d, x3));
+    out.commit();
   }
-  if (len != 0) acc = crypt_tail(k, ctr, acc, in, out, len, false);
+  if (len != 0) {
+    acc = crypt_tail(k, ctr, acc, in, out.next(len), len, false);
+    out.commit();
+  }
   const __m128i diff = _mm_xor_si128(finish_tag(k, acc, j0, job.aad_len, text_len), expected);
   if (_mm_testz_si128(diff, diff)) return true;
-  wipe(job.out, text_len);
+  out.wipe_all();
   return false;
 }
 
 FERRY_VAES bool open_impl(const VaesKey& k, const Job& job) {
   const __m128i j0 = make_j0(job.iv);
   Counter ctr(j0);
+  Output out(job);
   const __m128i acc = ghash_bytes(k, _mm_setzero_si128(), job.aad, job.aad_len);
-  return open_rest(k, job, j0, ctr, acc, job.in, job.out, job.in_len - kTagBytes);
+  return open_rest(k, job, j0, ctr, acc, job.in, out, job.in_len - kTagBytes);
+}
+
+// Context::ctr: counter blocks one at a time (a few blocks per call: the run table of a message).
+FERRY_VAES void ctr_impl(const VaesKey& k, const uint8_t* iv, uint64_t offset, const uint8_t* in, uint8_t* out, size_t len) {
+  alignas(16) uint8_t block[16];
+  std::memcpy(block, iv, kIvBytes);
+  // Data block i is counter 2 + i (counter 1 masks the tag); GCM steps only the low 32 bits.
+  uint32_t counter = static_cast<uint32_t>(2 + offset / 16);
+  size_t skip = offset % 16;
+  while (len != 0) {
+    for (int i = 0; i < 4; i++) block[12 + i] = static_cast<uint8_t>(counter >> (24 - 8 * i));
+    alignas(16) uint8_t stream[16];
+    store128(stream, aes_block(k, load128(block)));
+    const size_t n = 16 - skip < len ? 16 - skip : len;
+    for (size_t i = 0; i < n; i++) out[i] = in[i] ^ stream[skip + i];
+    wipe(stream, sizeof stream);
+    in += n;
+    out += n;
+    len -= n;
+    skip = 0;
+    counter++;
+  }
 }
 
 FERRY_VAES void expand_impl(VaesKey* key, const uint8_t raw[kKeyBytes]) {
@@ -549,13 +646,14 @@ FERRY_VAES512 bool open512_impl(const VaesKey& k, const Job& job) {
   __m512i next = first_counters512(j0);
   __m128i acc = ghash_bytes(k, _mm_setzero_si128(), job.aad, job.aad_len);
   const uint8_t* in = job.in;
-  uint8_t* out = job.out;
+  Output out(job);
   size_t len = job.in_len - kTagBytes;
   // Each turn hashes the thirty-two ciphertext blocks it decrypts before writing the plaintext.
-  for (; len >= 512; in += 512, out += 512, len -= 512) {
+  for (; len >= 512; in += 512, len -= 512) {
     __m512i s[8];
     keystream32<true>(k, next, s, in, acc);
-    xor_store32(s, in, out);
+    xor_store32(s, in, out.next(512));
+    out.commit();
   }
   Counter ctr(low256(next));
   return open_rest(k, job, j0, ctr, acc, in, out, len);
@@ -571,6 +669,9 @@ bool vaes_supported() {
 void vaes_expand(VaesKey* key, const uint8_t raw[kKeyBytes]) { expand_impl(key, raw); }
 void vaes_seal(const VaesKey& key, const Job& job) { seal_impl(key, job); }
 bool vaes_open(const VaesKey& key, const Job& job) { return open_impl(key, job); }
+void vaes_ctr(const VaesKey& key, const uint8_t* iv, uint64_t offset, const uint8_t* in, uint8_t* out, size_t len) {
+  ctr_impl(key, iv, offset, in, out, len);
+}
 
 bool vaes512_supported() {
   const CpuFeatures& f = cpu_features();
@@ -586,6 +687,7 @@ bool vaes_supported() { return false; }
 void vaes_expand(VaesKey*, const uint8_t*) {}
 void vaes_seal(const VaesKey&, const Job&) {}
 bool vaes_open(const VaesKey&, const Job&) { return false; }
+void vaes_ctr(const VaesKey&, const uint8_t*, uint64_t, const uint8_t*, uint8_t*, size_t) {}
 bool vaes512_supported() { return false; }
 void vaes512_seal(const VaesKey&, const Job&) {}
 bool vaes512_open(const VaesKey&, const Job&) { return false; }

@@ -26,6 +26,8 @@ void vaes_expand(VaesKey* key, const uint8_t raw[kKeyBytes]);
 void vaes_seal(const VaesKey& key, const Job& job);
 // False when the tag does not verify; `out` is then wiped.
 bool vaes_open(const VaesKey& key, const Job& job);
+// Context::ctr: the keystream from block `offset / 16` of a message on, XORed into `in`.
+void vaes_ctr(const VaesKey& key, const uint8_t* iv, uint64_t offset, const uint8_t* in, uint8_t* out, size_t len);
 
 // The 512-bit code: the same bytes as vaes_seal / vaes_open, on CPUs where vaes512_supported().
 bool vaes512_supported();

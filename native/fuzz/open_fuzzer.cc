@@ -111,6 +111,41 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::vector<uint8_t> reopened(message.size() + 1);
     check(ctx.open(Job{iv, aad.data(), aad.size(), sealed.data(), sealed.size(), reopened.data()}) == Status::kOk);
     check(std::equal(message.begin(), message.end(), reopened.begin()));
+    // Opened scattered over segments cut where the input says, each its own exact-size heap block
+    // (empty ones included): the same plaintext; and ctr() of any range gives that range of it.
+    {
+      size_t cut1 = 0, cut2 = 0;
+      for (size_t i = 0; i < size; i++) cut1 = cut1 * 137 + data[i], cut2 = cut2 * 263 + data[i];
+      cut1 %= message.size() + 1;
+      cut2 %= message.size() + 1;
+      if (cut2 < cut1) std::swap(cut1, cut2);
+      const size_t lens[4] = {cut1, 0, cut2 - cut1, message.size() - cut2};
+      std::unique_ptr<uint8_t[]> pieces[4];
+      ferry::gcm::OutSegment parts[4];
+      for (int i = 0; i < 4; i++) {
+        pieces[i].reset(new uint8_t[lens[i] + 1]);
+        parts[i] = {pieces[i].get(), lens[i]};
+      }
+      Job job{iv, aad.data(), aad.size(), sealed.data(), sealed.size(), nullptr};
+      job.out_segments = parts;
+      job.out_segment_count = 4;
+      check(ctx.open(job) == Status::kOk);
+      size_t at = 0;
+      for (int i = 0; i < 4; i++) {
+        check(std::equal(pieces[i].get(), pieces[i].get() + lens[i], message.begin() + static_cast<std::ptrdiff_t>(at)));
+        at += lens[i];
+      }
+      std::vector<uint8_t> peeked(cut2 - cut1);
+      check(ctx.ctr(iv, cut1, sealed.data() + cut1, peeked.data(), peeked.size()) == Status::kOk);
+      check(std::equal(peeked.begin(), peeked.end(), message.begin() + static_cast<std::ptrdiff_t>(cut1)));
+      // A flipped tag bit: kAuthFailed, and every segment wiped.
+      sealed[sealed.size() - 1] ^= 0x80;
+      check(ctx.open(job) == Status::kAuthFailed);
+      sealed[sealed.size() - 1] ^= 0x80;
+      for (int i = 0; i < 4; i++) {
+        for (size_t j = 0; j < lens[i]; j++) check(pieces[i][j] == 0);
+      }
+    }
     // One flipped bit anywhere in the sealed message fails, whichever bit the input picks.
     size_t bit = 0;
     for (size_t i = 0; i < size; i++) bit = bit * 31 + data[i];

@@ -20,13 +20,19 @@ export const TAG_BYTES = 16;
  *
  * A seal's input may be given as segments, sealed as if they were one buffer in that order (a
  * message's header and the guest memory its pages lie in, without first copying them together);
- * `output` must then not overlap any of them. Open takes one buffer only. */
+ * `output` must then not overlap any of them. An open's input is one buffer; its output may be
+ * given as segments, over which the plaintext is scattered in order (their lengths add up to
+ * input.length - 16; none overlaps the input or another): pages opened straight into guest memory.
+ * The batch then returns an empty array for that job: its plaintext is where the segments are. */
 export interface AeadJob {
   iv: Uint8Array;
   aad: Uint8Array;
   input: Uint8Array | readonly Uint8Array[];
-  output?: Uint8Array;
+  output?: Uint8Array | readonly Uint8Array[];
 }
+
+/** What an open batch returns for a job whose output is scattered over segments. */
+export const SCATTERED = new Uint8Array(0);
 
 /** The length of a job's input, one buffer or segments. */
 export function inputLength(input: Uint8Array | readonly Uint8Array[]): number {
@@ -68,6 +74,13 @@ export interface AeadKey {
   /** Opens every job; rejects with ERR_FERRY_AUTH (naming the failed job's index) if any fails,
    * and then wipes every output of the batch. */
   openBatch(jobs: readonly AeadJob[], options?: BatchOptions): Promise<Uint8Array[]>;
+  /**
+   * The counter-mode half of an open, without the tag check: the plaintext of bytes
+   * [offset, offset + length) of the sealed message, NOT AUTHENTICATED. Only to decide where the
+   * message's authenticated open will put its plaintext (docs/protocol.md, "Opening in place"):
+   * nothing read here may be acted on before that open succeeded.
+   */
+  peek(iv: Uint8Array, sealed: Uint8Array, offset: number, length: number): Promise<Uint8Array>;
   destroy(): void;
 }
 
@@ -161,6 +174,33 @@ function checkSegments(job: AeadJob, parts: readonly unknown[], index: number): 
   return length + TAG_BYTES;
 }
 
+/** Checks an open job's output segments against its input and each other. */
+function checkOutputSegments(parts: readonly unknown[], input: Uint8Array, length: number, index: number): void {
+  let total = 0;
+  const views = parts.map((part, i) => {
+    const view = bytes(`jobs[${index}].output[${i}]`, part);
+    total += view.length;
+    if (overlaps(view, input)) throw new RangeError(`jobs[${index}].output[${i}] overlaps the input: a scattered open cannot be in place`);
+    return view;
+  });
+  if (total !== length) throw new RangeError(`jobs[${index}].output segments must add up to ${length} bytes; got ${total}`);
+  const byBuffer = new Map<ArrayBufferLike, Uint8Array[]>();
+  for (const v of views) {
+    if (v.length === 0) continue;
+    const same = byBuffer.get(v.buffer);
+    if (same) same.push(v);
+    else byBuffer.set(v.buffer, [v]);
+  }
+  for (const same of byBuffer.values()) {
+    same.sort((a, b) => a.byteOffset - b.byteOffset);
+    for (let i = 1; i < same.length; i++) {
+      if (same[i - 1]!.byteOffset + same[i - 1]!.length > same[i]!.byteOffset) {
+        throw new RangeError(`jobs[${index}].output segments overlap each other`);
+      }
+    }
+  }
+}
+
 /** Checks a job and its output buffer; returns the output length. */
 export function checkJob(job: AeadJob, index: number, direction: 'seal' | 'open'): number {
   if (job === null || typeof job !== 'object') throw new TypeError(`jobs[${index}] must be an object`);
@@ -172,8 +212,59 @@ export function checkJob(job: AeadJob, index: number, direction: 'seal' | 'open'
   }
   const input = direction === 'seal' ? checkPlaintext(job.input) : checkSealed(job.input);
   const outLength = direction === 'seal' ? input.length + TAG_BYTES : input.length - TAG_BYTES;
-  if (job.output !== undefined) checkOutput(job.output, input, outLength, `jobs[${index}].output`);
+  if (Array.isArray(job.output)) {
+    if (direction === 'seal') throw new TypeError(`jobs[${index}].output must be one Uint8Array or Buffer: only an open scatters`);
+    checkOutputSegments(job.output, input, outLength, index);
+  } else if (job.output !== undefined) {
+    checkOutput(job.output, input, outLength, `jobs[${index}].output`);
+  }
   return outLength;
+}
+
+/** Copies `plaintext` over `segments` in order (their lengths add up to its length). */
+export function scatter(plaintext: Uint8Array, segments: readonly Uint8Array[]): void {
+  let at = 0;
+  for (const s of segments) {
+    s.set(plaintext.subarray(at, at + s.length));
+    at += s.length;
+  }
+}
+
+/**
+ * After a failed open batch: zeroes every output a caller gave (one buffer or segments) and every
+ * buffer the batch made (`made`: what it would have returned, where known), as the native addon does.
+ */
+export function wipeOutputs(jobs: readonly AeadJob[], made: readonly (Uint8Array | undefined)[]): void {
+  jobs.forEach((job, i) => {
+    if (job.output instanceof Uint8Array) job.output.fill(0);
+    else if (job.output !== undefined) for (const s of job.output) s.fill(0);
+    made[i]?.fill(0);
+  });
+}
+
+/** Checks a peek's range; returns the ciphertext bytes it covers. */
+export function checkPeek(sealed: unknown, offset: unknown, length: unknown): Uint8Array {
+  const s = checkSealed(sealed);
+  const text = s.length - TAG_BYTES;
+  for (const [name, v] of [['offset', offset], ['length', length]] as const) {
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) throw new RangeError(`peek ${name} must be a non-negative integer; got ${String(v)}`);
+  }
+  if ((offset as number) + (length as number) > text) {
+    throw new RangeError(`peek of bytes ${String(offset)}..${(offset as number) + (length as number)} is outside the ${text}-byte message`);
+  }
+  return s.subarray(offset as number, (offset as number) + (length as number));
+}
+
+/**
+ * The AES-CTR counter block of the data block that holds byte `offset` of a message under `iv`:
+ * the IV, then the 32-bit big-endian block counter 2 + offset / 16 (counter 1 masks the tag). GCM
+ * steps only those 32 bits; no message GCM allows (< 2^32 - 2 blocks) carries out of them.
+ */
+export function counterBlock(iv: Uint8Array, offset: number): Uint8Array {
+  const block = new Uint8Array(16);
+  block.set(iv);
+  new DataView(block.buffer).setUint32(12, (2 + Math.floor(offset / 16)) >>> 0);
+  return block;
 }
 
 export function checkThreads(threads: unknown): number | undefined {

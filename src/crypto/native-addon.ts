@@ -42,13 +42,18 @@ export interface NativeAddon {
   /** Opens on the calling thread into output (input.length - 16 bytes); false when the tag does not
    * verify, and then `output` has been wiped. */
   open(key: KeyHandle, iv: Uint8Array, aad: Uint8Array, input: Uint8Array, output: Uint8Array): boolean;
+  /** Decrypts `input`, the ciphertext bytes at `offset` of a message under `iv`, into `output`
+   * (same length) with AES-CTR from that message's counter: an open without the tag check, so
+   * nothing is authenticated (AeadKey.peek). Returns true. */
+  ctr(key: KeyHandle, iv: Uint8Array, offset: number, input: Uint8Array, output: Uint8Array): boolean;
   /** `flat` holds iv, aad, input, output for each job in turn; a seal's input may be an array of
    * segments, gathered in order (output must not overlap them). Runs on up to `threads` workers of
    * the libuv pool (small batches on the calling thread); resolves with the number of pool workers
    * it ran on (at most `threads`; 0: the calling thread). */
   sealBatch(key: KeyHandle, flat: (Uint8Array | Uint8Array[])[], threads: number): Promise<number>;
-  /** Like sealBatch; rejects with `{code: 'ERR_FERRY_AUTH', index}` naming the first failed job,
-   * after wiping every output of the batch. */
+  /** Like sealBatch, an open's output may be an array of segments the plaintext is scattered over
+   * in order; rejects with `{code: 'ERR_FERRY_AUTH', index}` naming the first failed job, after
+   * wiping every output of the batch. */
   openBatch(key: KeyHandle, flat: (Uint8Array | Uint8Array[])[], threads: number): Promise<number>;
   /** Writes the indexes of the all-zero pages to `out` (room for every page) and returns how many. */
   zeroPages(bytes: Uint8Array, pageSize: number, out: Uint32Array): number;

@@ -7,9 +7,11 @@ import {
   BackendBase,
   TAG_BYTES,
   authError,
+  SCATTERED,
   checkAad,
   checkIv,
   checkJob,
+  checkPeek,
   checkKey,
   checkOutput,
   checkPlaintext,
@@ -77,9 +79,14 @@ class NativeKey implements AeadKey {
     const flat: (Uint8Array | Uint8Array[])[] = [];
     jobs.forEach((job, i) => {
       const length = checkJob(job, i, direction);
+      // Segments go as an array of their own (copied: the addon holds it until the batch settles).
+      if (job.output !== undefined && !(job.output instanceof Uint8Array)) {
+        outputs.push(SCATTERED);
+        flat.push(job.iv, job.aad, job.input as Uint8Array, [...job.output]);
+        return;
+      }
       const out = job.output ?? (length === 0 ? NO_BYTES : Buffer.allocUnsafe(length));
       outputs.push(out);
-      // Segments go as an array of their own (copied: the addon holds it until the batch settles).
       flat.push(job.iv, job.aad, job.input instanceof Uint8Array ? job.input : [...job.input], out);
     });
     const handle = this.live();
@@ -100,6 +107,14 @@ class NativeKey implements AeadKey {
 
   openBatch(jobs: readonly AeadJob[], options?: BatchOptions): Promise<Uint8Array[]> {
     return this.batch(jobs, 'open', options);
+  }
+
+  async peek(iv: Uint8Array, sealed: Uint8Array, offset: number, length: number): Promise<Uint8Array> {
+    checkIv(iv);
+    const input = checkPeek(sealed, offset, length);
+    const out = Buffer.allocUnsafe(length);
+    this.addon.ctr(this.live(), iv, offset, input, out);
+    return out;
   }
 
   destroy(): void {

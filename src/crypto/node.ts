@@ -5,6 +5,7 @@
 import { createCipheriv, createDecipheriv } from 'node:crypto';
 import {
   BackendBase,
+  SCATTERED,
   TAG_BYTES,
   authError,
   checkAad,
@@ -12,10 +13,14 @@ import {
   checkJob,
   checkKey,
   checkOutput,
+  checkPeek,
   checkPlaintext,
   checkSealed,
   checkThreads,
+  counterBlock,
   inputLength,
+  scatter,
+  wipeOutputs,
   type AeadJob,
   type AeadKey,
   type BatchOptions,
@@ -41,7 +46,7 @@ function sealOne(key: Buffer, iv: Uint8Array, aad: Uint8Array, plaintext: Uint8A
   return out;
 }
 
-function openOne(key: Buffer, iv: Uint8Array, aad: Uint8Array, sealed: Uint8Array, output?: Uint8Array): Uint8Array {
+function openOne(key: Buffer, iv: Uint8Array, aad: Uint8Array, sealed: Uint8Array, output?: Uint8Array | readonly Uint8Array[]): Uint8Array {
   const n = sealed.length - TAG_BYTES;
   const decipher = createDecipheriv(ALGORITHM, key, iv, { authTagLength: TAG_BYTES });
   decipher.setAAD(aad);
@@ -55,9 +60,10 @@ function openOne(key: Buffer, iv: Uint8Array, aad: Uint8Array, sealed: Uint8Arra
     throw authError();
   }
   if (!output) return body;
-  output.set(body);
+  if (output instanceof Uint8Array) output.set(body);
+  else scatter(body, output);
   body.fill(0);
-  return output;
+  return output instanceof Uint8Array ? output : SCATTERED;
 }
 
 class NodeKey implements AeadKey {
@@ -89,7 +95,7 @@ class NodeKey implements AeadKey {
     checkThreads(options?.threads);
     jobs.forEach((job, i) => checkJob(job, i, 'seal'));
     const key = this.live();
-    const out = jobs.map((job) => sealOne(key, job.iv, job.aad, job.input, job.output));
+    const out = jobs.map((job) => sealOne(key, job.iv, job.aad, job.input, job.output as Uint8Array | undefined)); // checkJob: one buffer
     options?.onThreads?.(1);
     return out;
   }
@@ -104,12 +110,21 @@ class NodeKey implements AeadKey {
       try {
         out.push(openOne(key, job.iv, job.aad, job.input as Uint8Array, job.output));
       } catch (err) {
-        for (const done of out) done.fill(0);
+        wipeOutputs(jobs, out);
         throw (err as FerryError).code === 'ERR_FERRY_AUTH' ? authError(`job ${i} failed authentication`) : err;
       }
     }
     options?.onThreads?.(1);
     return out;
+  }
+
+  /** AES-256-CTR from the message's counter block: the open without its tag check. */
+  async peek(iv: Uint8Array, sealed: Uint8Array, offset: number, length: number): Promise<Uint8Array> {
+    checkIv(iv);
+    const input = checkPeek(sealed, offset, length);
+    const counter = createDecipheriv('aes-256-ctr', this.live(), counterBlock(iv, offset));
+    counter.update(new Uint8Array(offset % 16)); // the block's bytes before `offset`
+    return counter.update(input);
   }
 
   destroy(): void {

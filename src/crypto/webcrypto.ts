@@ -10,6 +10,7 @@
 import { webcrypto } from 'node:crypto';
 import {
   BackendBase,
+  SCATTERED,
   TAG_BYTES,
   authError,
   checkAad,
@@ -17,10 +18,14 @@ import {
   checkJob,
   checkKey,
   checkOutput,
+  checkPeek,
   checkPlaintext,
   checkSealed,
   checkThreads,
+  counterBlock,
   joinInput,
+  scatter,
+  wipeOutputs,
   type AeadJob,
   type AeadKey,
   type BatchOptions,
@@ -40,19 +45,23 @@ function params(iv: Uint8Array, aad: Uint8Array): AesGcmParams {
   return { name: 'AES-GCM', iv: unshared(iv), additionalData: unshared(aad), tagLength: TAG_BYTES * 8 };
 }
 
-function place(result: ArrayBuffer, output?: Uint8Array): Uint8Array {
+function place(result: ArrayBuffer, output?: Uint8Array | readonly Uint8Array[]): Uint8Array {
   const view = new Uint8Array(result);
   if (!output) return view;
-  output.set(view);
+  if (output instanceof Uint8Array) output.set(view);
+  else scatter(view, output);
   view.fill(0);
-  return output;
+  return output instanceof Uint8Array ? output : SCATTERED;
 }
 
 class WebCryptoKey implements AeadKey {
   private key: CryptoKey | null;
+  /** The same key for AES-CTR: peek's keystream. */
+  private ctrKey: CryptoKey | null;
 
-  constructor(key: CryptoKey) {
+  constructor(key: CryptoKey, ctrKey: CryptoKey) {
     this.key = key;
+    this.ctrKey = ctrKey;
   }
 
   private live(): CryptoKey {
@@ -63,7 +72,7 @@ class WebCryptoKey implements AeadKey {
   private async sealJob(job: AeadJob): Promise<Uint8Array> {
     const input = unshared(joinInput(job.input));
     try {
-      return place(await subtle.encrypt(params(job.iv, job.aad), this.live(), input), job.output);
+      return place(await subtle.encrypt(params(job.iv, job.aad), this.live(), input), job.output as Uint8Array | undefined);
     } finally {
       if (input !== job.input) input.fill(0); // our copy of the plaintext
     }
@@ -126,12 +135,25 @@ class WebCryptoKey implements AeadKey {
     const results = await this.inFlight(jobs, options, (job) => this.openJob(job));
     const failed = results.findIndex((r) => r.status === 'rejected');
     if (failed < 0) return results.map((r) => (r as PromiseFulfilledResult<Uint8Array>).value);
-    for (const r of results) if (r.status === 'fulfilled') r.value.fill(0);
+    wipeOutputs(jobs, results.map((r) => (r.status === 'fulfilled' ? r.value : undefined)));
     throw authError(`job ${failed} failed authentication`);
+  }
+
+  /** AES-CTR from the message's counter block (32-bit counter, as GCM steps it): the open without its tag check. */
+  async peek(iv: Uint8Array, sealed: Uint8Array, offset: number, length: number): Promise<Uint8Array> {
+    checkIv(iv);
+    const input = checkPeek(sealed, offset, length);
+    if (!this.ctrKey) throw new FerryError('ERR_FERRY_CRYPTO', 'key was destroyed');
+    const skip = offset % 16;
+    const padded = new Uint8Array(skip + length);
+    padded.set(input, skip);
+    const params = { name: 'AES-CTR', counter: counterBlock(iv, offset), length: 32 };
+    return new Uint8Array(await subtle.decrypt(params, this.ctrKey, padded)).subarray(skip);
   }
 
   destroy(): void {
     this.key = null;
+    this.ctrKey = null;
   }
 }
 
@@ -140,6 +162,7 @@ export class WebCryptoBackend extends BackendBase {
 
   async importKey(key: Uint8Array): Promise<AeadKey> {
     const k = await subtle.importKey('raw', checkKey(key), { name: 'AES-GCM' }, false, ['encrypt', 'decrypt']);
-    return new WebCryptoKey(k);
+    const ctr = await subtle.importKey('raw', key, { name: 'AES-CTR' }, false, ['decrypt']);
+    return new WebCryptoKey(k, ctr);
   }
 }

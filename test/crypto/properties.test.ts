@@ -163,6 +163,94 @@ describe('crypto properties across backends', function () {
     }
   });
 
+  it('an open scattered over segments puts the plaintext of a contiguous open into them, in every backend', async function () {
+    // Cut points anywhere, empty segments included: 512-, 256- and 128-byte pieces that straddle
+    // two segments go through the VAES code's small buffer.
+    const cuts = fc.array(fc.nat(), { maxLength: 8 });
+    await fc.assert(
+      fc.asyncProperty(key, iv, aad, plaintext, cuts, async (k, v, a, text, at) => {
+        const points = [...new Set(at.map((x) => (text.length === 0 ? 0 : x % (text.length + 1))))].sort((x, y) => x - y);
+        const sealed = await backends[0]!.backend.seal(k, v, a, text);
+        for (const { label, backend } of backends) {
+          for (const threads of [1, 4]) {
+            // Segments of one shared buffer, out of order and apart, as pages of guest memory lie.
+            const memory = new Uint8Array(new SharedArrayBuffer(2 * text.length + 64));
+            const parts: Uint8Array[] = [];
+            let from = 0;
+            [...points, text.length].forEach((p, i) => {
+              const place = i % 2 === 0 ? text.length + 32 + from : from;
+              parts.push(memory.subarray(place, place + p - from));
+              from = p;
+            });
+            const [result] = await backend.openBatch(k, [{ iv: v, aad: a, input: sealed, output: parts }], { threads });
+            assert.equal(result!.length, 0, `${label}: a scattered job returns an empty array`);
+            assert.equal(hex(Buffer.concat(parts)), hex(text), `${label} threads=${threads}, ${parts.length} segments`);
+          }
+        }
+      }),
+      { numRuns: 120 },
+    );
+  });
+
+  it('a scattered open that fails its tag check wipes every segment and rejects with ERR_FERRY_AUTH', async function () {
+    const k = Buffer.alloc(32, 5);
+    const v = Buffer.alloc(12, 6);
+    const text = Buffer.alloc(300_000, 0x5a);
+    for (const { label, backend } of backends) {
+      const sealed = Buffer.from(await backend.seal(k, v, Buffer.alloc(0), text));
+      sealed[sealed.length - 1]! ^= 1;
+      const parts = [Buffer.alloc(8, 1), Buffer.alloc(200_000, 1), Buffer.alloc(100_000 - 8, 1)];
+      const good = Buffer.alloc(1016, 1);
+      await assert.rejects(
+        backend.openBatch(k, [{ iv: v, aad: Buffer.alloc(0), input: await backend.seal(k, v, Buffer.alloc(0), Buffer.alloc(1016, 9)), output: good }, { iv: v, aad: Buffer.alloc(0), input: sealed, output: parts }], { threads: 2 }),
+        (err: Error & { code?: string }) => err.code === 'ERR_FERRY_AUTH',
+        label,
+      );
+      for (const p of [...parts, good]) assert.ok(p.every((b) => b === 0), `${label}: an output was left written`);
+    }
+  });
+
+  it('peek gives the plaintext of any byte range without the tag, the same in every backend', async function () {
+    await fc.assert(
+      fc.asyncProperty(key, iv, aad, plaintext, fc.nat(), fc.nat(), async (k, v, a, text, x, y) => {
+        const sealed = await backends[0]!.backend.seal(k, v, a, text);
+        const offset = x % (text.length + 1);
+        const length = y % (text.length - offset + 1);
+        for (const { label, backend } of backends) {
+          const key = await backend.importKey(k);
+          try {
+            assert.equal(hex(await key.peek(v, sealed, offset, length)), hex(text.subarray(offset, offset + length)), `${label} at ${offset}+${length}`);
+          } finally {
+            key.destroy();
+          }
+        }
+      }),
+      { numRuns: 150 },
+    );
+  });
+
+  it('refuses scattered output segments that do not add up, overlap each other or the input, and a peek outside the message', async function () {
+    const k = Buffer.alloc(32, 4);
+    const v = Buffer.alloc(12);
+    for (const { label, backend } of backends) {
+      const sealed = await backend.seal(k, v, Buffer.alloc(0), Buffer.alloc(100, 3));
+      const open = (output: Uint8Array[], input: Uint8Array = sealed) => backend.openBatch(k, [{ iv: v, aad: Buffer.alloc(0), input, output }]);
+      await assert.rejects(open([Buffer.alloc(60), Buffer.alloc(39)]), /add up to 100 bytes; got 99/, label);
+      const buf = Buffer.alloc(300);
+      await assert.rejects(open([buf.subarray(0, 60), buf.subarray(59, 99)]), /overlap each other/, label);
+      buf.set(sealed, 100);
+      await assert.rejects(open([buf.subarray(0, 50), buf.subarray(150, 200)], buf.subarray(100, 216)), /overlaps the input/, label);
+      await assert.rejects(backend.sealBatch(k, [{ iv: v, aad: Buffer.alloc(0), input: Buffer.alloc(4), output: [Buffer.alloc(20)] }]), /only an open scatters/, label);
+      const key = await backend.importKey(k);
+      try {
+        await assert.rejects(key.peek(v, sealed, 90, 11), /outside the 100-byte message/, label);
+        await assert.rejects(key.peek(v, sealed, -1, 1), /non-negative integer/, label);
+      } finally {
+        key.destroy();
+      }
+    }
+  });
+
   it('refuses gathered input to open, a segment that is not bytes, and an output overlapping a segment', async function () {
     const k = Buffer.alloc(32, 4);
     const buf = Buffer.alloc(200);
