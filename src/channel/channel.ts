@@ -7,7 +7,7 @@
 import type { Socket } from 'node:net';
 import { FerryError, toFerryError } from '../errors.js';
 import { MAX_THREADS, inputLength, type AeadJob, type AeadKey, type Backend, type BatchOptions } from '../crypto/backend.js';
-import type { Channel, ChannelMessage, ChannelMode, ChannelSpec, ChannelStats } from './types.js';
+import type { Channel, ChannelMessage, ChannelMode, ChannelSpec, ChannelStats, PlacePayload, Placement } from './types.js';
 import { Connection } from './connection.js';
 import type { RawFrame } from './decoder.js';
 import { Pacer } from './pacer.js';
@@ -78,6 +78,13 @@ export interface ChannelOptions {
    * page faults) or memory of its own.
    */
   allocatePayload?: (messageType: number, length: number) => Uint8Array;
+  /**
+   * Encrypted mode, destination: opens DATA messages straight into the consumer's memory (pages
+   * into guest memory, with no copy after the open). See PlacePayload for what may be placed
+   * where. A retransmitted message that already arrived is never placed: it is opened into its
+   * own buffer and dropped, so a placed message is written exactly once.
+   */
+  placePayload?: PlacePayload | null;
 }
 
 export const DEFAULT_WINDOW_BYTES = 64 * 1024 * 1024;
@@ -165,7 +172,8 @@ export abstract class ChannelCore implements Channel {
   protected readonly conns = new Set<Connection>();
   protected readonly pacer: Pacer;
   private readonly pool: FramePool;
-  protected readonly options: Required<Omit<ChannelOptions, 'backend' | 'onRejectedConnection' | 'sealLimitBytes' | 'allocatePayload' | 'signal' | 'copy'>>;
+  protected readonly options: Required<Omit<ChannelOptions, 'backend' | 'onRejectedConnection' | 'sealLimitBytes' | 'allocatePayload' | 'signal' | 'copy' | 'placePayload'>>;
+  private readonly placePayload: PlacePayload | null;
   private readonly copy: ((flat: Uint8Array[]) => Promise<void>) | null;
   private readonly allocatePayload: (messageType: number, length: number) => Uint8Array;
   private readonly consumerAllocates: boolean;
@@ -197,7 +205,8 @@ export abstract class ChannelCore implements Channel {
 
   // Receiving.
   private nextDeliver = 0;
-  private readonly reorder = new Map<number, ChannelMessage>();
+  /** Arrived ahead of delivery, with each message's length on the wire (a placed payload is shorter). */
+  private readonly reorder = new Map<number, { message: ChannelMessage; length: number }>();
   private bufferedBytes = 0;
   private peerEndTotal: number | null = null;
   private highestReceived = -1;
@@ -240,6 +249,7 @@ export abstract class ChannelCore implements Channel {
     };
     this.allocatePayload = options.allocatePayload ?? ((_type, length) => Buffer.allocUnsafe(length));
     this.copy = options.copy ?? null;
+    this.placePayload = options.placePayload ?? null;
     this.consumerAllocates = options.allocatePayload !== undefined;
     this.sealLimit = Math.min(SEAL_LIMIT_BYTES, options.sealLimitBytes ?? SEAL_LIMIT_BYTES);
     this.pacer = new Pacer(spec.maxBytesPerSecond, MAX_PAYLOAD_BYTES);
@@ -461,7 +471,7 @@ export abstract class ChannelCore implements Channel {
     this.unackedHead = 0;
     this.retransmitQueue = [];
     this.openQueue = [];
-    for (const m of this.reorder.values()) m.payload.fill(0);
+    for (const m of this.reorder.values()) m.message.payload.fill(0);
     this.reorder.clear();
     this.destroyKey();
     this.pool.clear();
@@ -840,16 +850,21 @@ export abstract class ChannelCore implements Channel {
     while (this.openQueue.length > 0 && !this.error) {
       const batch = this.takeBatch(this.openQueue, (o) => o.frame.header.payloadLength);
       let payloads: Uint8Array[];
+      const placements: (Placement | null)[] = [];
       if (this.encrypted) {
         if (!this.key) return;
-        const jobs = batch.map(({ frame }) => ({
-          iv: this.ivFor(frame.header.connectionId, frame.header.sequence),
+        const ivs = batch.map(({ frame }) => this.ivFor(frame.header.connectionId, frame.header.sequence));
+        const claimed = new Set<number>();
+        for (let i = 0; i < batch.length; i++) placements.push(await this.placement(batch[i]!.frame, ivs[i]!, claimed));
+        if (this.error || !this.key) return;
+        const jobs = batch.map(({ frame }, i) => ({
+          iv: ivs[i]!,
           aad: frame.aad,
           input: frame.body,
-          output: this.payloadMemory(frame.header),
+          output: placements[i]?.segments ?? this.payloadMemory(frame.header),
         }));
         try {
-          payloads = await this.key.openBatch(jobs, this.batchOptions);
+          payloads = (await this.key.openBatch(jobs, this.batchOptions)).map((p, i) => placements[i]?.payload ?? p);
         } catch (err) {
           const e = toFerryError(err, 'ERR_FERRY_AUTH');
           const index = /job (\d+)/.exec(e.message)?.[1];
@@ -870,9 +885,31 @@ export abstract class ChannelCore implements Channel {
         });
       }
       if (this.error) return;
-      for (let i = 0; i < batch.length && !this.error; i++) this.onFrame(batch[i]!.frame, payloads[i]!);
+      for (let i = 0; i < batch.length && !this.error; i++) this.onFrame(batch[i]!.frame, payloads[i]!, placements[i] != null);
       if (this.encrypted || this.consumerAllocates) for (const { frame } of batch) if (frame.gathered) this.pool.give(frame.gathered);
     }
+  }
+
+  /**
+   * Where an encrypted DATA frame is opened to, when the consumer places payloads: null for a
+   * message that already arrived or is being opened in this batch (a retransmission: it goes to a
+   * buffer of its own and is dropped), or that the consumer does not place.
+   */
+  private async placement(frame: RawFrame, iv: Uint8Array, claimed: Set<number>): Promise<Placement | null> {
+    const h = frame.header;
+    if (!this.placePayload || h.type !== FrameType.DATA) return null;
+    const n = h.messageNumber;
+    if (n < this.nextDeliver || this.reorder.has(n) || claimed.has(n)) return null;
+    const key = this.key;
+    if (!key) return null;
+    let placed: Placement | null;
+    try {
+      placed = await this.placePayload(h.messageType, h.payloadLength, (offset, length) => key.peek(iv, frame.body, offset, length));
+    } catch {
+      return null; // opened as usual; if the bytes were forged the open fails
+    }
+    if (placed) claimed.add(n);
+    return placed;
   }
 
   private payloadMemory(h: FrameHeader): Uint8Array {
@@ -884,11 +921,11 @@ export abstract class ChannelCore implements Channel {
     return out;
   }
 
-  private onFrame(frame: RawFrame, payload: Uint8Array): void {
+  private onFrame(frame: RawFrame, payload: Uint8Array, placed = false): void {
     const h = frame.header;
     switch (h.type) {
       case FrameType.DATA:
-        this.onMessage(h, payload);
+        this.onMessage(h, payload, placed);
         break;
       case FrameType.ACK:
         this.onAck(h.messageNumber, (h.flags & Flag.END_SEEN) !== 0);
@@ -904,7 +941,7 @@ export abstract class ChannelCore implements Channel {
     }
   }
 
-  private onMessage(h: FrameHeader, payload: Uint8Array): void {
+  private onMessage(h: FrameHeader, payload: Uint8Array, placed: boolean): void {
     const n = h.messageNumber;
     if (n < this.nextDeliver || this.reorder.has(n)) {
       // A retransmission after a failover, of a message already here: exactly once means drop it.
@@ -916,14 +953,15 @@ export abstract class ChannelCore implements Channel {
       this.fail(new FerryError('ERR_FERRY_SEQUENCE', `message ${n} after the peer's END at ${this.peerEndTotal}`));
       return;
     }
-    if (this.bufferedBytes + payload.length > this.options.windowBytes + MAX_PAYLOAD_BYTES) {
+    const length = h.payloadLength;
+    if (this.bufferedBytes + length > this.options.windowBytes + MAX_PAYLOAD_BYTES) {
       this.fail(new FerryError('ERR_FERRY_SEQUENCE', `the peer overran the ${this.options.windowBytes}-byte window`));
       return;
     }
-    this.reorder.set(n, { type: h.messageType, payload });
-    this.bufferedBytes += payload.length;
+    this.reorder.set(n, { message: placed ? { type: h.messageType, payload, placed: true } : { type: h.messageType, payload }, length });
+    this.bufferedBytes += length;
     if (n > this.highestReceived) this.highestReceived = n;
-    this.stats.bytesReceived += payload.length;
+    this.stats.bytesReceived += length;
     this.stats.messagesReceived++;
     this.wakeReceivers();
   }
@@ -932,10 +970,10 @@ export abstract class ChannelCore implements Channel {
     const m = this.reorder.get(this.nextDeliver);
     if (m) {
       this.reorder.delete(this.nextDeliver++);
-      this.bufferedBytes -= m.payload.length;
-      this.deliveredSinceAck += m.payload.length;
+      this.bufferedBytes -= m.length;
+      this.deliveredSinceAck += m.length;
       this.scheduleAck();
-      return m;
+      return m.message;
     }
     if (this.peerEndTotal !== null && this.nextDeliver === this.peerEndTotal) return null;
     return undefined;

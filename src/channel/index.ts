@@ -5,7 +5,7 @@
  *   destination:  const { channel } = await listenChannel(spec)     // or createIncomingChannel + adopt
  *   agent:        await listenRouter(addresses, (id, socket, head) => ...)
  */
-export type { Channel, ChannelMessage, ChannelMode, ChannelSpec, ChannelStats } from './types.js';
+export type { Channel, ChannelMessage, ChannelMode, ChannelSpec, ChannelStats, PlacePayload, Placement } from './types.js';
 export { DEFAULT_WINDOW_BYTES, type ChannelOptions } from './channel.js';
 export { connectChannel } from './source.js';
 export { createIncomingChannel, listenChannel, type ChannelListener, type IncomingChannel } from './destination.js';

@@ -41,7 +41,36 @@ export interface ChannelSpec {
 export interface ChannelMessage {
   type: number;
   payload: Uint8Array;
+  /**
+   * Set when the message was opened in place (ChannelOptions.placePayload): its plaintext is in
+   * the segments the consumer chose, authenticated, and `payload` is the Placement's `payload`.
+   */
+  placed?: true;
 }
+
+/**
+ * Where an incoming message's plaintext is opened to (ChannelOptions.placePayload): `segments`,
+ * in order, their lengths adding up to the message's length; receive() then delivers `payload`
+ * (something of the consumer's, typically the segments that hold its header) with `placed` set.
+ */
+export interface Placement {
+  segments: Uint8Array[];
+  payload: Uint8Array;
+}
+
+/**
+ * Decides, before an encrypted DATA message is opened, where its plaintext goes; null: into one
+ * buffer of its own (allocatePayload), as usual. `peek(offset, length)` gives plaintext bytes of the
+ * message that are NOT YET AUTHENTICATED: a forger controls them. They may only choose among
+ * places the consumer would accept any bytes in until the message is delivered, because a message
+ * that fails its tag check fails the channel, but only after its plaintext was written there
+ * (docs/protocol.md, "Opening in place"). A throw counts as null.
+ */
+export type PlacePayload = (
+  messageType: number,
+  length: number,
+  peek: (offset: number, length: number) => Promise<Uint8Array>,
+) => Promise<Placement | null> | Placement | null;
 
 export interface ChannelStats {
   /** Application payload bytes sent / received. */
