@@ -8,40 +8,11 @@
 #include <cstring>
 #include <vector>
 
-#if defined(__linux__)
-#include <sys/mman.h>
-#include <unistd.h>
-#endif
-
 #include "binding.h"
+#include "populate.h"
 
 namespace ferry {
 namespace {
-
-#if defined(__linux__)
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23  // Linux 5.14; older kernels answer EINVAL and the copy faults as usual
-#endif
-#endif
-
-// Maps the pages under [p, p+n) writable in one system call before they are written, instead of
-// taking one page fault per 4 KiB inside memcpy: on a virtual host the fault's exception entry and
-// exit are most of its cost (a 4 GiB copy into fresh memory: 1.8-1.9 s with faults, 1.2 s with
-// this, tools in docs/performance.md). It never changes memory: pages already there are left as
-// they are, and the range is widened to whole pages only to be populated, never written. Best
-// effort: a refusal (old kernel, range at the edge of a mapping) leaves the faults to memcpy.
-void populate_for_write(uint8_t* p, size_t n) {
-#if defined(__linux__)
-  static const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
-  if (n < (size_t{64} << 10)) return;
-  const uintptr_t begin = reinterpret_cast<uintptr_t>(p) & ~(page - 1);
-  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + n + page - 1) & ~(page - 1);
-  (void)madvise(reinterpret_cast<void*>(begin), end - begin, MADV_POPULATE_WRITE);
-#else
-  (void)p;
-  (void)n;
-#endif
-}
 
 class CopyWorker : public Napi::AsyncWorker {
  public:

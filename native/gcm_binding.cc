@@ -9,6 +9,7 @@
 
 #include "binding.h"
 #include "gcm.h"
+#include "populate.h"
 #include "wipe.h"
 
 namespace ferry {
@@ -198,6 +199,8 @@ struct Batch {
     Context ctx(*key);
     for (size_t i = next++; i < jobs.size(); i = next++) {
       if (first_failed.load(std::memory_order_relaxed) != SIZE_MAX) return;
+      // An open scattered into guest memory: map its fresh pages in one call, not one fault each.
+      for (size_t j = 0; j < jobs[i].out_segment_count; j++) populate_for_write(jobs[i].out_segments[j].data, jobs[i].out_segments[j].len);
       const Status s = sealing ? ctx.seal(jobs[i]) : ctx.open(jobs[i]);
       if (s == Status::kOk) continue;
       if (s == Status::kInternal) internal = true;

@@ -3,7 +3,7 @@
  * blocks straight into guest memory and disk, checks the counts at COMPLETE, then hands the
  * decision to its agent (through `decide`) and answers COMMITTED or ABORT.
  */
-import type { Channel } from '../channel/types.js';
+import type { Channel, ChannelMessage } from '../channel/types.js';
 import { FerryError, toFerryError } from '../errors.js';
 import { farewell } from './farewell.js';
 import {
@@ -11,6 +11,7 @@ import {
   type Begin, type Complete, type DataMessage, type SpaceCounts,
 } from './messages.js';
 import { Outcome } from './outcome.js';
+import type { InPlaceOpener } from './in-place.js';
 import { PageWriter, type CopyBatch, type PageCopy } from './page-writer.js';
 import type { PayloadPool } from './payload-pool.js';
 import type { DestinationGuest, MigrationEvent, MigrationResult, PassReport } from './types.js';
@@ -37,6 +38,11 @@ export interface DestinationOptions {
    * copied inline. See page-writer.ts for the ordering argument.
    */
   copyPages?: CopyBatch | null;
+  /**
+   * The opener whose `place` the channel was given (ChannelOptions.placePayload): DATA it delivers
+   * placed has its pages in guest memory already, and only its layout is applied here.
+   */
+  inPlace?: InPlaceOpener | null;
 }
 
 const RECEIVED = 1;
@@ -54,6 +60,7 @@ class DestinationMigration {
   };
   private readonly passes: PassReport[] = [];
   private dataMessages = 0;
+  private openedInPlace = 0;
   private bytesReceived = 0;
   private device: object | null = null;
   private sourceAborted = false;
@@ -71,7 +78,7 @@ class DestinationMigration {
     this.writer = new PageWriter(options.copyPages ?? null);
   }
 
-  private async next(): Promise<{ type: number; payload: Uint8Array }> {
+  private async next(): Promise<ChannelMessage> {
     const msg = await this.channel.receive();
     if (msg === null) throw new FerryError('ERR_FERRY_NETWORK', 'the source ended the channel before the migration was complete');
     this.bytesReceived += msg.payload.length;
@@ -98,9 +105,10 @@ class DestinationMigration {
 
   /**
    * Applies one DATA message: disk blocks and zero runs at once, memory pages as the copies it
-   * returns, which the caller queues on the page writer.
+   * returns, which the caller queues on the page writer — none when the channel opened the message
+   * in place (`placed`: its pages are in guest memory already).
    */
-  private async apply(m: DataMessage): Promise<PageCopy[]> {
+  private async apply(m: DataMessage, placed: boolean): Promise<PageCopy[]> {
     const g = this.guest;
     const memory = m.space === SPACE_MEMORY;
     const size = memory ? g.pageSize : g.blockSize;
@@ -113,7 +121,10 @@ class DestinationMigration {
         const bytes = run.count * size;
         const data = m.data.subarray(at, at + bytes);
         at += bytes;
-        if (memory) {
+        if (memory && placed) {
+          // Opened where it belongs; the payload delivered was only the header and run table.
+          this.bytesReceived += bytes;
+        } else if (memory) {
           for (let p = run.first, off = 0; p < run.first + run.count; ) {
             const n = g.pageRunLimit(p, run.first + run.count - p);
             copies.push({ first: p, count: n, into: g.memoryPages(p, n), from: data.subarray(off, off + n * size) });
@@ -189,11 +200,15 @@ class DestinationMigration {
         switch (msg.type) {
           case MSG.DATA:
             if (this.device !== null) throw new FerryError('ERR_FERRY_FRAME', 'DATA after the device state');
-            {
+            if (msg.placed) {
+              if (!this.options.inPlace) throw new FerryError('ERR_FERRY_INTERNAL', 'the channel placed a DATA message, but no opener was given');
+              await this.apply(this.options.inPlace.take(msg.payload), true);
+              this.openedInPlace++;
+            } else {
               // Once its pages are in guest memory (or it was refused), nothing holds the payload.
               let copies: PageCopy[] = [];
               try {
-                copies = await this.apply(decodeData(msg.payload, unitsIn, unitBytes));
+                copies = await this.apply(decodeData(msg.payload, unitsIn, unitBytes), false);
               } finally {
                 await this.writer.write(copies, () => this.options.payloads?.release(msg.payload));
               }
@@ -269,10 +284,12 @@ class DestinationMigration {
   private finish(outcome: Outcome): MigrationResult {
     const pool = this.options.payloads;
     pool?.clear();
+    this.options.inPlace?.clear();
     return outcome.result({
       passes: this.passes, totalMs: performance.now() - this.started, bytesSent: this.channel.stats.bytesSent, bytesReceived: this.bytesReceived,
       zeroPagesSkipped: this.counts[SPACE_MEMORY]!.zeroUnits, throttlePercent: 0, cpu: process.cpuUsage(this.cpuStart), channel: this.channel,
       payloadBuffers: pool ? { allocated: pool.stats.allocated, reused: pool.stats.reused } : null,
+      openedInPlace: this.openedInPlace,
     });
   }
 }

@@ -148,38 +148,62 @@ export function intField(value: object, field: string, type: number): number {
   return v;
 }
 
+/** The fixed head of a DATA payload, checked against the payload's length. */
+export interface DataHeader {
+  space: number;
+  pass: number;
+  runCount: number;
+  /** Where the run table starts: DATA_HEADER_BYTES + the data runs' bytes. */
+  tableStart: number;
+}
+
+const badData = (why: string): FerryError => new FerryError('ERR_FERRY_FRAME', `bad DATA message: ${why}`);
+
+/** Parses the first DATA_HEADER_BYTES of a DATA payload of `length` bytes. */
+export function decodeDataHeader(head: Uint8Array, length: number): DataHeader {
+  if (length < DATA_HEADER_BYTES + RUN_BYTES || length > MAX_DATA_MESSAGE_BYTES || head.length < DATA_HEADER_BYTES) throw badData(`length ${length}`);
+  const view = new DataView(head.buffer, head.byteOffset, DATA_HEADER_BYTES);
+  const space = view.getUint8(0);
+  if (space !== SPACE_MEMORY && space !== SPACE_DISK) throw badData(`space ${space}`);
+  if (view.getUint8(1) !== 0) throw badData('reserved byte set');
+  const runCount = view.getUint16(2, true);
+  const pass = view.getUint32(4, true);
+  if (runCount < 1 || runCount > MAX_RUNS) throw badData(`run count ${runCount}`);
+  const tableStart = length - runCount * RUN_BYTES;
+  if (tableStart < DATA_HEADER_BYTES) throw badData('run table before the data');
+  return { space, pass, runCount, tableStart };
+}
+
+/**
+ * Parses a DATA payload's run table (its last runCount * RUN_BYTES bytes), checking every run
+ * against `units` and that the data runs fill the bytes between header and table exactly.
+ */
+export function decodeRunTable(table: Uint8Array, h: DataHeader, units: number, unitBytes: number): Run[] {
+  if (table.length !== h.runCount * RUN_BYTES) throw badData(`run table of ${table.length} bytes for ${h.runCount} runs`);
+  const view = new DataView(table.buffer, table.byteOffset, table.byteLength);
+  const runs: Run[] = [];
+  let dataBytes = 0;
+  for (let at = 0; at < table.length; at += RUN_BYTES) {
+    const first = view.getUint32(at, true);
+    const count = view.getUint32(at + 4, true);
+    const kind = view.getUint32(at + 8, true);
+    if (count < 1 || first + count > units) throw badData(`run ${first}+${count} outside ${units} units`);
+    if (kind !== RUN_DATA && kind !== RUN_ZERO) throw badData(`run kind ${kind}`);
+    if (kind === RUN_DATA) dataBytes += count * unitBytes;
+    runs.push({ first, count, kind });
+  }
+  if (DATA_HEADER_BYTES + dataBytes !== h.tableStart) throw badData(`runs name ${dataBytes} data bytes, payload has ${h.tableStart - DATA_HEADER_BYTES}`);
+  return runs;
+}
+
 /**
  * Parses a DATA payload, checking its layout against `unitsIn(space)` (the number of units in
  * that space) and `unitBytes(space)`. Nothing is allocated from lengths the peer chose.
  */
 export function decodeData(payload: Uint8Array, unitsIn: (space: number) => number, unitBytes: (space: number) => number): DataMessage {
-  const bad = (why: string): FerryError => new FerryError('ERR_FERRY_FRAME', `bad DATA message: ${why}`);
-  if (payload.length < DATA_HEADER_BYTES + RUN_BYTES || payload.length > MAX_DATA_MESSAGE_BYTES) throw bad(`length ${payload.length}`);
-  const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
-  const space = view.getUint8(0);
-  if (space !== SPACE_MEMORY && space !== SPACE_DISK) throw bad(`space ${space}`);
-  if (view.getUint8(1) !== 0) throw bad('reserved byte set');
-  const runCount = view.getUint16(2, true);
-  const pass = view.getUint32(4, true);
-  if (runCount < 1 || runCount > MAX_RUNS) throw bad(`run count ${runCount}`);
-  const tableStart = payload.length - runCount * RUN_BYTES;
-  if (tableStart < DATA_HEADER_BYTES) throw bad('run table before the data');
-  const units = unitsIn(space);
-  const size = unitBytes(space);
-  const runs: Run[] = [];
-  let dataBytes = 0;
-  for (let i = 0; i < runCount; i++) {
-    const at = tableStart + i * RUN_BYTES;
-    const first = view.getUint32(at, true);
-    const count = view.getUint32(at + 4, true);
-    const kind = view.getUint32(at + 8, true);
-    if (count < 1 || first + count > units) throw bad(`run ${first}+${count} outside ${units} units`);
-    if (kind !== RUN_DATA && kind !== RUN_ZERO) throw bad(`run kind ${kind}`);
-    if (kind === RUN_DATA) dataBytes += count * size;
-    runs.push({ first, count, kind });
-  }
-  if (DATA_HEADER_BYTES + dataBytes !== tableStart) throw bad(`runs name ${dataBytes} data bytes, payload has ${tableStart - DATA_HEADER_BYTES}`);
-  return { space, pass, runs, data: payload.subarray(DATA_HEADER_BYTES, tableStart) };
+  const h = decodeDataHeader(payload, payload.length);
+  const runs = decodeRunTable(payload.subarray(h.tableStart), h, unitsIn(h.space), unitBytes(h.space));
+  return { space: h.space, pass: h.pass, runs, data: payload.subarray(DATA_HEADER_BYTES, h.tableStart) };
 }
 
 /**

@@ -26,6 +26,8 @@ export class Outcome {
     channel: Pick<Channel, 'cryptoThreads' | 'stats'>;
     /** Destination: the DATA payload buffers its pool allocated and reused; absent elsewhere. */
     payloadBuffers?: { allocated: number; reused: number } | null;
+    /** Destination: DATA messages opened in place; absent elsewhere. */
+    openedInPlace?: number | null;
   }): MigrationResult {
     const moved = this.role === 'source' ? figures.bytesSent : figures.bytesReceived;
     return {
@@ -46,6 +48,7 @@ export class Outcome {
       cpu: { userMs: Math.round(figures.cpu.user / 1000), systemMs: Math.round(figures.cpu.system / 1000) },
       cryptoThreads: { limit: figures.channel.cryptoThreads, peak: figures.channel.stats.cryptoThreadsPeak },
       payloadBuffers: figures.payloadBuffers ?? null,
+      openedInPlace: figures.openedInPlace ?? null,
     };
   }
 }

@@ -136,4 +136,6 @@ export interface MigrationResult {
    * the source, or without a pool.
    */
   payloadBuffers: { allocated: number; reused: number } | null;
+  /** Destination: DATA messages the channel opened straight into guest memory (in-place.ts); null at the source. */
+  openedInPlace: number | null;
 }

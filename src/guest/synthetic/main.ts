@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { pageCopier } from '../../crypto/index.js';
 import { FerryError, toFerryError } from '../../errors.js';
 import { migrateDestination } from '../../migration/destination.js';
+import { InPlaceOpener } from '../../migration/in-place.js';
 import { dataPayloadPool, receiveInto } from '../../migration/payload-pool.js';
 import { migrateSource } from '../../migration/source.js';
 import type { MigrationEvent, MigrationResult } from '../../migration/types.js';
@@ -180,8 +181,11 @@ async function prepareIncoming(params: Record<string, unknown>, ctx: HandlerCont
   arrival = t;
   // DATA payloads land in reused buffers, not gigabytes of fresh memory for the collector.
   const payloads = dataPayloadPool();
+  // Encrypted memory DATA is opened straight into guest memory (in-place.ts); the rest into payloads.
+  // FERRY_OPEN_IN_PLACE=0 turns it off: the A/B switch of docs/performance.md.
+  const inPlace = process.env.FERRY_OPEN_IN_PLACE === '0' ? null : new InPlaceOpener(guest);
   try {
-    incoming = await openIncoming(spec, { allocatePayload: receiveInto(payloads) });
+    incoming = await openIncoming(spec, { allocatePayload: receiveInto(payloads), placePayload: inPlace?.place ?? null });
   } finally {
     spec.key.fill(0);
     spec.nonce.fill(0);
@@ -198,6 +202,7 @@ async function prepareIncoming(params: Record<string, unknown>, ctx: HandlerCont
       resume: (device) => guest.startFromDevice(device),
       payloads,
       copyPages: pageCopier(),
+      inPlace,
     },
     (e) => t.emit(e),
   ).then((result) => {
