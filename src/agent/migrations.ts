@@ -529,18 +529,38 @@ export class MigrationManager {
     this.log.info('finished a commit left by the previous agent', { migrationId, guest: name });
   }
 
+  /**
+   * A source guest whose migration the previous agent left: still in pre-copy (followed to its end,
+   * and cancellable as if this agent had started it, holding one of the host's outgoing slots),
+   * in doubt (the destination is asked), or committed (the copy let go).
+   */
   private async recoverOutgoing(name: string): Promise<void> {
     const client = await this.host.guests.client(name);
     const info = client ? await client.migration() : null;
-    if (!client || !info || info.role !== 'source' || (info.phase !== 'in-doubt' && info.phase !== 'committed')) return;
+    if (!client || !info || info.role !== 'source' || (info.phase !== 'running' && info.phase !== 'in-doubt' && info.phase !== 'committed')) return;
     const out = await this.host.state.readOutgoing(info.migrationId);
     const t = this.track(info.migrationId, 'source', name);
     t.phase = info.phase;
     t.result = info.result;
+    t.to = out.destination.host;
+    t.guestClient = client;
+    let ended = (): void => {};
+    t.ended = new Promise<void>((resolve) => (ended = resolve));
     this.outgoingGuests.add(name);
-    void this.settleOutgoing(t, client, info, out.destination, () => {})
-      .catch((err) => this.log.error('resolving a migration left by the previous agent failed', { migrationId: info.migrationId, err }))
-      .finally(() => this.outgoingGuests.delete(name));
+    const release = info.phase === 'running' ? this.host.outgoing.occupy() : null;
+    if (info.phase === 'running') this.log.info('following an outgoing migration left by the previous agent', { migrationId: info.migrationId, guest: name });
+    void (async () => {
+      const settled = info.phase === 'running' ? await client.awaitMigration((e) => (t.lastEvent = e)) : info;
+      t.result = settled.result;
+      await this.settleOutgoing(t, client, settled, out.destination, () => {});
+    })()
+      .catch((err) => this.log.error('finishing a migration left by the previous agent failed', { migrationId: info.migrationId, err }))
+      .finally(() => {
+        release?.();
+        this.outgoingGuests.delete(name);
+        t.ended = undefined;
+        ended();
+      });
   }
 
   stop(): void {

@@ -58,6 +58,14 @@ export class SlotQueue {
     });
   }
 
+  /**
+   * Takes a slot at once, past the limit if need be: for a migration that already runs (one a
+   * restarted agent adopts), which the limit must count but cannot hold back.
+   */
+  occupy(): Release {
+    return this.grant();
+  }
+
   private grant(): Release {
     this.active++;
     let released = false;
@@ -65,7 +73,8 @@ export class SlotQueue {
       if (released) return; // releasing twice must not free someone else's slot
       released = true;
       this.active--;
-      const next = this.waiters.shift();
+      // Under the limit again (a slot occupied past it may have left the count above).
+      const next = this.active < this.limit ? this.waiters.shift() : undefined;
       if (next) {
         next.grant(this.grant());
         this.announce(0);

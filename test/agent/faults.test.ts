@@ -9,7 +9,7 @@ import { eachHost } from '../../src/coordinator/connect.js';
 import type { GuestInfo } from '../../src/agent/protocol.js';
 import { alive, waitUntil } from '../helpers/guests.js';
 import { ferryOk, TestCluster, type RunningAgent } from './helpers/cluster.js';
-import { migrate } from './helpers/migrate.js';
+import { ask, migrate } from './helpers/migrate.js';
 import { CuttableRelay } from '../helpers/relay.js';
 
 describe('agent: an agent killed during a migration (real agents)', function () {
@@ -31,25 +31,25 @@ describe('agent: an agent killed during a migration (real agents)', function () 
     await cluster?.stop();
   });
 
-  /** Where guest f1 is, by every host's own account. */
-  async function whereabouts(): Promise<Map<string, GuestInfo>> {
+  /** Where guest `name` is, by every host's own account. */
+  async function whereabouts(name = 'f1'): Promise<Map<string, GuestInfo>> {
     const found = new Map<string, GuestInfo>();
-    for (const [host, outcome] of await eachHost(c, ['a', 'b'], (client) => client.call('guest.get', { name: 'f1' }))) {
+    for (const [host, outcome] of await eachHost(c, ['a', 'b'], (client) => client.call('guest.get', { name }))) {
       if (outcome.ok) found.set(host, outcome.value);
       else assert.equal(outcome.error.code, 'ERR_FERRY_NOT_FOUND', outcome.error.message);
     }
     return found;
   }
 
-  /** Waits until exactly one host has f1 and it runs there; returns that host. */
-  async function settledOnOneHost(): Promise<string> {
+  /** Waits until exactly one host has guest `name` and it runs there; returns that host. */
+  async function settledOnOneHost(name = 'f1'): Promise<string> {
     let last = '';
     await waitUntil(async () => {
-      const found = await whereabouts();
+      const found = await whereabouts(name);
       last = JSON.stringify([...found].map(([h, g]) => [h, g.state]));
       return found.size === 1 && [...found.values()][0]!.state === 'running';
     }, 60_000, 'the guest to run on exactly one host');
-    return [...(await whereabouts()).keys()][0]!;
+    return [...(await whereabouts(name)).keys()][0]!;
   }
 
   it('source agent SIGKILLed in pre-copy: the migration completes, the restarted source lets its copy go', async function () {
@@ -72,6 +72,34 @@ describe('agent: an agent killed during a migration (real agents)', function () 
     assert.equal(host, 'b');
     await agents.a.waitForLog(/"msg":"guest handed over"/, 20_000);
     await waitUntil(() => !alive(sourcePid), 10_000, 'the source copy to exit');
+  });
+
+  it('source agent SIGKILLed in pre-copy and restarted: it follows the migration, and a cancel to it ends it with the guest running on the source', async function () {
+    // A guest whose 32 MiB are all written (idle fills them), over a 4 MB/s link: about 8 s of
+    // pass 1, time for a restart and a cancel well inside pre-copy.
+    ferryOk(['vm', 'create', 'g2', '--host', 'a', '--memory', '32MiB', '--workload', 'idle'], cluster.env);
+    await waitUntil(async () => (await whereabouts('g2')).get('a')!.workloadReady === true, 20_000, 'the guest to fill its memory');
+    const sourcePid = (await whereabouts('g2')).get('a')!.pid!;
+    let killed = false;
+    const moving = migrate(c, 'g2', 'a', 'b', {
+      maxBytesPerSecond: 4e6,
+      onEvent: (e) => {
+        // Two seconds into pass 1 (it has no event of its own before its end).
+        if (e.type === 'started' && !killed) {
+          killed = true;
+          setTimeout(() => void agents.a!.stop('SIGKILL'), 2000);
+        }
+      },
+    }).catch((err) => err);
+    assert.equal((await moving).code, 'ERR_FERRY_NETWORK', 'the coordinator lost the source agent');
+    agents.a = await cluster.startAgent('a');
+    await agents.a.waitForLog(/"msg":"following an outgoing migration left by the previous agent"/, 20_000);
+    const answer = await ask(c, 'a', 'migration.cancel', { guest: 'g2' });
+    assert.equal(answer.outcome, 'aborted');
+    assert.equal(answer.to, 'b');
+    assert.deepEqual(answer.result?.error, { code: 'ERR_FERRY_ABORTED', message: 'cancelled by the operator' });
+    assert.equal(await settledOnOneHost('g2'), 'a');
+    assert.equal((await whereabouts('g2')).get('a')!.pid, sourcePid, 'the same guest process runs on');
   });
 
   it('destination agent SIGKILLed at switch-over: the source waits in doubt, asks the restarted agent, and resumes', async function () {

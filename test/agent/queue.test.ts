@@ -48,6 +48,26 @@ describe('agent: migration slot queue', function () {
     assert.equal(q.running, 0);
   });
 
+  it('counts a slot occupied past the limit (an adopted migration), and starts no waiter until the count is under it again', async function () {
+    const q = new SlotQueue(1);
+    const first = await q.acquire();
+    const adopted = q.occupy();
+    assert.equal(q.running, 2);
+    let started = false;
+    const waiting = q.acquire().then((release) => {
+      started = true;
+      return release;
+    });
+    first();
+    await new Promise((r) => setImmediate(r));
+    assert.equal(started, false, 'the adopted migration alone fills the limit');
+    assert.equal(q.running, 1);
+    adopted();
+    (await waiting)();
+    assert.equal(started, true);
+    assert.equal(q.running, 0);
+  });
+
   it('refuses a limit below 1', function () {
     assert.throws(() => new SlotQueue(0), { code: 'ERR_FERRY_INPUT' });
   });
