@@ -242,8 +242,9 @@ export function wipeOutputs(jobs: readonly AeadJob[], made: readonly (Uint8Array
   });
 }
 
-/** Checks a peek's range; returns the ciphertext bytes it covers. */
-export function checkPeek(sealed: unknown, offset: unknown, length: unknown): Uint8Array {
+/** Checks a peek's IV and range; returns the ciphertext bytes the range covers. */
+export function checkPeek(iv: unknown, sealed: unknown, offset: unknown, length: unknown): Uint8Array {
+  checkIv(iv);
   const s = checkSealed(sealed);
   const text = s.length - TAG_BYTES;
   for (const [name, v] of [['offset', offset], ['length', length]] as const) {

@@ -110,8 +110,7 @@ class NativeKey implements AeadKey {
   }
 
   async peek(iv: Uint8Array, sealed: Uint8Array, offset: number, length: number): Promise<Uint8Array> {
-    checkIv(iv);
-    const input = checkPeek(sealed, offset, length);
+    const input = checkPeek(iv, sealed, offset, length);
     const out = Buffer.allocUnsafe(length);
     this.addon.ctr(this.live(), iv, offset, input, out);
     return out;

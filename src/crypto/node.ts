@@ -120,8 +120,7 @@ class NodeKey implements AeadKey {
 
   /** AES-256-CTR from the message's counter block: the open without its tag check. */
   async peek(iv: Uint8Array, sealed: Uint8Array, offset: number, length: number): Promise<Uint8Array> {
-    checkIv(iv);
-    const input = checkPeek(sealed, offset, length);
+    const input = checkPeek(iv, sealed, offset, length);
     const counter = createDecipheriv('aes-256-ctr', this.live(), counterBlock(iv, offset));
     counter.update(new Uint8Array(offset % 16)); // the block's bytes before `offset`
     return counter.update(input);

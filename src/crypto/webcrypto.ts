@@ -141,8 +141,7 @@ class WebCryptoKey implements AeadKey {
 
   /** AES-CTR from the message's counter block (32-bit counter, as GCM steps it): the open without its tag check. */
   async peek(iv: Uint8Array, sealed: Uint8Array, offset: number, length: number): Promise<Uint8Array> {
-    checkIv(iv);
-    const input = checkPeek(sealed, offset, length);
+    const input = checkPeek(iv, sealed, offset, length);
     if (!this.ctrKey) throw new FerryError('ERR_FERRY_CRYPTO', 'key was destroyed');
     const skip = offset % 16;
     const padded = new Uint8Array(skip + length);
