@@ -10,7 +10,7 @@
  */
 import { FerryError, isErrorCode, toFerryError } from '../errors.js';
 import type { AgentClient } from '../agent/client.js';
-import type { Capabilities, MigrationStreamEvent, ResolveDecision, StartOutgoingResult } from '../agent/protocol.js';
+import { KEY_TRAILER_PROTOCOL, type Capabilities, type MigrationStreamEvent, type ResolveDecision, type StartOutgoingResult } from '../agent/protocol.js';
 import type { GuestConfig, EncryptedMigration } from '../guest/types.js';
 import type { ChannelMode } from '../channel/types.js';
 import { formatBytes } from '../units.js';
@@ -136,6 +136,7 @@ async function prepare(req: MigrateRequest, from: string): Promise<Prepared> {
   let destination: AgentClient | null = null;
   try {
     destination = await connectHost(req.to.cluster, to);
+    for (const [client, name] of [[source, from], [destination, to]] as const) keyable(client, name);
     const info = await source.call('guest.get', { name: req.guest });
     const { host: _h, state, pid: _p, opsPerSecond: _o, workloadReady: _w, ...config } = info;
     if (state !== 'running' && state !== 'paused') {
@@ -152,6 +153,20 @@ async function prepare(req: MigrateRequest, from: string): Promise<Prepared> {
     destination?.close();
     throw err;
   }
+}
+
+/**
+ * Both agents take the migration key, which only control protocol KEY_TRAILER_PROTOCOL and later
+ * carry safely (as raw bytes after the request line, never in JSON). An older agent is refused here,
+ * before a key exists, with what to do about it; AgentClient.call would refuse to send it anyway.
+ */
+function keyable(client: AgentClient, host: string): void {
+  const { protocol, agentVersion } = client.agent;
+  if (protocol >= KEY_TRAILER_PROTOCOL) return;
+  throw new FerryError(
+    'ERR_FERRY_REFUSED',
+    `host ${host} runs ferry ${agentVersion} (control protocol ${protocol}), which cannot take a migration key as raw bytes (protocol ${KEY_TRAILER_PROTOCOL} or later): upgrade its agent first; nothing was moved`,
+  );
 }
 
 function verified(wanted: boolean, outcome: StartOutgoingResult | null): boolean | null {
