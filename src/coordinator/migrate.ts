@@ -12,6 +12,7 @@ import { FerryError, isErrorCode, toFerryError } from '../errors.js';
 import type { AgentClient } from '../agent/client.js';
 import { KEY_TRAILER_PROTOCOL, type Capabilities, type MigrationStreamEvent, type ResolveDecision, type StartOutgoingResult } from '../agent/protocol.js';
 import type { GuestConfig, EncryptedMigration } from '../guest/types.js';
+import { configOf } from '../guest/config.js';
 import type { ChannelMode } from '../channel/types.js';
 import { formatBytes } from '../units.js';
 import type { Cluster } from './cluster.js';
@@ -138,7 +139,8 @@ async function prepare(req: MigrateRequest, from: string): Promise<Prepared> {
     destination = await connectHost(req.to.cluster, to);
     for (const [client, name] of [[source, from], [destination, to]] as const) keyable(client, name);
     const info = await source.call('guest.get', { name: req.guest });
-    const { host: _h, state, pid: _p, opsPerSecond: _o, workloadReady: _w, ...config } = info;
+    const { state } = info;
+    const config = configOf(info);
     if (state !== 'running' && state !== 'paused') {
       throw new FerryError('ERR_FERRY_REFUSED', `guest "${req.guest}" is ${state} on host ${from}: only a running or paused guest can move`);
     }

@@ -42,9 +42,28 @@ function count(v: unknown, name: string, max: number): number {
   return v;
 }
 
+/**
+ * Refuses a field `o` has beyond `known`: a misspelt setting (`encryptedMigraton: required`) must not
+ * pass as if it were absent and leave the default in its place.
+ */
+function onlyKnown(o: object, known: readonly string[], what: string): void {
+  const extra = Object.keys(o).find((k) => !known.includes(k));
+  if (extra !== undefined) throw bad(`${what}: unknown field ${JSON.stringify(extra.slice(0, 40))}`);
+}
+
+/** An absent field (undefined) takes its default; null or anything else is checked as given. */
+function orDefault<T>(v: unknown, fallback: T): unknown {
+  return v === undefined ? fallback : v;
+}
+
+const WORKLOAD_FIELDS = { idle: ['kind'], kv: ['kind', 'getsPerSecond', 'setsPerSecond'], dirty: ['kind', 'bytesPerSecond'] } as const;
+const CONFIG_FIELDS = ['name', 'driver', 'memoryBytes', 'diskBytes', 'workload', 'nic', 'encryptedMigration'] as const;
+
 export function checkWorkload(value: unknown): Workload {
   const w = value as Record<string, unknown> | null;
-  if (!w || typeof w !== 'object') throw bad('workload must be an object');
+  if (!w || typeof w !== 'object' || Array.isArray(w)) throw bad('workload must be an object');
+  if (w.kind !== 'idle' && w.kind !== 'kv' && w.kind !== 'dirty') throw bad(`workload kind must be idle, kv or dirty; got ${String(w.kind).slice(0, 40)}`);
+  onlyKnown(w, WORKLOAD_FIELDS[w.kind], `workload ${w.kind}`);
   switch (w.kind) {
     case 'idle':
       return { kind: 'idle' };
@@ -52,24 +71,28 @@ export function checkWorkload(value: unknown): Workload {
       return { kind: 'kv', getsPerSecond: count(w.getsPerSecond, 'kv gets a second', MAX_OPS), setsPerSecond: count(w.setsPerSecond, 'kv sets a second', MAX_OPS) };
     case 'dirty':
       return { kind: 'dirty', bytesPerSecond: count(w.bytesPerSecond, 'dirty bytes a second', 100 * 2 ** 30) };
-    default:
-      throw bad(`workload kind must be idle, kv or dirty; got ${String(w.kind)}`);
   }
+}
+
+/** The config part of something that carries one (a GuestInfo: config plus where and how it runs). */
+export function configOf(g: GuestConfig): GuestConfig {
+  return { name: g.name, driver: g.driver, memoryBytes: g.memoryBytes, diskBytes: g.diskBytes, workload: g.workload, nic: g.nic, encryptedMigration: g.encryptedMigration };
 }
 
 /** A complete, checked copy of `value`; throws ERR_FERRY_INPUT naming the first bad field. */
 export function checkGuestConfig(value: unknown): GuestConfig {
   const c = value as Record<string, unknown> | null;
-  if (!c || typeof c !== 'object') throw bad('guest config must be an object');
+  if (!c || typeof c !== 'object' || Array.isArray(c)) throw bad('guest config must be an object');
+  onlyKnown(c, CONFIG_FIELDS, 'guest config');
   if (typeof c.name !== 'string' || !GUEST_NAME.test(c.name)) throw bad(`guest name must match ${GUEST_NAME}`);
-  if (c.driver !== 'synthetic') throw bad(`this guest driver runs synthetic guests; got driver ${String(c.driver)}`);
+  if (c.driver !== 'synthetic') throw bad(`this guest driver runs synthetic guests; got driver ${String(c.driver).slice(0, 40)}`);
   const memoryBytes = count(c.memoryBytes, 'memoryBytes', MAX_MEMORY_BYTES);
   if (memoryBytes < MIN_MEMORY_BYTES || memoryBytes % PAGE_SIZE !== 0) throw bad(`memoryBytes must be at least 1 MiB and a multiple of ${PAGE_SIZE}`);
-  const diskBytes = count(c.diskBytes ?? 0, 'diskBytes', MAX_DISK_BYTES);
+  const diskBytes = count(orDefault(c.diskBytes, 0), 'diskBytes', MAX_DISK_BYTES);
   if (diskBytes % BLOCK_SIZE !== 0) throw bad(`diskBytes must be a multiple of ${BLOCK_SIZE} (the disk block)`);
-  const nic = c.nic ?? 'virtio';
+  const nic = orDefault(c.nic, 'virtio');
   if (nic !== 'virtio' && nic !== 'sriov') throw bad('nic must be virtio or sriov');
-  const enc = c.encryptedMigration ?? 'opportunistic';
+  const enc = orDefault(c.encryptedMigration, 'opportunistic');
   if (enc !== 'disabled' && enc !== 'opportunistic' && enc !== 'required') throw bad('encryptedMigration must be disabled, opportunistic or required');
   return { name: c.name, driver: 'synthetic', memoryBytes, diskBytes, workload: checkWorkload(c.workload), nic, encryptedMigration: enc };
 }
