@@ -3,7 +3,10 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { addClusterHost, clusterPath, initialClusterText, loadCluster, parseCluster } from '../../src/coordinator/cluster.js';
+import fc from 'fast-check';
+import { FerryError } from '../../src/errors.js';
+import { addClusterHost, clusterPath, HOST_NAME, initialClusterText, loadCluster, parseCluster } from '../../src/coordinator/cluster.js';
+import { addressProblem } from '../../src/coordinator/address.js';
 
 const FILE = '/etc/ferry/cluster.yaml';
 
@@ -62,6 +65,50 @@ describe('coordinator: cluster file', function () {
     assert.match(problem('- just\n- a list\n'), /:1:1: file: must be a mapping/);
     assert.match(problem(good + 'extra: 1\n'), /:18:1: file\.extra: unknown key/);
     assert.match(problem(good.replace('  a:\n', '  a:\n    control: 127.0.0.1:1\n')), /not valid YAML.*[Mm]ap keys must be unique/);
+  });
+
+  it('takes any edit of a good file as a complete cluster, or refuses it with ERR_FERRY_INPUT naming the file (property)', function () {
+    // Edits as a hand or a bad merge makes them: characters dropped, doubled or changed (YAML's
+    // own among them), lines dropped, duplicated or swapped.
+    type Edit = (text: string) => string;
+    const charEdit: fc.Arbitrary<Edit> = fc.tuple(fc.nat(), fc.integer({ min: 0, max: 4 }), fc.constantFrom(...':-[]{}#\'"&*!|>%@` \t\nA9.,\\\u00e9\u0000'))
+      .map(([n, len, ch]) => (t) => {
+        const at = n % (t.length + 1);
+        return t.slice(0, at) + ch + t.slice(at + len);
+      });
+    const lineEdit: fc.Arbitrary<Edit> = fc.tuple(fc.nat(), fc.nat(), fc.constantFrom('drop', 'double', 'swap')).map(([a, b, op]) => (t) => {
+      const l = t.split('\n');
+      const [i, j] = [a % l.length, b % l.length];
+      if (op === 'drop') l.splice(i, 1);
+      else if (op === 'double') l.splice(i, 0, l[i]!);
+      else [l[i], l[j]] = [l[j]!, l[i]!];
+      return l.join('\n');
+    });
+    fc.assert(
+      fc.property(fc.array(fc.oneof(charEdit, lineEdit), { minLength: 1, maxLength: 3 }).map((edits) => edits.reduce((t, e) => e(t), good)), (text) => {
+        let c;
+        try {
+          c = parseCluster(FILE, text);
+        } catch (err) {
+          assert.ok(err instanceof FerryError, `not a FerryError: ${(err as Error)?.stack ?? String(err)}`);
+          assert.equal(err.code, 'ERR_FERRY_INPUT');
+          assert.ok(err.message.startsWith(`${FILE}:`), err.message);
+          return;
+        }
+        // Taken: then it is whole and every field holds what its check promises.
+        for (const f of [c.caCert, c.coordinatorCert, c.coordinatorKey]) assert.ok(path.isAbsolute(f), f);
+        assert.ok(c.caKey === null || path.isAbsolute(c.caKey));
+        assert.ok(c.hosts.size > 0);
+        for (const [name, h] of c.hosts) {
+          assert.match(name, HOST_NAME);
+          assert.equal(h.name, name);
+          assert.equal(addressProblem(h.control), null, h.control);
+          assert.ok(h.networks.length > 0);
+          for (const n of h.networks) assert.equal(addressProblem(n.listen) ?? addressProblem(n.advertise), null, JSON.stringify(n));
+        }
+      }),
+      { numRuns: 2000 },
+    );
   });
 
   it('comes from --cluster, else FERRY_CLUSTER, else a usage error', function () {
