@@ -52,7 +52,7 @@ function onlyKnown(o: object, known: readonly string[], what: string): void {
 }
 
 /** An absent field (undefined) takes its default; null or anything else is checked as given. */
-function orDefault<T>(v: unknown, fallback: T): unknown {
+function orDefault(v: unknown, fallback: unknown): unknown {
   return v === undefined ? fallback : v;
 }
 
