@@ -111,6 +111,11 @@ describe('synthetic guest process', function () {
       await assert.rejects(g.throttle(150), (e: FerryError) => e.code === 'ERR_FERRY_INPUT');
       await assert.rejects(g.request('migrate-out', { migrationId: 'm1', mode: 'encrypted', networks: ['127.0.0.1:1'] }), (e: FerryError) => e.code === 'ERR_FERRY_INPUT' && /key/.test(e.message));
       await assert.rejects(g.commit(), (e: FerryError) => e.code === 'ERR_FERRY_REFUSED');
+      // A field its method does not take: refused before the handler runs (stop would have stopped).
+      await assert.rejects(g.request('stop', { force: true }), (e: FerryError) => e.code === 'ERR_FERRY_INPUT' && /stop: unknown field "force"/.test(e.message));
+      await assert.rejects(g.request('throttle', { percent: 10, step: 5 }), (e: FerryError) => e.code === 'ERR_FERRY_INPUT' && /throttle: unknown field "step"/.test(e.message));
+      await assert.rejects(g.request('migrate-out', { migrationId: 'm1', mode: 'encrypted', networks: ['127.0.0.1:1'], verfy: true }), (e: FerryError) => e.code === 'ERR_FERRY_INPUT' && /verfy/.test(e.message));
+      assert.equal((await g.status()).throttlePercent, 0);
       await assert.rejects(g.resumeAfterAbort(), (e: FerryError) => e.code === 'ERR_FERRY_REFUSED');
       // Raw garbage and an over-long line: an error reply, then the connection closes.
       for (const bytes of [Buffer.from('not json\n'), Buffer.alloc(70 * 1024, 0x61)]) {

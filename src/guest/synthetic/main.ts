@@ -22,7 +22,7 @@ import { PROTOCOL_VERSION } from '../protocol.js';
 import { listenControl, type Handler, type HandlerContext } from './control-server.js';
 import { SyntheticGuest } from './guest.js';
 import { MigrationTracker } from './migration-tracker.js';
-import { channelParams, outgoingSpec } from './params.js';
+import { channelParams, checkRequestFields, outgoingSpec } from './params.js';
 import { openIncoming, openOutgoing, type IncomingTransport } from './transport.js';
 
 const dir = process.argv[2];
@@ -314,7 +314,14 @@ async function main(): Promise<void> {
       void exit(1);
     }, UNPREPARED_EXIT_MS);
   }
-  server = await listenControl(join(dir!, CONTROL_SOCKET), handlers);
+  // Every request's fields are checked against its method's before the handler sees it.
+  const checked = Object.fromEntries(
+    Object.entries(handlers).map(([method, handler]): [string, Handler] => [method, (params, ctx) => {
+      checkRequestFields(method, params);
+      return handler(params, ctx);
+    }]),
+  );
+  server = await listenControl(join(dir!, CONTROL_SOCKET), checked);
   writeFileAtomic(join(dir!, PID_FILE), `${process.pid}\n`);
   log(`guest ${config.name} up: pid ${process.pid}, ${config.memoryBytes} bytes memory, ${config.diskBytes} bytes disk, ${incomingMode ? 'incoming' : 'running'}`);
 }

@@ -29,6 +29,26 @@ function optionalBool(p: Record<string, unknown>, name: string): boolean | undef
   return v;
 }
 
+/** The fields each request of the control socket may carry; a method not named here takes none. */
+const CHANNEL_FIELDS = ['migrationId', 'mode', 'streams', 'maxBytesPerSecond', 'cryptoThreads'] as const;
+export const REQUEST_FIELDS: Readonly<Record<string, readonly string[]>> = {
+  throttle: ['percent'],
+  'cancel-migration': ['migrationId'],
+  'prepare-incoming': CHANNEL_FIELDS,
+  'migrate-out': [...CHANNEL_FIELDS, 'networks', 'maxDowntimeMs', 'timeoutMs', 'autoConverge', 'verify', 'commitTimeoutMs'],
+};
+
+/**
+ * Refuses a request with a field its method does not take, before its handler runs: a misspelt or
+ * newer option must not be dropped in silence (an agent newer than this guest process learns here
+ * that the process is older).
+ */
+export function checkRequestFields(method: string, params: Record<string, unknown>): void {
+  const known = REQUEST_FIELDS[method] ?? [];
+  const extra = Object.keys(params).find((k) => !known.includes(k));
+  if (extra !== undefined) throw bad(`${method}: unknown field ${JSON.stringify(extra.slice(0, 40))}`);
+}
+
 /** The channel parameters of a request, with the key and nonce taken from its secret trailer. */
 export function channelParams(p: Record<string, unknown>, secret: Buffer | null): ChannelParams {
   if (typeof p.migrationId !== 'string' || !MIGRATION_ID.test(p.migrationId)) throw bad('migrationId must be 1 to 64 characters of [A-Za-z0-9._-]');
