@@ -32,6 +32,12 @@ export class Convergence {
   dirtyRate = 0;
   /** Payload bytes a second the passes of dirty pages (all after the first) drained, smoothed; 0 before one. */
   dirtyPassBandwidth = 0;
+  /**
+   * The link's round trip as the engine measured it (BEGIN to BEGIN_OK), in ms. The pause holds one
+   * on top of the data: the last pages go one way, the decision comes back. On a LAN it is a
+   * millisecond; at 150 ms it is most of what SWITCH_HEADROOM leaves of a 500 ms limit.
+   */
+  roundTripMs = 0;
   private overruns = 0;
 
   constructor(
@@ -59,13 +65,15 @@ export class Convergence {
   }
 
   /**
-   * Estimated pause, in ms, to send `pendingBytes` (dirty pages) now: at the rate passes of dirty
-   * pages went, or before one was measured at a share of pass 1's; Infinity before any measurement.
+   * Estimated pause, in ms, to send `pendingBytes` (dirty pages) now and hear the decision: at the
+   * rate passes of dirty pages went, or before one was measured at a share of pass 1's, plus the
+   * round trip; Infinity before any measurement. Nothing left estimates 0: switching over then is the
+   * shortest pause there can be, whatever the link.
    */
   estimateMs(pendingBytes: number): number {
     if (pendingBytes === 0) return 0;
     const rate = this.dirtyPassBandwidth > 0 ? this.dirtyPassBandwidth : this.bandwidth * DIRTY_SHARE_BEFORE_MEASURED;
-    return rate > 0 ? (pendingBytes * 1000) / rate : Infinity;
+    return rate > 0 ? (pendingBytes * 1000) / rate + this.roundTripMs : Infinity;
   }
 
   fits(pendingBytes: number): boolean {

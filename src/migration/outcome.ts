@@ -28,6 +28,7 @@ export class Outcome {
     payloadBuffers?: { allocated: number; reused: number } | null;
     /** Destination: DATA messages opened in place; absent elsewhere. */
     openedInPlace?: number | null;
+    roundTripMs?: number | null;
   }): MigrationResult {
     const moved = this.role === 'source' ? figures.bytesSent : figures.bytesReceived;
     return {
@@ -49,6 +50,7 @@ export class Outcome {
       cryptoThreads: { limit: figures.channel.cryptoThreads, peak: figures.channel.stats.cryptoThreadsPeak },
       payloadBuffers: figures.payloadBuffers ?? null,
       openedInPlace: figures.openedInPlace ?? null,
+      roundTripMs: figures.roundTripMs === undefined || figures.roundTripMs === null ? null : Math.round(figures.roundTripMs * 10) / 10,
     };
   }
 }

@@ -62,6 +62,8 @@ class SourceMigration {
   private readonly passes: PassReport[] = [];
   private readonly conv: Convergence;
   private readonly started = performance.now();
+  /** The round trip BEGIN to BEGIN_OK took; null until it was measured. */
+  private roundTripMs: number | null = null;
   private readonly cpuStart = process.cpuUsage();
   private readonly originalThrottle: number;
   private bytesSent = 0;
@@ -288,8 +290,11 @@ class SourceMigration {
         version: ENGINE_VERSION, migrationId: this.options.migrationId, memoryBytes: g.memoryBytes, diskBytes: g.diskBytes,
         pageSize: g.pageSize, blockSize: g.blockSize, verify: this.options.verify,
       };
+      const beginAt = performance.now();
       await this.send(MSG.BEGIN, encodeJson(begin));
       await this.replies.beginOk();
+      // BEGIN_OK answers at once: this is the link's round trip, which every pause holds.
+      this.roundTripMs = this.conv.roundTripMs = performance.now() - beginAt;
 
       // Pass 1: everything. Clear the log first: what is dirtied from here on is resent.
       g.clearDirtyLogs();
@@ -377,6 +382,7 @@ class SourceMigration {
     return outcome.result({
       passes: this.passes, totalMs: this.elapsed(), bytesSent: this.bytesSent, bytesReceived: this.channel.stats.bytesReceived,
       zeroPagesSkipped: this.zeroSkipped(), throttlePercent: this.guest.throttlePercent, cpu, channel: this.channel,
+      roundTripMs: this.roundTripMs,
     });
   }
 }

@@ -138,4 +138,6 @@ export interface MigrationResult {
   payloadBuffers: { allocated: number; reused: number } | null;
   /** Destination: DATA messages the channel opened straight into guest memory (in-place.ts); null at the source. */
   openedInPlace: number | null;
+  /** Source: the link's round trip, BEGIN to BEGIN_OK, in ms, which the switch-over estimate adds; null at the destination or before it was measured. */
+  roundTripMs: number | null;
 }

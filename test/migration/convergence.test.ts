@@ -37,6 +37,24 @@ describe('convergence', () => {
     assert.ok(c.fits(4096));
   });
 
+  it('adds the link\'s round trip to the pause: a long link leaves less of the limit for the data', () => {
+    const near = new Convergence(500, true);
+    const far = new Convergence(500, true);
+    far.roundTripMs = 150;
+    for (const c of [near, far]) c.recordPass(20e6, 1000, true);
+    // 350 ms of the 500 go to the pause's data and round trip; at 150 ms RTT that leaves 200 for data.
+    const budget = 500 * SWITCH_HEADROOM;
+    assert.equal(far.estimateMs(2e6), 100 + 150);
+    assert.ok(near.fits(20e6 * (budget / 1000)));
+    assert.ok(!far.fits(20e6 * (budget / 1000)));
+    assert.ok(far.fits(20e6 * ((budget - 150) / 1000)));
+    assert.ok(!far.fits(20e6 * ((budget - 150) / 1000) + 1e5));
+    // Nothing left: switch now, the shortest pause there is, however long the link.
+    far.roundTripMs = 1000;
+    assert.equal(far.estimateMs(0), 0);
+    assert.ok(far.fits(0));
+  });
+
   it('never estimates more bandwidth than the cap', () => {
     const c = new Convergence(500, true, 10e6);
     c.recordPass(100e6, 1000);

@@ -36,8 +36,10 @@ describe('migration over a long-distance link (150 ms RTT, 200 Mbit/s)', functio
         });
         assert.equal(m.source.phase, 'committed', JSON.stringify(m.source.result?.error));
         const r = m.source.result!;
-        console.log(`      ${mode}: ${r.totalMs} ms, ${r.passes.length} passes, downtime ${r.downtimeMs} ms, ${r.bytesSent} bytes`);
+        console.log(`      ${mode}: ${r.totalMs} ms, ${r.passes.length} passes, round trip ${r.roundTripMs} ms, downtime ${r.downtimeMs} ms, ${r.bytesSent} bytes`);
         assert.ok(r.passes.length >= 2, `${r.passes.length} passes`);
+        // The engine measured the link's round trip (BEGIN to BEGIN_OK), which its estimate adds.
+        assert.ok(r.roundTripMs !== null && r.roundTripMs >= 150, `round trip ${r.roundTripMs} ms`);
         assert.ok(r.sourceDigest !== null && r.sourceDigest === r.destinationDigest, 'digests differ');
         // Downtime runs from the pause to COMMITTED at the source: the last pages went one way and
         // the decision came back, a round trip at least.
