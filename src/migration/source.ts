@@ -5,7 +5,7 @@
 import type { Channel } from '../channel/types.js';
 import { zeroPages } from '../crypto/index.js';
 import { FerryError, toFerryError } from '../errors.js';
-import { Convergence } from './convergence.js';
+import { Convergence, SWITCH_HEADROOM } from './convergence.js';
 import {
   DataBuilder, ENGINE_VERSION, MSG, SPACE_DISK, SPACE_MEMORY, encodeJson, type Begin, type Complete, type SpaceCounts,
 } from './messages.js';
@@ -295,6 +295,10 @@ class SourceMigration {
       await this.replies.beginOk();
       // BEGIN_OK answers at once: this is the link's round trip, which every pause holds.
       this.roundTripMs = this.conv.roundTripMs = performance.now() - beginAt;
+      if (this.roundTripMs >= this.options.maxDowntimeMs) {
+        // No pause can be shorter than a round trip: give up now, not at the timeout.
+        throw new FerryError('ERR_FERRY_REFUSED', `the maximum downtime (${Math.round(this.options.maxDowntimeMs)} ms) is shorter than this link's round trip (${Math.round(this.roundTripMs)} ms), which every switch-over pause holds: allow at least ${Math.ceil(this.roundTripMs / SWITCH_HEADROOM)} ms`);
+      }
 
       // Pass 1: everything. Clear the log first: what is dirtied from here on is resent.
       g.clearDirtyLogs();

@@ -214,11 +214,12 @@ describe('e2e: cancelling a migration (real agents)', function () {
     let throttled = 0;
     try {
       // Dirtied at 64 MB/s (16 pages a millisecond, so no pass finds nothing dirty) over an 8 MB/s
-      // link, with a pause limit nothing dirty fits in: auto-converge throttles after two passes
-      // where the guest dirtied more than half of what was sent.
+      // link, with a pause limit nothing dirty fits in (50 ms: 68 pages at 8 MB/s, less the
+      // headroom; a limit under the link's round trip would be refused at BEGIN): auto-converge
+      // throttles after two passes where the guest dirtied more than half of what was sent.
       const m = await migrate(c, 't1', 'a', 'b', {
         maxBytesPerSecond: 8e6,
-        maxDowntimeMs: 1,
+        maxDowntimeMs: 50,
         onEvent: (e) => {
           if (e.type === 'throttle' && !cancel) {
             throttled = e.percent;

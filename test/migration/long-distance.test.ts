@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { startGuest, type GuestClient } from '../../src/guest/index.js';
 import { startWanEmulator } from '../../src/channel/wan-emulator.js';
 import { migrateLocally as migrate } from '../../src/guest/local-migration.js';
-import { GuestSandbox, waitUntil } from '../helpers/guests.js';
+import { GuestSandbox, alive, waitUntil } from '../helpers/guests.js';
 
 describe('migration over a long-distance link (150 ms RTT, 200 Mbit/s)', function () {
   this.timeout(120_000);
@@ -20,6 +20,33 @@ describe('migration over a long-distance link (150 ms RTT, 200 Mbit/s)', functio
     await waitUntil(async () => (await g.status()).workloadReady, 20_000, 'workload setup');
     return g;
   }
+
+  it('gives up at once, the guest running on, when the downtime limit is shorter than the round trip', async () => {
+    const config = box.config({ kind: 'kv', getsPerSecond: 2000, setsPerSecond: 500 }, 16);
+    const src = await ready(await startGuest(box.dir('src'), config));
+    let wan: Awaited<ReturnType<typeof startWanEmulator>> | null = null;
+    try {
+      const m = await migrate(src, box.dir('dst'), config, {
+        mode: 'encrypted', maxDowntimeMs: 100,
+        route: async (network) => {
+          wan = await startWanEmulator({ target: network, delayMs: 75, bytesPerSecond: 25_000_000 });
+          return wan.address;
+        },
+      });
+      assert.equal(m.source.phase, 'aborted');
+      const r = m.source.result!;
+      assert.equal(r.error?.code, 'ERR_FERRY_REFUSED');
+      assert.match(r.error!.message, /maximum downtime \(100 ms\) is shorter than this link's round trip \(1[5-9]\d ms\).*allow at least 2\d\d ms/);
+      assert.equal(r.passes.length, 0, 'no pass was sent');
+      const s = await src.status();
+      assert.equal(s.state, 'running');
+      assert.equal(s.throttlePercent, 0);
+      await waitUntil(() => !alive(m.incoming.client.pid), 10_000, 'the incoming guest to exit');
+      await src.stop();
+    } finally {
+      await (wan as Awaited<ReturnType<typeof startWanEmulator>> | null)?.close();
+    }
+  });
 
   for (const mode of ['encrypted', 'plain'] as const) {
     it(`moves a running kv guest, ${mode}, verified at switch-over`, async () => {
