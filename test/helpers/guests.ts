@@ -6,6 +6,7 @@
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { GuestClient } from '../../src/guest/client.js';
 import type { GuestConfig, Workload } from '../../src/guest/types.js';
 
 export class GuestSandbox {
@@ -71,4 +72,10 @@ export async function waitUntil(check: () => boolean | Promise<boolean>, ms: num
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await sleep(50);
   }
+}
+
+/** `g` once its workload has set up (the idle fill, the kv preload): what a migration test moves. */
+export async function workloadReady(g: GuestClient): Promise<GuestClient> {
+  await waitUntil(async () => (await g.status()).workloadReady, 20_000, 'workload setup');
+  return g;
 }

@@ -6,9 +6,9 @@
  * paused and in doubt until its agent resolves it.
  */
 import assert from 'node:assert/strict';
-import { attachGuest, startGuest, type GuestClient } from '../../src/guest/index.js';
+import { attachGuest, startGuest } from '../../src/guest/index.js';
 import type { FerryError } from '../../src/errors.js';
-import { GuestSandbox, alive, sleep, waitUntil } from '../helpers/guests.js';
+import { GuestSandbox, alive, sleep, waitUntil, workloadReady } from '../helpers/guests.js';
 import { migrateLocally as migrate } from '../../src/guest/local-migration.js';
 import { CuttableRelay } from '../helpers/relay.js';
 import { dataPayloadPool } from '../../src/migration/payload-pool.js';
@@ -18,14 +18,9 @@ describe('migration between guest processes', function () {
   const box = new GuestSandbox();
   after(() => box.cleanup());
 
-  async function ready(g: GuestClient): Promise<GuestClient> {
-    await waitUntil(async () => (await g.status()).workloadReady, 20_000, 'workload setup');
-    return g;
-  }
-
   it('moves an idle guest with its disk, encrypted: same digest on both sides', async () => {
     const config = box.config({ kind: 'idle' }, 64, 16);
-    const src = await ready(await startGuest(box.dir('src'), config));
+    const src = await workloadReady(await startGuest(box.dir('src'), config));
     const m = await migrate(src, box.dir('dst'), config, { mode: 'encrypted' });
     assert.equal(m.source.phase, 'committed', JSON.stringify(m.source.result?.error));
     assert.equal(m.destination.phase, 'committed');
@@ -66,7 +61,7 @@ describe('migration between guest processes', function () {
   ] as const) {
     it(`moves a running ${name} guest with a disk (${mode}), verified at switch-over, and it keeps running`, async () => {
       const config = box.config(workload, 128, 16);
-      const src = await ready(await startGuest(box.dir('src'), config));
+      const src = await workloadReady(await startGuest(box.dir('src'), config));
       await sleep(500);
       const m = await migrate(src, box.dir('dst'), config, { mode, verify: true });
       assert.equal(m.source.phase, 'committed', JSON.stringify(m.source.result?.error));
@@ -93,7 +88,7 @@ describe('migration between guest processes', function () {
 
   it('moves a guest its agent paused: it arrives paused, byte for byte, and resumes there', async () => {
     const config = box.config({ kind: 'kv', getsPerSecond: 3000, setsPerSecond: 1000 }, 64, 8);
-    const src = await ready(await startGuest(box.dir('src'), config));
+    const src = await workloadReady(await startGuest(box.dir('src'), config));
     await sleep(300);
     await src.pause();
     const before = await src.digest();
@@ -172,7 +167,7 @@ describe('migration between guest processes', function () {
 
   it('resumes the source when the destination decides not to commit', async () => {
     const config = box.config({ kind: 'kv', getsPerSecond: 2000, setsPerSecond: 500 }, 64);
-    const src = await ready(await startGuest(box.dir('src'), config));
+    const src = await workloadReady(await startGuest(box.dir('src'), config));
     const m = await migrate(src, box.dir('dst'), config, { mode: 'encrypted', atReady: 'abort' });
     assert.equal(m.source.phase, 'aborted');
     assert.equal((await src.status()).state, 'running');
@@ -183,7 +178,7 @@ describe('migration between guest processes', function () {
 
   it('stays paused and in doubt when the destination is lost at switch-over, until its agent resolves it', async () => {
     const config = box.config({ kind: 'kv', getsPerSecond: 2000, setsPerSecond: 500 }, 64);
-    const src = await ready(await startGuest(box.dir('src'), config));
+    const src = await workloadReady(await startGuest(box.dir('src'), config));
     const m = await migrate(src, box.dir('dst'), config, {
       mode: 'encrypted',
       atReady: async (incoming) => {

@@ -6,24 +6,19 @@
  * Speed is `ferry bench channel`'s business (0.5-150 ms RTT); this checks that it works there.
  */
 import assert from 'node:assert/strict';
-import { startGuest, type GuestClient } from '../../src/guest/index.js';
+import { startGuest } from '../../src/guest/index.js';
 import { startWanEmulator } from '../../src/channel/wan-emulator.js';
 import { migrateLocally as migrate } from '../../src/guest/local-migration.js';
-import { GuestSandbox, alive, waitUntil } from '../helpers/guests.js';
+import { GuestSandbox, alive, waitUntil, workloadReady } from '../helpers/guests.js';
 
 describe('migration over a long-distance link (150 ms RTT, 200 Mbit/s)', function () {
   this.timeout(120_000);
   const box = new GuestSandbox();
   after(() => box.cleanup());
 
-  async function ready(g: GuestClient): Promise<GuestClient> {
-    await waitUntil(async () => (await g.status()).workloadReady, 20_000, 'workload setup');
-    return g;
-  }
-
   it('gives up at once, the guest running on, when the downtime limit is shorter than the round trip', async () => {
     const config = box.config({ kind: 'kv', getsPerSecond: 2000, setsPerSecond: 500 }, 16);
-    const src = await ready(await startGuest(box.dir('src'), config));
+    const src = await workloadReady(await startGuest(box.dir('src'), config));
     let wan: Awaited<ReturnType<typeof startWanEmulator>> | null = null;
     try {
       const m = await migrate(src, box.dir('dst'), config, {
@@ -51,7 +46,7 @@ describe('migration over a long-distance link (150 ms RTT, 200 Mbit/s)', functio
   for (const mode of ['encrypted', 'plain'] as const) {
     it(`moves a running kv guest, ${mode}, verified at switch-over`, async () => {
       const config = box.config({ kind: 'kv', getsPerSecond: 2000, setsPerSecond: 500 }, 32);
-      const src = await ready(await startGuest(box.dir('src'), config));
+      const src = await workloadReady(await startGuest(box.dir('src'), config));
       let wan: Awaited<ReturnType<typeof startWanEmulator>> | null = null;
       try {
         const m = await migrate(src, box.dir('dst'), config, {
