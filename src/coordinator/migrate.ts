@@ -95,6 +95,8 @@ export interface MigrationSummary {
   migrationId: string;
   /** Payload bytes a second over the whole migration. */
   throughput: number;
+  /** The data link's round trip as the source's engine measured it (which every pause holds); null when it never ran. */
+  roundTripMs: number | null;
   nicFallback: boolean;
   warning: string | null;
   /** The exit status of a failed migration (1, or 2 when an agent found the request bad). */
@@ -306,7 +308,7 @@ export async function migrateGuest(req: MigrateRequest, hooks: MigrateHooks = {}
     verified: verified(req.verify ?? false, outcome),
     error: failure ? failure.toJSON() : null,
   };
-  return { report, migrationId, throughput: r?.throughput ?? 0, nicFallback, warning: p.warning, exitCode: failure ? failure.exitCode : 0 };
+  return { report, migrationId, throughput: r?.throughput ?? 0, roundTripMs: r?.roundTripMs ?? null, nicFallback, warning: p.warning, exitCode: failure ? failure.exitCode : 0 };
 }
 
 

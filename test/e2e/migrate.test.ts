@@ -72,6 +72,7 @@ describe('e2e: ferry migrate', function () {
     assert.match(r.stdout, /m2 moved a -> b, encrypted/);
     assert.match(r.stdout, /downtime\s+\d/);
     assert.match(r.stdout, /zero pages\s+\d+ skipped/);
+    assert.match(r.stdout, /round trip\s+\d+(\.\d)? ms \(the data link's/);
     assert.match(r.stderr, /m2: running: pass 1/);
     assert.doesNotMatch(r.stderr, /\x1b\[/, 'no terminal control codes when stderr is a pipe');
   });
