@@ -10,6 +10,7 @@ import type { Argv } from 'yargs';
 import { FerryError } from '../../../errors.js';
 import { parseWorkload, startGuest, type GuestConfig } from '../../../guest/index.js';
 import { migrateLocally } from '../../../guest/local-migration.js';
+import { startWanEmulator, type WanEmulator } from '../../../channel/wan-emulator.js';
 import type { MigrationResult } from '../../../migration/types.js';
 import { formatBytes, formatDuration, formatRate, parseDuration, parseRate, parseSize } from '../../../units.js';
 import { defineCommand, type GlobalArgs } from '../../command.js';
@@ -21,6 +22,7 @@ interface EngineArgs {
   streams: number;
   runs: number;
   bandwidth?: string;
+  rtt?: string;
   'max-downtime': string;
 }
 
@@ -36,13 +38,15 @@ interface Run {
   zeroPagesSkipped: number;
   throttlePercent: number;
   sourceCpuMs: number;
+  /** The round trip the engine measured (BEGIN to BEGIN_OK). */
+  roundTripMs: number | null;
 }
 
 function summarize(mode: Run['mode'], r: MigrationResult, memoryBytes: number): Run {
   return {
     mode, outcome: r.outcome, totalMs: r.totalMs, downtimeMs: r.downtimeMs, bytesSent: r.bytesSent, wireFraction: r.bytesSent / memoryBytes,
     throughput: r.throughput, passes: r.passes.length, zeroPagesSkipped: r.zeroPagesSkipped, throttlePercent: r.throttlePercent,
-    sourceCpuMs: r.cpu.userMs + r.cpu.systemMs,
+    sourceCpuMs: r.cpu.userMs + r.cpu.systemMs, roundTripMs: r.roundTripMs,
   };
 }
 
@@ -62,15 +66,19 @@ export const benchEngineCommand = defineCommand<EngineArgs>({
       .option('streams', { type: 'number', default: 2, describe: 'TCP connections' })
       .option('runs', { type: 'number', default: 1, describe: 'encrypted/plain pairs' })
       .option('bandwidth', { type: 'string', describe: 'link cap, e.g. 10Gbit' })
+      .option('rtt', { type: 'string', describe: 'a long link: the data goes through the user-space WAN emulator with this round trip (e.g. 150ms), capped at --bandwidth there' })
       .option('max-downtime', { type: 'string', default: '500ms' })
       .example('$0 bench engine --memory 2GiB', 'a 2 GiB idle guest of random data, encrypted then plain')
-      .example('$0 bench engine --memory 8GiB --workload dirty:4KB --runs 1', 'a fresh guest: bytes on the wire against its size'),
+      .example('$0 bench engine --memory 8GiB --workload dirty:4KB --runs 1', 'a fresh guest: bytes on the wire against its size')
+      .example('$0 bench engine --memory 1GiB --workload kv:get=20000,set=5000 --rtt 150ms --bandwidth 1Gbit', 'a long-distance move: 150 ms round trips on a 1 Gb/s link'),
   run: async (output, args) => {
     const memoryBytes = parseSize(args.memory, '--memory');
     const diskBytes = parseSize(args.disk, '--disk');
     const workload = parseWorkload(args.workload);
     const maxBytesPerSecond = args.bandwidth ? parseRate(args.bandwidth, '--bandwidth') : undefined;
     const maxDowntimeMs = parseDuration(args['max-downtime'], '--max-downtime');
+    const rttMs = args.rtt === undefined ? null : parseDuration(args.rtt, '--rtt');
+    if (rttMs !== null && !(rttMs > 0 && rttMs <= 10_000)) throw new FerryError('ERR_FERRY_USAGE', '--rtt must be more than 0 and at most 10s');
     if (!Number.isInteger(args.runs) || args.runs < 1 || args.runs > 20) throw new FerryError('ERR_FERRY_USAGE', '--runs must be 1 to 20');
     if (!Number.isInteger(args.streams) || args.streams < 1 || args.streams > 16) throw new FerryError('ERR_FERRY_USAGE', '--streams must be 1 to 16');
     const config: GuestConfig = { name: 'bench', driver: 'synthetic', memoryBytes, diskBytes, workload, nic: 'virtio', encryptedMigration: 'opportunistic' };
@@ -84,12 +92,23 @@ export const benchEngineCommand = defineCommand<EngineArgs>({
           try {
             while (!(await src.status()).workloadReady) await new Promise((r) => setTimeout(r, 100));
             output.info(`run ${i + 1}/${args.runs}, ${mode}: ${formatBytes(memoryBytes)} ${args.workload} guest...`);
-            const m = await migrateLocally(src, join(root, `d${n++}`), config, { mode, streams: args.streams, maxBytesPerSecond, maxDowntimeMs });
+            // With --rtt the link is the WAN emulator's: the cap is there, not in the sender.
+            let wan: WanEmulator | null = null;
+            const m = await migrateLocally(src, join(root, `d${n++}`), config, {
+              mode, streams: args.streams, maxDowntimeMs, ...(rttMs === null ? { maxBytesPerSecond } : {}),
+              ...(rttMs === null ? {} : {
+                route: async (network: string) => {
+                  wan = await startWanEmulator({ target: network, delayMs: rttMs / 2, ...(maxBytesPerSecond ? { bytesPerSecond: maxBytesPerSecond } : {}) });
+                  return wan.address;
+                },
+              }),
+            }).finally(() => (wan as WanEmulator | null)?.close());
             const run = summarize(mode, m.source.result!, memoryBytes);
             runs.push(run);
             output.emit({ type: 'run', ...run });
             output.print(`${mode.padEnd(9)} ${run.outcome}: total ${formatDuration(run.totalMs)}, downtime ${run.downtimeMs === null ? '—' : formatDuration(run.downtimeMs)}, ` +
-              `${formatRate(run.throughput)}, ${formatBytes(run.bytesSent)} sent (${(run.wireFraction * 100).toFixed(2)}% of memory), ${run.passes} passes, source CPU ${run.sourceCpuMs} ms`);
+              `${formatRate(run.throughput)}, ${formatBytes(run.bytesSent)} sent (${(run.wireFraction * 100).toFixed(2)}% of memory), ${run.passes} passes, source CPU ${run.sourceCpuMs} ms` +
+              `${rttMs === null || run.roundTripMs === null ? '' : `, round trip ${Math.round(run.roundTripMs)} ms`}`);
             if (m.source.phase === 'committed') await m.incoming.client.stop().catch(() => {});
             else await m.incoming.client.destroy().catch(() => {});
           } finally {
@@ -103,7 +122,7 @@ export const benchEngineCommand = defineCommand<EngineArgs>({
     }
     const total = (mode: Run['mode']): number => median(runs.filter((r) => r.mode === mode).map((r) => r.totalMs));
     const ratio = total('encrypted') / total('plain');
-    output.emit({ type: 'result', ok: true, subject: 'engine', memoryBytes, diskBytes, workload: args.workload, streams: args.streams, runs, encryptedOverPlainTime: ratio });
+    output.emit({ type: 'result', ok: true, subject: 'engine', memoryBytes, diskBytes, workload: args.workload, streams: args.streams, rttMs, runs, encryptedOverPlainTime: ratio });
     output.print(`encrypted/plain total time (medians): ${ratio.toFixed(2)}x`);
   },
 });
