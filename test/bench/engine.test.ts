@@ -4,23 +4,10 @@
  * asserted; outcomes, the measured round trip and the JSON are.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
+import { ferryAsync } from '../agent/helpers/cluster.js';
 import { processesMentioning } from '../helpers/processes.js';
 
-const root = fileURLToPath(new URL('../../', import.meta.url));
-
-function bench(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['bin/ferry', 'bench', 'engine', ...args], { cwd: root });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.once('error', reject);
-    child.once('close', (status) => resolve({ status, stdout, stderr }));
-  });
-}
+const bench = (args: string[]) => ferryAsync(['bench', 'engine', ...args]);
 
 describe('ferry bench engine', function () {
   it('moves a kv guest over a 100 ms link (--rtt), encrypted and plain, and reports the round trip it measured', async function () {

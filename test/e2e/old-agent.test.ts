@@ -8,7 +8,6 @@
  * a key to it.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import tls from 'node:tls';
@@ -16,7 +15,7 @@ import type { AddressInfo } from 'node:net';
 import { loadCluster, type Cluster } from '../../src/coordinator/cluster.js';
 import { connectHost, eachHost } from '../../src/coordinator/connect.js';
 import type { Capabilities } from '../../src/agent/protocol.js';
-import { BIN, ferryOk, TestCluster, type RunningAgent } from '../agent/helpers/cluster.js';
+import { ferryAsync, ferryOk, TestCluster, type RunningAgent } from '../agent/helpers/cluster.js';
 import { jsonLines } from './helpers.js';
 
 const OLD_PROTOCOL = 1;
@@ -90,19 +89,6 @@ class OldAgent {
   }
 }
 
-/** The CLI as a child process, without blocking this process (the old agent answers from here). */
-function run(args: string[], env: NodeJS.ProcessEnv): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.once('error', reject);
-    child.once('close', (status) => resolve({ status, stdout, stderr }));
-  });
-}
-
 describe('e2e: this CLI against an agent of control protocol 1 (a real agent a, an old peer b)', function () {
   let cluster: TestCluster;
   let c: Cluster;
@@ -140,7 +126,7 @@ describe('e2e: this CLI against an agent of control protocol 1 (a real agent a, 
   it('ferry migrate to the old host refuses before any key exists, says to upgrade it, and changes nothing', async function () {
     const before = await guestOnA();
     assert.equal(before.state, 'running');
-    const r = await run(['migrate', 'g1', '--to', 'b', '--json'], cluster.env);
+    const r = await ferryAsync(['migrate', 'g1', '--to', 'b', '--json'], cluster.env);
     assert.equal(r.status, 1, r.stderr);
     const result = jsonLines(r.stdout).find((l) => l.type === 'result')!;
     assert.equal(result.ok, false);
@@ -158,13 +144,13 @@ describe('e2e: this CLI against an agent of control protocol 1 (a real agent a, 
   });
 
   it('ferry probe marks the old host as needing an upgrade', async function () {
-    const r = await run(['probe', '--json'], cluster.env);
+    const r = await ferryAsync(['probe', '--json'], cluster.env);
     assert.equal(r.status, 0, r.stderr);
     const hosts = new Map(jsonLines(r.stdout).filter((l) => l.type === 'host').map((l) => [l.host, l]));
     assert.equal(hosts.get('b')!.protocol, OLD_PROTOCOL);
     assert.equal(hosts.get('b')!.upgradeNeeded, true);
     assert.equal(hosts.get('a')!.upgradeNeeded, false);
-    const text = await run(['probe'], cluster.env);
+    const text = await ferryAsync(['probe'], cluster.env);
     assert.match(text.stdout, /0\.1\.0 \(upgrade: CLI is /);
   });
 

@@ -26,6 +26,19 @@ export function ferry(args: string[], env: NodeJS.ProcessEnv = {}): CliResult {
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
+/** The CLI as a child process, without blocking this one (for a test that serves or watches it meanwhile). */
+export function ferryAsync(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout!.on('data', (d) => (stdout += d));
+    child.stderr!.on('data', (d) => (stderr += d));
+    child.once('error', reject);
+    child.once('close', (status) => resolve({ status, stdout, stderr }));
+  });
+}
+
 /** Runs the CLI and throws with its stderr unless it exits 0. */
 export function ferryOk(args: string[], env: NodeJS.ProcessEnv = {}): CliResult {
   const r = ferry(args, env);
