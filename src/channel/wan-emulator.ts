@@ -216,3 +216,20 @@ export async function startWanEmulator(options: WanOptions): Promise<WanEmulator
     close: async () => cut(),
   };
 }
+
+/**
+ * A `route` for a migration's data connections (migrateLocally's option): the first network it is
+ * asked for gets a WAN emulator in front of it, with `options`; close() stops it, if it started.
+ */
+export function wanRoute(options: Omit<WanOptions, 'target'>): { route: (network: string) => Promise<string>; close: () => Promise<void> } {
+  let wan: WanEmulator | null = null;
+  return {
+    route: async (network) => {
+      wan ??= await startWanEmulator({ ...options, target: network });
+      return wan.address;
+    },
+    close: async () => {
+      await wan?.close();
+    },
+  };
+}

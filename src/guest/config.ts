@@ -46,7 +46,7 @@ function count(v: unknown, name: string, max: number): number {
  * Refuses a field `o` has beyond `known`: a misspelt setting (`encryptedMigraton: required`) must not
  * pass as if it were absent and leave the default in its place.
  */
-function onlyKnown(o: object, known: readonly string[], what: string): void {
+export function onlyKnown(o: object, known: readonly string[], what: string): void {
   const extra = Object.keys(o).find((k) => !known.includes(k));
   if (extra !== undefined) throw bad(`${what}: unknown field ${JSON.stringify(extra.slice(0, 40))}`);
 }

@@ -35,9 +35,10 @@ export class Convergence {
   /**
    * The link's round trip as the engine measured it (BEGIN to BEGIN_OK), in ms. The pause holds one
    * on top of the data: the last pages go one way, the decision comes back. On a LAN it is a
-   * millisecond; at 150 ms it is most of what SWITCH_HEADROOM leaves of a 500 ms limit.
+   * millisecond; at 150 ms it is most of what SWITCH_HEADROOM leaves of a 500 ms limit. Null until
+   * measured (the estimate then counts none).
    */
-  roundTripMs = 0;
+  roundTripMs: number | null = null;
   private overruns = 0;
 
   constructor(
@@ -73,7 +74,7 @@ export class Convergence {
   estimateMs(pendingBytes: number): number {
     if (pendingBytes === 0) return 0;
     const rate = this.dirtyPassBandwidth > 0 ? this.dirtyPassBandwidth : this.bandwidth * DIRTY_SHARE_BEFORE_MEASURED;
-    return rate > 0 ? (pendingBytes * 1000) / rate + this.roundTripMs : Infinity;
+    return rate > 0 ? (pendingBytes * 1000) / rate + (this.roundTripMs ?? 0) : Infinity;
   }
 
   fits(pendingBytes: number): boolean {

@@ -50,7 +50,7 @@ export class Outcome {
       cryptoThreads: { limit: figures.channel.cryptoThreads, peak: figures.channel.stats.cryptoThreadsPeak },
       payloadBuffers: figures.payloadBuffers ?? null,
       openedInPlace: figures.openedInPlace ?? null,
-      roundTripMs: figures.roundTripMs === undefined || figures.roundTripMs === null ? null : Math.round(figures.roundTripMs * 10) / 10,
+      roundTripMs: figures.roundTripMs == null ? null : Math.round(figures.roundTripMs * 10) / 10,
     };
   }
 }

@@ -62,8 +62,6 @@ class SourceMigration {
   private readonly passes: PassReport[] = [];
   private readonly conv: Convergence;
   private readonly started = performance.now();
-  /** The round trip BEGIN to BEGIN_OK took; null until it was measured. */
-  private roundTripMs: number | null = null;
   private readonly cpuStart = process.cpuUsage();
   private readonly originalThrottle: number;
   private bytesSent = 0;
@@ -294,10 +292,10 @@ class SourceMigration {
       await this.send(MSG.BEGIN, encodeJson(begin));
       await this.replies.beginOk();
       // BEGIN_OK answers at once: this is the link's round trip, which every pause holds.
-      this.roundTripMs = this.conv.roundTripMs = performance.now() - beginAt;
-      if (this.roundTripMs >= this.options.maxDowntimeMs) {
+      const roundTripMs = (this.conv.roundTripMs = performance.now() - beginAt);
+      if (roundTripMs >= this.options.maxDowntimeMs) {
         // No pause can be shorter than a round trip: give up now, not at the timeout.
-        throw new FerryError('ERR_FERRY_REFUSED', `the maximum downtime (${Math.round(this.options.maxDowntimeMs)} ms) is shorter than this link's round trip (${Math.round(this.roundTripMs)} ms), which every switch-over pause holds: allow at least ${Math.ceil(this.roundTripMs / SWITCH_HEADROOM)} ms`);
+        throw new FerryError('ERR_FERRY_REFUSED', `the maximum downtime (${Math.round(this.options.maxDowntimeMs)} ms) is shorter than this link's round trip (${Math.round(roundTripMs)} ms), which every switch-over pause holds: allow at least ${Math.ceil(roundTripMs / SWITCH_HEADROOM)} ms`);
       }
 
       // Pass 1: everything. Clear the log first: what is dirtied from here on is resent.
@@ -386,7 +384,7 @@ class SourceMigration {
     return outcome.result({
       passes: this.passes, totalMs: this.elapsed(), bytesSent: this.bytesSent, bytesReceived: this.channel.stats.bytesReceived,
       zeroPagesSkipped: this.zeroSkipped(), throttlePercent: this.guest.throttlePercent, cpu, channel: this.channel,
-      roundTripMs: this.roundTripMs,
+      roundTripMs: this.conv.roundTripMs,
     });
   }
 }

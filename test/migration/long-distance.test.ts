@@ -7,9 +7,12 @@
  */
 import assert from 'node:assert/strict';
 import { startGuest } from '../../src/guest/index.js';
-import { startWanEmulator } from '../../src/channel/wan-emulator.js';
+import { wanRoute } from '../../src/channel/wan-emulator.js';
 import { migrateLocally as migrate } from '../../src/guest/local-migration.js';
 import { GuestSandbox, alive, waitUntil, workloadReady } from '../helpers/guests.js';
+
+/** 150 ms round trips (75 ms each way), 200 Mbit/s each way. */
+const LINK = { delayMs: 75, bytesPerSecond: 25_000_000 };
 
 describe('migration over a long-distance link (150 ms RTT, 200 Mbit/s)', function () {
   this.timeout(120_000);
@@ -19,15 +22,9 @@ describe('migration over a long-distance link (150 ms RTT, 200 Mbit/s)', functio
   it('gives up at once, the guest running on, when the downtime limit is shorter than the round trip', async () => {
     const config = box.config({ kind: 'kv', getsPerSecond: 2000, setsPerSecond: 500 }, 16);
     const src = await workloadReady(await startGuest(box.dir('src'), config));
-    let wan: Awaited<ReturnType<typeof startWanEmulator>> | null = null;
+    const wan = wanRoute(LINK);
     try {
-      const m = await migrate(src, box.dir('dst'), config, {
-        mode: 'encrypted', maxDowntimeMs: 100,
-        route: async (network) => {
-          wan = await startWanEmulator({ target: network, delayMs: 75, bytesPerSecond: 25_000_000 });
-          return wan.address;
-        },
-      });
+      const m = await migrate(src, box.dir('dst'), config, { mode: 'encrypted', maxDowntimeMs: 100, route: wan.route });
       assert.equal(m.source.phase, 'aborted');
       const r = m.source.result!;
       assert.equal(r.error?.code, 'ERR_FERRY_REFUSED');
@@ -39,7 +36,7 @@ describe('migration over a long-distance link (150 ms RTT, 200 Mbit/s)', functio
       await waitUntil(() => !alive(m.incoming.client.pid), 10_000, 'the incoming guest to exit');
       await src.stop();
     } finally {
-      await (wan as Awaited<ReturnType<typeof startWanEmulator>> | null)?.close();
+      await wan.close();
     }
   });
 
@@ -47,15 +44,9 @@ describe('migration over a long-distance link (150 ms RTT, 200 Mbit/s)', functio
     it(`moves a running kv guest, ${mode}, verified at switch-over`, async () => {
       const config = box.config({ kind: 'kv', getsPerSecond: 2000, setsPerSecond: 500 }, 32);
       const src = await workloadReady(await startGuest(box.dir('src'), config));
-      let wan: Awaited<ReturnType<typeof startWanEmulator>> | null = null;
+      const wan = wanRoute(LINK);
       try {
-        const m = await migrate(src, box.dir('dst'), config, {
-          mode, verify: true, maxDowntimeMs: 1000,
-          route: async (network) => {
-            wan = await startWanEmulator({ target: network, delayMs: 75, bytesPerSecond: 25_000_000 });
-            return wan.address;
-          },
-        });
+        const m = await migrate(src, box.dir('dst'), config, { mode, verify: true, maxDowntimeMs: 1000, route: wan.route });
         assert.equal(m.source.phase, 'committed', JSON.stringify(m.source.result?.error));
         const r = m.source.result!;
         console.log(`      ${mode}: ${r.totalMs} ms, ${r.passes.length} passes, round trip ${r.roundTripMs} ms, downtime ${r.downtimeMs} ms, ${r.bytesSent} bytes`);
@@ -72,7 +63,7 @@ describe('migration over a long-distance link (150 ms RTT, 200 Mbit/s)', functio
         await src.finish();
         await dst.stop();
       } finally {
-        await (wan as Awaited<ReturnType<typeof startWanEmulator>> | null)?.close();
+        await wan.close();
       }
     });
   }

@@ -5,6 +5,7 @@
 import { FerryError } from '../../errors.js';
 import { MAX_THREADS } from '../../crypto/backend.js';
 import type { ChannelParams, OutgoingSpec } from '../../migration/types.js';
+import { onlyKnown } from '../config.js';
 
 export const KEY_BYTES = 32;
 export const NONCE_BYTES = 8;
@@ -44,9 +45,7 @@ export const REQUEST_FIELDS: Readonly<Record<string, readonly string[]>> = {
  * that the process is older).
  */
 export function checkRequestFields(method: string, params: Record<string, unknown>): void {
-  const known = REQUEST_FIELDS[method] ?? [];
-  const extra = Object.keys(params).find((k) => !known.includes(k));
-  if (extra !== undefined) throw bad(`${method}: unknown field ${JSON.stringify(extra.slice(0, 40))}`);
+  onlyKnown(params, REQUEST_FIELDS[method] ?? [], method);
 }
 
 /** The channel parameters of a request, with the key and nonce taken from its secret trailer. */

@@ -10,7 +10,7 @@ import type { Argv } from 'yargs';
 import { FerryError } from '../../../errors.js';
 import { parseWorkload, startGuest, type GuestConfig } from '../../../guest/index.js';
 import { migrateLocally } from '../../../guest/local-migration.js';
-import { startWanEmulator, type WanEmulator } from '../../../channel/wan-emulator.js';
+import { wanRoute } from '../../../channel/wan-emulator.js';
 import type { MigrationResult } from '../../../migration/types.js';
 import { formatBytes, formatDuration, formatRate, parseDuration, parseRate, parseSize } from '../../../units.js';
 import { defineCommand, type GlobalArgs } from '../../command.js';
@@ -93,16 +93,10 @@ export const benchEngineCommand = defineCommand<EngineArgs>({
             while (!(await src.status()).workloadReady) await new Promise((r) => setTimeout(r, 100));
             output.info(`run ${i + 1}/${args.runs}, ${mode}: ${formatBytes(memoryBytes)} ${args.workload} guest...`);
             // With --rtt the link is the WAN emulator's: the cap is there, not in the sender.
-            let wan: WanEmulator | null = null;
+            const wan = rttMs === null ? null : wanRoute({ delayMs: rttMs / 2, ...(maxBytesPerSecond ? { bytesPerSecond: maxBytesPerSecond } : {}) });
             const m = await migrateLocally(src, join(root, `d${n++}`), config, {
-              mode, streams: args.streams, maxDowntimeMs, ...(rttMs === null ? { maxBytesPerSecond } : {}),
-              ...(rttMs === null ? {} : {
-                route: async (network: string) => {
-                  wan = await startWanEmulator({ target: network, delayMs: rttMs / 2, ...(maxBytesPerSecond ? { bytesPerSecond: maxBytesPerSecond } : {}) });
-                  return wan.address;
-                },
-              }),
-            }).finally(() => (wan as WanEmulator | null)?.close());
+              mode, streams: args.streams, maxDowntimeMs, ...(wan ? { route: wan.route } : { maxBytesPerSecond }),
+            }).finally(() => wan?.close());
             const run = summarize(mode, m.source.result!, memoryBytes);
             runs.push(run);
             output.emit({ type: 'run', ...run });
