@@ -33,10 +33,13 @@ export class Convergence {
   /** Payload bytes a second the passes of dirty pages (all after the first) drained, smoothed; 0 before one. */
   dirtyPassBandwidth = 0;
   /**
-   * The link's round trip as the engine measured it (BEGIN to BEGIN_OK), in ms. The pause holds one
-   * on top of the data: the last pages go one way, the decision comes back. On a LAN it is a
-   * millisecond; at 150 ms it is most of what SWITCH_HEADROOM leaves of a 500 ms limit. Null until
-   * measured (the estimate then counts none).
+   * The link's round trip, in ms: the shortest of the exchanges the engine timed (BEGIN to BEGIN_OK,
+   * then each PASS_END to its PASS_ACK, which holds a round trip and whatever of the pass was still
+   * on its way). The pause holds one on top of the data: the last pages go one way, the decision
+   * comes back. On a LAN it is a millisecond; at 150 ms it is most of what SWITCH_HEADROOM leaves of
+   * a 500 ms limit. Every sample is at least the true round trip, so the shortest is the best, and a
+   * first sample that a busy moment stretched does not stay. Null until measured (the estimate then
+   * counts none).
    */
   roundTripMs: number | null = null;
   private overruns = 0;
@@ -75,6 +78,16 @@ export class Convergence {
     if (pendingBytes === 0) return 0;
     const rate = this.dirtyPassBandwidth > 0 ? this.dirtyPassBandwidth : this.bandwidth * DIRTY_SHARE_BEFORE_MEASURED;
     return rate > 0 ? (pendingBytes * 1000) / rate + (this.roundTripMs ?? 0) : Infinity;
+  }
+
+  /** One timed exchange, as above. */
+  recordRoundTrip(ms: number): void {
+    if (ms >= 0 && (this.roundTripMs === null || ms < this.roundTripMs)) this.roundTripMs = ms;
+  }
+
+  /** The shortest limit that leaves a pause room for data on this link. */
+  smallestUsefulLimitMs(): number {
+    return Math.ceil((this.roundTripMs ?? 0) / SWITCH_HEADROOM);
   }
 
   fits(pendingBytes: number): boolean {

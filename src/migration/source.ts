@@ -5,7 +5,7 @@
 import type { Channel } from '../channel/types.js';
 import { zeroPages } from '../crypto/index.js';
 import { FerryError, toFerryError } from '../errors.js';
-import { Convergence, SWITCH_HEADROOM } from './convergence.js';
+import { Convergence } from './convergence.js';
 import {
   DataBuilder, ENGINE_VERSION, MSG, SPACE_DISK, SPACE_MEMORY, encodeJson, type Begin, type Complete, type SpaceCounts,
 } from './messages.js';
@@ -258,8 +258,12 @@ class SourceMigration {
     await this.flush();
     await this.drain();
     const report = this.passStats;
+    const endAt = performance.now();
     await this.send(MSG.PASS_END, encodeJson({ pass: report.pass, pages: report.pages, zeroPages: report.zeroPages, blocks: report.blocks, zeroBlocks: report.zeroBlocks }));
-    if (!final) await this.replies.passAcked(report.pass, this.options.timeoutMs - this.elapsed(), () => this.timeoutError());
+    if (!final) {
+      await this.replies.passAcked(report.pass, this.options.timeoutMs - this.elapsed(), () => this.timeoutError());
+      this.conv.recordRoundTrip(performance.now() - endAt);
+    }
     report.durationMs = performance.now() - t0;
     this.passes.push(report);
     this.conv.recordPass(report.bytes, report.durationMs, report.pass > 1);
@@ -292,10 +296,10 @@ class SourceMigration {
       await this.send(MSG.BEGIN, encodeJson(begin));
       await this.replies.beginOk();
       // BEGIN_OK answers at once: this is the link's round trip, which every pause holds.
-      const roundTripMs = (this.conv.roundTripMs = performance.now() - beginAt);
-      if (roundTripMs >= this.options.maxDowntimeMs) {
+      this.conv.recordRoundTrip(performance.now() - beginAt);
+      if (this.conv.roundTripMs! >= this.options.maxDowntimeMs) {
         // No pause can be shorter than a round trip: give up now, not at the timeout.
-        throw new FerryError('ERR_FERRY_REFUSED', `the maximum downtime (${Math.round(this.options.maxDowntimeMs)} ms) is shorter than this link's round trip (${Math.round(roundTripMs)} ms), which every switch-over pause holds: allow at least ${Math.ceil(roundTripMs / SWITCH_HEADROOM)} ms`);
+        throw new FerryError('ERR_FERRY_REFUSED', `the maximum downtime (${Math.round(this.options.maxDowntimeMs)} ms) is shorter than this link's round trip (${Math.round(this.conv.roundTripMs!)} ms), which every switch-over pause holds: allow at least ${this.conv.smallestUsefulLimitMs()} ms`);
       }
 
       // Pass 1: everything. Clear the log first: what is dirtied from here on is resent.

@@ -55,6 +55,35 @@ describe('convergence', () => {
     assert.ok(far.fits(0));
   });
 
+  it('keeps the shortest round trip it was given: a stretched first sample does not stay', () => {
+    const c = new Convergence(500, true);
+    assert.equal(c.roundTripMs, null);
+    c.recordPass(20e6, 1000, true);
+    c.recordRoundTrip(400);
+    assert.ok(!c.fits(4096), '400 ms of a 350 ms share: not even one page');
+    assert.equal(c.smallestUsefulLimitMs(), Math.ceil(400 / SWITCH_HEADROOM));
+    c.recordRoundTrip(152);
+    c.recordRoundTrip(180);
+    assert.equal(c.roundTripMs, 152);
+    assert.ok(c.fits(4096));
+    c.recordRoundTrip(-1);
+    assert.equal(c.roundTripMs, 152, 'a negative interval is no sample');
+  });
+
+  it('with a round trip longer than the pause may plan for, switches over only with nothing left', () => {
+    // 150 ms is less than the 200 ms limit, but more than the 140 ms the pause may plan for.
+    const c = new Convergence(200, true);
+    c.recordPass(20e6, 1000, true);
+    c.recordRoundTrip(150);
+    assert.ok(!c.fits(4096), 'not even one page');
+    assert.ok(c.fits(0), 'a guest throttled until it dirtied nothing switches over');
+    assert.equal(c.smallestUsefulLimitMs(), 215);
+    const wider = new Convergence(215, true);
+    wider.recordPass(20e6, 1000, true);
+    wider.recordRoundTrip(150);
+    assert.ok(wider.fits(4096), 'the smallest useful limit has room for a page');
+  });
+
   it('never estimates more bandwidth than the cap', () => {
     const c = new Convergence(500, true, 10e6);
     c.recordPass(100e6, 1000);

@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { startGuest } from '../../src/guest/index.js';
 import { wanRoute } from '../../src/channel/wan-emulator.js';
 import { migrateLocally as migrate } from '../../src/guest/local-migration.js';
+import { SWITCH_HEADROOM } from '../../src/migration/convergence.js';
 import { GuestSandbox, alive, waitUntil, workloadReady } from '../helpers/guests.js';
 
 /** 150 ms round trips (75 ms each way), 200 Mbit/s each way. */
@@ -35,6 +36,30 @@ describe('migration over a long-distance link (150 ms RTT, 200 Mbit/s)', functio
       assert.equal(s.throttlePercent, 0);
       await waitUntil(() => !alive(m.incoming.client.pid), 10_000, 'the incoming guest to exit');
       await src.stop();
+    } finally {
+      await wan.close();
+    }
+  });
+
+  it('throttles a guest until it dirties nothing when the round trip leaves the limit no room for data', async () => {
+    // 200 ms is longer than the round trip, so BEGIN passes; but the pause may plan for 140 ms of
+    // it, which the round trip alone takes: only an empty dirty set fits, and the throttle is what
+    // gets the kv guest there.
+    const config = box.config({ kind: 'kv', getsPerSecond: 2000, setsPerSecond: 500 }, 16);
+    const src = await workloadReady(await startGuest(box.dir('src'), config));
+    const wan = wanRoute(LINK);
+    try {
+      const m = await migrate(src, box.dir('dst'), config, { mode: 'encrypted', maxDowntimeMs: 200, route: wan.route, verify: true });
+      assert.equal(m.source.phase, 'committed', JSON.stringify(m.source.result?.error));
+      const r = m.source.result!;
+      console.log(`      ${r.totalMs} ms, ${r.passes.length} passes, throttled to ${r.throttlePercent} %, round trip ${r.roundTripMs} ms, downtime ${r.downtimeMs} ms`);
+      assert.ok(r.roundTripMs !== null && r.roundTripMs >= 150 && r.roundTripMs > 200 * SWITCH_HEADROOM, `round trip ${r.roundTripMs} ms`);
+      assert.ok(r.throttlePercent > 0, 'the guest was throttled');
+      const last = r.passes[r.passes.length - 1]!;
+      assert.equal(last.pages + last.blocks, 0, 'the paused pass carried no pages');
+      assert.ok(r.sourceDigest !== null && r.sourceDigest === r.destinationDigest, 'digests differ');
+      await src.finish();
+      await m.incoming.client.stop();
     } finally {
       await wan.close();
     }
