@@ -296,10 +296,11 @@ class SourceMigration {
       await this.send(MSG.BEGIN, encodeJson(begin));
       await this.replies.beginOk();
       // BEGIN_OK answers at once: this is the link's round trip, which every pause holds.
-      this.conv.recordRoundTrip(performance.now() - beginAt);
-      if (this.conv.roundTripMs! >= this.options.maxDowntimeMs) {
+      const roundTripMs = performance.now() - beginAt;
+      this.conv.recordRoundTrip(roundTripMs);
+      if (roundTripMs >= this.options.maxDowntimeMs) {
         // No pause can be shorter than a round trip: give up now, not at the timeout.
-        throw new FerryError('ERR_FERRY_REFUSED', `the maximum downtime (${Math.round(this.options.maxDowntimeMs)} ms) is shorter than this link's round trip (${Math.round(this.conv.roundTripMs!)} ms), which every switch-over pause holds: allow at least ${this.conv.smallestUsefulLimitMs()} ms`);
+        throw new FerryError('ERR_FERRY_REFUSED', `the maximum downtime (${Math.round(this.options.maxDowntimeMs)} ms) is shorter than this link's round trip (${Math.round(roundTripMs)} ms), which every switch-over pause holds: allow at least ${this.conv.smallestUsefulLimitMs()} ms`);
       }
 
       // Pass 1: everything. Clear the log first: what is dirtied from here on is resent.
