@@ -6,16 +6,16 @@
 import { loadBackend, nativeUnavailableReason, type Backend } from '../crypto/index.js';
 import { measureSeal } from './seal-measure.js';
 import { FerryError } from '../errors.js';
-import { parseAddress } from '../coordinator/address.js';
+import { parseAddress } from '../common/address.js';
 import { ControlServer, type HandlerTable } from './server.js';
 import { cryptoThreadsPerMigration, StateDir } from './state.js';
 import { SlotQueue } from './queue.js';
 import { GuestManager } from './guests.js';
 import { MigrationManager } from './migrations.js';
-import type { Logger } from './log.js';
-import { FERRY_VERSION } from './version.js';
+import type { Logger } from '../common/log.js';
+import { FERRY_VERSION } from '../common/version.js';
 import { cpuFeatures, freeMemoryBytes, qemuAvailable } from './host-facts.js';
-import { PROTOCOL_VERSION } from './protocol.js';
+import { PROTOCOL_VERSION } from '../control/protocol.js';
 import os from 'node:os';
 import { listenRouter, type MigrationRouter } from '../channel/index.js';
 

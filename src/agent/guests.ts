@@ -8,9 +8,9 @@ import { promises as fs } from 'node:fs';
 import { FerryError } from '../errors.js';
 import { attachGuest, startGuest, type GuestClient } from '../guest/index.js';
 import type { EncryptedMigration, GuestConfig } from '../guest/types.js';
-import type { GuestInfo } from './protocol.js';
+import type { GuestInfo } from '../control/protocol.js';
 import type { GuestRecord, StateDir } from './state.js';
-import type { Logger } from './log.js';
+import type { Logger } from '../common/log.js';
 
 /** A status query that takes longer than this reports the guest as it was last known. */
 const STATUS_TIMEOUT_MS = 5_000;

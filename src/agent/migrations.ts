@@ -13,16 +13,16 @@ import type { Socket } from 'node:net';
 import { FerryError, toFerryError } from '../errors.js';
 import { startIncomingGuest, type GuestClient, type IncomingGuest, type MigrationInfo } from '../guest/index.js';
 import type { MigrationEvent } from '../migration/types.js';
-import { AgentClient } from './client.js';
+import { AgentClient } from '../control/client.js';
 import type { GuestManager } from './guests.js';
-import type { Logger } from './log.js';
+import type { Logger } from '../common/log.js';
 import type {
   CancelResult, ChannelKey, MigrationStatus, PrepareIncomingParams, PrepareIncomingResult, ResolveDecision, StartOutgoingParams,
   StartOutgoingResult, WaitingMigration, WireChannelSpec, MigrationStreamEvent,
-} from './protocol.js';
+} from '../control/protocol.js';
 import type { SlotQueue } from './queue.js';
 import type { StateDir } from './state.js';
-import { FERRY_VERSION } from './version.js';
+import { FERRY_VERSION } from '../common/version.js';
 
 /** An incoming migration that has seen no data this long after it was prepared is given up. */
 export const DEFAULT_START_TIMEOUT_MS = 30 * 60_000;
@@ -83,8 +83,6 @@ function handOverKey<T>({ key, nonce }: ChannelKey, use: (key: Buffer, nonce: Bu
   }
 }
 
-/** A wait that does not keep a stopping agent alive. */
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms).unref());
 
 export class MigrationManager {
   private readonly tracked = new Map<string, Tracked>();

@@ -5,7 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Backend } from '../crypto/index.js';
-import type { SealMeasurement } from './protocol.js';
+import type { SealMeasurement } from '../control/protocol.js';
 
 const FRAME_BYTES = 1 << 20;
 const DURATION_MS = 200;

@@ -17,12 +17,13 @@ import { FerryError } from '../errors.js';
 import { MAX_THREADS } from '../crypto/backend.js';
 import type { GuestConfig } from '../guest/types.js';
 import { checkGuestConfig } from '../guest/config.js';
-import { createFileAtomic, ensurePrivateDir, removeFileDurably, writeFileAtomic } from './atomic-file.js';
-import { MIGRATION_ID, HOST_NAME_PATTERN, type Limits, type ResolveDecision } from './protocol.js';
-import type { TlsCredentials } from './server.js';
-import { bool, int, obj, oneOf, optional, str, array, type Check } from './validate.js';
-import { addressProblem } from '../coordinator/address.js';
-import type { MigrationNetwork } from '../coordinator/cluster.js';
+import { createFileAtomic, ensurePrivateDir, removeFileDurably, writeFileAtomic } from '../common/atomic-file.js';
+import { MIGRATION_ID, HOST_NAME } from '../common/names.js';
+import { type Limits, type ResolveDecision } from '../control/protocol.js';
+import type { TlsCredentials } from '../control/tls.js';
+import { bool, int, obj, oneOf, optional, str, array, type Check } from '../common/validate.js';
+import { addressProblem } from '../common/address.js';
+import type { MigrationNetwork } from '../common/address.js';
 
 export const DEFAULT_LIMITS: Limits = { outgoing: 2, incoming: 2 };
 
@@ -57,7 +58,7 @@ const address = (allowZero: boolean): Check<string> => (v, field) => {
 };
 
 export const checkHostConfig: Check<HostConfig> = obj({
-  name: str({ pattern: HOST_NAME_PATTERN, describe: 'a host name' }),
+  name: str({ pattern: HOST_NAME, describe: 'a host name' }),
   control: address(true),
   networks: array(obj({ listen: address(true), advertise: address(false) }), 16),
   hasSriov: bool,
@@ -106,7 +107,7 @@ export interface OutgoingRecord {
 const checkOutgoing: Check<OutgoingRecord> = obj({
   migrationId: str({ pattern: MIGRATION_ID }),
   guest: str({ max: 64 }),
-  destination: obj({ host: str({ pattern: HOST_NAME_PATTERN }), control: address(false) }),
+  destination: obj({ host: str({ pattern: HOST_NAME }), control: address(false) }),
 });
 
 export interface HandoffRecord {

@@ -24,6 +24,7 @@ import {
   MAX_PAYLOAD_BYTES,
   MAX_WINDOW_BYTES,
   MIGRATION_ID,
+  MIGRATION_ID_RULE,
   MIN_WINDOW_BYTES,
   SEAL_LIMIT_BYTES,
   TAG_BYTES,
@@ -137,7 +138,7 @@ function validateSpec(spec: ChannelSpec): void {
   const bad = (what: string): never => {
     throw new FerryError('ERR_FERRY_INPUT', `channel spec: ${what}`);
   };
-  if (typeof spec.migrationId !== 'string' || !MIGRATION_ID.test(spec.migrationId)) bad('migrationId must be 1-64 of [A-Za-z0-9._-]');
+  if (typeof spec.migrationId !== 'string' || !MIGRATION_ID.test(spec.migrationId)) bad(`migrationId must be ${MIGRATION_ID_RULE}`);
   if (spec.mode !== 'encrypted' && spec.mode !== 'plain') bad('mode must be "encrypted" or "plain"');
   if (spec.mode === 'encrypted' && (!(spec.key instanceof Uint8Array) || spec.key.length !== 32)) bad('key must be 32 bytes');
   if (!(spec.nonce instanceof Uint8Array) || spec.nonce.length !== 8) bad('nonce must be 8 bytes');

@@ -126,7 +126,7 @@ export interface ChannelListener {
 
 /** Binds every address of spec.networks and feeds what connects to one incoming channel. */
 export async function listenChannel(spec: ChannelSpec, options: ChannelOptions = {}): Promise<ChannelListener> {
-  const networks = (spec.networks ?? []).map((n) => parseNetwork(n));
+  const networks = (spec.networks ?? []).map((n) => parseNetwork(n, { listen: true }));
   if (networks.length === 0) throw new FerryError('ERR_FERRY_INPUT', 'channel spec: networks must name at least one host:port');
   const channel = await createIncomingChannel(spec, options);
   const servers = await listenAll(networks, (socket) => channel.adopt(socket));

@@ -10,8 +10,5 @@ export { DEFAULT_WINDOW_BYTES, type ChannelOptions } from './channel.js';
 export { connectChannel } from './source.js';
 export { createIncomingChannel, listenChannel, type ChannelListener, type IncomingChannel } from './destination.js';
 export { listenRouter, readHelloHeader, type MigrationRouter, type RouteConnection, type RouterOptions } from './router.js';
-export { resolveChannelMode, type ModeDecision } from './mode.js';
-export { FrameDecoder, type RawFrame } from './decoder.js';
 export { parseNetwork, formatNetwork, type NetworkAddress } from './network.js';
 export { MAX_PAYLOAD_BYTES, MAX_HELLO_BYTES, SEAL_LIMIT_BYTES, HEADER_BYTES, TAG_BYTES } from './wire.js';
-export { startWanEmulator, type WanEmulator, type WanOptions } from './wan-emulator.js';

@@ -1,5 +1,8 @@
-/** Migration network addresses as the cluster file spells them: 'host:port', '[v6 address]:port'. */
-import { FerryError } from '../errors.js';
+/**
+ * Migration networks as the channel dials and binds them: an address of the one grammar
+ * (src/common/address.ts), with its text kept for messages and stats.
+ */
+import { formatAddress, parseAddress } from '../common/address.js';
 
 export interface NetworkAddress {
   host: string;
@@ -8,13 +11,11 @@ export interface NetworkAddress {
   label: string;
 }
 
-export function parseNetwork(text: string): NetworkAddress {
-  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:[\]\s]+)):(\d{1,5})$/.exec(String(text));
-  const port = m ? Number(m[3]) : NaN;
-  if (!m || port > 65535) throw new FerryError('ERR_FERRY_INPUT', `network "${text}" is not host:port`);
-  return { host: (m[1] ?? m[2])!, port, label: text };
+/** `listen`: an address to bind, where port 0 lets the kernel pick. */
+export function parseNetwork(text: string, options: { listen?: boolean } = {}): NetworkAddress {
+  return { ...parseAddress(text, 'network', { allowPortZero: options.listen ?? false }), label: text };
 }
 
 export function formatNetwork(host: string, port: number): string {
-  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+  return formatAddress({ host, port });
 }

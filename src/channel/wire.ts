@@ -18,11 +18,12 @@
  * GCM tag. IV = connection id (4 bytes) ‖ (sequence XOR the spec's 8-byte nonce).
  */
 import { FerryError } from '../errors.js';
+import { MIGRATION_ID, MIGRATION_ID_RULE } from '../common/names.js';
+import { TAG_BYTES } from '../common/secrets.js';
 
 export const VERSION = 1;
 export const HEADER_BYTES = 32;
-export const TAG_BYTES = 16;
-export const IV_BYTES = 12;
+export { IV_BYTES, TAG_BYTES } from '../common/secrets.js';
 
 export const FrameType = { HELLO: 1, DATA: 2, ACK: 3, END: 4, ABORT: 5 } as const;
 export type FrameType = (typeof FrameType)[keyof typeof FrameType];
@@ -53,7 +54,7 @@ export const MAX_ABORT_BYTES = 512;
 export const HELLO_PAYLOAD_BYTES = 8;
 
 /** Migration ids: what the agent routes on, in the clear. Same rule as ChannelSpec.migrationId. */
-export const MIGRATION_ID = /^[A-Za-z0-9._-]{1,64}$/;
+export { MIGRATION_ID, MIGRATION_ID_RULE };
 export const MAX_MIGRATION_ID_BYTES = 64;
 
 /** Largest HELLO on the wire: what the agent's router reads at most before routing. */

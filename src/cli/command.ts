@@ -5,7 +5,7 @@
  */
 import type { Argv, CommandModule } from 'yargs';
 import { FerryError } from '../errors.js';
-import { GUEST_NAME } from '../guest/types.js';
+import { GUEST_NAME, GUEST_NAME_RULE } from '../common/names.js';
 import { Output } from './output.js';
 
 export interface GlobalArgs {
@@ -40,6 +40,6 @@ export class ReportedFailure extends FerryError {}
 
 /** A guest name given on the command line, checked before any host is asked (exit 2 when wrong). */
 export function checkGuestName(name: string): string {
-  if (!GUEST_NAME.test(name)) throw new FerryError('ERR_FERRY_USAGE', `"${name}" is not a guest name: lower-case letters, digits and dashes, 1-63 characters`);
+  if (!GUEST_NAME.test(name)) throw new FerryError('ERR_FERRY_USAGE', `"${name}" is not a guest name: ${GUEST_NAME_RULE}`);
   return name;
 }

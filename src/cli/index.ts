@@ -8,6 +8,7 @@ import { FerryError, toFerryError } from '../errors.js';
 import { ReportedFailure, type GlobalArgs } from './command.js';
 import { Output } from './output.js';
 import { commands } from './commands/index.js';
+import { benchCommand, loadBenchCommand } from './commands/bench.js';
 
 export async function main(argv: string[]): Promise<void> {
   const json = argv.includes('--json');
@@ -38,7 +39,9 @@ export async function main(argv: string[]): Promise<void> {
         if (!err || err.name === 'YError') throw new FerryError('ERR_FERRY_USAGE', message ?? err.message);
         throw err;
       });
-    for (const command of commands) parser = parser.command(command as CommandModule<GlobalArgs, never>);
+    // Benchmarks load only when asked for: the product never pays for their code.
+    const bench = argv.find((a) => !a.startsWith('-')) === 'bench' ? await loadBenchCommand() : benchCommand;
+    for (const command of commands) parser = parser.command((command === benchCommand ? bench : command) as CommandModule<GlobalArgs, never>);
     await parser.parseAsync();
   } catch (err) {
     const e = toFerryError(err);

@@ -1,6 +1,6 @@
 /** What people are shown when a migration ends (stdout: it is the command's result). */
 import type { MigrationSummary } from '../coordinator/migrate.js';
-import { formatBytes, formatDuration, formatRate } from '../units.js';
+import { formatBytes, formatDuration, formatRate } from '../common/units.js';
 
 export function summaryLines(s: MigrationSummary): string[] {
   const r = s.report;

@@ -7,7 +7,7 @@
 import cliProgress from 'cli-progress';
 import type { CoordinatorEvent } from '../coordinator/migrate.js';
 import type { EvacuationEvent } from '../coordinator/evacuate.js';
-import { formatBytes, formatDuration, formatRate } from '../units.js';
+import { formatBytes, formatDuration, formatRate } from '../common/units.js';
 import type { Output } from './output.js';
 
 const PLAIN_INTERVAL_MS = 1000;

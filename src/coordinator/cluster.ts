@@ -15,20 +15,15 @@
  */
 import { existsSync, promises as fs } from 'node:fs';
 import path from 'node:path';
-import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from 'yaml';
+import { isMap, isScalar, LineCounter, parseDocument, type Document, type Node } from 'yaml';
 import { FerryError } from '../errors.js';
-import { addressProblem } from './address.js';
-import { writeFileAtomic } from '../agent/atomic-file.js';
+import { HOST_NAME, HOST_NAME_RULE } from '../common/names.js';
+import { array, bad, FieldError, obj, optional, record, str, type Check } from '../common/validate.js';
+import { addressProblem, type MigrationNetwork } from '../common/address.js';
 
-/** Host names: a DNS label, so it can be a certificate's SAN and a file name. */
-export const HOST_NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
-
-export interface MigrationNetwork {
-  /** Where the destination agent listens. */
-  listen: string;
-  /** What the coordinator hands to sources (NAT, relays); defaults to `listen`. */
-  advertise: string;
-}
+export type { MigrationNetwork };
+import { writeFileAtomic } from '../common/atomic-file.js';
+import { sleep } from '../common/async.js';
 
 export interface ClusterHost {
   name: string;
@@ -58,111 +53,94 @@ export function clusterPath(flag: string | undefined, env: NodeJS.ProcessEnv = p
   return path.resolve(chosen);
 }
 
-class Checker {
-  private readonly lines = new LineCounter();
-  readonly doc: Document;
+/** An address as the cluster file gives it. */
+const address: Check<string> = (v, field) => {
+  const problem = addressProblem(v);
+  if (problem) bad(field, problem);
+  return v as string;
+};
 
-  constructor(readonly file: string, text: string) {
-    this.doc = parseDocument(text, { lineCounter: this.lines, prettyErrors: false, uniqueKeys: true });
-    const first = this.doc.errors[0];
-    if (first) {
-      const where = first.linePos?.[0] ?? { line: 1, col: 1 };
-      const message = first.message.split(/ at line \d+|:\n/)[0];
-      throw new FerryError('ERR_FERRY_INPUT', `${file}:${where.line}:${where.col}: not valid YAML: ${message}`);
-    }
-  }
-
-  fail(node: Node | null | undefined, field: string, problem: string): never {
-    const offset = node?.range?.[0] ?? 0;
-    const { line, col } = this.lines.linePos(offset);
-    throw new FerryError('ERR_FERRY_INPUT', `${this.file}:${line}:${col}: ${field}: ${problem}`);
-  }
-
-  /** The child node at `key` of map `parent`; fails naming `field` when missing and required. */
-  child(parent: Node, key: string, field: string, required: boolean): Node | null {
-    if (!isMap(parent)) this.fail(parent, field.split('.').slice(0, -1).join('.') || 'file', 'must be a mapping');
-    const node = parent.get(key, true) as Node | undefined;
-    if (node === undefined || (isScalar(node) && node.value === null)) {
-      if (required) this.fail(parent, field, 'is missing');
-      return null;
-    }
-    return node;
-  }
-
-  string(node: Node, field: string): string {
-    if (!isScalar(node) || typeof node.value !== 'string' || node.value === '') this.fail(node, field, 'must be a non-empty string');
-    return node.value;
-  }
-
-  address(node: Node, field: string): string {
-    const text = isScalar(node) ? node.value : undefined;
-    const problem = addressProblem(text);
-    if (problem) this.fail(node, field, problem);
-    return text as string;
-  }
-
-  onlyKeys(node: Node, field: string, allowed: readonly string[]): void {
-    if (!isMap(node)) this.fail(node, field, 'must be a mapping');
-    for (const pair of node.items) {
-      const key = isScalar(pair.key) ? String(pair.key.value) : '?';
-      if (!allowed.includes(key)) this.fail(pair.key as Node, `${field}.${key}`, `unknown key (allowed: ${allowed.join(', ')})`);
-    }
-  }
-}
-
-function parseNetwork(c: Checker, node: Node, field: string): MigrationNetwork {
-  if (isScalar(node)) {
-    const listen = c.address(node, field);
+/** A migration network: `{listen, advertise}`, or the shorthand of one address for both. */
+const network: Check<MigrationNetwork> = (v, field) => {
+  if (typeof v !== 'object' || v === null) {
+    const listen = address(v, field);
     return { listen, advertise: listen };
   }
-  c.onlyKeys(node, field, ['listen', 'advertise']);
-  const listen = c.address(c.child(node, 'listen', `${field}.listen`, true)!, `${field}.listen`);
-  const adv = c.child(node, 'advertise', `${field}.advertise`, false);
-  return { listen, advertise: adv ? c.address(adv, `${field}.advertise`) : listen };
+  const n = obj({ listen: address, advertise: optional(address) })(v, field);
+  return { listen: n.listen, advertise: n.advertise ?? n.listen };
+};
+
+const file = str({ nonEmpty: true });
+const checkClusterFile = obj({
+  ca: obj({ cert: file, key: optional(file) }),
+  coordinator: obj({ cert: file, key: file }),
+  hosts: optional(record(
+    str({ pattern: HOST_NAME, describe: `a host name (${HOST_NAME_RULE}: a DNS label)` }),
+    obj({ control: address, networks: array(network, 1000, 1) }),
+  )),
+});
+
+/** YAML's `key:` with nothing after it is a key not given. */
+function withoutNulls(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(withoutNulls);
+  if (typeof v !== 'object' || v === null) return v;
+  return Object.fromEntries(Object.entries(v).filter(([, x]) => x !== null).map(([k, x]) => [k, withoutNulls(x)]));
 }
 
-function parseHost(c: Checker, name: string, node: Node): ClusterHost {
-  const field = `hosts.${name}`;
-  c.onlyKeys(node, field, ['control', 'networks']);
-  const control = c.address(c.child(node, 'control', `${field}.control`, true)!, `${field}.control`);
-  const nets = c.child(node, 'networks', `${field}.networks`, true)!;
-  if (!isSeq(nets) || nets.items.length === 0) c.fail(nets, `${field}.networks`, 'must be a non-empty list of addresses');
-  const networks = nets.items.map((n, i) => parseNetwork(c, n as Node, `${field}.networks[${i}]`));
-  return { name, control, networks };
+/** Where in the file a FieldError points: the bad value, the bad key, or the mapping that lacks the field. */
+function locate(doc: Document, err: FieldError): Node | null {
+  const path = [...err.field.matchAll(/([^.[\]]+)|\[(\d+)\]/g)].map((m) => (m[2] !== undefined ? Number(m[2]) : m[1]!));
+  const nodeAt = (p: (string | number)[]): Node | null => {
+    for (let n = p.length; n > 0; n--) {
+      const node = doc.getIn(p.slice(0, n), true) as Node | undefined;
+      if (node && typeof node === 'object') return node;
+    }
+    return doc.contents as Node | null;
+  };
+  if (err.at === 'missing') return nodeAt(path.slice(0, -1));
+  if (err.at === 'key') {
+    const parent = nodeAt(path.slice(0, -1));
+    const pair = isMap(parent) ? parent.items.find((i) => isScalar(i.key) && String(i.key.value) === String(path[path.length - 1])) : undefined;
+    if (pair) return pair.key as Node;
+  }
+  return nodeAt(path);
 }
 
 /** Parses and checks cluster file text; `file` is used for messages and to resolve relative paths. */
 export function parseCluster(file: string, text: string): Cluster {
-  const c: Checker = new Checker(file, text);
-  const root = c.doc.contents as Node | null;
-  if (!root || !isMap(root)) c.fail(root, 'file', 'must be a mapping with ca, coordinator and hosts');
-  c.onlyKeys(root, 'file', ['ca', 'coordinator', 'hosts']);
-  const dir = path.dirname(file);
-  const filePath = (node: Node, field: string) => path.resolve(dir, c.string(node, field));
-
-  const ca = c.child(root, 'ca', 'ca', true)!;
-  c.onlyKeys(ca, 'ca', ['cert', 'key']);
-  const caKeyNode = c.child(ca, 'key', 'ca.key', false);
-  const co = c.child(root, 'coordinator', 'coordinator', true)!;
-  c.onlyKeys(co, 'coordinator', ['cert', 'key']);
-
-  const hosts = new Map<string, ClusterHost>();
-  const hostsNode = c.child(root, 'hosts', 'hosts', false);
-  if (hostsNode) {
-    if (!isMap(hostsNode)) c.fail(hostsNode, 'hosts', 'must be a mapping of host name to host');
-    for (const pair of hostsNode.items) {
-      const keyNode = pair.key as Node;
-      const name = isScalar(keyNode) ? String(keyNode.value) : '';
-      if (!HOST_NAME.test(name)) c.fail(keyNode, `hosts.${name}`, 'a host name is lower-case letters, digits and dashes (a DNS label)');
-      hosts.set(name, parseHost(c, name, pair.value as Node));
-    }
+  const lines = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
+  const at = (node: Node | null) => lines.linePos(node?.range?.[0] ?? 0);
+  const first = doc.errors[0];
+  if (first) {
+    const where = first.linePos?.[0] ?? { line: 1, col: 1 };
+    const message = first.message.split(/ at line \d+|:\n/)[0];
+    throw new FerryError('ERR_FERRY_INPUT', `${file}:${where.line}:${where.col}: not valid YAML: ${message}`);
   }
+  let value: unknown;
+  try {
+    value = doc.toJS({ maxAliasCount: 16 });
+  } catch (err) {
+    // An alias to no anchor, or aliases expanding beyond reason.
+    throw new FerryError('ERR_FERRY_INPUT', `${file}: not valid YAML: ${(err as Error).message.split('\n')[0]}`);
+  }
+  let c;
+  try {
+    c = checkClusterFile(withoutNulls(value), '');
+  } catch (err) {
+    if (!(err instanceof FieldError)) throw err;
+    const { line, col } = at(locate(doc, err));
+    throw new FerryError('ERR_FERRY_INPUT', `${file}:${line}:${col}: ${err.message}`);
+  }
+  const dir = path.dirname(file);
+  const hosts = new Map<string, ClusterHost>();
+  for (const [name, h] of c.hosts ?? []) hosts.set(name, { name, control: h.control, networks: h.networks });
   return {
     file,
-    caCert: filePath(c.child(ca, 'cert', 'ca.cert', true)!, 'ca.cert'),
-    caKey: caKeyNode ? filePath(caKeyNode, 'ca.key') : null,
-    coordinatorCert: filePath(c.child(co, 'cert', 'coordinator.cert', true)!, 'coordinator.cert'),
-    coordinatorKey: filePath(c.child(co, 'key', 'coordinator.key', true)!, 'coordinator.key'),
+    caCert: path.resolve(dir, c.ca.cert),
+    caKey: c.ca.key ? path.resolve(dir, c.ca.key) : null,
+    coordinatorCert: path.resolve(dir, c.coordinator.cert),
+    coordinatorKey: path.resolve(dir, c.coordinator.key),
     hosts,
   };
 }
@@ -217,7 +195,7 @@ async function withFileLock<T>(file: string, fn: () => Promise<T>): Promise<T> {
       const stat = await fs.stat(lock).catch(() => null);
       if (stat && Date.now() - stat.mtimeMs > 30_000) await fs.rm(lock, { force: true }); // left by a crash
       if (Date.now() > deadline) throw new FerryError('ERR_FERRY_TIMEOUT', `${file} is locked by another ferry (${lock})`);
-      await new Promise((r) => setTimeout(r, 50));
+      await sleep(50);
     }
   }
   try {

@@ -4,11 +4,11 @@
  */
 import { promises as fs } from 'node:fs';
 import { FerryError, toFerryError } from '../errors.js';
-import { AgentClient } from '../agent/client.js';
-import type { TlsCredentials } from '../agent/server.js';
+import { AgentClient } from '../control/client.js';
+import type { TlsCredentials } from '../control/tls.js';
 import { clusterHost, type Cluster } from './cluster.js';
 import { checkCertificate } from './pki.js';
-import { FERRY_VERSION } from '../agent/version.js';
+import { FERRY_VERSION } from '../common/version.js';
 
 async function readNamed(file: string, what: string, clusterFile: string): Promise<Buffer> {
   try {

@@ -4,7 +4,7 @@
  * most `concurrency` migrations run at once, the rest wait their turn in plan order (largest first).
  */
 import { FerryError, toFerryError } from '../errors.js';
-import type { Capabilities, GuestInfo } from '../agent/protocol.js';
+import type { Capabilities, GuestInfo } from '../control/protocol.js';
 import type { EncryptedMigration } from '../guest/types.js';
 import { clusterHost, type Cluster } from './cluster.js';
 import { connectHost, eachHost } from './connect.js';

@@ -6,9 +6,7 @@
  */
 import { randomBytes, randomFillSync } from 'node:crypto';
 import { inspect } from 'node:util';
-
-export const MIGRATION_KEY_BYTES = 32;
-export const MIGRATION_NONCE_BYTES = 8;
+import { KEY_BYTES, SECRET_BYTES } from '../common/secrets.js';
 
 export class MigrationKey {
   /** Key then nonce, as the control API's secret trailer carries them. */
@@ -20,12 +18,12 @@ export class MigrationKey {
 
   private constructor(bytes: Buffer) {
     this.bytes = bytes;
-    this.key = bytes.subarray(0, MIGRATION_KEY_BYTES);
-    this.nonce = bytes.subarray(MIGRATION_KEY_BYTES);
+    this.key = bytes.subarray(0, KEY_BYTES);
+    this.nonce = bytes.subarray(KEY_BYTES);
   }
 
   static generate(): MigrationKey {
-    const bytes = Buffer.alloc(MIGRATION_KEY_BYTES + MIGRATION_NONCE_BYTES);
+    const bytes = Buffer.alloc(SECRET_BYTES);
     randomFillSync(bytes);
     return new MigrationKey(bytes);
   }

@@ -1,7 +1,7 @@
 /** Finding which host runs a guest: every host of the cluster is asked at once. */
 import { FerryError } from '../errors.js';
-import type { AgentClient } from '../agent/client.js';
-import type { GuestInfo } from '../agent/protocol.js';
+import type { AgentClient } from '../control/client.js';
+import type { GuestInfo } from '../control/protocol.js';
 import type { Cluster } from './cluster.js';
 import { eachHost } from './connect.js';
 

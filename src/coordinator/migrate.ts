@@ -9,12 +9,12 @@
  * a MigrationReport with ok:false and the error: the guest still runs on the source.
  */
 import { FerryError, isErrorCode, toFerryError } from '../errors.js';
-import type { AgentClient } from '../agent/client.js';
-import { KEY_TRAILER_PROTOCOL, type Capabilities, type MigrationStreamEvent, type ResolveDecision, type StartOutgoingResult } from '../agent/protocol.js';
+import type { AgentClient } from '../control/client.js';
+import { KEY_TRAILER_PROTOCOL, type Capabilities, type MigrationStreamEvent, type ResolveDecision, type StartOutgoingResult } from '../control/protocol.js';
 import type { GuestConfig, EncryptedMigration } from '../guest/types.js';
 import { configOf } from '../guest/config.js';
 import type { ChannelMode } from '../channel/types.js';
-import { formatBytes } from '../units.js';
+import { formatBytes } from '../common/units.js';
 import type { Cluster } from './cluster.js';
 import { connectHost } from './connect.js';
 import { locateGuest } from './locate.js';

@@ -6,8 +6,8 @@
 import { FerryError } from '../errors.js';
 import type { ChannelMode } from '../channel/types.js';
 import type { EncryptedMigration } from '../guest/types.js';
+import { ENCRYPTED_MIGRATION_MODES } from '../guest/config.js';
 
-export const ENCRYPTED_MIGRATION_MODES: readonly EncryptedMigration[] = ['disabled', 'opportunistic', 'required'];
 
 export interface ModeDecision {
   mode: ChannelMode;

@@ -20,13 +20,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { FerryError } from '../errors.js';
-import { ensurePrivateDir, writeFileAtomic } from '../agent/atomic-file.js';
+import { ensurePrivateDir, writeFileAtomic } from '../common/atomic-file.js';
 import { initialClusterText } from './cluster.js';
+import { COORDINATOR_CN } from '../common/names.js';
 
 const run = promisify(execFile);
 
-/** The common name of the coordinator's certificate; the agent grants it the full control API. */
-export const COORDINATOR_CN = 'ferry coordinator';
+export { COORDINATOR_CN };
 
 const CA_DAYS = 3650;
 const LEAF_DAYS = 825;

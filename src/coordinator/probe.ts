@@ -5,9 +5,9 @@
  */
 import net from 'node:net';
 import { toFerryError } from '../errors.js';
-import { PROTOCOL_VERSION, type Capabilities, type SealMeasurement } from '../agent/protocol.js';
-import { FERRY_VERSION } from '../agent/version.js';
-import { parseAddress } from './address.js';
+import { PROTOCOL_VERSION, type Capabilities, type SealMeasurement } from '../control/protocol.js';
+import { FERRY_VERSION } from '../common/version.js';
+import { parseAddress } from '../common/address.js';
 import type { Cluster } from './cluster.js';
 import { eachHost } from './connect.js';
 

@@ -11,7 +11,7 @@
  * same control address — and its certificate must be of the cluster given for it.
  */
 import { FerryError } from '../errors.js';
-import type { ResolveDecision } from '../agent/protocol.js';
+import type { ResolveDecision } from '../control/protocol.js';
 import type { Cluster } from './cluster.js';
 import { connectHost } from './connect.js';
 import { locateGuest } from './locate.js';

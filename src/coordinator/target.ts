@@ -6,7 +6,8 @@
  */
 import path from 'node:path';
 import { FerryError } from '../errors.js';
-import { clusterHost, HOST_NAME, loadCluster, type Cluster, type ClusterHost } from './cluster.js';
+import { HOST_NAME } from '../common/names.js';
+import { clusterHost, loadCluster, type Cluster, type ClusterHost } from './cluster.js';
 
 export interface Target {
   cluster: Cluster;

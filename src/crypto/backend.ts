@@ -11,9 +11,9 @@ import { FerryError } from '../errors.js';
 export type BackendName = 'native' | 'node' | 'webcrypto';
 export const BACKEND_NAMES: readonly BackendName[] = ['native', 'node', 'webcrypto'];
 
-export const KEY_BYTES = 32;
-export const IV_BYTES = 12;
-export const TAG_BYTES = 16;
+import { IV_BYTES, KEY_BYTES, TAG_BYTES } from '../common/secrets.js';
+
+export { IV_BYTES, KEY_BYTES, TAG_BYTES };
 
 /** One frame of a batch. `output`, when given, receives the result (seal: input.length + 16 bytes,
  * open: input.length - 16 bytes) and is what the batch returns for this job.

@@ -5,37 +5,29 @@
 import { createConnection, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { FerryError } from '../errors.js';
+import { RpcClient } from '../common/rpc.js';
 import type { MigrationEvent, OutgoingSpec } from '../migration/types.js';
-import type { MigrationInfo } from './synthetic/migration-tracker.js';
+import type { MigrationInfo } from './migration-tracker.js';
 import { CONTROL_SOCKET } from './files.js';
-import { GUEST_LINES, PROTOCOL_VERSION, errorFromReply } from './protocol.js';
-import { LineReader, encodeLine, writeWithSecret } from '../json-lines.js';
+import { MAX_REPLY_BYTES, PROTOCOL_VERSION, type GuestEvent, type GuestMethod, type GuestParams, type GuestResult, type GuestStatusReport } from './protocol.js';
 import type { GuestStatus } from './types.js';
 
-export type { MigrationInfo, MigrationPhase } from './synthetic/migration-tracker.js';
-
-export interface GuestStatusReport extends GuestStatus {
-  /** The workload finished its one-time setup (idle: memory filled; kv: keys loaded). */
-  workloadReady: boolean;
-  /** The current or last migration of this guest process, if any. */
-  migration: MigrationInfo | null;
-}
-
-interface Pending {
-  resolve: (value: unknown) => void;
-  reject: (err: Error) => void;
-  onEvent?: (event: never) => void;
-  timer?: NodeJS.Timeout;
-}
+export type { MigrationInfo, MigrationPhase } from './migration-tracker.js';
+export type { GuestStatusReport } from './protocol.js';
 
 /** Ordinary requests answer quickly; a guest that does not is stuck. */
 const REQUEST_TIMEOUT_MS = 30_000;
 
+export interface RequestOptions<E> {
+  /** Raw bytes after the request line (keyed methods); the caller keeps and wipes its own copy. */
+  secret?: Uint8Array;
+  onEvent?: (event: E) => void;
+  /** 0: wait as long as it takes. */
+  timeoutMs?: number;
+}
+
 export class GuestClient {
-  private nextId = 1;
-  private readonly pending = new Map<number, Pending>();
-  private readonly closedPromise: Promise<void>;
-  private closedError: FerryError | null = null;
+  private readonly rpc: RpcClient;
 
   protected constructor(
     readonly dir: string,
@@ -43,34 +35,12 @@ export class GuestClient {
     /** The guest process's pid, as it said in hello. */
     readonly pid: number,
   ) {
-    const reader = new LineReader(GUEST_LINES);
-    socket.on('data', (chunk: Buffer) => {
-      let received;
-      try {
-        received = reader.feed(chunk);
-      } catch (err) {
-        socket.destroy(err as Error);
-        return;
-      }
-      for (const r of received) {
-        if (r.error) {
-          socket.destroy(r.error);
-          return;
-        }
-        this.onReply(r.message);
-      }
-    });
     socket.on('error', () => {});
-    this.closedPromise = new Promise((resolve) => {
-      socket.on('close', () => {
-        this.closedError = new FerryError('ERR_FERRY_NETWORK', `the control connection to guest ${dir} closed`);
-        for (const p of this.pending.values()) {
-          clearTimeout(p.timer);
-          p.reject(this.closedError);
-        }
-        this.pending.clear();
-        resolve();
-      });
+    this.rpc = new RpcClient(socket, {
+      maxReplyBytes: MAX_REPLY_BYTES,
+      peer: `guest ${dir}`,
+      defaultTimeoutMs: REQUEST_TIMEOUT_MS,
+      closedError: () => new FerryError('ERR_FERRY_NETWORK', `the control connection to guest ${dir} closed`),
     });
   }
 
@@ -78,7 +48,7 @@ export class GuestClient {
   static async connect(dir: string): Promise<GuestClient> {
     const socket = await openSocket(join(dir, CONTROL_SOCKET));
     const probe = new GuestClient(dir, socket, 0);
-    const hello = (await probe.request('hello')) as { protocol: number; pid: number };
+    const hello = await probe.request('hello', {});
     if (hello.protocol !== PROTOCOL_VERSION) {
       probe.close();
       throw new FerryError('ERR_FERRY_REFUSED', `guest process speaks control protocol ${hello.protocol}, this agent ${PROTOCOL_VERSION}`);
@@ -87,77 +57,52 @@ export class GuestClient {
     return probe;
   }
 
-  private onReply(message: Record<string, unknown>): void {
-    const id = message.id;
-    if (typeof id !== 'number') return;
-    const p = this.pending.get(id);
-    if (!p) return;
-    if ('event' in message) {
-      p.onEvent?.(message.event as never);
-      return;
-    }
-    this.pending.delete(id);
-    clearTimeout(p.timer);
-    if (message.ok === true) p.resolve(message.result);
-    else p.reject(errorFromReply(message.error));
-  }
-
   /**
    * Sends one request. `secret` travels as raw bytes after the line (never inside JSON); the
-   * caller keeps and wipes its own copy. `timeoutMs: 0` waits as long as it takes.
+   * caller keeps and wipes its own copy.
    */
-  request(method: string, params: object = {}, options: { secret?: Uint8Array; onEvent?: (event: never) => void; timeoutMs?: number } = {}): Promise<unknown> {
-    if (this.closedError) return Promise.reject(this.closedError);
-    const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      const p: Pending = { resolve, reject, onEvent: options.onEvent };
-      const timeoutMs = options.timeoutMs ?? REQUEST_TIMEOUT_MS;
-      if (timeoutMs > 0) {
-        p.timer = setTimeout(() => {
-          this.pending.delete(id);
-          reject(new FerryError('ERR_FERRY_TIMEOUT', `guest ${this.dir} did not answer ${method} within ${timeoutMs} ms`));
-        }, timeoutMs);
-      }
-      this.pending.set(id, p);
-      if (options.secret) writeWithSecret(this.socket, { id, method, params }, options.secret);
-      else this.socket.write(encodeLine({ id, method, params }));
-    });
+  request<M extends GuestMethod>(method: M, params: GuestParams<M>, options: RequestOptions<GuestEvent<M>> = {}): Promise<GuestResult<M>> {
+    const { timeoutMs, onEvent, secret } = options;
+    return this.rpc.call(method, params, {
+      ...(secret ? { secret } : {}),
+      ...(onEvent ? { onEvent: onEvent as (e: unknown) => void } : {}),
+      ...(timeoutMs !== undefined ? { timeoutMs: timeoutMs === 0 ? null : timeoutMs } : {}),
+    }) as Promise<GuestResult<M>>;
   }
 
   async status(): Promise<GuestStatusReport> {
-    return (await this.request('status')) as GuestStatusReport;
+    return this.request('status', {});
   }
 
   /** Returns once the workload has stopped writing. */
   async pause(): Promise<GuestStatus> {
-    return (await this.request('pause')) as GuestStatus;
+    return this.request('pause', {});
   }
 
   async resume(): Promise<GuestStatus> {
-    return (await this.request('resume')) as GuestStatus;
+    return this.request('resume', {});
   }
 
   /** Holds the workload back `percent` (0-99) of the time. Refused while a migration runs. */
   async throttle(percent: number): Promise<GuestStatus> {
-    return (await this.request('throttle', { percent })) as GuestStatus;
+    return this.request('throttle', { percent });
   }
 
   /** SHA-256 over memory then disk (docs/migration.md); meaningful while paused. */
   async digest(): Promise<string> {
-    const r = (await this.request('digest', {}, { timeoutMs: 0 })) as { digest: string };
-    return r.digest;
+    return (await this.request('digest', {}, { timeoutMs: 0 })).digest;
   }
 
   /** Stops the guest process (memory is lost; the disk image stays) and waits until it is gone. */
   async stop(): Promise<void> {
-    await this.request('stop');
-    await this.closedPromise;
+    await this.request('stop', {});
+    await this.rpc.closed;
   }
 
   /** Stops the guest process and removes its directory. */
   async destroy(): Promise<void> {
-    await this.request('destroy');
-    await this.closedPromise;
+    await this.request('destroy', {});
+    await this.rpc.closed;
   }
 
   /**
@@ -170,14 +115,14 @@ export class GuestClient {
   async migrateOut(spec: OutgoingSpec, onEvent?: (event: MigrationEvent) => void): Promise<MigrationInfo> {
     const { key, nonce, ...params } = spec;
     const secret = Buffer.concat([key, nonce]);
-    let reply: Promise<unknown>;
+    let reply: Promise<MigrationInfo>;
     try {
       // request() writes the secret before it returns: no copy of it outlives this call.
-      reply = this.request('migrate-out', params, { secret, onEvent: onEvent as (e: never) => void, timeoutMs: 0 });
+      reply = this.request('migrate-out', params, { secret, ...(onEvent ? { onEvent } : {}), timeoutMs: 0 });
     } finally {
       secret.fill(0);
     }
-    return (await reply) as MigrationInfo;
+    return reply;
   }
 
   /**
@@ -190,7 +135,7 @@ export class GuestClient {
 
   /** The current or last migration, or null. */
   async migration(): Promise<MigrationInfo | null> {
-    return (await this.request('migration')) as MigrationInfo | null;
+    return this.request('migration', {});
   }
 
   /**
@@ -198,28 +143,28 @@ export class GuestClient {
    * committed / aborted / in-doubt; for a destination, ready-to-commit or aborted.
    */
   async awaitMigration(onEvent?: (event: MigrationEvent) => void): Promise<MigrationInfo> {
-    return (await this.request('await-migration', {}, { onEvent: onEvent as (e: never) => void, timeoutMs: 0 })) as MigrationInfo;
+    return this.request('await-migration', {}, { ...(onEvent ? { onEvent } : {}), timeoutMs: 0 });
   }
 
   /** Destination, ready-to-commit, after the agent recorded ownership durably: run the guest here. */
   async commit(): Promise<MigrationInfo> {
-    return (await this.request('commit')) as MigrationInfo;
+    return this.request('commit', {});
   }
 
   /** Destination, ready-to-commit: do not run it; the incoming guest process exits. */
   async abort(): Promise<MigrationInfo> {
-    return (await this.request('abort')) as MigrationInfo;
+    return this.request('abort', {});
   }
 
   /** Source in doubt, once the destination's agent said "not committed": run the guest here again. */
   async resumeAfterAbort(): Promise<GuestStatus> {
-    return (await this.request('resume-after-abort')) as GuestStatus;
+    return this.request('resume-after-abort', {});
   }
 
   /** Source migrated or in doubt, once the destination's agent said "committed": this copy exits. */
   async finish(): Promise<void> {
-    await this.request('finish');
-    await this.closedPromise;
+    await this.request('finish', {});
+    await this.rpc.closed;
   }
 
   /** Closes this control connection; the guest process carries on. */
@@ -229,11 +174,11 @@ export class GuestClient {
 
   /** True once the control connection has closed (requests still pending were rejected for it). */
   get lost(): boolean {
-    return this.closedError !== null;
+    return this.rpc.error !== null;
   }
 
   get closed(): Promise<void> {
-    return this.closedPromise;
+    return this.rpc.closed;
   }
 }
 

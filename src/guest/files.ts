@@ -1,7 +1,8 @@
-/** The files of a guest directory, and the one way ferry writes small state files. */
-import { closeSync, fsyncSync, openSync, renameSync, writeSync } from 'node:fs';
-import { dirname, basename, join } from 'node:path';
-import { randomBytes } from 'node:crypto';
+/** The files of a guest directory, and where a guest process's code is. State is written with src/common/atomic-file.ts. */
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { FerryError } from '../errors.js';
 
 /** The guest's config (no secrets), written by the agent's startGuest. */
 export const CONFIG_FILE = 'guest.json';
@@ -10,23 +11,18 @@ export const PID_FILE = 'guest.pid';
 /** The guest process's stdout and stderr. */
 export const LOG_FILE = 'guest.log';
 
-/** Writes `data` to `path` atomically: temp file (mode 0600), fsync, rename, fsync of the directory. */
-export function writeFileAtomic(path: string, data: string | Uint8Array): void {
-  const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
-  const fd = openSync(tmp, 'wx', 0o600);
-  try {
-    const bytes = typeof data === 'string' ? Buffer.from(data) : data;
-    let done = 0;
-    while (done < bytes.length) done += writeSync(fd, bytes, done, bytes.length - done);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
+/**
+ * The compiled file `relative` (to dist/) of the ferry package this module belongs to, whether it
+ * runs from dist or from src (tests): guest processes always run compiled code.
+ */
+export function compiledEntry(relative: string): string {
+  let d = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(d, 'package.json'))) {
+    const up = dirname(d);
+    if (up === d) throw new FerryError('ERR_FERRY_INTERNAL', 'cannot find the ferry package root');
+    d = up;
   }
-  renameSync(tmp, path);
-  const dfd = openSync(dirname(path), 'r');
-  try {
-    fsyncSync(dfd);
-  } finally {
-    closeSync(dfd);
-  }
+  const file = join(d, 'dist', relative);
+  if (!existsSync(file)) throw new FerryError('ERR_FERRY_INTERNAL', `${file} is missing: run \`npm run build\``);
+  return file;
 }

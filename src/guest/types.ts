@@ -2,7 +2,8 @@
  * What a guest is, as the agent, the coordinator and the guest drivers all see it.
  */
 
-export type GuestDriver = 'synthetic' | 'qemu';
+/** The drivers ferry has (src/guest/drivers.ts). */
+export type GuestDriverName = 'synthetic';
 /**
  * `migrating`: pre-copy or switch-over in progress (running, or paused for switch-over).
  * `incoming`: a destination guest receiving a migration; it runs only once committed.
@@ -21,16 +22,24 @@ export type Workload =
   /** Writes this many bytes a second to random pages (and disk blocks, when there is a disk). */
   | { kind: 'dirty'; bytesPerSecond: number };
 
-export interface GuestConfig {
+/** What every guest's config has, whatever its driver. */
+export interface GuestConfigBase {
   name: string;
-  driver: GuestDriver;
+  driver: GuestDriverName;
   memoryBytes: number;
-  /** 0: no disk. */
-  diskBytes: number;
-  workload: Workload;
   nic: NicKind;
   encryptedMigration: EncryptedMigration;
 }
+
+/** A synthetic guest: a ferry process with real memory, an optional disk and a workload. */
+export interface SyntheticConfig extends GuestConfigBase {
+  driver: 'synthetic';
+  /** 0: no disk. */
+  diskBytes: number;
+  workload: Workload;
+}
+
+export type GuestConfig = SyntheticConfig;
 
 export interface GuestStatus {
   name: string;
@@ -46,5 +55,3 @@ export interface GuestStatus {
   throttlePercent: number;
 }
 
-/** Guest names: what can be a file name and a DNS label. */
-export const GUEST_NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;

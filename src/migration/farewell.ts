@@ -5,7 +5,7 @@
  */
 import type { Channel } from '../channel/types.js';
 import { FerryError } from '../errors.js';
-import { withTimeout } from './deferred.js';
+import { withTimeout } from '../common/async.js';
 import { encodeJson } from './messages.js';
 
 const SEND_MS = 5000;

@@ -5,7 +5,7 @@
  */
 import type { Channel } from '../channel/types.js';
 import { FerryError, toFerryError } from '../errors.js';
-import { Deferred, withTimeout } from './deferred.js';
+import { Deferred, withTimeout } from '../common/async.js';
 import { farewell } from './farewell.js';
 import { ENGINE_VERSION, MSG, decodeJson, intField, type Abort, type Committed } from './messages.js';
 

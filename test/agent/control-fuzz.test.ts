@@ -13,7 +13,7 @@ import { randomBytes } from 'node:crypto';
 import tls from 'node:tls';
 import fc from 'fast-check';
 import { ERROR_CODES } from '../../src/errors.js';
-import { KEYED_METHODS, PROTOCOL_VERSION, type Method } from '../../src/agent/protocol.js';
+import { KEYED_METHODS, PROTOCOL_VERSION, type Method } from '../../src/control/protocol.js';
 import { loadCluster } from '../../src/coordinator/cluster.js';
 import { coordinatorCredentials } from '../../src/coordinator/connect.js';
 import { ferryOk, TestCluster, type RunningAgent } from './helpers/cluster.js';

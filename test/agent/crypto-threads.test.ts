@@ -9,7 +9,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { loadCluster, type Cluster } from '../../src/coordinator/cluster.js';
-import type { Method, Params, Result } from '../../src/agent/protocol.js';
+import type { Method, Params, Result } from '../../src/control/protocol.js';
 import type { MigrationResult } from '../../src/migration/types.js';
 import { attachGuest } from '../../src/guest/index.js';
 import { ferry, ferryOk, TestCluster, type RunningAgent } from './helpers/cluster.js';

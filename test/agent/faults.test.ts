@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { loadCluster, type Cluster } from '../../src/coordinator/cluster.js';
 import { eachHost } from '../../src/coordinator/connect.js';
-import type { GuestInfo } from '../../src/agent/protocol.js';
+import type { GuestInfo } from '../../src/control/protocol.js';
 import { alive, waitUntil } from '../helpers/guests.js';
 import { ferryOk, TestCluster, type RunningAgent } from './helpers/cluster.js';
 import { ask, migrate } from './helpers/migrate.js';

@@ -9,7 +9,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadCluster, type Cluster } from '../../src/coordinator/cluster.js';
-import type { Method, Params, Result } from '../../src/agent/protocol.js';
+import type { Method, Params, Result } from '../../src/control/protocol.js';
 import { alive } from '../helpers/guests.js';
 import { ferryOk, TestCluster, type RunningAgent } from './helpers/cluster.js';
 import { ask as askHost, migrate } from './helpers/migrate.js';

@@ -6,9 +6,10 @@
 import assert from 'node:assert/strict';
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { AgentClient } from '../../src/agent/client.js';
-import { createLogger } from '../../src/agent/log.js';
-import { ControlServer, type HandlerTable, type TlsCredentials } from '../../src/agent/server.js';
+import { AgentClient } from '../../src/control/client.js';
+import { createLogger } from '../../src/common/log.js';
+import { ControlServer, type HandlerTable } from '../../src/agent/server.js';
+import type { TlsCredentials } from '../../src/control/tls.js';
 import { loadCluster } from '../../src/coordinator/cluster.js';
 import { coordinatorCredentials } from '../../src/coordinator/connect.js';
 import { FerryError } from '../../src/errors.js';

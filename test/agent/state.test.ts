@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { createFileAtomic, writeFileAtomic } from '../../src/agent/atomic-file.js';
+import { createFileAtomic, writeFileAtomic } from '../../src/common/atomic-file.js';
 import { StateDir, cryptoThreadsPerMigration, type HostConfig } from '../../src/agent/state.js';
 import type { GuestConfig } from '../../src/guest/types.js';
 

@@ -9,8 +9,8 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { computeRatios, type FerryRun, type ScenarioReport } from '../../src/cli/commands/bench/migrate.js';
-import { qemuMissing } from '../../src/cli/commands/bench/qemu-migration.js';
+import { computeRatios, type FerryRun, type ScenarioReport } from '../../src/bench/migrate.js';
+import { qemuMissing } from '../../src/bench/qemu-migration.js';
 import { processesMentioning } from '../helpers/processes.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));

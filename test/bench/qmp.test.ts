@@ -7,8 +7,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { QmpClient } from '../../src/cli/commands/bench/qmp.js';
-import { makeQemuTlsDir, qemuMissing, QemuProcess, runQemuMigration, writeRandomFile } from '../../src/cli/commands/bench/qemu-migration.js';
+import { QmpClient } from '../../src/bench/qmp.js';
+import { makeQemuTlsDir, qemuMissing, QemuProcess, runQemuMigration, writeRandomFile } from '../../src/bench/qemu-migration.js';
 
 describe('bench: QMP client and QEMU migration', function () {
   let dir: string;

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { connectChannel, listenChannel, type ChannelListener } from '../../src/channel/index.js';
-import { startWanEmulator, type WanEmulator } from '../../src/channel/wan-emulator.js';
+import { startWanEmulator, type WanEmulator } from '../../src/bench/wan-emulator.js';
 import { FerryError } from '../../src/errors.js';
 import { CuttableRelay } from '../helpers/relay.js';
 import { makeSpec, receiveAll, sendAll } from './helpers.js';

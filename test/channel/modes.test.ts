@@ -4,7 +4,8 @@
  */
 import assert from 'node:assert/strict';
 import { FerryError } from '../../src/errors.js';
-import { connectChannel, listenChannel, resolveChannelMode, type ChannelListener } from '../../src/channel/index.js';
+import { connectChannel, listenChannel, type ChannelListener } from '../../src/channel/index.js';
+import { decideMode } from '../../src/coordinator/mode.js';
 import { Flag, FrameType, HEADER_BYTES, TAG_BYTES } from '../../src/channel/wire.js';
 import { TamperRelay } from './tamper-relay.js';
 import { makeSpec } from './helpers.js';
@@ -30,17 +31,6 @@ async function viaRelay(mode: 'encrypted' | 'plain'): Promise<{ seen: Buffer; go
 }
 
 describe('modes: disabled, opportunistic, required', () => {
-  it('the coordinator resolves each setting against the hosts’ capabilities', () => {
-    assert.deepEqual(resolveChannelMode('disabled', true, true), { mode: 'plain' });
-    assert.deepEqual(resolveChannelMode('opportunistic', true, true), { mode: 'encrypted' });
-    const opp = resolveChannelMode('opportunistic', true, false);
-    assert.equal(opp.mode, 'plain');
-    assert.match(opp.warning!, /destination host cannot encrypt/);
-    assert.deepEqual(resolveChannelMode('required', true, true), { mode: 'encrypted' });
-    assert.throws(() => resolveChannelMode('required', false, true), (e: FerryError) => e.code === 'ERR_FERRY_REFUSED' && /source host/.test(e.message));
-    assert.throws(() => resolveChannelMode('sometimes' as never, true, true), (e: FerryError) => e.code === 'ERR_FERRY_INPUT');
-  });
-
   it('encrypted: the payload never appears on the wire', async () => {
     const { seen, got } = await viaRelay('encrypted');
     assert.ok(got.equals(SECRET));
@@ -48,7 +38,7 @@ describe('modes: disabled, opportunistic, required', () => {
   });
 
   it('opportunistic with a peer that cannot encrypt: plain frames, same framing, the data arrives', async () => {
-    const decision = resolveChannelMode('opportunistic', true, false);
+    const decision = decideMode('opportunistic', { name: 'a', encrypts: true }, { name: 'b', encrypts: false });
     const { seen, got } = await viaRelay(decision.mode);
     assert.ok(got.equals(SECRET));
     assert.notEqual(seen.indexOf(SECRET), -1, 'plain mode carries the payload in the clear');

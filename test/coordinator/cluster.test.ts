@@ -5,8 +5,9 @@ import os from 'node:os';
 import path from 'node:path';
 import fc from 'fast-check';
 import { FerryError } from '../../src/errors.js';
-import { addClusterHost, clusterPath, HOST_NAME, initialClusterText, loadCluster, parseCluster } from '../../src/coordinator/cluster.js';
-import { addressProblem } from '../../src/coordinator/address.js';
+import { HOST_NAME } from '../../src/common/names.js';
+import { addClusterHost, clusterPath, initialClusterText, loadCluster, parseCluster } from '../../src/coordinator/cluster.js';
+import { addressProblem } from '../../src/common/address.js';
 
 const FILE = '/etc/ferry/cluster.yaml';
 
@@ -58,12 +59,12 @@ describe('coordinator: cluster file', function () {
       `${FILE}:10:14: hosts.a.control: "127.0.0.1" is not HOST:PORT (IPv6 in brackets: [::1]:7000)`);
     assert.match(problem(good.replace('      - 127.0.0.1:7102', '      - 127.0.0.1:99999')), /:14:9: hosts\.a\.networks\[1\]: port 99999 is out of range/);
     assert.match(problem(good.replace('  cert: ca.crt\n', '')), /:3:3: ca\.cert: is missing/);
-    assert.match(problem(good.replace('    control: host-b', '    contrl: host-b')), /:16:5: hosts\.b-2\.contrl: unknown key/);
-    assert.match(problem(good.replace('  b-2:', '  B_2:')), /:15:3: hosts\.B_2: a host name is lower-case/);
-    assert.match(problem(good.replace("networks: ['[::1]:7103']", 'networks: []')), /:17:15: hosts\.b-2\.networks: must be a non-empty list/);
+    assert.match(problem(good.replace('    control: host-b', '    contrl: host-b')), /:16:5: hosts\.b-2\.contrl: unknown field \(known: control, networks\)/);
+    assert.match(problem(good.replace('  b-2:', '  B_2:')), /:15:3: hosts\.B_2: "B_2" is not a host name \(lower-case/);
+    assert.match(problem(good.replace("networks: ['[::1]:7103']", 'networks: []')), /:17:15: hosts\.b-2\.networks: needs at least 1 item/);
     assert.match(problem(good.replace('hosts:\n', 'hosts: [\n')), new RegExp(`^${FILE}:\\d+:\\d+: not valid YAML`));
-    assert.match(problem('- just\n- a list\n'), /:1:1: file: must be a mapping/);
-    assert.match(problem(good + 'extra: 1\n'), /:18:1: file\.extra: unknown key/);
+    assert.match(problem('- just\n- a list\n'), /:1:1: must be an object/);
+    assert.match(problem(good + 'extra: 1\n'), /:18:1: extra: unknown field/);
     assert.match(problem(good.replace('  a:\n', '  a:\n    control: 127.0.0.1:1\n')), /not valid YAML.*[Mm]ap keys must be unique/);
   });
 

@@ -25,6 +25,10 @@ describe('coordinator: mode decision', function () {
   it('required refuses a host that cannot encrypt', function () {
     assert.throws(() => decideMode('required', old, b), { code: 'ERR_FERRY_REFUSED' });
   });
+
+  it('refuses a setting that is not one of the three', function () {
+    assert.throws(() => decideMode('sometimes' as never, a, b), { code: 'ERR_FERRY_INPUT' });
+  });
 });
 
 describe('coordinator: migration keys', function () {

@@ -12,7 +12,7 @@ import path from 'node:path';
 import { loadCluster, type Cluster } from '../../src/coordinator/cluster.js';
 import { eachHost } from '../../src/coordinator/connect.js';
 import { GuestClient } from '../../src/guest/index.js';
-import type { GuestInfo, MigrationStreamEvent } from '../../src/agent/protocol.js';
+import type { GuestInfo, MigrationStreamEvent } from '../../src/control/protocol.js';
 import { alive, waitUntil } from '../helpers/guests.js';
 import { BIN, ferry, ferryOk, TestCluster, type RunningAgent } from '../agent/helpers/cluster.js';
 import { connectHost } from '../../src/coordinator/connect.js';

@@ -14,7 +14,7 @@ import tls from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import { loadCluster, type Cluster } from '../../src/coordinator/cluster.js';
 import { connectHost, eachHost } from '../../src/coordinator/connect.js';
-import type { Capabilities } from '../../src/agent/protocol.js';
+import type { Capabilities } from '../../src/control/protocol.js';
 import { ferryAsync, ferryOk, TestCluster, type RunningAgent } from '../agent/helpers/cluster.js';
 import { jsonLines } from './helpers.js';
 

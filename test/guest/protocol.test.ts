@@ -1,7 +1,7 @@
 /** The guest control protocol's framing: the shared reader (test/json-lines.test.ts) with the guest's limits. */
 import assert from 'node:assert/strict';
 import { FerryError } from '../../src/errors.js';
-import { encodeLine, LineReader } from '../../src/json-lines.js';
+import { encodeLine, LineReader } from '../../src/common/json-lines.js';
 import { GUEST_LINES, MAX_LINE_BYTES, MAX_SECRET_BYTES } from '../../src/guest/protocol.js';
 
 describe('guest control protocol', () => {

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { attachGuest, startGuest } from '../../src/guest/index.js';
 import type { FerryError } from '../../src/errors.js';
 import { GuestSandbox, alive, sleep, waitUntil, workloadReady } from '../helpers/guests.js';
-import { migrateLocally as migrate } from '../../src/guest/local-migration.js';
+import { migrateLocally as migrate } from '../../src/bench/local-migration.js';
 import { CuttableRelay } from '../helpers/relay.js';
 import { dataPayloadPool } from '../../src/migration/payload-pool.js';
 

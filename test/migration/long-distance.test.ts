@@ -7,8 +7,8 @@
  */
 import assert from 'node:assert/strict';
 import { startGuest } from '../../src/guest/index.js';
-import { wanRoute } from '../../src/channel/wan-emulator.js';
-import { migrateLocally as migrate } from '../../src/guest/local-migration.js';
+import { wanRoute } from '../../src/bench/wan-emulator.js';
+import { migrateLocally as migrate } from '../../src/bench/local-migration.js';
 import { SWITCH_HEADROOM } from '../../src/migration/convergence.js';
 import { GuestSandbox, alive, waitUntil, workloadReady } from '../helpers/guests.js';
 

@@ -6,7 +6,6 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { FerryError } from '../../src/errors.js';
 import { DataBuilder, RUN_DATA, RUN_ZERO, SPACE_DISK, decodeData, decodeJson } from '../../src/migration/messages.js';
-import { parseWorkload } from '../../src/guest/config.js';
 
 const units = (): number => 1000;
 const size = (): number => 16;
@@ -86,14 +85,5 @@ describe('migration messages', () => {
     const short = Buffer.from(b.take());
     assert.throws(() => decodeData(Buffer.concat([short.subarray(0, 8), Buffer.alloc(1), short.subarray(8)]), units, size), /data bytes/);
     assert.throws(() => decodeJson(1, Buffer.from('[1,2]')), /not a JSON object/);
-  });
-
-  it('parses workloads as operators write them', () => {
-    assert.deepEqual(parseWorkload('idle'), { kind: 'idle' });
-    assert.deepEqual(parseWorkload('kv:get=150000,set=50000'), { kind: 'kv', getsPerSecond: 150000, setsPerSecond: 50000 });
-    assert.deepEqual(parseWorkload('dirty:200MB'), { kind: 'dirty', bytesPerSecond: 200e6 });
-    for (const bad of ['busy', 'kv:get=1', 'dirty:', 'dirty:fast', 'kv:get=-1,set=2']) {
-      assert.throws(() => parseWorkload(bad), (e: FerryError) => e.code === 'ERR_FERRY_INPUT', bad);
-    }
   });
 });

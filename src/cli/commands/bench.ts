@@ -1,19 +1,17 @@
-/** `ferry bench <what>`: benchmarks that report ratios from one run. One module per subject. */
-import type { Argv, CommandModule } from 'yargs';
-import { benchChannelCommand } from './bench/channel.js';
-import { benchCryptoCommand } from './bench/crypto.js';
-import { benchEngineCommand } from './bench/engine.js';
-import { benchMigrateCommand } from './bench/migrate.js';
+/**
+ * `ferry bench <subject>`: the benchmarks live in src/bench, apart from the product, and load only
+ * when this command runs (cli/index.ts swaps this entry for the real one, subcommands and all).
+ */
+import type { CommandModule } from 'yargs';
 
-const subjects: CommandModule<any, any>[] = [benchCryptoCommand, benchChannelCommand, benchEngineCommand, benchMigrateCommand];
-
+/** The entry `ferry --help` lists; never run (the real command replaces it before parsing). */
 export const benchCommand: CommandModule = {
   command: 'bench <subject>',
   describe: 'measure crypto, channel or migration speed (ratios from one run)',
-  builder: (yargs: Argv) => {
-    let y = yargs;
-    for (const s of subjects) y = y.command(s);
-    return y.demandCommand(1, 'name what to measure: see `ferry bench --help`');
-  },
   handler: () => {},
 };
+
+/** The real command, with every benchmark. */
+export async function loadBenchCommand(): Promise<CommandModule> {
+  return { ...(await import('../../bench/command.js')).benchCommand, describe: benchCommand.describe } as CommandModule;
+}

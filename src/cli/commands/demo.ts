@@ -5,8 +5,8 @@
  */
 import { defineCommand } from '../command.js';
 import { FerryError } from '../../errors.js';
-import { formatBytes } from '../../units.js';
-import { parseWorkload, formatWorkload } from '../../guest/config.js';
+import { formatBytes } from '../../common/units.js';
+import { formatWorkload, parseWorkload } from '../../guest/index.js';
 import { connectHost } from '../../coordinator/connect.js';
 import type { Cluster } from '../../coordinator/cluster.js';
 import type { GuestConfig } from '../../guest/types.js';
@@ -14,6 +14,7 @@ import { LocalCluster } from '../demo-cluster.js';
 import type { Output } from '../output.js';
 import { migrateWithProgress } from './migrate.js';
 import { guestSize } from './vm-create.js';
+import { sleep } from '../../common/async.js';
 
 interface DemoArgs {
   memory: string;
@@ -51,10 +52,10 @@ async function run(output: Output, config: GuestConfig, local: LocalCluster): Pr
   let before = await guestOn(cluster, 'a');
   if (before.workloadReady === false) output.info('  waiting for the workload to set up (loading the key-value store) ...');
   for (const started = Date.now(); before.workloadReady === false && Date.now() - started < WORKLOAD_SETUP_LIMIT_MS; ) {
-    await new Promise((r) => setTimeout(r, 250));
+    await sleep(250);
     before = await guestOn(cluster, 'a');
   }
-  await new Promise((r) => setTimeout(r, 1100));
+  await sleep(1100);
   before = await guestOn(cluster, 'a');
   output.info(`  guest running on a (pid ${before.pid}${before.opsPerSecond !== null ? `, ${Math.round(before.opsPerSecond)} ops/s` : ''}); migrating it to b, encrypted:`);
   await migrateWithProgress(output, {
@@ -63,7 +64,7 @@ async function run(output: Output, config: GuestConfig, local: LocalCluster): Pr
     to: { cluster, host: cluster.hosts.get('b')!, crossCluster: false, label: 'b' },
     mode: 'required',
   });
-  await new Promise((r) => setTimeout(r, 1100)); // a second at its new home, for its ops/s figure
+  await sleep(1100); // a second at its new home, for its ops/s figure
   const after = await guestOn(cluster, 'b');
   output.info(`  guest now runs on b (pid ${after.pid}, state ${after.state}${after.opsPerSecond !== null ? `, ${Math.round(after.opsPerSecond)} ops/s` : ''}); cleaning up ...`);
 }

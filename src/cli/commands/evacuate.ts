@@ -6,7 +6,7 @@
 import { defineCommand, ReportedFailure } from '../command.js';
 import { withClusterOption, openCluster } from '../cluster-option.js';
 import { FerryError } from '../../errors.js';
-import { formatDuration } from '../../units.js';
+import { formatDuration } from '../../common/units.js';
 import { planHostEvacuation, runEvacuation, type EvacuationOutcome, type EvacuationPlan } from '../../coordinator/evacuate.js';
 import { MigrationProgress } from '../progress.js';
 import { table } from '../table.js';

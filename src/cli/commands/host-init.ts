@@ -7,12 +7,13 @@ import path from 'node:path';
 import { defineCommand } from '../command.js';
 import { withClusterOption, openCluster } from '../cluster-option.js';
 import { FerryError } from '../../errors.js';
-import { addressProblem } from '../../coordinator/address.js';
-import { addClusterHost, HOST_NAME, type Cluster, type MigrationNetwork } from '../../coordinator/cluster.js';
+import { addressProblem } from '../../common/address.js';
+import { HOST_NAME } from '../../common/names.js';
+import { addClusterHost, type Cluster, type MigrationNetwork } from '../../coordinator/cluster.js';
 import { issueHostCertificate } from '../../coordinator/pki.js';
-import { ensurePrivateDir, writeFileAtomic } from '../../agent/atomic-file.js';
+import { ensurePrivateDir, writeFileAtomic } from '../../common/atomic-file.js';
 import { DEFAULT_LIMITS, MAX_MIGRATION_SLOTS, StateDir, cryptoThreadsPerMigration, type HostConfig } from '../../agent/state.js';
-import type { Limits } from '../../agent/protocol.js';
+import type { Limits } from '../../control/protocol.js';
 import { MAX_THREADS } from '../../crypto/backend.js';
 
 interface HostInitArgs {

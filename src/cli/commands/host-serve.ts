@@ -1,7 +1,7 @@
 /** `ferry host serve --dir HOSTDIR`: run the host agent until SIGTERM or SIGINT. */
 import { defineCommand } from '../command.js';
 import { Agent } from '../../agent/agent.js';
-import { createLogger } from '../../agent/log.js';
+import { createLogger } from '../../common/log.js';
 
 export const hostServeCommand = defineCommand<{ dir: string; encryption: boolean }>({
   command: 'serve',

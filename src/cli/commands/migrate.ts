@@ -7,7 +7,7 @@ import type { Argv } from 'yargs';
 import { checkGuestName, defineCommand, ReportedFailure } from '../command.js';
 import { withClusterOption, openCluster } from '../cluster-option.js';
 import { FerryError, toFerryError } from '../../errors.js';
-import { parseDuration, parseRate } from '../../units.js';
+import { parseDuration, parseRate } from '../../common/units.js';
 import { parseEncryptedMigration } from '../../coordinator/mode.js';
 import { DEFAULT_STREAMS, migrateGuest, preflightReport, type MigrateHooks, type MigrateRequest } from '../../coordinator/migrate.js';
 import { resolveTarget } from '../../coordinator/target.js';

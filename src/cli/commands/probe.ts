@@ -2,10 +2,10 @@
 import { defineCommand, ReportedFailure } from '../command.js';
 import { withClusterOption, openCluster } from '../cluster-option.js';
 import { FerryError } from '../../errors.js';
-import { formatBytes } from '../../units.js';
+import { formatBytes } from '../../common/units.js';
 import { clusterHost } from '../../coordinator/cluster.js';
 import { probeHosts } from '../../coordinator/probe.js';
-import { FERRY_VERSION } from '../../agent/version.js';
+import { FERRY_VERSION } from '../../common/version.js';
 import { table } from '../table.js';
 
 export const probeCommand = defineCommand<{ hosts?: string[]; cluster?: string }>({

@@ -2,12 +2,12 @@
 import { checkGuestName, defineCommand } from '../command.js';
 import { withClusterOption, openCluster } from '../cluster-option.js';
 import { FerryError } from '../../errors.js';
-import { formatBytes, parseSize } from '../../units.js';
-import type { GuestConfig, GuestDriver, NicKind } from '../../guest/types.js';
+import { formatBytes, parseSize } from '../../common/units.js';
+import type { GuestConfig, GuestDriverName, NicKind } from '../../guest/types.js';
 import { clusterHost } from '../../coordinator/cluster.js';
 import { connectHost, eachHost } from '../../coordinator/connect.js';
 import { parseEncryptedMigration } from '../../coordinator/mode.js';
-import { parseWorkload, formatWorkload } from '../../guest/config.js';
+import { formatWorkload, parseWorkload } from '../../guest/index.js';
 
 interface VmCreateArgs {
   name: string;
@@ -45,9 +45,9 @@ function choice<T extends string>(value: string, option: string, allowed: readon
 }
 
 /** The synthetic guest is the one driver agents run yet; `qemu` is named in the config but refused. */
-function driver(value: string): GuestDriver {
+function driver(value: string): GuestDriverName {
   if (value === 'qemu') usage('--driver qemu: this version runs synthetic guests only (QEMU guests are not managed yet; `ferry bench migrate` drives QEMU only to compare)');
-  return choice<GuestDriver>(value, '--driver', ['synthetic']);
+  return choice<GuestDriverName>(value, '--driver', ['synthetic']);
 }
 
 /** The guest config from the flags, checked before any host is asked. */

@@ -2,8 +2,8 @@
 import { defineCommand } from '../command.js';
 import { withClusterOption, openCluster } from '../cluster-option.js';
 import { FerryError } from '../../errors.js';
-import { formatBytes } from '../../units.js';
-import type { GuestInfo } from '../../agent/protocol.js';
+import { formatBytes } from '../../common/units.js';
+import type { GuestInfo } from '../../control/protocol.js';
 import { clusterHost } from '../../coordinator/cluster.js';
 import { eachHost } from '../../coordinator/connect.js';
 import { table } from '../table.js';

@@ -17,12 +17,13 @@ import { dataPayloadPool, receiveInto } from '../../migration/payload-pool.js';
 import { migrateSource } from '../../migration/source.js';
 import type { MigrationEvent, MigrationResult } from '../../migration/types.js';
 import { checkGuestConfig } from '../config.js';
-import { CONFIG_FILE, CONTROL_SOCKET, PID_FILE, writeFileAtomic } from '../files.js';
-import { PROTOCOL_VERSION } from '../protocol.js';
-import { listenControl, type Handler, type HandlerContext } from './control-server.js';
+import { writeFileAtomicSync } from '../../common/atomic-file.js';
+import { CONFIG_FILE, CONTROL_SOCKET, PID_FILE } from '../files.js';
+import { keyOfTrailer, PROTOCOL_VERSION, type MigrateOutParams, type PrepareIncomingParams } from '../protocol.js';
+import type { MigrationInfo } from '../migration-tracker.js';
+import { listenControl, type GuestCallContext, type GuestHandlers } from '../control-server.js';
 import { SyntheticGuest } from './guest.js';
-import { MigrationTracker } from './migration-tracker.js';
-import { channelParams, checkRequestFields, outgoingSpec } from './params.js';
+import { MigrationTracker } from '../migration-tracker.js';
 import { openIncoming, openOutgoing, type IncomingTransport } from './transport.js';
 
 const dir = process.argv[2];
@@ -78,7 +79,7 @@ function busy(): boolean {
 }
 
 /** Streams a migration's events to one control connection until it settles. */
-async function follow(t: MigrationTracker, ctx: HandlerContext): Promise<unknown> {
+async function follow(t: MigrationTracker, ctx: GuestCallContext<MigrationEvent>): Promise<MigrationInfo> {
   const unsubscribe = t.subscribe((e) => ctx.emit(e));
   try {
     await Promise.race([t.waitSettled(), ctx.closed]);
@@ -96,20 +97,14 @@ function outcomeDetail(result: MigrationResult): string {
 
 const threadsText = (threads: number | undefined) => (threads === undefined ? 'crypto on every core' : `crypto on at most ${threads} thread${threads === 1 ? '' : 's'}`);
 
-function percent(p: Record<string, unknown>): number {
-  const v = p.percent;
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 99) throw new FerryError('ERR_FERRY_INPUT', 'percent must be an integer from 0 to 99');
-  return v;
-}
-
-async function runOutgoing(params: Record<string, unknown>, ctx: HandlerContext): Promise<unknown> {
+async function runOutgoing(params: MigrateOutParams, ctx: GuestCallContext<MigrationEvent>): Promise<MigrationInfo> {
   // A guest that arrived here runs like any other once its arrival committed: it may move on,
   // and after an outgoing migration that did not (aborted, cancelled) try again.
   const arrived = arrival?.phase === 'committed';
   if (incomingMode && !arrived) throw new FerryError('ERR_FERRY_REFUSED', 'an incoming guest cannot migrate out before its arrival commits');
   if (busy()) throw new FerryError('ERR_FERRY_REFUSED', 'a migration of this guest is already in progress');
   if (guest.state !== 'running' && guest.state !== 'paused') throw new FerryError('ERR_FERRY_REFUSED', `cannot migrate a guest that is ${guest.state}`);
-  const spec = outgoingSpec(params, ctx.secret);
+  const spec = { ...params, ...keyOfTrailer(ctx.secret) };
   const t = new MigrationTracker('source', spec.migrationId);
   tracker = t;
   const cancel = new AbortController();
@@ -156,9 +151,7 @@ async function runOutgoing(params: Record<string, unknown>, ctx: HandlerContext)
  * destination decides the hand-off (docs/migration.md, "Cancelling"). Returns at once; the
  * migration's own reply says how it ended.
  */
-function cancelMigration(params: Record<string, unknown>): unknown {
-  const id = params.migrationId;
-  if (typeof id !== 'string') throw new FerryError('ERR_FERRY_INPUT', 'migrationId must be a string');
+function cancelMigration({ migrationId: id }: { migrationId: string }): { migrationId: string; cancelled: true } {
   const t = tracker;
   if (!t || t.role !== 'source' || t.migrationId !== id || !cancelOutgoing) {
     throw new FerryError('ERR_FERRY_REFUSED', `no outgoing migration "${id}" runs in this guest process`);
@@ -172,10 +165,10 @@ function cancelMigration(params: Record<string, unknown>): unknown {
   return { migrationId: id, cancelled: true };
 }
 
-async function prepareIncoming(params: Record<string, unknown>, ctx: HandlerContext): Promise<unknown> {
+async function prepareIncoming(params: PrepareIncomingParams, ctx: GuestCallContext<never>): Promise<{ migrationId: string }> {
   if (!incomingMode) throw new FerryError('ERR_FERRY_REFUSED', 'this guest was not started to receive a migration');
   if (arrival) throw new FerryError('ERR_FERRY_REFUSED', 'this incoming guest is already prepared');
-  const spec = channelParams(params, ctx.secret);
+  const spec = { ...params, ...keyOfTrailer(ctx.secret) };
   const t = new MigrationTracker('destination', spec.migrationId);
   tracker = t;
   arrival = t;
@@ -214,7 +207,7 @@ async function prepareIncoming(params: Record<string, unknown>, ctx: HandlerCont
   return { migrationId: spec.migrationId };
 }
 
-function decideIncoming(decision: 'commit' | 'abort'): Handler {
+function decideIncoming(decision: 'commit' | 'abort'): () => Promise<MigrationInfo> {
   return async () => {
     if (!tracker || tracker.role !== 'destination') throw new FerryError('ERR_FERRY_REFUSED', 'no incoming migration here');
     if (tracker.phase !== 'ready-to-commit' || !decide) {
@@ -228,7 +221,7 @@ function decideIncoming(decision: 'commit' | 'abort'): Handler {
   };
 }
 
-const handlers: Record<string, Handler> = {
+const handlers: GuestHandlers = {
   hello: () => ({ protocol: PROTOCOL_VERSION, pid: process.pid, name: config.name, incoming: incomingMode }),
   status: () => ({ ...guest.status(process.pid), workloadReady: guest.vcpu.ready, migration: tracker?.info() ?? null }),
   pause: async () => {
@@ -241,19 +234,19 @@ const handlers: Record<string, Handler> = {
   },
   throttle: (p) => {
     if (busy()) throw new FerryError('ERR_FERRY_REFUSED', 'the migration sets the throttle while it runs');
-    guest.setThrottle(percent(p));
+    guest.setThrottle(p.percent);
     return guest.status(process.pid);
   },
   digest: async () => ({ digest: await guest.digest(), algorithm: 'sha256-ferry-guest-v1' }),
   stop: () => {
     if (busy()) throw new FerryError('ERR_FERRY_REFUSED', `a migration is ${tracker!.phase}: resolve it first`);
     void exit(0);
-    return { stopped: true };
+    return { stopped: true as const };
   },
   destroy: () => {
     if (busy()) throw new FerryError('ERR_FERRY_REFUSED', `a migration is ${tracker!.phase}: resolve it first`);
     void exit(0, true);
-    return { destroyed: true };
+    return { destroyed: true as const };
   },
   'migrate-out': runOutgoing,
   'cancel-migration': cancelMigration,
@@ -279,7 +272,7 @@ const handlers: Record<string, Handler> = {
     tracker?.setPhase('committed');
     log('migration resolved: committed at the destination; this copy stops');
     void exit(0);
-    return { finished: true };
+    return { finished: true as const };
   },
 };
 
@@ -314,15 +307,8 @@ async function main(): Promise<void> {
       void exit(1);
     }, UNPREPARED_EXIT_MS);
   }
-  // Every request's fields are checked against its method's before the handler sees it.
-  const checked = Object.fromEntries(
-    Object.entries(handlers).map(([method, handler]): [string, Handler] => [method, (params, ctx) => {
-      checkRequestFields(method, params);
-      return handler(params, ctx);
-    }]),
-  );
-  server = await listenControl(join(dir!, CONTROL_SOCKET), checked);
-  writeFileAtomic(join(dir!, PID_FILE), `${process.pid}\n`);
+  server = await listenControl(join(dir!, CONTROL_SOCKET), handlers);
+  writeFileAtomicSync(join(dir!, PID_FILE), `${process.pid}\n`);
   log(`guest ${config.name} up: pid ${process.pid}, ${config.memoryBytes} bytes memory, ${config.diskBytes} bytes disk, ${incomingMode ? 'incoming' : 'running'}`);
 }
 

@@ -6,7 +6,7 @@
 import { MigrationKey, newMigrationId } from '../../../src/coordinator/keys.js';
 import type { Cluster } from '../../../src/coordinator/cluster.js';
 import { connectHost } from '../../../src/coordinator/connect.js';
-import type { Method, MigrationStreamEvent, Params, PrepareIncomingResult, Result, StartOutgoingResult } from '../../../src/agent/protocol.js';
+import type { Method, MigrationStreamEvent, Params, PrepareIncomingResult, Result, StartOutgoingResult } from '../../../src/control/protocol.js';
 
 /** One call to a host's agent on a fresh connection, closed afterwards. */
 export async function ask<M extends Method>(cluster: Cluster, host: string, method: M, params: Params<M>): Promise<Result<M>> {
