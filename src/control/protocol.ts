@@ -175,8 +175,10 @@ export interface PrepareIncomingResult {
   guest: GuestConfig;
 }
 
-/** To the source, once the destination is prepared: send guest `guest` to `destination`. */
-/** `networks`: the destination's migration addresses, in preference order (the cluster file's `advertise`). */
+/**
+ * To the source, once the destination is prepared: send guest `guest` to `destination`.
+ * `networks`: the destination's migration addresses, in preference order (the cluster file's `advertise`).
+ */
 export interface StartOutgoingParams
   extends WireChannelSpec,
     Pick<OutgoingSpec, 'networks' | 'maxDowntimeMs' | 'timeoutMs' | 'autoConverge' | 'verify' | 'commitTimeoutMs'> {
