@@ -201,7 +201,7 @@ function find(rows: ChannelBenchRow[], mode: ChannelMode, streams: number, rttMs
   return rows.find((r) => r.mode === mode && r.streams === streams && r.rttMs === rttMs && r.capGbps === capGbps && !r.error);
 }
 
-/** The targets as ratios from this one run; null where a row is missing. */
+/** The ratios the goals in docs/performance.md are stated in, from this one run; null where a row is missing. */
 export function channelRatios(rows: ChannelBenchRow[], iperf: Record<number, number | null>): Record<string, number | null> {
   const ratio = (a?: number, b?: number | null): number | null => (a !== undefined && b ? Number((a / b).toFixed(3)) : null);
   const out: Record<string, number | null> = {};

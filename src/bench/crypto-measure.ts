@@ -203,7 +203,7 @@ function opensslSpeed(notes: string[]): { gbps: Record<number, number> | null; v
 
 async function zeroScan(seconds: number): Promise<CryptoBenchResult['zeroScan']> {
   // Written memory: a fresh allocation that was never written maps the kernel's shared zero page
-  // and would stay in cache, measuring nothing real (PERF-FACTS.md).
+  // and would stay in cache, measuring nothing real.
   const buf = Buffer.allocUnsafeSlow(ZERO_SCAN_BYTES).fill(0x5a);
   const addon = loadAddon().addon;
   const nonZeroGBps = addon ? await timed(seconds, buf.length, () => zeroPages(buf)) : null;

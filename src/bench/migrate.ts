@@ -1,8 +1,8 @@
 /**
  * `ferry bench migrate`: live migrations through real agents — a temporary cluster of two
  * `ferry host serve` processes on 127.0.0.1 (the demo's LocalCluster), guests created and moved
- * over the control API by the coordinator's own migrateGuest — in the issue's four scenarios,
- * encrypted and plain alternating, each mode measured moving the guest a→b and back b→a (after a
+ * over the control API by the coordinator's own migrateGuest — in four scenarios with the goals
+ * docs/performance.md states, encrypted and plain alternating, each mode measured moving the guest a→b and back b→a (after a
  * warm-up there and back), by default in two rounds whose order of modes is reversed in the second
  * (ABBA), and QEMU 7.2's own migration beside it on the same machine.
  * Figures are from one run and reported as ratios; the load average says how noisy it was.
@@ -293,7 +293,7 @@ async function runScenario(bench: Bench, plan: Plan, runs: number, progress: (li
     // each meets both hosts' memory. On a virtual host that matters: what a destination's first
     // touch of guest memory costs depends on where that memory was before — the memory the guest's
     // first process wrote keeps being handed on to the guests started on that host after it, and
-    // was 7-20x cheaper to fault in than the other host's (docs/performance.md, 2026-11-30 night).
+    // was 7-20x cheaper to fault in than the other host's (docs/performance.md, "First touch").
     // The warm-up moves the guest there and back once before anything is measured.
     await reposition('b', 'warm-up');
     await reposition('a', 'warm-up');
@@ -337,7 +337,7 @@ async function runQemu(bench: Bench, report: ScenarioReport, runs: number, progr
   const modes: QemuMode[] = ['plain', 'multifd-tls', 'tls'];
   const migrate = (mode: QemuMode) => runQemuMigration({ dir: bench.root, ramFile, memoryBytes: report.memoryBytes, mode, tlsDir, track: (q) => bench.track(q) });
   // QEMU's first migration meets memory as cold as ferry's first move does (plain: 5.6 s cold,
-  // 0.83 s warm in one run, docs/performance.md): a warm-up first, and ABBA order as for ferry.
+  // 0.83 s warm in one run): a warm-up first, and ABBA order as for ferry.
   bench.check();
   progress('qemu: warm-up, plain (not measured)...');
   const warm = await migrate('plain');

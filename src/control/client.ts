@@ -6,8 +6,8 @@
  *
  *   const client = await AgentClient.connect({ address: '127.0.0.1:7001', host: 'a', credentials });
  *   const { guests } = await client.call('guest.list', {});
- *   await client.call('some.streaming.method', params, { onEvent: (e) => show(e) });
- *   await client.call('migration.start-outgoing', params, { secret: keyAndNonce }); // raw bytes after the line
+ *   // a keyed, streaming method: the key and nonce as raw bytes after the line, events until the result
+ *   await client.call('migration.start-outgoing', params, { secret: keyAndNonce, timeoutMs: null, onEvent: (e) => show(e) });
  *   client.close();
  */
 import tls from 'node:tls';

@@ -3,13 +3,15 @@
  * with a control socket in its directory, run from its driver's entry.
  *
  *   const guest = await startGuest(dir, config);                   // spawn, wait until it answers
- *   const again = await attachGuest(dir);                          // after an agent restart
+ *   const again = await attachGuest(dir);                          // after an agent restart (null: none)
  *   const info = await guest.migrateOut(spec, onEvent);            // source side
+ *   // 'committed': record the hand-off, then guest.finish(); 'in-doubt': ask the destination,
+ *   // then guest.finish() ("committed") or guest.resumeAfterAbort() ("not committed")
  *   const incoming = await startIncomingGuest(dir, config, spec);  // destination side
  *   incoming.addConnection(socket, head);                          // each data connection for it
  *   const ready = await incoming.client.awaitMigration(onEvent);   // -> phase 'ready-to-commit'
  *   // record ownership durably, then:
- *   await incoming.client.commit();
+ *   await incoming.client.commit();                                // or incoming.client.abort()
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync } from 'node:fs';

@@ -28,7 +28,7 @@ describe('ferry bench migrate', function () {
       mode, direction, ok: true, error: null, totalMs, switchoverMs: 10, bytesSent: 1, wireFraction: 1, passes: 2, throughput: 1,
       maxThrottlePercent: 0, opsPerSecondBefore: 0, sourceCpuSeconds: 1, destinationCpuSeconds: 1, sourceSystemCpuSeconds: 0, destinationSystemCpuSeconds: 0,
     });
-    // The full run of 2026-11-30 22:40 (docs/performance.md), in the order it ran (ABBA).
+    // The full run of 2026-11-30 22:40 (bench/results/migrate-2026-11-30-night-abba-2240.json), in the order it ran (ABBA).
     const idle: ScenarioReport = {
       name: 'idle-10g', description: '', memoryBytes: 1, workload: 'idle', maxBytesPerSecond: null, skipped: null, unmeasured: [],
       runs: [
