@@ -19,6 +19,10 @@ import { QmpClient } from './qmp.js';
 
 export const DEFAULT_QEMU_BINARY = 'qemu-system-x86_64';
 
+/** How long QEMU may take to come up, and to answer a command, before the probe gives up on it. */
+const START_TIMEOUT_MS = 5000;
+const COMMAND_TIMEOUT_MS = 3000;
+
 /** Loop iterations between two bytes the guest writes to its serial port. */
 const LOOPS_PER_BYTE = 1 << 20;
 
@@ -191,7 +195,7 @@ async function runGuest(binary: string, accel: Accelerator, dir: string, bios: s
   });
   let qmp: QmpClient | null = null;
   try {
-    const connected = QmpClient.connect(socket, { timeoutMs: 5000 });
+    const connected = QmpClient.connect(socket, { timeoutMs: START_TIMEOUT_MS });
     const first = await Promise.race([connected.then((c) => c, (err: Error) => err), exited]);
     if (typeof first === 'string') {
       connected.then((c) => c.close(), () => {});
@@ -205,10 +209,10 @@ async function runGuest(binary: string, accel: Accelerator, dir: string, bios: s
     qmp = first;
     run.version = `${qmp.version.major}.${qmp.version.minor}.${qmp.version.micro}`;
     if (machineTypes.length > 0) {
-      const known = new Set((await qmp.queryMachines()).flatMap((m) => (m.alias ? [m.name, m.alias] : [m.name])));
+      const known = new Set((await qmp.queryMachines({ timeoutMs: COMMAND_TIMEOUT_MS })).flatMap((m) => (m.alias ? [m.name, m.alias] : [m.name])));
       run.machineTypes = Object.fromEntries(machineTypes.map((m) => [m, known.has(m)]));
     }
-    await qmp.cont();
+    await qmp.cont({ timeoutMs: COMMAND_TIMEOUT_MS });
     counting = true;
     const started = performance.now();
     const early = await Promise.race([exited, new Promise<null>((resolve) => setTimeout(resolve, windowMs, null))]);

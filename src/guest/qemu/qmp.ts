@@ -8,12 +8,21 @@
  * nothing is used unchecked. The framing is strict: a line that is not JSON, an envelope with a
  * member QMP does not define, or an answer to an id this client never sent breaks the connection,
  * and every command and event waiter still pending is rejected with ERR_FERRY_QEMU. The connection
- * stays failed; there is no resync. Inside an answer, the members a wrapper reads are checked for
- * presence and type, and members it does not know are ignored: the QMP specification lets every
- * new QEMU add members to an answer and asks clients to ignore them.
+ * stays failed; there is no resync. What is inside an answer is checked by the readers in
+ * qmp-schema.ts before a wrapper below returns it.
  */
 import net from 'node:net';
-import { FerryError, type ErrorCode } from '../../errors.js';
+import type { ErrorCode } from '../../errors.js';
+import {
+  QmpError, capabilitiesArgument, checkUri, expectEmpty, isPlainObject, malformed, parametersArgument, printable,
+  readGreeting, readMachines, readMigrationInfo, readMigrationParameters, readVersion, readVmStatus,
+  type MachineType, type MigrationCapability, type MigrationInfo, type MigrationParameters, type QemuVersion, type VmStatus,
+} from './qmp-schema.js';
+
+export {
+  MIGRATION_CAPABILITIES, QmpError,
+  type MachineType, type MigrationCapability, type MigrationInfo, type MigrationParameters, type MigrationRamStats, type QemuVersion, type VmStatus,
+} from './qmp-schema.js';
 
 /** Big enough for `query-qmp-schema` (about 240 KB on QEMU 10.0), the largest answer QEMU gives. */
 const DEFAULT_MAX_LINE_BYTES = 1 << 20;
@@ -21,29 +30,6 @@ const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 const DEFAULT_COMMAND_TIMEOUT_MS = 30_000;
 /** How often connect() tries again while QEMU has not created its socket yet. */
 const CONNECT_RETRY_MS = 50;
-
-/** A coded error about QEMU, with the command it answers and QEMU's error class as fields. */
-export class QmpError extends FerryError {
-  /** The command this error is about, when there is one. */
-  readonly command: string | undefined;
-  /** QEMU's error class (`GenericError`, `CommandNotFound`, ...) when QEMU refused the command. */
-  readonly qmpClass: string | undefined;
-
-  constructor(code: ErrorCode, message: string, detail: { command?: string; qmpClass?: string; cause?: unknown } = {}) {
-    super(code, message, { cause: detail.cause });
-    this.name = 'QmpError';
-    this.command = detail.command;
-    this.qmpClass = detail.qmpClass;
-  }
-}
-
-export interface QemuVersion {
-  major: number;
-  minor: number;
-  micro: number;
-  /** The distribution's package version, e.g. `Debian 1:7.2+dfsg-7+deb12u18+b3`. */
-  package: string;
-}
 
 export interface QmpEvent {
   event: string;
@@ -60,86 +46,6 @@ export interface ConnectOptions {
 
 export interface ExecuteOptions {
   timeoutMs?: number;
-}
-
-export interface VmStatus {
-  /** QEMU's run state: `prelaunch`, `running`, `paused`, `inmigrate`, `postmigrate`, `finish-migrate`, ... */
-  status: string;
-  running: boolean;
-}
-
-/** RAM figures of a migration; the members QEMU 7.2 and 10.0 both give. */
-export interface MigrationRamStats {
-  /** Bytes sent so far. */
-  transferred: number;
-  /** Bytes of RAM still dirty. */
-  remaining: number;
-  /** Bytes of guest RAM. */
-  total: number;
-  /** Pages found to be zero (sent as markers). */
-  duplicate: number;
-  /** Pages sent whole, and their bytes. */
-  normal: number;
-  normalBytes: number;
-  /** Times the dirty log was synced: 1 after the first pass, one more per pass after it. */
-  dirtySyncCount: number;
-  /** Throughput, megabits a second. */
-  mbps: number;
-  /** Pages dirtied a second (0 until the second sync). */
-  dirtyPagesRate: number;
-  pagesPerSecond: number;
-  pageSize: number;
-  multifdBytes: number;
-  precopyBytes: number;
-  downtimeBytes: number;
-  postcopyBytes: number;
-}
-
-export interface MigrationInfo {
-  /** `none` (QEMU sends no status before any migration), `setup`, `active`, `pre-switchover`, `device`, `completed`, `failed`, `cancelling`, `cancelled`, ... */
-  status: string;
-  ram?: MigrationRamStats;
-  totalTimeMs?: number;
-  /** The guest's pause at switch-over, once completed. */
-  downtimeMs?: number;
-  /** QEMU's estimate while active. */
-  expectedDowntimeMs?: number;
-  setupTimeMs?: number;
-  cpuThrottlePercentage?: number;
-  /** Why the migration failed, in QEMU's words. */
-  errorDesc?: string;
-}
-
-/** The migration capabilities QEMU 7.2 and 10.0 both have. */
-export const MIGRATION_CAPABILITIES = [
-  'xbzrle', 'rdma-pin-all', 'auto-converge', 'zero-blocks', 'events', 'postcopy-ram', 'x-colo',
-  'release-ram', 'return-path', 'pause-before-switchover', 'multifd', 'dirty-bitmaps',
-  'postcopy-blocktime', 'late-block-activate', 'x-ignore-shared', 'validate-uuid',
-  'background-snapshot', 'zero-copy-send', 'postcopy-preempt',
-] as const;
-export type MigrationCapability = (typeof MIGRATION_CAPABILITIES)[number];
-
-/** The migration parameters ferry sets; each maps to the QEMU parameter named beside it. */
-export interface MigrationParameters {
-  /** `max-bandwidth`, bytes a second (QEMU's default is 128 MiB/s). */
-  maxBandwidth?: number;
-  /** `downtime-limit`, milliseconds. */
-  downtimeLimitMs?: number;
-  /** `multifd-channels`: connections besides the main one when `multifd` is on. */
-  multifdChannels?: number;
-}
-
-const PARAMETER_NAMES: Record<keyof MigrationParameters, string> = {
-  maxBandwidth: 'max-bandwidth',
-  downtimeLimitMs: 'downtime-limit',
-  multifdChannels: 'multifd-channels',
-};
-
-export interface MachineType {
-  name: string;
-  /** A short name for this type, e.g. `pc` for the newest `pc-i440fx-*`. */
-  alias?: string;
-  isDefault: boolean;
 }
 
 interface Pending {
@@ -263,89 +169,37 @@ export class QmpClient {
     if (!this.socket.closed) await new Promise((resolve) => this.socket.once('close', resolve));
   }
 
-  async queryStatus(): Promise<VmStatus> {
-    const r = Fields.of('query-status', await this.execute('query-status'));
-    return { status: r.string('status'), running: r.boolean('running') };
+  async queryStatus(options?: ExecuteOptions): Promise<VmStatus> {
+    return readVmStatus(await this.execute('query-status', undefined, options));
   }
 
-  async queryVersion(): Promise<QemuVersion> {
-    return readVersion('query-version', Fields.of('query-version', await this.execute('query-version')));
+  async queryVersion(options?: ExecuteOptions): Promise<QemuVersion> {
+    return readVersion('query-version', await this.execute('query-version', undefined, options));
   }
 
-  async queryMigrate(): Promise<MigrationInfo> {
-    const r = Fields.of('query-migrate', await this.execute('query-migrate'));
-    const ram = r.optionalObject('ram');
-    return dropUndefined({
-      status: r.optionalString('status') ?? 'none',
-      ram: ram && {
-        transferred: ram.integer('transferred'),
-        remaining: ram.integer('remaining'),
-        total: ram.integer('total'),
-        duplicate: ram.integer('duplicate'),
-        normal: ram.integer('normal'),
-        normalBytes: ram.integer('normal-bytes'),
-        dirtySyncCount: ram.integer('dirty-sync-count'),
-        mbps: ram.number('mbps'),
-        dirtyPagesRate: ram.integer('dirty-pages-rate'),
-        pagesPerSecond: ram.integer('pages-per-second'),
-        pageSize: ram.integer('page-size'),
-        multifdBytes: ram.integer('multifd-bytes'),
-        precopyBytes: ram.integer('precopy-bytes'),
-        downtimeBytes: ram.integer('downtime-bytes'),
-        postcopyBytes: ram.integer('postcopy-bytes'),
-      },
-      totalTimeMs: r.optionalInteger('total-time'),
-      downtimeMs: r.optionalInteger('downtime'),
-      expectedDowntimeMs: r.optionalInteger('expected-downtime'),
-      setupTimeMs: r.optionalInteger('setup-time'),
-      cpuThrottlePercentage: r.optionalInteger('cpu-throttle-percentage'),
-      errorDesc: r.optionalString('error-desc'),
-    });
+  async queryMigrate(options?: ExecuteOptions): Promise<MigrationInfo> {
+    return readMigrationInfo(await this.execute('query-migrate', undefined, options));
   }
 
-  async queryMigrateParameters(): Promise<MigrationParameters> {
-    const r = Fields.of('query-migrate-parameters', await this.execute('query-migrate-parameters'));
-    return dropUndefined({
-      maxBandwidth: r.optionalInteger('max-bandwidth'),
-      downtimeLimitMs: r.optionalInteger('downtime-limit'),
-      multifdChannels: r.optionalInteger('multifd-channels'),
-    });
+  async queryMigrateParameters(options?: ExecuteOptions): Promise<MigrationParameters> {
+    return readMigrationParameters(await this.execute('query-migrate-parameters', undefined, options));
   }
 
-  async queryMachines(): Promise<MachineType[]> {
-    const list = await this.execute('query-machines');
-    if (!Array.isArray(list)) throw malformed('query-machines', 'the answer is not a list');
-    return list.map((item, i) => {
-      const m = Fields.of('query-machines', item, `[${i}].`);
-      return dropUndefined({ name: m.string('name'), alias: m.optionalString('alias'), isDefault: m.optionalBoolean('is-default') ?? false });
-    });
+  async queryMachines(options?: ExecuteOptions): Promise<MachineType[]> {
+    return readMachines(await this.execute('query-machines', undefined, options));
   }
 
-  async migrateSetCapabilities(capabilities: Partial<Record<MigrationCapability, boolean>>): Promise<void> {
-    const list = Object.entries(capabilities).map(([capability, state]) => {
-      if (!(MIGRATION_CAPABILITIES as readonly string[]).includes(capability) || typeof state !== 'boolean') {
-        throw new QmpError('ERR_FERRY_INPUT', `migrate-set-capabilities: ${JSON.stringify(capability)} is not a known capability set to true or false`, { command: 'migrate-set-capabilities' });
-      }
-      return { capability, state };
-    });
-    await this.void('migrate-set-capabilities', { capabilities: list });
+  async migrateSetCapabilities(capabilities: Partial<Record<MigrationCapability, boolean>>, options?: ExecuteOptions): Promise<void> {
+    await this.void('migrate-set-capabilities', capabilitiesArgument(capabilities), options);
   }
 
-  async migrateSetParameters(parameters: MigrationParameters): Promise<void> {
-    const args: Record<string, number> = {};
-    for (const [key, value] of Object.entries(parameters)) {
-      const name = PARAMETER_NAMES[key as keyof MigrationParameters];
-      if (!name || !Number.isSafeInteger(value) || value < 0) {
-        throw new QmpError('ERR_FERRY_INPUT', `migrate-set-parameters: ${JSON.stringify(key)} is not a known parameter with a whole number`, { command: 'migrate-set-parameters' });
-      }
-      args[name] = value;
-    }
-    await this.void('migrate-set-parameters', args);
+  async migrateSetParameters(parameters: MigrationParameters, options?: ExecuteOptions): Promise<void> {
+    await this.void('migrate-set-parameters', parametersArgument(parameters), options);
   }
 
   /** Starts an outgoing migration to `uri` (e.g. `unix:/path`); QEMU answers at once and carries on. */
-  async migrate(uri: string): Promise<void> {
-    return this.void('migrate', { uri: checkUri('migrate', uri) });
+  async migrate(uri: string, options?: ExecuteOptions): Promise<void> {
+    return this.void('migrate', { uri: checkUri('migrate', uri) }, options);
   }
 
   /**
@@ -353,27 +207,27 @@ export class QmpClient {
    * `exitOnError` exists from QEMU 9.1 on (its default there: true, QEMU exits when the incoming
    * migration fails); older QEMU refuses the argument, so it is only sent when given.
    */
-  async migrateIncoming(uri: string, options: { exitOnError?: boolean } = {}): Promise<void> {
+  async migrateIncoming(uri: string, options: ExecuteOptions & { exitOnError?: boolean } = {}): Promise<void> {
     const args: Record<string, unknown> = { uri: checkUri('migrate-incoming', uri) };
     if (options.exitOnError !== undefined) args['exit-on-error'] = options.exitOnError;
-    return this.void('migrate-incoming', args);
+    return this.void('migrate-incoming', args, { timeoutMs: options.timeoutMs });
   }
 
   /** Lets a migration paused in `state` (with `pause-before-switchover`: `pre-switchover`) go on. */
-  async migrateContinue(state: string): Promise<void> {
-    return this.void('migrate-continue', { state });
+  async migrateContinue(state: string, options?: ExecuteOptions): Promise<void> {
+    return this.void('migrate-continue', { state }, options);
   }
 
-  async migrateCancel(): Promise<void> {
-    return this.void('migrate_cancel');
+  async migrateCancel(options?: ExecuteOptions): Promise<void> {
+    return this.void('migrate_cancel', undefined, options);
   }
 
-  async cont(): Promise<void> {
-    return this.void('cont');
+  async cont(options?: ExecuteOptions): Promise<void> {
+    return this.void('cont', undefined, options);
   }
 
-  async stop(): Promise<void> {
-    return this.void('stop');
+  async stop(options?: ExecuteOptions): Promise<void> {
+    return this.void('stop', undefined, options);
   }
 
   /**
@@ -403,7 +257,7 @@ export class QmpClient {
     if (this.failure) return;
     if (this.greeting) {
       try {
-        this.greeted = parseGreeting(line);
+        this.greeted = readGreeting(line);
       } catch (err) {
         return this.fail((err as QmpError).message);
       }
@@ -422,7 +276,7 @@ export class QmpClient {
     const kind = 'return' in message ? 'return' : 'error' in message ? 'error' : null;
     if (!kind) return this.fail('QEMU sent a message that is neither an answer nor an event');
     const extra = Object.keys(message).find((k) => k !== kind && k !== 'id');
-    if (extra !== undefined) return this.fail(`QEMU sent an answer with a member QMP does not define (${quote(extra)})`);
+    if (extra !== undefined) return this.fail(`QEMU sent an answer with a member QMP does not define (${JSON.stringify(printable(extra, 40))})`);
     const id = message.id;
     // Every command carries an id, so an answer without one cannot be matched to anything.
     if (!Number.isSafeInteger(id)) return this.fail(`QEMU sent an answer without a command id of ferry's`);
@@ -565,135 +419,6 @@ async function openSocket(socketPath: string, deadline: number, timeoutMs: numbe
     }
     await new Promise((resolve) => setTimeout(resolve, CONNECT_RETRY_MS));
   }
-}
-
-/** `{"QMP": {"version": {...}, "capabilities": [...]}}`, nothing else (QMP forbids changing it). */
-function parseGreeting(line: string): QemuVersion {
-  let message: unknown;
-  try {
-    message = JSON.parse(line);
-  } catch {
-    throw new QmpError('ERR_FERRY_QEMU', 'the peer is not QEMU: its greeting is not JSON');
-  }
-  if (!isPlainObject(message) || Object.keys(message).join() !== 'QMP') {
-    throw new QmpError('ERR_FERRY_QEMU', 'the peer is not QEMU: its first line is not a QMP greeting');
-  }
-  const qmp = Fields.of('the QMP greeting', message.QMP, 'QMP.');
-  qmp.onlyMembers(['version', 'capabilities']);
-  const capabilities = qmp.value.capabilities;
-  if (!Array.isArray(capabilities) || !capabilities.every((c) => typeof c === 'string')) {
-    throw malformed('the QMP greeting', 'QMP.capabilities is not a list of names');
-  }
-  return readVersion('the QMP greeting', qmp.object('version'));
-}
-
-function readVersion(what: string, r: Fields): QemuVersion {
-  const qemu = r.object('qemu');
-  return { major: qemu.integer('major'), minor: qemu.integer('minor'), micro: qemu.integer('micro'), package: r.string('package') };
-}
-
-/**
- * The members of one object in an answer, each read with its expected type; the first that is
- * missing or mistyped refuses the whole answer, naming the member (never quoting QEMU's values).
- */
-class Fields {
-  private constructor(private readonly what: string, readonly value: Record<string, unknown>, private readonly path: string) {}
-
-  static of(what: string, value: unknown, path = ''): Fields {
-    if (!isPlainObject(value)) throw malformed(what, path ? `${path.replace(/\.$/, '')} is not an object` : 'the answer is not an object');
-    return new Fields(what, value, path);
-  }
-
-  string(key: string): string {
-    return this.required(key, this.optionalString(key));
-  }
-
-  optionalString(key: string): string | undefined {
-    return this.read(key, 'a string', (v) => typeof v === 'string') as string | undefined;
-  }
-
-  boolean(key: string): boolean {
-    return this.required(key, this.optionalBoolean(key));
-  }
-
-  optionalBoolean(key: string): boolean | undefined {
-    return this.read(key, 'true or false', (v) => typeof v === 'boolean') as boolean | undefined;
-  }
-
-  /** A whole number; QEMU's 64-bit counters are refused past 2^53 rather than rounded. */
-  integer(key: string): number {
-    return this.required(key, this.optionalInteger(key));
-  }
-
-  optionalInteger(key: string): number | undefined {
-    return this.read(key, 'a whole number', (v) => Number.isSafeInteger(v)) as number | undefined;
-  }
-
-  number(key: string): number {
-    return this.required(key, this.read(key, 'a number', (v) => typeof v === 'number' && Number.isFinite(v)) as number | undefined);
-  }
-
-  object(key: string): Fields {
-    return this.required(key, this.optionalObject(key));
-  }
-
-  optionalObject(key: string): Fields | undefined {
-    const v = this.value[key];
-    return v === undefined ? undefined : Fields.of(this.what, v, `${this.path}${key}.`);
-  }
-
-  onlyMembers(allowed: string[]): void {
-    const extra = Object.keys(this.value).find((k) => !allowed.includes(k));
-    if (extra !== undefined) throw malformed(this.what, `${this.path}${quote(extra)} is not a member it may have`);
-  }
-
-  private read(key: string, type: string, ok: (v: unknown) => boolean): unknown {
-    const v = this.value[key];
-    if (v !== undefined && !ok(v)) throw malformed(this.what, `${this.path}${key} is not ${type}`);
-    return v;
-  }
-
-  private required<T>(key: string, v: T | undefined): T {
-    if (v === undefined) throw malformed(this.what, `${this.path}${key} is missing`);
-    return v;
-  }
-}
-
-function malformed(what: string, detail: string): QmpError {
-  const command = what.startsWith('the ') ? undefined : what;
-  return new QmpError('ERR_FERRY_QEMU', `QEMU answered ${what} with something malformed: ${detail}`, { command });
-}
-
-/** Commands without data answer `{}`; anything else is not the QEMU this client knows. */
-function expectEmpty(command: string, value: unknown): void {
-  if (!isPlainObject(value)) throw malformed(command, 'the answer is not an object');
-  const extra = Object.keys(value)[0];
-  if (extra !== undefined) throw malformed(command, `${quote(extra)} in an answer that has no members`);
-}
-
-function checkUri(command: string, uri: string): string {
-  if (typeof uri !== 'string' || uri === '') throw new QmpError('ERR_FERRY_INPUT', `${command} needs a migration URI`, { command });
-  return uri;
-}
-
-function isPlainObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-function dropUndefined<T extends object>(o: T): T {
-  for (const k of Object.keys(o) as (keyof T)[]) if (o[k] === undefined) delete o[k];
-  return o;
-}
-
-/** Text from QEMU, made safe to put in a message: printable ASCII only, and not too long. */
-function printable(text: string, max = 200): string {
-  const clean = text.replace(/[^\x20-\x7e]/g, '?');
-  return clean.length > max ? `${clean.slice(0, max)}...` : clean;
-}
-
-/** A member name from the peer, quoted and cut short. */
-function quote(name: string): string {
-  return JSON.stringify(printable(name, 40));
 }
 
 function errnoOf(err: Error): string {
