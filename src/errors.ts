@@ -26,6 +26,8 @@ export const ERROR_CODES = {
   ERR_FERRY_ABORTED: 1,
   /** The command stopped following a migration (a second Ctrl-C), which carries on by itself. */
   ERR_FERRY_DETACHED: 1,
+  /** QEMU failed to start, exited, refused a command, or answered something malformed. */
+  ERR_FERRY_QEMU: 1,
   /** The named guest, host or file does not exist. */
   ERR_FERRY_NOT_FOUND: 2,
   /** Bad command-line usage: unknown command or flag, missing or malformed argument. */
