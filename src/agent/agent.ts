@@ -15,6 +15,7 @@ import { MigrationManager } from './migrations.js';
 import type { Logger } from '../common/log.js';
 import { FERRY_VERSION } from '../common/version.js';
 import { cpuFeatures, freeMemoryBytes, qemuAvailable } from './host-facts.js';
+import { DRIVERS, driverOf } from '../guest/index.js';
 import { PROTOCOL_VERSION } from '../control/protocol.js';
 import os from 'node:os';
 import { listenRouter, type MigrationRouter } from '../channel/index.js';
@@ -160,13 +161,18 @@ export class Agent {
           running: { outgoing: this.outgoing.running, incoming: this.incoming.running },
           queued: { outgoing: this.outgoing.queued, incoming: this.incoming.queued },
           qemu: qemuAvailable(),
+          drivers: await driverAvailability(),
           guests: (await this.state.listGuests()).length,
         }),
       },
       'migration.prepare-incoming': {
         roles: coordinator,
         timeoutMs: null, // waits in the incoming queue for as long as it takes
-        run: (params, ctx) => this.migrations.prepareIncoming({ ...params, ...ctx.key }, ctx.signal, ctx.emit),
+        run: async (params, ctx) => {
+          // A guest this host cannot run is refused before it takes a slot or a directory.
+          await driverOf(params.guest.driver).admit(params.guest);
+          return this.migrations.prepareIncoming({ ...params, ...ctx.key }, ctx.signal, ctx.emit);
+        },
       },
       'migration.start-outgoing': {
         roles: coordinator,
@@ -196,4 +202,10 @@ export class Agent {
       },
     };
   }
+}
+
+/** Which guest drivers this host runs, and with what (the QEMU probe runs once, at the first ask). */
+async function driverAvailability(): Promise<Record<string, { available: boolean; detail: string }>> {
+  const entries = await Promise.all(Object.values(DRIVERS).map(async (d) => [d.name, await d.availability()] as const));
+  return Object.fromEntries(entries);
 }

@@ -6,8 +6,8 @@
  */
 import { promises as fs } from 'node:fs';
 import { FerryError } from '../errors.js';
-import { attachGuest, startGuest, type GuestClient } from '../guest/index.js';
-import type { EncryptedMigration, GuestConfig } from '../guest/types.js';
+import { attachGuest, driverOf, startGuest, type GuestClient } from '../guest/index.js';
+import type { EncryptedMigration, GuestConfig, GuestCreateRequest } from '../guest/types.js';
 import type { GuestInfo } from '../control/protocol.js';
 import type { GuestRecord, StateDir } from './state.js';
 import type { Logger } from '../common/log.js';
@@ -51,9 +51,27 @@ export class GuestManager {
   async client(name: string): Promise<GuestClient | null> {
     const known = this.clients.get(name);
     if (known) return known;
-    const client = await attachGuest(this.state.guestDir(name));
+    const client = (await attachGuest(this.state.guestDir(name))) ?? (await this.revive(name));
     if (client) this.adopt(name, client);
     return client;
+  }
+
+  /**
+   * A guest whose process died while the guest itself runs on (a QEMU outlives the ferry process
+   * that supervises it): a new process adopts it. Incoming guests are left to the migration's recovery.
+   */
+  private async revive(name: string): Promise<GuestClient | null> {
+    const record = await this.state.readGuest(name).catch(() => null);
+    if (!record || record.incoming) return null;
+    const dir = this.state.guestDir(name);
+    if (!driverOf(record.config.driver).outlivesProcess(dir, record.config)) return null;
+    this.log.warn('guest process gone, its guest still runs: starting one to adopt it', { guest: name });
+    try {
+      return await startGuest(dir, record.config);
+    } catch (err) {
+      // Another caller revived it first.
+      return attachGuest(dir);
+    }
   }
 
   private adopt(name: string, client: GuestClient): void {
@@ -102,19 +120,30 @@ export class GuestManager {
     return this.info(await this.record(name));
   }
 
-  async create(config: GuestConfig): Promise<GuestInfo> {
-    return this.exclusive(config.name, async () => {
-      const exists = await this.state.readGuest(config.name).then(() => true, () => false);
-      if (exists) throw new FerryError('ERR_FERRY_INPUT', `guest "${config.name}" already exists on host ${this.host}`);
-      if (config.nic === 'sriov' && !this.state.config.hasSriov) {
+  async create(request: GuestCreateRequest): Promise<GuestInfo> {
+    return this.exclusive(request.name, async () => {
+      const exists = await this.state.readGuest(request.name).then(() => true, () => false);
+      if (exists) throw new FerryError('ERR_FERRY_INPUT', `guest "${request.name}" already exists on host ${this.host}`);
+      if (request.nic === 'sriov' && !this.state.config.hasSriov) {
         throw new FerryError('ERR_FERRY_REFUSED', `host ${this.host} has no passthrough-class NIC for --nic sriov (hosts get one with \`host init --sriov\`)`);
+      }
+      const dir = this.state.guestDir(request.name);
+      await fs.rm(dir, { recursive: true, force: true });
+      await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+      let config: GuestConfig;
+      try {
+        // The driver makes the whole config here, on the host that runs the guest (QEMU: accelerator, uuid, boot files).
+        config = await driverOf(request.driver).create(request, dir);
+      } catch (err) {
+        await fs.rm(dir, { recursive: true, force: true });
+        throw err;
       }
       const record: GuestRecord = { config, createdAt: new Date().toISOString() };
       // The record first: an agent that dies while the guest starts finds it on restart.
       await this.state.writeGuest(record);
       let client: GuestClient;
       try {
-        client = await startGuest(this.state.guestDir(config.name), config);
+        client = await startGuest(dir, config);
       } catch (err) {
         await this.state.removeGuest(config.name);
         await fs.rm(this.state.guestDir(config.name), { recursive: true, force: true });

@@ -20,8 +20,8 @@
  * "secretBytes":40}`, newline, then the 32-byte key and 8-byte nonce as raw bytes. The handler gets
  * them as Buffers (ChannelKey), which the server zeroes once the handler has settled.
  */
-import { type EncryptedMigration, type GuestConfig, type GuestState } from '../guest/types.js';
-import { checkGuestConfig } from '../guest/config.js';
+import type { EncryptedMigration, GuestConfig, GuestCreateRequest, GuestState } from '../guest/types.js';
+import { checkCreateRequest, checkGuestConfig } from '../guest/config.js';
 import type { ChannelMode } from '../channel/types.js';
 import type { ChannelParams, MigrationEvent, MigrationOutcome, MigrationResult, OutgoingSpec } from '../migration/types.js';
 import { FerryError } from '../errors.js';
@@ -111,11 +111,16 @@ export interface Capabilities {
   running: { outgoing: number; incoming: number };
   queued: { outgoing: number; incoming: number };
   qemu: boolean;
+  /** Each guest driver: whether this host runs its guests, and with what ("QEMU 7.2.22, TCG"); absent from agents before drivers. */
+  drivers?: Record<string, { available: boolean; detail: string }>;
   guests: number;
 }
 
 /** A guest as `vm list` shows it: its config, where it is, and how it runs. */
-export interface GuestInfo extends GuestConfig {
+export type GuestInfo = GuestConfig & GuestPlace;
+
+/** Where a guest is and how it runs, beside its config. */
+export interface GuestPlace {
   host: string;
   state: GuestState;
   /** The guest process, when it runs. */
@@ -237,7 +242,8 @@ export interface MigrationStatus {
 export interface Methods {
   hello: { params: HelloParams; result: HelloResult; event: never };
   capabilities: { params: Record<string, never>; result: Capabilities; event: never };
-  'guest.create': { params: { config: GuestConfig }; result: GuestInfo; event: never };
+  /** `config`: a create request (a synthetic guest's config as is; a QEMU guest's before its host chose accelerator, uuid and boot files). */
+  'guest.create': { params: { config: GuestCreateRequest }; result: GuestInfo; event: never };
   'guest.list': { params: Record<string, never>; result: { guests: GuestInfo[] }; event: never };
   'guest.get': { params: { name: string }; result: GuestInfo; event: never };
   'guest.set': { params: { name: string; encryptedMigration: EncryptedMigration }; result: GuestInfo; event: never };
@@ -328,7 +334,7 @@ const millis = optional(int({ min: 1, max: 7 * 24 * 3_600_000 }));
 export const PARAMS: { [M in Method]: Check<Params<M>> } = {
   hello: obj({ protocol: int({ min: 0, max: 1_000_000 }), client: str({ max: 200 }) }),
   capabilities: empty,
-  'guest.create': obj({ config: guestConfig }),
+  'guest.create': obj({ config: (v) => checkCreateRequest(v, 'params.config') }),
   'guest.list': empty,
   'guest.get': obj({ name: guestName }),
   'guest.set': obj({ name: guestName, encryptedMigration }),

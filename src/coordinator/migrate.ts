@@ -13,6 +13,7 @@ import type { AgentClient } from '../control/client.js';
 import { KEY_TRAILER_PROTOCOL, type Capabilities, type MigrationStreamEvent, type ResolveDecision, type StartOutgoingResult } from '../control/protocol.js';
 import type { GuestConfig, EncryptedMigration } from '../guest/types.js';
 import { configOf } from '../guest/config.js';
+import { diskBytesOf } from '../guest/types.js';
 import type { ChannelMode } from '../channel/types.js';
 import { formatBytes } from '../common/units.js';
 import type { Cluster } from './cluster.js';
@@ -199,7 +200,7 @@ export async function migrateGuest(req: MigrateRequest, hooks: MigrateHooks = {}
   const streams = req.streams ?? DEFAULT_STREAMS;
   const migrationId = newMigrationId();
   const started = performance.now();
-  emit({ type: 'decided', vm: req.guest, from: p.from, to, mode: p.mode, streams, memoryBytes: p.config.memoryBytes, diskBytes: p.config.diskBytes, warning: p.warning });
+  emit({ type: 'decided', vm: req.guest, from: p.from, to, mode: p.mode, streams, memoryBytes: p.config.memoryBytes, diskBytes: diskBytesOf(p.config), warning: p.warning });
 
   const secret = (hooks.newKey ?? MigrationKey.generate)();
   let outcome: StartOutgoingResult | null = null;

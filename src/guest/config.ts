@@ -6,7 +6,7 @@
 import { bad, defaulted, obj, oneOf, str, type Check } from '../common/validate.js';
 import { GUEST_NAME, GUEST_NAME_RULE } from '../common/names.js';
 import { DRIVERS, isDriverName } from './drivers.js';
-import type { EncryptedMigration, GuestConfig, NicKind } from './types.js';
+import type { EncryptedMigration, GuestConfig, GuestCreateRequest, NicKind } from './types.js';
 
 export const ENCRYPTED_MIGRATION_MODES: readonly EncryptedMigration[] = ['disabled', 'opportunistic', 'required'];
 
@@ -18,14 +18,26 @@ const COMMON_FIELDS = {
   encryptedMigration: defaulted(oneOf(ENCRYPTED_MIGRATION_MODES), 'opportunistic'),
 };
 
-const CHECKS = Object.fromEntries(Object.entries(DRIVERS).map(([name, d]) => [name, obj({ ...COMMON_FIELDS, ...d.configFields })])) as Record<string, Check<unknown>>;
+const checks = (fields: 'configFields' | 'createFields') =>
+  Object.fromEntries(Object.entries(DRIVERS).map(([name, d]) => [name, obj({ ...COMMON_FIELDS, ...d[fields] })])) as Record<string, Check<unknown>>;
+const CONFIG_CHECKS = checks('configFields');
+const CREATE_CHECKS = checks('createFields');
 
-/** A complete, checked copy of `value`; throws ERR_FERRY_INPUT naming the first bad field. */
-export function checkGuestConfig(value: unknown, field = 'guest config'): GuestConfig {
+function byDriver(checks: Record<string, Check<unknown>>, value: unknown, field: string): unknown {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) bad(field, 'must be an object');
   const driver = (value as { driver?: unknown }).driver;
   if (!isDriverName(driver)) bad(`${field}.driver`, `must be one of ${Object.keys(DRIVERS).join(', ')}`);
-  return CHECKS[driver]!(value, field) as GuestConfig;
+  return checks[driver]!(value, field);
+}
+
+/** A complete, checked copy of `value`; throws ERR_FERRY_INPUT naming the first bad field. */
+export function checkGuestConfig(value: unknown, field = 'guest config'): GuestConfig {
+  return byDriver(CONFIG_CHECKS, value, field) as GuestConfig;
+}
+
+/** A checked request to create a guest (its driver's create() makes the config from it). */
+export function checkCreateRequest(value: unknown, field = 'guest'): GuestCreateRequest {
+  return byDriver(CREATE_CHECKS, value, field) as GuestCreateRequest;
 }
 
 /** The config part of something that carries one (a GuestInfo: config plus where and how it runs). */

@@ -12,7 +12,7 @@
  * is the one place that names the drivers.
  */
 import type { Check } from '../common/validate.js';
-import type { GuestDriverName } from './types.js';
+import type { GuestConfig, GuestCreateRequest, GuestDriverName } from './types.js';
 
 export interface DriverAvailability {
   available: boolean;
@@ -24,8 +24,22 @@ export interface GuestDriver {
   readonly name: GuestDriverName;
   /** The driver's config fields, memoryBytes among them (the common ones are config.ts's). */
   readonly configFields: Record<string, Check<unknown>>;
+  /** The fields of a request to create such a guest (`ferry vm create`), besides the common ones. */
+  readonly createFields: Record<string, Check<unknown>>;
+  /**
+   * On the host that will run it: the guest's whole config from a checked create request, with
+   * whatever the guest needs placed in `dir` (0700, made by the caller). Refuses (a coded error)
+   * what this host cannot run.
+   */
+  create(request: GuestCreateRequest, dir: string): Promise<GuestConfig>;
+  /** True when the guest in `dir` still runs though its guest process is gone (the agent then starts one to adopt it). */
+  outlivesProcess(dir: string, config: GuestConfig): boolean;
+  /** On a migration's destination, before anything starts: refuses a guest this host cannot run. */
+  admit(config: GuestConfig): Promise<void>;
   /** The compiled guest process entry: `node ENTRY GUESTDIR [--incoming]`. */
   entry(): string;
+  /** What an operator reads about a guest of this driver, after its memory: `workload kv:get=...`, `1 CPU, TCG`. */
+  describe(config: GuestConfig): string;
   /** Whether this host can run guests of this driver. */
   availability(): Promise<DriverAvailability>;
 }

@@ -1,10 +1,13 @@
 /** The guest drivers ferry has: the one place that names them (src/guest/driver.ts is the contract). */
 import type { GuestDriver } from './driver.js';
+import { qemuDriver } from './qemu/driver.js';
 import { syntheticDriver } from './synthetic/driver.js';
-import type { GuestDriverName } from './types.js';
+import { formatBytes } from '../common/units.js';
+import type { GuestConfig, GuestDriverName } from './types.js';
 
 export const DRIVERS: Readonly<Record<GuestDriverName, GuestDriver>> = {
   synthetic: syntheticDriver,
+  qemu: qemuDriver,
 };
 
 export function isDriverName(name: unknown): name is GuestDriverName {
@@ -13,4 +16,10 @@ export function isDriverName(name: unknown): name is GuestDriverName {
 
 export function driverOf(name: GuestDriverName): GuestDriver {
   return DRIVERS[name];
+}
+
+/** A guest in a few words: its memory, then what its driver says of it. */
+export function describeGuest(config: GuestConfig): string {
+  const rest = DRIVERS[config.driver].describe(config);
+  return `${formatBytes(config.memoryBytes)} memory${rest ? `, ${rest}` : ''}`;
 }

@@ -3,12 +3,13 @@
  * control protocol, and the guest processes the agent runs (process.ts).
  */
 export { GuestClient, type GuestStatusReport, type MigrationInfo, type MigrationPhase } from './client.js';
-export { checkGuestConfig, configOf, ENCRYPTED_MIGRATION_MODES } from './config.js';
+export { checkCreateRequest, checkGuestConfig, configOf, ENCRYPTED_MIGRATION_MODES } from './config.js';
 export type { DriverAvailability, GuestDriver } from './driver.js';
-export { DRIVERS, driverOf, isDriverName } from './drivers.js';
+export { describeGuest, DRIVERS, driverOf, isDriverName } from './drivers.js';
 /** The synthetic driver's workloads, as `--workload` spells them. */
 export { formatWorkload, parseWorkload } from './synthetic/config.js';
 export { CONFIG_FILE, CONTROL_SOCKET, LOG_FILE, PID_FILE } from './files.js';
 export { attachGuest, IncomingGuest, startGuest, startIncomingGuest } from './process.js';
 export type * from './types.js';
+export { diskBytesOf } from './types.js';
 export type { IncomingSpec, MigrationEvent, MigrationResult, OutgoingSpec } from '../migration/types.js';

@@ -3,7 +3,7 @@
  */
 
 /** The drivers ferry has (src/guest/drivers.ts). */
-export type GuestDriverName = 'synthetic';
+export type GuestDriverName = 'synthetic' | 'qemu';
 /**
  * `migrating`: pre-copy or switch-over in progress (running, or paused for switch-over).
  * `incoming`: a destination guest receiving a migration; it runs only once committed.
@@ -39,7 +39,47 @@ export interface SyntheticConfig extends GuestConfigBase {
   workload: Workload;
 }
 
-export type GuestConfig = SyntheticConfig;
+/**
+ * A QEMU/KVM virtual machine (src/guest/qemu): its command line is made from these fields alone
+ * (src/guest/qemu/argv.ts), so both ends of a migration run the same machine.
+ */
+export interface QemuConfig extends GuestConfigBase {
+  driver: 'qemu';
+  cpus: number;
+  /** The pinned QEMU machine type, e.g. pc-i440fx-7.2. */
+  machine: string;
+  /** Chosen at create: KVM only where it runs at speed, else TCG. */
+  accel: 'kvm' | 'tcg';
+  uuid: string;
+  /** The files it boots from, kept in the guest directory (boot/kernel, boot/initrd). */
+  kernel: { bytes: number; sha256: string };
+  initrd?: { bytes: number; sha256: string };
+  append: string;
+  /** The exact QEMU command line without the binary, `{dir}` for the guest directory. */
+  argv: string[];
+}
+
+export type GuestConfig = SyntheticConfig | QemuConfig;
+
+/** What `ferry vm create` asks of a host: a synthetic guest's config as it is; a QEMU guest's, before its host chose the accelerator, a uuid and the files it boots from. */
+export type GuestCreateRequest = SyntheticConfig | QemuCreateRequest;
+
+export interface QemuCreateRequest extends GuestConfigBase {
+  driver: 'qemu';
+  cpus: number;
+  /** auto: KVM where it runs at speed on the host, else TCG. */
+  accel: 'auto' | 'kvm' | 'tcg';
+  machine?: string;
+  /** Absolute paths on the guest's host; without a kernel, ferry's own test guest. */
+  kernel?: string;
+  initrd?: string;
+  append: string;
+}
+
+/** Disk bytes of a guest (the synthetic driver's one image; QEMU guests have none yet). */
+export function diskBytesOf(config: GuestConfig): number {
+  return config.driver === 'synthetic' ? config.diskBytes : 0;
+}
 
 export interface GuestStatus {
   name: string;
@@ -47,8 +87,11 @@ export interface GuestStatus {
   pid: number;
   memoryBytes: number;
   diskBytes: number;
-  workload: Workload;
+  /** Synthetic guests: what the workload does. */
+  workload?: Workload;
   nic: NicKind;
+  /** QEMU guests: the QEMU process's pid (pid is the ferry process that supervises it). */
+  hypervisorPid?: number;
   /** Workload operations completed in the last second (GETs + SETs, or page writes). */
   opsPerSecond: number;
   /** 0 (not throttled) to 99: the share of time the workload is held back. */

@@ -6,10 +6,10 @@
 import { defineCommand } from '../command.js';
 import { FerryError } from '../../errors.js';
 import { formatBytes } from '../../common/units.js';
-import { formatWorkload, parseWorkload } from '../../guest/index.js';
+import { describeGuest, parseWorkload } from '../../guest/index.js';
 import { connectHost } from '../../coordinator/connect.js';
 import type { Cluster } from '../../coordinator/cluster.js';
-import type { GuestConfig } from '../../guest/types.js';
+import type { SyntheticConfig } from '../../guest/types.js';
 import { LocalCluster } from '../demo-cluster.js';
 import type { Output } from '../output.js';
 import { migrateWithProgress } from './migrate.js';
@@ -35,12 +35,12 @@ async function guestOn(cluster: Cluster, host: string) {
   }
 }
 
-async function run(output: Output, config: GuestConfig, local: LocalCluster): Promise<void> {
+async function run(output: Output, config: SyntheticConfig, local: LocalCluster): Promise<void> {
   output.info(`ferry demo: a cluster in ${local.root} (removed at the end)`);
   output.emit({ type: 'demo', dir: local.root });
   output.info('  CA and certificates; agents of hosts a and b on 127.0.0.1 ...');
   const cluster = await local.start(['a', 'b']);
-  output.info(`  guest "${GUEST}" on host a: ${formatBytes(config.memoryBytes)} memory, workload ${formatWorkload(config.workload)} ...`);
+  output.info(`  guest "${GUEST}" on host a: ${describeGuest(config)} ...`);
   const a = await connectHost(cluster, 'a');
   try {
     await a.call('guest.create', { config }, { timeoutMs: 10 * 60_000 });
@@ -85,7 +85,7 @@ export const demoCommand = defineCommand<DemoArgs>({
     } catch (err) {
       throw new FerryError('ERR_FERRY_USAGE', `--workload: ${(err as Error).message}`);
     }
-    const config: GuestConfig = {
+    const config: SyntheticConfig = {
       name: GUEST,
       driver: 'synthetic',
       memoryBytes: guestSize(args.memory, '--memory', 1 << 20),

@@ -3,11 +3,12 @@ import { checkGuestName, defineCommand } from '../command.js';
 import { withClusterOption, openCluster } from '../cluster-option.js';
 import { FerryError } from '../../errors.js';
 import { formatBytes, parseSize } from '../../common/units.js';
-import type { GuestConfig, GuestDriverName, NicKind } from '../../guest/types.js';
+import path from 'node:path';
+import type { GuestCreateRequest, GuestDriverName, NicKind } from '../../guest/types.js';
 import { clusterHost } from '../../coordinator/cluster.js';
 import { connectHost, eachHost } from '../../coordinator/connect.js';
 import { parseEncryptedMigration } from '../../coordinator/mode.js';
-import { formatWorkload, parseWorkload } from '../../guest/index.js';
+import { describeGuest, parseWorkload } from '../../guest/index.js';
 
 interface VmCreateArgs {
   name: string;
@@ -17,6 +18,11 @@ interface VmCreateArgs {
   workload: string;
   nic: string;
   driver: string;
+  cpus?: number;
+  kernel?: string;
+  initrd?: string;
+  append?: string;
+  accel?: string;
   'encrypted-migration': string;
   cluster?: string;
 }
@@ -44,14 +50,8 @@ function choice<T extends string>(value: string, option: string, allowed: readon
   return value as T;
 }
 
-/** The synthetic guest is the one driver agents run yet; `qemu` is named in the config but refused. */
-function driver(value: string): GuestDriverName {
-  if (value === 'qemu') usage('--driver qemu: this version runs synthetic guests only (QEMU guests are not managed yet; `ferry bench migrate` drives QEMU only to compare)');
-  return choice<GuestDriverName>(value, '--driver', ['synthetic']);
-}
-
-/** The guest config from the flags, checked before any host is asked. */
-function guestConfig(args: VmCreateArgs): GuestConfig {
+/** The create request from the flags, checked before any host is asked. */
+function guestRequest(args: VmCreateArgs): GuestCreateRequest {
   checkGuestName(args.name);
   const asUsage = <T>(fn: () => T): T => {
     try {
@@ -60,14 +60,39 @@ function guestConfig(args: VmCreateArgs): GuestConfig {
       usage((err as Error).message);
     }
   };
-  return {
+  const driver = choice<GuestDriverName>(args.driver, '--driver', ['synthetic', 'qemu']);
+  const common = {
     name: args.name,
-    driver: driver(args.driver),
-    memoryBytes: guestSize(args.memory, '--memory', 1 << 20),
-    diskBytes: guestSize(args.disk, '--disk', 0),
-    workload: asUsage(() => parseWorkload(args.workload)),
     nic: choice<NicKind>(args.nic, '--nic', ['virtio', 'sriov']),
     encryptedMigration: asUsage(() => parseEncryptedMigration(args['encrypted-migration'], '--encrypted-migration')),
+  };
+  const qemuOnly = (['cpus', 'kernel', 'initrd', 'append', 'accel'] as const).filter((o) => args[o] !== undefined);
+  if (driver === 'synthetic') {
+    if (qemuOnly.length) usage(`--${qemuOnly[0]} is for --driver qemu guests`);
+    return {
+      ...common,
+      driver,
+      memoryBytes: guestSize(args.memory, '--memory', 1 << 20),
+      diskBytes: guestSize(args.disk, '--disk', 0),
+      workload: asUsage(() => parseWorkload(args.workload)),
+    };
+  }
+  if (args.disk !== '0') usage('--disk: QEMU guests have no disks yet');
+  if (args.workload !== 'idle') usage("--workload is for synthetic guests; a QEMU guest runs its kernel (without --kernel, ferry's test guest, configured with --append)");
+  if (args.initrd && !args.kernel) usage('--initrd needs --kernel');
+  const memoryBytes = guestSize(args.memory, '--memory', 16 << 20);
+  if (memoryBytes % (1 << 20) !== 0) usage('--memory: a QEMU guest has whole MiB of memory');
+  const cpus = args.cpus ?? 1;
+  if (!Number.isInteger(cpus) || cpus < 1 || cpus > 64) usage('--cpus: 1 to 64');
+  return {
+    ...common,
+    driver,
+    memoryBytes,
+    cpus,
+    accel: choice(args.accel ?? 'auto', '--accel', ['auto', 'kvm', 'tcg'] as const),
+    ...(args.kernel ? { kernel: path.resolve(args.kernel) } : {}),
+    ...(args.initrd ? { initrd: path.resolve(args.initrd) } : {}),
+    append: args.append ?? '',
   };
 }
 
@@ -82,12 +107,19 @@ export const vmCreateCommand = defineCommand<VmCreateArgs>({
       .option('disk', { type: 'string', default: '0', requiresArg: true, describe: 'disk image size (0: none)' })
       .option('workload', { type: 'string', default: 'idle', requiresArg: true, describe: 'idle | kv:get=N,set=N | dirty:RATE (e.g. dirty:200MB)' })
       .option('nic', { type: 'string', default: 'virtio', requiresArg: true, describe: 'virtio (emulated) | sriov (passthrough-class: needs a host made with --sriov)' })
-      .option('driver', { type: 'string', default: 'synthetic', requiresArg: true, describe: 'synthetic (the only driver yet)' })
+      .option('driver', { type: 'string', default: 'synthetic', requiresArg: true, describe: 'synthetic (a ferry process with real memory and a workload) | qemu (a QEMU/KVM virtual machine)' })
+      .option('cpus', { type: 'number', requiresArg: true, describe: 'qemu: virtual CPUs (default 1)' })
+      .option('kernel', { type: 'string', requiresArg: true, describe: "qemu: the kernel to boot, a file on the guest's host (default: ferry's test guest)" })
+      .option('initrd', { type: 'string', requiresArg: true, describe: "qemu: an initramfs, a file on the guest's host" })
+      .option('append', { type: 'string', requiresArg: true, describe: 'qemu: the kernel command line (the test guest takes fill=MiB window=MiB rate=KiB/s)' })
+      .option('accel', { type: 'string', requiresArg: true, describe: 'qemu: auto (KVM where it runs at speed on the host, else TCG) | kvm | tcg' })
       .option('encrypted-migration', { type: 'string', default: 'opportunistic', requiresArg: true, describe: 'disabled | opportunistic | required' })
       .example('$0 vm create web1 --host a --memory 1GiB', 'an idle 1 GiB guest')
-      .example('$0 vm create db1 --host a --memory 2GiB --disk 4GiB --workload kv:get=150000,set=50000 --encrypted-migration required', 'a key-value guest that only ever moves encrypted'),
+      .example('$0 vm create db1 --host a --memory 2GiB --disk 4GiB --workload kv:get=150000,set=50000 --encrypted-migration required', 'a key-value guest that only ever moves encrypted')
+      .example('$0 vm create vm1 --host a --driver qemu --memory 512MiB', "a QEMU virtual machine running ferry's test guest")
+      .example('$0 vm create vm2 --host a --driver qemu --memory 1GiB --cpus 2 --kernel /boot/vmlinuz --initrd /boot/initrd.img --append console=ttyS0', 'a QEMU virtual machine booting a Linux kernel'),
   run: async (output, args) => {
-    const config = guestConfig(args);
+    const config = guestRequest(args);
     const cluster = await openCluster(args);
     clusterHost(cluster, args.host);
     // Guest names are unique in the cluster: vm set/destroy and migrate find a guest by name.
@@ -99,7 +131,7 @@ export const vmCreateCommand = defineCommand<VmCreateArgs>({
     const client = await connectHost(cluster, args.host);
     try {
       const guest = await client.call('guest.create', { config }, { timeoutMs: 10 * 60_000 });
-      output.print(`guest ${guest.name} ${guest.state} on ${guest.host}: ${formatBytes(guest.memoryBytes)} memory, ${guest.diskBytes ? `${formatBytes(guest.diskBytes)} disk, ` : ''}workload ${formatWorkload(guest.workload)}`);
+      output.print(`guest ${guest.name} ${guest.state} on ${guest.host}: ${describeGuest(guest)}`);
       output.emit({ type: 'result', ok: true, guest });
     } finally {
       client.close();

@@ -4,6 +4,7 @@ import { withClusterOption, openCluster } from '../cluster-option.js';
 import { FerryError } from '../../errors.js';
 import { formatBytes } from '../../common/units.js';
 import type { GuestInfo } from '../../control/protocol.js';
+import { diskBytesOf } from '../../guest/index.js';
 import { clusterHost } from '../../coordinator/cluster.js';
 import { eachHost } from '../../coordinator/connect.js';
 import { table } from '../table.js';
@@ -16,11 +17,11 @@ export function guestLine(g: GuestInfo): Record<string, unknown> {
     host: g.host,
     state: g.state,
     memoryBytes: g.memoryBytes,
-    diskBytes: g.diskBytes,
+    diskBytes: diskBytesOf(g),
     driver: g.driver,
     encryptedMigration: g.encryptedMigration,
     nic: g.nic,
-    workload: g.workload,
+    ...(g.driver === 'synthetic' ? { workload: g.workload } : {}),
     pid: g.pid,
     opsPerSecond: g.opsPerSecond,
     workloadReady: g.workloadReady,
@@ -54,7 +55,7 @@ export const vmListCommand = defineCommand<{ host?: string; cluster?: string }>(
       if (guests.length === 0) output.print(failed.length ? '' : 'no guests');
       else {
         const rows = [['NAME', 'HOST', 'STATE', 'MEMORY', 'DISK', 'DRIVER', 'NIC', 'ENCRYPTED-MIGRATION']];
-        for (const g of guests) rows.push([g.name, g.host, g.state, formatBytes(g.memoryBytes), g.diskBytes ? formatBytes(g.diskBytes) : '-', g.driver, g.nic, g.encryptedMigration]);
+        for (const g of guests) rows.push([g.name, g.host, g.state, formatBytes(g.memoryBytes), diskBytesOf(g) ? formatBytes(diskBytesOf(g)) : '-', g.driver, g.nic, g.encryptedMigration]);
         for (const line of table(rows)) output.print(line);
       }
     }

@@ -7,7 +7,7 @@ import { randomInt } from 'node:crypto';
 import { join } from 'node:path';
 import { FerryError } from '../../errors.js';
 import type { DestinationGuest, SourceGuest } from '../../migration/types.js';
-import type { GuestConfig, GuestState, GuestStatus } from '../types.js';
+import type { GuestState, GuestStatus, SyntheticConfig } from '../types.js';
 import { guestDigest } from './digest.js';
 import { DirtyLog } from './dirty-log.js';
 import { DiskImage } from './disk.js';
@@ -19,7 +19,7 @@ import type { WorkloadDeviceState } from './workloads.js';
 export const DISK_FILE = 'disk.img';
 
 export class SyntheticGuest implements SourceGuest, DestinationGuest {
-  readonly config: GuestConfig;
+  readonly config: SyntheticConfig;
   readonly memory: GuestMemory;
   readonly pageLog: DirtyLog;
   readonly disk: DiskImage | null;
@@ -31,7 +31,7 @@ export class SyntheticGuest implements SourceGuest, DestinationGuest {
   /** The agent asked for a pause (a migration that gives up restores this, not "running"). */
   private userPaused = false;
 
-  constructor(dir: string, config: GuestConfig, options: { incoming: boolean }) {
+  constructor(dir: string, config: SyntheticConfig, options: { incoming: boolean }) {
     this.config = config;
     this.memory = new GuestMemory(config.memoryBytes);
     this.pageLog = new DirtyLog(this.memory.pageCount);

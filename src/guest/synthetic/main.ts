@@ -24,7 +24,7 @@ import type { MigrationInfo } from '../migration-tracker.js';
 import { listenControl, type GuestCallContext, type GuestHandlers } from '../control-server.js';
 import { SyntheticGuest } from './guest.js';
 import { MigrationTracker } from '../migration-tracker.js';
-import { openIncoming, openOutgoing, type IncomingTransport } from './transport.js';
+import { openIncoming, openOutgoing, type IncomingTransport } from '../transport.js';
 
 const dir = process.argv[2];
 const incomingMode = process.argv.includes('--incoming');
@@ -37,7 +37,9 @@ function log(message: string): void {
   process.stderr.write(`${new Date().toISOString()} ${message}\n`);
 }
 
-const config = checkGuestConfig(JSON.parse(readFileSync(join(dir, CONFIG_FILE), 'utf8')));
+const loaded = checkGuestConfig(JSON.parse(readFileSync(join(dir, CONFIG_FILE), 'utf8')));
+if (loaded.driver !== 'synthetic') throw new FerryError('ERR_FERRY_INPUT', `${dir} holds a ${loaded.driver} guest, not a synthetic one`);
+const config = loaded;
 const guest = new SyntheticGuest(dir, config, { incoming: incomingMode });
 let tracker: MigrationTracker | null = null;
 /** --incoming: the migration that brought the guest here (tracker moves on to later outgoing ones). */

@@ -4,11 +4,11 @@
  * hands over (with the bytes the agent's router already read).
  */
 import type { Socket } from 'node:net';
-import { connectChannel, createIncomingChannel } from '../../channel/index.js';
-import type { ChannelOptions } from '../../channel/channel.js';
-import type { Channel } from '../../channel/types.js';
-import type { ChannelParams } from '../../migration/types.js';
-import { pageCopier } from '../../crypto/index.js';
+import { connectChannel, createIncomingChannel } from '../channel/index.js';
+import type { ChannelOptions } from '../channel/channel.js';
+import type { Channel } from '../channel/types.js';
+import type { ChannelParams } from '../migration/types.js';
+import { pageCopier } from '../crypto/index.js';
 
 export interface IncomingTransport {
   channel: Channel;

@@ -1,0 +1,308 @@
+/**
+ * A QEMU guest as its ferry process holds it: the QEMU that runs it (started, or adopted after the
+ * previous ferry process died), the guest control protocol's handlers (src/guest/protocol.ts) on
+ * top of QMP, and the migrations out and in (migrate-out.ts, migrate-in.ts).
+ */
+import { promises as fs, readFileSync } from 'node:fs';
+import type { Socket } from 'node:net';
+import path from 'node:path';
+import { FerryError, toFerryError } from '../../errors.js';
+import type { MigrationEvent } from '../../migration/types.js';
+import type { GuestCallContext, GuestHandlers } from '../control-server.js';
+import { MigrationTracker, type MigrationInfo } from '../migration-tracker.js';
+import { keyOfTrailer, PROTOCOL_VERSION, type MigrateOutParams, type PrepareIncomingParams } from '../protocol.js';
+import { openIncoming, openOutgoing, type IncomingTransport } from '../transport.js';
+import type { GuestState, GuestStatus, QemuConfig } from '../types.js';
+import { CONSOLE_LOG } from './argv.js';
+import { Qemu } from './hypervisor.js';
+import { migrateQemuIn } from './migrate-in.js';
+import { migrateQemuOut } from './migrate-out.js';
+import { canDigest, ramDigest, RAM_DIGEST_ALGORITHM } from './ram-digest.js';
+import { parseTestGuestLine } from './test-guest.js';
+
+export interface QemuGuestHost {
+  /** Ends the ferry process (after the reply in flight), removing the guest directory when asked. */
+  exit(code: number, removeDir?: boolean): void;
+  log(message: string): void;
+}
+
+export class QemuGuest {
+  private qemu: Qemu | null = null;
+  private state: GuestState = 'stopped';
+  private tracker: MigrationTracker | null = null;
+  /** Incoming: the migration that brings the guest here. */
+  private arrival: MigrationTracker | null = null;
+  private cancelOutgoing: AbortController | null = null;
+  private incoming: IncomingTransport | null = null;
+  private readonly earlySockets: Array<{ socket: Socket; head: Uint8Array }> = [];
+  private decide: ((d: 'commit' | 'abort') => void) | null = null;
+
+  constructor(
+    readonly dir: string,
+    readonly config: QemuConfig,
+    readonly incomingMode: boolean,
+    private readonly host: QemuGuestHost,
+  ) {}
+
+  /** Runs the guest: adopts the QEMU already running it, or starts one. An incoming guest waits for its migration instead. */
+  async start(): Promise<void> {
+    if (this.incomingMode) {
+      this.state = 'incoming';
+      return;
+    }
+    const adopted = await Qemu.adopt(this.config, this.dir);
+    this.qemu = adopted ?? (await Qemu.start(this.config, this.dir));
+    this.host.log(`${adopted ? 'adopted' : 'started'} QEMU pid ${this.qemu.pid}`);
+    this.watch(this.qemu);
+    const status = await this.qemu.qmp.queryStatus();
+    this.state = status.running ? 'running' : 'paused';
+  }
+
+  /** A QEMU that exits behind ferry's back (crashed, killed) ends its guest: this process exits too. */
+  private watch(qemu: Qemu): void {
+    void qemu.qmp.closed.then(async () => {
+      if (this.qemu !== qemu) return;
+      await qemu.exited();
+      if (this.qemu !== qemu) return;
+      this.host.log('QEMU exited');
+      this.state = 'stopped';
+      if (!this.busy) this.host.exit(1);
+    });
+  }
+
+  /** A source migration running or unresolved: the process must not stop (the guest could end up nowhere). */
+  get busy(): boolean {
+    return this.tracker !== null && this.tracker.role === 'source' && !['committed', 'aborted'].includes(this.tracker.phase);
+  }
+
+  /** An incoming guest whose migration was prepared. */
+  get prepared(): boolean {
+    return this.arrival !== null;
+  }
+
+  /** A data socket handed over the agent's IPC channel. */
+  adoptSocket(socket: Socket, head: Uint8Array): void {
+    if (this.incoming) this.incoming.adopt(socket, head);
+    else if (this.incomingMode && this.earlySockets.length < 16) this.earlySockets.push({ socket, head });
+    else socket.destroy();
+  }
+
+  async close(): Promise<void> {
+    await this.qemu?.qmp.close();
+  }
+
+  status(): GuestStatus {
+    const c = this.config;
+    return {
+      name: c.name, state: this.state, pid: process.pid, memoryBytes: c.memoryBytes, diskBytes: 0, nic: c.nic,
+      opsPerSecond: this.consoleRate(), throttlePercent: 0,
+      ...(this.qemu ? { hypervisorPid: this.qemu.pid } : {}),
+    };
+  }
+
+  /** The test guest's pages rewritten a second, from its last two ticks on the console; 0 for other guests. */
+  private consoleRate(): number {
+    try {
+      const text = readFileSync(path.join(this.dir, CONSOLE_LOG), 'utf8').slice(-4096);
+      const ticks = text.split(/\r?\n/).map((l) => { try { return parseTestGuestLine(l); } catch { return null; } }).filter((t) => t?.kind === 'tick');
+      const [a, b] = ticks.slice(-2) as Array<{ seconds: number; dirtied: number }>;
+      return a && b && b.seconds > a.seconds ? Math.round((b.dirtied - a.dirtied) / (b.seconds - a.seconds)) : 0;
+    } catch {
+      return 0;
+    }
+  }
+
+  private requireQemu(action: string): Qemu {
+    if (!this.qemu) throw new FerryError('ERR_FERRY_REFUSED', `cannot ${action}: this guest's QEMU does not run here (${this.state})`);
+    return this.qemu;
+  }
+
+  handlers(): GuestHandlers {
+    return {
+      hello: () => ({ protocol: PROTOCOL_VERSION, pid: process.pid, name: this.config.name, incoming: this.incomingMode }),
+      status: () => ({ ...this.status(), workloadReady: true, migration: this.tracker?.info() ?? null }),
+      pause: async () => {
+        if (this.state !== 'running' && this.state !== 'paused') throw new FerryError('ERR_FERRY_REFUSED', `cannot pause a guest that is ${this.state}`);
+        await this.requireQemu('pause').qmp.stop();
+        this.state = 'paused';
+        return this.status();
+      },
+      resume: async () => {
+        if (this.state !== 'running' && this.state !== 'paused') throw new FerryError('ERR_FERRY_REFUSED', `cannot resume a guest that is ${this.state}`);
+        await this.requireQemu('resume').qmp.cont();
+        this.state = 'running';
+        return this.status();
+      },
+      throttle: () => {
+        throw new FerryError('ERR_FERRY_REFUSED', "a QEMU guest is throttled only by QEMU's auto-converge, during a migration");
+      },
+      digest: async () => {
+        const qemu = this.requireQemu('digest');
+        if ((await qemu.qmp.queryStatus()).running) throw new FerryError('ERR_FERRY_REFUSED', 'a digest of a running guest means nothing: pause it first');
+        if (!canDigest(this.config.memoryBytes)) throw new FerryError('ERR_FERRY_REFUSED', 'this guest is too large for a RAM digest');
+        return { digest: await ramDigest(qemu.qmp, this.dir, this.config.memoryBytes), algorithm: RAM_DIGEST_ALGORITHM };
+      },
+      stop: async () => {
+        if (this.busy) throw new FerryError('ERR_FERRY_REFUSED', `a migration is ${this.tracker!.phase}: resolve it first`);
+        await this.stopQemu();
+        this.host.exit(0);
+        return { stopped: true as const };
+      },
+      destroy: async () => {
+        if (this.busy) throw new FerryError('ERR_FERRY_REFUSED', `a migration is ${this.tracker!.phase}: resolve it first`);
+        await this.stopQemu();
+        this.host.exit(0, true);
+        return { destroyed: true as const };
+      },
+      'migrate-out': (params, ctx) => this.migrateOut(params, ctx),
+      'cancel-migration': ({ migrationId }) => this.cancel(migrationId),
+      'prepare-incoming': (params, ctx) => this.prepareIncoming(params, ctx),
+      migration: () => this.tracker?.info() ?? null,
+      'await-migration': async (_p, ctx) => {
+        if (!this.tracker) throw new FerryError('ERR_FERRY_NOT_FOUND', 'no migration has run in this guest process');
+        return this.follow(this.tracker, ctx);
+      },
+      commit: () => this.decideIncoming('commit'),
+      abort: () => this.decideIncoming('abort'),
+      'resume-after-abort': async () => {
+        if (this.state !== 'in-doubt') throw new FerryError('ERR_FERRY_REFUSED', `resume-after-abort is for a guest in doubt; this one is ${this.state}`);
+        await this.requireQemu('resume').qmp.cont();
+        this.state = 'running';
+        this.tracker?.setPhase('aborted');
+        this.host.log('in-doubt migration resolved: not committed at the destination; the guest runs here again');
+        return this.status();
+      },
+      finish: async () => {
+        if (this.state !== 'in-doubt' && this.state !== 'migrated') throw new FerryError('ERR_FERRY_REFUSED', `finish is for a guest handed over; this one is ${this.state}`);
+        this.tracker?.setPhase('committed');
+        this.host.log('migration resolved: committed at the destination; this copy stops');
+        await this.stopQemu();
+        this.host.exit(0);
+        return { finished: true as const };
+      },
+    };
+  }
+
+  private async stopQemu(): Promise<void> {
+    const qemu = this.qemu;
+    this.qemu = null;
+    this.state = 'stopped';
+    await qemu?.stop();
+  }
+
+  private async follow(t: MigrationTracker, ctx: GuestCallContext<MigrationEvent>): Promise<MigrationInfo> {
+    const unsubscribe = t.subscribe((e) => ctx.emit(e));
+    try {
+      await Promise.race([t.waitSettled(), ctx.closed]);
+    } finally {
+      unsubscribe();
+    }
+    return t.info();
+  }
+
+  private async migrateOut(params: MigrateOutParams, ctx: GuestCallContext<MigrationEvent>): Promise<MigrationInfo> {
+    if (this.incomingMode && this.arrival?.phase !== 'committed') throw new FerryError('ERR_FERRY_REFUSED', 'an incoming guest cannot migrate out before its arrival commits');
+    if (this.busy) throw new FerryError('ERR_FERRY_REFUSED', 'a migration of this guest is already in progress');
+    if (this.state !== 'running' && this.state !== 'paused') throw new FerryError('ERR_FERRY_REFUSED', `cannot migrate a guest that is ${this.state}`);
+    const qemu = this.requireQemu('migrate');
+    const spec = { ...params, ...keyOfTrailer(ctx.secret) };
+    const t = new MigrationTracker('source', spec.migrationId);
+    this.tracker = t;
+    const cancel = new AbortController();
+    this.cancelOutgoing = cancel;
+    const before = this.state;
+    this.state = 'migrating';
+    this.host.log(`migration ${spec.migrationId} out to ${spec.networks.join(',')} (${spec.mode}, ${spec.streams} streams)`);
+    const unsubscribe = t.subscribe((e) => ctx.emit(e));
+    try {
+      let channel;
+      try {
+        channel = await openOutgoing(spec, spec.networks, cancel.signal);
+      } finally {
+        spec.key.fill(0);
+        spec.nonce.fill(0);
+      }
+      const { key: _k, nonce: _n, ...rest } = spec;
+      const result = await migrateQemuOut(channel, { config: this.config, dir: this.dir, qemu, spec: rest, signal: cancel.signal, emit: (e) => t.emit(e) });
+      this.state = result.outcome === 'committed' ? 'migrated' : result.outcome === 'in-doubt' ? 'in-doubt' : before;
+      this.host.log(`migration ${spec.migrationId}: ${result.outcome}${result.error ? ` (${result.error.code}: ${result.error.message})` : ''}`);
+      t.setPhase(result.outcome, result);
+      return t.info();
+    } catch (err) {
+      // No channel: nothing was sent, QEMU never started migrating.
+      const e = toFerryError(err);
+      this.state = before;
+      t.emit({ type: 'aborted', code: e.code, message: e.message });
+      t.setPhase('aborted');
+      this.host.log(`migration ${spec.migrationId}: aborted (${e.code}: ${e.message})`);
+      throw e;
+    } finally {
+      unsubscribe();
+      if (this.cancelOutgoing === cancel) this.cancelOutgoing = null;
+    }
+  }
+
+  private cancel(id: string): { migrationId: string; cancelled: true } {
+    const t = this.tracker;
+    if (!t || t.role !== 'source' || t.migrationId !== id || !this.cancelOutgoing) {
+      throw new FerryError('ERR_FERRY_REFUSED', `no outgoing migration "${id}" runs in this guest process`);
+    }
+    if (t.phase !== 'running') throw new FerryError('ERR_FERRY_REFUSED', `migration "${id}" is ${t.phase}: nothing left to cancel`);
+    if (t.switchingOver) {
+      throw new FerryError('ERR_FERRY_REFUSED', 'switch-over already under way: the guest is paused for the hand-off, which the destination decides; it ends by itself, normally within the downtime limit (--max-downtime)');
+    }
+    this.host.log(`migration ${id}: cancelled by the operator`);
+    this.cancelOutgoing.abort(new FerryError('ERR_FERRY_ABORTED', 'cancelled by the operator'));
+    return { migrationId: id, cancelled: true };
+  }
+
+  private async prepareIncoming(params: PrepareIncomingParams, ctx: GuestCallContext<never>): Promise<{ migrationId: string }> {
+    if (!this.incomingMode) throw new FerryError('ERR_FERRY_REFUSED', 'this guest was not started to receive a migration');
+    if (this.arrival) throw new FerryError('ERR_FERRY_REFUSED', 'this incoming guest is already prepared');
+    const spec = { ...params, ...keyOfTrailer(ctx.secret) };
+    const t = new MigrationTracker('destination', spec.migrationId);
+    this.tracker = t;
+    this.arrival = t;
+    try {
+      this.incoming = await openIncoming(spec);
+    } finally {
+      spec.key.fill(0);
+      spec.nonce.fill(0);
+    }
+    for (const { socket, head } of this.earlySockets.splice(0)) this.incoming.adopt(socket, head);
+    this.host.log(`incoming migration ${spec.migrationId} prepared (${spec.mode})`);
+    void migrateQemuIn(this.incoming.channel, {
+      config: this.config,
+      dir: this.dir,
+      decide: () => new Promise((resolve) => (this.decide = resolve)),
+      emit: (e) => t.emit(e),
+    }).then(({ result, qemu }) => {
+      this.host.log(`incoming migration ${spec.migrationId}: ${result.outcome}${result.error ? ` (${result.error.code}: ${result.error.message})` : ''}`);
+      if (qemu) {
+        this.qemu = qemu;
+        this.state = 'running';
+        this.watch(qemu);
+      }
+      t.setPhase(result.outcome, result);
+      // Not committed: this process never runs the guest. Give waiters a moment to hear it.
+      if (result.outcome !== 'committed') setTimeout(() => this.host.exit(1), 1000);
+    });
+    return { migrationId: spec.migrationId };
+  }
+
+  private async decideIncoming(decision: 'commit' | 'abort'): Promise<MigrationInfo> {
+    const t = this.tracker;
+    if (!t || t.role !== 'destination') throw new FerryError('ERR_FERRY_REFUSED', 'no incoming migration here');
+    if (t.phase !== 'ready-to-commit' || !this.decide) throw new FerryError('ERR_FERRY_REFUSED', `cannot ${decision}: the incoming migration is ${t.phase}`);
+    const d = this.decide;
+    this.decide = null;
+    d(decision);
+    await t.waitFinal();
+    return t.info();
+  }
+
+  /** Removes what a QEMU leaves in the directory (its sockets), for a clean exit. */
+  async cleanup(): Promise<void> {
+    for (const f of ['qmp.sock', 'migrate-out.sock', 'migrate-in.sock']) await fs.rm(path.join(this.dir, f), { force: true });
+  }
+}
