@@ -867,8 +867,8 @@ export abstract class ChannelCore implements Channel {
           payloads = (await this.key.openBatch(jobs, this.batchOptions)).map((p, i) => placements[i]?.payload ?? p);
         } catch (err) {
           const e = toFerryError(err, 'ERR_FERRY_AUTH');
-          const index = /job (\d+)/.exec(e.message)?.[1];
-          const bad = index === undefined ? undefined : batch[Number(index)]?.frame.header;
+          const index = e.detail?.jobIndex;
+          const bad = index === undefined ? undefined : batch[index]?.frame.header;
           const where = bad ? `: ${FRAME_TYPE_NAMES[bad.type]} sequence ${bad.sequence} on connection ${bad.connectionId & 0x7fffffff}` : '';
           this.fail(new FerryError(e.code, `frame failed authentication${where} (tampered, forged or of another migration)`));
           return;
