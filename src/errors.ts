@@ -40,13 +40,27 @@ export const ERROR_CODES = {
 
 export type ErrorCode = keyof typeof ERROR_CODES;
 
+/**
+ * Facts about an error that code acts on, given as fields so that nothing parses them back out of
+ * the message. One shape per kind of fact; never key material.
+ */
+export type ErrorDetail = BatchJobDetail;
+
+/** A batch seal or open failed (src/crypto): which job, as its index in the jobs given. */
+export interface BatchJobDetail {
+  readonly jobIndex: number;
+}
+
 export class FerryError extends Error {
   readonly code: ErrorCode;
+  /** Set where the thrower knows more than the code (which batch job failed, say). */
+  readonly detail?: ErrorDetail;
 
-  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown; detail?: ErrorDetail }) {
     super(message, options);
     this.name = 'FerryError';
     this.code = code;
+    if (options?.detail) this.detail = options.detail;
   }
 
   /** The exit status the command line uses for this error. */
@@ -54,6 +68,7 @@ export class FerryError extends Error {
     return ERROR_CODES[this.code];
   }
 
+  /** What crosses a process boundary: the detail stays with the code that threw it. */
   toJSON(): { code: ErrorCode; message: string } {
     return { code: this.code, message: this.message };
   }
@@ -63,11 +78,19 @@ export function isErrorCode(value: unknown): value is ErrorCode {
   return typeof value === 'string' && Object.prototype.hasOwnProperty.call(ERROR_CODES, value);
 }
 
-/** Turns anything thrown into a FerryError, keeping the code of one that has a known code. */
+function isErrorDetail(value: unknown): value is ErrorDetail {
+  return typeof value === 'object' && value !== null && Number.isInteger((value as { jobIndex?: unknown }).jobIndex);
+}
+
+/**
+ * Turns anything thrown into a FerryError, keeping the code (and detail) of one that has them: also
+ * a FerryError of another copy of this module, which `instanceof` does not know (a module loaded
+ * twice, as a dynamic import under a loader hook can be).
+ */
 export function toFerryError(err: unknown, fallback: ErrorCode = 'ERR_FERRY_INTERNAL'): FerryError {
   if (err instanceof FerryError) return err;
-  const e = err as { code?: unknown; message?: unknown } | null;
+  const e = err as { code?: unknown; message?: unknown; detail?: unknown } | null;
   const message = e && typeof e.message === 'string' ? e.message : String(err);
   const code = e && isErrorCode(e.code) ? e.code : fallback;
-  return new FerryError(code, message, { cause: err });
+  return new FerryError(code, message, { cause: err, detail: e && isErrorDetail(e.detail) ? e.detail : undefined });
 }

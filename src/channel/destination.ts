@@ -8,7 +8,8 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { FerryError } from '../errors.js';
 import type { AeadKey } from '../crypto/backend.js';
 import type { Channel, ChannelSpec } from './types.js';
-import { ChannelCore, type ChannelOptions } from './channel.js';
+import { ChannelCore } from './core.js';
+import { prepareKey, type ChannelOptions } from './options.js';
 import type { Connection } from './connection.js';
 import type { RawFrame } from './decoder.js';
 import { formatNetwork, parseNetwork } from './network.js';
@@ -112,7 +113,7 @@ class DestinationChannel extends ChannelCore implements IncomingChannel {
 
 /** A destination channel that connections are handed to with `adopt` (from the agent's router). */
 export async function createIncomingChannel(spec: ChannelSpec, options: ChannelOptions = {}): Promise<IncomingChannel> {
-  const key = await ChannelCore.prepareKey(spec, options);
+  const key = await prepareKey(spec, options);
   return new DestinationChannel(spec, key, options);
 }
 

@@ -6,7 +6,7 @@
  *   agent:        await listenRouter(addresses, (id, socket, head) => ...)
  */
 export type { Channel, ChannelMessage, ChannelMode, ChannelSpec, ChannelStats, PlacePayload, Placement } from './types.js';
-export { DEFAULT_WINDOW_BYTES, type ChannelOptions } from './channel.js';
+export { DEFAULT_WINDOW_BYTES, type ChannelOptions } from './options.js';
 export { connectChannel } from './source.js';
 export { createIncomingChannel, listenChannel, type ChannelListener, type IncomingChannel } from './destination.js';
 export { listenRouter, readHelloHeader, type MigrationRouter, type RouteConnection, type RouterOptions } from './router.js';

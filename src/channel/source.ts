@@ -7,7 +7,8 @@ import { connect, type Socket } from 'node:net';
 import { FerryError } from '../errors.js';
 import type { AeadKey } from '../crypto/backend.js';
 import type { Channel, ChannelSpec } from './types.js';
-import { ChannelCore, type ChannelOptions } from './channel.js';
+import { ChannelCore } from './core.js';
+import { prepareKey, type ChannelOptions } from './options.js';
 import type { Connection } from './connection.js';
 import type { RawFrame } from './decoder.js';
 import { parseNetwork, type NetworkAddress } from './network.js';
@@ -180,7 +181,7 @@ class SourceChannel extends ChannelCore {
 export async function connectChannel(spec: ChannelSpec, options: ChannelOptions = {}): Promise<Channel> {
   const networks = (spec.networks ?? []).map((n) => parseNetwork(n));
   if (networks.length === 0) throw new FerryError('ERR_FERRY_INPUT', 'channel spec: networks must name at least one host:port');
-  const key = await ChannelCore.prepareKey(spec, options);
+  const key = await prepareKey(spec, options);
   const channel = new SourceChannel(spec, key, options, networks);
   const { signal } = options;
   const onCancel = (): void => {

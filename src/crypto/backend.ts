@@ -276,8 +276,9 @@ export function checkThreads(threads: unknown): number | undefined {
   return threads;
 }
 
-export function authError(detail = 'authentication failed'): FerryError {
-  return new FerryError('ERR_FERRY_AUTH', `AES-GCM open failed: ${detail}`);
+/** `jobIndex`: the failed job of a batch, for the caller to name what it was. */
+export function authError(why = 'authentication failed', jobIndex?: number): FerryError {
+  return new FerryError('ERR_FERRY_AUTH', `AES-GCM open failed: ${why}`, jobIndex === undefined ? undefined : { detail: { jobIndex } });
 }
 
 /** The one-shot and batch forms on top of importKey, shared by every backend. */

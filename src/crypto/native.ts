@@ -95,7 +95,7 @@ class NativeKey implements AeadKey {
       options?.onThreads?.(Math.max(1, workers));
     } catch (err) {
       const e = err as { code?: string; index?: number };
-      if (e.code === 'ERR_FERRY_AUTH') throw authError(`job ${e.index} failed authentication`);
+      if (e.code === 'ERR_FERRY_AUTH') throw authError(`job ${e.index} failed authentication`, e.index);
       throw toFerryError(err);
     }
     return outputs;

@@ -111,7 +111,7 @@ class NodeKey implements AeadKey {
         out.push(openOne(key, job.iv, job.aad, job.input as Uint8Array, job.output));
       } catch (err) {
         wipeOutputs(jobs, out);
-        throw (err as FerryError).code === 'ERR_FERRY_AUTH' ? authError(`job ${i} failed authentication`) : err;
+        throw (err as FerryError).code === 'ERR_FERRY_AUTH' ? authError(`job ${i} failed authentication`, i) : err;
       }
     }
     options?.onThreads?.(1);

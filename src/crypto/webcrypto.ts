@@ -136,7 +136,7 @@ class WebCryptoKey implements AeadKey {
     const failed = results.findIndex((r) => r.status === 'rejected');
     if (failed < 0) return results.map((r) => (r as PromiseFulfilledResult<Uint8Array>).value);
     wipeOutputs(jobs, results.map((r) => (r.status === 'fulfilled' ? r.value : undefined)));
-    throw authError(`job ${failed} failed authentication`);
+    throw authError(`job ${failed} failed authentication`, failed);
   }
 
   /** AES-CTR from the message's counter block (32-bit counter, as GCM steps it): the open without its tag check. */

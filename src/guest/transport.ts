@@ -4,8 +4,7 @@
  * hands over (with the bytes the agent's router already read).
  */
 import type { Socket } from 'node:net';
-import { connectChannel, createIncomingChannel } from '../channel/index.js';
-import type { ChannelOptions } from '../channel/channel.js';
+import { connectChannel, createIncomingChannel, type ChannelOptions } from '../channel/index.js';
 import type { Channel } from '../channel/types.js';
 import type { ChannelParams } from '../migration/types.js';
 import { pageCopier } from '../crypto/index.js';

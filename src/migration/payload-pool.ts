@@ -17,7 +17,7 @@
  * (plus one open batch) of payloads, each at least half a buffer, so at most twice that memory,
  * plus the few messages the page writer is still copying into guest memory (page-writer.ts).
  */
-import { DEFAULT_WINDOW_BYTES } from '../channel/channel.js';
+import { DEFAULT_WINDOW_BYTES } from '../channel/index.js';
 import { FerryError } from '../errors.js';
 import { MAX_DATA_MESSAGE_BYTES, MSG } from './messages.js';
 
@@ -119,7 +119,7 @@ export class PayloadPool {
   }
 }
 
-/** Payloads one channel may have opened and not yet delivered, beyond its window: one batch (channel.ts). */
+/** Payloads one channel may have opened and not yet delivered, beyond its window: one batch (frame-crypto.ts). */
 const OPEN_BATCH_BYTES = 16 * 1024 * 1024;
 
 /**

@@ -111,6 +111,18 @@ describe('tampering between source and destination', function () {
     expectCaught(await transfer(onFrame(3, (f) => [flipBit(f.bytes, f.bytes.length - 1, 7)])), 'ERR_FERRY_AUTH');
   });
 
+  it('the failed frame is named, wherever it sits in the batch it was opened in', async () => {
+    // Frames 1-6 go in one write, so they are read, and opened, together; frame 4 is tampered.
+    const held: Buffer[] = [];
+    const o = await transfer((f) => {
+      if (f.conn !== 0 || f.index < 1 || f.index > 6) return [f.bytes];
+      held.push(f.index === 4 ? flipBit(f.bytes, HEADER_BYTES + 500, 3) : f.bytes);
+      return f.index === 6 ? [Buffer.concat(held)] : [];
+    });
+    expectCaught(o, 'ERR_FERRY_AUTH');
+    assert.match(o.error!.message, /: DATA sequence 4 on connection 1 \(tampered/);
+  });
+
   it('a frame replayed on the same connection: ERR_FERRY_SEQUENCE', async () => {
     expectCaught(await transfer(onFrame(3, (f) => [f.bytes, f.bytes])), 'ERR_FERRY_SEQUENCE');
   });

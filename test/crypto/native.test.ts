@@ -116,7 +116,7 @@ describe('native backend', function () {
         const outputs = plain.map((p) => Buffer.alloc(p.length, 0xee));
         await assert.rejects(
           backend().openBatch(raw, sealed.map((input, i) => ({ iv, aad, input, output: outputs[i] })), { threads: 3 }),
-          (err: { code?: string; message?: string }) => err.code === 'ERR_FERRY_AUTH' && /job 4/.test(err.message ?? ''),
+          (err: { code?: string; detail?: { jobIndex?: number } }) => err.code === 'ERR_FERRY_AUTH' && err.detail?.jobIndex === 4,
         );
         for (const [i, o] of outputs.entries()) {
           assert.ok(o.every((b) => b === 0 || b === 0xee), `output ${i} holds no plaintext`);
