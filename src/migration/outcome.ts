@@ -51,6 +51,7 @@ export class Outcome {
       payloadBuffers: figures.payloadBuffers ?? null,
       openedInPlace: figures.openedInPlace ?? null,
       roundTripMs: figures.roundTripMs == null ? null : Math.round(figures.roundTripMs * 10) / 10,
+      wireBytes: { sent: figures.channel.stats.wireBytesSent, received: figures.channel.stats.wireBytesReceived },
     };
   }
 }

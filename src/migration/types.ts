@@ -140,4 +140,23 @@ export interface MigrationResult {
   openedInPlace: number | null;
   /** Source: the link's round trip, BEGIN to BEGIN_OK, in ms, which the switch-over estimate adds; null at the destination or before it was measured. */
   roundTripMs: number | null;
+  /** Bytes this side's channel wrote and read on its sockets, headers and tags included. */
+  wireBytes?: { sent: number; received: number };
+  /** A QEMU guest's source: QEMU's own figures of the migration, beside ferry's. */
+  hypervisor?: HypervisorFigures | null;
+}
+
+export interface HypervisorFigures {
+  kind: 'qemu';
+  version: string;
+  /** QEMU's total-time, downtime and setup-time. */
+  totalMs: number;
+  downtimeMs: number | null;
+  setupMs: number | null;
+  /** RAM bytes QEMU sent, its zero pages (sent as markers), and its passes (dirty-log syncs). */
+  ramBytes: number;
+  zeroPages: number;
+  dirtySyncCount: number;
+  /** --verify: how long the RAM digests held the guest paused beyond QEMU's downtime. */
+  verifyMs: number | null;
 }

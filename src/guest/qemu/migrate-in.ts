@@ -23,6 +23,7 @@ import { BOOT_DIR } from './argv.js';
 import { BOOT_FILE_NAMES, type BootFileName } from './config.js';
 import { Qemu } from './hypervisor.js';
 import { checkAbort, checkBegin, checkSourceDone, decode, encode, QEMU_ENGINE_VERSION, QMSG, type Begin, type SourceDone } from './messages.js';
+import { StatusWatch } from './progress.js';
 import { canDigest, ramDigest } from './ram-digest.js';
 
 /** The socket the destination QEMU listens on for the incoming migration, in the guest directory. */
@@ -59,6 +60,7 @@ class QemuDestination {
   private readonly files = new Map<number, { name: BootFileName; hash: ReturnType<typeof createHash>; written: number; handle: fs.FileHandle }>();
   private connecting = Promise.resolve();
   private failure: FerryError | null = null;
+  private readonly wake = new StatusWatch();
 
   constructor(
     private readonly channel: Channel,
@@ -116,6 +118,7 @@ class QemuDestination {
     } catch (err) {
       const e = toFerryError(err, 'ERR_FERRY_NETWORK');
       this.failure ??= e;
+      this.wake.set('failed');
       this.mux?.abort(e);
       this.begun.reject(e);
       this.sourceDone.reject(e);
@@ -204,18 +207,21 @@ class QemuDestination {
   private async load(begin: Begin): Promise<string | null> {
     const qemu = this.qemu!;
     let lastReceived = -1;
-    for (;;) {
-      if (this.failure) throw this.failure;
-      if (!qemu.alive) throw new FerryError('ERR_FERRY_QEMU', "this host's QEMU exited while it loaded the guest");
-      const info = await qemu.qmp.queryMigrate();
-      if (info.status === 'failed' || info.status === 'cancelled') throw new FerryError('ERR_FERRY_QEMU', `this host's QEMU could not load the guest (${info.status})`);
-      const received = this.channel.stats.bytesReceived;
-      if (received !== lastReceived) {
-        lastReceived = received;
-        this.ctx.emit({ type: 'progress', role: 'destination', pass: 0, bytesReceived: received });
-      }
-      if (info.status === 'completed' && this.sourceDone.settled) break;
-      await sleep(POLL_MS);
+    // QEMU's MIGRATION events and SOURCE_DONE wake the loop at once: the guest is paused meanwhile.
+    const unsubscribe = qemu.qmp.onEvent((e) => {
+      if (e.event === 'MIGRATION') this.wake.set(String(e.data.status));
+    });
+    void this.sourceDone.promise.then(() => this.wake.set('source-done'), () => this.wake.set('failed'));
+    try {
+      await this.loaded(qemu, () => {
+        const received = this.channel.stats.bytesReceived;
+        if (received !== lastReceived) {
+          lastReceived = received;
+          this.ctx.emit({ type: 'progress', role: 'destination', pass: 0, bytesReceived: received });
+        }
+      });
+    } finally {
+      unsubscribe();
     }
     const done = await this.sourceDone.promise;
     this.outcome.sourceDigest = done.digest;
@@ -225,6 +231,18 @@ class QemuDestination {
     this.outcome.destinationDigest = digest;
     if (done.digest !== null && digest !== done.digest) throw new FerryError('ERR_FERRY_ABORTED', 'guest RAM differs between the source and this host (--verify): not committed');
     return digest;
+  }
+
+  private async loaded(qemu: Qemu, onProgress: () => void): Promise<void> {
+    for (;;) {
+      if (this.failure) throw this.failure;
+      if (!qemu.alive) throw new FerryError('ERR_FERRY_QEMU', "this host's QEMU exited while it loaded the guest");
+      const info = await qemu.qmp.queryMigrate();
+      if (info.status === 'failed' || info.status === 'cancelled') throw new FerryError('ERR_FERRY_QEMU', `this host's QEMU could not load the guest (${info.status})`);
+      onProgress();
+      if (info.status === 'completed' && this.sourceDone.settled) return;
+      await this.wake.changed(POLL_MS);
+    }
   }
 
   private async decide(digest: string | null): Promise<void> {

@@ -22,13 +22,13 @@ import { Deferred, sleep, withTimeout } from '../../common/async.js';
 import type { Channel } from '../../channel/types.js';
 import { StreamMux } from '../../channel/streams.js';
 import { Outcome } from '../../migration/outcome.js';
-import { DEFAULT_COMMIT_TIMEOUT_MS, DEFAULT_MAX_DOWNTIME_MS, DEFAULT_TIMEOUT_MS, type MigrationEvent, type MigrationResult, type OutgoingSpec } from '../../migration/types.js';
+import { DEFAULT_COMMIT_TIMEOUT_MS, DEFAULT_MAX_DOWNTIME_MS, DEFAULT_TIMEOUT_MS, type HypervisorFigures, type MigrationEvent, type MigrationResult, type OutgoingSpec } from '../../migration/types.js';
 import type { QemuConfig } from '../types.js';
 import { BOOT_DIR } from './argv.js';
 import { BOOT_FILE_NAMES } from './config.js';
 import type { Qemu } from './hypervisor.js';
 import { checkAbort, checkCommitted, checkReady, decode, encode, FILE_CHUNK_BYTES, QEMU_ENGINE_VERSION, QMSG, type SourceDone } from './messages.js';
-import { QemuProgress } from './progress.js';
+import { QemuProgress, StatusWatch, wallMs } from './progress.js';
 import { canDigest, ramDigest } from './ram-digest.js';
 
 /** The socket QEMU's outgoing migration connects to, in the guest directory (0700). */
@@ -67,6 +67,9 @@ class QemuSource {
   /** From `migrate-continue` on, the hand-off is under way: no cancel, and QEMU's own failure rules. */
   private continued = false;
   private completed = false;
+  private verifyMs: number | null = null;
+  /** When QEMU stopped the guest for the switch-over (its STOP event), wall-clock ms. */
+  private stoppedAt: number | null = null;
   /** The guest ran when the migration began (an operator's pause outlives a failed move). */
   private wasRunning = true;
 
@@ -178,29 +181,42 @@ class QemuSource {
     return server;
   }
 
-  /** From `migrate` to QEMU's completed: progress reported, the deadline and the cancel honoured until `migrate-continue`. */
+  /**
+   * From `migrate` to QEMU's completed: progress reported, the deadline and the cancel honoured
+   * until `migrate-continue`. QEMU's MIGRATION events drive the steps, so the guest waits at
+   * pre-switchover no longer than it takes to answer; query-migrate gives the figures.
+   */
   private async precopy(): Promise<void> {
     const { spec, dir } = this.ctx;
-    await this.qmp.migrate(`unix:${path.join(dir, MIGRATE_OUT_SOCKET)}`);
-    const deadline = this.started + (spec.timeoutMs ?? DEFAULT_TIMEOUT_MS);
-    for (;;) {
-      const stop = this.mux.error ?? this.channel.error ?? this.peerError ?? (this.continued ? null : this.cancelReason(deadline));
-      if (stop) throw stop;
-      const info = await this.qmp.queryMigrate();
-      const now = performance.now();
-      const event = this.progress.update(info, now);
-      if (info.status === 'completed') break;
-      if (info.status === 'failed' || info.status === 'cancelled') {
-        throw new FerryError('ERR_FERRY_ABORTED', `QEMU's migration ${info.status}${info.errorDesc ? `: ${info.errorDesc}` : ''}; the guest runs here`);
+    const status = new StatusWatch();
+    const unsubscribe = this.qmp.onEvent((e) => {
+      if (e.event === 'STOP' && this.stoppedAt === null) this.stoppedAt = wallMs(e.timestamp);
+      if (e.event === 'MIGRATION' && typeof e.data.status === 'string') status.set(e.data.status);
+    });
+    try {
+      await this.qmp.migrate(`unix:${path.join(dir, MIGRATE_OUT_SOCKET)}`);
+      const deadline = this.started + (spec.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+      for (;;) {
+        const stop = this.mux.error ?? this.channel.error ?? this.peerError ?? (this.continued ? null : this.cancelReason(deadline));
+        if (stop) throw stop;
+        const current = status.value;
+        if (current === 'pre-switchover' && !this.continued) {
+          this.continued = true;
+          const info = this.progress.last;
+          this.ctx.emit({ type: 'switch-over', bytesLeft: info?.ram?.remaining ?? 0, estimatedDowntimeMs: info?.expectedDowntimeMs ?? 0 });
+          await this.qmp.migrateContinue('pre-switchover');
+        }
+        const info = await this.qmp.queryMigrate();
+        const event = this.progress.update(info, performance.now());
+        if (info.status === 'completed') break;
+        if (info.status === 'failed' || info.status === 'cancelled') {
+          throw new FerryError('ERR_FERRY_ABORTED', `QEMU's migration ${info.status}${info.errorDesc ? `: ${info.errorDesc}` : ''}; the guest runs here`);
+        }
+        if (event && !this.continued && info.status !== 'pre-switchover') this.ctx.emit(event);
+        await status.changed(POLL_MS);
       }
-      if (info.status === 'pre-switchover' && !this.continued) {
-        this.ctx.emit({ type: 'switch-over', bytesLeft: info.ram?.remaining ?? 0, estimatedDowntimeMs: info.expectedDowntimeMs ?? 0 });
-        this.continued = true;
-        await this.qmp.migrateContinue('pre-switchover');
-      } else if (event && !this.continued) {
-        this.ctx.emit(event);
-      }
-      await sleep(POLL_MS);
+    } finally {
+      unsubscribe();
     }
     this.completed = true;
     this.progress.finish(performance.now());
@@ -209,7 +225,9 @@ class QemuSource {
   /** QEMU completed (the guest paused here): tell the destination, and wait for its decision. */
   private async handOff(): Promise<void> {
     const info = this.progress.last;
+    const verifyStart = performance.now();
     const digest = this.ctx.spec.verify && canDigest(this.ctx.config.memoryBytes) ? await ramDigest(this.qmp, this.ctx.dir, this.ctx.config.memoryBytes) : null;
+    if (this.ctx.spec.verify) this.verifyMs = Math.round(performance.now() - verifyStart);
     this.outcome.sourceDigest = digest;
     const done: SourceDone = { totalMs: info?.totalTimeMs ?? 0, downtimeMs: info?.downtimeMs ?? null, digest };
     await this.channel.send(QMSG.SOURCE_DONE, encode(done));
@@ -217,7 +235,8 @@ class QemuSource {
     const answer = await withTimeout(this.answer.promise, limit, () => new FerryError('ERR_FERRY_TIMEOUT', `no answer from the destination within ${limit} ms`));
     if (answer === 'committed') {
       this.outcome.outcome = 'committed';
-      this.outcome.downtimeMs = info?.downtimeMs ?? null;
+      // The guest's whole pause: from QEMU's stop here to the destination's word that it runs there.
+      this.outcome.downtimeMs = this.stoppedAt !== null ? Math.max(0, Date.now() - this.stoppedAt) : (info?.downtimeMs ?? null);
       this.ctx.emit({ type: 'committed', downtimeMs: this.outcome.downtimeMs });
       void withTimeout(this.channel.end(), 5000, () => new Error('timeout')).catch(() => this.channel.close());
       return;
@@ -283,7 +302,22 @@ class QemuSource {
     const stats = this.channel.stats;
     const cpu = process.cpuUsage(this.cpu);
     const info = this.progress.last;
-    return this.outcome.result({
+    const v = this.qmp.version;
+    const hypervisor: HypervisorFigures | null = info?.ram
+      ? {
+          kind: 'qemu',
+          version: `${v.major}.${v.minor}.${v.micro}`,
+          totalMs: info.totalTimeMs ?? 0,
+          downtimeMs: info.downtimeMs ?? null,
+          setupMs: info.setupTimeMs ?? null,
+          ramBytes: info.ram.transferred,
+          zeroPages: info.ram.duplicate,
+          dirtySyncCount: info.ram.dirtySyncCount,
+          verifyMs: this.verifyMs,
+        }
+      : null;
+    return {
+      ...this.outcome.result({
       passes: this.progress.passes,
       totalMs: performance.now() - this.started,
       bytesSent: stats.bytesSent,
@@ -292,6 +326,8 @@ class QemuSource {
       throttlePercent: info?.cpuThrottlePercentage ?? 0,
       cpu,
       channel: this.channel,
-    });
+      }),
+      hypervisor,
+    };
   }
 }

@@ -58,3 +58,32 @@ export class QemuProgress {
     });
   }
 }
+
+/** QEMU's event timestamps are wall-clock seconds and microseconds. */
+export function wallMs(t: { seconds: number; microseconds: number }): number {
+  return t.seconds * 1000 + t.microseconds / 1000;
+}
+
+/** The last migration status QEMU announced, and a wait for the next (or a poll interval, whichever comes first). */
+export class StatusWatch {
+  value: string | null = null;
+  private wake: (() => void) | null = null;
+
+  set(status: string): void {
+    this.value = status;
+    this.wake?.();
+  }
+
+  changed(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      const self = this;
+      function done() {
+        clearTimeout(timer);
+        self.wake = null;
+        resolve();
+      }
+      this.wake = done;
+    });
+  }
+}
