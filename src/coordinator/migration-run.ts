@@ -15,6 +15,9 @@
  *              told to give up, so that the guest can only run on the source
  *   done       the connections closed, the key wiped
  *
+ * Any stage may also end in done at once: planning when cancelled before anything was asked of a
+ * host, preparing when the destination refused, any of them when detached.
+ *
  * The operator's cancel and detach (MigrateHooks) act by stage, in one place: "The cancel rule" below.
  */
 import { FerryError, isErrorCode, toFerryError } from '../errors.js';
