@@ -1,0 +1,124 @@
+/**
+ * The commit rule, both sides of it, as the agents keep it. The guest processes carry the data and
+ * wait; these functions are the only places where an agent records a decision, lets an incoming
+ * guest run (`commit()`), or resumes a source guest after its pause (`resumeAfterAbort()`).
+ * The argument that exactly one host runs the guest: docs/migration.md, "Commit: exactly one host
+ * runs the guest"; the records: docs/operations.md, "The resolve query and the commit record".
+ *
+ * The destination decides. Its decision record (`ownership/ID.decision.json`, created with link(2)
+ * so that of two racing writers exactly one wins, fsync'd before anyone is told) is the ownership
+ * record:
+ * - ready to commit: it records "committed", and only then lets the guest run here;
+ * - asked by the source (a resolve query), giving up, or restarted with no record: it records
+ *   "not committed", final — a later commit finds it and drops the guest instead;
+ * - whichever was recorded first stands.
+ *
+ * The source obeys. From the switch-over its guest is paused, and only the destination's decision
+ * moves it:
+ * - "committed" (COMMITTED over the channel, or the destination's agent's answer): record the
+ *   hand-off, let this copy go;
+ * - "not committed" (the destination's agent's answer): resume the guest here;
+ * - in doubt (the channel lost after COMPLETE): ask until the destination's agent answers; the
+ *   guest stays paused meanwhile, however long that takes.
+ */
+import type { GuestClient, MigrationInfo } from '../guest/index.js';
+import type { MigrationStreamEvent, ResolveDecision } from '../control/protocol.js';
+import type { IncomingMigration, MigrationHost, OutgoingMigration } from './migration-records.js';
+import type { ResolveQueries } from './resolve-query.js';
+
+type Host = Pick<MigrationHost, 'state' | 'guests' | 'log'>;
+
+// ---- the destination decides ----------------------------------------------------------------
+
+/** The incoming guest process is ready to commit: ownership recorded, then the guest runs; or a "not committed" that came first stands. */
+export async function commitOrDrop(host: Host, m: IncomingMigration, client: GuestClient): Promise<void> {
+  const { migrationId, guest } = m;
+  m.phase = 'ready-to-commit';
+  const decision = await host.state.decide(migrationId, guest, 'committed');
+  if (decision === 'committed') {
+    // Durable before the guest runs: ownership first, then resume (which answers COMMITTED).
+    await host.guests.commitIncoming(guest);
+    const final = await client.commit();
+    m.phase = 'committed';
+    m.result = final.result;
+    host.log.info('incoming migration committed', { migrationId, guest });
+    return;
+  }
+  // A resolve query answered "not committed" first: that answer stands.
+  const final = await client.abort().catch(() => null);
+  m.phase = 'aborted';
+  m.result = final?.result ?? null;
+  await host.guests.forget(guest);
+  host.log.warn('incoming migration not committed: the source was told so first', { migrationId, guest });
+}
+
+/** "Not committed", recorded now unless a commit was recorded first: returns the decision that stands, final either way. */
+export function decideNotCommitted(host: Host, migrationId: string, guest: string): Promise<ResolveDecision> {
+  return host.state.decide(migrationId, guest, 'not-committed');
+}
+
+/**
+ * After a restart, an incoming guest the previous agent left: committed if that agent recorded
+ * "committed" (it died between the record and the resume), dropped otherwise.
+ */
+export async function finishLeftIncoming(host: Host, migrationId: string, guest: string): Promise<void> {
+  const decision = await decideNotCommitted(host, migrationId, guest);
+  const client = await host.guests.client(guest);
+  if (decision === 'not-committed') {
+    await host.guests.forget(guest);
+    host.log.warn('dropped an incoming guest left by the previous agent', { migrationId, guest });
+    return;
+  }
+  const info = client ? await client.migration() : null;
+  if (client && info?.phase === 'ready-to-commit') await client.commit();
+  await host.guests.commitIncoming(guest);
+  host.log.info('finished a commit left by the previous agent', { migrationId, guest });
+}
+
+// ---- the source obeys -----------------------------------------------------------------------
+
+/**
+ * Acts on how the source's guest process says its migration ended (`info`), asking the destination
+ * when in doubt; resolves with where the guest runs: 'committed' there, 'aborted' here.
+ */
+export async function settleOutgoing(
+  host: Host,
+  queries: ResolveQueries,
+  m: OutgoingMigration,
+  client: GuestClient,
+  info: MigrationInfo,
+  emit: (e: MigrationStreamEvent) => void,
+): Promise<'committed' | 'aborted'> {
+  if (info.phase === 'committed') return handOver(host, m, client);
+  if (info.phase === 'in-doubt') {
+    m.phase = 'in-doubt';
+    host.log.warn('outgoing migration in doubt: the guest stays paused until the destination answers', { migrationId: m.migrationId, guest: m.guest });
+    const decision = await queries.untilAnswered(m.destination, m.migrationId, emit);
+    emit({ type: 'resolved', decision });
+    return decision === 'committed' ? handOver(host, m, client) : resumeHere(host, m, client);
+  }
+  // The engine gave up before COMPLETE, or the destination said no over the channel: the guest
+  // already runs here again, and the destination's copy can never commit.
+  m.phase = 'aborted';
+  host.log.warn('outgoing migration aborted: the guest runs here', { migrationId: m.migrationId, guest: m.guest, error: info.result?.error ?? null });
+  queries.tellAborted(m.destination, m.migrationId, m.guest);
+  return 'aborted';
+}
+
+/** "Committed": the destination runs the guest; this copy goes, the hand-off recorded first. */
+async function handOver(host: Host, m: OutgoingMigration, client: GuestClient): Promise<'committed'> {
+  await host.state.recordHandoff(m.migrationId, m.guest, m.destination.host);
+  await client.finish().catch((err) => host.log.warn('finishing the handed-over guest failed', { guest: m.guest, err }));
+  await host.guests.forget(m.guest);
+  m.phase = 'committed';
+  host.log.info('guest handed over', { migrationId: m.migrationId, guest: m.guest, to: m.destination.host });
+  return 'committed';
+}
+
+/** "Not committed", which also forbids the destination a later commit: the guest runs here again. */
+async function resumeHere(host: Host, m: OutgoingMigration, client: GuestClient): Promise<'aborted'> {
+  await client.resumeAfterAbort();
+  m.phase = 'aborted';
+  host.log.info('destination did not commit: the guest runs here again', { migrationId: m.migrationId, guest: m.guest });
+  return 'aborted';
+}

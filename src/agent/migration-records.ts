@@ -1,0 +1,137 @@
+/**
+ * What the agent keeps about each migration it takes part in, one record type per role, and the
+ * parts of the agent the migration code uses. A record lives from the request that started it (or
+ * the restart that adopted it) until the agent stops; `migration.status` reads it.
+ */
+import { FerryError } from '../errors.js';
+import type { GuestClient } from '../guest/index.js';
+import type { Logger } from '../common/log.js';
+import type { MigrationStatus, WireChannelSpec } from '../control/protocol.js';
+import type { GuestManager } from './guests.js';
+import type { SlotQueue } from './queue.js';
+import type { StateDir } from './state.js';
+
+export interface MigrationHost {
+  state: StateDir;
+  guests: GuestManager;
+  outgoing: SlotQueue;
+  incoming: SlotQueue;
+  log: Logger;
+  encrypts: boolean;
+  /** Threads each migration's channel may seal or open on (the host's budget shared out); undefined: every core. */
+  cryptoThreads: number | undefined;
+  /** The migration addresses this agent listens on. */
+  networks(): string[];
+}
+
+interface Tracked extends MigrationStatus {
+  /** Ends its wait in this host's queue. */
+  leaveQueue: AbortController;
+}
+
+/** Destination: a guest arriving here. */
+export interface IncomingMigration extends Tracked {
+  role: 'destination';
+}
+
+/** Source: a guest leaving from here. */
+export interface OutgoingMigration extends Tracked {
+  role: 'source';
+  /** Who decides, and whom to ask when the channel is lost before COMMITTED. */
+  destination: { host: string; control: string };
+  /** The guest process's control connection, once migrate-out went to it (a cancel follows on it). */
+  guestClient: GuestClient | null;
+  /** A cancel asked after the queue and before migrate-out went to the guest process. */
+  cancelled: FerryError | null;
+  /** Resolves when the migration has ended here, however it ended; null once it has. */
+  ended: Promise<void> | null;
+}
+
+export type TrackedMigration = IncomingMigration | OutgoingMigration;
+
+/** The operator's cancel, as the guest process's engine and the queue report it. */
+export const cancelledError = (queued: boolean) => new FerryError('ERR_FERRY_ABORTED', `cancelled by the operator${queued ? ' while queued' : ''}`);
+
+/** Every migration this agent has heard of since it started, by id. */
+export class MigrationRecords {
+  private readonly byId = new Map<string, TrackedMigration>();
+
+  get(migrationId: string): TrackedMigration | undefined {
+    return this.byId.get(migrationId);
+  }
+
+  delete(migrationId: string): void {
+    this.byId.delete(migrationId);
+  }
+
+  /** The outgoing migrations of guest `guest`, oldest first. */
+  outgoingOf(guest: string): OutgoingMigration[] {
+    return [...this.byId.values()].filter((m): m is OutgoingMigration => m.role === 'source' && m.guest === guest);
+  }
+
+  status(migrationId: string): MigrationStatus {
+    const m = this.byId.get(migrationId);
+    if (!m) throw new FerryError('ERR_FERRY_NOT_FOUND', `no migration "${migrationId}" known to this agent since it started`);
+    const { migrationId: id, role, guest, phase, position, lastEvent, result } = m;
+    return { migrationId: id, role, guest, phase, position, lastEvent, result };
+  }
+
+  incoming(migrationId: string, guest: string): IncomingMigration {
+    return this.add({ ...this.fresh(migrationId, guest), role: 'destination' });
+  }
+
+  /** An outgoing migration, ended only when the returned `end` is called. */
+  outgoing(migrationId: string, guest: string, destination: { host: string; control: string }): { migration: OutgoingMigration; end: () => void } {
+    let end = (): void => {};
+    const migration = this.add<OutgoingMigration>({
+      ...this.fresh(migrationId, guest),
+      role: 'source',
+      destination,
+      guestClient: null,
+      cancelled: null,
+      ended: new Promise<void>((resolve) => (end = resolve)),
+    });
+    return {
+      migration,
+      end: () => {
+        migration.ended = null;
+        end();
+      },
+    };
+  }
+
+  private fresh(migrationId: string, guest: string): Omit<Tracked, 'role'> {
+    return { migrationId, guest, phase: 'queued', position: null, lastEvent: null, result: null, leaveQueue: new AbortController() };
+  }
+
+  private add<T extends TrackedMigration>(m: T): T {
+    if (this.byId.has(m.migrationId)) throw new FerryError('ERR_FERRY_INPUT', `migration "${m.migrationId}" is already known here`);
+    this.byId.set(m.migrationId, m);
+    return m;
+  }
+}
+
+/** Waits for a slot of `queue`, telling the caller its place; leaves the queue when `signal` or the record's leaveQueue aborts. */
+export async function waitForSlot(queue: SlotQueue, m: TrackedMigration, signal: AbortSignal, emit: (e: { type: 'queued'; position: number }) => void): Promise<() => void> {
+  const release = await queue.acquire({
+    signal: AbortSignal.any([signal, m.leaveQueue.signal]),
+    onPosition: (position) => {
+      m.position = position;
+      emit({ type: 'queued', position });
+    },
+  });
+  m.position = null;
+  m.phase = 'running';
+  return release;
+}
+
+export function refuseUnencryptable(host: MigrationHost, spec: WireChannelSpec): void {
+  if (spec.mode === 'encrypted' && !host.encrypts) {
+    throw new FerryError('ERR_FERRY_REFUSED', 'this agent cannot encrypt (it runs with --no-encryption): the coordinator must not ask for an encrypted migration');
+  }
+}
+
+/** This host's limit for a migration's crypto, as the guest process's channel takes it (the agent's own, never the coordinator's). */
+export function cryptoThreadsOf(host: MigrationHost): { cryptoThreads?: number } {
+  return host.cryptoThreads === undefined ? {} : { cryptoThreads: host.cryptoThreads };
+}

@@ -1,0 +1,164 @@
+/**
+ * The source's part of migrations: an outgoing slot, the record of where the guest goes, the
+ * hand-over of the key to the guest process (whose engine runs the migration), the operator's
+ * cancel, and following a migration a previous agent left. What the source does with the
+ * outcome, and when its guest may run here again: commit.ts.
+ */
+import { FerryError } from '../errors.js';
+import type { GuestClient, MigrationInfo } from '../guest/index.js';
+import type { MigrationEvent } from '../migration/types.js';
+import type { CancelResult, ChannelKey, MigrationStreamEvent, StartOutgoingParams, StartOutgoingResult } from '../control/protocol.js';
+import { settleOutgoing } from './commit.js';
+import {
+  cancelledError, cryptoThreadsOf, refuseUnencryptable, waitForSlot, type MigrationHost, type MigrationRecords, type OutgoingMigration,
+} from './migration-records.js';
+import type { ResolveQueries } from './resolve-query.js';
+
+/**
+ * Hands the request's key and nonce to `use` and zeroes both as soon as `use` has returned its
+ * promise: for a `use` that sends them on synchronously (GuestClient.migrateOut writes them to the
+ * guest process before it returns), so the agent holds no copy while the migration runs.
+ */
+function handOverKey<T>({ key, nonce }: ChannelKey, use: (key: Buffer, nonce: Buffer) => Promise<T>): Promise<T> {
+  try {
+    return use(key, nonce);
+  } finally {
+    key.fill(0);
+    nonce.fill(0);
+  }
+}
+
+export class OutgoingMigrations {
+  /** Guests with an outgoing migration here that has not ended: one at a time each. */
+  private readonly leaving = new Set<string>();
+
+  constructor(
+    private readonly host: MigrationHost,
+    private readonly records: MigrationRecords,
+    private readonly queries: ResolveQueries,
+  ) {}
+
+  async start(p: StartOutgoingParams & ChannelKey, signal: AbortSignal, emit: (e: MigrationStreamEvent) => void): Promise<StartOutgoingResult> {
+    refuseUnencryptable(this.host, p);
+    const record = await this.host.guests.recordOf(p.guest);
+    if (record.incoming) throw new FerryError('ERR_FERRY_REFUSED', `guest "${p.guest}" is still arriving here`);
+    if (this.leaving.has(p.guest)) throw new FerryError('ERR_FERRY_REFUSED', `guest "${p.guest}" is already migrating`);
+    const client = await this.host.guests.client(p.guest);
+    if (!client) throw new FerryError('ERR_FERRY_REFUSED', `guest "${p.guest}" does not run on host ${this.host.state.config.name}`);
+    const { migration: m, end } = this.records.outgoing(p.migrationId, p.guest, p.destination);
+    this.leaving.add(p.guest);
+    let release: (() => void) | null = null;
+    try {
+      release = await waitForSlot(this.host.outgoing, m, signal, emit);
+      await this.host.state.writeOutgoing({ migrationId: p.migrationId, guest: p.guest, destination: p.destination });
+      if (m.cancelled) throw m.cancelled;
+      emit({ type: 'started' });
+      this.host.log.info('outgoing migration started', { migrationId: p.migrationId, guest: p.guest, to: p.destination.host, mode: p.mode, streams: p.streams });
+      const onEvent = (e: MigrationEvent) => {
+        m.lastEvent = e;
+        emit(e);
+      };
+      m.guestClient = client;
+      const info = await handOverKey(p, (key, nonce) =>
+        client.migrateOut({
+          migrationId: p.migrationId, key, nonce, mode: p.mode, streams: p.streams, networks: p.networks,
+          ...(p.maxBytesPerSecond ? { maxBytesPerSecond: p.maxBytesPerSecond } : {}),
+          ...cryptoThreadsOf(this.host),
+          ...(p.maxDowntimeMs ? { maxDowntimeMs: p.maxDowntimeMs } : {}),
+          ...(p.timeoutMs ? { timeoutMs: p.timeoutMs } : {}),
+          ...(p.autoConverge !== undefined ? { autoConverge: p.autoConverge } : {}),
+          ...(p.verify !== undefined ? { verify: p.verify } : {}),
+          ...(p.commitTimeoutMs ? { commitTimeoutMs: p.commitTimeoutMs } : {}),
+        }, onEvent),
+      );
+      m.result = info.result;
+      const outcome = await settleOutgoing(this.host, this.queries, m, client, info, emit);
+      return { migrationId: p.migrationId, outcome, result: info.result };
+    } catch (err) {
+      // It never reached the guest process (left the queue, cancelled, no state written), or the
+      // guest process answered that it did not start it (a refused request, or no channel opened —
+      // no network answered, or a cancel while connecting: nothing sent, the guest never paused):
+      // the destination's copy can never commit, so it may go at once. A lost control connection
+      // says nothing of how far the migration got: then the destination decides by itself.
+      const guestSaidNo = m.guestClient !== null && !m.guestClient.lost;
+      if (m.phase === 'queued' || m.guestClient === null || guestSaidNo) this.queries.tellAborted(p.destination, p.migrationId, p.guest);
+      if (m.phase === 'queued') this.records.delete(p.migrationId);
+      else m.phase = 'aborted';
+      throw err;
+    } finally {
+      release?.();
+      this.leaving.delete(p.guest);
+      end();
+    }
+  }
+
+  /**
+   * Takes over a migration of source guest `guest` that a previous agent left (`info`, as its guest
+   * process reports it): one still in pre-copy is followed to its end, holding one of the host's
+   * outgoing slots and cancellable as if this agent had started it; one in doubt or committed is
+   * settled at once. Returns without waiting for either.
+   */
+  adopt(guest: string, client: GuestClient, info: MigrationInfo, destination: { host: string; control: string }): void {
+    const { migration: m, end } = this.records.outgoing(info.migrationId, guest, destination);
+    m.phase = info.phase;
+    m.result = info.result;
+    m.guestClient = client;
+    this.leaving.add(guest);
+    const running = info.phase === 'running';
+    const release = running ? this.host.outgoing.occupy() : null;
+    if (running) this.host.log.info('following an outgoing migration left by the previous agent', { migrationId: info.migrationId, guest });
+    void (async () => {
+      const settled = running ? await client.awaitMigration((e) => (m.lastEvent = e)) : info;
+      m.result = settled.result;
+      await settleOutgoing(this.host, this.queries, m, client, settled, () => {});
+    })()
+      .catch((err) => this.host.log.error('finishing a migration left by the previous agent failed', { migrationId: info.migrationId, err }))
+      .finally(() => {
+        release?.();
+        this.leaving.delete(guest);
+        end();
+      });
+  }
+
+  /**
+   * The operator's cancel of guest `guest`'s outgoing migration (`migrationId`, when given, must be
+   * the one): see cancelOne. Answers once the migration has ended.
+   */
+  async cancel(guest: string, migrationId?: string): Promise<CancelResult> {
+    const mine = this.records.outgoingOf(guest);
+    const m = migrationId === undefined ? mine.find((o) => o.ended !== null) : mine.find((o) => o.migrationId === migrationId);
+    if (!m) {
+      await this.host.guests.recordOf(guest); // ERR_FERRY_NOT_FOUND for a guest that is not here
+      const which = migrationId === undefined ? 'no migration' : `no migration "${migrationId}"`;
+      throw new FerryError('ERR_FERRY_REFUSED', `guest "${guest}" has ${which} to cancel on host ${this.host.state.config.name}`);
+    }
+    await this.cancelOne(m);
+    // Left the queue (phase still 'queued'), or the engine stopped: the guest runs here either way,
+    // unless the migration had got past the point of cancelling by the time the request arrived.
+    const outcome = m.phase === 'committed' || m.phase === 'in-doubt' ? m.phase : 'aborted';
+    return { migrationId: m.migrationId, guest, to: m.destination.host, outcome, result: m.result };
+  }
+
+  /**
+   * Queued: it leaves the queue. Pre-copy: the guest process's engine stops, the guest runs on here
+   * un-throttled, and the destination is told to drop its copy. From the switch-over on the guest
+   * process refuses: the destination decides (docs/migration.md, "Cancelling").
+   * Resolves once the migration has ended.
+   */
+  async cancelOne(m: OutgoingMigration): Promise<void> {
+    const { migrationId } = m;
+    if (m.ended === null) throw new FerryError('ERR_FERRY_REFUSED', `migration "${migrationId}" is ${m.phase}: nothing left to cancel`);
+    if (m.phase === 'in-doubt') {
+      throw new FerryError('ERR_FERRY_REFUSED', `migration "${migrationId}" is in doubt: the guest stays paused here until the destination's decision arrives, which ends it`);
+    }
+    if (m.phase === 'queued') {
+      m.leaveQueue.abort(cancelledError(true));
+    } else if (m.guestClient) {
+      await m.guestClient.cancelMigration(migrationId);
+    } else {
+      m.cancelled = cancelledError(false); // start() sees it before it starts the guest's migration
+    }
+    this.host.log.info('outgoing migration cancelled by the operator', { migrationId, guest: m.guest, phase: m.phase });
+    await m.ended;
+  }
+}

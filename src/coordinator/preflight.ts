@@ -1,0 +1,98 @@
+/**
+ * The planning of a migration, before anything is asked of a host: find the guest, connect to
+ * both agents, read their capabilities, decide the mode, check that the destination can take it.
+ * What goes wrong here is a PreflightError, and nothing has changed anywhere.
+ */
+import { FerryError, toFerryError } from '../errors.js';
+import type { AgentClient } from '../control/client.js';
+import { KEY_TRAILER_PROTOCOL, type Capabilities } from '../control/protocol.js';
+import type { GuestConfig } from '../guest/types.js';
+import { configOf } from '../guest/config.js';
+import type { ChannelMode } from '../channel/types.js';
+import { formatBytes } from '../common/units.js';
+import { connectHost } from './connect.js';
+import { locateGuest } from './locate.js';
+import { decideMode } from './mode.js';
+import type { MigrateRequest, MigrationReport } from './migrate.js';
+
+/** A planned migration: the guest, both agents' connections (the caller closes them), the mode. */
+export interface Plan {
+  from: string;
+  config: GuestConfig;
+  source: AgentClient;
+  destination: AgentClient;
+  sourceCaps: Capabilities;
+  mode: ChannelMode;
+  warning: string | null;
+}
+
+/** A migration refused before any spec went out; `from` when the guest had been found. */
+export class PreflightError extends FerryError {
+  constructor(cause: FerryError, readonly from: string | null) {
+    super(cause.code, cause.message, { cause });
+  }
+}
+
+/**
+ * The result line of a migration refused before it started: the same fields as a MigrationReport,
+ * null where nothing is known (so a script reads one shape, whatever happened).
+ */
+export function preflightReport(req: Pick<MigrateRequest, 'guest' | 'to'>, err: unknown): Omit<MigrationReport, 'mode' | 'backend' | 'from'> & { mode: null; backend: null; from: string | null } {
+  const e = toFerryError(err);
+  return {
+    type: 'result', ok: false, vm: req.guest, from: e instanceof PreflightError ? e.from : null, to: req.to.label, mode: null, backend: null,
+    totalMs: 0, switchoverMs: null, bytesSent: 0, zeroPagesSkipped: 0, passes: 0, verified: null, error: e.toJSON(),
+  };
+}
+
+/** Plans migration `req`; throws a PreflightError. */
+export async function planMigration(req: MigrateRequest): Promise<Plan> {
+  let from: string | null = req.from ?? null;
+  try {
+    from ??= (await locateGuest(req.cluster, req.guest)).host;
+    return await connectAndCheck(req, from);
+  } catch (err) {
+    throw new PreflightError(toFerryError(err), from);
+  }
+}
+
+async function connectAndCheck(req: MigrateRequest, from: string): Promise<Plan> {
+  const to = req.to.host.name;
+  if (from === to && !req.to.crossCluster) throw new FerryError('ERR_FERRY_INPUT', `guest "${req.guest}" already runs on host ${to}`);
+  const source = await connectHost(req.cluster, from);
+  let destination: AgentClient | null = null;
+  try {
+    destination = await connectHost(req.to.cluster, to);
+    for (const [client, name] of [[source, from], [destination, to]] as const) keyable(client, name);
+    const info = await source.call('guest.get', { name: req.guest });
+    const { state } = info;
+    const config = configOf(info);
+    if (state !== 'running' && state !== 'paused') {
+      throw new FerryError('ERR_FERRY_REFUSED', `guest "${req.guest}" is ${state} on host ${from}: only a running or paused guest can move`);
+    }
+    const [sourceCaps, destinationCaps] = await Promise.all([source.call('capabilities', {}), destination.call('capabilities', {})]);
+    const decision = decideMode(req.mode ?? config.encryptedMigration, { name: from, encrypts: sourceCaps.encrypts }, { name: to, encrypts: destinationCaps.encrypts });
+    if (destinationCaps.freeMemoryBytes < config.memoryBytes) {
+      throw new FerryError('ERR_FERRY_REFUSED', `host ${to} has ${formatBytes(destinationCaps.freeMemoryBytes)} free; guest "${req.guest}" needs ${formatBytes(config.memoryBytes)}`);
+    }
+    return { from, config, source, destination, sourceCaps, mode: decision.mode, warning: decision.warning ?? null };
+  } catch (err) {
+    source.close();
+    destination?.close();
+    throw err;
+  }
+}
+
+/**
+ * Both agents take the migration key, which only control protocol KEY_TRAILER_PROTOCOL and later
+ * carry safely (as raw bytes after the request line, never in JSON). An older agent is refused here,
+ * before a key exists, with what to do about it; AgentClient.call would refuse to send it anyway.
+ */
+function keyable(client: AgentClient, host: string): void {
+  const { protocol, agentVersion } = client.agent;
+  if (protocol >= KEY_TRAILER_PROTOCOL) return;
+  throw new FerryError(
+    'ERR_FERRY_REFUSED',
+    `host ${host} runs ferry ${agentVersion} (control protocol ${protocol}), which cannot take a migration key as raw bytes (protocol ${KEY_TRAILER_PROTOCOL} or later): upgrade its agent first; nothing was moved`,
+  );
+}
