@@ -136,7 +136,9 @@ class Bench {
   /** Creates a guest on host a through the control API and waits until its workload's setup is done. */
   async createGuest(memoryBytes: number, workload: Workload): Promise<string> {
     const name = `bench${this.guestCount++}`;
-    const config: GuestConfig = { name, driver: 'synthetic', memoryBytes, diskBytes: 0, workload, nic: 'virtio', encryptedMigration: 'opportunistic' };
+    // disabled: each move then names its mode, plain (disabled) or encrypted (required, a stricter
+    // --mode, which a move may take; a weaker one it may not).
+    const config: GuestConfig = { name, driver: 'synthetic', memoryBytes, diskBytes: 0, workload, nic: 'virtio', encryptedMigration: 'disabled' };
     await this.call('a', (c) => c.call('guest.create', { config }, { timeoutMs: 10 * 60_000 }));
     // The agent does not report setup progress: ask the guest process itself, as its agent would.
     const guest = await attachGuest(path.join(this.local.root, 'host-a', 'guests', name));

@@ -46,6 +46,25 @@ export function decideMode(
   }
 }
 
+/** How strict each setting is: a move may run under a stricter one than its guest's, never a weaker. */
+const STRICTNESS: Record<EncryptedMigration, number> = { disabled: 0, opportunistic: 1, required: 2 };
+
+/**
+ * The setting a move of `guest` runs under: the operator's `--mode` when it is at least as strict
+ * as the guest's own setting, else a usage error that says how to change the guest instead (a
+ * flag never weakens what the guest's owner asked for).
+ */
+export function moveSetting(guest: string, setting: EncryptedMigration, requested: EncryptedMigration | undefined): EncryptedMigration {
+  if (requested === undefined) return setting;
+  if (STRICTNESS[requested] < STRICTNESS[setting]) {
+    throw new FerryError(
+      'ERR_FERRY_USAGE',
+      `--mode ${requested} would weaken guest ${guest}'s encrypted-migration ${setting}; to move it so, change the guest first: ferry vm set ${guest} --encrypted-migration ${requested}`,
+    );
+  }
+  return requested;
+}
+
 export function parseEncryptedMigration(text: string, option = '--mode'): EncryptedMigration {
   if ((ENCRYPTED_MIGRATION_MODES as readonly string[]).includes(text)) return text as EncryptedMigration;
   throw new FerryError('ERR_FERRY_INPUT', `${option}: "${text}" is not one of ${ENCRYPTED_MIGRATION_MODES.join(', ')}`);

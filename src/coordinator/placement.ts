@@ -1,12 +1,15 @@
 /**
  * Evacuation placement: where each guest of a host goes. Largest guests first, each to the allowed
- * host with the most free memory left, so big guests are not stranded by small ones. A host is
- * allowed when the guest's memory fits and, for guests that require encryption, the host encrypts.
+ * host with the most free memory left, so big guests are not stranded by small ones; an
+ * opportunistic guest goes to a host that encrypts when one has room, and moves in plain text (with
+ * the warning) only when none has. A host is allowed when the guest's memory fits and, for guests
+ * that require encryption, the host encrypts. `--mode` may make a guest's setting stricter, never
+ * weaker (mode.ts moveSetting).
  * A guest with a passthrough-class NIC may go to a host without one; it gets the emulated NIC there
  * (as Hyper-V does), and the plan says so.
  */
 import type { EncryptedMigration, NicKind } from '../guest/types.js';
-import { decideMode, type ModeDecision } from './mode.js';
+import { decideMode, moveSetting, type ModeDecision } from './mode.js';
 
 export interface PlacementHost {
   name: string;
@@ -36,7 +39,7 @@ export function planEvacuation(
   const order = [...guests].sort((a, b) => b.memoryBytes - a.memoryBytes || a.name.localeCompare(b.name));
   const plan: Placement[] = [];
   for (const guest of order) {
-    const setting = modeOverride ?? guest.encryptedMigration;
+    const setting = moveSetting(guest.name, guest.encryptedMigration, modeOverride);
     const reasons: string[] = [];
     let best: { host: PlacementHost; decision: ModeDecision; left: number } | null = null;
     for (const host of targets) {
@@ -52,7 +55,11 @@ export function planEvacuation(
         reasons.push(`${host.name}: cannot encrypt and the guest requires it`);
         continue;
       }
-      if (!best || left > best.left) best = { host, decision, left };
+      // An encrypting host first (a plain move only when none has room); then the most memory left.
+      const encrypts = (d: ModeDecision) => (d.mode === 'encrypted' ? 1 : 0);
+      if (!best || encrypts(decision) > encrypts(best.decision) || (encrypts(decision) === encrypts(best.decision) && left > best.left)) {
+        best = { host, decision, left };
+      }
     }
     if (!best) {
       plan.push({ guest: guest.name, to: null, reason: reasons.join('; ') || 'no target hosts' });

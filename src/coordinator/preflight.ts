@@ -12,7 +12,7 @@ import type { ChannelMode } from '../channel/types.js';
 import { formatBytes } from '../common/units.js';
 import { connectHost } from './connect.js';
 import { locateGuest } from './locate.js';
-import { decideMode } from './mode.js';
+import { decideMode, moveSetting } from './mode.js';
 import type { MigrateRequest, MigrationReport } from './migrate.js';
 
 /** A planned migration: the guest, both agents' connections (the caller closes them), the mode. */
@@ -71,7 +71,7 @@ async function connectAndCheck(req: MigrateRequest, from: string): Promise<Plan>
       throw new FerryError('ERR_FERRY_REFUSED', `guest "${req.guest}" is ${state} on host ${from}: only a running or paused guest can move`);
     }
     const [sourceCaps, destinationCaps] = await Promise.all([source.call('capabilities', {}), destination.call('capabilities', {})]);
-    const decision = decideMode(req.mode ?? config.encryptedMigration, { name: from, encrypts: sourceCaps.encrypts }, { name: to, encrypts: destinationCaps.encrypts });
+    const decision = decideMode(moveSetting(req.guest, config.encryptedMigration, req.mode), { name: from, encrypts: sourceCaps.encrypts }, { name: to, encrypts: destinationCaps.encrypts });
     if (destinationCaps.freeMemoryBytes < config.memoryBytes) {
       throw new FerryError('ERR_FERRY_REFUSED', `host ${to} has ${formatBytes(destinationCaps.freeMemoryBytes)} free; guest "${req.guest}" needs ${formatBytes(config.memoryBytes)}`);
     }

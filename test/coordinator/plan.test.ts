@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { inspect } from 'node:util';
-import { decideMode } from '../../src/coordinator/mode.js';
+import { decideMode, moveSetting } from '../../src/coordinator/mode.js';
+import { FerryError } from '../../src/errors.js';
 import { MigrationKey, newMigrationId } from '../../src/coordinator/keys.js';
 import { planEvacuation, type PlacementGuest } from '../../src/coordinator/placement.js';
 
@@ -83,5 +84,38 @@ describe('coordinator: evacuation placement', function () {
     assert.equal(by.secret!.to, null);
     assert.match((by.secret as { reason: string }).reason, /cannot encrypt/);
     assert.equal(by.small!.to, 'old');
+  });
+});
+
+describe('coordinator: --mode never weakens a guest', function () {
+  it('takes a stricter or equal setting and refuses a weaker one, naming ferry vm set', function () {
+    assert.equal(moveSetting('g', 'opportunistic', undefined), 'opportunistic');
+    assert.equal(moveSetting('g', 'opportunistic', 'required'), 'required');
+    assert.equal(moveSetting('g', 'disabled', 'opportunistic'), 'opportunistic');
+    assert.equal(moveSetting('g', 'required', 'required'), 'required');
+    for (const [setting, mode] of [['required', 'disabled'], ['required', 'opportunistic'], ['opportunistic', 'disabled']] as const) {
+      assert.throws(() => moveSetting('g', setting, mode), (e: FerryError) => e.code === 'ERR_FERRY_USAGE' && e.message.includes(`ferry vm set g --encrypted-migration ${mode}`));
+    }
+  });
+
+  it('evacuation refuses the whole plan when --mode would weaken one guest', function () {
+    const guests: PlacementGuest[] = [
+      { name: 'x', memoryBytes: GiB, encryptedMigration: 'opportunistic', nic: 'virtio' },
+      { name: 'y', memoryBytes: GiB, encryptedMigration: 'required', nic: 'virtio' },
+    ];
+    assert.throws(() => planEvacuation(a, guests, [{ ...b, freeMemoryBytes: 8 * GiB, hasSriov: false }], 'disabled'), { code: 'ERR_FERRY_USAGE' });
+  });
+
+  it('places an opportunistic guest on a host that encrypts when one has room, though another has more free memory', function () {
+    const guests: PlacementGuest[] = [{ name: 'x', memoryBytes: GiB, encryptedMigration: 'opportunistic', nic: 'virtio' }];
+    const targets = [
+      { name: 'old', encrypts: false, freeMemoryBytes: 64 * GiB, hasSriov: false },
+      { name: 'b', encrypts: true, freeMemoryBytes: 2 * GiB, hasSriov: false },
+    ];
+    assert.deepEqual(planEvacuation(a, guests, targets)[0], { guest: 'x', to: 'b', mode: 'encrypted', nicFallback: false });
+    const full = [targets[0]!, { ...targets[1]!, freeMemoryBytes: GiB / 2 }];
+    const plain = planEvacuation(a, guests, full)[0]!;
+    assert.equal(plain.to, 'old');
+    assert.match((plain as { warning?: string }).warning ?? '', /cannot encrypt/);
   });
 });

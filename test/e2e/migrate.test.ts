@@ -93,10 +93,17 @@ describe('e2e: ferry migrate', function () {
     const after = where('r1');
     assert.equal(after.host, 'a');
     assert.equal(after.pid, before.pid);
-    // --mode overrides the guest's setting for one migration, in both directions.
+    // --mode makes one move stricter than the guest's setting ...
     const forced = run(['migrate', 'm2', '--to', 'c', '--mode', 'required']);
     assert.equal(forced.status, 1);
     assert.equal(where('m2').host, 'b');
+    // ... never weaker: refused before any host is asked to do anything, saying how to change the guest.
+    for (const mode of ['disabled', 'opportunistic']) {
+      const weaker = run(['migrate', 'r1', '--to', 'c', '--mode', mode]);
+      assert.equal(weaker.status, 2, weaker.stderr);
+      assert.match(weaker.stderr, new RegExp(`--mode ${mode} would weaken guest r1's encrypted-migration required.*ferry vm set r1 --encrypted-migration ${mode} \\[ERR_FERRY_USAGE\\]`));
+    }
+    assert.equal(where('r1').pid, before.pid);
   });
 
   it('moves an opportunistic guest to a host that cannot encrypt in plain text, with a warning', function () {
