@@ -46,10 +46,10 @@ export async function main(argv: string[]): Promise<void> {
   } catch (err) {
     const e = toFerryError(err);
     if (json && !(err instanceof ReportedFailure)) {
-      process.stdout.write(`${JSON.stringify({ type: 'result', ok: false, error: e.toJSON() })}\n`);
+      output.emit({ type: 'result', ok: false, error: e.toJSON() });
     }
     output.error(`${e.message} [${e.code}]`);
-    if (debug && err instanceof Error && err.stack) process.stderr.write(`${err.stack}\n`);
+    if (debug && err instanceof Error && err.stack) output.trace(err.stack);
     process.exitCode = e.exitCode;
   }
 }
