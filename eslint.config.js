@@ -1,0 +1,19 @@
+// @ts-check
+// The linter's rules: typescript-eslint's recommended set (syntax-only, so `npm test` stays quick),
+// with the few exceptions ferry's code has reasons for, each said beside it. Formatting is
+// prettier's (.prettierrc.json), not the linter's.
+import js from '@eslint/js';
+import tseslint from 'typescript-eslint';
+
+export default tseslint.config(
+  { ignores: ['dist/', 'build/', 'build-*/', 'node_modules/', 'native/', 'bench/results/', '.scratch/'] },
+  js.configs.recommended,
+  ...tseslint.configs.recommended,
+  {
+    languageOptions: { ecmaVersion: 2022, sourceType: 'module' },
+    rules: {
+      // `_name` marks a value taken apart to be dropped (a key out of a spec, say).
+      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_', destructuredArrayIgnorePattern: '^_' }],
+    },
+  },
+);
