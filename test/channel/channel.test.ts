@@ -90,7 +90,8 @@ forEachBackend('channel batching', (backend) => {
     const l = await listenChannel(spec, { backend: backend() });
     let src: Channel | undefined;
     try {
-      src = await connectChannel({ ...spec, networks: l.networks }, { backend: backend(), copy });
+      const sender = await connectChannel({ ...spec, networks: l.networks }, { backend: backend(), copy });
+      src = sender;
       const shared = new Uint8Array(new SharedArrayBuffer(300_000));
       for (let i = 0; i < shared.length; i++) shared[i] = (i * 7) & 0xff;
       const messages = Array.from({ length: 40 }, (_, i) => [
@@ -99,7 +100,7 @@ forEachBackend('channel batching', (backend) => {
         Buffer.alloc(0),
         payloadFor(i, 16 + i * 100),
       ]);
-      const sends = messages.map((parts, i) => src.send(i, parts));
+      const sends = messages.map((parts, i) => sender.send(i, parts));
       for (let i = 0; i < messages.length; i++) {
         const m = await l.channel.receive();
         assert.equal(m!.type, i);

@@ -30,7 +30,9 @@ describe('e2e: ferry migrate', function () {
   };
   const where = (name: string) => {
     const r = ferryOk(['vm', 'list', '--json'], cluster.env);
-    return jsonLines(r.stdout).find((g) => g.name === name);
+    const guest = jsonLines(r.stdout).find((g) => g.name === name);
+    assert.ok(guest, `${name} in ferry vm list: ${r.stdout}`);
+    return guest;
   };
 
   before(async function () {

@@ -86,7 +86,7 @@ export class TestCluster {
     return c;
   }
 
-  get env(): NodeJS.ProcessEnv {
+  get env(): { FERRY_CLUSTER: string } {
     return { FERRY_CLUSTER: this.file };
   }
 
