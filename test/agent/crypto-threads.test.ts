@@ -12,9 +12,9 @@ import { loadCluster, type Cluster } from '../../src/coordinator/cluster.js';
 import type { Method, Params, Result } from '../../src/control/protocol.js';
 import type { MigrationResult } from '../../src/migration/types.js';
 import { attachGuest } from '../../src/guest/index.js';
-import { ferry, ferryOk, TestCluster, type RunningAgent } from './helpers/cluster.js';
-import { ask as askHost, migrate } from './helpers/migrate.js';
-import { findSecret } from './helpers/secrets.js';
+import { ferry, ferryOk, TestCluster, type RunningAgent } from '../support/cluster.js';
+import { ask as askHost, migrate } from '../support/migrate.js';
+import { findSecret } from '../support/secrets.js';
 
 describe('agent: the crypto-thread budget', function () {
   let cluster: TestCluster;

@@ -7,10 +7,10 @@ import assert from 'node:assert/strict';
 import { loadCluster, type Cluster } from '../../src/coordinator/cluster.js';
 import { eachHost } from '../../src/coordinator/connect.js';
 import type { GuestInfo } from '../../src/control/protocol.js';
-import { alive, waitUntil } from '../helpers/guests.js';
-import { ferryOk, TestCluster, type RunningAgent } from './helpers/cluster.js';
-import { ask, migrate } from './helpers/migrate.js';
-import { CuttableRelay } from '../helpers/relay.js';
+import { alive, waitUntil } from '../support/guests.js';
+import { ferryOk, TestCluster, type RunningAgent } from '../support/cluster.js';
+import { ask, migrate } from '../support/migrate.js';
+import { CuttableRelay } from '../support/relay.js';
 
 describe('agent: an agent killed during a migration (real agents)', function () {
   let cluster: TestCluster;

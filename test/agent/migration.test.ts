@@ -9,10 +9,10 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { loadCluster, type Cluster } from '../../src/coordinator/cluster.js';
 import type { Method, Params, Result } from '../../src/control/protocol.js';
-import { alive } from '../helpers/guests.js';
-import { ferryOk, TestCluster, type RunningAgent } from './helpers/cluster.js';
-import { ask as askHost, migrate } from './helpers/migrate.js';
-import { findSecret } from './helpers/secrets.js';
+import { alive } from '../support/guests.js';
+import { ferryOk, TestCluster, type RunningAgent } from '../support/cluster.js';
+import { ask as askHost, migrate } from '../support/migrate.js';
+import { findSecret } from '../support/secrets.js';
 
 describe('agent: migrations between real agents', function () {
   let cluster: TestCluster;

@@ -13,7 +13,7 @@ import type { TlsCredentials } from '../../src/control/tls.js';
 import { loadCluster } from '../../src/coordinator/cluster.js';
 import { coordinatorCredentials } from '../../src/coordinator/connect.js';
 import { FerryError } from '../../src/errors.js';
-import { TestCluster } from './helpers/cluster.js';
+import { TestCluster } from '../support/cluster.js';
 
 describe('agent: control server frame (in process, real TLS)', function () {
   let cluster: TestCluster;

@@ -6,8 +6,8 @@
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { loadCluster, type Cluster } from '../../src/coordinator/cluster.js';
-import { ferryOk, TestCluster, type RunningAgent } from './helpers/cluster.js';
-import { migrate } from './helpers/migrate.js';
+import { ferryOk, TestCluster, type RunningAgent } from '../support/cluster.js';
+import { migrate } from '../support/migrate.js';
 
 const ROUND_TRIPS = 20;
 /** Round trips before the baseline is taken: lazily opened files, JIT, pools filled once. */

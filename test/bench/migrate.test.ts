@@ -11,7 +11,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { computeRatios, type FerryRun, type ScenarioReport } from '../../src/bench/migrate.js';
 import { qemuMissing } from '../../src/bench/qemu-migration.js';
-import { processesMentioning } from '../helpers/processes.js';
+import { processesMentioning } from '../support/processes.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const TINY = ['--memory-scale', '0.005', '--kv-scale', '0.02'];

@@ -3,8 +3,8 @@ import assert from 'node:assert/strict';
 import { FerryError } from '../../src/errors.js';
 import { connectChannel, listenChannel, type Channel, type ChannelListener } from '../../src/channel/index.js';
 import { nativeUnavailableReason, pageCopier } from '../../src/crypto/index.js';
-import { forEachBackend } from '../helpers/backends.js';
-import { makeSpec, payloadFor, receiveAll, sendAll } from './helpers.js';
+import { forEachBackend } from '../support/backends.js';
+import { makeSpec, payloadFor, receiveAll, sendAll } from '../support/channel.js';
 
 async function pair(spec: ReturnType<typeof makeSpec>, options = {}): Promise<{ l: ChannelListener; src: Channel }> {
   const l = await listenChannel(spec, options);

@@ -7,8 +7,8 @@ import assert from 'node:assert/strict';
 import { connectChannel, listenChannel, type ChannelListener } from '../../src/channel/index.js';
 import { startWanEmulator, type WanEmulator } from '../../src/bench/wan-emulator.js';
 import { FerryError } from '../../src/errors.js';
-import { CuttableRelay } from '../helpers/relay.js';
-import { makeSpec, receiveAll, sendAll } from './helpers.js';
+import { CuttableRelay } from '../support/relay.js';
+import { makeSpec, receiveAll, sendAll } from '../support/channel.js';
 
 const SIZE = 64 * 1024;
 const COUNT = 400; // 25 MiB

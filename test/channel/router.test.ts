@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { FerryError } from '../../src/errors.js';
 import { connectChannel, createIncomingChannel, listenRouter, type IncomingChannel, type MigrationRouter } from '../../src/channel/index.js';
 import { FrameType, HELLO_PAYLOAD_BYTES, writeHeader } from '../../src/channel/wire.js';
-import { makeSpec, receiveAll, sendAll } from './helpers.js';
+import { makeSpec, receiveAll, sendAll } from '../support/channel.js';
 import type { ByteCount } from './fixtures/count-bytes.js';
 import type { GuestReport, ToGuest } from './fixtures/incoming-guest.js';
 

@@ -12,7 +12,7 @@ import path from 'node:path';
 import { connectChannel, listenChannel, type Channel, type ChannelListener } from '../../src/channel/index.js';
 import { STREAM_MSG, StreamMux } from '../../src/channel/streams.js';
 import { FerryError } from '../../src/errors.js';
-import { makeSpec } from './helpers.js';
+import { makeSpec } from '../support/channel.js';
 
 const WINDOW = 1 << 20;
 

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { availableParallelism } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { AeadJob, BatchOptions } from '../../src/crypto/index.js';
-import { forEachBackend } from '../helpers/backends.js';
+import { forEachBackend } from '../support/backends.js';
 
 const FRAME = 256 * 1024;
 

@@ -13,14 +13,14 @@ import { loadCluster, type Cluster } from '../../src/coordinator/cluster.js';
 import { eachHost } from '../../src/coordinator/connect.js';
 import { GuestClient } from '../../src/guest/index.js';
 import type { GuestInfo, MigrationStreamEvent } from '../../src/control/protocol.js';
-import { alive, waitUntil } from '../helpers/guests.js';
-import { BIN, ferry, ferryOk, TestCluster, type RunningAgent } from '../agent/helpers/cluster.js';
+import { alive, waitUntil } from '../support/guests.js';
+import { BIN, ferry, ferryOk, TestCluster, type RunningAgent } from '../support/cluster.js';
 import { connectHost } from '../../src/coordinator/connect.js';
 import { migrateGuest, type CoordinatorEvent } from '../../src/coordinator/migrate.js';
 import { resolveTarget } from '../../src/coordinator/target.js';
-import { ask, migrate } from '../agent/helpers/migrate.js';
-import { jsonLines } from './helpers.js';
-import { CuttableRelay } from '../helpers/relay.js';
+import { ask, migrate } from '../support/migrate.js';
+import { jsonLines } from '../support/json-output.js';
+import { CuttableRelay } from '../support/relay.js';
 
 /** A `ferry migrate` child process whose output the test reads while it runs. */
 interface MigrateChild {

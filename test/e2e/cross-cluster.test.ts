@@ -9,9 +9,9 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { parseDocument } from 'yaml';
 import { loadCluster } from '../../src/coordinator/cluster.js';
-import { BIN, ferry, ferryOk, TestCluster } from '../agent/helpers/cluster.js';
-import { CuttableRelay } from '../helpers/relay.js';
-import { jsonLines } from './helpers.js';
+import { BIN, ferry, ferryOk, TestCluster } from '../support/cluster.js';
+import { CuttableRelay } from '../support/relay.js';
+import { jsonLines } from '../support/json-output.js';
 
 describe('e2e: cross-cluster migration', function () {
   let east: TestCluster;

@@ -6,9 +6,9 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { BIN, ferry } from '../agent/helpers/cluster.js';
-import { jsonLines } from './helpers.js';
-import { processesMentioning } from '../helpers/processes.js';
+import { BIN, ferry } from '../support/cluster.js';
+import { jsonLines } from '../support/json-output.js';
+import { processesMentioning } from '../support/processes.js';
 
 describe('e2e: ferry demo', function () {
   const dirs: string[] = [];

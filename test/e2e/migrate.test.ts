@@ -12,9 +12,9 @@ import { migrateGuest } from '../../src/coordinator/migrate.js';
 import { resolveTarget } from '../../src/coordinator/target.js';
 import { Output } from '../../src/cli/output.js';
 import { migrateWithProgress } from '../../src/cli/commands/migrate.js';
-import { ferry, ferryOk, TestCluster, type RunningAgent } from '../agent/helpers/cluster.js';
-import { findSecret } from '../agent/helpers/secrets.js';
-import { jsonLines } from './helpers.js';
+import { ferry, ferryOk, TestCluster, type RunningAgent } from '../support/cluster.js';
+import { findSecret } from '../support/secrets.js';
+import { jsonLines } from '../support/json-output.js';
 
 const RESULT_KEYS = ['type', 'ok', 'vm', 'from', 'to', 'mode', 'backend', 'totalMs', 'switchoverMs', 'bytesSent', 'zeroPagesSkipped', 'passes', 'verified', 'error'];
 

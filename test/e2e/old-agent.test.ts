@@ -15,8 +15,8 @@ import type { AddressInfo } from 'node:net';
 import { loadCluster, type Cluster } from '../../src/coordinator/cluster.js';
 import { connectHost, eachHost } from '../../src/coordinator/connect.js';
 import type { Capabilities } from '../../src/control/protocol.js';
-import { ferryAsync, ferryOk, TestCluster, type RunningAgent } from '../agent/helpers/cluster.js';
-import { jsonLines } from './helpers.js';
+import { ferryAsync, ferryOk, TestCluster, type RunningAgent } from '../support/cluster.js';
+import { jsonLines } from '../support/json-output.js';
 
 const OLD_PROTOCOL = 1;
 const OLD_VERSION = '0.1.0';

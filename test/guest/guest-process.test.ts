@@ -10,7 +10,7 @@ import { freemem } from 'node:os';
 import { join } from 'node:path';
 import { attachGuest, startGuest, type GuestClient } from '../../src/guest/index.js';
 import { FerryError } from '../../src/errors.js';
-import { GuestSandbox, alive, sleep, waitUntil } from '../helpers/guests.js';
+import { GuestSandbox, alive, sleep, waitUntil } from '../support/guests.js';
 
 describe('synthetic guest process', function () {
   this.timeout(60_000);

@@ -20,8 +20,8 @@ import { resolveQemu } from '../../../src/guest/qemu/probe.js';
 import { parseTestGuestLog, type TestGuestLine } from '../../../src/guest/qemu/test-guest.js';
 import type { MigrationEvent } from '../../../src/migration/types.js';
 import type { QemuConfig } from '../../../src/guest/types.js';
-import { alive, sleep, waitUntil } from '../../helpers/guests.js';
-import { processesMentioning } from '../../helpers/processes.js';
+import { alive, sleep, waitUntil } from '../../support/guests.js';
+import { processesMentioning } from '../../support/processes.js';
 
 const MiB = 1 << 20;
 

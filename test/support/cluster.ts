@@ -8,12 +8,12 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { freePort } from '../../../src/cli/free-port.js';
+import { freePort } from '../../src/cli/free-port.js';
 
 /** Ports below the kernel's ephemeral range, so host init can write them into files (src/cli/free-port.ts). */
 export { freePort };
 
-export const BIN = fileURLToPath(new URL('../../../bin/ferry', import.meta.url));
+export const BIN = fileURLToPath(new URL('../../bin/ferry', import.meta.url));
 
 export interface CliResult {
   status: number | null;
