@@ -4,7 +4,7 @@
  * asserted; outcomes, the measured round trip and the JSON are.
  */
 import assert from 'node:assert/strict';
-import { ferryAsync } from '../support/cluster.js';
+import { ferryAsync } from '../support/cli.js';
 import { processesMentioning } from '../support/processes.js';
 
 const bench = (args: string[]) => ferryAsync(['bench', 'engine', ...args]);

@@ -5,6 +5,7 @@ import { connectChannel, listenChannel, type Channel, type ChannelListener } fro
 import { nativeUnavailableReason, pageCopier } from '../../src/crypto/index.js';
 import { forEachBackend } from '../support/backends.js';
 import { makeSpec, payloadFor, receiveAll, sendAll } from '../support/channel.js';
+import { sleep } from '../../src/common/async.js';
 
 async function pair(spec: ReturnType<typeof makeSpec>, options = {}): Promise<{ l: ChannelListener; src: Channel }> {
   const l = await listenChannel(spec, options);
@@ -163,7 +164,7 @@ describe('channel behaviour', () => {
       }
       await p.src.end();
     })();
-    await new Promise((r) => setTimeout(r, 300));
+    await sleep(300);
     // Nobody receives yet: the sender must stop at the window (one message may overshoot).
     assert.ok(sent <= window / size + 1, `sent ${sent} MiB into an ${window / size} MiB window`);
     const got = await receiveAll(l.channel, size);

@@ -13,6 +13,7 @@ import { FrameType, HELLO_PAYLOAD_BYTES, writeHeader } from '../../src/channel/w
 import { makeSpec, receiveAll, sendAll } from '../support/channel.js';
 import type { ByteCount } from './fixtures/count-bytes.js';
 import type { GuestReport, ToGuest } from './fixtures/incoming-guest.js';
+import { sleep } from '../../src/common/async.js';
 
 const FAST = { handshakeTimeoutMs: 1000, connectTimeoutMs: 500, connectRounds: 1 };
 
@@ -129,7 +130,7 @@ describe('migration router (destination agent)', function () {
     sock.on('error', () => {});
     await new Promise((r) => sock.once('connect', r));
     sock.write(hello.subarray(0, n));
-    await new Promise((r) => setTimeout(r, 150)); // routed by now, waiting for its hand-over
+    await sleep(150); // routed by now, waiting for its hand-over
     sock.end(after);
     const { bytes } = await counted;
     assert.ok(headBytes >= n, `the router read the HELLO header (${headBytes} bytes)`);

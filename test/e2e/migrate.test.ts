@@ -12,7 +12,8 @@ import { migrateGuest } from '../../src/coordinator/migrate.js';
 import { resolveTarget } from '../../src/coordinator/target.js';
 import { Output } from '../../src/cli/output.js';
 import { migrateWithProgress } from '../../src/cli/commands/migrate.js';
-import { ferry, ferryOk, TestCluster, type RunningAgent } from '../support/cluster.js';
+import { ferry, ferryOk } from '../support/cli.js';
+import { TestCluster, type RunningAgent } from '../support/cluster.js';
 import { findSecret } from '../support/secrets.js';
 import { jsonLines } from '../support/json-output.js';
 

@@ -10,7 +10,9 @@ import { startGuest } from '../../src/guest/index.js';
 import { wanRoute } from '../../src/bench/wan-emulator.js';
 import { migrateLocally as migrate } from '../../src/bench/local-migration.js';
 import { SWITCH_HEADROOM } from '../../src/migration/convergence.js';
-import { GuestSandbox, alive, waitUntil, workloadReady } from '../support/guests.js';
+import { GuestSandbox, workloadReady } from '../support/guests.js';
+import { alive } from '../support/processes.js';
+import { waitUntil } from '../support/wait.js';
 
 /** 150 ms round trips (75 ms each way), 200 Mbit/s each way. */
 const LINK = { delayMs: 75, bytesPerSecond: 25_000_000 };

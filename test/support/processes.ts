@@ -1,4 +1,4 @@
-/** Finding processes a test started, by what their command lines mention (a unique temp dir). */
+/** The processes a test started: are they alive, and which mention a test's unique temp dir. */
 import { readdirSync, readFileSync } from 'node:fs';
 
 /** Pids of live processes whose command line mentions `text`. */
@@ -12,4 +12,19 @@ export function processesMentioning(text: string): number[] {
     }
   }
   return pids;
+}
+
+/** Is `pid` a live process? A zombie (exited, not yet reaped: its parent was killed) is not. */
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
 }
