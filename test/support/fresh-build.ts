@@ -3,12 +3,13 @@
  * built from the current src/.
  *
  * Tests import src/ through tsx, but every child process they start runs dist/: agents (bin/ferry
- * loads dist/cli), guest processes (dist/guest/synthetic/main.js), their workload workers. Without
+ * loads dist/cli), guest processes (dist/guest/DRIVER/main.js), their workload workers. Without
  * a build after an edit, a test would check the new code in its own process and the old code in
  * its children. Running the children from src/ through tsx instead would mean teaching bin/ferry,
  * the guest launcher and the worker entry that they run under a test, and loading tsx into every
  * agent and guest; comparing each output's time with its source's is a stat per file, and
- * `npm test` builds first, so only a direct `npx mocha` after an edit meets this hook.
+ * `npm test` builds first, so only a direct `npx mocha` after an edit meets this hook. A run with
+ * --no-config skips it unless it adds `--require test/support/fresh-build.ts`.
  */
 import { readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
