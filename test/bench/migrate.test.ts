@@ -103,8 +103,7 @@ describe('ferry bench migrate', function () {
     const child = startFerry(['bench', 'migrate', '--scenario', 'kv', ...TINY]);
     await child.waitForOutput('stderr', /creating the guest/, 40_000);
     child.process.kill('SIGINT');
-    const code = await child.exited;
-    const stderr = child.stderr();
+    const { status: code, stderr } = await child.ended;
     assert.notEqual(code, 0, stderr);
     assert.match(stderr, /SIGINT/);
     const dir = clusterDir(stderr);

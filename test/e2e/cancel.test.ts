@@ -304,7 +304,7 @@ describe('e2e: cancelling a migration (real agents)', function () {
     assert.equal(r.status, 0, r.stderr);
     const result = jsonLines(r.stdout).pop()!;
     assert.deepEqual({ ...result, migrationId: typeof result.migrationId }, { type: 'result', ok: true, vm: 'x1', host: 'a', to: 'b', migrationId: 'string', outcome: 'aborted', error: null });
-    assert.equal(await child.exited, 1);
+    assert.equal((await child.ended).status, 1);
     const report = jsonLines(child.stdout()).pop()!;
     assert.equal(report.ok, false);
     assert.equal(report.error.code, 'ERR_FERRY_ABORTED');
@@ -330,7 +330,7 @@ describe('e2e: cancelling a migration (real agents)', function () {
     await child.waitForOutput('stdout', /"type":"started"/, 20_000);
     await sleep(500);
     child.process.kill('SIGINT');
-    assert.equal(await child.exited, 1, child.stderr());
+    assert.equal((await child.ended).status, 1, child.stderr());
     assert.equal(child.stderr().split('\n').filter((l) => /cancelling the migration of i1/.test(l)).length, 1, child.stderr());
     const lines = jsonLines(child.stdout());
     const report = lines.pop()!;
@@ -358,7 +358,7 @@ describe('e2e: cancelling a migration (real agents)', function () {
       child.process.kill('SIGINT');
       await child.waitForOutput('stderr', /cancelling the migration of d1/, 10_000);
       child.process.kill('SIGINT');
-      assert.equal(await child.exited, 1, child.stderr());
+      assert.equal((await child.ended).status, 1, child.stderr());
     } finally {
       agentA.process.kill('SIGCONT');
     }

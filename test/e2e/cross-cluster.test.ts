@@ -89,8 +89,7 @@ describe('e2e: cross-cluster migration', function () {
           }, 1500);
         }
       }
-      const status = await child.exited;
-      const stderr = child.stderr();
+      const { status, stderr } = await child.ended;
       const types = events.filter((e) => e.side === 'source').map((e) => e.type);
       assert.ok(types.includes('in-doubt'), `the source was in doubt: ${types.join(', ')}; ${stderr}`);
       assert.ok(types.includes('resolving'), 'it could not ask the other cluster itself');

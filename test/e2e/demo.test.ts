@@ -40,7 +40,7 @@ describe('e2e: ferry demo', function () {
     await child.waitForOutput('stdout', /"type":"started"/, 100_000);
     assert.ok(processesMentioning(dir).length >= 3, 'two agents and a guest run (so the check below can fail)');
     child.process.kill('SIGINT');
-    const code = await child.exited;
+    const { status: code } = await child.ended;
     assert.equal(code, 1, child.stderr());
     assert.match(child.stderr(), /interrupted by SIGINT; everything the demo made is removed/);
     assert.equal(existsSync(dir), false, `${dir} removed`);

@@ -36,6 +36,8 @@ export interface FerryChild {
   stderr(): string;
   /** Its exit code (null: ended by a signal). */
   readonly exited: Promise<number | null>;
+  /** Once its output has ended too: the exit code and all it printed. */
+  readonly ended: Promise<CliResult>;
   /** Resolves with the first match once `stream` matches `pattern`; fails at once if the output ends without it. */
   waitForOutput(stream: 'stdout' | 'stderr', pattern: RegExp, ms: number): Promise<RegExpExecArray>;
 }
@@ -47,13 +49,22 @@ export function startFerry(args: string[], env: NodeJS.ProcessEnv = {}): FerryCh
   let closed = false;
   child.stdout.setEncoding('utf8').on('data', (d: string) => (text.stdout += d));
   child.stderr.setEncoding('utf8').on('data', (d: string) => (text.stderr += d));
-  child.once('close', () => (closed = true));
   const name = `ferry ${args.join(' ')}`;
+  const ended = new Promise<CliResult>((resolve, reject) => {
+    child.once('error', reject);
+    child.once('close', (status) => {
+      closed = true;
+      resolve({ status, ...text });
+    });
+  });
+  // A spawn error rejects `ended` for whoever awaits it; nobody else needs to hear of it.
+  ended.catch(() => {});
   return {
     process: child,
     stdout: () => text.stdout,
     stderr: () => text.stderr,
     exited: new Promise((resolve) => child.once('exit', (code) => resolve(code))),
+    ended,
     waitForOutput: (stream, pattern, ms) =>
       waitUntil(
         () => {
@@ -69,9 +80,5 @@ export function startFerry(args: string[], env: NodeJS.ProcessEnv = {}): FerryCh
 
 /** Runs the CLI to its end without blocking this process (for a test that serves or watches it meanwhile). */
 export function ferryAsync(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
-  const child = startFerry(args, env);
-  return new Promise((resolve, reject) => {
-    child.process.once('error', reject);
-    child.process.once('close', (status) => resolve({ status, stdout: child.stdout(), stderr: child.stderr() }));
-  });
+  return startFerry(args, env).ended;
 }
