@@ -16,7 +16,8 @@ import { ERROR_CODES } from '../../src/errors.js';
 import { KEYED_METHODS, PROTOCOL_VERSION, type Method } from '../../src/control/protocol.js';
 import { loadCluster } from '../../src/coordinator/cluster.js';
 import { coordinatorCredentials } from '../../src/coordinator/connect.js';
-import { ferryOk, TestCluster, type RunningAgent } from './helpers/cluster.js';
+import { ferryOk } from '../support/cli.js';
+import { TestCluster, type RunningAgent } from '../support/cluster.js';
 
 type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
 

@@ -12,8 +12,8 @@ import { AgentClient } from '../../src/control/client.js';
 import { MAX_REQUEST_BYTES, PROTOCOL_VERSION } from '../../src/control/protocol.js';
 import { loadCluster } from '../../src/coordinator/cluster.js';
 import { connectHost, coordinatorCredentials } from '../../src/coordinator/connect.js';
-import { TestCluster, type RunningAgent } from './helpers/cluster.js';
-import { findSecret } from './helpers/secrets.js';
+import { TestCluster, type RunningAgent } from '../support/cluster.js';
+import { findSecret } from '../support/secrets.js';
 
 /** Raw TLS with the given credentials: request lines (and raw trailers) in, the reply lines out until close. */
 function rawExchange(address: string, options: tls.ConnectionOptions, lines: (string | Buffer)[], waitMs = 1500): Promise<{ replies: any[]; error: string | null; closed: boolean }> {

@@ -9,12 +9,13 @@ import { existsSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { loadCluster, type Cluster } from '../../src/coordinator/cluster.js';
-import type { Method, Params, Result } from '../../src/control/protocol.js';
 import type { MigrationResult } from '../../src/migration/types.js';
 import { attachGuest } from '../../src/guest/index.js';
-import { ferry, ferryOk, TestCluster, type RunningAgent } from './helpers/cluster.js';
-import { ask as askHost, migrate } from './helpers/migrate.js';
-import { findSecret } from './helpers/secrets.js';
+import { ferry, ferryOk } from '../support/cli.js';
+import { TestCluster, type RunningAgent } from '../support/cluster.js';
+import { ask, migrate } from '../support/migrate.js';
+import { findSecret } from '../support/secrets.js';
+import { sleep } from '../../src/common/async.js';
 
 describe('agent: the crypto-thread budget', function () {
   let cluster: TestCluster;
@@ -36,14 +37,12 @@ describe('agent: the crypto-thread budget', function () {
     await cluster?.stop();
   });
 
-  const ask = <M extends Method>(host: string, method: M, params: Params<M>): Promise<Result<M>> => askHost(c, host, method, params);
-
   it('stores --crypto-threads in host.json; capabilities and probe (table and --json) show it', async function () {
     const hostJson = (h: string) => JSON.parse(readFileSync(path.join(cluster.hostDir(h), 'host.json'), 'utf8'));
     assert.deepEqual(hostJson('a').limits, { outgoing: 2, incoming: 2, cryptoThreads: 1 });
     assert.deepEqual(hostJson('b').limits, { outgoing: 1, incoming: 1, cryptoThreads: 5 });
 
-    const caps = await ask('b', 'capabilities', {});
+    const caps = await ask(c, 'b', 'capabilities', {});
     assert.deepEqual(caps.limits, { outgoing: 1, incoming: 1, cryptoThreads: 5 });
     assert.equal(caps.cryptoThreadsPerMigration, 2);
 
@@ -101,7 +100,7 @@ describe('agent: the crypto-thread budget', function () {
         for (let i = 0; i < 200; i++) {
           const info = await guest.migration();
           if (info?.migrationId === migrationId && info.result) return info.result;
-          await new Promise((r) => setTimeout(r, 50));
+          await sleep(50);
         }
       } finally {
         guest.close();

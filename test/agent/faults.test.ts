@@ -7,10 +7,12 @@ import assert from 'node:assert/strict';
 import { loadCluster, type Cluster } from '../../src/coordinator/cluster.js';
 import { eachHost } from '../../src/coordinator/connect.js';
 import type { GuestInfo } from '../../src/control/protocol.js';
-import { alive, waitUntil } from '../helpers/guests.js';
-import { ferryOk, TestCluster, type RunningAgent } from './helpers/cluster.js';
-import { ask, migrate } from './helpers/migrate.js';
-import { CuttableRelay } from '../helpers/relay.js';
+import { alive } from '../support/processes.js';
+import { waitUntil } from '../support/wait.js';
+import { ferryOk } from '../support/cli.js';
+import { TestCluster, type RunningAgent } from '../support/cluster.js';
+import { ask, migrate } from '../support/migrate.js';
+import { CuttableRelay } from '../support/relay.js';
 
 describe('agent: an agent killed during a migration (real agents)', function () {
   let cluster: TestCluster;
@@ -48,7 +50,7 @@ describe('agent: an agent killed during a migration (real agents)', function () 
       const found = await whereabouts(name);
       last = JSON.stringify([...found].map(([h, g]) => [h, g.state]));
       return found.size === 1 && [...found.values()][0]!.state === 'running';
-    }, 60_000, 'the guest to run on exactly one host');
+    }, 60_000, () => `the guest to run on exactly one host (it is at ${last})`);
     return [...(await whereabouts(name)).keys()][0]!;
   }
 

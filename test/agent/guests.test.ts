@@ -5,8 +5,10 @@
 import assert from 'node:assert/strict';
 import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { alive, waitUntil } from '../helpers/guests.js';
-import { ferry, TestCluster, type RunningAgent } from './helpers/cluster.js';
+import { alive } from '../support/processes.js';
+import { waitUntil } from '../support/wait.js';
+import { ferry } from '../support/cli.js';
+import { TestCluster, type RunningAgent } from '../support/cluster.js';
 
 const jsonLines = (stdout: string) => stdout.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
 

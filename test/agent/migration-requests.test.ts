@@ -1,13 +1,14 @@
 /** Migration requests an agent refuses before anything starts: each with its code, nothing changed. */
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { waitUntil } from '../helpers/guests.js';
+import { waitUntil } from '../support/wait.js';
 import path from 'node:path';
 import { AgentClient } from '../../src/control/client.js';
 import type { PrepareIncomingParams, StartOutgoingParams } from '../../src/control/protocol.js';
 import { loadCluster, type Cluster } from '../../src/coordinator/cluster.js';
 import { connectHost } from '../../src/coordinator/connect.js';
-import { ferryOk, TestCluster } from './helpers/cluster.js';
+import { ferryOk } from '../support/cli.js';
+import { TestCluster } from '../support/cluster.js';
 
 describe('agent: migration requests refused up front (real agents)', function () {
   let cluster: TestCluster;

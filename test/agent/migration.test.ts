@@ -8,11 +8,11 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { loadCluster, type Cluster } from '../../src/coordinator/cluster.js';
-import type { Method, Params, Result } from '../../src/control/protocol.js';
-import { alive } from '../helpers/guests.js';
-import { ferryOk, TestCluster, type RunningAgent } from './helpers/cluster.js';
-import { ask as askHost, migrate } from './helpers/migrate.js';
-import { findSecret } from './helpers/secrets.js';
+import { alive } from '../support/processes.js';
+import { ferryOk } from '../support/cli.js';
+import { TestCluster, type RunningAgent } from '../support/cluster.js';
+import { ask, migrate } from '../support/migrate.js';
+import { findSecret } from '../support/secrets.js';
 
 describe('agent: migrations between real agents', function () {
   let cluster: TestCluster;
@@ -33,14 +33,12 @@ describe('agent: migrations between real agents', function () {
     await cluster?.stop();
   });
 
-  const ask = <M extends Method>(host: string, method: M, params: Params<M>): Promise<Result<M>> => askHost(c, host, method, params);
-
   const create = (name: string, host: string, extra: string[] = []) =>
     ferryOk(['vm', 'create', name, '--host', host, '--memory', '16MiB', ...extra], cluster.env);
 
   it('moves a guest: it runs on the destination only, with the records on both sides', async function () {
     create('m1', 'a', ['--workload', 'kv:get=200,set=100', '--disk', '1MiB']);
-    const before = await ask('a', 'guest.get', { name: 'm1' });
+    const before = await ask(c, 'a', 'guest.get', { name: 'm1' });
     const m = await migrate(c, 'm1', 'a', 'b');
     keys.push(m.key, m.nonce);
     assert.equal(m.result.outcome, 'committed', JSON.stringify(m.result.result?.error));
@@ -50,15 +48,15 @@ describe('agent: migrations between real agents', function () {
     assert.ok(m.result.result!.cryptoThreads.peak >= 1);
     assert.ok(m.events.some((e) => e.type === 'started'));
     assert.ok(m.events.some((e) => e.type === 'pass'));
-    const onB = await ask('b', 'guest.get', { name: 'm1' });
+    const onB = await ask(c, 'b', 'guest.get', { name: 'm1' });
     assert.equal(onB.state, 'running');
-    await assert.rejects(ask('a', 'guest.get', { name: 'm1' }), { code: 'ERR_FERRY_NOT_FOUND' });
+    await assert.rejects(ask(c, 'a', 'guest.get', { name: 'm1' }), { code: 'ERR_FERRY_NOT_FOUND' });
     assert.equal(alive(before.pid!), false);
     const decision = JSON.parse(readFileSync(path.join(cluster.hostDir('b'), 'ownership', `${m.migrationId}.decision.json`), 'utf8'));
     assert.equal(decision.decision, 'committed');
     assert.ok(existsSync(path.join(cluster.hostDir('a'), 'ownership', `${m.migrationId}.handoff.json`)));
     // The resolve query after the fact tells the truth.
-    assert.equal((await ask('b', 'migration.resolve', { migrationId: m.migrationId })).decision, 'committed');
+    assert.equal((await ask(c, 'b', 'migration.resolve', { migrationId: m.migrationId })).decision, 'committed');
   });
 
   it('gives a passthrough-NIC guest the emulated NIC on a host without one, and says so', async function () {
@@ -67,7 +65,7 @@ describe('agent: migrations between real agents', function () {
     keys.push(m.key, m.nonce);
     assert.equal(m.prepared.nicFallback, true);
     assert.equal(m.result.outcome, 'committed', JSON.stringify(m.result.result?.error));
-    assert.equal((await ask('b', 'guest.get', { name: 'nic1' })).nic, 'virtio');
+    assert.equal((await ask(c, 'b', 'guest.get', { name: 'nic1' })).nic, 'virtio');
   });
 
   it('runs 6 migrations with limits of 2: never more than 2 at once, the rest queued, all complete', async function () {

@@ -13,7 +13,8 @@ import type { TlsCredentials } from '../../src/control/tls.js';
 import { loadCluster } from '../../src/coordinator/cluster.js';
 import { coordinatorCredentials } from '../../src/coordinator/connect.js';
 import { FerryError } from '../../src/errors.js';
-import { TestCluster } from './helpers/cluster.js';
+import { TestCluster } from '../support/cluster.js';
+import { sleep } from '../../src/common/async.js';
 
 describe('agent: control server frame (in process, real TLS)', function () {
   let cluster: TestCluster;
@@ -75,7 +76,7 @@ describe('agent: control server frame (in process, real TLS)', function () {
         run: async (p, ctx) => {
           handed.push(ctx.key.key, ctx.key.nonce);
           assert.ok(ctx.key.key.equals(Buffer.alloc(32, 0xa5)) && ctx.key.nonce.equals(Buffer.alloc(8, 0x5a)), 'the trailer, split into key and nonce');
-          await new Promise((r) => setTimeout(r, 50)); // still holding them across a wait, as a real handler does
+          await sleep(50); // still holding them across a wait, as a real handler does
           assert.ok(handed.slice(-2).every((b) => b.some((x) => x !== 0)), 'not zeroed while the handler runs');
           if (p.migrationId === 'm-fail') throw new FerryError('ERR_FERRY_REFUSED', 'refused after taking the key');
           return { migrationId: p.migrationId, networks: [], nicFallback: false, guest: p.guest };

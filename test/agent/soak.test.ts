@@ -6,8 +6,10 @@
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { loadCluster, type Cluster } from '../../src/coordinator/cluster.js';
-import { ferryOk, TestCluster, type RunningAgent } from './helpers/cluster.js';
-import { migrate } from './helpers/migrate.js';
+import { ferryOk } from '../support/cli.js';
+import { TestCluster, type RunningAgent } from '../support/cluster.js';
+import { migrate } from '../support/migrate.js';
+import { sleep } from '../../src/common/async.js';
 
 const ROUND_TRIPS = 20;
 /** Round trips before the baseline is taken: lazily opened files, JIT, pools filled once. */
@@ -26,7 +28,7 @@ function residentMiB(agent: RunningAgent): number {
 async function settledOpenFiles(agent: RunningAgent, limit: number): Promise<number> {
   let n = openFiles(agent);
   for (let i = 0; i < 40 && n > limit; i++) {
-    await new Promise((r) => setTimeout(r, 50));
+    await sleep(50);
     n = openFiles(agent);
   }
   return n;

@@ -4,8 +4,8 @@
  * asserted; outcomes, the measured round trip and the JSON are.
  */
 import assert from 'node:assert/strict';
-import { ferryAsync } from '../agent/helpers/cluster.js';
-import { processesMentioning } from '../helpers/processes.js';
+import { ferryAsync } from '../support/cli.js';
+import { processesMentioning } from '../support/processes.js';
 
 const bench = (args: string[]) => ferryAsync(['bench', 'engine', ...args]);
 

@@ -6,14 +6,12 @@
  * leaves no process or directory behind, after success and after SIGINT.
  */
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { computeRatios, type FerryRun, type ScenarioReport } from '../../src/bench/migrate.js';
 import { qemuMissing } from '../../src/bench/qemu-migration.js';
-import { processesMentioning } from '../helpers/processes.js';
+import { ferry, startFerry } from '../support/cli.js';
+import { processesMentioning } from '../support/processes.js';
 
-const root = fileURLToPath(new URL('../../', import.meta.url));
 const TINY = ['--memory-scale', '0.005', '--kv-scale', '0.02'];
 
 const clusterDir = (stderr: string): string => {
@@ -47,7 +45,7 @@ describe('ferry bench migrate', function () {
 
   it('runs every scenario tiny and prints one JSON object with runs, QEMU figures and ratios', function () {
     this.timeout(180_000);
-    const r = spawnSync(process.execPath, ['bin/ferry', 'bench', 'migrate', '--json', ...TINY], { cwd: root, encoding: 'utf8', timeout: 170_000 });
+    const r = ferry(['bench', 'migrate', '--json', ...TINY], {}, { timeoutMs: 170_000 });
     assert.equal(r.status, 0, r.stderr);
     const lines = r.stdout.trim().split('\n');
     assert.equal(lines.length, 1, 'exactly one line on stdout');
@@ -102,22 +100,10 @@ describe('ferry bench migrate', function () {
 
   it('on SIGINT stops its agents and guests, removes its files, and exits non-zero', async function () {
     this.timeout(60_000);
-    const child = spawn(process.execPath, ['bin/ferry', 'bench', 'migrate', '--scenario', 'kv', ...TINY], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stderr = '';
-    child.stderr.setEncoding('utf8');
-    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no guest within 40 s: ${stderr}`)), 40_000);
-      child.stderr.on('data', (s: string) => {
-        stderr += s;
-        if (/creating the guest/.test(stderr)) {
-          clearTimeout(timer);
-          resolve();
-        }
-      });
-    });
-    child.kill('SIGINT');
-    const code = await exited;
+    const child = startFerry(['bench', 'migrate', '--scenario', 'kv', ...TINY]);
+    await child.waitForOutput('stderr', /creating the guest/, 40_000);
+    child.process.kill('SIGINT');
+    const { status: code, stderr } = await child.ended;
     assert.notEqual(code, 0, stderr);
     assert.match(stderr, /SIGINT/);
     const dir = clusterDir(stderr);
@@ -127,7 +113,7 @@ describe('ferry bench migrate', function () {
 
   it('refuses bad flags with a usage error', function () {
     for (const args of [['--runs', '0'], ['--scenario', 'nope'], ['--memory-scale', '2'], ['--kv-scale', '0']]) {
-      const r = spawnSync(process.execPath, ['bin/ferry', 'bench', 'migrate', ...args], { cwd: root, encoding: 'utf8' });
+      const r = ferry(['bench', 'migrate', ...args]);
       assert.equal(r.status, 2, `${args.join(' ')}: ${r.status} ${r.stderr}`);
       assert.doesNotMatch(r.stderr, /cluster: CA/, 'nothing was started');
     }

@@ -3,20 +3,14 @@
  * A smoke run (--quick, a few MiB); throughput itself is never asserted here.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
-
-const bin = fileURLToPath(new URL('../../bin/ferry', import.meta.url));
+import { ferryAsync } from '../support/cli.js';
 
 describe('ferry bench channel', function () {
   this.timeout(120_000);
   it('--json prints one object: rows {mode, streams, rttMs, capGbps, gbPerSec, CPU s/GB per side} and peers', async () => {
-    const stdout = await new Promise<string>((resolve, reject) =>
-      execFile(process.execPath, [bin, 'bench', 'channel', '--quick', '--json', '--size', '8MiB', '--wan-size', '4MiB'], (err, out, errOut) =>
-        err ? reject(new Error(`${err.message}\n${errOut}`)) : resolve(out),
-      ),
-    );
-    const lines = stdout.trim().split('\n');
+    const r = await ferryAsync(['bench', 'channel', '--quick', '--json', '--size', '8MiB', '--wan-size', '4MiB']);
+    assert.equal(r.status, 0, r.stderr);
+    const lines = r.stdout.trim().split('\n');
     assert.equal(lines.length, 1, 'nothing but the result on stdout');
     const result = JSON.parse(lines[0]!) as { rows: Record<string, unknown>[]; peers: { iperf3GbPerSec: number | null } };
     assert.equal(result.rows.length, 3);
@@ -31,9 +25,7 @@ describe('ferry bench channel', function () {
   });
 
   it('a bad size is a usage error (exit 2)', async () => {
-    const code = await new Promise<number>((resolve) =>
-      execFile(process.execPath, [bin, 'bench', 'channel', '--size', 'lots'], (err) => resolve((err as { code?: number } | null)?.code ?? 0)),
-    );
-    assert.equal(code, 2);
+    const { status } = await ferryAsync(['bench', 'channel', '--size', 'lots']);
+    assert.equal(status, 2);
   });
 });

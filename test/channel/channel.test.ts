@@ -3,8 +3,9 @@ import assert from 'node:assert/strict';
 import { FerryError } from '../../src/errors.js';
 import { connectChannel, listenChannel, type Channel, type ChannelListener } from '../../src/channel/index.js';
 import { nativeUnavailableReason, pageCopier } from '../../src/crypto/index.js';
-import { forEachBackend } from '../helpers/backends.js';
-import { makeSpec, payloadFor, receiveAll, sendAll } from './helpers.js';
+import { forEachBackend } from '../support/backends.js';
+import { makeSpec, payloadFor, receiveAll, sendAll } from '../support/channel.js';
+import { sleep } from '../../src/common/async.js';
 
 async function pair(spec: ReturnType<typeof makeSpec>, options = {}): Promise<{ l: ChannelListener; src: Channel }> {
   const l = await listenChannel(spec, options);
@@ -90,7 +91,8 @@ forEachBackend('channel batching', (backend) => {
     const l = await listenChannel(spec, { backend: backend() });
     let src: Channel | undefined;
     try {
-      src = await connectChannel({ ...spec, networks: l.networks }, { backend: backend(), copy });
+      const sender = await connectChannel({ ...spec, networks: l.networks }, { backend: backend(), copy });
+      src = sender;
       const shared = new Uint8Array(new SharedArrayBuffer(300_000));
       for (let i = 0; i < shared.length; i++) shared[i] = (i * 7) & 0xff;
       const messages = Array.from({ length: 40 }, (_, i) => [
@@ -99,7 +101,7 @@ forEachBackend('channel batching', (backend) => {
         Buffer.alloc(0),
         payloadFor(i, 16 + i * 100),
       ]);
-      const sends = messages.map((parts, i) => src.send(i, parts));
+      const sends = messages.map((parts, i) => sender.send(i, parts));
       for (let i = 0; i < messages.length; i++) {
         const m = await l.channel.receive();
         assert.equal(m!.type, i);
@@ -162,7 +164,7 @@ describe('channel behaviour', () => {
       }
       await p.src.end();
     })();
-    await new Promise((r) => setTimeout(r, 300));
+    await sleep(300);
     // Nobody receives yet: the sender must stop at the window (one message may overshoot).
     assert.ok(sent <= window / size + 1, `sent ${sent} MiB into an ${window / size} MiB window`);
     const got = await receiveAll(l.channel, size);

@@ -7,8 +7,9 @@ import assert from 'node:assert/strict';
 import { connectChannel, listenChannel, type ChannelListener } from '../../src/channel/index.js';
 import { startWanEmulator, type WanEmulator } from '../../src/bench/wan-emulator.js';
 import { FerryError } from '../../src/errors.js';
-import { CuttableRelay } from '../helpers/relay.js';
-import { makeSpec, receiveAll, sendAll } from './helpers.js';
+import { CuttableRelay } from '../support/relay.js';
+import { makeSpec, receiveAll, sendAll } from '../support/channel.js';
+import { sleep } from '../../src/common/async.js';
 
 const SIZE = 64 * 1024;
 const COUNT = 400; // 25 MiB
@@ -131,7 +132,7 @@ describe('failover between migration networks', function () {
         code: 'ERR_FERRY_ABORTED',
         message: 'cancelled while connecting',
       });
-      await new Promise((r) => setTimeout(r, 200));
+      await sleep(200);
       assert.equal(mute.accepted, before, 'it dialed after all');
     } finally {
       mute.close();

@@ -10,9 +10,9 @@ import { FerryError } from '../../src/errors.js';
 import { connectChannel, listenChannel, type Channel, type PlacePayload } from '../../src/channel/index.js';
 import { FrameType, HEADER_BYTES, MIN_WINDOW_BYTES } from '../../src/channel/wire.js';
 import type { Backend } from '../../src/crypto/backend.js';
-import { forEachBackend } from '../helpers/backends.js';
-import { makeSpec, payloadFor } from './helpers.js';
-import { flipBit, TamperRelay, type Tamper } from './tamper-relay.js';
+import { forEachBackend } from '../support/backends.js';
+import { makeSpec, payloadFor } from '../support/channel.js';
+import { flipBit, TamperRelay, type Tamper } from '../support/tamper-relay.js';
 
 const SIZE = 256 * 1024;
 const COUNT = 48; // 12 MiB: more than the 8 MiB window, so acknowledgements must flow

@@ -7,8 +7,8 @@ import { FerryError } from '../../src/errors.js';
 import { connectChannel, listenChannel, type ChannelListener } from '../../src/channel/index.js';
 import { decideMode } from '../../src/coordinator/mode.js';
 import { Flag, FrameType, HEADER_BYTES, TAG_BYTES } from '../../src/channel/wire.js';
-import { TamperRelay } from './tamper-relay.js';
-import { makeSpec } from './helpers.js';
+import { TamperRelay } from '../support/tamper-relay.js';
+import { makeSpec } from '../support/channel.js';
 
 const FAST = { handshakeTimeoutMs: 500, connectTimeoutMs: 300, connectRounds: 1, reconnectTimeoutMs: 1000 };
 const SECRET = Buffer.from('guest page with a secret: 4242-4242-4242-4242');

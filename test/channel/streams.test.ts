@@ -6,13 +6,14 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { createConnection, createServer, type IpcNetConnectOpts, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { connectChannel, listenChannel, type Channel, type ChannelListener } from '../../src/channel/index.js';
 import { STREAM_MSG, StreamMux } from '../../src/channel/streams.js';
 import { FerryError } from '../../src/errors.js';
-import { makeSpec } from './helpers.js';
+import { makeSpec } from '../support/channel.js';
+import { sleep } from '../../src/common/async.js';
 
 const WINDOW = 1 << 20;
 
@@ -29,7 +30,7 @@ function pump(channel: Channel, mux: StreamMux, connectTo?: string): Promise<voi
         opening = opening.then(
           () =>
             new Promise<void>((resolve, reject) => {
-              const s = createConnection({ path: connectTo!, allowHalfOpen: true });
+              const s = connect({ path: connectTo!, allowHalfOpen: true });
               s.once('connect', () => {
                 mux.accept(id, s);
                 resolve();
@@ -44,6 +45,14 @@ function pump(channel: Channel, mux: StreamMux, connectTo?: string): Promise<voi
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
+/** Every socket a test opened or its servers accepted: destroyed after each test, so none keeps mocha's process alive. */
+const opened = new Set<Socket>();
+const connect = (options: IpcNetConnectOpts): Socket => {
+  const s = createConnection(options);
+  opened.add(s);
+  return s;
+};
+
 describe('channel: byte streams over the channel', function () {
   let dir: string;
   let listener: ChannelListener | undefined;
@@ -54,6 +63,8 @@ describe('channel: byte streams over the channel', function () {
   });
   afterEach(async () => {
     for (const s of servers.splice(0)) s.close();
+    for (const s of opened) s.destroy();
+    opened.clear();
     await listener?.close();
     listener = undefined;
     rmSync(dir, { recursive: true, force: true });
@@ -62,7 +73,7 @@ describe('channel: byte streams over the channel', function () {
   /** `relay`: the relay's own listener, whose sockets the mux takes (half-open, as it needs). */
   async function unixServer(name: string, onSocket: (s: Socket) => void, relay = false): Promise<string> {
     const p = path.join(dir, name);
-    const server = createServer({ allowHalfOpen: relay }, onSocket);
+    const server = createServer({ allowHalfOpen: relay }, onSocket).on('connection', (s: Socket) => opened.add(s));
     servers.push(server);
     await new Promise<void>((r) => server.listen(p, r));
     return p;
@@ -105,7 +116,7 @@ describe('channel: byte streams over the channel', function () {
             new Promise<Buffer>((resolve, reject) => {
               // One after the other, so accept order is stream order.
               setTimeout(() => {
-                const s = createConnection(srcPath);
+                const s = connect({ path: srcPath });
                 const parts: Buffer[] = [];
                 s.on('data', (d) => parts.push(d));
                 s.on('end', () => resolve(Buffer.concat(parts)));
@@ -136,12 +147,12 @@ describe('channel: byte streams over the channel', function () {
     const srcPath = await unixServer('src.sock', (s) => srcMux.open(opened++, s), true);
     void pump(src, srcMux);
     void pump(dst, dstMux, dstPath);
-    const stuck = createConnection(srcPath);
+    const stuck = connect({ path: srcPath });
     await new Promise((r) => stuck.once('connect', r));
-    await new Promise((r) => setTimeout(r, 50));
-    const moving = createConnection(srcPath);
+    await sleep(50);
+    const moving = connect({ path: srcPath });
     await new Promise((r) => moving.once('connect', r));
-    while (sockets.length < 2) await new Promise((r) => setTimeout(r, 10));
+    while (sockets.length < 2) await sleep(10);
     const [stuckEnd, movingEnd] = sockets as [Socket, Socket];
     stuckEnd.pause(); // the destination reader of stream 0 takes nothing
     // Stream 0's writer offers far more than a window; stream 1 must still get all of its bytes.

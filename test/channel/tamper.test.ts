@@ -8,8 +8,8 @@ import { randomBytes } from 'node:crypto';
 import { FerryError } from '../../src/errors.js';
 import { connectChannel, createIncomingChannel, listenChannel, type Channel, type ChannelListener } from '../../src/channel/index.js';
 import { FrameType, HEADER_BYTES } from '../../src/channel/wire.js';
-import { flipBit, TamperRelay, type SeenFrame, type Tamper } from './tamper-relay.js';
-import { makeSpec, payloadFor } from './helpers.js';
+import { flipBit, TamperRelay, type SeenFrame, type Tamper } from '../support/tamper-relay.js';
+import { makeSpec, payloadFor } from '../support/channel.js';
 
 const COUNT = 20;
 const SIZE = 10_000;

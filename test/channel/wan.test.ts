@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { connectChannel, listenChannel } from '../../src/channel/index.js';
 import { startWanEmulator } from '../../src/bench/wan-emulator.js';
-import { makeSpec } from './helpers.js';
+import { makeSpec } from '../support/channel.js';
 
 const CAP = 25_000_000; // 200 Mbit/s each way
 const MESSAGES = 96;

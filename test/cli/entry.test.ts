@@ -1,14 +1,6 @@
 /** The command line's contract: exit codes, one-line errors on stderr, JSON on stdout with --json. */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
-
-const bin = fileURLToPath(new URL('../../bin/ferry', import.meta.url));
-
-export function ferry(args: string[], env: NodeJS.ProcessEnv = {}) {
-  const r = spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', env: { ...process.env, ...env } });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+import { ferry } from '../support/cli.js';
 
 describe('ferry entry point', function () {
   it('prints help with exit 0', function () {

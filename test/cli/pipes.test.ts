@@ -3,20 +3,14 @@
  * Unix tools do — no EPIPE trace on stderr — and with its own exit status.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
-
-const bin = fileURLToPath(new URL('../../bin/ferry', import.meta.url));
+import { startFerry } from '../support/cli.js';
 
 /** Runs ferry with its stdout's reader gone before the first byte; resolves with its exit status and stderr. */
-function withClosedStdout(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ status: number | null; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [bin, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    child.stdout.destroy();
-    let stderr = '';
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    child.on('close', (status) => resolve({ status, stderr }));
-  });
+async function withClosedStdout(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ status: number | null; stderr: string }> {
+  const child = startFerry(args, env);
+  child.process.stdout.destroy();
+  const { status, stderr } = await child.ended;
+  return { status, stderr };
 }
 
 describe('cli: output into a closed pipe', function () {

@@ -5,7 +5,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync 
 import os from 'node:os';
 import path from 'node:path';
 import { loadCluster } from '../../src/coordinator/cluster.js';
-import { ferry, ferryOk } from '../agent/helpers/cluster.js';
+import { ferry, ferryOk } from '../support/cli.js';
 
 function oneLine(stderr: string): string {
   const lines = stderr.trim().split('\n');

@@ -4,6 +4,7 @@ import { PassThrough } from 'node:stream';
 import { Output } from '../../src/cli/output.js';
 import { MigrationProgress } from '../../src/cli/progress.js';
 import type { CoordinatorEvent } from '../../src/coordinator/migrate.js';
+import { sleep } from '../../src/common/async.js';
 
 function capture(tty: boolean) {
   const stream = Object.assign(new PassThrough(), { isTTY: tty, columns: 160 });
@@ -28,7 +29,7 @@ async function show(json: boolean, tty: boolean) {
   const progress = new MigrationProgress(new Output({ json, debug: false, stdout: out.stream, stderr: err.stream }), ['web1']);
   for (const e of events) {
     progress.event(e);
-    if (tty) await new Promise((r) => setTimeout(r, 150));
+    if (tty) await sleep(150);
   }
   progress.stop();
   return { stdout: out.text(), stderr: err.text() };

@@ -1,6 +1,6 @@
 /** `ferry vm ...`: bad input is refused with exit 2 and one line before any host is asked. */
 import assert from 'node:assert/strict';
-import { ferry } from '../agent/helpers/cluster.js';
+import { ferry } from '../support/cli.js';
 
 describe('cli: vm usage errors', function () {
   const env = { FERRY_CLUSTER: '/nonexistent/cluster.yaml' };

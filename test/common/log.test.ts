@@ -5,7 +5,7 @@ import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs'
 import os from 'node:os';
 import path from 'node:path';
 import { createLogger } from '../../src/common/log.js';
-import { findSecret } from '../agent/helpers/secrets.js';
+import { findSecret } from '../support/secrets.js';
 
 describe('agent: logs', function () {
   it('writes JSON lines and redacts secrets and binary data', function () {

@@ -4,20 +4,13 @@
  * goals are not asserted here (the machine is shared); the command reports them as ratios.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { nativeUnavailableReason } from '../../src/crypto/index.js';
-
-const root = fileURLToPath(new URL('../../', import.meta.url));
+import { ferry } from '../support/cli.js';
 
 describe('ferry bench crypto', function () {
   it('prints one JSON object with every measurement and the ratios', function () {
     this.timeout(120_000);
-    const r = spawnSync(process.execPath, ['bin/ferry', 'bench', 'crypto', '--json', '--seconds', '0.01'], {
-      cwd: root,
-      encoding: 'utf8',
-      timeout: 110_000,
-    });
+    const r = ferry(['bench', 'crypto', '--json', '--seconds', '0.01'], {}, { timeoutMs: 110_000 });
     assert.equal(r.status, 0, r.stderr);
     const lines = r.stdout.trim().split('\n');
     assert.equal(lines.length, 1, 'exactly one line on stdout');
@@ -41,7 +34,7 @@ describe('ferry bench crypto', function () {
   });
 
   it('refuses a bad --seconds with exit status 2', function () {
-    const r = spawnSync(process.execPath, ['bin/ferry', 'bench', 'crypto', '--seconds', '-1'], { cwd: root, encoding: 'utf8' });
+    const r = ferry(['bench', 'crypto', '--seconds', '-1']);
     assert.equal(r.status, 2);
     assert.match(r.stderr, /--seconds/);
   });

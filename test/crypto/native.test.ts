@@ -14,7 +14,7 @@ import {
   nativeImplementations,
   nativeUnavailableReason,
 } from '../../src/crypto/index.js';
-import { skipBecause } from '../helpers/backends.js';
+import { skipBecause } from '../support/backends.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { type Backend } from '../../src/crypto/index.js';
-import { loadAllBackends } from '../helpers/backends.js';
+import { loadAllBackends } from '../support/backends.js';
 
 const key = fc.uint8Array({ minLength: 32, maxLength: 32 });
 const iv = fc.uint8Array({ minLength: 12, maxLength: 12 });

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { forEachBackend } from '../helpers/backends.js';
+import { forEachBackend } from '../support/backends.js';
 
 interface Case {
   tcId: number;

@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { skipBecause } from '../helpers/backends.js';
+import { skipBecause } from '../support/backends.js';
 import { zeroPages, zeroPagesAsync, zeroPagesTs, nativeUnavailableReason, type ZeroPageSource } from '../../src/crypto/index.js';
 
 type Scan = (buffer: ZeroPageSource, pageSize?: number) => Promise<Uint32Array>;

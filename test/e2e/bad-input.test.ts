@@ -10,8 +10,9 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { ferry, ferryOk, TestCluster } from '../agent/helpers/cluster.js';
-import { jsonLines, placements } from './helpers.js';
+import { ferry, ferryOk } from '../support/cli.js';
+import { TestCluster } from '../support/cluster.js';
+import { jsonLines, placements } from '../support/json-output.js';
 
 describe('e2e: bad input and probe', function () {
   let cluster: TestCluster;

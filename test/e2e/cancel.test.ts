@@ -6,29 +6,22 @@
  * child process: once to cancel, twice to stop waiting.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { loadCluster, type Cluster } from '../../src/coordinator/cluster.js';
-import { eachHost } from '../../src/coordinator/connect.js';
 import { GuestClient } from '../../src/guest/index.js';
 import type { GuestInfo, MigrationStreamEvent } from '../../src/control/protocol.js';
-import { alive, waitUntil } from '../helpers/guests.js';
-import { BIN, ferry, ferryOk, TestCluster, type RunningAgent } from '../agent/helpers/cluster.js';
-import { connectHost } from '../../src/coordinator/connect.js';
+import { alive } from '../support/processes.js';
+import { waitUntil } from '../support/wait.js';
+import { ferry, ferryOk, startFerry, type FerryChild } from '../support/cli.js';
+import { TestCluster, type RunningAgent } from '../support/cluster.js';
+import { connectHost, eachHost } from '../../src/coordinator/connect.js';
 import { migrateGuest, type CoordinatorEvent } from '../../src/coordinator/migrate.js';
 import { resolveTarget } from '../../src/coordinator/target.js';
-import { ask, migrate } from '../agent/helpers/migrate.js';
-import { jsonLines } from './helpers.js';
-import { CuttableRelay } from '../helpers/relay.js';
-
-/** A `ferry migrate` child process whose output the test reads while it runs. */
-interface MigrateChild {
-  stdout(): string;
-  stderr(): string;
-  signal(sig: NodeJS.Signals): void;
-  exited: Promise<number | null>;
-}
+import { ask, migrate } from '../support/migrate.js';
+import { jsonLines } from '../support/json-output.js';
+import { CuttableRelay } from '../support/relay.js';
+import { sleep } from '../../src/common/async.js';
 
 describe('e2e: cancelling a migration (real agents)', function () {
   let cluster: TestCluster;
@@ -122,19 +115,7 @@ describe('e2e: cancelling a migration (real agents)', function () {
     return m;
   }
 
-  function startMigrate(args: string[]): MigrateChild {
-    const child = spawn(process.execPath, [BIN, 'migrate', ...args], { env: { ...process.env, ...cluster.env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
-    return {
-      stdout: () => out,
-      stderr: () => err,
-      signal: (sig) => child.kill(sig),
-      exited: new Promise((resolve) => child.once('exit', (code) => resolve(code))),
-    };
-  }
+  const startMigrate = (args: string[]): FerryChild => startFerry(['migrate', ...args], cluster.env);
 
   it('cancels in pre-copy: the guest runs on at the source, digest intact; b drops its copy; the next migration commits', async function () {
     const before = await idleGuest('c1');
@@ -318,12 +299,12 @@ describe('e2e: cancelling a migration (real agents)', function () {
   it('`ferry cancel VM` from another shell: exit 0, the `ferry migrate` running it ends with exit 1 and the guest on the source', async function () {
     const before = await idleGuest('x1');
     const child = startMigrate(['x1', '--to', 'b', '--bandwidth', '16MB', '--json']);
-    await waitUntil(() => /"type":"started"/.test(child.stdout()), 20_000, 'the migration to start');
+    await child.waitForOutput('stdout', /"type":"started"/, 20_000);
     const r = ferry(['cancel', 'x1', '--json'], cluster.env);
     assert.equal(r.status, 0, r.stderr);
     const result = jsonLines(r.stdout).pop()!;
     assert.deepEqual({ ...result, migrationId: typeof result.migrationId }, { type: 'result', ok: true, vm: 'x1', host: 'a', to: 'b', migrationId: 'string', outcome: 'aborted', error: null });
-    assert.equal(await child.exited, 1);
+    assert.equal((await child.ended).status, 1);
     const report = jsonLines(child.stdout()).pop()!;
     assert.equal(report.ok, false);
     assert.equal(report.error.code, 'ERR_FERRY_ABORTED');
@@ -346,10 +327,10 @@ describe('e2e: cancelling a migration (real agents)', function () {
     const before = await idleGuest('i1');
     const digest = (await guestProcess('a', 'i1')).digest;
     const child = startMigrate(['i1', '--to', 'b', '--bandwidth', '16MB', '--json']);
-    await waitUntil(() => /"type":"started"/.test(child.stdout()), 20_000, 'the migration to start');
-    await new Promise((r) => setTimeout(r, 500));
-    child.signal('SIGINT');
-    assert.equal(await child.exited, 1, child.stderr());
+    await child.waitForOutput('stdout', /"type":"started"/, 20_000);
+    await sleep(500);
+    child.process.kill('SIGINT');
+    assert.equal((await child.ended).status, 1, child.stderr());
     assert.equal(child.stderr().split('\n').filter((l) => /cancelling the migration of i1/.test(l)).length, 1, child.stderr());
     const lines = jsonLines(child.stdout());
     const report = lines.pop()!;
@@ -370,14 +351,14 @@ describe('e2e: cancelling a migration (real agents)', function () {
   it('Ctrl-C twice: stops waiting at once, even for an agent that does not answer; the guest ends on exactly one host', async function () {
     const before = await idleGuest('d1');
     const child = startMigrate(['d1', '--to', 'b', '--bandwidth', '16MB', '--json']);
-    await waitUntil(() => /"type":"started"/.test(child.stdout()), 20_000, 'the migration to start');
+    await child.waitForOutput('stdout', /"type":"started"/, 20_000);
     // The source agent stops answering: the cancel gets no answer, and only a detach ends the wait.
     agentA.process.kill('SIGSTOP');
     try {
-      child.signal('SIGINT');
-      await waitUntil(() => /cancelling the migration of d1/.test(child.stderr()), 10_000, 'the cancel notice');
-      child.signal('SIGINT');
-      assert.equal(await child.exited, 1, child.stderr());
+      child.process.kill('SIGINT');
+      await child.waitForOutput('stderr', /cancelling the migration of d1/, 10_000);
+      child.process.kill('SIGINT');
+      assert.equal((await child.ended).status, 1, child.stderr());
     } finally {
       agentA.process.kill('SIGCONT');
     }

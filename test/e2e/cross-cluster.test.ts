@@ -4,14 +4,15 @@
  * left in doubt cannot ask that cluster's agent itself: the coordinator asks and relays.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { parseDocument } from 'yaml';
 import { loadCluster } from '../../src/coordinator/cluster.js';
-import { BIN, ferry, ferryOk, TestCluster } from '../agent/helpers/cluster.js';
-import { CuttableRelay } from '../helpers/relay.js';
-import { jsonLines } from './helpers.js';
+import { ferry, ferryOk, startFerry } from '../support/cli.js';
+import { waitUntil } from '../support/wait.js';
+import { TestCluster } from '../support/cluster.js';
+import { CuttableRelay } from '../support/relay.js';
+import { jsonLines } from '../support/json-output.js';
 
 describe('e2e: cross-cluster migration', function () {
   let east: TestCluster;
@@ -73,11 +74,9 @@ describe('e2e: cross-cluster migration', function () {
   it('a source left in doubt (the COMMITTED lost on the way back) gets the destination\'s decision through the coordinator', async function () {
     await throughRelay(async (relay) => {
       ferryOk(['vm', 'create', 'x2', '--host', 'a', '--memory', '32MiB', '--workload', 'kv:get=500,set=100'], east.env);
-      const child = spawn(process.execPath, [BIN, 'migrate', 'x2', '--to', `${west.file}:a`, '--json'], { env: { ...process.env, ...east.env }, stdio: ['ignore', 'pipe', 'pipe'] });
-      let stderr = '';
-      child.stderr.on('data', (d) => (stderr += d));
+      const child = startFerry(['migrate', 'x2', '--to', `${west.file}:a`, '--json'], east.env);
       const events: Array<Record<string, unknown>> = [];
-      for await (const line of createInterface({ input: child.stdout })) {
+      for await (const line of createInterface({ input: child.process.stdout })) {
         const e = JSON.parse(line) as Record<string, unknown>;
         events.push(e);
         if (e.type === 'switch-over' && !relay.muteReplies) {
@@ -90,7 +89,7 @@ describe('e2e: cross-cluster migration', function () {
           }, 1500);
         }
       }
-      const status = await new Promise<number | null>((resolve) => (child.exitCode !== null ? resolve(child.exitCode) : child.once('exit', resolve)));
+      const { status, stderr } = await child.ended;
       const types = events.filter((e) => e.side === 'source').map((e) => e.type);
       assert.ok(types.includes('in-doubt'), `the source was in doubt: ${types.join(', ')}; ${stderr}`);
       assert.ok(types.includes('resolving'), 'it could not ask the other cluster itself');
@@ -107,13 +106,13 @@ describe('e2e: cross-cluster migration', function () {
   it('a source left in doubt after the coordinator died too is settled by `ferry resolve --to FILE:HOST`', async function () {
     await throughRelay(async (relay) => {
       ferryOk(['vm', 'create', 'x3', '--host', 'a', '--memory', '32MiB', '--workload', 'kv:get=500,set=100'], east.env);
-      const child = spawn(process.execPath, [BIN, 'migrate', 'x3', '--to', `${west.file}:a`, '--json'], { env: { ...process.env, ...east.env }, stdio: ['ignore', 'pipe', 'pipe'] });
-      for await (const line of createInterface({ input: child.stdout })) {
+      const child = startFerry(['migrate', 'x3', '--to', `${west.file}:a`, '--json'], east.env);
+      for await (const line of createInterface({ input: child.process.stdout })) {
         const e = JSON.parse(line) as Record<string, unknown>;
         if (e.type === 'switch-over' && !relay.muteReplies) {
           // The COMMITTED never comes back, the coordinator dies, then the data network goes.
           relay.muteReplies = true;
-          child.kill('SIGKILL');
+          child.process.kill('SIGKILL');
           setTimeout(() => {
             relay.partitioned = true;
             relay.cut();
@@ -121,8 +120,7 @@ describe('e2e: cross-cluster migration', function () {
         }
       }
       const state = () => jsonLines(ferryOk(['vm', 'list', '--json'], east.env).stdout).find((g) => g.name === 'x3')?.state;
-      for (let i = 0; i < 300 && state() !== 'in-doubt'; i++) await new Promise((r) => setTimeout(r, 100));
-      assert.equal(state(), 'in-doubt', 'the source waits, paused, for a decision nobody relays');
+      await waitUntil(() => state() === 'in-doubt', 30_000, () => `the source to wait, paused, for a decision nobody relays (it is ${state()})`);
 
       // The recorded destination is west's a: east's own a (another control address) is refused.
       const wrong = ferry(['resolve', 'x3'], east.env);
@@ -136,8 +134,7 @@ describe('e2e: cross-cluster migration', function () {
       assert.equal(result.decision, 'committed');
       assert.equal(result.runsOn, `${west.file}:a`);
       assert.equal(result.from, 'a');
-      for (let i = 0; i < 100 && state() !== undefined; i++) await new Promise((r) => setTimeout(r, 100));
-      assert.equal(state(), undefined, 'the source let its copy go');
+      await waitUntil(() => state() === undefined, 10_000, () => `the source to let its copy go (it is ${state()})`);
       const inWest = jsonLines(ferryOk(['vm', 'list', '--json'], west.env).stdout);
       assert.deepEqual(inWest.filter((g) => g.name === 'x3').map((g) => [g.host, g.state]), [['a', 'running']]);
       const again = ferry(['resolve', 'x3', '--to', `${west.file}:a`], east.env);

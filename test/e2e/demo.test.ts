@@ -4,11 +4,10 @@
  * the default 1 GiB keeps the suite quick on a shared machine.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { BIN, ferry } from '../agent/helpers/cluster.js';
-import { jsonLines } from './helpers.js';
-import { processesMentioning } from '../helpers/processes.js';
+import { ferry, startFerry } from '../support/cli.js';
+import { jsonLines } from '../support/json-output.js';
+import { processesMentioning } from '../support/processes.js';
 
 describe('e2e: ferry demo', function () {
   const dirs: string[] = [];
@@ -34,29 +33,16 @@ describe('e2e: ferry demo', function () {
   });
 
   it('cleans up when interrupted with SIGINT during the migration', async function () {
-    const child = spawn(process.execPath, [BIN, 'demo', '--memory', '256MiB', '--workload', 'kv:get=1000,set=20000', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    let dir = '';
-    child.stderr.on('data', (d) => (stderr += d));
-    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-    await new Promise<void>((resolve, reject) => {
-      child.stdout.on('data', (d) => {
-        stdout += d;
-        const demo = stdout.split('\n').find((l) => l.includes('"type":"demo"'));
-        if (demo && !dir) {
-          dir = JSON.parse(demo).dir;
-          dirs.push(dir);
-        }
-        if (stdout.includes('"type":"started"')) resolve();
-      });
-      void exited.then(() => reject(new Error(`demo ended before the migration started: ${stderr}`)));
-    });
+    const child = startFerry(['demo', '--memory', '256MiB', '--workload', 'kv:get=1000,set=20000', '--json']);
+    const [demo] = await child.waitForOutput('stdout', /^.*"type":"demo".*\n/m, 100_000);
+    const dir = (JSON.parse(demo) as { dir: string }).dir;
+    dirs.push(dir);
+    await child.waitForOutput('stdout', /"type":"started"/, 100_000);
     assert.ok(processesMentioning(dir).length >= 3, 'two agents and a guest run (so the check below can fail)');
-    child.kill('SIGINT');
-    const code = await exited;
-    assert.equal(code, 1, stderr);
-    assert.match(stderr, /interrupted by SIGINT; everything the demo made is removed/);
+    child.process.kill('SIGINT');
+    const { status: code } = await child.ended;
+    assert.equal(code, 1, child.stderr());
+    assert.match(child.stderr(), /interrupted by SIGINT; everything the demo made is removed/);
     assert.equal(existsSync(dir), false, `${dir} removed`);
     assert.deepEqual(processesMentioning(dir), []);
   });

@@ -4,8 +4,9 @@
  * goes to a host that encrypts.
  */
 import assert from 'node:assert/strict';
-import { ferry, ferryOk, TestCluster } from '../agent/helpers/cluster.js';
-import { jsonLines, placements } from './helpers.js';
+import { ferry, ferryOk } from '../support/cli.js';
+import { TestCluster } from '../support/cluster.js';
+import { jsonLines, placements } from '../support/json-output.js';
 
 describe('e2e: ferry evacuate', function () {
   let cluster: TestCluster;

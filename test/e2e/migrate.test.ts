@@ -12,9 +12,10 @@ import { migrateGuest } from '../../src/coordinator/migrate.js';
 import { resolveTarget } from '../../src/coordinator/target.js';
 import { Output } from '../../src/cli/output.js';
 import { migrateWithProgress } from '../../src/cli/commands/migrate.js';
-import { ferry, ferryOk, TestCluster, type RunningAgent } from '../agent/helpers/cluster.js';
-import { findSecret } from '../agent/helpers/secrets.js';
-import { jsonLines } from './helpers.js';
+import { ferry, ferryOk } from '../support/cli.js';
+import { TestCluster, type RunningAgent } from '../support/cluster.js';
+import { findSecret } from '../support/secrets.js';
+import { jsonLines } from '../support/json-output.js';
 
 const RESULT_KEYS = ['type', 'ok', 'vm', 'from', 'to', 'mode', 'backend', 'totalMs', 'switchoverMs', 'bytesSent', 'zeroPagesSkipped', 'passes', 'verified', 'error'];
 
@@ -30,7 +31,9 @@ describe('e2e: ferry migrate', function () {
   };
   const where = (name: string) => {
     const r = ferryOk(['vm', 'list', '--json'], cluster.env);
-    return jsonLines(r.stdout).find((g) => g.name === name);
+    const guest = jsonLines(r.stdout).find((g) => g.name === name);
+    assert.ok(guest, `${name} in ferry vm list: ${r.stdout}`);
+    return guest;
   };
 
   before(async function () {

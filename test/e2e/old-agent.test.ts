@@ -15,8 +15,10 @@ import type { AddressInfo } from 'node:net';
 import { loadCluster, type Cluster } from '../../src/coordinator/cluster.js';
 import { connectHost, eachHost } from '../../src/coordinator/connect.js';
 import type { Capabilities } from '../../src/control/protocol.js';
-import { ferryAsync, ferryOk, TestCluster, type RunningAgent } from '../agent/helpers/cluster.js';
-import { jsonLines } from './helpers.js';
+import { ferryAsync, ferryOk } from '../support/cli.js';
+import { TestCluster, type RunningAgent } from '../support/cluster.js';
+import { jsonLines } from '../support/json-output.js';
+import { sleep } from '../../src/common/async.js';
 
 const OLD_PROTOCOL = 1;
 const OLD_VERSION = '0.1.0';
@@ -164,7 +166,7 @@ describe('e2e: this CLI against an agent of control protocol 1 (a real agent a, 
         client.call('migration.prepare-incoming', {} as never, { secret: key }),
         (err: { code?: string; message?: string }) => err.code === 'ERR_FERRY_REFUSED' && /cannot take a migration key as raw bytes/.test(err.message ?? ''),
       );
-      await new Promise((r) => setTimeout(r, 100));
+      await sleep(100);
       assert.equal(Buffer.concat(old.received).length, bytesBefore, 'bytes were sent to the old agent');
     } finally {
       client.close();

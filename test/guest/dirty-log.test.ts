@@ -12,7 +12,8 @@ import { DiskImage } from '../../src/guest/synthetic/disk.js';
 import { BLOCK_SIZE, PAGE_SIZE } from '../../src/guest/synthetic/layout.js';
 import { GuestMemory } from '../../src/guest/synthetic/memory.js';
 import { Vcpu } from '../../src/guest/synthetic/vcpu.js';
-import { sleep, waitUntil } from '../helpers/guests.js';
+import { sleep } from '../../src/common/async.js';
+import { waitUntil } from '../support/wait.js';
 
 describe('dirty log', () => {
   it('harvests each set bit once, ascending, sign bit included', () => {

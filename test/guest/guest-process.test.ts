@@ -10,7 +10,10 @@ import { freemem } from 'node:os';
 import { join } from 'node:path';
 import { attachGuest, startGuest, type GuestClient } from '../../src/guest/index.js';
 import { FerryError } from '../../src/errors.js';
-import { GuestSandbox, alive, sleep, waitUntil } from '../helpers/guests.js';
+import { sleep } from '../../src/common/async.js';
+import { GuestSandbox } from '../support/guests.js';
+import { alive } from '../support/processes.js';
+import { waitUntil } from '../support/wait.js';
 
 describe('synthetic guest process', function () {
   this.timeout(60_000);

@@ -8,9 +8,12 @@
 import assert from 'node:assert/strict';
 import { attachGuest, startGuest } from '../../src/guest/index.js';
 import type { FerryError } from '../../src/errors.js';
-import { GuestSandbox, alive, sleep, waitUntil, workloadReady } from '../helpers/guests.js';
+import { sleep } from '../../src/common/async.js';
+import { GuestSandbox, workloadReady } from '../support/guests.js';
+import { alive } from '../support/processes.js';
+import { waitUntil } from '../support/wait.js';
 import { migrateLocally as migrate } from '../../src/bench/local-migration.js';
-import { CuttableRelay } from '../helpers/relay.js';
+import { CuttableRelay } from '../support/relay.js';
 import { dataPayloadPool } from '../../src/migration/payload-pool.js';
 
 describe('migration between guest processes', function () {

@@ -10,6 +10,13 @@ import { DataBuilder, RUN_DATA, RUN_ZERO, SPACE_DISK, decodeData, decodeJson } f
 const units = (): number => 1000;
 const size = (): number => 16;
 
+/** The message of a builder whose data runs were all copied in: one buffer, as take() promises. */
+function copied(b: DataBuilder): Buffer {
+  const message = b.take();
+  assert.ok(message instanceof Uint8Array, 'copied runs give one buffer');
+  return Buffer.from(message);
+}
+
 describe('migration messages', () => {
   it('round-trips runs built by DataBuilder, merging adjacent ones', () => {
     const b = new DataBuilder();
@@ -20,7 +27,7 @@ describe('migration messages', () => {
     b.addData(5, 1, Buffer.alloc(16, 1));
     b.addData(6, 2, Buffer.alloc(32, 2));
     b.addZero(999, 1);
-    const m = decodeData(Buffer.from(b.take()), units, size);
+    const m = decodeData(copied(b), units, size);
     assert.equal(m.space, SPACE_DISK);
     assert.equal(m.pass, 7);
     assert.deepEqual(m.runs, [
@@ -49,7 +56,7 @@ describe('migration messages', () => {
     byReference.addZero(9, 1);
     assert.equal(byReference.bytes, byCopy.bytes);
     const expectedBytes = byCopy.bytes;
-    const whole = byCopy.take() as Uint8Array;
+    const whole = copied(byCopy);
     assert.equal(whole.length, expectedBytes);
     const parts = byReference.take();
     assert.ok(Array.isArray(parts), 'referenced pages give segments');
@@ -80,9 +87,9 @@ describe('migration messages', () => {
     // A run past the end of the guest, and a data length that does not match the runs.
     const b = new DataBuilder();
     b.addZero(995, 10);
-    assert.throws(() => decodeData(Buffer.from(b.take()), units, size), /outside/);
+    assert.throws(() => decodeData(copied(b), units, size), /outside/);
     b.addData(0, 1, Buffer.alloc(16));
-    const short = Buffer.from(b.take());
+    const short = copied(b);
     assert.throws(() => decodeData(Buffer.concat([short.subarray(0, 8), Buffer.alloc(1), short.subarray(8)]), units, size), /data bytes/);
     assert.throws(() => decodeJson(1, Buffer.from('[1,2]')), /not a JSON object/);
   });

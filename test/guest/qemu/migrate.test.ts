@@ -20,8 +20,9 @@ import { resolveQemu } from '../../../src/guest/qemu/probe.js';
 import { parseTestGuestLog, type TestGuestLine } from '../../../src/guest/qemu/test-guest.js';
 import type { MigrationEvent } from '../../../src/migration/types.js';
 import type { QemuConfig } from '../../../src/guest/types.js';
-import { alive, sleep, waitUntil } from '../../helpers/guests.js';
-import { processesMentioning } from '../../helpers/processes.js';
+import { sleep } from '../../../src/common/async.js';
+import { alive, processesMentioning } from '../../support/processes.js';
+import { waitUntil } from '../../support/wait.js';
 
 const MiB = 1 << 20;
 

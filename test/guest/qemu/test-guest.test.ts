@@ -20,7 +20,7 @@ import {
   type TestGuestBoot,
   type TestGuestLine,
 } from '../../../src/guest/qemu/test-guest.js';
-import { sleep } from '../../helpers/guests.js';
+import { sleep } from '../../../src/common/async.js';
 
 const QEMU = 'qemu-system-x86_64';
 const root = fileURLToPath(new URL('../../../', import.meta.url));

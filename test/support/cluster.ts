@@ -3,49 +3,15 @@
  * `node bin/ferry host serve` child processes on 127.0.0.1, in a unique temporary directory that
  * stop() removes. Every agent started is killed by stop(), also when a test fails.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { freePort } from '../../../src/cli/free-port.js';
+import { freePort } from '../../src/cli/free-port.js';
+import { ferryOk, startFerry } from './cli.js';
 
 /** Ports below the kernel's ephemeral range, so host init can write them into files (src/cli/free-port.ts). */
 export { freePort };
-
-export const BIN = fileURLToPath(new URL('../../../bin/ferry', import.meta.url));
-
-export interface CliResult {
-  status: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-export function ferry(args: string[], env: NodeJS.ProcessEnv = {}): CliResult {
-  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', env: { ...process.env, ...env }, timeout: 60_000 });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-/** The CLI as a child process, without blocking this one (for a test that serves or watches it meanwhile). */
-export function ferryAsync(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout!.on('data', (d) => (stdout += d));
-    child.stderr!.on('data', (d) => (stderr += d));
-    child.once('error', reject);
-    child.once('close', (status) => resolve({ status, stdout, stderr }));
-  });
-}
-
-/** Runs the CLI and throws with its stderr unless it exits 0. */
-export function ferryOk(args: string[], env: NodeJS.ProcessEnv = {}): CliResult {
-  const r = ferry(args, env);
-  if (r.status !== 0) throw new Error(`ferry ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
-  return r;
-}
-
 
 export interface RunningAgent {
   name: string;
@@ -86,7 +52,7 @@ export class TestCluster {
     return c;
   }
 
-  get env(): NodeJS.ProcessEnv {
+  get env(): { FERRY_CLUSTER: string } {
     return { FERRY_CLUSTER: this.file };
   }
 
@@ -137,50 +103,31 @@ export class TestCluster {
   }
 }
 
-export function startAgent(name: string, dir: string, extraArgs: string[] = [], registry?: Set<RunningAgent>): Promise<RunningAgent> {
-  const child = spawn(process.execPath, [BIN, 'host', 'serve', '--dir', dir, ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let log = '';
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+export async function startAgent(name: string, dir: string, extraArgs: string[] = [], registry?: Set<RunningAgent>): Promise<RunningAgent> {
+  const child = startFerry(['host', 'serve', '--dir', dir, ...extraArgs]);
   const agent: RunningAgent = {
     name,
     dir,
-    process: child,
+    process: child.process,
     control: '',
-    logs: () => log,
+    logs: child.stderr,
     waitForLog: async (pattern, timeoutMs = 5000) => {
-      const deadline = Date.now() + timeoutMs;
-      while (!pattern.test(log)) {
-        if (Date.now() > deadline) throw new Error(`agent ${name} never logged ${pattern}: ${log}`);
-        await new Promise((r) => setTimeout(r, 20));
-      }
+      await child.waitForOutput('stderr', pattern, timeoutMs);
     },
     stop: async (signal = 'SIGTERM') => {
-      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
-      const code = await exited;
+      if (child.process.exitCode === null && child.process.signalCode === null) child.process.kill(signal);
+      const code = await child.exited;
       registry?.delete(agent);
       return code;
     },
   };
   registry?.add(agent);
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`agent ${name} not ready in 20 s: ${log}`));
-    }, 20_000);
-    child.stdout!.on('data', () => {});
-    child.stderr!.setEncoding('utf8');
-    child.stderr!.on('data', (chunk: string) => {
-      log += chunk;
-      const ready = log.split('\n').find((l) => l.includes('"msg":"agent ready"'));
-      if (ready && agent.control === '') {
-        agent.control = JSON.parse(ready).control;
-        clearTimeout(timer);
-        resolve(agent);
-      }
-    });
-    void exited.then((code) => {
-      clearTimeout(timer);
-      reject(new Error(`agent ${name} exited (${code}) before it was ready: ${log}`));
-    });
-  });
+  try {
+    const [ready] = await child.waitForOutput('stderr', /^.*"msg":"agent ready".*\n/m, 20_000);
+    agent.control = (JSON.parse(ready) as { control: string }).control;
+  } catch (err) {
+    child.process.kill('SIGKILL');
+    throw new Error(`agent ${name} not ready: ${(err as Error).message}`);
+  }
+  return agent;
 }

@@ -3,10 +3,10 @@
  * control API (the `ferry migrate` command does the same, with progress and placement): a fresh
  * key, prepare-incoming on the destination, start-outgoing on the source, then the key wiped.
  */
-import { MigrationKey, newMigrationId } from '../../../src/coordinator/keys.js';
-import type { Cluster } from '../../../src/coordinator/cluster.js';
-import { connectHost } from '../../../src/coordinator/connect.js';
-import type { Method, MigrationStreamEvent, Params, PrepareIncomingResult, Result, StartOutgoingResult } from '../../../src/control/protocol.js';
+import { MigrationKey, newMigrationId } from '../../src/coordinator/keys.js';
+import type { Cluster } from '../../src/coordinator/cluster.js';
+import { connectHost } from '../../src/coordinator/connect.js';
+import type { Method, MigrationStreamEvent, Params, PrepareIncomingResult, Result, StartOutgoingResult } from '../../src/control/protocol.js';
 
 /** One call to a host's agent on a fresh connection, closed afterwards. */
 export async function ask<M extends Method>(cluster: Cluster, host: string, method: M, params: Params<M>): Promise<Result<M>> {

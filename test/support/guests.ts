@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { GuestClient } from '../../src/guest/client.js';
 import type { GuestConfig, Workload } from '../../src/guest/types.js';
+import { waitUntil } from './wait.js';
 
 export class GuestSandbox {
   readonly root = mkdtempSync(join(tmpdir(), 'ferry-guest-'));
@@ -45,32 +46,6 @@ export class GuestSandbox {
       }
     }
     return out;
-  }
-}
-
-/** Is `pid` a live process? A zombie (exited, not yet reaped: its parent was killed) is not. */
-export function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
-}
-
-export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-/** Polls `check` every 50 ms until it returns true or `ms` pass. */
-export async function waitUntil(check: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
   }
 }
 
