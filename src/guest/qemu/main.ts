@@ -8,6 +8,7 @@
 import { readFileSync, rmSync, unlinkSync } from 'node:fs';
 import type { Server, Socket } from 'node:net';
 import { join } from 'node:path';
+import { onCryptoFallback } from '../../crypto/index.js';
 import { FerryError } from '../../errors.js';
 import { writeFileAtomicSync } from '../../common/atomic-file.js';
 import { checkGuestConfig } from '../config.js';
@@ -18,6 +19,8 @@ import { QemuGuest } from './guest.js';
 function log(message: string): void {
   process.stderr.write(`${new Date().toISOString()} ${message}\n`);
 }
+// The guest's log is where its operator reads that this process seals without the addon.
+onCryptoFallback(log);
 
 /** An incoming guest nobody prepared (its agent died between spawn and prepare) has no future. */
 const UNPREPARED_EXIT_MS = 60_000;

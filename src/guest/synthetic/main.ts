@@ -9,7 +9,7 @@
 import { readFileSync, rmSync, unlinkSync } from 'node:fs';
 import type { Server, Socket } from 'node:net';
 import { join } from 'node:path';
-import { pageCopier } from '../../crypto/index.js';
+import { onCryptoFallback, pageCopier } from '../../crypto/index.js';
 import { FerryError, toFerryError } from '../../errors.js';
 import { migrateDestination } from '../../migration/destination.js';
 import { InPlaceOpener } from '../../migration/in-place.js';
@@ -36,6 +36,8 @@ if (!dir) {
 function log(message: string): void {
   process.stderr.write(`${new Date().toISOString()} ${message}\n`);
 }
+// The guest's log is where its operator reads that this process seals without the addon.
+onCryptoFallback(log);
 
 const loaded = checkGuestConfig(JSON.parse(readFileSync(join(dir, CONFIG_FILE), 'utf8')));
 if (loaded.driver !== 'synthetic') throw new FerryError('ERR_FERRY_INPUT', `${dir} holds a ${loaded.driver} guest, not a synthetic one`);
