@@ -205,7 +205,8 @@ function readConfig<D extends GuestDriverName>(dir: string, driver: D): ConfigOf
     throw new FerryError('ERR_FERRY_INPUT', `cannot read ${file}: ${(err as Error).message}`);
   }
   const config = checkGuestConfig(raw, file);
-  if (config.driver !== driver) throw new FerryError('ERR_FERRY_INPUT', `${file} is for a ${config.driver} guest; this is the ${driver} guest process`);
+  if (config.driver !== driver)
+    throw new FerryError('ERR_FERRY_INPUT', `${file} is for a ${config.driver} guest; this is the ${driver} guest process`);
   return config as ConfigOf<D>;
 }
 

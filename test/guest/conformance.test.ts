@@ -12,7 +12,15 @@ import { migrateLocally } from '../../src/bench/local-migration.js';
 import { sleep } from '../../src/common/async.js';
 import { nativeUnavailableReason } from '../../src/crypto/index.js';
 import { FerryError } from '../../src/errors.js';
-import { attachGuest, DRIVERS, startGuest, type GuestClient, type GuestConfig, type GuestCreateRequest, type GuestDriverName } from '../../src/guest/index.js';
+import {
+  attachGuest,
+  DRIVERS,
+  startGuest,
+  type GuestClient,
+  type GuestConfig,
+  type GuestCreateRequest,
+  type GuestDriverName,
+} from '../../src/guest/index.js';
 import { PROTOCOL_VERSION } from '../../src/guest/protocol.js';
 import { GuestSandbox, alive, waitUntil, workloadReady } from '../helpers/guests.js';
 import { processesMentioning } from '../helpers/processes.js';
@@ -28,16 +36,27 @@ interface DriverUnderTest {
 const UNDER_TEST: Record<GuestDriverName, DriverUnderTest> = {
   synthetic: {
     testConfig: (name) => ({
-      name, driver: 'synthetic', memoryBytes: 16 << 20, diskBytes: 1 << 20, workload: { kind: 'dirty', bytesPerSecond: 1 << 20 },
-      nic: 'virtio', encryptedMigration: 'opportunistic',
+      name,
+      driver: 'synthetic',
+      memoryBytes: 16 << 20,
+      diskBytes: 1 << 20,
+      workload: { kind: 'dirty', bytesPerSecond: 1 << 20 },
+      nic: 'virtio',
+      encryptedMigration: 'opportunistic',
     }),
     digests: true,
   },
   qemu: {
     // ferry's test guest (no kernel given) under TCG: it boots at once and needs no KVM.
     testConfig: (name) => ({
-      name, driver: 'qemu', memoryBytes: 32 << 20, cpus: 1, accel: 'tcg', append: 'fill=16 window=2 rate=1024',
-      nic: 'virtio', encryptedMigration: 'opportunistic',
+      name,
+      driver: 'qemu',
+      memoryBytes: 32 << 20,
+      cpus: 1,
+      accel: 'tcg',
+      append: 'fill=16 window=2 rate=1024',
+      nic: 'virtio',
+      encryptedMigration: 'opportunistic',
     }),
     digests: true,
   },
@@ -133,7 +152,8 @@ for (const driver of Object.values(DRIVERS)) {
         const d = await g.digest();
         assert.match(d, /^[0-9a-f]{64}$/);
         assert.equal(await g.digest(), d);
-      }));
+      }),
+    );
 
     it('refuses a second guest process in the same directory, the first untouched', () =>
       withGuest(async (g, dir, config) => {
@@ -194,7 +214,9 @@ for (const driver of Object.values(DRIVERS)) {
       const { g: source, config } = await started('src');
       try {
         // The destination dies at ready-to-commit, before its agent decides: the source cannot know.
-        const { source: out } = await migrateLocally(source, box.dir('dst'), config, { atReady: async (incoming) => void process.kill(incoming.client.pid, 'SIGKILL') });
+        const { source: out } = await migrateLocally(source, box.dir('dst'), config, {
+          atReady: async (incoming) => void process.kill(incoming.client.pid, 'SIGKILL'),
+        });
         assert.equal(out.phase, 'in-doubt');
         assert.equal((await source.status()).state, 'in-doubt');
         process.kill(source.pid, 'SIGTERM');
@@ -209,7 +231,7 @@ for (const driver of Object.values(DRIVERS)) {
       }
     });
 
-    it('refuses a second process started by hand in a running guest\'s directory before it touches the guest', () =>
+    it("refuses a second process started by hand in a running guest's directory before it touches the guest", () =>
       withGuest(async (g, dir) => {
         await sleep(1000); // the workload writes its memory and disk meanwhile
         await g.pause();
@@ -283,7 +305,9 @@ for (const driver of Object.values(DRIVERS)) {
       }
       await migrated.incoming.client.stop();
       for (const dir of [srcDir, dstDir]) {
-        const notices = readFileSync(join(dir, 'guest.log'), 'utf8').split('\n').filter((l) => /using node:crypto/.test(l));
+        const notices = readFileSync(join(dir, 'guest.log'), 'utf8')
+          .split('\n')
+          .filter((l) => /using node:crypto/.test(l));
         assert.equal(notices.length, 1, `${dir}: ${notices.join(' | ')}`);
         assert.match(notices[0]!, /^\S+Z using node:crypto and a TypeScript zero-page scan: .*not built/);
       }

@@ -21,11 +21,15 @@ import { openIncoming, openOutgoing, type IncomingTransport } from '../transport
 
 /** The error, if any, and the most threads one seal/open ran on (what the crypto-thread limit bounds). */
 function outcomeDetail(result: MigrationResult): string {
-  const threads = result.cryptoThreads.peak > 0 ? `; crypto on ${result.cryptoThreads.peak} thread${result.cryptoThreads.peak === 1 ? '' : 's'} at most` : '';
+  const threads =
+    result.cryptoThreads.peak > 0
+      ? `; crypto on ${result.cryptoThreads.peak} thread${result.cryptoThreads.peak === 1 ? '' : 's'} at most`
+      : '';
   return `${result.error ? ` (${result.error.code}: ${result.error.message})` : ''}${threads}`;
 }
 
-const threadsText = (threads: number | undefined) => (threads === undefined ? 'crypto on every core' : `crypto on at most ${threads} thread${threads === 1 ? '' : 's'}`);
+const threadsText = (threads: number | undefined) =>
+  threads === undefined ? 'crypto on every core' : `crypto on at most ${threads} thread${threads === 1 ? '' : 's'}`;
 
 export class SyntheticGuestProcess implements GuestProcessDriver {
   readonly guest: SyntheticGuest;
@@ -89,7 +93,8 @@ export class SyntheticGuestProcess implements GuestProcessDriver {
     abort: () => this.decideArrival('abort'),
     'resume-after-abort': () => {
       const g = this.guest;
-      if (g.state !== 'in-doubt') throw new FerryError('ERR_FERRY_REFUSED', `resume-after-abort is for a guest in doubt; this one is ${g.state}`);
+      if (g.state !== 'in-doubt')
+        throw new FerryError('ERR_FERRY_REFUSED', `resume-after-abort is for a guest in doubt; this one is ${g.state}`);
       g.state = 'running';
       g.setThrottle(0);
       g.resume();
@@ -99,7 +104,8 @@ export class SyntheticGuestProcess implements GuestProcessDriver {
     },
     finish: () => {
       const g = this.guest;
-      if (g.state !== 'in-doubt' && g.state !== 'migrated') throw new FerryError('ERR_FERRY_REFUSED', `finish is for a guest handed over; this one is ${g.state}`);
+      if (g.state !== 'in-doubt' && g.state !== 'migrated')
+        throw new FerryError('ERR_FERRY_REFUSED', `finish is for a guest handed over; this one is ${g.state}`);
       this.tracker?.setPhase('committed');
       this.ctx.log('migration resolved: committed at the destination; this copy stops');
       void this.ctx.exit(0);
@@ -113,9 +119,11 @@ export class SyntheticGuestProcess implements GuestProcessDriver {
     // A guest that arrived here runs like any other once its arrival committed: it may move on,
     // and after an outgoing migration that did not (aborted, cancelled) try again.
     const arrived = this.arrival?.phase === 'committed';
-    if (this.ctx.incoming && !arrived) throw new FerryError('ERR_FERRY_REFUSED', 'an incoming guest cannot migrate out before its arrival commits');
+    if (this.ctx.incoming && !arrived)
+      throw new FerryError('ERR_FERRY_REFUSED', 'an incoming guest cannot migrate out before its arrival commits');
     if (this.busy() !== null) throw new FerryError('ERR_FERRY_REFUSED', 'a migration of this guest is already in progress');
-    if (guest.state !== 'running' && guest.state !== 'paused') throw new FerryError('ERR_FERRY_REFUSED', `cannot migrate a guest that is ${guest.state}`);
+    if (guest.state !== 'running' && guest.state !== 'paused')
+      throw new FerryError('ERR_FERRY_REFUSED', `cannot migrate a guest that is ${guest.state}`);
     const spec = { ...params, ...keyOfTrailer(ctx.secret) };
     const t = new MigrationTracker('source', spec.migrationId);
     this.tracker = t;
@@ -123,7 +131,9 @@ export class SyntheticGuestProcess implements GuestProcessDriver {
     this.cancelOutgoing = cancel;
     const before = guest.state;
     guest.state = 'migrating';
-    log(`migration ${spec.migrationId} out to ${spec.networks.join(',')} (${spec.mode}, ${spec.streams} streams, ${threadsText(spec.cryptoThreads)})`);
+    log(
+      `migration ${spec.migrationId} out to ${spec.networks.join(',')} (${spec.mode}, ${spec.streams} streams, ${threadsText(spec.cryptoThreads)})`,
+    );
     const unsubscribe = t.subscribe((e) => ctx.emit(e));
     const emit = (e: MigrationEvent): void => t.emit(e);
     try {
@@ -170,7 +180,10 @@ export class SyntheticGuestProcess implements GuestProcessDriver {
     }
     if (t.phase !== 'running') throw new FerryError('ERR_FERRY_REFUSED', `migration "${id}" is ${t.phase}: nothing left to cancel`);
     if (t.switchingOver) {
-      throw new FerryError('ERR_FERRY_REFUSED', 'switch-over already under way: the guest is paused for the hand-off, which the destination decides; it ends by itself, normally within the downtime limit (--max-downtime)');
+      throw new FerryError(
+        'ERR_FERRY_REFUSED',
+        'switch-over already under way: the guest is paused for the hand-off, which the destination decides; it ends by itself, normally within the downtime limit (--max-downtime)',
+      );
     }
     this.ctx.log(`migration ${id}: cancelled by the operator`);
     this.cancelOutgoing.abort(new FerryError('ERR_FERRY_ABORTED', 'cancelled by the operator'));
