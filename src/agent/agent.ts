@@ -3,7 +3,7 @@
  * the per-host migration limits. start() and stop() undo each other; stop() never touches guests
  * (they are their own processes and outlive the agent).
  */
-import { loadBackend, nativeUnavailableReason, type Backend } from '../crypto/index.js';
+import { loadBackend, onCryptoFallback, type Backend } from '../crypto/index.js';
 import { measureSeal } from './seal-measure.js';
 import { FerryError } from '../errors.js';
 import { parseAddress } from '../common/address.js';
@@ -70,11 +70,14 @@ export class Agent {
 
   static async start(options: AgentOptions): Promise<Agent> {
     const state = await StateDir.open(options.dir);
-    // Chosen here rather than by loadBackend's default, whose fallback note is a plain stderr
-    // line: the agent's stderr carries JSON lines only, so the reason goes into the log instead.
-    const nativeProblem = nativeUnavailableReason();
-    const backend = await loadBackend(process.env.FERRY_CRYPTO || (nativeProblem === null ? 'native' : 'node'));
-    if (nativeProblem !== null && !process.env.FERRY_CRYPTO) options.log.warn('native crypto addon unavailable: using node:crypto', { reason: nativeProblem });
+    // The agent's stderr carries JSON lines only: a fallback from the addon goes into its log.
+    const unhear = onCryptoFallback((notice) => options.log.warn('native crypto addon unavailable', { notice }));
+    let backend: Backend;
+    try {
+      backend = await loadBackend();
+    } finally {
+      unhear();
+    }
     const log = options.log.child({ host: state.config.name });
     const agent = new Agent(state, options, log, backend);
     await agent.guests.attachAll();

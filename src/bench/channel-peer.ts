@@ -4,7 +4,7 @@
  */
 import { randomFillSync } from 'node:crypto';
 import { connectChannel, listenChannel, type ChannelSpec } from '../channel/index.js';
-import { loadBackend } from '../crypto/index.js';
+import { loadBackend, onCryptoFallback } from '../crypto/index.js';
 
 export interface PeerJob {
   role: 'sender' | 'receiver';
@@ -77,6 +77,8 @@ async function runReceiver(job: PeerJob, spec: ChannelSpec): Promise<PeerResult>
   return { role: 'receiver', bytes, seconds: (performance.now() - start) / 1000, cpuSeconds: cpuSeconds(cpu), backend: backend.name };
 }
 
+// The peer's stderr is the bench's terminal: the operator reads there that the addon is missing.
+onCryptoFallback((notice) => process.stderr.write(`ferry: ${notice}\n`));
 process.once('message', (job: PeerJob) => {
   const spec: ChannelSpec = { ...job.spec, key: Buffer.from(job.spec.key, 'base64'), nonce: Buffer.from(job.spec.nonce, 'base64') };
   const run = job.role === 'sender' ? runSender(job, spec) : runReceiver(job, spec);

@@ -1,7 +1,8 @@
 /**
  * ferry's crypto: AES-256-GCM sealing and zero-page detection behind one interface, with the
  * backend chosen by `FERRY_CRYPTO=native|node|webcrypto` or, by default, the fastest that loads
- * (native, then node). When the addon is missing, one line on stderr says so and why.
+ * (native, then node). When the addon is missing, the library prints nothing: onCryptoFallback
+ * hears, once, that the fallback took over and why, and the process decides where to say it.
  *
  *   import { loadBackend } from 'ferry/crypto';
  *   const backend = await loadBackend();
@@ -24,13 +25,30 @@ function isBackendName(value: string): value is BackendName {
   return (BACKEND_NAMES as readonly string[]).includes(value);
 }
 
-let warned = false;
+/** The note of the first default choice that fell back from the addon; null until one did. */
+let fallbackNotice: string | null = null;
+const fallbackListeners = new Set<(notice: string) => void>();
 
-/** Says once per process, on stderr, that the addon is missing and why. */
-function warnNoAddon(reason: string): void {
-  if (warned) return;
-  warned = true;
-  process.stderr.write(`ferry: using node:crypto and a TypeScript zero-page scan: ${reason}\n`);
+function fellBack(reason: string): void {
+  if (fallbackNotice !== null) return;
+  fallbackNotice = `using node:crypto and a TypeScript zero-page scan: ${reason}`;
+  for (const listener of fallbackListeners) listener(fallbackNotice);
+  fallbackListeners.clear();
+}
+
+/**
+ * Tells `listener`, once, that this process fell back from the addon to node:crypto and the
+ * TypeScript zero-page scan, and why (at once when it already has). A library must not write to
+ * the process's stderr: the CLI, the agent and the guest process each say it in their own voice
+ * (a guest process in its timestamped log, the agent in its JSON log). Returns the unsubscribe.
+ */
+export function onCryptoFallback(listener: (notice: string) => void): () => void {
+  if (fallbackNotice !== null) {
+    listener(fallbackNotice);
+    return () => {};
+  }
+  fallbackListeners.add(listener);
+  return () => fallbackListeners.delete(listener);
 }
 
 /** Why the native backend cannot load here, or null when it can. */
@@ -76,7 +94,7 @@ export async function loadBackend(name?: string): Promise<Backend> {
     default: {
       const reason = nativeUnavailableReason();
       if (reason === null) return nativeBackend();
-      warnNoAddon(reason);
+      fellBack(reason);
       return new NodeBackend();
     }
   }
@@ -104,7 +122,7 @@ export function cpuFeatures(): CpuFeatures | null {
 export function zeroPages(buffer: ZeroPageSource, pageSize: number = DEFAULT_PAGE_SIZE): Uint32Array {
   const { addon, reason } = loadAddon();
   if (addon) return scanZeroPages(buffer, pageSize, (view, size, out) => addon.zeroPages(view, size, out));
-  warnNoAddon(reason);
+  fellBack(reason);
   return scanZeroPages(buffer, pageSize, scanViewTs);
 }
 
@@ -115,6 +133,6 @@ export function zeroPages(buffer: ZeroPageSource, pageSize: number = DEFAULT_PAG
 export async function zeroPagesAsync(buffer: ZeroPageSource, pageSize: number = DEFAULT_PAGE_SIZE): Promise<Uint32Array> {
   const { addon, reason } = loadAddon();
   if (addon) return scanZeroPagesAsync(buffer, pageSize, (view, size, out) => addon.zeroPagesAsync(view, size, out));
-  warnNoAddon(reason);
+  fellBack(reason);
   return scanZeroPages(buffer, pageSize, scanViewTs);
 }

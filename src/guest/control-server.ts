@@ -38,11 +38,18 @@ function answering(path: string): Promise<boolean> {
   });
 }
 
+/**
+ * Refuses (ERR_FERRY_REFUSED) when another guest process answers on `path`, and removes the
+ * socket a dead one left there: a guest process checks this before it touches its guest's files.
+ */
+export async function claimControlPath(path: string): Promise<void> {
+  if (!existsSync(path)) return;
+  if (await answering(path)) throw new FerryError('ERR_FERRY_REFUSED', `another guest process answers on ${path}`);
+  unlinkSync(path);
+}
+
 export async function listenControl(path: string, handlers: GuestHandlers): Promise<Server> {
-  if (existsSync(path)) {
-    if (await answering(path)) throw new FerryError('ERR_FERRY_REFUSED', `another guest process answers on ${path}`);
-    unlinkSync(path);
-  }
+  await claimControlPath(path);
   const server = createServer((socket) => {
     new RpcConnection(socket, {
       limits: GUEST_LINES,

@@ -5,8 +5,9 @@
  *
  * - in the agent (this interface): its config fields, the guest process entry, and whether this
  *   host can run such guests;
- * - in the guest process it runs (the entry): the protocol's handlers (control-server.ts) — create,
- *   status, pause/resume, digest where it can, the migration out and in with the commit hand-off.
+ * - in the guest process it runs (the entry, on guest-process.ts, which does the rest of being a
+ *   guest process): the protocol's handlers (control-server.ts) — status, pause/resume, digest
+ *   where it can, the migration out and in with the commit hand-off.
  *
  * Every driver passes one conformance suite (test/guest/conformance.test.ts). src/guest/drivers.ts
  * is the one place that names the drivers.

@@ -85,6 +85,20 @@ export class MigrationTracker {
     return this.waitFor(() => this.final);
   }
 
+  /**
+   * Streams this migration's events to one caller (a control connection's await-migration) until
+   * the migration settles or the caller goes away; then its info.
+   */
+  async follow(caller: { emit(event: MigrationEvent): void; closed: Promise<void> }): Promise<MigrationInfo> {
+    const unsubscribe = this.subscribe((e) => caller.emit(e));
+    try {
+      await Promise.race([this.waitSettled(), caller.closed]);
+    } finally {
+      unsubscribe();
+    }
+    return this.info();
+  }
+
   info(): MigrationInfo {
     return {
       role: this.role, migrationId: this.migrationId, phase: this.phase,

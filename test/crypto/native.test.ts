@@ -149,19 +149,24 @@ describe('without the addon', function () {
     });
   }
 
-  it('falls back to node:crypto, saying why in one line on stderr, once', function () {
+  it('falls back to node:crypto, telling its listeners why, once, and printing nothing itself', function () {
     const code = `
-      import { loadBackend, zeroPages } from './src/crypto/index.ts';
+      import { loadBackend, onCryptoFallback, zeroPages } from './src/crypto/index.ts';
+      onCryptoFallback((notice) => console.log('early: ' + notice));
       const b = await loadBackend();
       const sealed = await b.seal(Buffer.alloc(32), Buffer.alloc(12), Buffer.alloc(0), Buffer.from('x'));
       await loadBackend();
-      console.log(b.name, sealed.length, zeroPages(Buffer.alloc(8192)).length);`;
+      console.log(b.name, sealed.length, zeroPages(Buffer.alloc(8192)).length);
+      onCryptoFallback((notice) => console.log('late: ' + notice));`;
     const r = run(code, { FERRY_CRYPTO: '' });
     assert.equal(r.status, 0, r.stderr);
-    assert.equal(r.stdout.trim(), 'node 17 2');
-    const lines = r.stderr.trim().split('\n').filter((l) => l.startsWith('ferry:'));
-    assert.equal(lines.length, 1, r.stderr);
-    assert.match(lines[0]!, /not built.*npm run build:native/);
+    const lines = r.stdout.trim().split('\n');
+    assert.equal(lines.length, 3, r.stdout);
+    assert.match(lines[0]!, /^early: using node:crypto.*not built.*npm run build:native/);
+    assert.equal(lines[1], 'node 17 2');
+    // A listener that comes after the fallback hears it at once.
+    assert.equal(lines[2], lines[0]!.replace(/^early/, 'late'));
+    assert.equal(r.stderr, '');
   });
 
   it('refuses FERRY_CRYPTO=native with ERR_FERRY_CRYPTO and the reason', function () {

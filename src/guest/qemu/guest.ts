@@ -183,7 +183,8 @@ export class QemuGuest {
     };
   }
 
-  private async stopQemu(): Promise<void> {
+  /** Stops the guest's QEMU for good (stop, destroy, finish). */
+  async stopQemu(): Promise<void> {
     const qemu = this.qemu;
     this.qemu = null;
     this.state = 'stopped';
