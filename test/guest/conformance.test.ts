@@ -22,8 +22,9 @@ import {
   type GuestDriverName,
 } from '../../src/guest/index.js';
 import { PROTOCOL_VERSION } from '../../src/guest/protocol.js';
-import { GuestSandbox, alive, waitUntil, workloadReady } from '../helpers/guests.js';
-import { processesMentioning } from '../helpers/processes.js';
+import { GuestSandbox, workloadReady } from '../support/guests.js';
+import { alive, processesMentioning } from '../support/processes.js';
+import { waitUntil } from '../support/wait.js';
 
 interface DriverUnderTest {
   /** A small guest of this driver named `name`, as `ferry vm create` asks for it; the driver's create makes its config. */

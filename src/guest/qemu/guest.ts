@@ -24,6 +24,8 @@ export interface QemuGuestHost {
   /** Ends the ferry process (after the reply in flight), removing the guest directory when asked. */
   exit(code: number, removeDir?: boolean): void;
   log(message: string): void;
+  /** From now on the data sockets the agent hands over go to `adopt` (those held so far first). */
+  adoptDataSockets(adopt: (socket: Socket, head: Uint8Array) => void): void;
 }
 
 export class QemuGuest {
@@ -34,7 +36,6 @@ export class QemuGuest {
   private arrival: MigrationTracker | null = null;
   private cancelOutgoing: AbortController | null = null;
   private incoming: IncomingTransport | null = null;
-  private readonly earlySockets: Array<{ socket: Socket; head: Uint8Array }> = [];
   private decide: ((d: 'commit' | 'abort') => void) | null = null;
 
   constructor(
@@ -75,18 +76,6 @@ export class QemuGuest {
     return this.tracker !== null && this.tracker.role === 'source' && !['committed', 'aborted'].includes(this.tracker.phase);
   }
 
-  /** An incoming guest whose migration was prepared. */
-  get prepared(): boolean {
-    return this.arrival !== null;
-  }
-
-  /** A data socket handed over the agent's IPC channel. */
-  adoptSocket(socket: Socket, head: Uint8Array): void {
-    if (this.incoming) this.incoming.adopt(socket, head);
-    else if (this.incomingMode && this.earlySockets.length < 16) this.earlySockets.push({ socket, head });
-    else socket.destroy();
-  }
-
   async close(): Promise<void> {
     await this.qemu?.qmp.close();
   }
@@ -117,9 +106,9 @@ export class QemuGuest {
     return this.qemu;
   }
 
-  handlers(): GuestHandlers {
+  /** The guest protocol's handlers but hello, stop and destroy, which the scaffold answers (calling stopQemu). */
+  handlers(): Omit<GuestHandlers, 'hello' | 'stop' | 'destroy'> {
     return {
-      hello: () => ({ protocol: PROTOCOL_VERSION, pid: process.pid, name: this.config.name, incoming: this.incomingMode }),
       status: () => ({ ...this.status(), workloadReady: true, migration: this.tracker?.info() ?? null }),
       pause: async () => {
         if (this.state !== 'running' && this.state !== 'paused') throw new FerryError('ERR_FERRY_REFUSED', `cannot pause a guest that is ${this.state}`);
@@ -142,25 +131,13 @@ export class QemuGuest {
         if (!canDigest(this.config.memoryBytes)) throw new FerryError('ERR_FERRY_REFUSED', 'this guest is too large for a RAM digest');
         return { digest: await ramDigest(qemu.qmp, this.dir, this.config.memoryBytes), algorithm: RAM_DIGEST_ALGORITHM };
       },
-      stop: async () => {
-        if (this.busy) throw new FerryError('ERR_FERRY_REFUSED', `a migration is ${this.tracker!.phase}: resolve it first`);
-        await this.stopQemu();
-        this.host.exit(0);
-        return { stopped: true as const };
-      },
-      destroy: async () => {
-        if (this.busy) throw new FerryError('ERR_FERRY_REFUSED', `a migration is ${this.tracker!.phase}: resolve it first`);
-        await this.stopQemu();
-        this.host.exit(0, true);
-        return { destroyed: true as const };
-      },
       'migrate-out': (params, ctx) => this.migrateOut(params, ctx),
       'cancel-migration': ({ migrationId }) => this.cancel(migrationId),
       'prepare-incoming': (params, ctx) => this.prepareIncoming(params, ctx),
       migration: () => this.tracker?.info() ?? null,
       'await-migration': async (_p, ctx) => {
         if (!this.tracker) throw new FerryError('ERR_FERRY_NOT_FOUND', 'no migration has run in this guest process');
-        return this.follow(this.tracker, ctx);
+        return this.tracker.follow(ctx);
       },
       commit: () => this.decideIncoming('commit'),
       abort: () => this.decideIncoming('abort'),
@@ -189,16 +166,6 @@ export class QemuGuest {
     this.qemu = null;
     this.state = 'stopped';
     await qemu?.stop();
-  }
-
-  private async follow(t: MigrationTracker, ctx: GuestCallContext<MigrationEvent>): Promise<MigrationInfo> {
-    const unsubscribe = t.subscribe((e) => ctx.emit(e));
-    try {
-      await Promise.race([t.waitSettled(), ctx.closed]);
-    } finally {
-      unsubscribe();
-    }
-    return t.info();
   }
 
   private async migrateOut(params: MigrateOutParams, ctx: GuestCallContext<MigrationEvent>): Promise<MigrationInfo> {
@@ -270,7 +237,8 @@ export class QemuGuest {
       spec.key.fill(0);
       spec.nonce.fill(0);
     }
-    for (const { socket, head } of this.earlySockets.splice(0)) this.incoming.adopt(socket, head);
+    const incoming = this.incoming;
+    this.host.adoptDataSockets((socket, head) => incoming.adopt(socket, head));
     this.host.log(`incoming migration ${spec.migrationId} prepared (${spec.mode})`);
     void migrateQemuIn(this.incoming.channel, {
       config: this.config,

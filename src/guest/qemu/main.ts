@@ -11,9 +11,8 @@ runGuestProcess('qemu', async (ctx) => {
   const guest = new QemuGuest(ctx.dir, ctx.config, ctx.incoming, {
     log: (message) => ctx.log(message),
     exit: (code, removeDir = false) => void ctx.exit(code, { removeDir }),
+    adoptDataSockets: (adopt) => ctx.adoptDataSockets(adopt),
   });
-  // QemuGuest holds the sockets that come before its migration is prepared itself.
-  ctx.adoptDataSockets((socket, head) => guest.adoptSocket(socket, head));
   await guest.start();
   return {
     // Its hello, stop and destroy are the scaffold's, which calls stop() below.

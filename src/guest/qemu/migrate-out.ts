@@ -202,6 +202,9 @@ class QemuSource {
         const current = status.value;
         if (current === 'pre-switchover' && !this.continued) {
           this.continued = true;
+          // Paused from here: a lost channel is waited out only as long as the pause may last, so
+          // the guest is resumed or declared in doubt in that time, not after minutes of reconnecting.
+          this.channel.limitReconnectWait?.(spec.maxDowntimeMs ?? DEFAULT_MAX_DOWNTIME_MS);
           const info = this.progress.last;
           this.ctx.emit({ type: 'switch-over', bytesLeft: info?.ram?.remaining ?? 0, estimatedDowntimeMs: info?.expectedDowntimeMs ?? 0 });
           await this.qmp.migrateContinue('pre-switchover');
