@@ -6,12 +6,13 @@
 import { promises as fs, readFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import path from 'node:path';
-import { FerryError, toFerryError } from '../../errors.js';
+import { FerryError } from '../../errors.js';
 import type { MigrationEvent } from '../../migration/types.js';
 import type { GuestCallContext, GuestHandlers } from '../control-server.js';
 import { MigrationTracker, type MigrationInfo } from '../migration-tracker.js';
-import { keyOfTrailer, PROTOCOL_VERSION, type MigrateOutParams, type PrepareIncomingParams } from '../protocol.js';
-import { openIncoming, openOutgoing, type IncomingTransport } from '../transport.js';
+import { OutgoingMigrations } from '../outgoing.js';
+import { keyOfTrailer, type MigrateOutParams, type PrepareIncomingParams } from '../protocol.js';
+import { openIncoming, type IncomingTransport } from '../transport.js';
 import type { GuestState, GuestStatus, QemuConfig } from '../types.js';
 import { CONSOLE_LOG } from './argv.js';
 import { Qemu } from './hypervisor.js';
@@ -31,10 +32,9 @@ export interface QemuGuestHost {
 export class QemuGuest {
   private qemu: Qemu | null = null;
   private state: GuestState = 'stopped';
-  private tracker: MigrationTracker | null = null;
+  private readonly migrations = new OutgoingMigrations();
   /** Incoming: the migration that brings the guest here. */
   private arrival: MigrationTracker | null = null;
-  private cancelOutgoing: AbortController | null = null;
   private incoming: IncomingTransport | null = null;
   private decide: ((d: 'commit' | 'abort') => void) | null = null;
 
@@ -73,7 +73,7 @@ export class QemuGuest {
 
   /** A source migration running or unresolved: the process must not stop (the guest could end up nowhere). */
   get busy(): boolean {
-    return this.tracker !== null && this.tracker.role === 'source' && !['committed', 'aborted'].includes(this.tracker.phase);
+    return this.migrations.busy;
   }
 
   async close(): Promise<void> {
@@ -109,7 +109,7 @@ export class QemuGuest {
   /** The guest protocol's handlers but hello, stop and destroy, which the scaffold answers (calling stopQemu). */
   handlers(): Omit<GuestHandlers, 'hello' | 'stop' | 'destroy'> {
     return {
-      status: () => ({ ...this.status(), workloadReady: true, migration: this.tracker?.info() ?? null }),
+      status: () => ({ ...this.status(), workloadReady: true, migration: this.migrations.tracker?.info() ?? null }),
       pause: async () => {
         if (this.state !== 'running' && this.state !== 'paused') throw new FerryError('ERR_FERRY_REFUSED', `cannot pause a guest that is ${this.state}`);
         await this.requireQemu('pause').qmp.stop();
@@ -132,12 +132,12 @@ export class QemuGuest {
         return { digest: await ramDigest(qemu.qmp, this.dir, this.config.memoryBytes), algorithm: RAM_DIGEST_ALGORITHM };
       },
       'migrate-out': (params, ctx) => this.migrateOut(params, ctx),
-      'cancel-migration': ({ migrationId }) => this.cancel(migrationId),
+      'cancel-migration': ({ migrationId }) => this.migrations.cancelMigration(migrationId, (m) => this.host.log(m)),
       'prepare-incoming': (params, ctx) => this.prepareIncoming(params, ctx),
-      migration: () => this.tracker?.info() ?? null,
+      migration: () => this.migrations.tracker?.info() ?? null,
       'await-migration': async (_p, ctx) => {
-        if (!this.tracker) throw new FerryError('ERR_FERRY_NOT_FOUND', 'no migration has run in this guest process');
-        return this.tracker.follow(ctx);
+        if (!this.migrations.tracker) throw new FerryError('ERR_FERRY_NOT_FOUND', 'no migration has run in this guest process');
+        return this.migrations.tracker.follow(ctx);
       },
       commit: () => this.decideIncoming('commit'),
       abort: () => this.decideIncoming('abort'),
@@ -145,13 +145,13 @@ export class QemuGuest {
         if (this.state !== 'in-doubt') throw new FerryError('ERR_FERRY_REFUSED', `resume-after-abort is for a guest in doubt; this one is ${this.state}`);
         await this.requireQemu('resume').qmp.cont();
         this.state = 'running';
-        this.tracker?.setPhase('aborted');
+        this.migrations.tracker?.setPhase('aborted');
         this.host.log('in-doubt migration resolved: not committed at the destination; the guest runs here again');
         return this.status();
       },
       finish: async () => {
         if (this.state !== 'in-doubt' && this.state !== 'migrated') throw new FerryError('ERR_FERRY_REFUSED', `finish is for a guest handed over; this one is ${this.state}`);
-        this.tracker?.setPhase('committed');
+        this.migrations.tracker?.setPhase('committed');
         this.host.log('migration resolved: committed at the destination; this copy stops');
         await this.stopQemu();
         this.host.exit(0);
@@ -170,58 +170,13 @@ export class QemuGuest {
 
   private async migrateOut(params: MigrateOutParams, ctx: GuestCallContext<MigrationEvent>): Promise<MigrationInfo> {
     if (this.incomingMode && this.arrival?.phase !== 'committed') throw new FerryError('ERR_FERRY_REFUSED', 'an incoming guest cannot migrate out before its arrival commits');
-    if (this.busy) throw new FerryError('ERR_FERRY_REFUSED', 'a migration of this guest is already in progress');
-    if (this.state !== 'running' && this.state !== 'paused') throw new FerryError('ERR_FERRY_REFUSED', `cannot migrate a guest that is ${this.state}`);
     const qemu = this.requireQemu('migrate');
-    const spec = { ...params, ...keyOfTrailer(ctx.secret) };
-    const t = new MigrationTracker('source', spec.migrationId);
-    this.tracker = t;
-    const cancel = new AbortController();
-    this.cancelOutgoing = cancel;
-    const before = this.state;
-    this.state = 'migrating';
-    this.host.log(`migration ${spec.migrationId} out to ${spec.networks.join(',')} (${spec.mode}, ${spec.streams} streams)`);
-    const unsubscribe = t.subscribe((e) => ctx.emit(e));
-    try {
-      let channel;
-      try {
-        channel = await openOutgoing(spec, spec.networks, cancel.signal);
-      } finally {
-        spec.key.fill(0);
-        spec.nonce.fill(0);
-      }
-      const { key: _k, nonce: _n, ...rest } = spec;
-      const result = await migrateQemuOut(channel, { config: this.config, dir: this.dir, qemu, spec: rest, signal: cancel.signal, emit: (e) => t.emit(e) });
-      this.state = result.outcome === 'committed' ? 'migrated' : result.outcome === 'in-doubt' ? 'in-doubt' : before;
-      this.host.log(`migration ${spec.migrationId}: ${result.outcome}${result.error ? ` (${result.error.code}: ${result.error.message})` : ''}`);
-      t.setPhase(result.outcome, result);
-      return t.info();
-    } catch (err) {
-      // No channel: nothing was sent, QEMU never started migrating.
-      const e = toFerryError(err);
-      this.state = before;
-      t.emit({ type: 'aborted', code: e.code, message: e.message });
-      t.setPhase('aborted');
-      this.host.log(`migration ${spec.migrationId}: aborted (${e.code}: ${e.message})`);
-      throw e;
-    } finally {
-      unsubscribe();
-      if (this.cancelOutgoing === cancel) this.cancelOutgoing = null;
-    }
-  }
-
-  private cancel(id: string): { migrationId: string; cancelled: true } {
-    const t = this.tracker;
-    if (!t || t.role !== 'source' || t.migrationId !== id || !this.cancelOutgoing) {
-      throw new FerryError('ERR_FERRY_REFUSED', `no outgoing migration "${id}" runs in this guest process`);
-    }
-    if (t.phase !== 'running') throw new FerryError('ERR_FERRY_REFUSED', `migration "${id}" is ${t.phase}: nothing left to cancel`);
-    if (t.switchingOver) {
-      throw new FerryError('ERR_FERRY_REFUSED', 'switch-over already under way: the guest is paused for the hand-off, which the destination decides; it ends by itself, normally within the downtime limit (--max-downtime)');
-    }
-    this.host.log(`migration ${id}: cancelled by the operator`);
-    this.cancelOutgoing.abort(new FerryError('ERR_FERRY_ABORTED', 'cancelled by the operator'));
-    return { migrationId: id, cancelled: true };
+    return this.migrations.run(params, ctx, {
+      getState: () => this.state,
+      setState: (s) => (this.state = s),
+      log: (m) => this.host.log(m),
+      engine: (channel, { key: _k, nonce: _n, ...spec }, signal, emit) => migrateQemuOut(channel, { config: this.config, dir: this.dir, qemu, spec, signal, emit }),
+    });
   }
 
   private async prepareIncoming(params: PrepareIncomingParams, ctx: GuestCallContext<never>): Promise<{ migrationId: string }> {
@@ -229,7 +184,7 @@ export class QemuGuest {
     if (this.arrival) throw new FerryError('ERR_FERRY_REFUSED', 'this incoming guest is already prepared');
     const spec = { ...params, ...keyOfTrailer(ctx.secret) };
     const t = new MigrationTracker('destination', spec.migrationId);
-    this.tracker = t;
+    this.migrations.tracker = t;
     this.arrival = t;
     try {
       this.incoming = await openIncoming(spec);
@@ -260,7 +215,7 @@ export class QemuGuest {
   }
 
   private async decideIncoming(decision: 'commit' | 'abort'): Promise<MigrationInfo> {
-    const t = this.tracker;
+    const t = this.migrations.tracker;
     if (!t || t.role !== 'destination') throw new FerryError('ERR_FERRY_REFUSED', 'no incoming migration here');
     if (t.phase !== 'ready-to-commit' || !this.decide) throw new FerryError('ERR_FERRY_REFUSED', `cannot ${decision}: the incoming migration is ${t.phase}`);
     const d = this.decide;

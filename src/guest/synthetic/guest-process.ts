@@ -5,7 +5,7 @@
  */
 import type { Socket } from 'node:net';
 import { pageCopier } from '../../crypto/index.js';
-import { FerryError, toFerryError } from '../../errors.js';
+import { FerryError } from '../../errors.js';
 import { migrateDestination } from '../../migration/destination.js';
 import { InPlaceOpener } from '../../migration/in-place.js';
 import { dataPayloadPool, receiveInto } from '../../migration/payload-pool.js';
@@ -13,19 +13,21 @@ import { migrateSource } from '../../migration/source.js';
 import type { MigrationEvent, MigrationResult } from '../../migration/types.js';
 import type { GuestCallContext } from '../control-server.js';
 import type { GuestProcessContext, GuestProcessDriver } from '../guest-process.js';
+import { OutgoingMigrations } from '../outgoing.js';
 import { MigrationTracker, type MigrationInfo } from '../migration-tracker.js';
 import { keyOfTrailer, type MigrateOutParams, type PrepareIncomingParams } from '../protocol.js';
 import type { SyntheticConfig } from '../types.js';
 import { SyntheticGuest } from './guest.js';
-import { openIncoming, openOutgoing, type IncomingTransport } from '../transport.js';
+import { openIncoming, type IncomingTransport } from '../transport.js';
 
-/** The error, if any, and the most threads one seal/open ran on (what the crypto-thread limit bounds). */
+/** The most threads one seal/open ran on (what the crypto-thread limit bounds). */
+function threadsDetail(result: MigrationResult): string {
+  return result.cryptoThreads.peak > 0 ? `; crypto on ${result.cryptoThreads.peak} thread${result.cryptoThreads.peak === 1 ? '' : 's'} at most` : '';
+}
+
+/** The error, if any, and the threads. */
 function outcomeDetail(result: MigrationResult): string {
-  const threads =
-    result.cryptoThreads.peak > 0
-      ? `; crypto on ${result.cryptoThreads.peak} thread${result.cryptoThreads.peak === 1 ? '' : 's'} at most`
-      : '';
-  return `${result.error ? ` (${result.error.code}: ${result.error.message})` : ''}${threads}`;
+  return `${result.error ? ` (${result.error.code}: ${result.error.message})` : ''}${threadsDetail(result)}`;
 }
 
 const threadsText = (threads: number | undefined) =>
@@ -33,12 +35,10 @@ const threadsText = (threads: number | undefined) =>
 
 export class SyntheticGuestProcess implements GuestProcessDriver {
   readonly guest: SyntheticGuest;
-  /** The current or last migration, out or in. */
-  private tracker: MigrationTracker | null = null;
+  /** The current or last migration, out or in (its tracker), and the outgoing one's cancel. */
+  private readonly migrations = new OutgoingMigrations();
   /** --incoming: the migration that brought the guest here (tracker moves on to later outgoing ones). */
   private arrival: MigrationTracker | null = null;
-  /** Cancels the outgoing migration in progress (before switch-over; the engine ignores it after). */
-  private cancelOutgoing: AbortController | null = null;
   /** The arrival's channel, which the data sockets the agent hands over join. */
   private incoming: IncomingTransport | null = null;
   /** The agent's commit or abort of the arrival, once the engine waits for it. */
@@ -57,8 +57,7 @@ export class SyntheticGuestProcess implements GuestProcessDriver {
    * may always stop: before commit that is an abort, after commit an ordinary stop.
    */
   busy(): string | null {
-    const t = this.tracker;
-    return t !== null && t.role === 'source' && !['committed', 'aborted'].includes(t.phase) ? `a migration is ${t.phase}` : null;
+    return this.migrations.busy ? `a migration is ${this.migrations.tracker!.phase}` : null;
   }
 
   close(): Promise<void> {
@@ -66,7 +65,7 @@ export class SyntheticGuestProcess implements GuestProcessDriver {
   }
 
   readonly handlers: GuestProcessDriver['handlers'] = {
-    status: () => ({ ...this.guest.status(process.pid), workloadReady: this.guest.vcpu.ready, migration: this.tracker?.info() ?? null }),
+    status: () => ({ ...this.guest.status(process.pid), workloadReady: this.guest.vcpu.ready, migration: this.migrations.tracker?.info() ?? null }),
     pause: async () => {
       await this.guest.userPause();
       return this.guest.status(process.pid);
@@ -82,12 +81,12 @@ export class SyntheticGuestProcess implements GuestProcessDriver {
     },
     digest: async () => ({ digest: await this.guest.digest(), algorithm: 'sha256-ferry-guest-v1' }),
     'migrate-out': (params, ctx) => this.migrateOut(params, ctx),
-    'cancel-migration': (params) => this.cancelMigration(params.migrationId),
+    'cancel-migration': (params) => this.migrations.cancelMigration(params.migrationId, (m) => this.ctx.log(m)),
     'prepare-incoming': (params, ctx) => this.prepareIncoming(params, ctx),
-    migration: () => this.tracker?.info() ?? null,
+    migration: () => this.migrations.tracker?.info() ?? null,
     'await-migration': (_p, ctx) => {
-      if (!this.tracker) throw new FerryError('ERR_FERRY_NOT_FOUND', 'no migration has run in this guest process');
-      return this.tracker.follow(ctx);
+      if (!this.migrations.tracker) throw new FerryError('ERR_FERRY_NOT_FOUND', 'no migration has run in this guest process');
+      return this.migrations.tracker.follow(ctx);
     },
     commit: () => this.decideArrival('commit'),
     abort: () => this.decideArrival('abort'),
@@ -98,7 +97,7 @@ export class SyntheticGuestProcess implements GuestProcessDriver {
       g.state = 'running';
       g.setThrottle(0);
       g.resume();
-      this.tracker?.setPhase('aborted');
+      this.migrations.tracker?.setPhase('aborted');
       this.ctx.log('in-doubt migration resolved: not committed at the destination; the guest runs here again');
       return g.status(process.pid);
     },
@@ -106,7 +105,7 @@ export class SyntheticGuestProcess implements GuestProcessDriver {
       const g = this.guest;
       if (g.state !== 'in-doubt' && g.state !== 'migrated')
         throw new FerryError('ERR_FERRY_REFUSED', `finish is for a guest handed over; this one is ${g.state}`);
-      this.tracker?.setPhase('committed');
+      this.migrations.tracker?.setPhase('committed');
       this.ctx.log('migration resolved: committed at the destination; this copy stops');
       void this.ctx.exit(0);
       return { finished: true as const };
@@ -115,79 +114,18 @@ export class SyntheticGuestProcess implements GuestProcessDriver {
 
   private async migrateOut(params: MigrateOutParams, ctx: GuestCallContext<MigrationEvent>): Promise<MigrationInfo> {
     const guest = this.guest;
-    const log = (m: string): void => this.ctx.log(m);
     // A guest that arrived here runs like any other once its arrival committed: it may move on,
     // and after an outgoing migration that did not (aborted, cancelled) try again.
-    const arrived = this.arrival?.phase === 'committed';
-    if (this.ctx.incoming && !arrived)
+    if (this.ctx.incoming && this.arrival?.phase !== 'committed')
       throw new FerryError('ERR_FERRY_REFUSED', 'an incoming guest cannot migrate out before its arrival commits');
-    if (this.busy() !== null) throw new FerryError('ERR_FERRY_REFUSED', 'a migration of this guest is already in progress');
-    if (guest.state !== 'running' && guest.state !== 'paused')
-      throw new FerryError('ERR_FERRY_REFUSED', `cannot migrate a guest that is ${guest.state}`);
-    const spec = { ...params, ...keyOfTrailer(ctx.secret) };
-    const t = new MigrationTracker('source', spec.migrationId);
-    this.tracker = t;
-    const cancel = new AbortController();
-    this.cancelOutgoing = cancel;
-    const before = guest.state;
-    guest.state = 'migrating';
-    log(
-      `migration ${spec.migrationId} out to ${spec.networks.join(',')} (${spec.mode}, ${spec.streams} streams, ${threadsText(spec.cryptoThreads)})`,
-    );
-    const unsubscribe = t.subscribe((e) => ctx.emit(e));
-    const emit = (e: MigrationEvent): void => t.emit(e);
-    try {
-      let channel;
-      try {
-        // A cancel while the channel connects ends the connecting at once (not its timeouts).
-        channel = await openOutgoing(spec, spec.networks, cancel.signal);
-      } finally {
-        spec.key.fill(0);
-        spec.nonce.fill(0);
-      }
-      // A cancel that came after the channel opened and before the engine listens: it stops at once.
-      const result = await migrateSource(channel, guest, { ...spec, signal: cancel.signal }, emit);
-      if (result.outcome === 'committed') guest.state = 'migrated';
-      else if (result.outcome === 'in-doubt') guest.state = 'in-doubt';
-      else guest.state = before;
-      log(`migration ${spec.migrationId}: ${result.outcome}${outcomeDetail(result)}`);
-      t.setPhase(result.outcome, result);
-      return t.info();
-    } catch (err) {
-      // No channel: nothing was sent, the guest never paused.
-      const e = toFerryError(err);
-      guest.state = before;
-      t.emit({ type: 'aborted', code: e.code, message: e.message });
-      t.setPhase('aborted');
-      log(`migration ${spec.migrationId}: aborted (${e.code}: ${e.message})`);
-      throw e;
-    } finally {
-      unsubscribe();
-      if (this.cancelOutgoing === cancel) this.cancelOutgoing = null;
-    }
-  }
-
-  /**
-   * The operator's cancel of the outgoing migration `id`: accepted before switch-over (the engine
-   * stops, the guest runs on here), refused from the switch-over decision on, when the destination
-   * decides the hand-off (docs/migration.md, "Cancelling"). Returns at once; the migration's own
-   * reply says how it ended.
-   */
-  private cancelMigration(id: string): { migrationId: string; cancelled: true } {
-    const t = this.tracker;
-    if (!t || t.role !== 'source' || t.migrationId !== id || !this.cancelOutgoing) {
-      throw new FerryError('ERR_FERRY_REFUSED', `no outgoing migration "${id}" runs in this guest process`);
-    }
-    if (t.phase !== 'running') throw new FerryError('ERR_FERRY_REFUSED', `migration "${id}" is ${t.phase}: nothing left to cancel`);
-    if (t.switchingOver) {
-      throw new FerryError(
-        'ERR_FERRY_REFUSED',
-        'switch-over already under way: the guest is paused for the hand-off, which the destination decides; it ends by itself, normally within the downtime limit (--max-downtime)',
-      );
-    }
-    this.ctx.log(`migration ${id}: cancelled by the operator`);
-    this.cancelOutgoing.abort(new FerryError('ERR_FERRY_ABORTED', 'cancelled by the operator'));
-    return { migrationId: id, cancelled: true };
+    return this.migrations.run(params, ctx, {
+      getState: () => guest.state,
+      setState: (s) => (guest.state = s),
+      log: (m) => this.ctx.log(m),
+      detail: threadsText(params.cryptoThreads),
+      resultDetail: threadsDetail,
+      engine: (channel, spec, signal, emit) => migrateSource(channel, guest, { ...spec, signal }, emit),
+    });
   }
 
   private async prepareIncoming(params: PrepareIncomingParams, ctx: GuestCallContext<never>): Promise<{ migrationId: string }> {
@@ -197,7 +135,7 @@ export class SyntheticGuestProcess implements GuestProcessDriver {
     if (this.arrival) throw new FerryError('ERR_FERRY_REFUSED', 'this incoming guest is already prepared');
     const spec = { ...params, ...keyOfTrailer(ctx.secret) };
     const t = new MigrationTracker('destination', spec.migrationId);
-    this.tracker = t;
+    this.migrations.tracker = t;
     this.arrival = t;
     // DATA payloads land in reused buffers, not gigabytes of fresh memory for the collector.
     const payloads = dataPayloadPool();
@@ -236,7 +174,7 @@ export class SyntheticGuestProcess implements GuestProcessDriver {
   }
 
   private async decideArrival(decision: 'commit' | 'abort'): Promise<MigrationInfo> {
-    const t = this.tracker;
+    const t = this.migrations.tracker;
     if (!t || t.role !== 'destination') throw new FerryError('ERR_FERRY_REFUSED', 'no incoming migration here');
     if (t.phase !== 'ready-to-commit' || !this.decide) {
       throw new FerryError('ERR_FERRY_REFUSED', `cannot ${decision}: the incoming migration is ${t.phase}`);
