@@ -22,6 +22,7 @@ import { CONFIG_FILE, CONTROL_SOCKET, PID_FILE } from '../files.js';
 import { keyOfTrailer, PROTOCOL_VERSION, type MigrateOutParams, type PrepareIncomingParams } from '../protocol.js';
 import type { MigrationInfo } from '../migration-tracker.js';
 import { listenControl, type GuestCallContext, type GuestHandlers } from '../control-server.js';
+import { noSerialConsole } from '../console.js';
 import { SyntheticGuest } from './guest.js';
 import { MigrationTracker } from '../migration-tracker.js';
 import { openIncoming, openOutgoing, type IncomingTransport } from '../transport.js';
@@ -240,6 +241,7 @@ const handlers: GuestHandlers = {
     return guest.status(process.pid);
   },
   digest: async () => ({ digest: await guest.digest(), algorithm: 'sha256-ferry-guest-v1' }),
+  console: () => noSerialConsole(config.name, config.driver),
   stop: () => {
     if (busy()) throw new FerryError('ERR_FERRY_REFUSED', `a migration is ${tracker!.phase}: resolve it first`);
     void exit(0);
