@@ -11,11 +11,12 @@ import { ControlServer, type HandlerTable } from './server.js';
 import { cryptoThreadsPerMigration, StateDir } from './state.js';
 import { SlotQueue } from './queue.js';
 import { GuestManager } from './guests.js';
+import { streamConsole } from './guest-console.js';
 import { MigrationManager } from './migrations.js';
 import type { Logger } from '../common/log.js';
 import { FERRY_VERSION } from '../common/version.js';
-import { cpuFeatures, freeMemoryBytes, qemuAvailable } from './host-facts.js';
-import { DRIVERS, driverOf } from '../guest/index.js';
+import { cpuFeatures, freeMemoryBytes } from './host-facts.js';
+import { DRIVERS, driverOf, type DriverAvailability } from '../guest/index.js';
 import { PROTOCOL_VERSION } from '../control/protocol.js';
 import os from 'node:os';
 import { listenRouter, type MigrationRouter } from '../channel/index.js';
@@ -146,27 +147,36 @@ export class Agent {
           return { name };
         },
       },
+      'guest.console': {
+        roles: coordinator,
+        timeoutMs: null, // follows until the client goes away; read to the end, it ends by itself
+        run: (params, ctx) => streamConsole(this.guests, this.name, params, ctx),
+      },
       capabilities: {
         roles: both,
-        run: async () => ({
-          host: this.name,
-          agentVersion: FERRY_VERSION,
-          protocol: PROTOCOL_VERSION,
-          encrypts: this.options.encryption,
-          cryptoBackend: this.cryptoBackend,
-          cpuFeatures: cpuFeatures(),
-          networks: this.state.config.networks,
-          freeMemoryBytes: freeMemoryBytes(),
-          totalMemoryBytes: os.totalmem(),
-          hasSriov: this.state.config.hasSriov,
-          limits: this.state.config.limits,
-          cryptoThreadsPerMigration: cryptoThreadsPerMigration(this.state.config.limits) ?? null,
-          running: { outgoing: this.outgoing.running, incoming: this.incoming.running },
-          queued: { outgoing: this.outgoing.queued, incoming: this.incoming.queued },
-          qemu: qemuAvailable(),
-          drivers: await driverAvailability(),
-          guests: (await this.state.listGuests()).length,
-        }),
+        run: async () => {
+          const drivers = await driverAvailability();
+          return {
+            host: this.name,
+            agentVersion: FERRY_VERSION,
+            protocol: PROTOCOL_VERSION,
+            encrypts: this.options.encryption,
+            cryptoBackend: this.cryptoBackend,
+            cpuFeatures: cpuFeatures(),
+            networks: this.state.config.networks,
+            freeMemoryBytes: freeMemoryBytes(),
+            totalMemoryBytes: os.totalmem(),
+            hasSriov: this.state.config.hasSriov,
+            limits: this.state.config.limits,
+            cryptoThreadsPerMigration: cryptoThreadsPerMigration(this.state.config.limits) ?? null,
+            running: { outgoing: this.outgoing.running, incoming: this.incoming.running },
+            queued: { outgoing: this.outgoing.queued, incoming: this.incoming.queued },
+            // What older CLIs read; the same answer as drivers.qemu (QEMU that runs guests, not just a binary on PATH).
+            qemu: drivers.qemu?.available ?? false,
+            drivers,
+            guests: (await this.state.listGuests()).length,
+          };
+        },
       },
       'migration.prepare-incoming': {
         roles: coordinator,
@@ -208,7 +218,7 @@ export class Agent {
 }
 
 /** Which guest drivers this host runs, and with what (the QEMU probe runs once, at the first ask). */
-async function driverAvailability(): Promise<Record<string, { available: boolean; detail: string }>> {
+async function driverAvailability(): Promise<Record<string, DriverAvailability>> {
   const entries = await Promise.all(Object.values(DRIVERS).map(async (d) => [d.name, await d.availability()] as const));
   return Object.fromEntries(entries);
 }

@@ -127,13 +127,19 @@ export class GuestManager {
       if (request.nic === 'sriov' && !this.state.config.hasSriov) {
         throw new FerryError('ERR_FERRY_REFUSED', `host ${this.host} has no passthrough-class NIC for --nic sriov (hosts get one with \`host init --sriov\`)`);
       }
+      // Before anything is made: a host without QEMU says so, and has no directory to clean up.
+      const driver = driverOf(request.driver);
+      const availability = await driver.availability();
+      if (!availability.available) {
+        throw new FerryError('ERR_FERRY_REFUSED', `host ${this.host} cannot run ${request.driver} guests: ${availability.detail}; guest "${request.name}" was not created`);
+      }
       const dir = this.state.guestDir(request.name);
       await fs.rm(dir, { recursive: true, force: true });
       await fs.mkdir(dir, { recursive: true, mode: 0o700 });
       let config: GuestConfig;
       try {
         // The driver makes the whole config here, on the host that runs the guest (QEMU: accelerator, uuid, boot files).
-        config = await driverOf(request.driver).create(request, dir);
+        config = await driver.create(request, dir);
       } catch (err) {
         await fs.rm(dir, { recursive: true, force: true });
         throw err;

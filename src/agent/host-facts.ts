@@ -1,10 +1,9 @@
 /**
- * Facts about this machine that the agent advertises in its capabilities: memory, the CPU
- * features that matter for AES-GCM, and whether QEMU is installed.
+ * Facts about this machine that the agent advertises in its capabilities: memory and the CPU
+ * features that matter for AES-GCM. (What QEMU can do here is the qemu driver's availability.)
  */
-import { accessSync, constants, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import os from 'node:os';
-import path from 'node:path';
 import { cpuFeatures as addonCpuFeatures } from '../crypto/index.js';
 
 const AES_FEATURES = ['aes', 'pclmulqdq', 'avx2', 'vaes', 'vpclmulqdq', 'avx512f'];
@@ -31,21 +30,4 @@ export function freeMemoryBytes(): number {
     // not Linux: fall through
   }
   return os.freemem();
-}
-
-export function onPath(command: string, env: NodeJS.ProcessEnv = process.env): boolean {
-  for (const dir of (env.PATH ?? '').split(path.delimiter)) {
-    if (!dir) continue;
-    try {
-      accessSync(path.join(dir, command), constants.X_OK);
-      return true;
-    } catch {
-      // keep looking
-    }
-  }
-  return false;
-}
-
-export function qemuAvailable(): boolean {
-  return onPath('qemu-system-x86_64');
 }

@@ -25,6 +25,8 @@ export interface HandlerContext<M extends Method> {
   signal: AbortSignal;
   /** Sends one progress event of a streaming call. */
   emit(event: Event<M>): void;
+  /** Resolves once the client has taken what was sent so far (or went away): a stream waits on it between events. */
+  drained(): Promise<void>;
   log: Logger;
   /** Keyed methods: the migration's key and nonce, zeroed by the server once run() settles. */
   key: KeyOf<M>;
@@ -96,7 +98,7 @@ class Connection {
       run: (raw, ctx) => {
         const params = PARAMS[method as Method](raw, 'params');
         const key = keyOf(method as Method, ctx.secret);
-        return handler.run(params as never, { peer: this.peer, signal: ctx.signal, emit: ctx.emit, log: this.log, key });
+        return handler.run(params as never, { peer: this.peer, signal: ctx.signal, emit: ctx.emit, drained: ctx.drained, log: this.log, key });
       },
     };
   }

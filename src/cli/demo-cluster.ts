@@ -13,6 +13,7 @@ import { FerryError } from '../errors.js';
 import { initPki } from '../coordinator/pki.js';
 import { loadCluster, type Cluster } from '../coordinator/cluster.js';
 import { DEFAULT_LIMITS } from '../agent/state.js';
+import { PID_FILE, QEMU_PID_FILE } from '../guest/index.js';
 import { initHost } from './commands/host-init.js';
 import { freePort } from './free-port.js';
 
@@ -110,18 +111,32 @@ export class LocalCluster {
     return lines;
   }
 
-  /** The pids of the guest processes the agents started (from the guests' pid files). */
+  /**
+   * The pids of the guest processes the agents started and of the QEMUs those run (from the pid
+   * files in the guest directories), each only while its command line names this cluster's
+   * directory: a pid file left behind may name a pid the system has given to another process since.
+   */
   private guestPids(): number[] {
     const pids: number[] = [];
     for (const a of this.agents) {
       const guests = path.join(a.dir, 'guests');
       for (const g of existsSync(guests) ? readdirSync(guests) : []) {
-        const pidFile = path.join(guests, g, 'guest.pid');
-        const pid = existsSync(pidFile) ? Number(readFileSync(pidFile, 'utf8')) : NaN;
-        if (Number.isSafeInteger(pid) && pid > 1) pids.push(pid);
+        for (const file of [PID_FILE, QEMU_PID_FILE]) {
+          const pidFile = path.join(guests, g, file);
+          const pid = existsSync(pidFile) ? Number(readFileSync(pidFile, 'utf8')) : NaN;
+          if (Number.isSafeInteger(pid) && pid > 1 && this.mentionsRoot(pid)) pids.push(pid);
+        }
       }
     }
     return pids;
+  }
+
+  private mentionsRoot(pid: number): boolean {
+    try {
+      return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(this.root);
+    } catch {
+      return false;
+    }
   }
 
   close(): Promise<void> {

@@ -55,6 +55,16 @@ export class Output {
     if (!this.json) this.write(this.stdout, `${line}\n`);
   }
 
+  /** Text on stdout as it is, no newline added (suppressed under --json): a guest's console. */
+  text(chunk: string): void {
+    if (!this.json) this.stdout.write(chunk);
+  }
+
+  /** True when stdout is a terminal (what a guest writes must then not reach it raw). */
+  get stdoutIsTerminal(): boolean {
+    return Boolean(this.stdout.isTTY);
+  }
+
   /** One JSON object on stdout (only under --json). */
   emit(object: Record<string, unknown>): void {
     if (this.json) this.write(this.stdout, `${JSON.stringify(object)}\n`);

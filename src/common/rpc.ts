@@ -202,6 +202,12 @@ export interface RpcCallContext {
   signal: AbortSignal;
   /** Sends one event line for this call (not after it was aborted). */
   emit(event: unknown): void;
+  /**
+   * Resolves once the connection has handed what it was given to the kernel (at once when it
+   * has), or closed: a streaming call that waits on it between events goes no faster than its
+   * client reads, and holds no more than one event's worth of replies in memory.
+   */
+  drained(): Promise<void>;
   /** Resolves when the connection closes. */
   closed: Promise<void>;
   /** Ends the connection once this call's reply is sent: what the client sent cannot be trusted further. */
@@ -275,6 +281,20 @@ export class RpcConnection {
     this.abortAll(new FerryError('ERR_FERRY_NETWORK', 'the connection is closing'));
     this.socket.end();
     setTimeout(() => this.socket.destroy(), 1000).unref();
+  }
+
+  private drained(): Promise<void> {
+    const socket = this.socket;
+    if (!socket.writableNeedDrain || socket.destroyed) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        socket.off('drain', done);
+        socket.off('close', done);
+        resolve();
+      };
+      socket.on('drain', done);
+      socket.on('close', done);
+    });
   }
 
   private abortAll(reason: FerryError): void {
@@ -359,6 +379,7 @@ export class RpcConnection {
         emit: (event) => {
           if (!controller.signal.aborted) this.send({ id, event });
         },
+        drained: () => this.drained(),
         closed: this.closed,
         closeAfterReply: () => (closeAfter = true),
       };

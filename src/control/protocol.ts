@@ -21,6 +21,7 @@
  * them as Buffers (ChannelKey), which the server zeroes once the handler has settled.
  */
 import type { EncryptedMigration, GuestConfig, GuestCreateRequest, GuestState } from '../guest/types.js';
+import type { DriverAvailability } from '../guest/driver.js';
 import { checkCreateRequest, checkGuestConfig } from '../guest/config.js';
 import type { ChannelMode } from '../channel/types.js';
 import type { ChannelParams, MigrationEvent, MigrationOutcome, MigrationResult, OutgoingSpec } from '../migration/types.js';
@@ -110,9 +111,10 @@ export interface Capabilities {
   cryptoThreadsPerMigration: number | null;
   running: { outgoing: number; incoming: number };
   queued: { outgoing: number; incoming: number };
+  /** Whether this host can run QEMU guests (drivers.qemu.available; before drivers: whether QEMU was on PATH). */
   qemu: boolean;
   /** Each guest driver: whether this host runs its guests, and with what ("QEMU 7.2.22, TCG"); absent from agents before drivers. */
-  drivers?: Record<string, { available: boolean; detail: string }>;
+  drivers?: Record<string, DriverAvailability>;
   guests: number;
 }
 
@@ -128,6 +130,35 @@ export interface GuestPlace {
   opsPerSecond: number | null;
   /** False while the workload is still setting up (the idle fill, the kv preload); null when unknown. */
   workloadReady: boolean | null;
+}
+
+/** `guest.console`'s params: where to start in the log (default its beginning), and whether to keep following it. */
+export interface ConsoleParams {
+  name: string;
+  /** A byte offset into the guest's console log on this host, as an earlier event or result gave it. */
+  offset?: number;
+  /** Keep streaming what the guest writes until the client goes away or the guest leaves this host. */
+  follow?: boolean;
+}
+
+/** One piece of the console, as the guest wrote it (whole UTF-8 characters). */
+export interface ConsoleEvent {
+  type: 'console';
+  text: string;
+  /** The offset after this text: where a later call picks up. */
+  offset: number;
+}
+
+export interface ConsoleResult {
+  name: string;
+  host: string;
+  /** Where the log was read up to. */
+  offset: number;
+  /**
+   * end: the end of the log as it was when asked (not following). stopped: the guest process here
+   * went (stopped, destroyed, or the guest moved to another host), so there is no more to follow here.
+   */
+  reason: 'end' | 'stopped';
 }
 
 /** One bounded seal measurement (crypto.measure): 1 MiB frames on one thread, about 200 ms. */
@@ -248,6 +279,8 @@ export interface Methods {
   'guest.get': { params: { name: string }; result: GuestInfo; event: never };
   'guest.set': { params: { name: string; encryptedMigration: EncryptedMigration }; result: GuestInfo; event: never };
   'guest.destroy': { params: { name: string }; result: { name: string }; event: never };
+  /** The guest's serial console log, in events of bounded chunks; with `follow`, what it writes from then on too. */
+  'guest.console': { params: ConsoleParams; result: ConsoleResult; event: ConsoleEvent };
   /**
    * The destination's commit decision for a migration, asked by the source when it lost the
    * channel before COMMITTED. Answering "not-committed" records that answer durably: a later
@@ -339,6 +372,7 @@ export const PARAMS: { [M in Method]: Check<Params<M>> } = {
   'guest.get': obj({ name: guestName }),
   'guest.set': obj({ name: guestName, encryptedMigration }),
   'guest.destroy': obj({ name: guestName }),
+  'guest.console': obj({ name: guestName, offset: optional(int({ min: 0, max: Number.MAX_SAFE_INTEGER })), follow: optional(bool) }),
   'migration.resolve': obj({ migrationId }),
   'migration.prepare-incoming': obj({ ...channelFields, guest: guestConfig, source: hostName, startTimeoutMs: millis }),
   'migration.start-outgoing': obj({

@@ -1,13 +1,14 @@
 /**
  * What `ferry probe` learns about a host: versions, encryption, crypto backend and CPU features, a
  * short seal measurement, which migration networks answer a TCP connect from here, memory, guests,
- * limits, qemu. An unreachable host is a result too, not an exception.
+ * limits, what each guest driver runs with. An unreachable host is a result too, not an exception.
  */
 import net from 'node:net';
 import { toFerryError } from '../errors.js';
 import { PROTOCOL_VERSION, type Capabilities, type SealMeasurement } from '../control/protocol.js';
 import { FERRY_VERSION } from '../common/version.js';
 import { parseAddress } from '../common/address.js';
+import type { DriverAvailability } from '../guest/index.js';
 import type { Cluster } from './cluster.js';
 import { eachHost } from './connect.js';
 
@@ -39,7 +40,10 @@ export interface HostProbe {
   running: Capabilities['running'];
   queued: Capabilities['queued'];
   hasSriov: boolean;
+  /** Whether the host can run QEMU guests. */
   qemu: boolean;
+  /** Each guest driver's availability there (QEMU: its version and accelerator); null from agents before drivers. */
+  drivers: Record<string, DriverAvailability> | null;
 }
 
 export interface UnreachableHost {
@@ -109,6 +113,7 @@ export async function probeHosts(cluster: Cluster, hosts: readonly string[]): Pr
       queued: caps.queued,
       hasSriov: caps.hasSriov,
       qemu: caps.qemu,
+      drivers: caps.drivers ?? null,
     };
   });
   return hosts.map((host) => {

@@ -8,6 +8,7 @@ import { FerryError } from '../errors.js';
 import { RpcClient } from '../common/rpc.js';
 import type { MigrationEvent, OutgoingSpec } from '../migration/types.js';
 import type { MigrationInfo } from './migration-tracker.js';
+import type { ConsoleChunk } from './console.js';
 import { CONTROL_SOCKET } from './files.js';
 import { MAX_REPLY_BYTES, PROTOCOL_VERSION, type GuestEvent, type GuestMethod, type GuestParams, type GuestResult, type GuestStatusReport } from './protocol.js';
 import type { GuestStatus } from './types.js';
@@ -86,6 +87,11 @@ export class GuestClient {
   /** Holds the workload back `percent` (0-99) of the time. Refused while a migration runs. */
   async throttle(percent: number): Promise<GuestStatus> {
     return this.request('throttle', { percent });
+  }
+
+  /** One chunk of the guest's serial console log from byte `offset` (refused for a guest without one). */
+  async console(offset: number): Promise<ConsoleChunk> {
+    return this.request('console', { offset });
   }
 
   /** SHA-256 over memory then disk (docs/migration.md); meaningful while paused. */

@@ -19,6 +19,10 @@ export interface DriverAvailability {
   available: boolean;
   /** Why not, in words an operator can act on; or what it runs with ("QEMU 7.2.22, TCG"). */
   detail: string;
+  /** A driver that runs a hypervisor: its version here ("7.2.22"), when one answered. */
+  version?: string;
+  /** What its guests run on here ("kvm", "tcg"), when it can run any. */
+  accelerator?: string;
 }
 
 export interface GuestDriver {

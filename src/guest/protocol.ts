@@ -16,6 +16,7 @@ import { array, bool, int, obj, oneOf, optional, str, type Check } from '../comm
 import { MAX_THREADS } from '../crypto/backend.js';
 import type { ChannelMode } from '../channel/types.js';
 import type { ChannelParams, MigrationEvent, OutgoingSpec } from '../migration/types.js';
+import type { ConsoleChunk } from './console.js';
 import type { MigrationInfo } from './migration-tracker.js';
 import type { GuestStatus } from './types.js';
 
@@ -58,6 +59,11 @@ export interface GuestMethods {
   resume: { params: Empty; result: GuestStatus; event: never };
   /** Holds the guest back `percent` (0-99) of the time. Refused while a migration runs. */
   throttle: { params: { percent: number }; result: GuestStatus; event: never };
+  /**
+   * The guest's serial console log from byte `offset`, one bounded chunk (console.ts); refused
+   * (ERR_FERRY_INPUT) by a guest that has no serial console.
+   */
+  console: { params: { offset: number }; result: ConsoleChunk; event: never };
   /** A digest of the guest's memory then disk, meaningful while paused (docs/migration.md). */
   digest: { params: Empty; result: { digest: string; algorithm: string }; event: never };
   stop: { params: Empty; result: { stopped: true }; event: never };
@@ -105,6 +111,7 @@ export const GUEST_PARAMS: { [M in GuestMethod]: Check<GuestParams<M>> } = {
   pause: empty,
   resume: empty,
   throttle: obj({ percent: int({ min: 0, max: 99 }) }),
+  console: obj({ offset: int({ min: 0, max: Number.MAX_SAFE_INTEGER }) }),
   digest: empty,
   stop: empty,
   destroy: empty,

@@ -32,6 +32,7 @@ const VALID: { [M in Exclude<Method, 'hello'>]: Record<string, Json> } = {
   'guest.get': { name: 'g1' },
   'guest.set': { name: 'g1', encryptedMigration: 'required' },
   'guest.destroy': { name: 'g1' },
+  'guest.console': { name: 'g1', offset: 0, follow: false },
   'migration.resolve': { migrationId: 'fz-m1' },
   'migration.prepare-incoming': { ...channel, guest: config, source: 'b', startTimeoutMs: 5000 },
   'migration.start-outgoing': {

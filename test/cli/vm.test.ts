@@ -19,6 +19,9 @@ describe('cli: vm usage errors', function () {
     [['vm', 'create', 'g1', '--host', 'a', '--memory', '1GiB', '--driver', 'qemu', '--cpus', '0'], /--cpus: 1 to 64/],
     [['vm', 'create', 'g1', '--host', 'a', '--memory', '1GiB', '--driver', 'qemu', '--accel', 'hvf'], /--accel: "hvf" is not one of auto, kvm, tcg/],
     [['vm', 'create', 'g1', '--host', 'a', '--memory', '1GiB', '--kernel', '/boot/vmlinuz'], /--kernel is for --driver qemu guests/],
+    [['vm', 'create', 'g1', '--host', 'a', '--memory', '20000KiB', '--driver', 'qemu'], /--memory: a QEMU guest has whole MiB of memory/],
+    [['vm', 'console', 'G1'], /"G1" is not a guest name/],
+    [['vm', 'console', 'g1', '--tail'], /Unknown argument: tail/],
     [['vm', 'create', 'g1', '--host', 'a', '--memory', '1GiB', '--encrypted-migration', 'maybe'], /--encrypted-migration: "maybe" is not one of disabled, opportunistic, required/],
     [['vm', 'create', 'g1', '--memory', '1GiB'], /Missing required argument: host/],
     [['vm', 'set', 'g1', '--encrypted-migration', 'always'], /--encrypted-migration: "always"/],
@@ -37,7 +40,7 @@ describe('cli: vm usage errors', function () {
   }
 
   it('has help with examples for each vm command', function () {
-    for (const cmd of ['create', 'list', 'set', 'destroy']) {
+    for (const cmd of ['create', 'list', 'set', 'destroy', 'console']) {
       const r = ferry(['vm', cmd, '--help']);
       assert.equal(r.status, 0);
       assert.match(r.stdout, /Examples:/, cmd);

@@ -21,7 +21,7 @@ export function guestLine(g: GuestInfo): Record<string, unknown> {
     driver: g.driver,
     encryptedMigration: g.encryptedMigration,
     nic: g.nic,
-    ...(g.driver === 'synthetic' ? { workload: g.workload } : {}),
+    ...(g.driver === 'synthetic' ? { workload: g.workload } : { cpus: g.cpus, machine: g.machine, accel: g.accel }),
     pid: g.pid,
     opsPerSecond: g.opsPerSecond,
     workloadReady: g.workloadReady,

@@ -21,7 +21,9 @@ export const qemuDriver: GuestDriver = {
   describe: (c) => (c.driver === 'qemu' ? `${c.cpus} CPU${c.cpus === 1 ? '' : 's'}, ${c.machine}, ${c.accel.toUpperCase()}` : ''),
   availability: async () => {
     const q = await hostQemu();
-    if (q.missing || !q.chosen) return { available: false, detail: q.missing ?? `QEMU ${q.version} runs no guest here: ${q.accelerators.tcg.reason}` };
-    return { available: true, detail: `QEMU ${q.version}, ${q.chosen.toUpperCase()}${q.chosen === 'tcg' ? ` (KVM: ${q.accelerators.kvm.reason})` : ''}` };
+    const version = q.version ? { version: q.version } : {};
+    if (q.missing || !q.chosen) return { available: false, detail: q.missing ?? `QEMU ${q.version} runs no guest here: ${q.accelerators.tcg.reason}`, ...version };
+    const detail = `QEMU ${q.version}, ${q.chosen.toUpperCase()}${q.chosen === 'tcg' ? ` (KVM: ${q.accelerators.kvm.reason})` : ''}`;
+    return { available: true, detail, ...version, accelerator: q.chosen };
   },
 };

@@ -8,6 +8,7 @@ import type { Socket } from 'node:net';
 import path from 'node:path';
 import { FerryError } from '../../errors.js';
 import type { MigrationEvent } from '../../migration/types.js';
+import { readConsoleChunk } from '../console.js';
 import type { GuestCallContext, GuestHandlers } from '../control-server.js';
 import { MigrationTracker, type MigrationInfo } from '../migration-tracker.js';
 import { OutgoingMigrations } from '../outgoing.js';
@@ -125,6 +126,8 @@ export class QemuGuest {
       throttle: () => {
         throw new FerryError('ERR_FERRY_REFUSED', "a QEMU guest is throttled only by QEMU's auto-converge, during a migration");
       },
+      // QEMU writes the serial port into the log whatever this process does: it is read from the file.
+      console: ({ offset }) => readConsoleChunk(path.join(this.dir, CONSOLE_LOG), offset),
       digest: async () => {
         const qemu = this.requireQemu('digest');
         if ((await qemu.qmp.queryStatus()).running) throw new FerryError('ERR_FERRY_REFUSED', 'a digest of a running guest means nothing: pause it first');

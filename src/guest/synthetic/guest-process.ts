@@ -12,6 +12,7 @@ import { dataPayloadPool, receiveInto } from '../../migration/payload-pool.js';
 import { migrateSource } from '../../migration/source.js';
 import type { MigrationEvent, MigrationResult } from '../../migration/types.js';
 import type { GuestCallContext } from '../control-server.js';
+import { noSerialConsole } from '../console.js';
 import type { GuestProcessContext, GuestProcessDriver } from '../guest-process.js';
 import { OutgoingMigrations } from '../outgoing.js';
 import { MigrationTracker, type MigrationInfo } from '../migration-tracker.js';
@@ -80,6 +81,7 @@ export class SyntheticGuestProcess implements GuestProcessDriver {
       return this.guest.status(process.pid);
     },
     digest: async () => ({ digest: await this.guest.digest(), algorithm: 'sha256-ferry-guest-v1' }),
+    console: () => noSerialConsole(this.guest.config.name, 'synthetic'),
     'migrate-out': (params, ctx) => this.migrateOut(params, ctx),
     'cancel-migration': (params) => this.migrations.cancelMigration(params.migrationId, (m) => this.ctx.log(m)),
     'prepare-incoming': (params, ctx) => this.prepareIncoming(params, ctx),
