@@ -6,25 +6,23 @@
  * no vCPU runs, so TCG needs no kernel) whose RAM is a private mapping of a file of random bytes,
  * moved to a fresh destination.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { closeSync, copyFileSync, fsyncSync, mkdirSync, openSync, writeSync } from 'node:fs';
+import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { closeSync, copyFileSync, fsyncSync, mkdirSync, openSync, writeFileSync, writeSync } from 'node:fs';
 import { randomFillSync } from 'node:crypto';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import { FerryError } from '../errors.js';
 import { sleep } from '../common/async.js';
-import { initPki } from '../coordinator/pki.js';
-import { issueHostCertificate } from '../coordinator/pki.js';
-import { writeFileAtomic } from '../common/atomic-file.js';
+import { UNCAPPED_BANDWIDTH } from '../guest/qemu/migrate-out.js';
 import { QmpClient, type MigrationInfo, type QmpEvent } from '../guest/qemu/qmp.js';
 
 export const QEMU_BINARY = 'qemu-system-x86_64';
+const run = promisify(execFile);
 
 /** TLS: QEMU's own, with x509 credentials (makeQemuTlsDir). multifd: `channels` connections beside the main one. */
 export type QemuMode = 'plain' | 'multifd' | 'tls' | 'multifd-tls';
 
-/** QEMU 7.2 defaults to 128 MiB/s: unlimited is what is compared. */
-export const QEMU_UNLIMITED_BANDWIDTH = 100 * 2 ** 30;
-const MIGRATION_TIMEOUT_MS = 10 * 60_000;
+const MIGRATION_TIMEOUT_MS = 5 * 60_000;
 const POLL_MS = 20;
 
 export interface QemuMigrationResult {
@@ -62,21 +60,35 @@ export function writeRandomFile(file: string, bytes: number): void {
   }
 }
 
+/** The certificates' extensions: QEMU 10.0 refuses a certificate whose key usage leaves out keyEncipherment. */
+const QEMU_TLS_EXTENSIONS = `[ca]
+basicConstraints = critical, CA:TRUE, pathlen:0
+keyUsage = critical, keyCertSign, cRLSign
+[peer]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth, clientAuth
+subjectAltName = DNS:localhost
+`;
+
 /**
- * QEMU's x509 credential directory (ca-cert.pem, server-*.pem, client-*.pem) from a throwaway CA
- * made by ferry's own PKI code (openssl, ECDSA P-256); one certificate named `localhost` serves
- * as both server and client.
+ * QEMU's x509 credential directory (ca-cert.pem, server-*.pem, client-*.pem) from a throwaway CA,
+ * made by openssl (ECDSA P-256); one certificate named `localhost` serves as both server and client.
  */
 export async function makeQemuTlsDir(dir: string): Promise<string> {
-  const pki = await initPki(path.join(dir, 'pki'));
   const creds = path.join(dir, 'qemu-tls');
   mkdirSync(creds, { mode: 0o700 });
-  const key = path.join(creds, 'server-key.pem');
-  const cert = await issueHostCertificate(pki, 'localhost', key);
-  await writeFileAtomic(path.join(creds, 'server-cert.pem'), cert, 0o644);
-  await writeFileAtomic(path.join(creds, 'client-cert.pem'), cert, 0o644);
-  copyFileSync(key, path.join(creds, 'client-key.pem'));
-  copyFileSync(pki.caCert, path.join(creds, 'ca-cert.pem'));
+  const file = (name: string) => path.join(creds, name);
+  writeFileSync(file('extensions.cnf'), QEMU_TLS_EXTENSIONS, { mode: 0o600 });
+  const openssl = (args: string[]) => run('openssl', args, { cwd: creds, timeout: 30_000 }).catch((err: NodeJS.ErrnoException & { stderr?: string }) => {
+    throw new FerryError(err.code === 'ENOENT' ? 'ERR_FERRY_NOT_FOUND' : 'ERR_FERRY_INTERNAL', `openssl (QEMU's TLS credentials): ${err.code === 'ENOENT' ? 'not installed' : (err.stderr ?? err.message).trim().slice(0, 300)}`);
+  });
+  for (const key of ['ca-key.pem', 'server-key.pem']) await openssl(['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', key]);
+  await openssl(['req', '-x509', '-new', '-key', 'ca-key.pem', '-subj', '/CN=ferry bench QEMU CA', '-days', '2', '-out', 'ca-cert.pem', '-extensions', 'ca', '-config', 'extensions.cnf']);
+  await openssl(['req', '-new', '-key', 'server-key.pem', '-subj', '/CN=localhost', '-out', 'server.csr', '-config', 'extensions.cnf']);
+  await openssl(['x509', '-req', '-in', 'server.csr', '-CA', 'ca-cert.pem', '-CAkey', 'ca-key.pem', '-CAcreateserial', '-days', '2', '-out', 'server-cert.pem', '-extfile', 'extensions.cnf', '-extensions', 'peer']);
+  copyFileSync(file('server-cert.pem'), file('client-cert.pem'));
+  copyFileSync(file('server-key.pem'), file('client-key.pem'));
   return creds;
 }
 
@@ -86,7 +98,7 @@ export interface QemuMoveOptions {
   channels?: number;
   /** The x509 credential directory, for the TLS modes. */
   tlsDir?: string;
-  /** `max-bandwidth`, bytes a second; always set (QEMU's default is 128 MiB/s). */
+  /** `max-bandwidth`, bytes a second; always set (QEMU 7.2's default is 128 MiB/s), by default far above any link here. */
   maxBandwidth?: number;
   /** `downtime-limit`; QEMU's own default (300 ms) when left out. */
   downtimeLimitMs?: number;
@@ -125,12 +137,17 @@ export async function migrateByQemu(src: QmpClient, dst: QmpClient, o: QemuMoveO
   for (const [qmp, endpoint] of [[src, 'client'], [dst, 'server']] as const) {
     // Added at run time rather than on the command line, so the guest's command line stays the same in every mode.
     if (tls) await addTlsCreds(qmp, endpoint, o.tlsDir!);
-    await qmp.migrateSetCapabilities({ events: true, multifd, ...(qmp === src ? { 'auto-converge': o.autoConverge ?? false } : {}) });
+    // Off what ferry's own moves of the same QEMU turned on (migrate-out.ts, migrate-in.ts): a
+    // source left with pause-before-switchover waits at pre-switchover for a continue nobody sends.
+    await qmp.migrateSetCapabilities({
+      events: true, multifd, 'return-path': false, 'pause-before-switchover': false, 'late-block-activate': false,
+      'auto-converge': qmp === src && (o.autoConverge ?? false),
+    });
     await qmp.execute('migrate-set-parameters', {
       'tls-creds': tls ? `tls-${endpoint}` : '',
       ...(multifd ? { 'multifd-channels': channels } : {}),
       ...(qmp === src
-        ? { 'max-bandwidth': o.maxBandwidth ?? QEMU_UNLIMITED_BANDWIDTH, 'tls-hostname': tls ? 'localhost' : '', ...(o.downtimeLimitMs !== undefined ? { 'downtime-limit': o.downtimeLimitMs } : {}) }
+        ? { 'max-bandwidth': o.maxBandwidth ?? UNCAPPED_BANDWIDTH, 'tls-hostname': tls ? 'localhost' : '', ...(o.downtimeLimitMs !== undefined ? { 'downtime-limit': o.downtimeLimitMs } : {}) }
         : {}),
     });
   }
@@ -149,7 +166,14 @@ export async function migrateByQemu(src: QmpClient, dst: QmpClient, o: QemuMoveO
     loaded.catch(() => {});
     const startedAt = Date.now();
     await src.migrate(`tcp:127.0.0.1:${port}`);
-    const info = await completion(src, o.mode, startedAt);
+    let info: MigrationInfo;
+    try {
+      info = await completion(src, o.mode, startedAt);
+    } catch (err) {
+      // QEMU resumes a guest whose migration is cancelled, and a later migration of it can start.
+      await src.migrateCancel().catch(() => {});
+      throw err;
+    }
     const done = await loaded;
     if (done.data.status !== 'completed') throw new FerryError('ERR_FERRY_QEMU', `QEMU migration (${o.mode}): the destination could not load the guest`);
     let resumedAt: number | null = null;
