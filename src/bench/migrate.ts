@@ -7,7 +7,7 @@
  * (ABBA), and QEMU 7.2's own migration beside it on the same machine.
  * Figures are from one run and reported as ratios; the load average says how noisy it was.
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Argv } from 'yargs';
@@ -21,6 +21,8 @@ import { formatBytes, formatDuration } from '../common/units.js';
 import { defineCommand, type GlobalArgs } from '../cli/command.js';
 import { LocalCluster } from '../cli/demo-cluster.js';
 import type { Output } from '../cli/output.js';
+import { availableMemory } from './machine.js';
+import { median, ratio } from './stats.js';
 import { makeQemuTlsDir, qemuMissing, runQemuMigration, writeRandomFile, type QemuMigrationResult, type QemuMode, type QemuProcess } from './qemu-migration.js';
 
 const GiB = 2 ** 30;
@@ -87,11 +89,6 @@ export interface ScenarioReport {
   kvRate?: { gets: number; sets: number; scale: number };
 }
 
-const median = (xs: number[]): number | null => {
-  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
-  return s.length === 0 ? null : s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
-const ratio = (a: number | null | undefined, b: number | null | undefined): number | null => (a == null || b == null || b === 0 ? null : a / b);
 const ok = (s: ScenarioReport | undefined, mode: Mode) => s?.runs.filter((r) => r.ok && r.mode === mode) ?? [];
 const medianTotal = (s: ScenarioReport | undefined, mode: Mode, direction?: string) =>
   median(ok(s, mode).filter((r) => direction === undefined || r.direction === direction).map((r) => r.totalMs));
@@ -99,12 +96,6 @@ const medianDestinationCpu = (s: ScenarioReport | undefined, mode: Mode) => medi
 
 function scaled(bytes: number, scale: number): number {
   return Math.max(16 * MiB, Math.round((bytes * scale) / MiB) * MiB);
-}
-
-/** MemAvailable from /proc/meminfo (os.freemem() leaves out the page cache that can be dropped). */
-function availableMemory(): number {
-  const m = /MemAvailable:\s+(\d+) kB/.exec(readFileSync('/proc/meminfo', 'utf8'));
-  return m ? Number(m[1]) * 1024 : os.freemem();
 }
 
 /** The cluster, its guests, QEMU processes and files of one bench run, and their removal. */

@@ -1,22 +1,29 @@
 /**
- * QEMU's own live migration between two local QEMU processes, timed by QEMU (`query-migrate`),
- * as the yardstick of `ferry bench migrate`. The guest is idle (`-S`: no vCPU runs, so TCG needs
- * no kernel) and its RAM is a private mapping of a file of random bytes, so every page is
- * non-zero and incompressible; the destination starts with `-incoming defer` on fresh RAM.
+ * QEMU's own live migration between two local QEMU processes over TCP on 127.0.0.1, driven over
+ * QMP by the product's client (src/guest/qemu/qmp.ts): the yardstick of `ferry bench migrate` and
+ * `ferry bench qemu`. migrateByQemu() moves a guest between any two QEMUs (the destination
+ * started with `-incoming defer`); runQemuMigration() is bench migrate's case, an idle guest (`-S`:
+ * no vCPU runs, so TCG needs no kernel) whose RAM is a private mapping of a file of random bytes,
+ * moved to a fresh destination.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { closeSync, copyFileSync, fsyncSync, mkdirSync, openSync, writeSync } from 'node:fs';
+import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { closeSync, copyFileSync, fsyncSync, mkdirSync, openSync, writeFileSync, writeSync } from 'node:fs';
 import { randomFillSync } from 'node:crypto';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import { FerryError } from '../errors.js';
-import { initPki } from '../coordinator/pki.js';
-import { issueHostCertificate } from '../coordinator/pki.js';
-import { writeFileAtomic } from '../common/atomic-file.js';
-import { QmpClient } from './qmp.js';
+import { sleep } from '../common/async.js';
+import { UNCAPPED_BANDWIDTH } from '../guest/qemu/migrate-out.js';
+import { QmpClient, type MigrationInfo, type QmpEvent } from '../guest/qemu/qmp.js';
 
 export const QEMU_BINARY = 'qemu-system-x86_64';
+const run = promisify(execFile);
 
-export type QemuMode = 'plain' | 'tls' | 'multifd-tls';
+/** TLS: QEMU's own, with x509 credentials (makeQemuTlsDir). multifd: `channels` connections beside the main one. */
+export type QemuMode = 'plain' | 'multifd' | 'tls' | 'multifd-tls';
+
+const MIGRATION_TIMEOUT_MS = 5 * 60_000;
+const POLL_MS = 20;
 
 export interface QemuMigrationResult {
   mode: QemuMode;
@@ -53,22 +60,152 @@ export function writeRandomFile(file: string, bytes: number): void {
   }
 }
 
+/** The certificates' extensions: QEMU 10.0 refuses a certificate whose key usage leaves out keyEncipherment. */
+const QEMU_TLS_EXTENSIONS = `[ca]
+basicConstraints = critical, CA:TRUE, pathlen:0
+keyUsage = critical, keyCertSign, cRLSign
+[peer]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth, clientAuth
+subjectAltName = DNS:localhost
+`;
+
 /**
- * QEMU's x509 credential directory (ca-cert.pem, server-*.pem, client-*.pem) from a throwaway CA
- * made by ferry's own PKI code (openssl, ECDSA P-256); one certificate named `localhost` serves
- * as both server and client.
+ * QEMU's x509 credential directory (ca-cert.pem, server-*.pem, client-*.pem) from a throwaway CA,
+ * made by openssl (ECDSA P-256); one certificate named `localhost` serves as both server and client.
  */
 export async function makeQemuTlsDir(dir: string): Promise<string> {
-  const pki = await initPki(path.join(dir, 'pki'));
   const creds = path.join(dir, 'qemu-tls');
   mkdirSync(creds, { mode: 0o700 });
-  const key = path.join(creds, 'server-key.pem');
-  const cert = await issueHostCertificate(pki, 'localhost', key);
-  await writeFileAtomic(path.join(creds, 'server-cert.pem'), cert, 0o644);
-  await writeFileAtomic(path.join(creds, 'client-cert.pem'), cert, 0o644);
-  copyFileSync(key, path.join(creds, 'client-key.pem'));
-  copyFileSync(pki.caCert, path.join(creds, 'ca-cert.pem'));
+  const file = (name: string) => path.join(creds, name);
+  writeFileSync(file('extensions.cnf'), QEMU_TLS_EXTENSIONS, { mode: 0o600 });
+  const openssl = (args: string[]) => run('openssl', args, { cwd: creds, timeout: 30_000 }).catch((err: NodeJS.ErrnoException & { stderr?: string }) => {
+    throw new FerryError(err.code === 'ENOENT' ? 'ERR_FERRY_NOT_FOUND' : 'ERR_FERRY_INTERNAL', `openssl (QEMU's TLS credentials): ${err.code === 'ENOENT' ? 'not installed' : (err.stderr ?? err.message).trim().slice(0, 300)}`);
+  });
+  for (const key of ['ca-key.pem', 'server-key.pem']) await openssl(['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', key]);
+  await openssl(['req', '-x509', '-new', '-key', 'ca-key.pem', '-subj', '/CN=ferry bench QEMU CA', '-days', '2', '-out', 'ca-cert.pem', '-extensions', 'ca', '-config', 'extensions.cnf']);
+  await openssl(['req', '-new', '-key', 'server-key.pem', '-subj', '/CN=localhost', '-out', 'server.csr', '-config', 'extensions.cnf']);
+  await openssl(['x509', '-req', '-in', 'server.csr', '-CA', 'ca-cert.pem', '-CAkey', 'ca-key.pem', '-CAcreateserial', '-days', '2', '-out', 'server-cert.pem', '-extfile', 'extensions.cnf', '-extensions', 'peer']);
+  copyFileSync(file('server-cert.pem'), file('client-cert.pem'));
+  copyFileSync(file('server-key.pem'), file('client-key.pem'));
   return creds;
+}
+
+export interface QemuMoveOptions {
+  mode: QemuMode;
+  /** multifd channels in the multifd modes. */
+  channels?: number;
+  /** The x509 credential directory, for the TLS modes. */
+  tlsDir?: string;
+  /** `max-bandwidth`, bytes a second; always set (QEMU 7.2's default is 128 MiB/s), by default far above any link here. */
+  maxBandwidth?: number;
+  /** `downtime-limit`; QEMU's own default (300 ms) when left out. */
+  downtimeLimitMs?: number;
+  autoConverge?: boolean;
+  /** `cont` the destination as soon as it has loaded the guest (a guest that ran at the source). */
+  resumeDestination?: boolean;
+  /** Called with the destination's TCP port before the source connects to it. */
+  onListening?: (port: number) => void | Promise<void>;
+}
+
+export interface QemuMove {
+  mode: QemuMode;
+  /** QEMU's query-migrate at the source once completed. */
+  info: MigrationInfo;
+  /** Wall-clock ms (QMP event timestamps): `migrate` sent, the source's STOP, the destination loaded, its RESUME. */
+  startedAt: number;
+  stoppedAt: number | null;
+  loadedAt: number;
+  resumedAt: number | null;
+}
+
+const wallMs = (e: QmpEvent) => e.timestamp.seconds * 1000 + e.timestamp.microseconds / 1000;
+const isMultifd = (mode: QemuMode) => mode === 'multifd' || mode === 'multifd-tls';
+const isTls = (mode: QemuMode) => mode === 'tls' || mode === 'multifd-tls';
+
+/**
+ * Sets both QEMUs up for `mode` (every setting given explicitly, so what an earlier migration of
+ * the same QEMU set does not carry over), migrates over TCP and waits until the source completed
+ * and the destination loaded the guest (and resumed it, when asked).
+ */
+export async function migrateByQemu(src: QmpClient, dst: QmpClient, o: QemuMoveOptions): Promise<QemuMove> {
+  const multifd = isMultifd(o.mode);
+  const tls = isTls(o.mode);
+  if (tls && !o.tlsDir) throw new FerryError('ERR_FERRY_INPUT', `QEMU mode ${o.mode} needs a TLS credential directory`);
+  const channels = o.channels ?? 2;
+  for (const [qmp, endpoint] of [[src, 'client'], [dst, 'server']] as const) {
+    // Added at run time rather than on the command line, so the guest's command line stays the same in every mode.
+    if (tls) await addTlsCreds(qmp, endpoint, o.tlsDir!);
+    // Off what ferry's own moves of the same QEMU turned on (migrate-out.ts, migrate-in.ts): a
+    // source left with pause-before-switchover waits at pre-switchover for a continue nobody sends.
+    await qmp.migrateSetCapabilities({
+      events: true, multifd, 'return-path': false, 'pause-before-switchover': false, 'late-block-activate': false,
+      'auto-converge': qmp === src && (o.autoConverge ?? false),
+    });
+    await qmp.execute('migrate-set-parameters', {
+      'tls-creds': tls ? `tls-${endpoint}` : '',
+      ...(multifd ? { 'multifd-channels': channels } : {}),
+      ...(qmp === src
+        ? { 'max-bandwidth': o.maxBandwidth ?? UNCAPPED_BANDWIDTH, 'tls-hostname': tls ? 'localhost' : '', ...(o.downtimeLimitMs !== undefined ? { 'downtime-limit': o.downtimeLimitMs } : {}) }
+        : {}),
+    });
+  }
+  let stoppedAt: number | null = null;
+  const unsubscribe = src.onEvent((e) => {
+    if (e.event === 'STOP' && stoppedAt === null) stoppedAt = wallMs(e);
+  });
+  try {
+    // Port 0: the destination's kernel picks a free port, which query-migrate then names.
+    await dst.migrateIncoming('tcp:127.0.0.1:0');
+    const listening = (await dst.execute('query-migrate')) as { 'socket-address'?: { port?: string }[] };
+    const port = Number(listening['socket-address']?.[0]?.port);
+    if (!port) throw new FerryError('ERR_FERRY_INTERNAL', 'the destination QEMU did not say where it listens for the migration');
+    await o.onListening?.(port);
+    const loaded = dst.waitForEvent('MIGRATION', { timeoutMs: MIGRATION_TIMEOUT_MS, match: (e) => e.data.status === 'completed' || e.data.status === 'failed' });
+    loaded.catch(() => {});
+    const startedAt = Date.now();
+    await src.migrate(`tcp:127.0.0.1:${port}`);
+    let info: MigrationInfo;
+    try {
+      info = await completion(src, o.mode, startedAt);
+    } catch (err) {
+      // QEMU resumes a guest whose migration is cancelled, and a later migration of it can start.
+      await src.migrateCancel().catch(() => {});
+      throw err;
+    }
+    const done = await loaded;
+    if (done.data.status !== 'completed') throw new FerryError('ERR_FERRY_QEMU', `QEMU migration (${o.mode}): the destination could not load the guest`);
+    let resumedAt: number | null = null;
+    if (o.resumeDestination) {
+      const resumed = dst.waitForEvent('RESUME', { timeoutMs: 10_000 });
+      await dst.cont();
+      resumedAt = wallMs(await resumed);
+    }
+    return { mode: o.mode, info, startedAt, stoppedAt, loadedAt: wallMs(done), resumedAt };
+  } finally {
+    unsubscribe();
+  }
+}
+
+async function addTlsCreds(qmp: QmpClient, endpoint: 'client' | 'server', dir: string): Promise<void> {
+  await qmp.execute('object-add', { 'qom-type': 'tls-creds-x509', id: `tls-${endpoint}`, dir, endpoint, 'verify-peer': true });
+}
+
+/** Polls the source until its migration completed; its figures then. */
+async function completion(src: QmpClient, mode: QemuMode, startedAt: number): Promise<MigrationInfo> {
+  for (;;) {
+    const info = await src.queryMigrate();
+    const overdue = Date.now() - startedAt > MIGRATION_TIMEOUT_MS;
+    // QEMU 7.2 can answer "completed" a moment before it has filled in the times (seen once:
+    // total-time 0, downtime 0, after 2 GiB crossed): ask again until they are there.
+    if (info.status === 'completed' && (info.totalTimeMs ?? 0) > 0) return info;
+    if (info.status === 'failed' || info.status === 'cancelled') {
+      throw new FerryError('ERR_FERRY_ABORTED', `QEMU migration (${mode}) ${info.status}: ${info.errorDesc ?? 'no reason given'}`);
+    }
+    if (overdue) throw new FerryError('ERR_FERRY_TIMEOUT', `QEMU migration (${mode}) did not finish within ${MIGRATION_TIMEOUT_MS / 1000} s (status ${info.status})`);
+    await sleep(POLL_MS);
+  }
 }
 
 /** One QEMU process with its QMP socket; stop() kills it and waits for it to go. */
@@ -92,16 +229,13 @@ export class QemuProcess {
     const qemu = new QemuProcess(child, qmpPath);
     try {
       // The socket appears once QEMU has set up (prealloc of the RAM comes first).
-      const deadline = Date.now() + 60_000;
-      for (;;) {
-        if (child.exitCode !== null || child.signalCode !== null) throw new FerryError('ERR_FERRY_INTERNAL', `QEMU (${name}) exited: ${qemu.stderr.trim()}`);
-        try {
-          return { qemu, qmp: await QmpClient.connect(qmpPath) };
-        } catch (err) {
-          if (Date.now() > deadline) throw err;
-          await new Promise((r) => setTimeout(r, 50));
-        }
+      const connecting = QmpClient.connect(qmpPath, { timeoutMs: 60_000 });
+      const first = await Promise.race([connecting, qemu.exited.then(() => null)]);
+      if (first === null) {
+        connecting.then((c) => c.close(), () => {});
+        throw new FerryError('ERR_FERRY_INTERNAL', `QEMU (${name}) exited: ${qemu.stderr.trim()}`);
       }
+      return { qemu, qmp: first };
     } catch (err) {
       await qemu.stop();
       throw err;
@@ -128,18 +262,8 @@ export interface QemuMigrationOptions {
 
 /** Runs one QEMU migration from a fresh source to a fresh destination and reports QEMU's figures. */
 export async function runQemuMigration(o: QemuMigrationOptions): Promise<QemuMigrationResult> {
-  const tls = o.mode !== 'plain';
-  if (tls && !o.tlsDir) throw new FerryError('ERR_FERRY_INPUT', `QEMU mode ${o.mode} needs a TLS credential directory`);
   const mib = Math.round(o.memoryBytes / 2 ** 20);
   const common = ['-accel', 'tcg', '-nographic', '-nodefaults', '-S', '-m', `${mib}M`, '-machine', 'pc,memory-backend=ram0'];
-  const creds = (endpoint: string) => (tls ? ['-object', `tls-creds-x509,id=tls0,dir=${o.tlsDir},endpoint=${endpoint},verify-peer=on`] : []);
-  const capabilities = o.mode === 'multifd-tls' ? [{ capability: 'multifd', state: true }] : [];
-  const parameters = {
-    // QEMU 7.2 defaults to 128 MiB/s: unlimited is what is compared.
-    'max-bandwidth': 100 * 2 ** 30,
-    ...(o.mode === 'multifd-tls' ? { 'multifd-channels': 2 } : {}),
-    ...(tls ? { 'tls-creds': 'tls0' } : {}),
-  };
   const started: { qemu: QemuProcess; qmp: QmpClient }[] = [];
   const start = async (name: string, args: string[]) => {
     const s = await QemuProcess.start(o.dir, `${name}-${o.mode}`, args);
@@ -148,48 +272,20 @@ export async function runQemuMigration(o: QemuMigrationOptions): Promise<QemuMig
     return s;
   };
   try {
-    const dst = await start('dst', [...common, '-object', `memory-backend-ram,id=ram0,size=${mib}M`, ...creds('server'), '-incoming', 'defer']);
-    const src = await start('src', [...common, '-object', `memory-backend-file,id=ram0,size=${mib}M,mem-path=${o.ramFile},share=off,prealloc=on`, ...creds('client')]);
-    for (const s of [src, dst]) {
-      if (capabilities.length) await s.qmp.execute('migrate-set-capabilities', { capabilities });
-      await s.qmp.execute('migrate-set-parameters', parameters);
-    }
-    if (tls) await src.qmp.execute('migrate-set-parameters', { 'tls-hostname': 'localhost' });
-    // Port 0: the destination's kernel picks a free port, which query-migrate then names.
-    await dst.qmp.execute('migrate-incoming', { uri: 'tcp:127.0.0.1:0' });
-    const listening = await dst.qmp.execute<{ 'socket-address'?: { host: string; port: string }[] }>('query-migrate');
-    const port = listening['socket-address']?.[0]?.port;
-    if (!port) throw new FerryError('ERR_FERRY_INTERNAL', 'the destination QEMU did not say where it listens for the migration');
-    await src.qmp.execute('migrate', { uri: `tcp:127.0.0.1:${port}` });
-    const deadline = Date.now() + 120_000;
-    for (;;) {
-      const info = await src.qmp.execute<Record<string, any>>('query-migrate');
-      // QEMU 7.2 can answer "completed" a moment before it has filled in the times (seen once:
-      // total-time 0, downtime 0, after 2 GiB crossed): ask again until they are there.
-      if (info.status === 'completed' && !(info['total-time'] > 0) && Date.now() < deadline) {
-        await new Promise((r) => setTimeout(r, 20));
-        continue;
-      }
-      if (info.status === 'completed') {
-        if (!(info['total-time'] > 0)) throw new FerryError('ERR_FERRY_INTERNAL', `QEMU migration (${o.mode}) completed without a total time`);
-        return {
-          mode: o.mode,
-          status: info.status,
-          totalMs: info['total-time'],
-          downtimeMs: info.downtime,
-          transferredBytes: info.ram?.transferred ?? 0,
-          mbps: info.ram?.mbps ?? 0,
-        };
-      }
-      if (info.status === 'failed' || info.status === 'cancelled') {
-        throw new FerryError('ERR_FERRY_ABORTED', `QEMU migration (${o.mode}) ${info.status}: ${info['error-desc'] ?? 'no reason given'}`);
-      }
-      if (Date.now() > deadline) throw new FerryError('ERR_FERRY_TIMEOUT', `QEMU migration (${o.mode}) did not finish within 120 s (status ${info.status})`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    const dst = await start('dst', [...common, '-object', `memory-backend-ram,id=ram0,size=${mib}M`, '-incoming', 'defer']);
+    const src = await start('src', [...common, '-object', `memory-backend-file,id=ram0,size=${mib}M,mem-path=${o.ramFile},share=off,prealloc=on`]);
+    const { info } = await migrateByQemu(src.qmp, dst.qmp, { mode: o.mode, tlsDir: o.tlsDir });
+    return {
+      mode: o.mode,
+      status: info.status,
+      totalMs: info.totalTimeMs ?? 0,
+      downtimeMs: info.downtimeMs ?? 0,
+      transferredBytes: info.ram?.transferred ?? 0,
+      mbps: info.ram?.mbps ?? 0,
+    };
   } finally {
     for (const s of started) {
-      s.qmp.close();
+      await s.qmp.close();
       await s.qemu.stop();
     }
   }
