@@ -12,7 +12,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { qemuBinaries, schedule, variantLabel, type QemuReport, type Row } from '../../src/bench/qemu.js';
 import { parseSs } from '../../src/bench/socket-bytes.js';
-import { processesMentioning } from '../helpers/processes.js';
+import { processesMentioning } from '../support/processes.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const MiB = 2 ** 20;
