@@ -26,7 +26,17 @@ module.exports = {
       comment: 'the coordinator speaks to agents through src/control only; it uses common, the guest and channel rooms for their types',
       severity: 'error',
       from: { path: '^src/coordinator/' },
-      to: { path: '^src/', pathNot: ['^src/coordinator/', '^src/control/', '^src/common/', '^src/errors\\.ts$', '^src/guest/(index|types|config)\\.ts$', '^src/channel/types\\.ts$'] },
+      to: {
+        path: '^src/',
+        pathNot: [
+          '^src/coordinator/',
+          '^src/control/',
+          '^src/common/',
+          '^src/errors\\.ts$',
+          '^src/guest/(index|types|config)\\.ts$',
+          '^src/channel/types\\.ts$',
+        ],
+      },
     },
     {
       name: 'cli-not-bench-statically',
@@ -49,7 +59,8 @@ module.exports = {
     },
     {
       name: 'drivers-behind-the-contract',
-      comment: 'a guest driver is reached through src/guest/drivers.ts (and index.ts for its operator-facing helpers), never imported directly; benchmarks measure the drivers themselves (nothing imports src/bench)',
+      comment:
+        'a guest driver is reached through src/guest/drivers.ts (and index.ts for its operator-facing helpers), never imported directly; benchmarks measure the drivers themselves (nothing imports src/bench)',
       severity: 'error',
       from: { path: '^src/', pathNot: ['^src/guest/(drivers|index)\\.ts$', '^src/guest/(synthetic|qemu)/', '^src/bench/'] },
       to: { path: '^src/guest/(synthetic|qemu)/' },
@@ -64,7 +75,7 @@ module.exports = {
     {
       name: 'no-cycles',
       severity: 'error',
-      comment: 'a cycle of type-only imports (a worker and its host naming each other\'s messages) is no cycle at run time',
+      comment: "a cycle of type-only imports (a worker and its host naming each other's messages) is no cycle at run time",
       from: { path: '^src/' },
       to: { circular: true, viaOnly: { dependencyTypesNot: ['type-only'] } },
     },

@@ -92,7 +92,8 @@ export class Agent {
     const listen = this.state.config.networks.map((n) => n.listen);
     try {
       this.router = await listenRouter(listen, (id, socket, head) => this.migrations.route(id, socket, head), {
-        onRejected: (err, socket) => this.log.warn('data connection dropped', { remote: socket.remoteAddress, code: err.code, reason: err.message }),
+        onRejected: (err, socket) =>
+          this.log.warn('data connection dropped', { remote: socket.remoteAddress, code: err.code, reason: err.message }),
       });
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
@@ -138,7 +139,10 @@ export class Agent {
       'guest.create': { roles: coordinator, timeoutMs: 120_000, run: ({ config }) => this.guests.create(config) },
       'guest.list': { roles: coordinator, run: async () => ({ guests: await this.guests.list() }) },
       'guest.get': { roles: coordinator, run: ({ name }) => this.guests.get(name) },
-      'guest.set': { roles: coordinator, run: ({ name, encryptedMigration }) => this.guests.setEncryptedMigration(name, encryptedMigration) },
+      'guest.set': {
+        roles: coordinator,
+        run: ({ name, encryptedMigration }) => this.guests.setEncryptedMigration(name, encryptedMigration),
+      },
       'guest.destroy': {
         roles: coordinator,
         timeoutMs: 120_000,

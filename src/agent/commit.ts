@@ -92,7 +92,10 @@ export async function settleOutgoing(
   if (info.phase === 'committed') return handOver(host, m, client);
   if (info.phase === 'in-doubt') {
     m.phase = 'in-doubt';
-    host.log.warn('outgoing migration in doubt: the guest stays paused until the destination answers', { migrationId: m.migrationId, guest: m.guest });
+    host.log.warn('outgoing migration in doubt: the guest stays paused until the destination answers', {
+      migrationId: m.migrationId,
+      guest: m.guest,
+    });
     const decision = await queries.untilAnswered(m.destination, m.migrationId, emit);
     emit({ type: 'resolved', decision });
     return decision === 'committed' ? handOver(host, m, client) : resumeHere(host, m, client);
@@ -100,7 +103,11 @@ export async function settleOutgoing(
   // The engine gave up before COMPLETE, or the destination said no over the channel: the guest
   // already runs here again, and the destination's copy can never commit.
   m.phase = 'aborted';
-  host.log.warn('outgoing migration aborted: the guest runs here', { migrationId: m.migrationId, guest: m.guest, error: info.result?.error ?? null });
+  host.log.warn('outgoing migration aborted: the guest runs here', {
+    migrationId: m.migrationId,
+    guest: m.guest,
+    error: info.result?.error ?? null,
+  });
   queries.tellAborted(m.destination, m.migrationId, m.guest);
   return 'aborted';
 }

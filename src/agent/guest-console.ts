@@ -29,13 +29,19 @@ export interface ConsoleStream {
   drained(): Promise<void>;
 }
 
-export async function streamConsole(guests: GuestManager, host: string, params: ConsoleParams, stream: ConsoleStream): Promise<ConsoleResult> {
+export async function streamConsole(
+  guests: GuestManager,
+  host: string,
+  params: ConsoleParams,
+  stream: ConsoleStream,
+): Promise<ConsoleResult> {
   const { name, follow = false } = params;
   await guests.recordOf(name);
   let offset = params.offset ?? 0;
   const result = (reason: ConsoleResult['reason']): ConsoleResult => ({ name, host, offset, reason });
   let client: GuestClient | null = await guests.client(name);
-  if (!client) throw new FerryError('ERR_FERRY_REFUSED', `guest "${name}" is not running on host ${host}: its console is served by its guest process`);
+  if (!client)
+    throw new FerryError('ERR_FERRY_REFUSED', `guest "${name}" is not running on host ${host}: its console is served by its guest process`);
   /** Not following: the log's size at the first read, where the reading stops however fast the guest writes. */
   let end: number | null = null;
   while (!stream.signal.aborted) {
@@ -47,7 +53,10 @@ export async function streamConsole(guests: GuestManager, host: string, params: 
       // nor one from a process on its way out (destroyed: its log removed before it exits).
       if (!client.lost && !(await lostWithin(client, EXIT_GRACE_MS))) throw err;
       // The guest process went: stopped, destroyed, migrated away, or replaced (a QEMU outlives its process).
-      client = await guests.recordOf(name).then(() => guests.client(name), () => null);
+      client = await guests.recordOf(name).then(
+        () => guests.client(name),
+        () => null,
+      );
       if (!client) return result('stopped');
       continue;
     }

@@ -33,9 +33,11 @@ export class GuestManager {
     const previous = this.locks.get(name) ?? Promise.resolve();
     const next = previous.catch(() => {}).then(fn);
     this.locks.set(name, next);
-    void next.catch(() => {}).finally(() => {
-      if (this.locks.get(name) === next) this.locks.delete(name);
-    });
+    void next
+      .catch(() => {})
+      .finally(() => {
+        if (this.locks.get(name) === next) this.locks.delete(name);
+      });
     return next;
   }
 
@@ -85,7 +87,8 @@ export class GuestManager {
     try {
       return await this.state.readGuest(name);
     } catch (err) {
-      if ((err as FerryError).code === 'ERR_FERRY_NOT_FOUND') throw new FerryError('ERR_FERRY_NOT_FOUND', `no guest "${name}" on host ${this.host}`);
+      if ((err as FerryError).code === 'ERR_FERRY_NOT_FOUND')
+        throw new FerryError('ERR_FERRY_NOT_FOUND', `no guest "${name}" on host ${this.host}`);
       throw err;
     }
   }
@@ -122,16 +125,25 @@ export class GuestManager {
 
   async create(request: GuestCreateRequest): Promise<GuestInfo> {
     return this.exclusive(request.name, async () => {
-      const exists = await this.state.readGuest(request.name).then(() => true, () => false);
+      const exists = await this.state.readGuest(request.name).then(
+        () => true,
+        () => false,
+      );
       if (exists) throw new FerryError('ERR_FERRY_INPUT', `guest "${request.name}" already exists on host ${this.host}`);
       if (request.nic === 'sriov' && !this.state.config.hasSriov) {
-        throw new FerryError('ERR_FERRY_REFUSED', `host ${this.host} has no passthrough-class NIC for --nic sriov (hosts get one with \`host init --sriov\`)`);
+        throw new FerryError(
+          'ERR_FERRY_REFUSED',
+          `host ${this.host} has no passthrough-class NIC for --nic sriov (hosts get one with \`host init --sriov\`)`,
+        );
       }
       // Before anything is made: a host without QEMU says so, and has no directory to clean up.
       const driver = driverOf(request.driver);
       const availability = await driver.availability();
       if (!availability.available) {
-        throw new FerryError('ERR_FERRY_REFUSED', `host ${this.host} cannot run ${request.driver} guests: ${availability.detail}; guest "${request.name}" was not created`);
+        throw new FerryError(
+          'ERR_FERRY_REFUSED',
+          `host ${this.host} cannot run ${request.driver} guests: ${availability.detail}; guest "${request.name}" was not created`,
+        );
       }
       const dir = this.state.guestDir(request.name);
       await fs.rm(dir, { recursive: true, force: true });
@@ -189,7 +201,10 @@ export class GuestManager {
    */
   async beginIncoming<T extends { client: GuestClient }>(config: GuestConfig, migrationId: string, start: () => Promise<T>): Promise<T> {
     return this.exclusive(config.name, async () => {
-      const exists = await this.state.readGuest(config.name).then(() => true, () => false);
+      const exists = await this.state.readGuest(config.name).then(
+        () => true,
+        () => false,
+      );
       if (exists) throw new FerryError('ERR_FERRY_INPUT', `guest "${config.name}" already exists on host ${this.host}`);
       await this.state.writeGuest({ config, createdAt: new Date().toISOString(), incoming: migrationId });
       try {

@@ -13,8 +13,16 @@ export function cpuFeatures(): string[] {
   const probed = addonCpuFeatures();
   if (probed) return AES_FEATURES.filter((f) => probed[f as keyof typeof probed]);
   try {
-    const line = readFileSync('/proc/cpuinfo', 'utf8').split('\n').find((l) => /^flags\s*:/.test(l)) ?? '';
-    const flags = new Set(line.replace(/^flags\s*:/, '').trim().split(/\s+/));
+    const line =
+      readFileSync('/proc/cpuinfo', 'utf8')
+        .split('\n')
+        .find((l) => /^flags\s*:/.test(l)) ?? '';
+    const flags = new Set(
+      line
+        .replace(/^flags\s*:/, '')
+        .trim()
+        .split(/\s+/),
+    );
     return AES_FEATURES.filter((f) => flags.has(f));
   } catch {
     return [];

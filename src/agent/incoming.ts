@@ -9,7 +9,13 @@ import { startIncomingGuest, type GuestClient, type IncomingGuest, type Migratio
 import type { ChannelKey, PrepareIncomingParams, PrepareIncomingResult, ResolveDecision } from '../control/protocol.js';
 import { commitOrDrop, decideNotCommitted } from './commit.js';
 import {
-  cancelledError, cryptoThreadsOf, refuseUnencryptable, waitForSlot, type IncomingMigration, type MigrationHost, type MigrationRecords,
+  cancelledError,
+  cryptoThreadsOf,
+  refuseUnencryptable,
+  waitForSlot,
+  type IncomingMigration,
+  type MigrationHost,
+  type MigrationRecords,
 } from './migration-records.js';
 
 /** An incoming migration that has seen no data this long after it was prepared is given up. */
@@ -44,7 +50,11 @@ export class IncomingMigrations {
     return true;
   }
 
-  async prepare(p: PrepareIncomingParams & ChannelKey, signal: AbortSignal, emit: (e: { type: 'queued'; position: number }) => void): Promise<PrepareIncomingResult> {
+  async prepare(
+    p: PrepareIncomingParams & ChannelKey,
+    signal: AbortSignal,
+    emit: (e: { type: 'queued'; position: number }) => void,
+  ): Promise<PrepareIncomingResult> {
     refuseUnencryptable(this.host, p);
     if ((await this.host.state.decision(p.migrationId)) !== null) {
       throw new FerryError('ERR_FERRY_REFUSED', `migration "${p.migrationId}" was already decided here`);
@@ -57,14 +67,26 @@ export class IncomingMigrations {
       release = await waitForSlot(this.host.incoming, m, signal, emit);
       const dir = this.host.state.guestDir(config.name);
       const incoming = await this.host.guests.beginIncoming(config, p.migrationId, () =>
-        withKey(p, (key, nonce) => startIncomingGuest(dir, config, {
-          migrationId: p.migrationId, key, nonce, mode: p.mode, streams: p.streams,
-          ...(p.maxBytesPerSecond ? { maxBytesPerSecond: p.maxBytesPerSecond } : {}),
-          ...cryptoThreadsOf(this.host),
-        })),
+        withKey(p, (key, nonce) =>
+          startIncomingGuest(dir, config, {
+            migrationId: p.migrationId,
+            key,
+            nonce,
+            mode: p.mode,
+            streams: p.streams,
+            ...(p.maxBytesPerSecond ? { maxBytesPerSecond: p.maxBytesPerSecond } : {}),
+            ...cryptoThreadsOf(this.host),
+          }),
+        ),
       );
       this.arriving.set(p.migrationId, incoming);
-      this.host.log.info('incoming migration prepared', { migrationId: p.migrationId, guest: config.name, from: p.source, mode: p.mode, nicFallback });
+      this.host.log.info('incoming migration prepared', {
+        migrationId: p.migrationId,
+        guest: config.name,
+        from: p.source,
+        mode: p.mode,
+        nicFallback,
+      });
       const held = release;
       release = null; // from here the follower releases it
       void this.follow(m, incoming.client, held, p.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS);

@@ -50,7 +50,8 @@ export interface OutgoingMigration extends Tracked {
 export type TrackedMigration = IncomingMigration | OutgoingMigration;
 
 /** The operator's cancel, as the guest process's engine and the queue report it. */
-export const cancelledError = (queued: boolean) => new FerryError('ERR_FERRY_ABORTED', `cancelled by the operator${queued ? ' while queued' : ''}`);
+export const cancelledError = (queued: boolean) =>
+  new FerryError('ERR_FERRY_ABORTED', `cancelled by the operator${queued ? ' while queued' : ''}`);
 
 /** Every migration this agent has heard of since it started, by id. */
 export class MigrationRecords {
@@ -81,7 +82,11 @@ export class MigrationRecords {
   }
 
   /** An outgoing migration, ended only when the returned `end` is called. */
-  outgoing(migrationId: string, guest: string, destination: { host: string; control: string }): { migration: OutgoingMigration; end: () => void } {
+  outgoing(
+    migrationId: string,
+    guest: string,
+    destination: { host: string; control: string },
+  ): { migration: OutgoingMigration; end: () => void } {
     let end = (): void => {};
     const migration = this.add<OutgoingMigration>({
       ...this.fresh(migrationId, guest),
@@ -112,7 +117,12 @@ export class MigrationRecords {
 }
 
 /** Waits for a slot of `queue`, telling the caller its place; leaves the queue when `signal` or the record's leaveQueue aborts. */
-export async function waitForSlot(queue: SlotQueue, m: TrackedMigration, signal: AbortSignal, emit: (e: { type: 'queued'; position: number }) => void): Promise<() => void> {
+export async function waitForSlot(
+  queue: SlotQueue,
+  m: TrackedMigration,
+  signal: AbortSignal,
+  emit: (e: { type: 'queued'; position: number }) => void,
+): Promise<() => void> {
   const release = await queue.acquire({
     signal: AbortSignal.any([signal, m.leaveQueue.signal]),
     onPosition: (position) => {
@@ -127,7 +137,10 @@ export async function waitForSlot(queue: SlotQueue, m: TrackedMigration, signal:
 
 export function refuseUnencryptable(host: MigrationHost, spec: WireChannelSpec): void {
   if (spec.mode === 'encrypted' && !host.encrypts) {
-    throw new FerryError('ERR_FERRY_REFUSED', 'this agent cannot encrypt (it runs with --no-encryption): the coordinator must not ask for an encrypted migration');
+    throw new FerryError(
+      'ERR_FERRY_REFUSED',
+      'this agent cannot encrypt (it runs with --no-encryption): the coordinator must not ask for an encrypted migration',
+    );
   }
 }
 

@@ -11,8 +11,16 @@
  */
 import type { Socket } from 'node:net';
 import type {
-  CancelResult, ChannelKey, MigrationStatus, MigrationStreamEvent, PrepareIncomingParams, PrepareIncomingResult, ResolveDecision,
-  StartOutgoingParams, StartOutgoingResult, WaitingMigration,
+  CancelResult,
+  ChannelKey,
+  MigrationStatus,
+  MigrationStreamEvent,
+  PrepareIncomingParams,
+  PrepareIncomingResult,
+  ResolveDecision,
+  StartOutgoingParams,
+  StartOutgoingResult,
+  WaitingMigration,
 } from '../control/protocol.js';
 import { FerryError } from '../errors.js';
 import { IncomingMigrations } from './incoming.js';
@@ -42,11 +50,19 @@ export class MigrationManager {
     return this.records.status(migrationId);
   }
 
-  prepareIncoming(p: PrepareIncomingParams & ChannelKey, signal: AbortSignal, emit: (e: { type: 'queued'; position: number }) => void): Promise<PrepareIncomingResult> {
+  prepareIncoming(
+    p: PrepareIncomingParams & ChannelKey,
+    signal: AbortSignal,
+    emit: (e: { type: 'queued'; position: number }) => void,
+  ): Promise<PrepareIncomingResult> {
     return this.incoming.prepare(p, signal, emit);
   }
 
-  startOutgoing(p: StartOutgoingParams & ChannelKey, signal: AbortSignal, emit: (e: MigrationStreamEvent) => void): Promise<StartOutgoingResult> {
+  startOutgoing(
+    p: StartOutgoingParams & ChannelKey,
+    signal: AbortSignal,
+    emit: (e: MigrationStreamEvent) => void,
+  ): Promise<StartOutgoingResult> {
     return this.outgoing.start(p, signal, emit);
   }
 

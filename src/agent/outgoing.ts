@@ -10,7 +10,13 @@ import type { MigrationEvent } from '../migration/types.js';
 import type { CancelResult, ChannelKey, MigrationStreamEvent, StartOutgoingParams, StartOutgoingResult } from '../control/protocol.js';
 import { settleOutgoing } from './commit.js';
 import {
-  cancelledError, cryptoThreadsOf, refuseUnencryptable, waitForSlot, type MigrationHost, type MigrationRecords, type OutgoingMigration,
+  cancelledError,
+  cryptoThreadsOf,
+  refuseUnencryptable,
+  waitForSlot,
+  type MigrationHost,
+  type MigrationRecords,
+  type OutgoingMigration,
 } from './migration-records.js';
 import type { ResolveQueries } from './resolve-query.js';
 
@@ -38,7 +44,11 @@ export class OutgoingMigrations {
     private readonly queries: ResolveQueries,
   ) {}
 
-  async start(p: StartOutgoingParams & ChannelKey, signal: AbortSignal, emit: (e: MigrationStreamEvent) => void): Promise<StartOutgoingResult> {
+  async start(
+    p: StartOutgoingParams & ChannelKey,
+    signal: AbortSignal,
+    emit: (e: MigrationStreamEvent) => void,
+  ): Promise<StartOutgoingResult> {
     refuseUnencryptable(this.host, p);
     const record = await this.host.guests.recordOf(p.guest);
     if (record.incoming) throw new FerryError('ERR_FERRY_REFUSED', `guest "${p.guest}" is still arriving here`);
@@ -53,23 +63,37 @@ export class OutgoingMigrations {
       await this.host.state.writeOutgoing({ migrationId: p.migrationId, guest: p.guest, destination: p.destination });
       if (m.cancelled) throw m.cancelled;
       emit({ type: 'started' });
-      this.host.log.info('outgoing migration started', { migrationId: p.migrationId, guest: p.guest, to: p.destination.host, mode: p.mode, streams: p.streams });
+      this.host.log.info('outgoing migration started', {
+        migrationId: p.migrationId,
+        guest: p.guest,
+        to: p.destination.host,
+        mode: p.mode,
+        streams: p.streams,
+      });
       const onEvent = (e: MigrationEvent) => {
         m.lastEvent = e;
         emit(e);
       };
       m.guestClient = client;
       const info = await handOverKey(p, (key, nonce) =>
-        client.migrateOut({
-          migrationId: p.migrationId, key, nonce, mode: p.mode, streams: p.streams, networks: p.networks,
-          ...(p.maxBytesPerSecond ? { maxBytesPerSecond: p.maxBytesPerSecond } : {}),
-          ...cryptoThreadsOf(this.host),
-          ...(p.maxDowntimeMs ? { maxDowntimeMs: p.maxDowntimeMs } : {}),
-          ...(p.timeoutMs ? { timeoutMs: p.timeoutMs } : {}),
-          ...(p.autoConverge !== undefined ? { autoConverge: p.autoConverge } : {}),
-          ...(p.verify !== undefined ? { verify: p.verify } : {}),
-          ...(p.commitTimeoutMs ? { commitTimeoutMs: p.commitTimeoutMs } : {}),
-        }, onEvent),
+        client.migrateOut(
+          {
+            migrationId: p.migrationId,
+            key,
+            nonce,
+            mode: p.mode,
+            streams: p.streams,
+            networks: p.networks,
+            ...(p.maxBytesPerSecond ? { maxBytesPerSecond: p.maxBytesPerSecond } : {}),
+            ...cryptoThreadsOf(this.host),
+            ...(p.maxDowntimeMs ? { maxDowntimeMs: p.maxDowntimeMs } : {}),
+            ...(p.timeoutMs ? { timeoutMs: p.timeoutMs } : {}),
+            ...(p.autoConverge !== undefined ? { autoConverge: p.autoConverge } : {}),
+            ...(p.verify !== undefined ? { verify: p.verify } : {}),
+            ...(p.commitTimeoutMs ? { commitTimeoutMs: p.commitTimeoutMs } : {}),
+          },
+          onEvent,
+        ),
       );
       m.result = info.result;
       const outcome = await settleOutgoing(this.host, this.queries, m, client, info, emit);
@@ -112,7 +136,9 @@ export class OutgoingMigrations {
       m.result = settled.result;
       await settleOutgoing(this.host, this.queries, m, client, settled, () => {});
     })()
-      .catch((err) => this.host.log.error('finishing a migration left by the previous agent failed', { migrationId: info.migrationId, err }))
+      .catch((err) =>
+        this.host.log.error('finishing a migration left by the previous agent failed', { migrationId: info.migrationId, err }),
+      )
       .finally(() => {
         release?.();
         this.leaving.delete(guest);
@@ -149,7 +175,10 @@ export class OutgoingMigrations {
     const { migrationId } = m;
     if (m.ended === null) throw new FerryError('ERR_FERRY_REFUSED', `migration "${migrationId}" is ${m.phase}: nothing left to cancel`);
     if (m.phase === 'in-doubt') {
-      throw new FerryError('ERR_FERRY_REFUSED', `migration "${migrationId}" is in doubt: the guest stays paused here until the destination's decision arrives, which ends it`);
+      throw new FerryError(
+        'ERR_FERRY_REFUSED',
+        `migration "${migrationId}" is in doubt: the guest stays paused here until the destination's decision arrives, which ends it`,
+      );
     }
     if (m.phase === 'queued') {
       m.leaveQueue.abort(cancelledError(true));

@@ -16,7 +16,8 @@ export class SlotQueue {
   private readonly waiters: Waiter[] = [];
 
   constructor(readonly limit: number) {
-    if (!Number.isSafeInteger(limit) || limit < 1) throw new FerryError('ERR_FERRY_INPUT', `a limit must be a whole number of at least 1, not ${limit}`);
+    if (!Number.isSafeInteger(limit) || limit < 1)
+      throw new FerryError('ERR_FERRY_INPUT', `a limit must be a whole number of at least 1, not ${limit}`);
   }
 
   get running(): number {

@@ -28,7 +28,8 @@ export async function recover(host: MigrationHost, outgoing: OutgoingMigrations)
 async function recoverOutgoing(host: MigrationHost, outgoing: OutgoingMigrations, name: string): Promise<void> {
   const client = await host.guests.client(name);
   const info = client ? await client.migration() : null;
-  if (!client || !info || info.role !== 'source' || (info.phase !== 'running' && info.phase !== 'in-doubt' && info.phase !== 'committed')) return;
+  if (!client || !info || info.role !== 'source' || (info.phase !== 'running' && info.phase !== 'in-doubt' && info.phase !== 'committed'))
+    return;
   const { destination } = await host.state.readOutgoing(info.migrationId);
   outgoing.adopt(name, client, info, destination);
 }

@@ -58,7 +58,8 @@ export class ResolveQueries {
           error = toFerryError(err).message;
         }
         if (relayed) return relayed;
-        if (this.stopped) throw new FerryError('ERR_FERRY_ABORTED', 'the agent is stopping; the migration stays in doubt until it restarts');
+        if (this.stopped)
+          throw new FerryError('ERR_FERRY_ABORTED', 'the agent is stopping; the migration stays in doubt until it restarts');
         emit({ type: 'resolving', attempt, error });
         this.host.log.warn('cannot ask the destination yet', { migrationId, attempt, error });
         await new Promise<void>((resolve) => {
@@ -66,7 +67,7 @@ export class ResolveQueries {
           wake = () => (clearTimeout(timer), resolve());
         });
         if (relayed) {
-          this.host.log.info('the coordinator relayed the destination\'s decision', { migrationId, decision: relayed });
+          this.host.log.info("the coordinator relayed the destination's decision", { migrationId, decision: relayed });
           return relayed;
         }
       }
@@ -99,10 +100,16 @@ export class ResolveQueries {
     const log = this.host.log;
     this.ask(destination, migrationId).then(
       (decision) => {
-        if (decision === 'committed') log.error('the destination recorded a commit for a migration this source aborted', { migrationId, guest });
+        if (decision === 'committed')
+          log.error('the destination recorded a commit for a migration this source aborted', { migrationId, guest });
         else log.info('the destination gave up its copy', { migrationId, guest });
       },
-      (err) => log.warn('could not tell the destination to give up its copy; its own timeout will', { migrationId, guest, error: toFerryError(err).message }),
+      (err) =>
+        log.warn('could not tell the destination to give up its copy; its own timeout will', {
+          migrationId,
+          guest,
+          error: toFerryError(err).message,
+        }),
     );
   }
 

@@ -12,9 +12,23 @@ import { FerryError } from '../errors.js';
 import type { Logger } from '../common/log.js';
 import { RpcConnection, type RpcCallContext, type RpcHandler } from '../common/rpc.js';
 import {
-  DEFAULT_REQUEST_TIMEOUT_MS, HELLO_TIMEOUT_MS, isMethod, keyOf, MAX_IN_FLIGHT,
-  MIN_PROTOCOL_VERSION, PARAMS, PROTOCOL_VERSION, REQUEST_LINES,
-  type Event, type HelloResult, type KeyOf, type Method, type Params, type Peer, type Result, type Role,
+  DEFAULT_REQUEST_TIMEOUT_MS,
+  HELLO_TIMEOUT_MS,
+  isMethod,
+  keyOf,
+  MAX_IN_FLIGHT,
+  MIN_PROTOCOL_VERSION,
+  PARAMS,
+  PROTOCOL_VERSION,
+  REQUEST_LINES,
+  type Event,
+  type HelloResult,
+  type KeyOf,
+  type Method,
+  type Params,
+  type Peer,
+  type Result,
+  type Role,
 } from '../control/protocol.js';
 import { peerOf, TLS_MIN_VERSION, type TlsCredentials } from '../control/tls.js';
 import { formatAddress, type Address } from '../common/address.js';
@@ -90,15 +104,25 @@ class Connection {
         },
       };
     }
-    const handler = isMethod(method) ? (this.options.handlers[method as Exclude<Method, 'hello'>] as Handler<Method> | undefined) : undefined;
+    const handler = isMethod(method)
+      ? (this.options.handlers[method as Exclude<Method, 'hello'>] as Handler<Method> | undefined)
+      : undefined;
     if (!handler) throw new FerryError('ERR_FERRY_INPUT', `unknown method "${method.slice(0, 100)}"`);
-    if (!handler.roles.includes(this.peer.role)) throw new FerryError('ERR_FERRY_REFUSED', `${method} is not open to ${this.peer.role} certificates`);
+    if (!handler.roles.includes(this.peer.role))
+      throw new FerryError('ERR_FERRY_REFUSED', `${method} is not open to ${this.peer.role} certificates`);
     return {
       timeoutMs: handler.timeoutMs,
       run: (raw, ctx) => {
         const params = PARAMS[method as Method](raw, 'params');
         const key = keyOf(method as Method, ctx.secret);
-        return handler.run(params as never, { peer: this.peer, signal: ctx.signal, emit: ctx.emit, drained: ctx.drained, log: this.log, key });
+        return handler.run(params as never, {
+          peer: this.peer,
+          signal: ctx.signal,
+          emit: ctx.emit,
+          drained: ctx.drained,
+          log: this.log,
+          key,
+        });
       },
     };
   }
@@ -108,7 +132,10 @@ class Connection {
       const params = PARAMS.hello(raw, 'params');
       keyOf('hello', ctx.secret);
       if (params.protocol < MIN_PROTOCOL_VERSION) {
-        throw new FerryError('ERR_FERRY_REFUSED', `protocol ${params.protocol} is older than this agent accepts (${MIN_PROTOCOL_VERSION}): upgrade ferry`);
+        throw new FerryError(
+          'ERR_FERRY_REFUSED',
+          `protocol ${params.protocol} is older than this agent accepts (${MIN_PROTOCOL_VERSION}): upgrade ferry`,
+        );
       }
       clearTimeout(this.helloTimer);
       this.helloDone = true;
@@ -136,7 +163,10 @@ export class ControlServer {
     this.server.on('secureConnection', (socket) => this.accept(socket));
     this.server.on('tlsClientError', (err, socket) => {
       // Refused during the handshake: a foreign CA, no certificate, or not TLS at all.
-      options.log.warn('control connection refused', { remote: socket.remoteAddress, reason: (err as NodeJS.ErrnoException).code ?? err.message });
+      options.log.warn('control connection refused', {
+        remote: socket.remoteAddress,
+        reason: (err as NodeJS.ErrnoException).code ?? err.message,
+      });
     });
   }
 
@@ -144,7 +174,10 @@ export class ControlServer {
     const peer = socket.authorized ? peerOf(socket) : null;
     if (!peer) {
       // Belt and braces: rejectUnauthorized already dropped unverified peers.
-      this.options.log.warn('control connection refused', { remote: socket.remoteAddress, reason: 'certificate is not a coordinator or host of this cluster' });
+      this.options.log.warn('control connection refused', {
+        remote: socket.remoteAddress,
+        reason: 'certificate is not a coordinator or host of this cluster',
+      });
       socket.destroy();
       return;
     }

@@ -51,11 +51,13 @@ export interface HostConfig {
   limits: Limits;
 }
 
-const address = (allowZero: boolean): Check<string> => (v, field) => {
-  const problem = addressProblem(v, allowZero);
-  if (problem) throw new FerryError('ERR_FERRY_INPUT', `${field}: ${problem}`);
-  return v as string;
-};
+const address =
+  (allowZero: boolean): Check<string> =>
+  (v, field) => {
+    const problem = addressProblem(v, allowZero);
+    if (problem) throw new FerryError('ERR_FERRY_INPUT', `${field}: ${problem}`);
+    return v as string;
+  };
 
 export const checkHostConfig: Check<HostConfig> = obj({
   name: str({ pattern: HOST_NAME, describe: 'a host name' }),
@@ -142,7 +144,10 @@ async function readJson<T>(file: string, check: Check<T>): Promise<T> {
 const json = (value: unknown) => `${JSON.stringify(value, null, 2)}\n`;
 
 export class StateDir {
-  private constructor(readonly dir: string, readonly config: HostConfig) {}
+  private constructor(
+    readonly dir: string,
+    readonly config: HostConfig,
+  ) {}
 
   static paths(dir: string) {
     return {

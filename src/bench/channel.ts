@@ -60,7 +60,8 @@ const ROW_TIMEOUT_MS = 90_000;
 function cases(loopBytes: number, wanBytes: number, quick: boolean): Case[] {
   const out: Case[] = [];
   if (quick) {
-    for (const mode of ['encrypted', 'plain'] as const) out.push({ mode, streams: 1, rttMs: 0, capGbps: null, capBy: null, bytes: loopBytes });
+    for (const mode of ['encrypted', 'plain'] as const)
+      out.push({ mode, streams: 1, rttMs: 0, capGbps: null, capBy: null, bytes: loopBytes });
     out.push({ mode: 'encrypted', streams: 2, rttMs: 5, capGbps: 1, capBy: 'link', bytes: wanBytes });
     return out;
   }
@@ -137,7 +138,11 @@ async function runCase(c: Case, frameBytes: number): Promise<ChannelBenchRow> {
     const receiverDone = nextMessage<PeerResult>(receiver);
     let target = ready.networks[0]!;
     if (c.rttMs > 0) {
-      wan = await startWanEmulator({ target, delayMs: c.rttMs / 2, bytesPerSecond: c.capBy === 'link' ? (c.capGbps! * 1e9) / 8 : undefined });
+      wan = await startWanEmulator({
+        target,
+        delayMs: c.rttMs / 2,
+        bytesPerSecond: c.capBy === 'link' ? (c.capGbps! * 1e9) / 8 : undefined,
+      });
       target = wan.address;
     }
     const sender = startPeer(children);
@@ -175,7 +180,6 @@ async function runCase(c: Case, frameBytes: number): Promise<ChannelBenchRow> {
   }
 }
 
-
 /** iperf3's loopback throughput in Gbit/s with `streams` streams; null when iperf3 is missing. */
 async function iperf3(streams: number, seconds: number): Promise<number | null> {
   if (spawnSync('iperf3', ['--version']).error) return null;
@@ -197,7 +201,13 @@ async function iperf3(streams: number, seconds: number): Promise<number | null> 
   }
 }
 
-function find(rows: ChannelBenchRow[], mode: ChannelMode, streams: number, rttMs: number, capGbps: number | null): ChannelBenchRow | undefined {
+function find(
+  rows: ChannelBenchRow[],
+  mode: ChannelMode,
+  streams: number,
+  rttMs: number,
+  capGbps: number | null,
+): ChannelBenchRow | undefined {
   return rows.find((r) => r.mode === mode && r.streams === streams && r.rttMs === rttMs && r.capGbps === capGbps && !r.error);
 }
 
@@ -209,12 +219,17 @@ export function channelRatios(rows: ChannelBenchRow[], iperf: Record<number, num
     out[`encryptedCapped10VsCap_s${streams}`] = ratio(find(rows, 'encrypted', streams, 0, 10)?.gbPerSec, 10);
     out[`plainCapped10VsCap_s${streams}`] = ratio(find(rows, 'plain', streams, 0, 10)?.gbPerSec, 10);
     out[`encryptedVsIperf3_s${streams}`] = ratio(find(rows, 'encrypted', streams, 0, null)?.gbPerSec, iperf[streams]);
-    out[`encryptedVsPlain_s${streams}`] = ratio(find(rows, 'encrypted', streams, 0, null)?.gbPerSec, find(rows, 'plain', streams, 0, null)?.gbPerSec);
+    out[`encryptedVsPlain_s${streams}`] = ratio(
+      find(rows, 'encrypted', streams, 0, null)?.gbPerSec,
+      find(rows, 'plain', streams, 0, null)?.gbPerSec,
+    );
     const enc = find(rows, 'encrypted', streams, 0, null);
     const plain = find(rows, 'plain', streams, 0, null);
     // CPU s/GB × 1.25 GB/s = cores busy at 10 Gb/s.
-    out[`encryptionCoresPer10Gbps_sender_s${streams}`] = enc && plain ? Number(((enc.senderCpuSecPerGB - plain.senderCpuSecPerGB) * 1.25).toFixed(3)) : null;
-    out[`encryptionCoresPer10Gbps_receiver_s${streams}`] = enc && plain ? Number(((enc.receiverCpuSecPerGB - plain.receiverCpuSecPerGB) * 1.25).toFixed(3)) : null;
+    out[`encryptionCoresPer10Gbps_sender_s${streams}`] =
+      enc && plain ? Number(((enc.senderCpuSecPerGB - plain.senderCpuSecPerGB) * 1.25).toFixed(3)) : null;
+    out[`encryptionCoresPer10Gbps_receiver_s${streams}`] =
+      enc && plain ? Number(((enc.receiverCpuSecPerGB - plain.receiverCpuSecPerGB) * 1.25).toFixed(3)) : null;
   }
   for (const mode of ['encrypted', 'plain'] as const) {
     out[`${mode}Rtt150VsRtt0_5`] = ratio(find(rows, mode, 2, 150, 1)?.gbPerSec, find(rows, mode, 2, 0.5, 1)?.gbPerSec);
@@ -232,11 +247,15 @@ async function run(output: Output, args: Args): Promise<void> {
   const wanBytes = parseSize(args['wan-size'], '--wan-size');
   const frameBytes = parseSize(args.frame, '--frame');
   if (frameBytes < 4096 || frameBytes > 4 * 1024 * 1024) throw new FerryError('ERR_FERRY_USAGE', '--frame must be 4KiB to 4MiB');
-  if (loopBytes < frameBytes || wanBytes < frameBytes) throw new FerryError('ERR_FERRY_USAGE', '--size and --wan-size must hold at least one frame');
+  if (loopBytes < frameBytes || wanBytes < frameBytes)
+    throw new FerryError('ERR_FERRY_USAGE', '--size and --wan-size must hold at least one frame');
   const rows: ChannelBenchRow[] = [];
   const list = cases(loopBytes, wanBytes, args.quick).filter((c) => !args.only || caseLabel(c).includes(args.only));
-  if (list.length === 0) throw new FerryError('ERR_FERRY_USAGE', `--only ${args.only}: no run matches (labels look like ${caseLabel(cases(1, 1, false)[0]!)})`);
-  output.info(`ferry bench channel: ${list.length} runs, ${args.size} on loopback, ${args['wan-size']} through the WAN emulator, ${args.frame} frames`);
+  if (list.length === 0)
+    throw new FerryError('ERR_FERRY_USAGE', `--only ${args.only}: no run matches (labels look like ${caseLabel(cases(1, 1, false)[0]!)})`);
+  output.info(
+    `ferry bench channel: ${list.length} runs, ${args.size} on loopback, ${args['wan-size']} through the WAN emulator, ${args.frame} frames`,
+  );
   output.info('the machine is shared: compare rows as ratios within this run');
   let backend = '';
   for (const c of list) {
@@ -245,7 +264,10 @@ async function run(output: Output, args: Args): Promise<void> {
     const where = c.rttMs > 0 ? `${c.rttMs} ms RTT` : 'loopback';
     const cap = c.capGbps ? `cap ${c.capGbps} Gb/s` : 'no cap';
     if (row.error) output.warn(`${c.mode} ×${c.streams} ${where} ${cap}: ${row.error.code}: ${row.error.message}`);
-    else output.info(`  ${c.mode.padEnd(9)} ×${c.streams}  ${where.padEnd(12)} ${cap.padEnd(12)} ${fmt(row.gbPerSec).padStart(6)} Gb/s  CPU s/GB sender ${fmt(row.senderCpuSecPerGB, 3)} receiver ${fmt(row.receiverCpuSecPerGB, 3)}`);
+    else
+      output.info(
+        `  ${c.mode.padEnd(9)} ×${c.streams}  ${where.padEnd(12)} ${cap.padEnd(12)} ${fmt(row.gbPerSec).padStart(6)} Gb/s  CPU s/GB sender ${fmt(row.senderCpuSecPerGB, 3)} receiver ${fmt(row.receiverCpuSecPerGB, 3)}`,
+      );
     backend ||= row.backend ?? '';
   }
   const iperf: Record<number, number | null> = {};
@@ -253,7 +275,13 @@ async function run(output: Output, args: Args): Promise<void> {
   const peers = { iperf3GbPerSec: iperf[1] ?? null, iperf3GbPerSecByStreams: iperf };
   const ratios = channelRatios(rows, iperf);
   if (output.json) {
-    output.emit({ rows, peers, ratios, backend, units: { gbPerSec: 'Gbit/s', capGbps: 'Gbit/s', cpu: 'CPU seconds per 10^9 payload bytes' } });
+    output.emit({
+      rows,
+      peers,
+      ratios,
+      backend,
+      units: { gbPerSec: 'Gbit/s', capGbps: 'Gbit/s', cpu: 'CPU seconds per 10^9 payload bytes' },
+    });
     return;
   }
   output.print('mode       streams  rtt ms  cap Gb/s   Gb/s  sender CPU s/GB  receiver CPU s/GB');
@@ -263,7 +291,11 @@ async function run(output: Output, args: Args): Promise<void> {
     );
   }
   output.print(`crypto backend: ${backend}`);
-  output.print(`iperf3 loopback: ${Object.entries(iperf).map(([s, v]) => `${s} stream(s) ${v === null ? 'n/a' : `${fmt(v)} Gb/s`}`).join(', ')}`);
+  output.print(
+    `iperf3 loopback: ${Object.entries(iperf)
+      .map(([s, v]) => `${s} stream(s) ${v === null ? 'n/a' : `${fmt(v)} Gb/s`}`)
+      .join(', ')}`,
+  );
   output.print('ratios:');
   for (const [k, v] of Object.entries(ratios)) output.print(`  ${k}: ${v}`);
 }
@@ -273,7 +305,11 @@ export const benchChannelCommand = defineCommand<Args>({
   describe: 'channel throughput and CPU s/GB per side: encrypted vs plain, 1/2/4 streams, 10 Gb/s cap, 0.5-150 ms RTT',
   builder: (yargs) =>
     yargs
-      .option('size', { type: 'string', default: '2GiB', describe: 'payload per loopback run (2 GiB: long enough that process start, JIT and the first touch of the window do not count)' })
+      .option('size', {
+        type: 'string',
+        default: '2GiB',
+        describe: 'payload per loopback run (2 GiB: long enough that process start, JIT and the first touch of the window do not count)',
+      })
       .option('wan-size', { type: 'string', default: '192MiB', describe: 'payload per run through the WAN emulator (1 Gb/s)' })
       .option('frame', { type: 'string', default: '256KiB', describe: 'message (frame payload) size' })
       .option('quick', { type: 'boolean', default: false, describe: 'three small runs only (a smoke test)' })

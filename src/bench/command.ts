@@ -6,7 +6,13 @@ import { benchEngineCommand } from './engine.js';
 import { benchMigrateCommand } from './migrate.js';
 import { benchQemuCommand } from './qemu.js';
 
-const subjects: CommandModule<any, any>[] = [benchCryptoCommand, benchChannelCommand, benchEngineCommand, benchMigrateCommand, benchQemuCommand];
+const subjects: CommandModule<any, any>[] = [
+  benchCryptoCommand,
+  benchChannelCommand,
+  benchEngineCommand,
+  benchMigrateCommand,
+  benchQemuCommand,
+];
 
 /** Its description is the one `ferry --help` lists (src/cli/commands/bench.ts). */
 export const benchCommand: Omit<CommandModule, 'describe'> = {

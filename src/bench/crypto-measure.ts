@@ -171,7 +171,11 @@ async function measureRow(v: Variant, key: AeadKey, op: Op, threads: ThreadMode,
     } else {
       round = () => Promise.all(sets.map((set) => run(set.jobs)));
     }
-    row.gbps[size] = await timed(seconds, sets.reduce((n, set) => n + set.bytes, 0), round);
+    row.gbps[size] = await timed(
+      seconds,
+      sets.reduce((n, set) => n + set.bytes, 0),
+      round,
+    );
   }
   return row;
 }
@@ -249,14 +253,20 @@ export async function benchCrypto(options: CryptoBenchOptions): Promise<CryptoBe
   const ratios = {
     [`${best} seal 256KiB one thread / openssl speed 64KiB`]: ratio(find(best, 'seal', 'one', 262144), openssl.gbps?.[65536], 1.0),
     [`${best} seal 256KiB one thread / openssl speed 64KiB (aim)`]: ratio(find(best, 'seal', 'one', 262144), openssl.gbps?.[65536], 1.5),
-    [`${best} seal 256KiB one thread / node seal 256KiB`]: ratio(find(best, 'seal', 'one', 262144), find('node', 'seal', 'one', 262144), 2.0),
+    [`${best} seal 256KiB one thread / node seal 256KiB`]: ratio(
+      find(best, 'seal', 'one', 262144),
+      find('node', 'seal', 'one', 262144),
+      2.0,
+    ),
     [`${best} seal 256KiB all threads / one thread`]: ratio(find(best, 'seal', 'all', 262144), find(best, 'seal', 'one', 262144), 1.8),
     'zero scan all-zero / memory read bandwidth': ratio(zero.allZeroGBps, zero.readBandwidthGBps, 0.85),
     'zero scan all-zero / TypeScript Buffer.equals scan': ratio(zero.allZeroGBps, zero.typescriptAllZeroGBps, 1.0),
   };
   const loadAfter = loadavg();
   if (Math.max(...loadBefore, ...loadAfter) > 0.5 * availableParallelism()) {
-    notes.push(`the machine was busy (load average ${loadBefore[0]!.toFixed(2)} before, ${loadAfter[0]!.toFixed(2)} after): compare ratios, not absolute figures`);
+    notes.push(
+      `the machine was busy (load average ${loadBefore[0]!.toFixed(2)} before, ${loadAfter[0]!.toFixed(2)} after): compare ratios, not absolute figures`,
+    );
   }
   return {
     machine: {

@@ -34,8 +34,10 @@ function printTable(output: Output, r: CryptoBenchResult): void {
   }
   const z = r.zeroScan;
   output.print(`zero-page scan of ${z.bytes / 1048576} MiB of written memory, one thread (GB/s):`);
-  output.print(`  all-zero pages ${gbps(z.allZeroGBps)}   no zero page ${gbps(z.nonZeroGBps)}   ` +
-    `TypeScript scan ${gbps(z.typescriptAllZeroGBps)}   memory read ${gbps(z.readBandwidthGBps)}`);
+  output.print(
+    `  all-zero pages ${gbps(z.allZeroGBps)}   no zero page ${gbps(z.nonZeroGBps)}   ` +
+      `TypeScript scan ${gbps(z.typescriptAllZeroGBps)}   memory read ${gbps(z.readBandwidthGBps)}`,
+  );
   output.print();
   output.print('ratios (goal):');
   for (const [name, v] of Object.entries(r.ratios)) {
@@ -50,7 +52,11 @@ export const benchCryptoCommand = defineCommand<CryptoArgs>({
   describe: 'AES-256-GCM seal/open GB/s per backend and thread count, zero-page scan GB/s, vs openssl speed',
   builder: (yargs: Argv<GlobalArgs>) =>
     yargs
-      .option('seconds', { type: 'number', default: 0.3, describe: 'seconds per measurement (the whole run takes about 100 of them, plus 8 s of openssl speed)' })
+      .option('seconds', {
+        type: 'number',
+        default: 0.3,
+        describe: 'seconds per measurement (the whole run takes about 100 of them, plus 8 s of openssl speed)',
+      })
       .example('$0 bench crypto', 'the table, about 40 s')
       .example('$0 bench crypto --json --seconds 1', 'one JSON object, longer measurements'),
   run: async (output, args) => {

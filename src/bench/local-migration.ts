@@ -28,7 +28,12 @@ export interface Migrated {
 }
 
 /** Migrates `source` to a new incoming guest in `dstDir` over 127.0.0.1. */
-export async function migrateLocally(source: GuestClient, dstDir: string, config: GuestConfig, options: MigrateOptions = {}): Promise<Migrated> {
+export async function migrateLocally(
+  source: GuestClient,
+  dstDir: string,
+  config: GuestConfig,
+  options: MigrateOptions = {},
+): Promise<Migrated> {
   const { atReady = 'commit', route, onEvent, ...spec } = options;
   const migrationId = `m-${randomBytes(6).toString('hex')}`;
   const key = randomBytes(32);

@@ -23,7 +23,15 @@ import { LocalCluster } from '../cli/demo-cluster.js';
 import type { Output } from '../cli/output.js';
 import { availableMemory } from './machine.js';
 import { median, ratio } from './stats.js';
-import { makeQemuTlsDir, qemuMissing, runQemuMigration, writeRandomFile, type QemuMigrationResult, type QemuMode, type QemuProcess } from './qemu-migration.js';
+import {
+  makeQemuTlsDir,
+  qemuMissing,
+  runQemuMigration,
+  writeRandomFile,
+  type QemuMigrationResult,
+  type QemuMode,
+  type QemuProcess,
+} from './qemu-migration.js';
 
 const GiB = 2 ** 30;
 const MiB = 2 ** 20;
@@ -91,7 +99,11 @@ export interface ScenarioReport {
 
 const ok = (s: ScenarioReport | undefined, mode: Mode) => s?.runs.filter((r) => r.ok && r.mode === mode) ?? [];
 const medianTotal = (s: ScenarioReport | undefined, mode: Mode, direction?: string) =>
-  median(ok(s, mode).filter((r) => direction === undefined || r.direction === direction).map((r) => r.totalMs));
+  median(
+    ok(s, mode)
+      .filter((r) => direction === undefined || r.direction === direction)
+      .map((r) => r.totalMs),
+  );
 const medianDestinationCpu = (s: ScenarioReport | undefined, mode: Mode) => median(ok(s, mode).map((r) => r.destinationCpuSeconds ?? NaN));
 
 function scaled(bytes: number, scale: number): number {
@@ -129,7 +141,15 @@ class Bench {
     const name = `bench${this.guestCount++}`;
     // disabled: each move then names its mode, plain (disabled) or encrypted (required, a stricter
     // --mode, which a move may take; a weaker one it may not).
-    const config: GuestConfig = { name, driver: 'synthetic', memoryBytes, diskBytes: 0, workload, nic: 'virtio', encryptedMigration: 'disabled' };
+    const config: GuestConfig = {
+      name,
+      driver: 'synthetic',
+      memoryBytes,
+      diskBytes: 0,
+      workload,
+      nic: 'virtio',
+      encryptedMigration: 'disabled',
+    };
     await this.call('a', (c) => c.call('guest.create', { config }, { timeoutMs: 10 * 60_000 }));
     // The agent does not report setup progress: ask the guest process itself, as its agent would.
     const guest = await attachGuest(path.join(this.local.root, 'host-a', 'guests', name));
@@ -155,7 +175,14 @@ class Bench {
   }
 
   /** One migration through the agents; the guest's name and where it runs afterwards. */
-  async migrate(name: string, from: string, to: string, mode: Mode, memoryBytes: number, maxBytesPerSecond: number | null): Promise<FerryRun> {
+  async migrate(
+    name: string,
+    from: string,
+    to: string,
+    mode: Mode,
+    memoryBytes: number,
+    maxBytesPerSecond: number | null,
+  ): Promise<FerryRun> {
     const opsPerSecondBefore = await this.opsPerSecond(name, from);
     let maxThrottlePercent = 0;
     const cluster = this.cluster!;
@@ -169,7 +196,11 @@ class Bench {
         maxDowntimeMs: MAX_DOWNTIME_MS,
         ...(maxBytesPerSecond ? { maxBytesPerSecond } : {}),
       },
-      { onEvent: (e) => { if (e.type === 'throttle') maxThrottlePercent = Math.max(maxThrottlePercent, e.percent); } },
+      {
+        onEvent: (e) => {
+          if (e.type === 'throttle') maxThrottlePercent = Math.max(maxThrottlePercent, e.percent);
+        },
+      },
     );
     const r = summary.report;
     const [sourceCpu, destinationCpu] = await Promise.all([
@@ -177,11 +208,22 @@ class Bench {
       r.ok ? this.migrationCpu(to, summary.migrationId, { name }) : null,
     ]);
     return {
-      mode, direction: `${from}→${to}`, ok: r.ok, error: r.error ? `${r.error.code}: ${r.error.message}` : null,
-      totalMs: r.totalMs, switchoverMs: r.switchoverMs, bytesSent: r.bytesSent, wireFraction: r.bytesSent / memoryBytes,
-      passes: r.passes, throughput: summary.throughput, maxThrottlePercent, opsPerSecondBefore,
-      sourceCpuSeconds: sourceCpu?.total ?? null, destinationCpuSeconds: destinationCpu?.total ?? null,
-      sourceSystemCpuSeconds: sourceCpu?.system ?? null, destinationSystemCpuSeconds: destinationCpu?.system ?? null,
+      mode,
+      direction: `${from}→${to}`,
+      ok: r.ok,
+      error: r.error ? `${r.error.code}: ${r.error.message}` : null,
+      totalMs: r.totalMs,
+      switchoverMs: r.switchoverMs,
+      bytesSent: r.bytesSent,
+      wireFraction: r.bytesSent / memoryBytes,
+      passes: r.passes,
+      throughput: summary.throughput,
+      maxThrottlePercent,
+      opsPerSecondBefore,
+      sourceCpuSeconds: sourceCpu?.total ?? null,
+      destinationCpuSeconds: destinationCpu?.total ?? null,
+      sourceSystemCpuSeconds: sourceCpu?.system ?? null,
+      destinationSystemCpuSeconds: destinationCpu?.system ?? null,
     };
   }
 
@@ -190,14 +232,24 @@ class Bench {
    * result; the destination's agent records the commit before its guest process has finished the
    * migration's farewells, so that figure comes from the guest process itself, a moment later.
    */
-  async migrationCpu(host: string, migrationId: string, destination: { name: string } | null): Promise<{ total: number; system: number } | null> {
+  async migrationCpu(
+    host: string,
+    migrationId: string,
+    destination: { name: string } | null,
+  ): Promise<{ total: number; system: number } | null> {
     const guest = destination ? await attachGuest(path.join(this.local.root, `host-${host}`, 'guests', destination.name)) : null;
     try {
       const deadline = Date.now() + 10_000;
       for (;;) {
         const result = guest
-          ? await guest.migration().then((m) => (m?.migrationId === migrationId ? m.result : null), () => null)
-          : await this.call(host, (c) => c.call('migration.status', { migrationId })).then((s) => s.result, () => null);
+          ? await guest.migration().then(
+              (m) => (m?.migrationId === migrationId ? m.result : null),
+              () => null,
+            )
+          : await this.call(host, (c) => c.call('migration.status', { migrationId })).then(
+              (s) => s.result,
+              () => null,
+            );
         if (result) return { total: (result.cpu.userMs + result.cpu.systemMs) / 1000, system: result.cpu.systemMs / 1000 };
         if (Date.now() > deadline) return null;
         await new Promise((r) => setTimeout(r, 100));
@@ -240,22 +292,56 @@ function plans(scale: number, kvScale: number): Plan[] {
   const gets = Math.round(KV_GETS * kvScale);
   const sets = Math.round(KV_SETS * kvScale);
   return [
-    { name: 'idle-10g', description: '4 GiB idle guest (memory fully written), link capped at 10 Gb/s', memoryBytes: scaled(4 * GiB, scale),
-      workload: { kind: 'idle' }, workloadText: 'idle', maxBytesPerSecond: TEN_GBIT, modes: ['encrypted', 'plain'] },
-    { name: 'kv', description: `2 GiB kv guest at ${gets} GET + ${sets} SET a second, --max-downtime ${MAX_DOWNTIME_MS} ms`, memoryBytes: scaled(2 * GiB, scale),
-      workload: { kind: 'kv', getsPerSecond: gets, setsPerSecond: sets }, workloadText: `kv:get=${gets},set=${sets}`, maxBytesPerSecond: null, modes: ['encrypted', 'plain'] },
+    {
+      name: 'idle-10g',
+      description: '4 GiB idle guest (memory fully written), link capped at 10 Gb/s',
+      memoryBytes: scaled(4 * GiB, scale),
+      workload: { kind: 'idle' },
+      workloadText: 'idle',
+      maxBytesPerSecond: TEN_GBIT,
+      modes: ['encrypted', 'plain'],
+    },
+    {
+      name: 'kv',
+      description: `2 GiB kv guest at ${gets} GET + ${sets} SET a second, --max-downtime ${MAX_DOWNTIME_MS} ms`,
+      memoryBytes: scaled(2 * GiB, scale),
+      workload: { kind: 'kv', getsPerSecond: gets, setsPerSecond: sets },
+      workloadText: `kv:get=${gets},set=${sets}`,
+      maxBytesPerSecond: null,
+      modes: ['encrypted', 'plain'],
+    },
     // `dirty` at one page a second: the guest runs but leaves its memory (nearly) unwritten; `idle` would fill it.
-    { name: 'fresh-8g', description: 'a fresh 8 GiB guest that never wrote its memory (dirty:4KB, one page a second)', memoryBytes: scaled(8 * GiB, scale),
-      workload: { kind: 'dirty', bytesPerSecond: 4096 }, workloadText: 'dirty:4KB', maxBytesPerSecond: null, modes: ['encrypted', 'plain'] },
-    { name: 'qemu-loopback', description: '2 GiB idle guest of random data, unlimited on loopback, ferry encrypted beside QEMU 7.2', memoryBytes: scaled(2 * GiB, scale),
-      workload: { kind: 'idle' }, workloadText: 'idle', maxBytesPerSecond: null, modes: ['encrypted'] },
+    {
+      name: 'fresh-8g',
+      description: 'a fresh 8 GiB guest that never wrote its memory (dirty:4KB, one page a second)',
+      memoryBytes: scaled(8 * GiB, scale),
+      workload: { kind: 'dirty', bytesPerSecond: 4096 },
+      workloadText: 'dirty:4KB',
+      maxBytesPerSecond: null,
+      modes: ['encrypted', 'plain'],
+    },
+    {
+      name: 'qemu-loopback',
+      description: '2 GiB idle guest of random data, unlimited on loopback, ferry encrypted beside QEMU 7.2',
+      memoryBytes: scaled(2 * GiB, scale),
+      workload: { kind: 'idle' },
+      workloadText: 'idle',
+      maxBytesPerSecond: null,
+      modes: ['encrypted'],
+    },
   ];
 }
 
 async function runScenario(bench: Bench, plan: Plan, runs: number, progress: (line: string) => void): Promise<ScenarioReport> {
   const report: ScenarioReport = {
-    name: plan.name, description: plan.description, memoryBytes: plan.memoryBytes, workload: plan.workloadText,
-    maxBytesPerSecond: plan.maxBytesPerSecond, skipped: null, runs: [], unmeasured: [],
+    name: plan.name,
+    description: plan.description,
+    memoryBytes: plan.memoryBytes,
+    workload: plan.workloadText,
+    maxBytesPerSecond: plan.maxBytesPerSecond,
+    skipped: null,
+    runs: [],
+    unmeasured: [],
   };
   if (plan.name === 'fresh-8g') {
     // Source and destination each map the guest; only touched pages cost, but the destination
@@ -294,7 +380,10 @@ async function runScenario(bench: Bench, plan: Plan, runs: number, progress: (li
       // ABBA: every other round the modes go in the other order, so neither is always the first
       // to meet memory that the moves before it have not warmed.
       for (const mode of i % 2 === 0 ? plan.modes : [...plan.modes].reverse()) {
-        for (const [from, to] of [['a', 'b'], ['b', 'a']] as const) {
+        for (const [from, to] of [
+          ['a', 'b'],
+          ['b', 'a'],
+        ] as const) {
           bench.check();
           progress(`${plan.name}: run ${i + 1}/${runs}, ${mode}, ${from}→${to}...`);
           const run = await bench.migrate(name, from, to, mode, plan.memoryBytes, plan.maxBytesPerSecond);
@@ -328,7 +417,8 @@ async function runQemu(bench: Bench, report: ScenarioReport, runs: number, progr
   writeRandomFile(ramFile, report.memoryBytes);
   const tlsDir = await makeQemuTlsDir(bench.root);
   const modes: QemuMode[] = ['plain', 'multifd-tls', 'tls'];
-  const migrate = (mode: QemuMode) => runQemuMigration({ dir: bench.root, ramFile, memoryBytes: report.memoryBytes, mode, tlsDir, track: (q) => bench.track(q) });
+  const migrate = (mode: QemuMode) =>
+    runQemuMigration({ dir: bench.root, ramFile, memoryBytes: report.memoryBytes, mode, tlsDir, track: (q) => bench.track(q) });
   // QEMU's first migration meets memory as cold as ferry's first move does (plain: 5.6 s cold,
   // 0.83 s warm in one run): a warm-up first, and ABBA order as for ferry.
   bench.check();
@@ -341,7 +431,9 @@ async function runQemu(bench: Bench, report: ScenarioReport, runs: number, progr
       progress(`qemu: run ${i + 1}/${runs}, ${mode}...`);
       const r = await migrate(mode);
       report.qemu.push(r);
-      progress(`qemu:   ${mode}: total ${formatDuration(r.totalMs)}, downtime ${formatDuration(r.downtimeMs)}, ${formatBytes(r.transferredBytes)}, ${Math.round(r.mbps)} Mbit/s`);
+      progress(
+        `qemu:   ${mode}: total ${formatDuration(r.totalMs)}, downtime ${formatDuration(r.downtimeMs)}, ${formatBytes(r.transferredBytes)}, ${Math.round(r.mbps)} Mbit/s`,
+      );
     }
   }
   rmSync(ramFile, { force: true });
@@ -349,10 +441,13 @@ async function runQemu(bench: Bench, report: ScenarioReport, runs: number, progr
 
 function describeRun(r: FerryRun): string {
   if (!r.ok) return `${r.mode} ${r.direction}: FAILED: ${r.error}`;
-  return `${r.mode.padEnd(9)} ${r.direction}: total ${formatDuration(r.totalMs)}, switch-over ${r.switchoverMs === null ? '—' : formatDuration(r.switchoverMs)}, ` +
+  return (
+    `${r.mode.padEnd(9)} ${r.direction}: total ${formatDuration(r.totalMs)}, switch-over ${r.switchoverMs === null ? '—' : formatDuration(r.switchoverMs)}, ` +
     `${formatBytes(r.bytesSent)} sent (${(r.wireFraction * 100).toFixed(3)}% of memory), ${r.passes} passes` +
-    (r.maxThrottlePercent ? `, throttled to ${100 - r.maxThrottlePercent}%` : '') + (r.opsPerSecondBefore ? `, ${Math.round(r.opsPerSecondBefore)} ops/s before` : '') +
-    `, CPU source ${cpuText(r.sourceCpuSeconds, r.sourceSystemCpuSeconds)} / destination ${cpuText(r.destinationCpuSeconds, r.destinationSystemCpuSeconds)}`;
+    (r.maxThrottlePercent ? `, throttled to ${100 - r.maxThrottlePercent}%` : '') +
+    (r.opsPerSecondBefore ? `, ${Math.round(r.opsPerSecondBefore)} ops/s before` : '') +
+    `, CPU source ${cpuText(r.sourceCpuSeconds, r.sourceSystemCpuSeconds)} / destination ${cpuText(r.destinationCpuSeconds, r.destinationSystemCpuSeconds)}`
+  );
 }
 
 const cpuText = (s: number | null, system: number | null): string =>
@@ -383,7 +478,8 @@ export function computeRatios(scenarios: ScenarioReport[]): Ratios {
   const kv = by('kv');
   const fresh = by('fresh-8g');
   const q = by('qemu-loopback');
-  const switchovers = (s: ScenarioReport | undefined) => s?.runs.filter((r) => r.ok && r.switchoverMs !== null).map((r) => r.switchoverMs!) ?? [];
+  const switchovers = (s: ScenarioReport | undefined) =>
+    s?.runs.filter((r) => r.ok && r.switchoverMs !== null).map((r) => r.switchoverMs!) ?? [];
   const qemuTime = (mode: QemuMode) => median(q?.qemu?.filter((r) => r.mode === mode).map((r) => r.totalMs) ?? []);
   const kvWanted = kv?.kvRate ? kv.kvRate.gets + kv.kvRate.sets : null;
   const kvOps = median(kv?.runs.map((r) => r.opsPerSecondBefore ?? NaN) ?? []);
@@ -412,16 +508,25 @@ function printTable(output: Output, scenarios: ScenarioReport[], ratios: Ratios,
     if (s.skipped) output.print(`  skipped: ${s.skipped}`);
     for (const r of s.runs) output.print(`  ${describeRun(r)}`);
     if (s.qemuSkipped) output.print(`  qemu skipped: ${s.qemuSkipped}`);
-    for (const r of s.qemu ?? []) output.print(`  qemu ${r.mode.padEnd(11)}: total ${formatDuration(r.totalMs)}, downtime ${formatDuration(r.downtimeMs)}, ${formatBytes(r.transferredBytes)}`);
+    for (const r of s.qemu ?? [])
+      output.print(
+        `  qemu ${r.mode.padEnd(11)}: total ${formatDuration(r.totalMs)}, downtime ${formatDuration(r.downtimeMs)}, ${formatBytes(r.transferredBytes)}`,
+      );
   }
   output.print('');
   output.print('goal                                             measured');
   const byDirection = ratios.idleEncryptedOverPlainTimeByDirection;
-  output.print(`idle 10 Gb/s: encrypted/plain time ≤ 1.05          ${fmt(ratios.idleEncryptedOverPlainTime)} (a→b ${fmt(byDirection['a→b'])}, b→a ${fmt(byDirection['b→a'])})`);
+  output.print(
+    `idle 10 Gb/s: encrypted/plain time ≤ 1.05          ${fmt(ratios.idleEncryptedOverPlainTime)} (a→b ${fmt(byDirection['a→b'])}, b→a ${fmt(byDirection['b→a'])})`,
+  );
   output.print(`idle 10 Gb/s: destination CPU encrypted/plain        ${fmt(ratios.idleEncryptedOverPlainDestinationCpu)}`);
   output.print(`idle 10 Gb/s: switch-over < 100 ms                 ${fmt(ratios.idleMaxSwitchoverMs, 1)} ms (worst run)`);
-  output.print(`kv: switch-over ≤ ${MAX_DOWNTIME_MS} ms in every run            ${ratios.kvAllWithinMaxDowntime === null ? '—' : ratios.kvAllWithinMaxDowntime ? 'yes' : 'NO'} (worst ${fmt(ratios.kvMaxSwitchoverMs, 1)} ms; ops/s reached ${fmt(ratios.kvOpsPerSecondAchievedFraction)} of the rate asked)`);
-  output.print(`fresh guest: bytes on the wire < 1% of memory     ${ratios.freeWireFraction === null ? '—' : `${(ratios.freeWireFraction * 100).toFixed(4)}%`}`);
+  output.print(
+    `kv: switch-over ≤ ${MAX_DOWNTIME_MS} ms in every run            ${ratios.kvAllWithinMaxDowntime === null ? '—' : ratios.kvAllWithinMaxDowntime ? 'yes' : 'NO'} (worst ${fmt(ratios.kvMaxSwitchoverMs, 1)} ms; ops/s reached ${fmt(ratios.kvOpsPerSecondAchievedFraction)} of the rate asked)`,
+  );
+  output.print(
+    `fresh guest: bytes on the wire < 1% of memory     ${ratios.freeWireFraction === null ? '—' : `${(ratios.freeWireFraction * 100).toFixed(4)}%`}`,
+  );
   output.print(`ferry encrypted / QEMU multifd+TLS time ≤ 0.33    ${fmt(ratios.ferryOverQemuMultifdTlsTime)}`);
   output.print(`ferry encrypted / QEMU plain time ≤ 1.5           ${fmt(ratios.ferryOverQemuPlainTime)}`);
   output.print(`ferry encrypted / QEMU TLS time                   ${fmt(ratios.ferryOverQemuTlsTime)}`);
@@ -430,11 +535,20 @@ function printTable(output: Output, scenarios: ScenarioReport[], ratios: Ratios,
 
 export const benchMigrateCommand = defineCommand<MigrateArgs>({
   command: 'migrate',
-  describe: 'live migrations through two real local agents in four scenarios, beside QEMU\'s own (ratios from one run)',
+  describe: "live migrations through two real local agents in four scenarios, beside QEMU's own (ratios from one run)",
   builder: (yargs: Argv<GlobalArgs>) =>
     yargs
-      .option('scenario', { type: 'string', array: true, choices: SCENARIOS as unknown as string[], describe: 'run only these (default: all)' })
-      .option('runs', { type: 'number', default: 2, describe: 'rounds of each scenario (each: both modes a→b and b→a; every other round plain first)' })
+      .option('scenario', {
+        type: 'string',
+        array: true,
+        choices: SCENARIOS as unknown as string[],
+        describe: 'run only these (default: all)',
+      })
+      .option('runs', {
+        type: 'number',
+        default: 2,
+        describe: 'rounds of each scenario (each: both modes a→b and b→a; every other round plain first)',
+      })
       .option('kv-scale', { type: 'number', default: 1, describe: `the kv rate as a fraction of ${KV_GETS} GET + ${KV_SETS} SET a second` })
       // For tests: every guest's memory times this (at least 16 MiB), so the code path runs small.
       .option('memory-scale', { type: 'number', default: 1, hidden: true })
@@ -466,7 +580,8 @@ export const benchMigrateCommand = defineCommand<MigrateArgs>({
       backend = (await bench.call('a', (c) => c.call('capabilities', {}))).cryptoBackend;
       for (const plan of plans(scale, kvScale).filter((p) => wanted.has(p.name))) {
         const s = await runScenario(bench, plan, args.runs, progress);
-        if (plan.workload.kind === 'kv') s.kvRate = { gets: plan.workload.getsPerSecond, sets: plan.workload.setsPerSecond, scale: kvScale };
+        if (plan.workload.kind === 'kv')
+          s.kvRate = { gets: plan.workload.getsPerSecond, sets: plan.workload.setsPerSecond, scale: kvScale };
         scenarios.push(s);
       }
     } catch (err) {

@@ -111,7 +111,12 @@ export class BenchGuest {
   ) {}
 
   /** Creates the guest under `root` and waits until the test guest has filled its memory. */
-  static async create(root: string, request: GuestCreateRequest, progress: (line: string) => void, settleMs = SETTLE_MS): Promise<BenchGuest> {
+  static async create(
+    root: string,
+    request: GuestCreateRequest,
+    progress: (line: string) => void,
+    settleMs = SETTLE_MS,
+  ): Promise<BenchGuest> {
     const dir = path.join(root, 'g0');
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     const config = await createQemu(request, dir);
@@ -131,7 +136,8 @@ export class BenchGuest {
       }
       const bad = lines.find((l) => l.kind === 'error');
       if (bad) throw new FerryError('ERR_FERRY_QEMU', `the test guest stopped: ${JSON.stringify(bad)}`);
-      if (Date.now() > deadline) throw new FerryError('ERR_FERRY_TIMEOUT', `the test guest did not fill its memory within ${FILL_TIMEOUT_MS / 60_000} minutes`);
+      if (Date.now() > deadline)
+        throw new FerryError('ERR_FERRY_TIMEOUT', `the test guest did not fill its memory within ${FILL_TIMEOUT_MS / 60_000} minutes`);
       if (Date.now() - last > 15_000) {
         last = Date.now();
         progress(`  the test guest fills its memory (${Math.round((Date.now() - started) / 1000)} s)...`);
@@ -174,7 +180,8 @@ export class BenchGuest {
     const r = m.source.result;
     if (m.source.phase !== 'committed' || !r) {
       await (counter as SocketBytes | null)?.stop();
-      if (m.destination.phase === 'committed') throw new FerryError('ERR_FERRY_INTERNAL', `the destination committed but the source says ${m.source.phase}`);
+      if (m.destination.phase === 'committed')
+        throw new FerryError('ERR_FERRY_INTERNAL', `the destination committed but the source says ${m.source.phase}`);
       this.forgetDir(dstDir);
       figures.error = r?.error ? `${r.error.code}: ${r.error.message}` : `the migration ended ${m.source.phase}`;
       return figures;
@@ -200,7 +207,13 @@ export class BenchGuest {
   }
 
   /** Moves the guest by QEMU's own migration over TCP, to a QEMU started here with the same command line. */
-  async moveByQemu(o: { mode: QemuMode; channels: number; state: GuestState; maxDowntimeMs: number; tlsDir: string }): Promise<MoveFigures> {
+  async moveByQemu(o: {
+    mode: QemuMode;
+    channels: number;
+    state: GuestState;
+    maxDowntimeMs: number;
+    tlsDir: string;
+  }): Promise<MoveFigures> {
     const source = await this.asQemu();
     await this.setState(o.state);
     const dstDir = this.nextDir();
@@ -236,7 +249,10 @@ export class BenchGuest {
       figures.totalMs = Math.round(end - move.startedAt);
       figures.qemuTotalMs = move.info.totalTimeMs ?? null;
       figures.qemuDowntimeMs = move.info.downtimeMs ?? null;
-      figures.downtimeMs = move.resumedAt !== null && move.stoppedAt !== null ? Math.round((move.resumedAt - move.stoppedAt) * 10) / 10 : figures.qemuDowntimeMs;
+      figures.downtimeMs =
+        move.resumedAt !== null && move.stoppedAt !== null
+          ? Math.round((move.resumedAt - move.stoppedAt) * 10) / 10
+          : figures.qemuDowntimeMs;
       figures.qemuRamBytes = move.info.ram?.transferred ?? null;
     } catch (err) {
       await (counter as SocketBytes | null)?.stop();
@@ -364,8 +380,20 @@ export class BenchGuest {
 
 function emptyFigures(): MoveFigures {
   return {
-    ok: false, error: null, totalMs: null, downtimeMs: null, qemuTotalMs: null, qemuDowntimeMs: null, wireBytes: null, socketBytes: null,
-    qemuRamBytes: null, cpuSeconds: { source: null, destination: null }, vcpuSeconds: { source: null, destination: null }, wallMs: 0, damage: [], notes: [],
+    ok: false,
+    error: null,
+    totalMs: null,
+    downtimeMs: null,
+    qemuTotalMs: null,
+    qemuDowntimeMs: null,
+    wireBytes: null,
+    socketBytes: null,
+    qemuRamBytes: null,
+    cpuSeconds: { source: null, destination: null },
+    vcpuSeconds: { source: null, destination: null },
+    wallMs: 0,
+    damage: [],
+    notes: [],
   };
 }
 

@@ -80,13 +80,52 @@ export async function makeQemuTlsDir(dir: string): Promise<string> {
   mkdirSync(creds, { mode: 0o700 });
   const file = (name: string) => path.join(creds, name);
   writeFileSync(file('extensions.cnf'), QEMU_TLS_EXTENSIONS, { mode: 0o600 });
-  const openssl = (args: string[]) => run('openssl', args, { cwd: creds, timeout: 30_000 }).catch((err: NodeJS.ErrnoException & { stderr?: string }) => {
-    throw new FerryError(err.code === 'ENOENT' ? 'ERR_FERRY_NOT_FOUND' : 'ERR_FERRY_INTERNAL', `openssl (QEMU's TLS credentials): ${err.code === 'ENOENT' ? 'not installed' : (err.stderr ?? err.message).trim().slice(0, 300)}`);
-  });
-  for (const key of ['ca-key.pem', 'server-key.pem']) await openssl(['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', key]);
-  await openssl(['req', '-x509', '-new', '-key', 'ca-key.pem', '-subj', '/CN=ferry bench QEMU CA', '-days', '2', '-out', 'ca-cert.pem', '-extensions', 'ca', '-config', 'extensions.cnf']);
+  const openssl = (args: string[]) =>
+    run('openssl', args, { cwd: creds, timeout: 30_000 }).catch((err: NodeJS.ErrnoException & { stderr?: string }) => {
+      throw new FerryError(
+        err.code === 'ENOENT' ? 'ERR_FERRY_NOT_FOUND' : 'ERR_FERRY_INTERNAL',
+        `openssl (QEMU's TLS credentials): ${err.code === 'ENOENT' ? 'not installed' : (err.stderr ?? err.message).trim().slice(0, 300)}`,
+      );
+    });
+  for (const key of ['ca-key.pem', 'server-key.pem'])
+    await openssl(['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', key]);
+  await openssl([
+    'req',
+    '-x509',
+    '-new',
+    '-key',
+    'ca-key.pem',
+    '-subj',
+    '/CN=ferry bench QEMU CA',
+    '-days',
+    '2',
+    '-out',
+    'ca-cert.pem',
+    '-extensions',
+    'ca',
+    '-config',
+    'extensions.cnf',
+  ]);
   await openssl(['req', '-new', '-key', 'server-key.pem', '-subj', '/CN=localhost', '-out', 'server.csr', '-config', 'extensions.cnf']);
-  await openssl(['x509', '-req', '-in', 'server.csr', '-CA', 'ca-cert.pem', '-CAkey', 'ca-key.pem', '-CAcreateserial', '-days', '2', '-out', 'server-cert.pem', '-extfile', 'extensions.cnf', '-extensions', 'peer']);
+  await openssl([
+    'x509',
+    '-req',
+    '-in',
+    'server.csr',
+    '-CA',
+    'ca-cert.pem',
+    '-CAkey',
+    'ca-key.pem',
+    '-CAcreateserial',
+    '-days',
+    '2',
+    '-out',
+    'server-cert.pem',
+    '-extfile',
+    'extensions.cnf',
+    '-extensions',
+    'peer',
+  ]);
   copyFileSync(file('server-cert.pem'), file('client-cert.pem'));
   copyFileSync(file('server-key.pem'), file('client-key.pem'));
   return creds;
@@ -134,20 +173,31 @@ export async function migrateByQemu(src: QmpClient, dst: QmpClient, o: QemuMoveO
   const tls = isTls(o.mode);
   if (tls && !o.tlsDir) throw new FerryError('ERR_FERRY_INPUT', `QEMU mode ${o.mode} needs a TLS credential directory`);
   const channels = o.channels ?? 2;
-  for (const [qmp, endpoint] of [[src, 'client'], [dst, 'server']] as const) {
+  for (const [qmp, endpoint] of [
+    [src, 'client'],
+    [dst, 'server'],
+  ] as const) {
     // Added at run time rather than on the command line, so the guest's command line stays the same in every mode.
     if (tls) await addTlsCreds(qmp, endpoint, o.tlsDir!);
     // Off what ferry's own moves of the same QEMU turned on (migrate-out.ts, migrate-in.ts): a
     // source left with pause-before-switchover waits at pre-switchover for a continue nobody sends.
     await qmp.migrateSetCapabilities({
-      events: true, multifd, 'return-path': false, 'pause-before-switchover': false, 'late-block-activate': false,
+      events: true,
+      multifd,
+      'return-path': false,
+      'pause-before-switchover': false,
+      'late-block-activate': false,
       'auto-converge': qmp === src && (o.autoConverge ?? false),
     });
     await qmp.execute('migrate-set-parameters', {
       'tls-creds': tls ? `tls-${endpoint}` : '',
       ...(multifd ? { 'multifd-channels': channels } : {}),
       ...(qmp === src
-        ? { 'max-bandwidth': o.maxBandwidth ?? UNCAPPED_BANDWIDTH, 'tls-hostname': tls ? 'localhost' : '', ...(o.downtimeLimitMs !== undefined ? { 'downtime-limit': o.downtimeLimitMs } : {}) }
+        ? {
+            'max-bandwidth': o.maxBandwidth ?? UNCAPPED_BANDWIDTH,
+            'tls-hostname': tls ? 'localhost' : '',
+            ...(o.downtimeLimitMs !== undefined ? { 'downtime-limit': o.downtimeLimitMs } : {}),
+          }
         : {}),
     });
   }
@@ -162,7 +212,10 @@ export async function migrateByQemu(src: QmpClient, dst: QmpClient, o: QemuMoveO
     const port = Number(listening['socket-address']?.[0]?.port);
     if (!port) throw new FerryError('ERR_FERRY_INTERNAL', 'the destination QEMU did not say where it listens for the migration');
     await o.onListening?.(port);
-    const loaded = dst.waitForEvent('MIGRATION', { timeoutMs: MIGRATION_TIMEOUT_MS, match: (e) => e.data.status === 'completed' || e.data.status === 'failed' });
+    const loaded = dst.waitForEvent('MIGRATION', {
+      timeoutMs: MIGRATION_TIMEOUT_MS,
+      match: (e) => e.data.status === 'completed' || e.data.status === 'failed',
+    });
     loaded.catch(() => {});
     const startedAt = Date.now();
     await src.migrate(`tcp:127.0.0.1:${port}`);
@@ -175,7 +228,8 @@ export async function migrateByQemu(src: QmpClient, dst: QmpClient, o: QemuMoveO
       throw err;
     }
     const done = await loaded;
-    if (done.data.status !== 'completed') throw new FerryError('ERR_FERRY_QEMU', `QEMU migration (${o.mode}): the destination could not load the guest`);
+    if (done.data.status !== 'completed')
+      throw new FerryError('ERR_FERRY_QEMU', `QEMU migration (${o.mode}): the destination could not load the guest`);
     let resumedAt: number | null = null;
     if (o.resumeDestination) {
       const resumed = dst.waitForEvent('RESUME', { timeoutMs: 10_000 });
@@ -203,7 +257,11 @@ async function completion(src: QmpClient, mode: QemuMode, startedAt: number): Pr
     if (info.status === 'failed' || info.status === 'cancelled') {
       throw new FerryError('ERR_FERRY_ABORTED', `QEMU migration (${mode}) ${info.status}: ${info.errorDesc ?? 'no reason given'}`);
     }
-    if (overdue) throw new FerryError('ERR_FERRY_TIMEOUT', `QEMU migration (${mode}) did not finish within ${MIGRATION_TIMEOUT_MS / 1000} s (status ${info.status})`);
+    if (overdue)
+      throw new FerryError(
+        'ERR_FERRY_TIMEOUT',
+        `QEMU migration (${mode}) did not finish within ${MIGRATION_TIMEOUT_MS / 1000} s (status ${info.status})`,
+      );
     await sleep(POLL_MS);
   }
 }
@@ -232,7 +290,10 @@ export class QemuProcess {
       const connecting = QmpClient.connect(qmpPath, { timeoutMs: 60_000 });
       const first = await Promise.race([connecting, qemu.exited.then(() => null)]);
       if (first === null) {
-        connecting.then((c) => c.close(), () => {});
+        connecting.then(
+          (c) => c.close(),
+          () => {},
+        );
         throw new FerryError('ERR_FERRY_INTERNAL', `QEMU (${name}) exited: ${qemu.stderr.trim()}`);
       }
       return { qemu, qmp: first };
@@ -273,7 +334,11 @@ export async function runQemuMigration(o: QemuMigrationOptions): Promise<QemuMig
   };
   try {
     const dst = await start('dst', [...common, '-object', `memory-backend-ram,id=ram0,size=${mib}M`, '-incoming', 'defer']);
-    const src = await start('src', [...common, '-object', `memory-backend-file,id=ram0,size=${mib}M,mem-path=${o.ramFile},share=off,prealloc=on`]);
+    const src = await start('src', [
+      ...common,
+      '-object',
+      `memory-backend-file,id=ram0,size=${mib}M,mem-path=${o.ramFile},share=off,prealloc=on`,
+    ]);
     const { info } = await migrateByQemu(src.qmp, dst.qmp, { mode: o.mode, tlsDir: o.tlsDir });
     return {
       mode: o.mode,

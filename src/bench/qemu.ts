@@ -45,19 +45,31 @@ export const GOALS = {
 } as const;
 
 export type Variant =
-  | { carrier: 'qemu'; mode: QemuMode; streams: number }
-  | { carrier: 'ferry'; mode: 'encrypted' | 'plain'; streams: number };
+  { carrier: 'qemu'; mode: QemuMode; streams: number } | { carrier: 'ferry'; mode: 'encrypted' | 'plain'; streams: number };
 
 /** Each ferry variant beside the QEMU one it is compared with, so the two run under the same conditions. */
 const PAIRS: [Variant, Variant][] = [
-  [{ carrier: 'qemu', mode: 'plain', streams: 1 }, { carrier: 'ferry', mode: 'plain', streams: 1 }],
-  [{ carrier: 'qemu', mode: 'multifd', streams: CHANNELS }, { carrier: 'ferry', mode: 'plain', streams: CHANNELS }],
-  [{ carrier: 'qemu', mode: 'tls', streams: 1 }, { carrier: 'ferry', mode: 'encrypted', streams: 1 }],
-  [{ carrier: 'qemu', mode: 'multifd-tls', streams: CHANNELS }, { carrier: 'ferry', mode: 'encrypted', streams: CHANNELS }],
+  [
+    { carrier: 'qemu', mode: 'plain', streams: 1 },
+    { carrier: 'ferry', mode: 'plain', streams: 1 },
+  ],
+  [
+    { carrier: 'qemu', mode: 'multifd', streams: CHANNELS },
+    { carrier: 'ferry', mode: 'plain', streams: CHANNELS },
+  ],
+  [
+    { carrier: 'qemu', mode: 'tls', streams: 1 },
+    { carrier: 'ferry', mode: 'encrypted', streams: 1 },
+  ],
+  [
+    { carrier: 'qemu', mode: 'multifd-tls', streams: CHANNELS },
+    { carrier: 'ferry', mode: 'encrypted', streams: CHANNELS },
+  ],
 ];
 const STATES: GuestState[] = ['paused', 'running'];
 
-export const variantLabel = (v: Variant): string => `${v.carrier} ${v.mode}${v.carrier === 'ferry' || v.streams > 1 ? ` x${v.streams}` : ''}`;
+export const variantLabel = (v: Variant): string =>
+  `${v.carrier} ${v.mode}${v.carrier === 'ferry' || v.streams > 1 ? ` x${v.streams}` : ''}`;
 
 export interface Row extends MoveFigures {
   label: string;
@@ -88,7 +100,13 @@ export interface QemuReport {
   /** A guest of the same size that never wrote its memory (fill=0). */
   neverWritten: Row[];
   ratios: Record<string, Ratio>;
-  checks: { allCompleted: boolean; worstDowntimeMs: number | null; allWithinDowntimeLimit: boolean; memoryIntact: boolean; neverWrittenWireFraction: number | null };
+  checks: {
+    allCompleted: boolean;
+    worstDowntimeMs: number | null;
+    allWithinDowntimeLimit: boolean;
+    memoryIntact: boolean;
+    neverWrittenWireFraction: number | null;
+  };
 }
 
 interface QemuArgs {
@@ -161,18 +179,41 @@ class Run {
 }
 
 async function move(guest: BenchGuest, v: Variant, state: GuestState, round: number, s: Settings, tlsDir: string): Promise<Row> {
-  const figures = v.carrier === 'ferry'
-    ? await guest.moveByFerry({ mode: v.mode, streams: v.streams, state, maxDowntimeMs: s.maxDowntimeMs })
-    : await guest.moveByQemu({ mode: v.mode, channels: v.streams, state, maxDowntimeMs: s.maxDowntimeMs, tlsDir });
+  const figures =
+    v.carrier === 'ferry'
+      ? await guest.moveByFerry({ mode: v.mode, streams: v.streams, state, maxDowntimeMs: s.maxDowntimeMs })
+      : await guest.moveByQemu({ mode: v.mode, channels: v.streams, state, maxDowntimeMs: s.maxDowntimeMs, tlsDir });
   return { label: variantLabel(v), carrier: v.carrier, mode: v.mode, streams: v.streams, state, round, ...figures };
 }
 
-async function benchBinary(run: Run, index: number, binary: string, s: Settings, tlsDir: string, progress: (line: string) => void): Promise<QemuReport> {
+async function benchBinary(
+  run: Run,
+  index: number,
+  binary: string,
+  s: Settings,
+  tlsDir: string,
+  progress: (line: string) => void,
+): Promise<QemuReport> {
   const append = testGuestAppend({ fillMiB: Math.floor(s.memoryBytes / MiB), windowMiB: WINDOW_MIB, rateKiBps: 'max' });
   const version = versionLine(binary);
   const report: QemuReport = {
-    binary, version, accel: null, accelReason: '', skipped: null, append, warmUp: [], rows: [], neverWritten: [], ratios: {},
-    checks: { allCompleted: false, worstDowntimeMs: null, allWithinDowntimeLimit: false, memoryIntact: false, neverWrittenWireFraction: null },
+    binary,
+    version,
+    accel: null,
+    accelReason: '',
+    skipped: null,
+    append,
+    warmUp: [],
+    rows: [],
+    neverWritten: [],
+    ratios: {},
+    checks: {
+      allCompleted: false,
+      worstDowntimeMs: null,
+      allWithinDowntimeLimit: false,
+      memoryIntact: false,
+      neverWrittenWireFraction: null,
+    },
   };
   progress(`${binary}: ${version ?? 'version unknown'}; probing its accelerators...`);
   const probe = await probeQemu({ env: process.env, machineTypes: [DEFAULT_MACHINE] });
@@ -189,11 +230,21 @@ async function benchBinary(run: Run, index: number, binary: string, s: Settings,
   report.accel = probe.chosen;
   report.accelReason = probe.chosen === 'kvm' ? probe.accelerators.kvm.reason : `KVM: ${probe.accelerators.kvm.reason}`;
   progress(`${binary}: ${probe.chosen.toUpperCase()} (${report.accelReason})`);
-  const request = (name: string, text: string) =>
-    ({ name, driver: 'qemu' as const, memoryBytes: s.memoryBytes, cpus: 1, accel: probe.chosen!, append: text, nic: 'virtio' as const, encryptedMigration: 'opportunistic' as const });
+  const request = (name: string, text: string) => ({
+    name,
+    driver: 'qemu' as const,
+    memoryBytes: s.memoryBytes,
+    cpus: 1,
+    accel: probe.chosen!,
+    append: text,
+    nic: 'virtio' as const,
+    encryptedMigration: 'opportunistic' as const,
+  });
 
   progress(`${binary}: creating the guest (${formatBytes(s.memoryBytes)}, ${append}) and filling its memory...`);
-  const guest = run.track(await BenchGuest.create(path.join(run.root, `qemu${index}-guest`), request('bench', append), progress, s.settleMs));
+  const guest = run.track(
+    await BenchGuest.create(path.join(run.root, `qemu${index}-guest`), request('bench', append), progress, s.settleMs),
+  );
   const record = (list: Row[], row: Row) => {
     list.push(row);
     progress(`${binary}:   ${describeRow(row)}`);
@@ -216,7 +267,14 @@ async function benchBinary(run: Run, index: number, binary: string, s: Settings,
   }
 
   progress(`${binary}: a guest of ${formatBytes(s.memoryBytes)} that never wrote its memory (fill=0)...`);
-  const fresh = run.track(await BenchGuest.create(path.join(run.root, `qemu${index}-never-written`), request('fresh', testGuestAppend({ fillMiB: 0 })), progress, s.settleMs));
+  const fresh = run.track(
+    await BenchGuest.create(
+      path.join(run.root, `qemu${index}-never-written`),
+      request('fresh', testGuestAppend({ fillMiB: 0 })),
+      progress,
+      s.settleMs,
+    ),
+  );
   try {
     for (const v of [PAIRS[3]![1], PAIRS[0]![0]]) {
       run.check();
@@ -231,24 +289,44 @@ async function benchBinary(run: Run, index: number, binary: string, s: Settings,
 
 /** The ratios and checks of one binary's rows. */
 export function computeReport(r: QemuReport, s: Settings): void {
-  const total = (label: string, state: GuestState) => median(r.rows.filter((x) => x.ok && x.label === label && x.state === state).map((x) => x.totalMs ?? NaN));
+  const total = (label: string, state: GuestState) =>
+    median(r.rows.filter((x) => x.ok && x.label === label && x.state === state).map((x) => x.totalMs ?? NaN));
   const cpu = (label: string, state: GuestState) =>
-    median(r.rows.filter((x) => x.ok && x.label === label && x.state === state).map((x) => (x.cpuSeconds.source ?? NaN) + (x.cpuSeconds.destination ?? NaN)));
-  const goal = (value: number | null, g: number | null): Ratio => ({ value: value === null ? null : Math.round(value * 1000) / 1000, goal: g, met: value === null || g === null ? null : value <= g });
+    median(
+      r.rows
+        .filter((x) => x.ok && x.label === label && x.state === state)
+        .map((x) => (x.cpuSeconds.source ?? NaN) + (x.cpuSeconds.destination ?? NaN)),
+    );
+  const goal = (value: number | null, g: number | null): Ratio => ({
+    value: value === null ? null : Math.round(value * 1000) / 1000,
+    goal: g,
+    met: value === null || g === null ? null : value <= g,
+  });
   const [plain, multifd, tls, multifdTls] = PAIRS.map((p) => variantLabel(p[0]));
   const [ferryPlain1, ferryPlain2, ferryEnc1, ferryEnc2] = PAIRS.map((p) => variantLabel(p[1]));
   for (const state of STATES) {
-    r.ratios[`${state}: ${ferryEnc2} / ${multifdTls}`] = goal(ratio(total(ferryEnc2!, state), total(multifdTls!, state)), GOALS.ferryEncryptedOverQemuMultifdTls);
-    r.ratios[`${state}: ${ferryEnc2} / ${multifd}`] = goal(ratio(total(ferryEnc2!, state), total(multifd!, state)), GOALS.ferryEncryptedOverQemuMultifd);
+    r.ratios[`${state}: ${ferryEnc2} / ${multifdTls}`] = goal(
+      ratio(total(ferryEnc2!, state), total(multifdTls!, state)),
+      GOALS.ferryEncryptedOverQemuMultifdTls,
+    );
+    r.ratios[`${state}: ${ferryEnc2} / ${multifd}`] = goal(
+      ratio(total(ferryEnc2!, state), total(multifd!, state)),
+      GOALS.ferryEncryptedOverQemuMultifd,
+    );
     r.ratios[`${state}: ${ferryEnc1} / ${tls}`] = goal(ratio(total(ferryEnc1!, state), total(tls!, state)), null);
     r.ratios[`${state}: ${ferryPlain1} / ${plain}`] = goal(ratio(total(ferryPlain1!, state), total(plain!, state)), null);
     r.ratios[`${state}: ${ferryPlain2} / ${multifd}`] = goal(ratio(total(ferryPlain2!, state), total(multifd!, state)), null);
     r.ratios[`${state}: ${ferryEnc2} / ${ferryPlain2}`] = goal(ratio(total(ferryEnc2!, state), total(ferryPlain2!, state)), null);
-    r.ratios[`${state}: CPU, both sides, ${ferryEnc2} / ${multifdTls}`] = goal(ratio(cpu(ferryEnc2!, state), cpu(multifdTls!, state)), null);
+    r.ratios[`${state}: CPU, both sides, ${ferryEnc2} / ${multifdTls}`] = goal(
+      ratio(cpu(ferryEnc2!, state), cpu(multifdTls!, state)),
+      null,
+    );
   }
   const all = [...r.warmUp, ...r.rows, ...r.neverWritten];
   const downtimes = all.filter((x) => x.ok && x.downtimeMs !== null).map((x) => x.downtimeMs!);
-  const fresh = r.neverWritten.filter((x) => x.carrier === 'ferry' && x.ok && x.wireBytes !== null).map((x) => x.wireBytes! / s.memoryBytes);
+  const fresh = r.neverWritten
+    .filter((x) => x.carrier === 'ferry' && x.ok && x.wireBytes !== null)
+    .map((x) => x.wireBytes! / s.memoryBytes);
   r.checks = {
     allCompleted: all.length > 0 && all.every((x) => x.ok),
     worstDowntimeMs: downtimes.length ? Math.max(...downtimes) : null,
@@ -266,9 +344,11 @@ const seconds = (x: number | null) => (x === null ? '—' : x.toFixed(2));
 function describeRow(r: Row): string {
   const head = `${r.label.padEnd(22)} ${r.state.padEnd(7)}`;
   if (!r.ok) return `${head} FAILED: ${r.error}`;
-  return `${head} total ${formatDuration(r.totalMs ?? 0)}, downtime ${r.downtimeMs === null ? '—' : formatDuration(r.downtimeMs)}, ` +
+  return (
+    `${head} total ${formatDuration(r.totalMs ?? 0)}, downtime ${r.downtimeMs === null ? '—' : formatDuration(r.downtimeMs)}, ` +
     `wire ${r.wireBytes === null ? '—' : formatBytes(r.wireBytes)}, CPU s source ${seconds(r.cpuSeconds.source)} (vCPU ${seconds(r.vcpuSeconds.source)}) / ` +
-    `destination ${seconds(r.cpuSeconds.destination)}${r.damage.length ? `, MEMORY DAMAGED: ${r.damage[0]}` : ''}${r.notes.length ? ` (${r.notes.join('; ')})` : ''}`;
+    `destination ${seconds(r.cpuSeconds.destination)}${r.damage.length ? `, MEMORY DAMAGED: ${r.damage[0]}` : ''}${r.notes.length ? ` (${r.notes.join('; ')})` : ''}`
+  );
 }
 
 function printReport(output: Output, reports: QemuReport[], s: Settings): void {
@@ -286,38 +366,64 @@ function printReport(output: Output, reports: QemuReport[], s: Settings): void {
         const t = m((x) => x.totalMs);
         const d = m((x) => x.downtimeMs);
         const w = m((x) => x.wireBytes);
-        output.print(`  ${`${label}, ${state}`.padEnd(30)} ${(t === null ? '—' : formatDuration(t)).padEnd(10)} ${(d === null ? '—' : formatDuration(d)).padEnd(10)} ` +
-          `${(w === null ? '—' : formatBytes(w)).padEnd(11)} ${seconds(m((x) => x.cpuSeconds.source))} / ${seconds(m((x) => x.cpuSeconds.destination))}`);
+        output.print(
+          `  ${`${label}, ${state}`.padEnd(30)} ${(t === null ? '—' : formatDuration(t)).padEnd(10)} ${(d === null ? '—' : formatDuration(d)).padEnd(10)} ` +
+            `${(w === null ? '—' : formatBytes(w)).padEnd(11)} ${seconds(m((x) => x.cpuSeconds.source))} / ${seconds(m((x) => x.cpuSeconds.destination))}`,
+        );
       }
     }
     for (const x of r.neverWritten) output.print(`  never written: ${describeRow(x)}`);
     for (const [name, v] of Object.entries(r.ratios)) {
-      const verdict = v.goal === null ? '' : ` (goal ${name.startsWith('never') ? '<' : '≤'} ${v.goal}: ${v.met === null ? 'n/a' : v.met ? 'met' : 'NOT met'})`;
+      const verdict =
+        v.goal === null
+          ? ''
+          : ` (goal ${name.startsWith('never') ? '<' : '≤'} ${v.goal}: ${v.met === null ? 'n/a' : v.met ? 'met' : 'NOT met'})`;
       output.print(`  ${name.padEnd(60)} ${v.value === null ? '—' : v.value.toFixed(name.startsWith('never') ? 5 : 2)}${verdict}`);
     }
     const c = r.checks;
-    output.print(`  every move completed: ${c.allCompleted ? 'yes' : 'NO'}; downtime ≤ ${s.maxDowntimeMs} ms in every move: ${c.allWithinDowntimeLimit ? 'yes' : 'NO'} ` +
-      `(worst ${c.worstDowntimeMs === null ? '—' : formatDuration(c.worstDowntimeMs)}); the guest's memory intact: ${c.memoryIntact ? 'yes' : 'NO'}`);
+    output.print(
+      `  every move completed: ${c.allCompleted ? 'yes' : 'NO'}; downtime ≤ ${s.maxDowntimeMs} ms in every move: ${c.allWithinDowntimeLimit ? 'yes' : 'NO'} ` +
+        `(worst ${c.worstDowntimeMs === null ? '—' : formatDuration(c.worstDowntimeMs)}); the guest's memory intact: ${c.memoryIntact ? 'yes' : 'NO'}`,
+    );
   }
 }
 
 export const benchQemuCommand = defineCommand<QemuArgs>({
   command: 'qemu',
-  describe: 'one QEMU guest moved by QEMU alone (plain, multifd, TLS, multifd + TLS) and through ferry (encrypted, plain; 1 and 2 streams), paused and running',
+  describe:
+    'one QEMU guest moved by QEMU alone (plain, multifd, TLS, multifd + TLS) and through ferry (encrypted, plain; 1 and 2 streams), paused and running',
   builder: (yargs: Argv<GlobalArgs>) =>
     yargs
-      .option('memory', { type: 'string', describe: 'the guest\'s memory, all of it filled by the test guest (default 2GiB; --quick: 64MiB)' })
-      .option('runs', { type: 'number', describe: 'rounds of every variant, every second one in the reverse order (default 2; --quick: 1)' })
+      .option('memory', {
+        type: 'string',
+        describe: "the guest's memory, all of it filled by the test guest (default 2GiB; --quick: 64MiB)",
+      })
+      .option('runs', {
+        type: 'number',
+        describe: 'rounds of every variant, every second one in the reverse order (default 2; --quick: 1)',
+      })
       .option('quick', { type: 'boolean', default: false, describe: 'a smoke test: 64 MiB, one round' })
-      .option('qemu', { type: 'string', array: true, describe: `a QEMU binary to measure (repeatable; default: the one ferry uses, plus ${QEMU_10_BINARY} where present)` })
-      .option('max-downtime', { type: 'string', default: '500ms', describe: 'the downtime limit of every move (QEMU\'s downtime-limit, ferry\'s --max-downtime)' })
-      .option('out', { type: 'string', describe: 'also write the result, as --json prints it, to this file (e.g. bench/results/qemu-DATE.json)' })
+      .option('qemu', {
+        type: 'string',
+        array: true,
+        describe: `a QEMU binary to measure (repeatable; default: the one ferry uses, plus ${QEMU_10_BINARY} where present)`,
+      })
+      .option('max-downtime', {
+        type: 'string',
+        default: '500ms',
+        describe: "the downtime limit of every move (QEMU's downtime-limit, ferry's --max-downtime)",
+      })
+      .option('out', {
+        type: 'string',
+        describe: 'also write the result, as --json prints it, to this file (e.g. bench/results/qemu-DATE.json)',
+      })
       .example('$0 bench qemu', 'a 2 GiB guest, two rounds, each QEMU found')
       .example('$0 bench qemu --json --out bench/results/qemu-2026-12-02.json', 'the result as JSON, kept')
       .example('$0 bench qemu --quick --qemu /usr/bin/qemu-system-x86_64', 'a smoke test with one QEMU'),
   run: async (output, args) => {
     const memoryBytes = args.memory !== undefined ? parseSize(args.memory, '--memory') : args.quick ? QUICK_MEMORY : 2 * GiB;
-    if (memoryBytes % MiB !== 0 || memoryBytes < 32 * MiB || memoryBytes > MAX_MEMORY) throw new FerryError('ERR_FERRY_USAGE', '--memory must be whole MiB from 32MiB to 3GiB');
+    if (memoryBytes % MiB !== 0 || memoryBytes < 32 * MiB || memoryBytes > MAX_MEMORY)
+      throw new FerryError('ERR_FERRY_USAGE', '--memory must be whole MiB from 32MiB to 3GiB');
     const runs = args.runs ?? (args.quick ? 1 : 2);
     if (!Number.isInteger(runs) || runs < 1 || runs > 10) throw new FerryError('ERR_FERRY_USAGE', '--runs must be 1 to 10');
     const maxDowntimeMs = parseDuration(args['max-downtime'], '--max-downtime');
@@ -367,9 +473,20 @@ export const benchQemuCommand = defineCommand<QemuArgs>({
       if (interrupted) throw new FerryError('ERR_FERRY_ABORTED', `interrupted by ${interrupted}; everything the bench made is removed`);
     }
     const result = {
-      type: 'result', ok: true, subject: 'qemu', command, startedAt, finishedAt: new Date().toISOString(), skipped,
+      type: 'result',
+      ok: true,
+      subject: 'qemu',
+      command,
+      startedAt,
+      finishedAt: new Date().toISOString(),
+      skipped,
       settings: { ...settings, channels: CHANNELS, windowMiB: WINDOW_MIB, goals: GOALS },
-      machine: { ...machine, qemu: reports.map((r) => ({ binary: r.binary, version: r.version, accel: r.accel })), loadBefore, loadAfter: os.loadavg() },
+      machine: {
+        ...machine,
+        qemu: reports.map((r) => ({ binary: r.binary, version: r.version, accel: r.accel })),
+        loadBefore,
+        loadAfter: os.loadavg(),
+      },
       qemus: reports,
     };
     if (args.out) await writeFileAtomic(args.out, `${JSON.stringify(result)}\n`, 0o644);

@@ -26,7 +26,8 @@ export function parseSs(text: string, port: number): SocketRecord[] {
       const cols = line.trim().split(/\s+/);
       // State Recv-Q Send-Q Local Peer: a listener's peer is `*`, and it carries no data.
       const [local, peer] = [cols[3], cols[4]];
-      current = local && peer && !peer.endsWith(':*') && (local.endsWith(`:${port}`) || peer.endsWith(`:${port}`)) ? `${local} ${peer}` : null;
+      current =
+        local && peer && !peer.endsWith(':*') && (local.endsWith(`:${port}`) || peer.endsWith(`:${port}`)) ? `${local} ${peer}` : null;
       continue;
     }
     if (current === null) continue;
@@ -45,21 +46,29 @@ export class SocketBytes {
   private readonly exited: Promise<void>;
   private failure: string | null = null;
 
-  private constructor(private readonly child: ChildProcess, readonly port: number) {
+  private constructor(
+    private readonly child: ChildProcess,
+    readonly port: number,
+  ) {
     child.stdout!.setEncoding('utf8').on('data', (s: string) => (this.text += s));
     let stderr = '';
     child.stderr!.setEncoding('utf8').on('data', (s: string) => (stderr += s));
     child.once('error', (err) => (this.failure = `cannot run ss: ${err.message}`));
-    this.exited = new Promise((resolve) => child.once('close', (code, signal) => {
-      if (signal === null && code !== 0) this.failure ??= `ss -E exited ${code}: ${stderr.trim().slice(0, 200)}`;
-      resolve();
-    }));
+    this.exited = new Promise((resolve) =>
+      child.once('close', (code, signal) => {
+        if (signal === null && code !== 0) this.failure ??= `ss -E exited ${code}: ${stderr.trim().slice(0, 200)}`;
+        resolve();
+      }),
+    );
   }
 
   /** Null when ss cannot count here (not installed, no stdbuf, not root); otherwise why not. */
   static unavailable(): string | null {
     if (process.getuid?.() !== 0) return 'counting socket bytes needs root (ss -E)';
-    for (const tool of [['ss', '-V'], ['stdbuf', '--version']]) {
+    for (const tool of [
+      ['ss', '-V'],
+      ['stdbuf', '--version'],
+    ]) {
       const r = spawnSync(tool[0]!, [tool[1]!], { encoding: 'utf8' });
       if (r.error || r.status !== 0) return `${tool[0]} is not installed`;
     }

@@ -7,4 +7,5 @@ export const median = (xs: number[]): number | null => {
 };
 
 /** a / b; null when either is missing or b is 0. */
-export const ratio = (a: number | null | undefined, b: number | null | undefined): number | null => (a == null || b == null || b === 0 ? null : a / b);
+export const ratio = (a: number | null | undefined, b: number | null | undefined): number | null =>
+  a == null || b == null || b === 0 ? null : a / b;

@@ -120,7 +120,10 @@ export abstract class ChannelCore implements Channel {
     // Tell the peer why, authenticated, on every connection that can carry it, then close.
     const text = Buffer.from(`${reason.code}: ${reason.message}`, 'utf8').subarray(0, MAX_ABORT_BYTES);
     const targets = [...this.conns].filter((c) => c.usable);
-    const frames = targets.map((conn) => ({ conn, f: this.crypto.frame(conn, FrameType.ABORT, { messageNumber: 0, payloadLength: text.length }) }));
+    const frames = targets.map((conn) => ({
+      conn,
+      f: this.crypto.frame(conn, FrameType.ABORT, { messageNumber: 0, payloadLength: text.length }),
+    }));
     const key = this.crypto.detach();
     this.fail(reason, new Set(targets));
     void Promise.all(
@@ -167,7 +170,12 @@ export abstract class ChannelCore implements Channel {
     this.conns.add(conn);
     if (head && head.length > 0) this.onData(conn, Buffer.from(head));
     if (conn.state === 'closed') return;
-    const inPlace = readInPlace(conn.socket, conn.reader, (chunk) => this.onData(conn, chunk), (n) => this.onRead(conn, n));
+    const inPlace = readInPlace(
+      conn.socket,
+      conn.reader,
+      (chunk) => this.onData(conn, chunk),
+      (n) => this.onRead(conn, n),
+    );
     if (!inPlace) conn.socket.on('data', (chunk: Buffer) => this.onData(conn, chunk));
     // The router paused it; a 'data' listener alone does not restart a paused stream.
     conn.socket.resume();
@@ -175,7 +183,11 @@ export abstract class ChannelCore implements Channel {
 
   /** A HELLO for `conn`, naming where this side's receiving resumes. */
   protected sealHello(conn: Connection): Promise<Buffer> {
-    return sealHello(this.crypto, conn, { migrationId: this.migrationId, windowBytes: this.options.windowBytes, resumeAt: this.receiver.delivered });
+    return sealHello(this.crypto, conn, {
+      migrationId: this.migrationId,
+      windowBytes: this.options.windowBytes,
+      resumeAt: this.receiver.delivered,
+    });
   }
 
   /** A peer's HELLO checked (see hello.ts): the error that refuses it, or the window it announces. */

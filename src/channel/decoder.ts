@@ -57,7 +57,13 @@ export class FrameDecoder {
         this.gatheredLast = null;
         const frame = this.take(need);
         const aadBytes = HEADER_BYTES + this.header.extensionLength;
-        out.push({ header: this.header, aad: frame.subarray(0, aadBytes), body: frame.subarray(aadBytes), wireBytes: need, gathered: this.gatheredLast });
+        out.push({
+          header: this.header,
+          aad: frame.subarray(0, aadBytes),
+          body: frame.subarray(aadBytes),
+          wireBytes: need,
+          gathered: this.gatheredLast,
+        });
         this.header = null;
       }
     } catch (err) {

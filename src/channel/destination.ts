@@ -54,24 +54,26 @@ class DestinationChannel extends ChannelCore implements IncomingChannel {
       this.reject(conn, new FerryError('ERR_FERRY_SEQUENCE', `connection id ${h.connectionId} was used before: a replayed connection`));
       return;
     }
-    void this.checkHello(frame).then(async (result) => {
-      if (!this.hasWork || conn.state !== 'handshake') return;
-      if (typeof result !== 'number') {
-        this.reject(conn, result);
-        return;
-      }
-      if (this.usedIds.has(h.connectionId)) {
-        this.reject(conn, new FerryError('ERR_FERRY_SEQUENCE', `connection id ${h.connectionId} was used before: a replayed connection`));
-        return;
-      }
-      this.usedIds.add(h.connectionId);
-      conn.id = h.connectionId;
-      const hello = await this.sealHello(conn);
-      conn.put(0, hello, 0);
-      this.openCount++;
-      this.stopLonelyTimer();
-      this.opened(conn, h, result);
-    }).catch((err) => this.fail(err instanceof FerryError ? err : new FerryError('ERR_FERRY_INTERNAL', String(err))));
+    void this.checkHello(frame)
+      .then(async (result) => {
+        if (!this.hasWork || conn.state !== 'handshake') return;
+        if (typeof result !== 'number') {
+          this.reject(conn, result);
+          return;
+        }
+        if (this.usedIds.has(h.connectionId)) {
+          this.reject(conn, new FerryError('ERR_FERRY_SEQUENCE', `connection id ${h.connectionId} was used before: a replayed connection`));
+          return;
+        }
+        this.usedIds.add(h.connectionId);
+        conn.id = h.connectionId;
+        const hello = await this.sealHello(conn);
+        conn.put(0, hello, 0);
+        this.openCount++;
+        this.stopLonelyTimer();
+        this.opened(conn, h, result);
+      })
+      .catch((err) => this.fail(err instanceof FerryError ? err : new FerryError('ERR_FERRY_INTERNAL', String(err))));
   }
 
   protected override onRejected(err: FerryError): void {

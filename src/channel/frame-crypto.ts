@@ -56,7 +56,12 @@ export class FrameCrypto {
   private sealedBytes = 0;
 
   /** `key` null: a plain channel. `closed` is the error a seal or open after destroy() throws. */
-  constructor(key: AeadKey | null, nonce: Uint8Array, options: FrameCryptoOptions, private readonly closed: () => FerryError) {
+  constructor(
+    key: AeadKey | null,
+    nonce: Uint8Array,
+    options: FrameCryptoOptions,
+    private readonly closed: () => FerryError,
+  ) {
     this.key = key;
     this.encrypted = key !== null;
     this.nonce = Buffer.from(nonce);
@@ -74,7 +79,9 @@ export class FrameCrypto {
     if (((h.flags & Flag.ENCRYPTED) !== 0) !== this.encrypted) {
       return new FerryError(
         'ERR_FERRY_REFUSED',
-        this.encrypted ? 'plain frame on an encrypted channel: refused (no downgrade)' : 'encrypted frame on a plain channel: modes disagree',
+        this.encrypted
+          ? 'plain frame on an encrypted channel: refused (no downgrade)'
+          : 'encrypted frame on a plain channel: modes disagree',
       );
     }
     return null;
@@ -107,7 +114,10 @@ export class FrameCrypto {
   count(bytes: number): void {
     this.sealedBytes += bytes;
     if (this.encrypted && this.sealedBytes > this.sealLimit) {
-      throw new FerryError('ERR_FERRY_LIMIT', `the per-key limit of ${this.sealLimit} sealed bytes is reached: a new migration key is needed`);
+      throw new FerryError(
+        'ERR_FERRY_LIMIT',
+        `the per-key limit of ${this.sealLimit} sealed bytes is reached: a new migration key is needed`,
+      );
     }
   }
 
@@ -132,7 +142,10 @@ export class FrameCrypto {
     if (!this.key) throw this.closed();
     const h = frame.header;
     const out = Buffer.allocUnsafe(h.payloadLength);
-    await this.key.openBatch([{ iv: this.iv(h.connectionId, h.sequence), aad: frame.aad, input: frame.body, output: out }], this.batchOptions);
+    await this.key.openBatch(
+      [{ iv: this.iv(h.connectionId, h.sequence), aad: frame.aad, input: frame.body, output: out }],
+      this.batchOptions,
+    );
     return out;
   }
 

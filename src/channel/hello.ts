@@ -10,10 +10,18 @@ import type { FrameCrypto } from './frame-crypto.js';
 import { FrameType, FRAME_TYPE_NAMES, HELLO_PAYLOAD_BYTES, MAX_WINDOW_BYTES, MIN_WINDOW_BYTES, helloMigrationId } from './wire.js';
 
 /** A HELLO for `conn`: header and extension (the AAD) and sealed payload. */
-export async function sealHello(crypto: FrameCrypto, conn: Connection, hello: { migrationId: string; windowBytes: number; resumeAt: number }): Promise<Buffer> {
+export async function sealHello(
+  crypto: FrameCrypto,
+  conn: Connection,
+  hello: { migrationId: string; windowBytes: number; resumeAt: number },
+): Promise<Buffer> {
   const payload = Buffer.alloc(HELLO_PAYLOAD_BYTES);
   payload.writeUInt32BE(hello.windowBytes, 0);
-  const f = crypto.frame(conn, FrameType.HELLO, { messageNumber: hello.resumeAt, payloadLength: payload.length, migrationId: hello.migrationId });
+  const f = crypto.frame(conn, FrameType.HELLO, {
+    messageNumber: hello.resumeAt,
+    payloadLength: payload.length,
+    migrationId: hello.migrationId,
+  });
   return crypto.sealOne(f, conn.sendId, payload);
 }
 
@@ -22,7 +30,11 @@ export async function sealHello(crypto: FrameCrypto, conn: Connection, hello: { 
  * refuses it, or the window the peer announces. Touches no channel state: the caller decides what
  * a refusal means. `numbered`: messages this side has numbered, beyond which no peer can resume.
  */
-export async function checkHello(crypto: FrameCrypto, frame: RawFrame, expect: { migrationId: string; numbered: number }): Promise<FerryError | number> {
+export async function checkHello(
+  crypto: FrameCrypto,
+  frame: RawFrame,
+  expect: { migrationId: string; numbered: number },
+): Promise<FerryError | number> {
   const h = frame.header;
   if (h.type !== FrameType.HELLO) return new FerryError('ERR_FERRY_FRAME', `first frame is ${FRAME_TYPE_NAMES[h.type]}, not HELLO`);
   const modeError = crypto.checkMode(h);

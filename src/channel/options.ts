@@ -64,7 +64,12 @@ export interface ChannelOptions {
 export const DEFAULT_WINDOW_BYTES = 64 * 1024 * 1024;
 
 /** The window and the timings, defaults filled in. */
-export type ChannelSettings = Required<Pick<ChannelOptions, 'windowBytes' | 'handshakeTimeoutMs' | 'stallTimeoutMs' | 'keepaliveMs' | 'reconnectTimeoutMs' | 'connectTimeoutMs' | 'connectRounds'>>;
+export type ChannelSettings = Required<
+  Pick<
+    ChannelOptions,
+    'windowBytes' | 'handshakeTimeoutMs' | 'stallTimeoutMs' | 'keepaliveMs' | 'reconnectTimeoutMs' | 'connectTimeoutMs' | 'connectRounds'
+  >
+>;
 
 export function channelSettings(options: ChannelOptions): ChannelSettings {
   const windowBytes = options.windowBytes ?? DEFAULT_WINDOW_BYTES;
@@ -88,11 +93,15 @@ function validateSpec(spec: ChannelSpec): void {
   };
   if (typeof spec.migrationId !== 'string' || !MIGRATION_ID.test(spec.migrationId)) bad(`migrationId must be ${MIGRATION_ID_RULE}`);
   if (spec.mode !== 'encrypted' && spec.mode !== 'plain') bad('mode must be "encrypted" or "plain"');
-  if (spec.mode === 'encrypted' && (!(spec.key instanceof Uint8Array) || spec.key.length !== KEY_BYTES)) bad(`key must be ${KEY_BYTES} bytes`);
+  if (spec.mode === 'encrypted' && (!(spec.key instanceof Uint8Array) || spec.key.length !== KEY_BYTES))
+    bad(`key must be ${KEY_BYTES} bytes`);
   if (!(spec.nonce instanceof Uint8Array) || spec.nonce.length !== NONCE_BYTES) bad(`nonce must be ${NONCE_BYTES} bytes`);
   if (!Number.isInteger(spec.streams) || spec.streams < 1 || spec.streams > 16) bad('streams must be 1 to 16');
   if (spec.maxBytesPerSecond !== undefined && !(spec.maxBytesPerSecond > 0)) bad('maxBytesPerSecond must be positive');
-  if (spec.cryptoThreads !== undefined && !(Number.isInteger(spec.cryptoThreads) && spec.cryptoThreads >= 1 && spec.cryptoThreads <= MAX_THREADS)) {
+  if (
+    spec.cryptoThreads !== undefined &&
+    !(Number.isInteger(spec.cryptoThreads) && spec.cryptoThreads >= 1 && spec.cryptoThreads <= MAX_THREADS)
+  ) {
     bad(`cryptoThreads must be 1 to ${MAX_THREADS}`);
   }
 }

@@ -22,7 +22,10 @@ export class Pacer {
   private readonly burst: number;
 
   /** `rate` in bytes a second; undefined or 0: no cap, frames go straight out. */
-  constructor(private readonly rate: number | undefined, maxFrame: number) {
+  constructor(
+    private readonly rate: number | undefined,
+    maxFrame: number,
+  ) {
     // 10 ms of tokens keeps the average exact with millisecond timers; one frame at least.
     this.burst = rate ? Math.max(maxFrame, rate * 0.01) : 0;
     this.tokens = this.burst;
@@ -41,7 +44,7 @@ export class Pacer {
   drop(sink: PacedSink): Buffer[] {
     const mine: Buffer[] = [];
     const kept: Queued[] = [];
-    for (const q of this.queue.slice(this.head)) (q.sink === sink ? mine.push(q.frame) : kept.push(q));
+    for (const q of this.queue.slice(this.head)) q.sink === sink ? mine.push(q.frame) : kept.push(q);
     this.queue.length = 0;
     this.queue.push(...kept);
     this.head = 0;

@@ -143,7 +143,13 @@ export class FrameReader {
     const need = frameBytes(h);
     const aadBytes = HEADER_BYTES + h.extensionLength;
     if (this.whole) {
-      out.push({ header: h, aad: this.whole.subarray(0, aadBytes), body: this.whole.subarray(aadBytes), wireBytes: need, gathered: this.whole });
+      out.push({
+        header: h,
+        aad: this.whole.subarray(0, aadBytes),
+        body: this.whole.subarray(aadBytes),
+        wireBytes: need,
+        gathered: this.whole,
+      });
     } else {
       out.push({ header: h, aad: this.aad!, body: this.dest!, wireBytes: need, gathered: null, target: this.target });
     }

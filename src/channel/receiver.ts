@@ -129,7 +129,10 @@ export class Receiver {
 
   private checkFrame(conn: Connection, h: FrameHeader): FerryError | null {
     if (h.connectionId !== conn.recvId) {
-      return new FerryError('ERR_FERRY_SEQUENCE', `frame of connection ${h.connectionId >>> 0} arrived on connection ${conn.recvId}: replayed`);
+      return new FerryError(
+        'ERR_FERRY_SEQUENCE',
+        `frame of connection ${h.connectionId >>> 0} arrived on connection ${conn.recvId}: replayed`,
+      );
     }
     if (h.sequence !== conn.nextRecvSequence) {
       return new FerryError(
@@ -151,7 +154,8 @@ export class Receiver {
       const payloads = this.crypto.encrypted ? await this.openBatch(batch, placements) : batch.map(({ frame }) => this.plainPayload(frame));
       if (!payloads || this.host.error) return;
       for (let i = 0; i < batch.length && !this.host.error; i++) this.onFrame(batch[i]!.frame, payloads[i]!, placements[i] != null);
-      if (this.crypto.encrypted || this.consumerAllocates) for (const { frame } of batch) if (frame.gathered) this.pool.give(frame.gathered);
+      if (this.crypto.encrypted || this.consumerAllocates)
+        for (const { frame } of batch) if (frame.gathered) this.pool.give(frame.gathered);
     }
   }
 
@@ -203,7 +207,9 @@ export class Receiver {
     if (!this.crypto.live) return null;
     let placed: Placement | null;
     try {
-      placed = await this.placePayload(h.messageType, h.payloadLength, (offset, length) => this.crypto.peek(iv, frame.body, offset, length));
+      placed = await this.placePayload(h.messageType, h.payloadLength, (offset, length) =>
+        this.crypto.peek(iv, frame.body, offset, length),
+      );
     } catch {
       return null; // opened as usual; if the bytes were forged the open fails
     }

@@ -97,7 +97,11 @@ export function readHelloHeader(socket: Socket, timeoutMs: number): Promise<{ mi
 }
 
 /** Listens on the host's migration addresses and routes each connection by its HELLO's migration id. */
-export async function listenRouter(networks: readonly string[], route: RouteConnection, options: RouterOptions = {}): Promise<MigrationRouter> {
+export async function listenRouter(
+  networks: readonly string[],
+  route: RouteConnection,
+  options: RouterOptions = {},
+): Promise<MigrationRouter> {
   const addresses = networks.map((n) => parseNetwork(n, { listen: true }));
   if (addresses.length === 0) throw new FerryError('ERR_FERRY_INPUT', 'router: at least one migration address is needed');
   const timeoutMs = options.headerTimeoutMs ?? 5_000;

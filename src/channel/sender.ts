@@ -109,7 +109,9 @@ export class Sender {
     }
     const length = inputLength(payload);
     if (length > MAX_PAYLOAD_BYTES) {
-      return Promise.reject(new FerryError('ERR_FERRY_INPUT', `message of ${length} bytes exceeds the ${MAX_PAYLOAD_BYTES}-byte maximum: split it`));
+      return Promise.reject(
+        new FerryError('ERR_FERRY_INPUT', `message of ${length} bytes exceeds the ${MAX_PAYLOAD_BYTES}-byte maximum: split it`),
+      );
     }
     if (this.endRequested) return Promise.reject(new FerryError('ERR_FERRY_INPUT', 'send after end()'));
     const parts = payload;
@@ -171,7 +173,12 @@ export class Sender {
 
   /** Our END acknowledged, with every message before it: resolves end() and says so. */
   settleEnd(): boolean {
-    const done = this.endRequested && this.sealQueue.length === 0 && this.admitQueue.length === 0 && this.peerAcked === this.nextNumber && this.peerSawEnd;
+    const done =
+      this.endRequested &&
+      this.sealQueue.length === 0 &&
+      this.admitQueue.length === 0 &&
+      this.peerAcked === this.nextNumber &&
+      this.peerSawEnd;
     if (done) for (const w of this.endWaiters.splice(0)) w.resolve();
     return done;
   }
@@ -231,7 +238,14 @@ export class Sender {
       else if (this.sealQueue.length > 0) await this.sealBatch();
       else break;
     }
-    if (!this.host.error && this.endRequested && this.admitQueue.length === 0 && this.sealQueue.length === 0 && this.retransmitQueue.length === 0 && !this.endConn) {
+    if (
+      !this.host.error &&
+      this.endRequested &&
+      this.admitQueue.length === 0 &&
+      this.sealQueue.length === 0 &&
+      this.retransmitQueue.length === 0 &&
+      !this.endConn
+    ) {
       const conn = this.host.pickConnection();
       if (conn && !this.peerSawEnd) {
         this.endConn = conn;
@@ -258,11 +272,18 @@ export class Sender {
     let copyBytes = 0;
     const built = batch.map((s) => {
       const conn = this.host.pickConnection()!;
-      const f = crypto.frame(conn, FrameType.DATA, { messageType: s.type, messageNumber: s.number, payloadLength: s.length }, (size) => this.pool.take(size));
+      const f = crypto.frame(conn, FrameType.DATA, { messageType: s.type, messageNumber: s.number, payloadLength: s.length }, (size) =>
+        this.pool.take(size),
+      );
       if (crypto.encrypted) {
         crypto.count(s.length);
         // Segments are sealed where they lie (the seal gathers them): no copy on this thread.
-        jobs.push({ iv: crypto.iv(conn.sendId, f.sequence), aad: f.buf.subarray(0, HEADER_BYTES), input: s.payload, output: f.buf.subarray(HEADER_BYTES) });
+        jobs.push({
+          iv: crypto.iv(conn.sendId, f.sequence),
+          aad: f.buf.subarray(0, HEADER_BYTES),
+          input: s.payload,
+          output: f.buf.subarray(HEADER_BYTES),
+        });
       } else {
         let at = HEADER_BYTES;
         for (const part of s.payload instanceof Uint8Array ? [s.payload] : s.payload) {
@@ -330,7 +351,12 @@ export class Sender {
       conn.assign(frame.length);
       if (crypto.encrypted) {
         crypto.count(m.payloadLength);
-        jobs.push({ iv: crypto.iv(conn.sendId, sequence), aad: frame.subarray(0, HEADER_BYTES), input: plain[i]!, output: frame.subarray(HEADER_BYTES) });
+        jobs.push({
+          iv: crypto.iv(conn.sendId, sequence),
+          aad: frame.subarray(0, HEADER_BYTES),
+          input: plain[i]!,
+          output: frame.subarray(HEADER_BYTES),
+        });
       } else {
         plain[i]!.copy(frame, HEADER_BYTES);
       }

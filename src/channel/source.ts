@@ -64,7 +64,10 @@ class SourceChannel extends ChannelCore {
       this.dialing--;
       return true;
     };
-    const timer = setTimeout(() => socket.destroy(new Error(`no answer within ${this.options.connectTimeoutMs} ms`)), this.options.connectTimeoutMs);
+    const timer = setTimeout(
+      () => socket.destroy(new Error(`no answer within ${this.options.connectTimeoutMs} ms`)),
+      this.options.connectTimeoutMs,
+    );
     socket = connect({ host: net.host, port: net.port });
     socket.once('error', (err) => {
       if (settle()) this.dialFailed(index, `${net.label}: ${err.message}`);
@@ -100,10 +103,13 @@ class SourceChannel extends ChannelCore {
       return;
     }
     if (!this.redialTimer) {
-      this.redialTimer = setTimeout(() => {
-        this.redialTimer = null;
-        this.replenish();
-      }, Math.min(1000, 25 * this.failuresInRow));
+      this.redialTimer = setTimeout(
+        () => {
+          this.redialTimer = null;
+          this.replenish();
+        },
+        Math.min(1000, 25 * this.failuresInRow),
+      );
     }
   }
 
@@ -158,7 +164,11 @@ class SourceChannel extends ChannelCore {
     if (wasOpen) {
       if (this.liveConnections === 0) this.lostAllAt ??= performance.now();
       this.replenish();
-    } else this.dialFailed(this.networkOf.get(conn) ?? this.networkIndex, `${conn.network}: ${why} during the HELLO exchange (wrong key or migration, or the network)`);
+    } else
+      this.dialFailed(
+        this.networkOf.get(conn) ?? this.networkIndex,
+        `${conn.network}: ${why} during the HELLO exchange (wrong key or migration, or the network)`,
+      );
   }
 
   protected override handshakeTimedOut(conn: Connection): void {

@@ -105,7 +105,12 @@ export class StreamMux {
   }
 
   stats(): StreamStats[] {
-    return [...this.streams.values()].map((s) => ({ id: s.id, bytesSent: s.bytesSent, bytesReceived: s.bytesReceived, creditStalls: s.creditStalls }));
+    return [...this.streams.values()].map((s) => ({
+      id: s.id,
+      bytesSent: s.bytesSent,
+      bytesReceived: s.bytesReceived,
+      creditStalls: s.creditStalls,
+    }));
   }
 
   /** Opens stream `id` to the peer with `socket` as its local end (the side that accepted it). */

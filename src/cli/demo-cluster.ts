@@ -21,7 +21,6 @@ const BIN = fileURLToPath(new URL('../../bin/ferry', import.meta.url));
 const READY_TIMEOUT_MS = 30_000;
 const STOP_TIMEOUT_MS = 5_000;
 
-
 interface LocalAgent {
   name: string;
   dir: string;
@@ -72,7 +71,10 @@ export class LocalCluster {
     const agent: LocalAgent = { name, dir, child, log: '', exited: new Promise((r) => child.once('exit', () => r())) };
     this.agents.push(agent);
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new FerryError('ERR_FERRY_TIMEOUT', `the agent of host ${name} was not ready within ${READY_TIMEOUT_MS / 1000} s`)), READY_TIMEOUT_MS);
+      const timer = setTimeout(
+        () => reject(new FerryError('ERR_FERRY_TIMEOUT', `the agent of host ${name} was not ready within ${READY_TIMEOUT_MS / 1000} s`)),
+        READY_TIMEOUT_MS,
+      );
       child.stderr!.setEncoding('utf8');
       child.stderr!.on('data', (chunk: string) => {
         agent.log += chunk;
@@ -141,12 +143,14 @@ export class LocalCluster {
 
   close(): Promise<void> {
     this.closing ??= (async () => {
-      await Promise.all(this.agents.map(async (a) => {
-        if (a.child.exitCode === null && a.child.signalCode === null) a.child.kill('SIGTERM');
-        const killer = setTimeout(() => a.child.kill('SIGKILL'), STOP_TIMEOUT_MS);
-        await a.exited;
-        clearTimeout(killer);
-      }));
+      await Promise.all(
+        this.agents.map(async (a) => {
+          if (a.child.exitCode === null && a.child.signalCode === null) a.child.kill('SIGTERM');
+          const killer = setTimeout(() => a.child.kill('SIGKILL'), STOP_TIMEOUT_MS);
+          await a.exited;
+          clearTimeout(killer);
+        }),
+      );
       // Guests outlive their agents by design: these are the demo's own, so they go too.
       for (const pid of this.guestPids()) {
         try {

@@ -32,8 +32,15 @@ export function chooseDriver(asked: GuestDriverName | undefined, caps: Capabilit
     if (!qemu.available) throw new FerryError('ERR_FERRY_REFUSED', `--driver qemu: this machine cannot run QEMU guests: ${qemu.detail}`);
     return { driver: 'qemu', reason: `a QEMU virtual machine (${runsOn}), as --driver qemu asks` };
   }
-  if (qemu.available) return { driver: 'qemu', reason: `a QEMU virtual machine running ferry's test guest, since this machine runs QEMU guests (${runsOn}); --driver synthetic for a synthetic guest` };
-  return { driver: 'synthetic', reason: `a synthetic guest (a ferry process with real memory and a workload), since this machine runs no QEMU guests: ${qemu.detail}` };
+  if (qemu.available)
+    return {
+      driver: 'qemu',
+      reason: `a QEMU virtual machine running ferry's test guest, since this machine runs QEMU guests (${runsOn}); --driver synthetic for a synthetic guest`,
+    };
+  return {
+    driver: 'synthetic',
+    reason: `a synthetic guest (a ferry process with real memory and a workload), since this machine runs no QEMU guests: ${qemu.detail}`,
+  };
 }
 
 export function demoRequest(driver: GuestDriverName, memoryBytes: number, workload: Workload): GuestCreateRequest {
@@ -49,7 +56,11 @@ async function testGuestLines(cluster: Cluster, host: string): Promise<{ lines: 
   const lines = parseTestGuestLog(text);
   const bad = lines.find((l) => l.kind === 'fail' || l.kind === 'error' || (l.kind === 'check' && !l.ok));
   if (bad) throw new FerryError('ERR_FERRY_ABORTED', `the test guest on ${host} found its memory damaged: ${JSON.stringify(bad)}`);
-  const raw = text.slice(0, text.lastIndexOf('\n') + 1).split('\n').map((l) => l.replace(/\r$/, '')).filter(Boolean);
+  const raw = text
+    .slice(0, text.lastIndexOf('\n') + 1)
+    .split('\n')
+    .map((l) => l.replace(/\r$/, ''))
+    .filter(Boolean);
   return { lines, raw };
 }
 
@@ -63,7 +74,11 @@ export async function awaitChecks(cluster: Cluster, host: string, sweeps: number
   for (;;) {
     const got = await testGuestLines(cluster, host);
     if (got.lines.filter((l) => l.kind === 'check').length >= sweeps) return got;
-    if (Date.now() > deadline) throw new FerryError('ERR_FERRY_TIMEOUT', `the test guest on ${host} did not check its memory ${sweeps === 1 ? 'once' : `${sweeps} times`} within ${FIRST_CHECK_LIMIT_MS / 1000} s`);
+    if (Date.now() > deadline)
+      throw new FerryError(
+        'ERR_FERRY_TIMEOUT',
+        `the test guest on ${host} did not check its memory ${sweeps === 1 ? 'once' : `${sweeps} times`} within ${FIRST_CHECK_LIMIT_MS / 1000} s`,
+      );
     await sleep(CONSOLE_POLL_MS);
   }
 }
@@ -76,7 +91,12 @@ const last = <K extends TestGuestLine['kind']>(lines: TestGuestLine[], kind: K) 
  * its memory there, and says what they prove: its clock went on from where it was on the source,
  * and every page held what the guest last wrote.
  */
-export async function showArrival(output: Output, cluster: Cluster, from: { host: string; lines: TestGuestLine[] }, to: string): Promise<void> {
+export async function showArrival(
+  output: Output,
+  cluster: Cluster,
+  from: { host: string; lines: TestGuestLine[] },
+  to: string,
+): Promise<void> {
   const { lines, raw } = await awaitChecks(cluster, to, 2);
   output.info(`  ${to}'s console since the guest arrived (its serial port, through \`ferry vm console ${DEMO_GUEST}\`):`);
   for (const line of raw.slice(-4)) output.info(`    ${line}`);
@@ -84,7 +104,9 @@ export async function showArrival(output: Output, cluster: Cluster, from: { host
   const after = last(lines, 'tick');
   const check = last(lines, 'check')!;
   const clock = before && after ? `its clock went on (tick ${before.seconds} on ${from.host}, tick ${after.seconds} on ${to})` : 'it runs';
-  output.info(`  the guest kept running: ${clock}, and check ${check.sweep}, all of it on ${to}, found all ${check.pages} pages it fills as it last wrote them`);
+  output.info(
+    `  the guest kept running: ${clock}, and check ${check.sweep}, all of it on ${to}, found all ${check.pages} pages it fills as it last wrote them`,
+  );
 }
 
 /** The source's last console lines before the move, shown as one line. */

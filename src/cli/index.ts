@@ -24,7 +24,9 @@ export async function main(argv: string[]): Promise<void> {
       .example('$0 migrate web1 --to b', 'move guest web1 to host b, live')
       .example('$0 cancel web1', "cancel web1's migration (Ctrl-C does it for the `migrate` in front of you)")
       .example('$0 evacuate a --dry-run', 'where the guests of host a would go')
-      .epilogue('The cluster file: --cluster FILE or $FERRY_CLUSTER. Exit status: 0 done, 1 failed (guests stay where they were), 2 bad usage or input.')
+      .epilogue(
+        'The cluster file: --cluster FILE or $FERRY_CLUSTER. Exit status: 0 done, 1 failed (guests stay where they were), 2 bad usage or input.',
+      )
       .strict()
       .demandCommand(1, 'name a command: see `ferry --help`')
       .recommendCommands()
@@ -41,7 +43,8 @@ export async function main(argv: string[]): Promise<void> {
       });
     // Benchmarks load only when asked for: the product never pays for their code.
     const bench = argv.find((a) => !a.startsWith('-')) === 'bench' ? await loadBenchCommand() : benchCommand;
-    for (const command of commands) parser = parser.command((command === benchCommand ? bench : command) as CommandModule<GlobalArgs, never>);
+    for (const command of commands)
+      parser = parser.command((command === benchCommand ? bench : command) as CommandModule<GlobalArgs, never>);
     await parser.parseAsync();
   } catch (err) {
     const e = toFerryError(err);

@@ -14,8 +14,12 @@ export function summaryLines(s: MigrationSummary): string[] {
     `  zero pages    ${r.zeroPagesSkipped} skipped (${formatBytes(r.zeroPagesSkipped * 4096)} not sent)`,
     `  throughput    ${formatRate(s.throughput)}`,
   ];
-  if (s.roundTripMs !== null) lines.push(`  round trip    ${s.roundTripMs < 10 ? `${s.roundTripMs.toFixed(1)} ms` : formatDuration(s.roundTripMs)} (the data link's, which the pause holds)`);
-  if (r.verified !== null) lines.push(`  verified      ${r.verified ? 'yes: source and destination memory digests match' : 'NO: digests differ'}`);
+  if (s.roundTripMs !== null)
+    lines.push(
+      `  round trip    ${s.roundTripMs < 10 ? `${s.roundTripMs.toFixed(1)} ms` : formatDuration(s.roundTripMs)} (the data link's, which the pause holds)`,
+    );
+  if (r.verified !== null)
+    lines.push(`  verified      ${r.verified ? 'yes: source and destination memory digests match' : 'NO: digests differ'}`);
   if (s.nicFallback) lines.push(`  NIC           passthrough NIC replaced by the emulated one (virtio): ${r.to} has none`);
   if (s.warning) lines.push(`  warning       ${s.warning}`);
   return lines;

@@ -25,19 +25,26 @@ export class MigrationProgress {
   private readonly width: number;
 
   /** `guests`: the names to align; shown as queued from the start when `queued` (evacuate). */
-  constructor(private readonly output: Output, guests: readonly string[], queued = false) {
+  constructor(
+    private readonly output: Output,
+    guests: readonly string[],
+    queued = false,
+  ) {
     this.width = Math.max(4, ...guests.map((g) => g.length));
     this.multibar = output.interactive
-      ? new cliProgress.MultiBar({
-        stream: output.err,
-        format: '{vm} {bar} {pct}% {status}',
-        barsize: 20,
-        hideCursor: true,
-        clearOnComplete: false,
-        stopOnComplete: false,
-        autopadding: true,
-        fps: 8,
-      }, cliProgress.Presets.shades_classic)
+      ? new cliProgress.MultiBar(
+          {
+            stream: output.err,
+            format: '{vm} {bar} {pct}% {status}',
+            barsize: 20,
+            hideCursor: true,
+            clearOnComplete: false,
+            stopOnComplete: false,
+            autopadding: true,
+            fps: 8,
+          },
+          cliProgress.Presets.shades_classic,
+        )
       : null;
     if (queued) for (const g of guests) this.set(g, 0, 'waiting for its turn');
   }
@@ -85,7 +92,8 @@ export class MigrationProgress {
   event(e: CoordinatorEvent | Extract<EvacuationEvent, { type: 'queued' }>): void {
     // A fall-back to plain text is shown to people even under --json (stderr stays human).
     if (e.type === 'decided' && e.warning) this.warn(`${e.vm}: ${e.warning}`);
-    if (e.type === 'cancel-refused') this.notice(`${e.vm}: cannot cancel now: ${e.message} [${e.code}]; waiting for the migration to end (Ctrl-C again to stop waiting)`);
+    if (e.type === 'cancel-refused')
+      this.notice(`${e.vm}: cannot cancel now: ${e.message} [${e.code}]; waiting for the migration to end (Ctrl-C again to stop waiting)`);
     if (this.output.json) {
       this.output.emit(e as Record<string, unknown>);
       return;
@@ -107,14 +115,23 @@ export class MigrationProgress {
         const done = ev.bytesSent + ev.bytesLeft > 0 ? (100 * ev.bytesSent) / (ev.bytesSent + ev.bytesLeft) : 0;
         const eta = ev.throughput > 0 ? formatDuration((1000 * ev.bytesLeft) / ev.throughput) : '?';
         const throttle = ev.throttlePercent > 0 ? `, throttled ${ev.throttlePercent}%` : '';
-        this.set(ev.vm, Math.min(99, done), `running: pass ${ev.pass}, ${formatBytes(ev.bytesSent)} sent, ${formatBytes(ev.bytesLeft)} left, ${formatRate(ev.throughput)}, dirty ${formatRate(ev.dirtyRate)}${throttle}, ETA ${eta}`, false);
+        this.set(
+          ev.vm,
+          Math.min(99, done),
+          `running: pass ${ev.pass}, ${formatBytes(ev.bytesSent)} sent, ${formatBytes(ev.bytesLeft)} left, ${formatRate(ev.throughput)}, dirty ${formatRate(ev.dirtyRate)}${throttle}, ETA ${eta}`,
+          false,
+        );
         break;
       }
       case 'throttle':
         this.note(`${ev.vm}: throttling the guest to ${100 - ev.percent}% of its speed (it dirties memory faster than the link drains)`);
         break;
       case 'switch-over':
-        this.set(ev.vm, Math.max(percent, 99), `switch-over: ${formatBytes(ev.bytesLeft)} left, about ${formatDuration(ev.estimatedDowntimeMs)} paused`);
+        this.set(
+          ev.vm,
+          Math.max(percent, 99),
+          `switch-over: ${formatBytes(ev.bytesLeft)} left, about ${formatDuration(ev.estimatedDowntimeMs)} paused`,
+        );
         break;
       case 'committed':
         this.set(ev.vm, 100, `committed${ev.downtimeMs !== null ? `, downtime ${formatDuration(ev.downtimeMs)}` : ''}`);
@@ -139,7 +156,7 @@ export class MigrationProgress {
   /** The end of one guest's migration, as the coordinator saw it (shown even without an engine event). */
   finish(vm: string, ok: boolean, text: string): void {
     if (this.output.json) return;
-    this.set(vm, ok ? 100 : this.rows.get(vm)?.percent ?? 0, text);
+    this.set(vm, ok ? 100 : (this.rows.get(vm)?.percent ?? 0), text);
   }
 
   stop(): void {

@@ -61,7 +61,7 @@ export function writeFileAtomicSync(target: string, data: string | Uint8Array, m
   const fd = openSync(temp, CREATE_NEW, mode);
   try {
     const bytes = typeof data === 'string' ? Buffer.from(data) : data;
-    for (let done = 0; done < bytes.length; ) done += writeSync(fd, bytes, done, bytes.length - done);
+    for (let done = 0; done < bytes.length;) done += writeSync(fd, bytes, done, bytes.length - done);
     fchmodSync(fd, mode);
     fsyncSync(fd);
     closeSync(fd);

@@ -25,11 +25,11 @@ export interface LineLimits {
 
 export type Received =
   | {
-    message: Record<string, unknown>;
-    /** The raw bytes after the line, when it announced `secretBytes`; the receiver must wipe them. */
-    secret: Buffer | null;
-    error?: undefined;
-  }
+      message: Record<string, unknown>;
+      /** The raw bytes after the line, when it announced `secretBytes`; the receiver must wipe them. */
+      secret: Buffer | null;
+      error?: undefined;
+    }
   /** A line that is not a JSON object: what is wrong with it (never its text). */
   | { message?: undefined; secret?: undefined; error: FerryError };
 

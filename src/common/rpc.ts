@@ -33,9 +33,7 @@ export interface Request {
 }
 
 export type Reply =
-  | { id: number; ok: true; result: unknown }
-  | { id: number | null; ok: false; error: WireError }
-  | { id: number; event: unknown };
+  { id: number; ok: true; result: unknown } | { id: number | null; ok: false; error: WireError } | { id: number; event: unknown };
 
 /** The request envelope; `maxSecretBytes` is the protocol's largest trailer. */
 export function checkRequest(maxSecretBytes: number): Check<Request> {
@@ -346,7 +344,11 @@ export class RpcConnection {
     }
     if (this.inFlight.size >= this.options.maxInFlight) {
       secret?.fill(0);
-      this.send({ id, ok: false, error: new FerryError('ERR_FERRY_REFUSED', `more than ${this.options.maxInFlight} requests in flight`).toJSON() });
+      this.send({
+        id,
+        ok: false,
+        error: new FerryError('ERR_FERRY_REFUSED', `more than ${this.options.maxInFlight} requests in flight`).toJSON(),
+      });
       return;
     }
     void this.run(request, secret);

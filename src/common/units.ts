@@ -6,16 +6,31 @@
 import { FerryError } from '../errors.js';
 
 const BYTE_UNITS: Record<string, number> = {
-  '': 1, b: 1,
-  k: 2 ** 10, kb: 1e3, kib: 2 ** 10,
-  m: 2 ** 20, mb: 1e6, mib: 2 ** 20,
-  g: 2 ** 30, gb: 1e9, gib: 2 ** 30,
-  t: 2 ** 40, tb: 1e12, tib: 2 ** 40,
+  '': 1,
+  b: 1,
+  k: 2 ** 10,
+  kb: 1e3,
+  kib: 2 ** 10,
+  m: 2 ** 20,
+  mb: 1e6,
+  mib: 2 ** 20,
+  g: 2 ** 30,
+  gb: 1e9,
+  gib: 2 ** 30,
+  t: 2 ** 40,
+  tb: 1e12,
+  tib: 2 ** 40,
 };
 
 const BIT_UNITS: Record<string, number> = {
-  bit: 1, kbit: 1e3, mbit: 1e6, gbit: 1e9, tbit: 1e12,
-  kibit: 2 ** 10, mibit: 2 ** 20, gibit: 2 ** 30,
+  bit: 1,
+  kbit: 1e3,
+  mbit: 1e6,
+  gbit: 1e9,
+  tbit: 1e12,
+  kibit: 2 ** 10,
+  mibit: 2 ** 20,
+  gibit: 2 ** 30,
 };
 
 const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };

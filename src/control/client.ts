@@ -14,8 +14,15 @@ import tls from 'node:tls';
 import { FerryError } from '../errors.js';
 import { RpcClient, type CallOptions } from '../common/rpc.js';
 import {
-  KEY_TRAILER_PROTOCOL, MAX_RESPONSE_BYTES, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
-  type Event, type HelloResult, type Method, type Params, type Result,
+  KEY_TRAILER_PROTOCOL,
+  MAX_RESPONSE_BYTES,
+  MIN_PROTOCOL_VERSION,
+  PROTOCOL_VERSION,
+  type Event,
+  type HelloResult,
+  type Method,
+  type Params,
+  type Result,
 } from './protocol.js';
 import { parseAddress } from '../common/address.js';
 import { TLS_MIN_VERSION, type TlsCredentials } from './tls.js';
@@ -46,13 +53,22 @@ function connectionError(err: NodeJS.ErrnoException, host: string, address: stri
     return new FerryError('ERR_FERRY_REFUSED', `the agent at ${address} is not host "${host}": its certificate names another host`);
   }
   if (/UNABLE_TO|SELF_SIGNED|CERT_(SIGNATURE|UNTRUSTED|HAS_EXPIRED|NOT_YET)|LEAF_SIGNATURE/i.test(code)) {
-    return new FerryError('ERR_FERRY_REFUSED', `the agent at ${address} (host ${host}) has a certificate the cluster CA did not sign or that is not valid (${code})`);
+    return new FerryError(
+      'ERR_FERRY_REFUSED',
+      `the agent at ${address} (host ${host}) has a certificate the cluster CA did not sign or that is not valid (${code})`,
+    );
   }
   if (TLS_REFUSAL.test(code) || TLS_REFUSAL.test(err.message)) {
-    return new FerryError('ERR_FERRY_REFUSED', `host ${host} at ${address} refused our certificate (${code || err.message}): is it from this cluster's CA and in date?`);
+    return new FerryError(
+      'ERR_FERRY_REFUSED',
+      `host ${host} at ${address} refused our certificate (${code || err.message}): is it from this cluster's CA and in date?`,
+    );
   }
   if (code === 'ECONNRESET' || code === 'EPIPE') {
-    return new FerryError('ERR_FERRY_REFUSED', `host ${host} at ${address} closed the connection during the handshake: it may have refused our certificate`);
+    return new FerryError(
+      'ERR_FERRY_REFUSED',
+      `host ${host} at ${address} closed the connection during the handshake: it may have refused our certificate`,
+    );
   }
   return new FerryError('ERR_FERRY_NETWORK', `cannot reach host ${host} at ${address}: ${code || err.message}`);
 }
@@ -63,16 +79,24 @@ export class AgentClient {
   /** What the agent said on hello: its version, protocol, host name. */
   agent!: HelloResult;
 
-  private constructor(private readonly socket: tls.TLSSocket, private readonly host: string, address: string) {
+  private constructor(
+    private readonly socket: tls.TLSSocket,
+    private readonly host: string,
+    address: string,
+  ) {
     this.rpc = new RpcClient(socket, {
       maxReplyBytes: MAX_RESPONSE_BYTES,
       peer: `host ${host}`,
       defaultTimeoutMs: CLIENT_CALL_TIMEOUT_MS,
-      closedError: () => this.helloDone
-        ? new FerryError('ERR_FERRY_NETWORK', `the connection to host ${host} at ${address} closed`)
-        // TLS 1.3: the agent checks our certificate after our side of the handshake; a refusal
-        // arrives as an alert or just a close before the hello answer.
-        : new FerryError('ERR_FERRY_REFUSED', `host ${host} at ${address} closed the connection before answering hello: it refused our certificate (is it from this cluster's CA and in date?)`),
+      closedError: () =>
+        this.helloDone
+          ? new FerryError('ERR_FERRY_NETWORK', `the connection to host ${host} at ${address} closed`)
+          : // TLS 1.3: the agent checks our certificate after our side of the handshake; a refusal
+            // arrives as an alert or just a close before the hello answer.
+            new FerryError(
+              'ERR_FERRY_REFUSED',
+              `host ${host} at ${address} closed the connection before answering hello: it refused our certificate (is it from this cluster's CA and in date?)`,
+            ),
     });
     socket.on('error', (err) => this.rpc.fail(this.rpc.error ?? connectionError(err, host, address)));
   }
@@ -93,7 +117,9 @@ export class AgentClient {
       });
       const timer = setTimeout(() => {
         s.destroy();
-        reject(new FerryError('ERR_FERRY_TIMEOUT', `no TLS handshake with host ${options.host} at ${options.address} within ${timeoutMs} ms`));
+        reject(
+          new FerryError('ERR_FERRY_TIMEOUT', `no TLS handshake with host ${options.host} at ${options.address} within ${timeoutMs} ms`),
+        );
       }, timeoutMs);
       s.once('secureConnect', () => {
         clearTimeout(timer);
@@ -116,11 +142,17 @@ export class AgentClient {
     }
     if (client.agent.host !== options.host) {
       client.close();
-      throw new FerryError('ERR_FERRY_REFUSED', `the agent at ${options.address} says it is host "${client.agent.host}", not "${options.host}"`);
+      throw new FerryError(
+        'ERR_FERRY_REFUSED',
+        `the agent at ${options.address} says it is host "${client.agent.host}", not "${options.host}"`,
+      );
     }
     if (client.agent.protocol < MIN_PROTOCOL_VERSION) {
       client.close();
-      throw new FerryError('ERR_FERRY_REFUSED', `host ${options.host} speaks control protocol ${client.agent.protocol}; this ferry needs ${MIN_PROTOCOL_VERSION} or later: upgrade the agent`);
+      throw new FerryError(
+        'ERR_FERRY_REFUSED',
+        `host ${options.host} speaks control protocol ${client.agent.protocol}; this ferry needs ${MIN_PROTOCOL_VERSION} or later: upgrade the agent`,
+      );
     }
     return client;
   }
@@ -138,7 +170,12 @@ export class AgentClient {
   call<M extends Method>(method: M, params: Params<M>, options: CallOptions<Event<M>> = {}): Promise<Result<M>> {
     if (options.secret && this.agent && this.agent.protocol < KEY_TRAILER_PROTOCOL) {
       // Protocol 1 took the key in JSON: it would read the trailer as the next request.
-      return Promise.reject(new FerryError('ERR_FERRY_REFUSED', `host ${this.host} speaks control protocol ${this.agent.protocol}, which cannot take a migration key as raw bytes (${KEY_TRAILER_PROTOCOL} or later): upgrade the agent`));
+      return Promise.reject(
+        new FerryError(
+          'ERR_FERRY_REFUSED',
+          `host ${this.host} speaks control protocol ${this.agent.protocol}, which cannot take a migration key as raw bytes (${KEY_TRAILER_PROTOCOL} or later): upgrade the agent`,
+        ),
+      );
     }
     return this.rpc.call(method, params, options as CallOptions) as Promise<Result<M>>;
   }

@@ -65,7 +65,6 @@ export interface Peer {
   name: string;
 }
 
-
 // ---- messages -------------------------------------------------------------------------------
 
 export interface HelloParams {
@@ -216,8 +215,7 @@ export interface PrepareIncomingResult {
  * `networks`: the destination's migration addresses, in preference order (the cluster file's `advertise`).
  */
 export interface StartOutgoingParams
-  extends WireChannelSpec,
-    Pick<OutgoingSpec, 'networks' | 'maxDowntimeMs' | 'timeoutMs' | 'autoConverge' | 'verify' | 'commitTimeoutMs'> {
+  extends WireChannelSpec, Pick<OutgoingSpec, 'networks' | 'maxDowntimeMs' | 'timeoutMs' | 'autoConverge' | 'verify' | 'commitTimeoutMs'> {
   guest: string;
   /** Who to ask for the decision when the channel is lost before COMMITTED. */
   destination: { host: string; control: string };
@@ -288,7 +286,11 @@ export interface Methods {
    */
   'migration.resolve': { params: { migrationId: string }; result: { migrationId: string; decision: ResolveDecision }; event: never };
   /** Destination: start an incoming guest process for the migration (after a free incoming slot). */
-  'migration.prepare-incoming': { params: PrepareIncomingParams; result: PrepareIncomingResult; event: { type: 'queued'; position: number } };
+  'migration.prepare-incoming': {
+    params: PrepareIncomingParams;
+    result: PrepareIncomingResult;
+    event: { type: 'queued'; position: number };
+  };
   /** Source: run the migration (after a free outgoing slot); streams progress until it settles. */
   'migration.start-outgoing': { params: StartOutgoingParams; result: StartOutgoingResult; event: MigrationStreamEvent };
   'migration.status': { params: { migrationId: string }; result: MigrationStatus; event: never };
@@ -299,7 +301,11 @@ export interface Methods {
    * whose CA does not admit this host): the coordinator asked it (`migration.resolve`, with that
    * cluster's credentials) and relays its answer here.
    */
-  'migration.settle': { params: { migrationId: string; decision: ResolveDecision }; result: { migrationId: string; decision: ResolveDecision }; event: never };
+  'migration.settle': {
+    params: { migrationId: string; decision: ResolveDecision };
+    result: { migrationId: string; decision: ResolveDecision };
+    event: never;
+  };
   /** Source: the migration of a guest that waits in doubt (for `ferry resolve`, which then asks its destination and settles it). */
   'migration.waiting': { params: { guest: string }; result: WaitingMigration; event: never };
   /**
@@ -336,7 +342,6 @@ export type Event<M extends Method> = Methods[M]['event'];
 
 // ---- checks ---------------------------------------------------------------------------------
 
-
 const guestName = str({ pattern: GUEST_NAME, describe: `a guest name (${GUEST_NAME_RULE})` });
 const encryptedMigration = oneOf<EncryptedMigration>(['disabled', 'opportunistic', 'required']);
 /** The guest driver's own check (src/guest/config.ts): one definition of a valid guest. */
@@ -346,7 +351,9 @@ const empty = obj({}) as Check<Record<string, never>>;
 
 const migrationId = str({ pattern: MIGRATION_ID, describe: `a migration id (${MIGRATION_ID_RULE})` });
 /** Protocol 1 sent key and nonce in JSON; now they are refused there, whatever they hold. */
-const keyInJson = absent(`never goes in JSON: key and nonce travel only as the request's raw secret trailer (control protocol ${KEY_TRAILER_PROTOCOL}); upgrade ferry`);
+const keyInJson = absent(
+  `never goes in JSON: key and nonce travel only as the request's raw secret trailer (control protocol ${KEY_TRAILER_PROTOCOL}); upgrade ferry`,
+);
 const address: Check<string> = (v, field) => {
   const problem = addressProblem(v);
   if (problem) throw new FerryError('ERR_FERRY_INPUT', `${field}: ${problem}`);
@@ -406,7 +413,10 @@ export function keyOf(method: Method, secret: Buffer | null): ChannelKey | null 
   }
   const bytes = KEYED_METHODS[method];
   if (!secret || secret.length !== bytes) {
-    throw new FerryError('ERR_FERRY_INPUT', `${method} takes the ${KEY_BYTES}-byte key and ${NONCE_BYTES}-byte nonce as a secret trailer of ${bytes} bytes (secretBytes: ${bytes}), ${secret ? `not ${secret.length}` : 'and got none'}`);
+    throw new FerryError(
+      'ERR_FERRY_INPUT',
+      `${method} takes the ${KEY_BYTES}-byte key and ${NONCE_BYTES}-byte nonce as a secret trailer of ${bytes} bytes (secretBytes: ${bytes}), ${secret ? `not ${secret.length}` : 'and got none'}`,
+    );
   }
   return { key: secret.subarray(0, KEY_BYTES), nonce: secret.subarray(KEY_BYTES) };
 }

@@ -74,17 +74,23 @@ const file = str({ nonEmpty: true });
 const checkClusterFile = obj({
   ca: obj({ cert: file, key: optional(file) }),
   coordinator: obj({ cert: file, key: file }),
-  hosts: optional(record(
-    str({ pattern: HOST_NAME, describe: `a host name (${HOST_NAME_RULE}: a DNS label)` }),
-    obj({ control: address, networks: array(network, 1000, 1) }),
-  )),
+  hosts: optional(
+    record(
+      str({ pattern: HOST_NAME, describe: `a host name (${HOST_NAME_RULE}: a DNS label)` }),
+      obj({ control: address, networks: array(network, 1000, 1) }),
+    ),
+  ),
 });
 
 /** YAML's `key:` with nothing after it is a key not given. */
 function withoutNulls(v: unknown): unknown {
   if (Array.isArray(v)) return v.map(withoutNulls);
   if (typeof v !== 'object' || v === null) return v;
-  return Object.fromEntries(Object.entries(v).filter(([, x]) => x !== null).map(([k, x]) => [k, withoutNulls(x)]));
+  return Object.fromEntries(
+    Object.entries(v)
+      .filter(([, x]) => x !== null)
+      .map(([k, x]) => [k, withoutNulls(x)]),
+  );
 }
 
 /** Where in the file a FieldError points: the bad value, the bad key, or the mapping that lacks the field. */
@@ -100,7 +106,9 @@ function locate(doc: Document, err: FieldError): Node | null {
   if (err.at === 'missing') return nodeAt(path.slice(0, -1));
   if (err.at === 'key') {
     const parent = nodeAt(path.slice(0, -1));
-    const pair = isMap(parent) ? parent.items.find((i) => isScalar(i.key) && String(i.key.value) === String(path[path.length - 1])) : undefined;
+    const pair = isMap(parent)
+      ? parent.items.find((i) => isScalar(i.key) && String(i.key.value) === String(path[path.length - 1]))
+      : undefined;
     if (pair) return pair.key as Node;
   }
   return nodeAt(path);

@@ -14,7 +14,10 @@ async function readNamed(file: string, what: string, clusterFile: string): Promi
   try {
     return await fs.readFile(file);
   } catch (err) {
-    throw new FerryError('ERR_FERRY_NOT_FOUND', `cannot read the ${what} ${file} (named in ${clusterFile}): ${(err as NodeJS.ErrnoException).code}`);
+    throw new FerryError(
+      'ERR_FERRY_NOT_FOUND',
+      `cannot read the ${what} ${file} (named in ${clusterFile}): ${(err as NodeJS.ErrnoException).code}`,
+    );
   }
 }
 

@@ -21,7 +21,12 @@ export interface EvacuationPlan {
 /** Guests in these states can move; any other (arriving, in doubt, leaving) stays and is reported. */
 const MOVABLE = new Set(['running', 'paused']);
 
-export async function planHostEvacuation(cluster: Cluster, host: string, to: readonly string[] | null, mode?: EncryptedMigration): Promise<EvacuationPlan> {
+export async function planHostEvacuation(
+  cluster: Cluster,
+  host: string,
+  to: readonly string[] | null,
+  mode?: EncryptedMigration,
+): Promise<EvacuationPlan> {
   clusterHost(cluster, host);
   const targets = to ?? [...cluster.hosts.keys()].filter((h) => h !== host);
   for (const t of targets) {
@@ -70,7 +75,14 @@ export type EvacuationEvent =
   | CoordinatorEvent
   | { type: 'queued'; vm: string; side: 'coordinator'; position: number }
   | { type: 'begin'; vm: string; to: string; running: number }
-  | { type: 'end'; vm: string; ok: boolean; running: number; result: MigrationSummary['report'] | null; error: { code: string; message: string } | null };
+  | {
+      type: 'end';
+      vm: string;
+      ok: boolean;
+      running: number;
+      result: MigrationSummary['report'] | null;
+      error: { code: string; message: string } | null;
+    };
 
 export async function runEvacuation(
   cluster: Cluster,
@@ -83,7 +95,13 @@ export async function runEvacuation(
   const outcomes = new Map<string, EvacuationOutcome>();
   const work = plan.placements.filter((p): p is Extract<Placement, { to: string }> => p.to !== null);
   for (const p of plan.placements) {
-    if (p.to === null) outcomes.set(p.guest, { vm: p.guest, to: null, summary: null, error: { code: 'ERR_FERRY_REFUSED', message: `no place for it: ${p.reason}` } });
+    if (p.to === null)
+      outcomes.set(p.guest, {
+        vm: p.guest,
+        to: null,
+        summary: null,
+        error: { code: 'ERR_FERRY_REFUSED', message: `no place for it: ${p.reason}` },
+      });
   }
   work.forEach((p, i) => {
     if (i >= concurrency) emit({ type: 'queued', vm: p.guest, side: 'coordinator', position: i - concurrency + 1 });
@@ -97,20 +115,30 @@ export async function runEvacuation(
       emit({ type: 'begin', vm: p.guest, to: p.to, running });
       let outcome: EvacuationOutcome;
       try {
-        const summary = await migrateGuest({
-          ...base,
-          guest: p.guest,
-          cluster,
-          from: plan.host,
-          to: { cluster, host: clusterHost(cluster, p.to), crossCluster: false, label: p.to },
-        }, { ...hooks, onEvent: emit });
+        const summary = await migrateGuest(
+          {
+            ...base,
+            guest: p.guest,
+            cluster,
+            from: plan.host,
+            to: { cluster, host: clusterHost(cluster, p.to), crossCluster: false, label: p.to },
+          },
+          { ...hooks, onEvent: emit },
+        );
         outcome = { vm: p.guest, to: p.to, summary, error: summary.report.error };
       } catch (err) {
         outcome = { vm: p.guest, to: p.to, summary: null, error: toFerryError(err).toJSON() };
       }
       running--;
       outcomes.set(p.guest, outcome);
-      emit({ type: 'end', vm: p.guest, ok: outcome.error === null, running, result: outcome.summary?.report ?? null, error: outcome.error });
+      emit({
+        type: 'end',
+        vm: p.guest,
+        ok: outcome.error === null,
+        running,
+        result: outcome.summary?.report ?? null,
+        error: outcome.error,
+      });
     }
   };
   await Promise.all(Array.from({ length: Math.min(concurrency, work.length) }, worker));

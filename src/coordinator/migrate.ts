@@ -39,7 +39,17 @@ export interface MigrateRequest {
 
 /** What the coordinator tells its caller while a migration runs. */
 export type CoordinatorEvent =
-  | { type: 'decided'; vm: string; from: string; to: string; mode: ChannelMode; streams: number; memoryBytes: number; diskBytes: number; warning: string | null }
+  | {
+      type: 'decided';
+      vm: string;
+      from: string;
+      to: string;
+      mode: ChannelMode;
+      streams: number;
+      memoryBytes: number;
+      diskBytes: number;
+      warning: string | null;
+    }
   /** The operator's cancel went to the agents; the result says how it ended. */
   | { type: 'cancelling'; vm: string; side: 'coordinator' }
   /** The source agent could not cancel now (switch-over under way, in doubt): the migration ends by itself. */

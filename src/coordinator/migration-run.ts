@@ -89,9 +89,13 @@ export class MigrationRun {
    */
   private enter(next: Stage): void {
     if (next === 'preparing' && (this.hooks.cancel?.aborted || this.hooks.detach?.aborted)) {
-      throw new PreflightError(new FerryError('ERR_FERRY_ABORTED', 'cancelled by the operator before anything was asked of a host'), this.p.from);
+      throw new PreflightError(
+        new FerryError('ERR_FERRY_ABORTED', 'cancelled by the operator before anything was asked of a host'),
+        this.p.from,
+      );
     }
-    if (next === 'starting' && this.cancelAsked) throw new FerryError('ERR_FERRY_ABORTED', 'cancelled by the operator before the source started');
+    if (next === 'starting' && this.cancelAsked)
+      throw new FerryError('ERR_FERRY_ABORTED', 'cancelled by the operator before the source started');
     this.stage = next;
   }
 
@@ -113,11 +117,13 @@ export class MigrationRun {
     const refused = (err: unknown) => {
       const e = toFerryError(err);
       // Once the migration has ended (its result known, the connections closed) there is nothing to say.
-      if (this.stage !== 'done' && !this.detached) this.emit({ type: 'cancel-refused', vm: this.req.guest, side: 'coordinator', code: e.code, message: e.message });
+      if (this.stage !== 'done' && !this.detached)
+        this.emit({ type: 'cancel-refused', vm: this.req.guest, side: 'coordinator', code: e.code, message: e.message });
     };
     if (this.stage === 'preparing') this.p.destination.call('migration.abort', { migrationId: this.migrationId }).catch(refused);
     // starting, following, settling (planning never: the signal is listened to from preparing on)
-    else this.p.source.call('migration.cancel', { guest: this.req.guest, migrationId: this.migrationId }, { timeoutMs: null }).catch(refused);
+    else
+      this.p.source.call('migration.cancel', { guest: this.req.guest, migrationId: this.migrationId }, { timeoutMs: null }).catch(refused);
   };
 
   /**
@@ -148,18 +154,32 @@ export class MigrationRun {
   private decided(): void {
     const { req, p } = this;
     this.started = performance.now();
-    this.emit({ type: 'decided', vm: req.guest, from: p.from, to: req.to.host.name, mode: p.mode, streams: this.streams, memoryBytes: p.config.memoryBytes, diskBytes: diskBytesOf(p.config), warning: p.warning });
+    this.emit({
+      type: 'decided',
+      vm: req.guest,
+      from: p.from,
+      to: req.to.host.name,
+      mode: p.mode,
+      streams: this.streams,
+      memoryBytes: p.config.memoryBytes,
+      diskBytes: diskBytesOf(p.config),
+      warning: p.warning,
+    });
   }
 
   /** preparing: prepare-incoming, with the migration's fresh key, at the destination. */
   private async prepareDestination(secret: MigrationKey): Promise<void> {
     const { req, p } = this;
     // Key and nonce go as raw bytes after each request line, never in JSON: strings cannot be wiped.
-    const incoming = await p.destination.call('migration.prepare-incoming', { ...this.channel(), guest: p.config, source: p.from }, {
-      secret: secret.bytes,
-      timeoutMs: null,
-      onEvent: (e) => this.emit({ vm: req.guest, side: 'destination', ...e }),
-    });
+    const incoming = await p.destination.call(
+      'migration.prepare-incoming',
+      { ...this.channel(), guest: p.config, source: p.from },
+      {
+        secret: secret.bytes,
+        timeoutMs: null,
+        onEvent: (e) => this.emit({ vm: req.guest, side: 'destination', ...e }),
+      },
+    );
     this.destinationPrepared = true;
     this.nicFallback = incoming.nicFallback;
   }
@@ -168,25 +188,32 @@ export class MigrationRun {
   private async startSource(secret: MigrationKey): Promise<void> {
     const { req, p } = this;
     this.enter('starting');
-    const outgoing = p.source.call('migration.start-outgoing', {
-      ...this.channel(),
-      guest: req.guest,
-      destination: { host: req.to.host.name, control: req.to.host.control },
-      networks: req.to.host.networks.map((n) => n.advertise),
-      ...(req.maxDowntimeMs ? { maxDowntimeMs: req.maxDowntimeMs } : {}),
-      ...(req.timeoutMs ? { timeoutMs: req.timeoutMs } : {}),
-      verify: req.verify ?? false,
-    }, {
-      secret: secret.bytes,
-      timeoutMs: null,
-      onEvent: (e) => this.onSourceEvent(e),
-    });
+    const outgoing = p.source.call(
+      'migration.start-outgoing',
+      {
+        ...this.channel(),
+        guest: req.guest,
+        destination: { host: req.to.host.name, control: req.to.host.control },
+        networks: req.to.host.networks.map((n) => n.advertise),
+        ...(req.maxDowntimeMs ? { maxDowntimeMs: req.maxDowntimeMs } : {}),
+        ...(req.timeoutMs ? { timeoutMs: req.timeoutMs } : {}),
+        verify: req.verify ?? false,
+      },
+      {
+        secret: secret.bytes,
+        timeoutMs: null,
+        onEvent: (e) => this.onSourceEvent(e),
+      },
+    );
     // Both requests are written (the client sends copies it zeroes itself): the coordinator's part is done.
     secret.wipe();
     this.outcome = await outgoing;
     if (this.outcome.outcome !== 'committed') {
       const e = this.outcome.result?.error;
-      this.failure = new FerryError(e && isErrorCode(e.code) ? e.code : 'ERR_FERRY_ABORTED', `${e?.message ?? 'the migration was aborted'}; guest "${req.guest}" runs on ${p.from}`);
+      this.failure = new FerryError(
+        e && isErrorCode(e.code) ? e.code : 'ERR_FERRY_ABORTED',
+        `${e?.message ?? 'the migration was aborted'}; guest "${req.guest}" runs on ${p.from}`,
+      );
     }
   }
 
@@ -197,7 +224,12 @@ export class MigrationRun {
     // admit it): the coordinator, which holds both clusters' credentials, asks and relays.
     if (e.type === 'resolving' && this.req.to.crossCluster && !this.relaying) {
       // The source then reports 'resolved'; a failed try is tried again at its next 'resolving'.
-      this.relaying = relayDecision(this.p, this.migrationId).then(() => {}, () => {}).finally(() => (this.relaying = null));
+      this.relaying = relayDecision(this.p, this.migrationId)
+        .then(
+          () => {},
+          () => {},
+        )
+        .finally(() => (this.relaying = null));
     }
   }
 
@@ -209,7 +241,10 @@ export class MigrationRun {
   private async settle(why: FerryError): Promise<FerryError | null> {
     if (this.detached) {
       // Not followed to its end: it carries on, and only the agents know how it ends.
-      return new FerryError('ERR_FERRY_DETACHED', `stopped following migration ${this.migrationId}; it carries on by itself: \`ferry vm list\` shows where guest "${this.req.guest}" ends up`);
+      return new FerryError(
+        'ERR_FERRY_DETACHED',
+        `stopped following migration ${this.migrationId}; it carries on by itself: \`ferry vm list\` shows where guest "${this.req.guest}" ends up`,
+      );
     }
     if (!this.destinationPrepared) return why;
     this.enter('settling');
@@ -246,8 +281,13 @@ export class MigrationRun {
       error: failure ? failure.toJSON() : null,
     };
     return {
-      report, migrationId: this.migrationId, throughput: r?.throughput ?? 0, roundTripMs: r?.roundTripMs ?? null,
-      nicFallback: this.nicFallback, warning: p.warning, exitCode: failure ? failure.exitCode : 0,
+      report,
+      migrationId: this.migrationId,
+      throughput: r?.throughput ?? 0,
+      roundTripMs: r?.roundTripMs ?? null,
+      nicFallback: this.nicFallback,
+      warning: p.warning,
+      exitCode: failure ? failure.exitCode : 0,
     };
   }
 }
@@ -287,6 +327,9 @@ async function abandon(p: Plan, req: MigrateRequest, migrationId: string, why: F
     if (decision === 'committed') return null; // it had already landed: the guest runs on the destination
     return new FerryError(why.code, `${why.message}; the destination recorded "not committed": guest "${req.guest}" runs on ${p.from}`);
   } catch {
-    return new FerryError(why.code, `${why.message}; could not tell the destination to give up migration ${migrationId}: if the guest is paused on ${p.from}, its agent resolves it`);
+    return new FerryError(
+      why.code,
+      `${why.message}; could not tell the destination to give up migration ${migrationId}: if the guest is paused on ${p.from}, its agent resolves it`,
+    );
   }
 }

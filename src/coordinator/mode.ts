@@ -8,7 +8,6 @@ import type { ChannelMode } from '../channel/types.js';
 import type { EncryptedMigration } from '../guest/types.js';
 import { ENCRYPTED_MIGRATION_MODES } from '../guest/config.js';
 
-
 export interface ModeDecision {
   mode: ChannelMode;
   /** Set when opportunistic fell back to plain: shown to the operator. */
@@ -20,11 +19,7 @@ export interface EncryptionCapable {
   encrypts: boolean;
 }
 
-export function decideMode(
-  setting: EncryptedMigration,
-  source: EncryptionCapable,
-  destination: EncryptionCapable,
-): ModeDecision {
+export function decideMode(setting: EncryptedMigration, source: EncryptionCapable, destination: EncryptionCapable): ModeDecision {
   const unable = [source, destination].filter((h) => !h.encrypts).map((h) => h.name);
   switch (setting) {
     case 'disabled':
@@ -37,12 +32,12 @@ export function decideMode(
       };
     case 'required':
       if (unable.length === 0) return { mode: 'encrypted' };
-      throw new FerryError(
-        'ERR_FERRY_REFUSED',
-        `encrypted migration is required, but ${unable.join(' and ')} cannot encrypt`,
-      );
+      throw new FerryError('ERR_FERRY_REFUSED', `encrypted migration is required, but ${unable.join(' and ')} cannot encrypt`);
     default:
-      throw new FerryError('ERR_FERRY_INPUT', `unknown encrypted-migration mode "${String(setting)}": use ${ENCRYPTED_MIGRATION_MODES.join(', ')}`);
+      throw new FerryError(
+        'ERR_FERRY_INPUT',
+        `unknown encrypted-migration mode "${String(setting)}": use ${ENCRYPTED_MIGRATION_MODES.join(', ')}`,
+      );
   }
 }
 

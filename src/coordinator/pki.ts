@@ -68,7 +68,8 @@ async function openssl(args: string[], env: Record<string, string> = {}): Promis
     return stdout;
   } catch (err) {
     const e = err as NodeJS.ErrnoException & { stderr?: string };
-    if (e.code === 'ENOENT') throw new FerryError('ERR_FERRY_NOT_FOUND', 'the openssl command is needed to make certificates: install openssl');
+    if (e.code === 'ENOENT')
+      throw new FerryError('ERR_FERRY_NOT_FOUND', 'the openssl command is needed to make certificates: install openssl');
     const why = (e.stderr ?? '').split('\n').find((l) => l.trim() !== '') ?? e.message;
     throw new FerryError('ERR_FERRY_INTERNAL', `openssl failed: ${why}`);
   } finally {
@@ -94,8 +95,22 @@ interface Issuer {
 }
 
 async function issue(keyFile: string, subject: string, extensions: string, days: number, issuer: Issuer | null, san = ''): Promise<string> {
-  const args = ['req', '-x509', '-new', '-sha256', '-key', keyFile, '-subj', subject, '-days', String(days),
-    '-set_serial', serial(), '-extensions', extensions];
+  const args = [
+    'req',
+    '-x509',
+    '-new',
+    '-sha256',
+    '-key',
+    keyFile,
+    '-subj',
+    subject,
+    '-days',
+    String(days),
+    '-set_serial',
+    serial(),
+    '-extensions',
+    extensions,
+  ];
   if (issuer) args.push('-CA', issuer.caCert, '-CAkey', issuer.caKey);
   return openssl(args, { FERRY_SAN: san || 'unused' });
 }
@@ -128,7 +143,8 @@ export function pkiPaths(dir: string): PkiPaths {
 export async function initPki(dir: string): Promise<PkiPaths> {
   const p = pkiPaths(dir);
   for (const f of [p.caCert, p.caKey, p.coordinatorCert, p.coordinatorKey, p.clusterFile]) {
-    if (existsSync(f)) throw new FerryError('ERR_FERRY_INPUT', `${f} already exists: pki init never overwrites a cluster; use an empty directory`);
+    if (existsSync(f))
+      throw new FerryError('ERR_FERRY_INPUT', `${f} already exists: pki init never overwrites a cluster; use an empty directory`);
   }
   await ensurePrivateDir(p.dir);
   await writeNewKey(p.caKey);
@@ -147,7 +163,8 @@ export async function initPki(dir: string): Promise<PkiPaths> {
  */
 export async function issueHostCertificate(issuer: Issuer, name: string, keyFile: string): Promise<string> {
   for (const f of [issuer.caCert, issuer.caKey]) {
-    if (!existsSync(f)) throw new FerryError('ERR_FERRY_NOT_FOUND', `${f} does not exist: host init needs the cluster CA's certificate and key`);
+    if (!existsSync(f))
+      throw new FerryError('ERR_FERRY_NOT_FOUND', `${f} does not exist: host init needs the cluster CA's certificate and key`);
   }
   await writeNewKey(keyFile);
   return issue(keyFile, `/CN=${name}`, 'host_ext', LEAF_DAYS, issuer, name);

@@ -28,7 +28,10 @@ export interface Plan {
 
 /** A migration refused before any spec went out; `from` when the guest had been found. */
 export class PreflightError extends FerryError {
-  constructor(cause: FerryError, readonly from: string | null) {
+  constructor(
+    cause: FerryError,
+    readonly from: string | null,
+  ) {
     super(cause.code, cause.message, { cause });
   }
 }
@@ -37,11 +40,26 @@ export class PreflightError extends FerryError {
  * The result line of a migration refused before it started: the same fields as a MigrationReport,
  * null where nothing is known (so a script reads one shape, whatever happened).
  */
-export function preflightReport(req: Pick<MigrateRequest, 'guest' | 'to'>, err: unknown): Omit<MigrationReport, 'mode' | 'backend' | 'from'> & { mode: null; backend: null; from: string | null } {
+export function preflightReport(
+  req: Pick<MigrateRequest, 'guest' | 'to'>,
+  err: unknown,
+): Omit<MigrationReport, 'mode' | 'backend' | 'from'> & { mode: null; backend: null; from: string | null } {
   const e = toFerryError(err);
   return {
-    type: 'result', ok: false, vm: req.guest, from: e instanceof PreflightError ? e.from : null, to: req.to.label, mode: null, backend: null,
-    totalMs: 0, switchoverMs: null, bytesSent: 0, zeroPagesSkipped: 0, passes: 0, verified: null, error: e.toJSON(),
+    type: 'result',
+    ok: false,
+    vm: req.guest,
+    from: e instanceof PreflightError ? e.from : null,
+    to: req.to.label,
+    mode: null,
+    backend: null,
+    totalMs: 0,
+    switchoverMs: null,
+    bytesSent: 0,
+    zeroPagesSkipped: 0,
+    passes: 0,
+    verified: null,
+    error: e.toJSON(),
   };
 }
 
@@ -63,17 +81,31 @@ async function connectAndCheck(req: MigrateRequest, from: string): Promise<Plan>
   let destination: AgentClient | null = null;
   try {
     destination = await connectHost(req.to.cluster, to);
-    for (const [client, name] of [[source, from], [destination, to]] as const) keyable(client, name);
+    for (const [client, name] of [
+      [source, from],
+      [destination, to],
+    ] as const)
+      keyable(client, name);
     const info = await source.call('guest.get', { name: req.guest });
     const { state } = info;
     const config = configOf(info);
     if (state !== 'running' && state !== 'paused') {
-      throw new FerryError('ERR_FERRY_REFUSED', `guest "${req.guest}" is ${state} on host ${from}: only a running or paused guest can move`);
+      throw new FerryError(
+        'ERR_FERRY_REFUSED',
+        `guest "${req.guest}" is ${state} on host ${from}: only a running or paused guest can move`,
+      );
     }
     const [sourceCaps, destinationCaps] = await Promise.all([source.call('capabilities', {}), destination.call('capabilities', {})]);
-    const decision = decideMode(moveSetting(req.guest, config.encryptedMigration, req.mode), { name: from, encrypts: sourceCaps.encrypts }, { name: to, encrypts: destinationCaps.encrypts });
+    const decision = decideMode(
+      moveSetting(req.guest, config.encryptedMigration, req.mode),
+      { name: from, encrypts: sourceCaps.encrypts },
+      { name: to, encrypts: destinationCaps.encrypts },
+    );
     if (destinationCaps.freeMemoryBytes < config.memoryBytes) {
-      throw new FerryError('ERR_FERRY_REFUSED', `host ${to} has ${formatBytes(destinationCaps.freeMemoryBytes)} free; guest "${req.guest}" needs ${formatBytes(config.memoryBytes)}`);
+      throw new FerryError(
+        'ERR_FERRY_REFUSED',
+        `host ${to} has ${formatBytes(destinationCaps.freeMemoryBytes)} free; guest "${req.guest}" needs ${formatBytes(config.memoryBytes)}`,
+      );
     }
     return { from, config, source, destination, sourceCaps, mode: decision.mode, warning: decision.warning ?? null };
   } catch (err) {

@@ -55,7 +55,11 @@ export interface UnreachableHost {
 
 /** -1, 0, 1 for dotted versions (`0.1.0`); pre-release suffixes are ignored. */
 export function compareVersions(a: string, b: string): number {
-  const parts = (v: string) => v.split('-')[0]!.split('.').map((n) => Number(n) || 0);
+  const parts = (v: string) =>
+    v
+      .split('-')[0]!
+      .split('.')
+      .map((n) => Number(n) || 0);
   const x = parts(a);
   const y = parts(b);
   for (let i = 0; i < Math.max(x.length, y.length); i++) {

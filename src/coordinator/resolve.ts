@@ -39,7 +39,10 @@ export interface ResolveReport {
 export async function resolveGuest(req: ResolveRequest): Promise<ResolveReport> {
   const { host: from, guest } = await locateGuest(req.cluster, req.guest);
   if (guest.state !== 'in-doubt') {
-    throw new FerryError('ERR_FERRY_REFUSED', `guest "${req.guest}" is ${guest.state} on ${from}, not waiting in doubt: nothing to resolve`);
+    throw new FerryError(
+      'ERR_FERRY_REFUSED',
+      `guest "${req.guest}" is ${guest.state} on ${from}, not waiting in doubt: nothing to resolve`,
+    );
   }
   const source = await connectHost(req.cluster, from);
   try {

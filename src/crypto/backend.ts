@@ -247,8 +247,12 @@ export function checkPeek(iv: unknown, sealed: unknown, offset: unknown, length:
   checkIv(iv);
   const s = checkSealed(sealed);
   const text = s.length - TAG_BYTES;
-  for (const [name, v] of [['offset', offset], ['length', length]] as const) {
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) throw new RangeError(`peek ${name} must be a non-negative integer; got ${String(v)}`);
+  for (const [name, v] of [
+    ['offset', offset],
+    ['length', length],
+  ] as const) {
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0)
+      throw new RangeError(`peek ${name} must be a non-negative integer; got ${String(v)}`);
   }
   if ((offset as number) + (length as number) > text) {
     throw new RangeError(`peek of bytes ${String(offset)}..${(offset as number) + (length as number)} is outside the ${text}-byte message`);

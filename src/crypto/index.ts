@@ -73,7 +73,10 @@ export function nativeBackend(implementation?: GcmImplementation): NativeBackend
   const available = nativeImplementations();
   const wanted = implementation ?? (process.env.FERRY_NATIVE_GCM as GcmImplementation | undefined) ?? available[0]!;
   if (!available.includes(wanted)) {
-    throw new FerryError('ERR_FERRY_CRYPTO', `native AES-GCM implementation "${wanted}" is not available here; available: ${available.join(', ')}`);
+    throw new FerryError(
+      'ERR_FERRY_CRYPTO',
+      `native AES-GCM implementation "${wanted}" is not available here; available: ${available.join(', ')}`,
+    );
   }
   return new NativeBackend(loadAddon().addon!, wanted);
 }

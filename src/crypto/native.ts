@@ -91,7 +91,9 @@ class NativeKey implements AeadKey {
     });
     const handle = this.live();
     try {
-      const workers = await (direction === 'seal' ? this.addon.sealBatch(handle, flat, threads) : this.addon.openBatch(handle, flat, threads));
+      const workers = await (direction === 'seal'
+        ? this.addon.sealBatch(handle, flat, threads)
+        : this.addon.openBatch(handle, flat, threads));
       options?.onThreads?.(Math.max(1, workers));
     } catch (err) {
       const e = err as { code?: string; index?: number };

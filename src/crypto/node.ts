@@ -29,7 +29,13 @@ import { FerryError } from '../errors.js';
 
 const ALGORITHM = 'aes-256-gcm';
 
-function sealOne(key: Buffer, iv: Uint8Array, aad: Uint8Array, plaintext: Uint8Array | readonly Uint8Array[], output?: Uint8Array): Uint8Array {
+function sealOne(
+  key: Buffer,
+  iv: Uint8Array,
+  aad: Uint8Array,
+  plaintext: Uint8Array | readonly Uint8Array[],
+  output?: Uint8Array,
+): Uint8Array {
   const cipher = createCipheriv(ALGORITHM, key, iv, { authTagLength: TAG_BYTES });
   cipher.setAAD(aad);
   const length = inputLength(plaintext);
@@ -46,7 +52,13 @@ function sealOne(key: Buffer, iv: Uint8Array, aad: Uint8Array, plaintext: Uint8A
   return out;
 }
 
-function openOne(key: Buffer, iv: Uint8Array, aad: Uint8Array, sealed: Uint8Array, output?: Uint8Array | readonly Uint8Array[]): Uint8Array {
+function openOne(
+  key: Buffer,
+  iv: Uint8Array,
+  aad: Uint8Array,
+  sealed: Uint8Array,
+  output?: Uint8Array | readonly Uint8Array[],
+): Uint8Array {
   const n = sealed.length - TAG_BYTES;
   const decipher = createDecipheriv(ALGORITHM, key, iv, { authTagLength: TAG_BYTES });
   decipher.setAAD(aad);

@@ -104,7 +104,11 @@ class WebCryptoKey implements AeadKey {
    * Runs `run` over every job with at most `threads` calls in flight (default: all at once), each
    * call a trip to the libuv pool, so `threads` bounds the pool threads the batch occupies.
    */
-  private async inFlight(jobs: readonly AeadJob[], options: BatchOptions | undefined, run: (job: AeadJob) => Promise<Uint8Array>): Promise<PromiseSettledResult<Uint8Array>[]> {
+  private async inFlight(
+    jobs: readonly AeadJob[],
+    options: BatchOptions | undefined,
+    run: (job: AeadJob) => Promise<Uint8Array>,
+  ): Promise<PromiseSettledResult<Uint8Array>[]> {
     const lanes = Math.max(1, Math.min(checkThreads(options?.threads) ?? jobs.length, jobs.length));
     const results: PromiseSettledResult<Uint8Array>[] = new Array(jobs.length);
     let next = 0;
@@ -135,7 +139,10 @@ class WebCryptoKey implements AeadKey {
     const results = await this.inFlight(jobs, options, (job) => this.openJob(job));
     const failed = results.findIndex((r) => r.status === 'rejected');
     if (failed < 0) return results.map((r) => (r as PromiseFulfilledResult<Uint8Array>).value);
-    wipeOutputs(jobs, results.map((r) => (r.status === 'fulfilled' ? r.value : undefined)));
+    wipeOutputs(
+      jobs,
+      results.map((r) => (r.status === 'fulfilled' ? r.value : undefined)),
+    );
     throw authError(`job ${failed} failed authentication`, failed);
   }
 

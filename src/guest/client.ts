@@ -10,7 +10,15 @@ import type { MigrationEvent, OutgoingSpec } from '../migration/types.js';
 import type { MigrationInfo } from './migration-tracker.js';
 import type { ConsoleChunk } from './console.js';
 import { CONTROL_SOCKET } from './files.js';
-import { MAX_REPLY_BYTES, PROTOCOL_VERSION, type GuestEvent, type GuestMethod, type GuestParams, type GuestResult, type GuestStatusReport } from './protocol.js';
+import {
+  MAX_REPLY_BYTES,
+  PROTOCOL_VERSION,
+  type GuestEvent,
+  type GuestMethod,
+  type GuestParams,
+  type GuestResult,
+  type GuestStatusReport,
+} from './protocol.js';
 import type { GuestStatus } from './types.js';
 
 export type { MigrationInfo, MigrationPhase } from './migration-tracker.js';

@@ -19,7 +19,10 @@ const COMMON_FIELDS = {
 };
 
 const checks = (fields: 'configFields' | 'createFields') =>
-  Object.fromEntries(Object.entries(DRIVERS).map(([name, d]) => [name, obj({ ...COMMON_FIELDS, ...d[fields] })])) as Record<string, Check<unknown>>;
+  Object.fromEntries(Object.entries(DRIVERS).map(([name, d]) => [name, obj({ ...COMMON_FIELDS, ...d[fields] })])) as Record<
+    string,
+    Check<unknown>
+  >;
 const CONFIG_CHECKS = checks('configFields');
 const CREATE_CHECKS = checks('createFields');
 
@@ -43,5 +46,7 @@ export function checkCreateRequest(value: unknown, field = 'guest'): GuestCreate
 /** The config part of something that carries one (a GuestInfo: config plus where and how it runs). */
 export function configOf(g: GuestConfig & object): GuestConfig {
   const fields = [...Object.keys(COMMON_FIELDS), ...Object.keys(DRIVERS[g.driver].configFields)];
-  return Object.fromEntries(fields.filter((k) => k in g).map((k) => [k, (g as unknown as Record<string, unknown>)[k]])) as unknown as GuestConfig;
+  return Object.fromEntries(
+    fields.filter((k) => k in g).map((k) => [k, (g as unknown as Record<string, unknown>)[k]]),
+  ) as unknown as GuestConfig;
 }

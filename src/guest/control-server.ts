@@ -8,7 +8,16 @@ import { chmodSync, existsSync, unlinkSync } from 'node:fs';
 import { createConnection, createServer, type Server } from 'node:net';
 import { FerryError } from '../errors.js';
 import { RpcConnection } from '../common/rpc.js';
-import { GUEST_LINES, GUEST_PARAMS, isGuestMethod, KEYED_GUEST_METHODS, type GuestEvent, type GuestMethod, type GuestParams, type GuestResult } from './protocol.js';
+import {
+  GUEST_LINES,
+  GUEST_PARAMS,
+  isGuestMethod,
+  KEYED_GUEST_METHODS,
+  type GuestEvent,
+  type GuestMethod,
+  type GuestParams,
+  type GuestResult,
+} from './protocol.js';
 
 export interface GuestCallContext<E> {
   /** Keyed methods: the raw trailer, wiped once the handler settles (protocol.ts keyOfTrailer copies it). */
@@ -61,7 +70,8 @@ export async function listenControl(path: string, handlers: GuestHandlers): Prom
         const run = handlers[method] as (params: unknown, ctx: GuestCallContext<unknown>) => unknown;
         return {
           run: (raw, ctx) => {
-            if (ctx.secret && !KEYED_GUEST_METHODS.has(method)) throw new FerryError('ERR_FERRY_INPUT', `${method} takes no secret trailer`);
+            if (ctx.secret && !KEYED_GUEST_METHODS.has(method))
+              throw new FerryError('ERR_FERRY_INPUT', `${method} takes no secret trailer`);
             const params = GUEST_PARAMS[method](raw, method);
             return run(params, { secret: ctx.secret, emit: ctx.emit, closed: ctx.closed });
           },

@@ -101,8 +101,11 @@ export class MigrationTracker {
 
   info(): MigrationInfo {
     return {
-      role: this.role, migrationId: this.migrationId, phase: this.phase,
-      lastEvent: this.events[this.events.length - 1] ?? null, result: this.result,
+      role: this.role,
+      migrationId: this.migrationId,
+      phase: this.phase,
+      lastEvent: this.events[this.events.length - 1] ?? null,
+      result: this.result,
     };
   }
 }

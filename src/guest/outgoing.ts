@@ -46,7 +46,9 @@ export class OutgoingMigrations {
     const cancel = new AbortController();
     this.cancel = cancel;
     driver.setState('migrating');
-    driver.log(`migration ${spec.migrationId} out to ${spec.networks.join(',')} (${spec.mode}, ${spec.streams} streams${driver.detail ? `, ${driver.detail}` : ''})`);
+    driver.log(
+      `migration ${spec.migrationId} out to ${spec.networks.join(',')} (${spec.mode}, ${spec.streams} streams${driver.detail ? `, ${driver.detail}` : ''})`,
+    );
     const unsubscribe = t.subscribe((e) => ctx.emit(e));
     try {
       let channel;

@@ -27,7 +27,6 @@ import { CONFIG_FILE, CONTROL_SOCKET, LOG_FILE } from './files.js';
 import type { GuestConfig } from './types.js';
 import { sleep } from '../common/async.js';
 
-
 /** How long a new guest process may take to answer on its control socket. */
 const START_TIMEOUT_MS = 30_000;
 /** Unix socket paths are limited to 108 bytes on Linux. */

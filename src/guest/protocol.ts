@@ -144,7 +144,10 @@ export function isGuestMethod(name: string): name is GuestMethod {
  */
 export function keyOfTrailer(secret: Buffer | null): { key: Buffer; nonce: Buffer } {
   if (!secret || secret.length !== SECRET_BYTES) {
-    throw new FerryError('ERR_FERRY_INPUT', `the request must carry the ${KEY_BYTES}-byte key and ${NONCE_BYTES}-byte nonce as its secret trailer`);
+    throw new FerryError(
+      'ERR_FERRY_INPUT',
+      `the request must carry the ${KEY_BYTES}-byte key and ${NONCE_BYTES}-byte nonce as its secret trailer`,
+    );
   }
   return { key: Buffer.from(secret.subarray(0, KEY_BYTES)), nonce: Buffer.from(secret.subarray(KEY_BYTES)) };
 }

@@ -97,4 +97,3 @@ export interface GuestStatus {
   /** 0 (not throttled) to 99: the share of time the workload is held back. */
   throttlePercent: number;
 }
-

@@ -73,12 +73,12 @@ export class DataSender {
   async sendPages(first: number, count: number): Promise<void> {
     const g = this.guest;
     const chunk = CHUNK_BYTES / g.pageSize;
-    for (let at = first; at < first + count; ) {
+    for (let at = first; at < first + count;) {
       const n = g.pageRunLimit(at, Math.min(chunk, first + count - at));
       const view = g.memoryPages(at, n);
       const zeros = zeroPages(view, g.pageSize);
       let z = 0;
-      for (let i = 0; i < n; ) {
+      for (let i = 0; i < n;) {
         const isZero = z < zeros.length && zeros[z] === i;
         let len = 1;
         if (isZero) {

@@ -7,8 +7,19 @@ import type { Channel, ChannelMessage } from '../channel/types.js';
 import { FerryError, toFerryError } from '../errors.js';
 import { farewell } from './farewell.js';
 import {
-  ENGINE_VERSION, MSG, RUN_DATA, SPACE_DISK, SPACE_MEMORY, decodeData, decodeJson, encodeJson, intField,
-  type Begin, type Complete, type DataMessage, type SpaceCounts,
+  ENGINE_VERSION,
+  MSG,
+  RUN_DATA,
+  SPACE_DISK,
+  SPACE_MEMORY,
+  decodeData,
+  decodeJson,
+  encodeJson,
+  intField,
+  type Begin,
+  type Complete,
+  type DataMessage,
+  type SpaceCounts,
 } from './messages.js';
 import { Outcome } from './outcome.js';
 import type { InPlaceOpener } from './in-place.js';
@@ -97,7 +108,12 @@ class DestinationMigration {
       throw new FerryError('ERR_FERRY_REFUSED', `source speaks engine version ${b.version}, this side ${ENGINE_VERSION}`);
     }
     if (b.migrationId !== this.options.migrationId) throw new FerryError('ERR_FERRY_REFUSED', 'BEGIN names another migration');
-    for (const [field, mine] of [['memoryBytes', g.memoryBytes], ['diskBytes', g.diskBytes], ['pageSize', g.pageSize], ['blockSize', g.blockSize]] as const) {
+    for (const [field, mine] of [
+      ['memoryBytes', g.memoryBytes],
+      ['diskBytes', g.diskBytes],
+      ['pageSize', g.pageSize],
+      ['blockSize', g.blockSize],
+    ] as const) {
       const theirs = intField(b, field, MSG.BEGIN);
       if (theirs !== mine) throw new FerryError('ERR_FERRY_REFUSED', `source guest has ${field} ${theirs}, this guest ${mine}`);
     }
@@ -125,7 +141,7 @@ class DestinationMigration {
           // Opened where it belongs; the payload delivered was only the header and run table.
           this.bytesReceived += bytes;
         } else if (memory) {
-          for (let p = run.first, off = 0; p < run.first + run.count; ) {
+          for (let p = run.first, off = 0; p < run.first + run.count;) {
             const n = g.pageRunLimit(p, run.first + run.count - p);
             copies.push({ first: p, count: n, into: g.memoryPages(p, n), from: data.subarray(off, off + n * size) });
             p += n;
@@ -165,7 +181,10 @@ class DestinationMigration {
       new FerryError('ERR_FERRY_FRAME', `count mismatch: source sent ${String(theirs)} ${what}, destination received ${String(mine)}`);
     if (intField(c, 'dataMessages', MSG.COMPLETE) !== this.dataMessages) throw mismatch('DATA messages', c.dataMessages, this.dataMessages);
     if (intField(c, 'passes', MSG.COMPLETE) !== this.passes.length) throw mismatch('passes', c.passes, this.passes.length);
-    for (const [name, space] of [['memory', SPACE_MEMORY], ['disk', SPACE_DISK]] as const) {
+    for (const [name, space] of [
+      ['memory', SPACE_MEMORY],
+      ['disk', SPACE_DISK],
+    ] as const) {
       const theirs = c[name];
       const mine = this.counts[space]!;
       if (theirs === null || typeof theirs !== 'object') throw new FerryError('ERR_FERRY_FRAME', `COMPLETE lacks ${name} counts`);
@@ -201,7 +220,8 @@ class DestinationMigration {
           case MSG.DATA:
             if (this.device !== null) throw new FerryError('ERR_FERRY_FRAME', 'DATA after the device state');
             if (msg.placed) {
-              if (!this.options.inPlace) throw new FerryError('ERR_FERRY_INTERNAL', 'the channel placed a DATA message, but no opener was given');
+              if (!this.options.inPlace)
+                throw new FerryError('ERR_FERRY_INTERNAL', 'the channel placed a DATA message, but no opener was given');
               await this.apply(this.options.inPlace.take(msg.payload), true);
               this.openedInPlace++;
             } else {
@@ -221,8 +241,13 @@ class DestinationMigration {
             if (pass !== this.passes.length + 1) throw new FerryError('ERR_FERRY_FRAME', `pass ${pass} ended out of order`);
             const now = performance.now();
             this.passes.push({
-              pass, pages: intField(p, 'pages', msg.type), zeroPages: intField(p, 'zeroPages', msg.type), blocks: intField(p, 'blocks', msg.type),
-              zeroBlocks: intField(p, 'zeroBlocks', msg.type), bytes: 0, durationMs: now - passStarted,
+              pass,
+              pages: intField(p, 'pages', msg.type),
+              zeroPages: intField(p, 'zeroPages', msg.type),
+              blocks: intField(p, 'blocks', msg.type),
+              zeroBlocks: intField(p, 'zeroBlocks', msg.type),
+              bytes: 0,
+              durationMs: now - passStarted,
             });
             passStarted = now;
             await this.writer.drain();
@@ -248,7 +273,10 @@ class DestinationMigration {
       if (sourceDigest !== null) {
         outcome.destinationDigest = await g.digest();
         if (outcome.destinationDigest !== sourceDigest) {
-          throw new FerryError('ERR_FERRY_ABORTED', `verify failed: source digest ${sourceDigest}, destination ${outcome.destinationDigest}`);
+          throw new FerryError(
+            'ERR_FERRY_ABORTED',
+            `verify failed: source digest ${sourceDigest}, destination ${outcome.destinationDigest}`,
+          );
         }
       }
       this.onEvent({ type: 'ready-to-commit', sourceDigest, digest: outcome.destinationDigest });
@@ -286,8 +314,14 @@ class DestinationMigration {
     pool?.clear();
     this.options.inPlace?.clear();
     return outcome.result({
-      passes: this.passes, totalMs: performance.now() - this.started, bytesSent: this.channel.stats.bytesSent, bytesReceived: this.bytesReceived,
-      zeroPagesSkipped: this.counts[SPACE_MEMORY]!.zeroUnits, throttlePercent: 0, cpu: process.cpuUsage(this.cpuStart), channel: this.channel,
+      passes: this.passes,
+      totalMs: performance.now() - this.started,
+      bytesSent: this.channel.stats.bytesSent,
+      bytesReceived: this.bytesReceived,
+      zeroPagesSkipped: this.counts[SPACE_MEMORY]!.zeroUnits,
+      throttlePercent: 0,
+      cpu: process.cpuUsage(this.cpuStart),
+      channel: this.channel,
       payloadBuffers: pool ? { allocated: pool.stats.allocated, reused: pool.stats.reused } : null,
       openedInPlace: this.openedInPlace,
     });

@@ -53,7 +53,7 @@ export class InPlaceOpener {
     const segments: Uint8Array[] = [meta.subarray(0, DATA_HEADER_BYTES)];
     for (const run of runs) {
       if (run.kind !== RUN_DATA) continue;
-      for (let p = run.first, end = run.first + run.count; p < end; ) {
+      for (let p = run.first, end = run.first + run.count; p < end;) {
         const n = g.pageRunLimit(p, end - p);
         segments.push(g.memoryPages(p, n));
         p += n;
@@ -73,7 +73,10 @@ export class InPlaceOpener {
     if (!entry) throw new FerryError('ERR_FERRY_INTERNAL', 'a DATA message was delivered placed, but not placed here');
     this.pending.delete(payload);
     if (!entry.peeked.equals(payload)) {
-      throw new FerryError('ERR_FERRY_FRAME', 'the header and run table of a DATA message opened in place differ from the bytes peeked before');
+      throw new FerryError(
+        'ERR_FERRY_FRAME',
+        'the header and run table of a DATA message opened in place differ from the bytes peeked before',
+      );
     }
     return entry.message;
   }

@@ -161,7 +161,8 @@ const badData = (why: string): FerryError => new FerryError('ERR_FERRY_FRAME', `
 
 /** Parses the first DATA_HEADER_BYTES of a DATA payload of `length` bytes. */
 export function decodeDataHeader(head: Uint8Array, length: number): DataHeader {
-  if (length < DATA_HEADER_BYTES + RUN_BYTES || length > MAX_DATA_MESSAGE_BYTES || head.length < DATA_HEADER_BYTES) throw badData(`length ${length}`);
+  if (length < DATA_HEADER_BYTES + RUN_BYTES || length > MAX_DATA_MESSAGE_BYTES || head.length < DATA_HEADER_BYTES)
+    throw badData(`length ${length}`);
   const view = new DataView(head.buffer, head.byteOffset, DATA_HEADER_BYTES);
   const space = view.getUint8(0);
   if (space !== SPACE_MEMORY && space !== SPACE_DISK) throw badData(`space ${space}`);
@@ -192,7 +193,8 @@ export function decodeRunTable(table: Uint8Array, h: DataHeader, units: number, 
     if (kind === RUN_DATA) dataBytes += count * unitBytes;
     runs.push({ first, count, kind });
   }
-  if (DATA_HEADER_BYTES + dataBytes !== h.tableStart) throw badData(`runs name ${dataBytes} data bytes, payload has ${h.tableStart - DATA_HEADER_BYTES}`);
+  if (DATA_HEADER_BYTES + dataBytes !== h.tableStart)
+    throw badData(`runs name ${dataBytes} data bytes, payload has ${h.tableStart - DATA_HEADER_BYTES}`);
   return runs;
 }
 

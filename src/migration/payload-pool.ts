@@ -57,7 +57,8 @@ export class PayloadPool {
     readonly bufferBytes: number,
     readonly maxFree: number,
   ) {
-    if (!Number.isInteger(bufferBytes) || bufferBytes < 1) throw new FerryError('ERR_FERRY_INPUT', `payload pool: buffer size ${bufferBytes}`);
+    if (!Number.isInteger(bufferBytes) || bufferBytes < 1)
+      throw new FerryError('ERR_FERRY_INPUT', `payload pool: buffer size ${bufferBytes}`);
     if (!Number.isInteger(maxFree) || maxFree < 0) throw new FerryError('ERR_FERRY_INPUT', `payload pool: maxFree ${maxFree}`);
   }
 

@@ -11,7 +11,6 @@ import { ENGINE_VERSION, MSG, decodeJson, intField, type Abort, type Committed }
 
 export type Decision = { type: 'committed'; digest: string | null } | { type: 'abort'; abort: Abort };
 
-
 export class PeerReplies {
   peerAbort: Abort | null = null;
   private failure: FerryError | null = null;
@@ -51,7 +50,8 @@ export class PeerReplies {
           }
           case MSG.PASS_ACK: {
             const pass = intField(decodeJson<object>(msg.type, msg.payload), 'pass', msg.type);
-            if (pass !== this.ackedPass + 1) throw new FerryError('ERR_FERRY_FRAME', `destination acknowledged pass ${pass} after ${this.ackedPass}`);
+            if (pass !== this.ackedPass + 1)
+              throw new FerryError('ERR_FERRY_FRAME', `destination acknowledged pass ${pass} after ${this.ackedPass}`);
             this.ackedPass = pass;
             if (this.ackWaiter && this.ackWaiter.pass <= pass) this.ackWaiter.deferred.resolve();
             break;
@@ -89,7 +89,11 @@ export class PeerReplies {
   }
 
   beginOk(): Promise<void> {
-    return withTimeout(this.begun.promise, 30_000, () => new FerryError('ERR_FERRY_TIMEOUT', 'the destination did not answer BEGIN within 30 s'));
+    return withTimeout(
+      this.begun.promise,
+      30_000,
+      () => new FerryError('ERR_FERRY_TIMEOUT', 'the destination did not answer BEGIN within 30 s'),
+    );
   }
 
   /** Resolves once the destination acknowledged `pass`; rejects after `timeoutMs` or on failure. */
@@ -106,7 +110,11 @@ export class PeerReplies {
   }
 
   decision(timeoutMs: number): Promise<Decision> {
-    return withTimeout(this.decided.promise, timeoutMs, () => new FerryError('ERR_FERRY_TIMEOUT', `no decision from the destination within ${timeoutMs} ms`));
+    return withTimeout(
+      this.decided.promise,
+      timeoutMs,
+      () => new FerryError('ERR_FERRY_TIMEOUT', `no decision from the destination within ${timeoutMs} ms`),
+    );
   }
 
   /**

@@ -13,8 +13,13 @@ import { ENGINE_VERSION, MSG, encodeJson, type Begin, type Complete } from './me
 import { Outcome } from './outcome.js';
 import { PeerReplies } from './peer.js';
 import {
-  DEFAULT_COMMIT_TIMEOUT_MS, DEFAULT_MAX_DOWNTIME_MS, DEFAULT_TIMEOUT_MS,
-  type MigrationEvent, type MigrationResult, type PassReport, type SourceGuest,
+  DEFAULT_COMMIT_TIMEOUT_MS,
+  DEFAULT_MAX_DOWNTIME_MS,
+  DEFAULT_TIMEOUT_MS,
+  type MigrationEvent,
+  type MigrationResult,
+  type PassReport,
+  type SourceGuest,
 } from './types.js';
 
 export interface SourceOptions {
@@ -96,8 +101,13 @@ class SourceMigration {
   private async begin(): Promise<void> {
     const g = this.guest;
     const begin: Begin = {
-      version: ENGINE_VERSION, migrationId: this.options.migrationId, memoryBytes: g.memoryBytes, diskBytes: g.diskBytes,
-      pageSize: g.pageSize, blockSize: g.blockSize, verify: this.options.verify,
+      version: ENGINE_VERSION,
+      migrationId: this.options.migrationId,
+      memoryBytes: g.memoryBytes,
+      diskBytes: g.diskBytes,
+      pageSize: g.pageSize,
+      blockSize: g.blockSize,
+      verify: this.options.verify,
     };
     const beginAt = performance.now();
     await this.out.send(MSG.BEGIN, encodeJson(begin));
@@ -105,7 +115,10 @@ class SourceMigration {
     const roundTripMs = performance.now() - beginAt;
     this.conv.recordRoundTrip(roundTripMs);
     if (roundTripMs >= this.options.maxDowntimeMs) {
-      throw new FerryError('ERR_FERRY_REFUSED', `the maximum downtime (${Math.round(this.options.maxDowntimeMs)} ms) is shorter than this link's round trip (${Math.round(roundTripMs)} ms), which every switch-over pause holds: allow at least ${this.conv.smallestUsefulLimitMs()} ms`);
+      throw new FerryError(
+        'ERR_FERRY_REFUSED',
+        `the maximum downtime (${Math.round(this.options.maxDowntimeMs)} ms) is shorter than this link's round trip (${Math.round(roundTripMs)} ms), which every switch-over pause holds: allow at least ${this.conv.smallestUsefulLimitMs()} ms`,
+      );
     }
   }
 
@@ -123,8 +136,15 @@ class SourceMigration {
       const pending = this.pendingBytes();
       this.conv.recordDirty(pending, performance.now() - harvestedAt);
       this.onEvent({
-        type: 'pass', pass: last.pass, bytesSent: this.out.bytesSent, bytesLeft: pending, throughput: this.conv.bandwidth,
-        dirtyRate: this.conv.dirtyRate, zeroPagesSkipped: this.zeroSkipped(), throttlePercent: g.throttlePercent, elapsedMs: this.elapsed(),
+        type: 'pass',
+        pass: last.pass,
+        bytesSent: this.out.bytesSent,
+        bytesLeft: pending,
+        throughput: this.conv.bandwidth,
+        dirtyRate: this.conv.dirtyRate,
+        zeroPagesSkipped: this.zeroSkipped(),
+        throttlePercent: g.throttlePercent,
+        elapsedMs: this.elapsed(),
       });
       if (this.switchOverDue(pending)) return;
       this.checkTimeout();
@@ -229,12 +249,22 @@ class SourceMigration {
     const report = this.out.beginPass();
     const t0 = performance.now();
     this.passStarted = t0;
-    this.passPlanned = pages.reduce((n, [, c]) => n + c, 0) * this.guest.pageSize + blocks.reduce((n, [, c]) => n + c, 0) * this.guest.blockSize;
+    this.passPlanned =
+      pages.reduce((n, [, c]) => n + c, 0) * this.guest.pageSize + blocks.reduce((n, [, c]) => n + c, 0) * this.guest.blockSize;
     for (const [f, n] of pages) await this.out.sendPages(f, n);
     for (const [f, n] of blocks) await this.out.sendBlocks(f, n);
     await this.out.endData();
     const endAt = performance.now();
-    await this.out.send(MSG.PASS_END, encodeJson({ pass: report.pass, pages: report.pages, zeroPages: report.zeroPages, blocks: report.blocks, zeroBlocks: report.zeroBlocks }));
+    await this.out.send(
+      MSG.PASS_END,
+      encodeJson({
+        pass: report.pass,
+        pages: report.pages,
+        zeroPages: report.zeroPages,
+        blocks: report.blocks,
+        zeroBlocks: report.zeroBlocks,
+      }),
+    );
     if (!final) {
       await this.replies.passAcked(report.pass, this.options.timeoutMs - this.elapsed(), () => this.timeoutError());
       this.conv.recordRoundTrip(performance.now() - endAt);
@@ -266,7 +296,10 @@ class SourceMigration {
   }
 
   private timeoutError(): FerryError {
-    return new FerryError('ERR_FERRY_TIMEOUT', `migration did not converge within ${this.options.timeoutMs} ms; the guest keeps running on the source`);
+    return new FerryError(
+      'ERR_FERRY_TIMEOUT',
+      `migration did not converge within ${this.options.timeoutMs} ms; the guest keeps running on the source`,
+    );
   }
 
   /** A 'pass' event at most once a second during a long pass, so a big first pass shows progress. */
@@ -279,8 +312,15 @@ class SourceMigration {
     if (left <= 0) return;
     const rate = (p.bytes * 1000) / Math.max(1, now - this.passStarted);
     this.onEvent({
-      type: 'pass', pass: p.pass, bytesSent: this.out.bytesSent, bytesLeft: left,
-      throughput: rate, dirtyRate: this.conv.dirtyRate, zeroPagesSkipped: this.zeroSkipped(), throttlePercent: this.guest.throttlePercent, elapsedMs: this.elapsed(),
+      type: 'pass',
+      pass: p.pass,
+      bytesSent: this.out.bytesSent,
+      bytesLeft: left,
+      throughput: rate,
+      dirtyRate: this.conv.dirtyRate,
+      zeroPagesSkipped: this.zeroSkipped(),
+      throttlePercent: this.guest.throttlePercent,
+      elapsedMs: this.elapsed(),
     });
   }
 
@@ -299,8 +339,14 @@ class SourceMigration {
   private finish(): MigrationResult {
     const cpu = process.cpuUsage(this.cpuStart);
     return this.outcome.result({
-      passes: this.passes, totalMs: this.elapsed(), bytesSent: this.out.bytesSent, bytesReceived: this.channel.stats.bytesReceived,
-      zeroPagesSkipped: this.zeroSkipped(), throttlePercent: this.guest.throttlePercent, cpu, channel: this.channel,
+      passes: this.passes,
+      totalMs: this.elapsed(),
+      bytesSent: this.out.bytesSent,
+      bytesReceived: this.channel.stats.bytesReceived,
+      zeroPagesSkipped: this.zeroSkipped(),
+      throttlePercent: this.guest.throttlePercent,
+      cpu,
+      channel: this.channel,
       roundTripMs: this.conv.roundTripMs,
     });
   }
@@ -323,4 +369,3 @@ export async function migrateSource(
   };
   return new SourceMigration(channel, guest, full, onEvent, options.signal).run();
 }
-

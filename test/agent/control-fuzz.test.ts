@@ -21,7 +21,15 @@ import { TestCluster, type RunningAgent } from '../support/cluster.js';
 
 type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
 
-const config = { name: 'fz1', driver: 'synthetic', memoryBytes: 16 * 2 ** 20, diskBytes: 0, workload: { kind: 'kv', getsPerSecond: 10, setsPerSecond: 5 }, nic: 'virtio', encryptedMigration: 'required' };
+const config = {
+  name: 'fz1',
+  driver: 'synthetic',
+  memoryBytes: 16 * 2 ** 20,
+  diskBytes: 0,
+  workload: { kind: 'kv', getsPerSecond: 10, setsPerSecond: 5 },
+  nic: 'virtio',
+  encryptedMigration: 'required',
+};
 const channel = { migrationId: 'fz-m1', mode: 'encrypted', streams: 2, maxBytesPerSecond: 1_000_000 };
 
 /** A valid request of every method but hello (which a connection says once). */
@@ -36,8 +44,15 @@ const VALID: { [M in Exclude<Method, 'hello'>]: Record<string, Json> } = {
   'migration.resolve': { migrationId: 'fz-m1' },
   'migration.prepare-incoming': { ...channel, guest: config, source: 'b', startTimeoutMs: 5000 },
   'migration.start-outgoing': {
-    ...channel, guest: 'g1', destination: { host: 'b', control: '127.0.0.1:9' }, networks: ['127.0.0.1:9'],
-    maxDowntimeMs: 500, timeoutMs: 60_000, autoConverge: true, verify: false, commitTimeoutMs: 5000,
+    ...channel,
+    guest: 'g1',
+    destination: { host: 'b', control: '127.0.0.1:9' },
+    networks: ['127.0.0.1:9'],
+    maxDowntimeMs: 500,
+    timeoutMs: 60_000,
+    autoConverge: true,
+    verify: false,
+    commitTimeoutMs: 5000,
   },
   'migration.status': { migrationId: 'fz-m1' },
   'crypto.measure': {},
@@ -100,7 +115,8 @@ interface Mutated {
 const mutated: fc.Arbitrary<Mutated> = fc.constantFrom(...METHODS).chain((method) => {
   const valid = VALID[method];
   const { objects, values } = places(valid);
-  const addField = fc.tuple(fc.constantFrom(...objects), fc.string({ minLength: 1, maxLength: 12 }), fc.jsonValue({ maxDepth: 1 }))
+  const addField = fc
+    .tuple(fc.constantFrom(...objects), fc.string({ minLength: 1, maxLength: 12 }), fc.jsonValue({ maxDepth: 1 }))
     .filter(([at, name]) => {
       let o: any = valid;
       for (const k of at) o = o[k];
@@ -108,7 +124,10 @@ const mutated: fc.Arbitrary<Mutated> = fc.constantFrom(...METHODS).chain((method
     })
     .map(([at, name, value]): Mutated => ({
       method,
-      params: at.length === 0 ? { ...valid, [name]: value as Json } : withAt(valid, at, (parent, key) => (parent[key] = { ...parent[key], [name]: value })),
+      params:
+        at.length === 0
+          ? { ...valid, [name]: value as Json }
+          : withAt(valid, at, (parent, key) => (parent[key] = { ...parent[key], [name]: value })),
       what: `field ${JSON.stringify(name)} added at params${at.map((k) => `.${k}`).join('')}`,
     }));
   if (values.length === 0) return addField;
@@ -154,7 +173,13 @@ class Connection {
   static open(address: string, options: tls.ConnectionOptions): Promise<Connection> {
     const i = address.lastIndexOf(':');
     return new Promise((resolve, reject) => {
-      const s = tls.connect({ host: address.slice(0, i), port: Number(address.slice(i + 1)), servername: 'a', minVersion: 'TLSv1.3', ...options });
+      const s = tls.connect({
+        host: address.slice(0, i),
+        port: Number(address.slice(i + 1)),
+        servername: 'a',
+        minVersion: 'TLSv1.3',
+        ...options,
+      });
       s.once('secureConnect', () => resolve(new Connection(s)));
       s.once('error', reject);
     });
@@ -205,7 +230,8 @@ describe('agent: malformed control requests, generated (real agent, real TLS)', 
     const dir = cluster.hostDir('a');
     const out = [readFileSync(path.join(dir, 'host.json'), 'utf8')];
     for (const sub of ['guests', 'ownership']) {
-      for (const f of readdirSync(path.join(dir, sub)).sort()) out.push(`${sub}/${f}: ${f.endsWith('.json') ? readFileSync(path.join(dir, sub, f), 'utf8') : '(dir)'}`);
+      for (const f of readdirSync(path.join(dir, sub)).sort())
+        out.push(`${sub}/${f}: ${f.endsWith('.json') ? readFileSync(path.join(dir, sub, f), 'utf8') : '(dir)'}`);
     }
     return out.join('\n');
   }
@@ -220,7 +246,10 @@ describe('agent: malformed control requests, generated (real agent, real TLS)', 
         const secret = m.method in KEYED_METHODS ? randomBytes(KEYED_METHODS[m.method as keyof typeof KEYED_METHODS]) : undefined;
         const reply = await conn.request(m.method, m.params, secret);
         assert.equal(reply.ok, false, `${m.method} with ${m.what} was taken: ${JSON.stringify(reply).slice(0, 300)}`);
-        assert.ok(Object.prototype.hasOwnProperty.call(ERROR_CODES, reply.error.code), `${m.method} with ${m.what}: uncoded error ${JSON.stringify(reply.error)}`);
+        assert.ok(
+          Object.prototype.hasOwnProperty.call(ERROR_CODES, reply.error.code),
+          `${m.method} with ${m.what}: uncoded error ${JSON.stringify(reply.error)}`,
+        );
         assert.equal(typeof reply.error.message, 'string');
         assert.ok(reply.error.message.length > 0 && reply.error.message.length < 2000, reply.error.message);
         if (secret) assert.ok(!reply.error.message.includes(secret.toString('hex').slice(0, 16)), 'the key reached an error message');
@@ -229,7 +258,7 @@ describe('agent: malformed control requests, generated (real agent, real TLS)', 
     );
     assert.equal(conn.closed, false, 'the connection was closed');
     assert.equal((await conn.request('capabilities', {})).ok, true, 'the connection is still in step');
-    assert.equal(records(), before, 'the agent\'s records changed');
+    assert.equal(records(), before, "the agent's records changed");
     const after = await conn.request('guest.get', { name: 'g1' });
     assert.equal(after.result.state, 'running');
     assert.equal(after.result.pid, guest.result.pid);

@@ -46,7 +46,10 @@ describe('agent: the crypto-thread budget', function () {
     assert.deepEqual(caps.limits, { outgoing: 1, incoming: 1, cryptoThreads: 5 });
     assert.equal(caps.cryptoThreadsPerMigration, 2);
 
-    const json = ferryOk(['probe', '--json'], cluster.env).stdout.trim().split('\n').map((l) => JSON.parse(l));
+    const json = ferryOk(['probe', '--json'], cluster.env)
+      .stdout.trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     const probe = (h: string) => json.find((o) => o.type === 'host' && o.host === h);
     assert.deepEqual(probe('a').limits, { outgoing: 2, incoming: 2, cryptoThreads: 1 });
     assert.equal(probe('a').cryptoThreadsPerMigration, 1);
@@ -55,8 +58,14 @@ describe('agent: the crypto-thread budget', function () {
 
     const table = ferryOk(['probe'], cluster.env).stdout;
     assert.match(table, /CRYPTO THREADS/);
-    assert.match(table.split('\n').find((l) => l.startsWith('a '))!, /\b1 \(1 per migration\)/);
-    assert.match(table.split('\n').find((l) => l.startsWith('b '))!, /\b5 \(2 per migration\)/);
+    assert.match(
+      table.split('\n').find((l) => l.startsWith('a '))!,
+      /\b1 \(1 per migration\)/,
+    );
+    assert.match(
+      table.split('\n').find((l) => l.startsWith('b '))!,
+      /\b5 \(2 per migration\)/,
+    );
   });
 
   it('refuses bad --crypto-threads values with ERR_FERRY_USAGE and exit 2, changing nothing', function () {
@@ -84,7 +93,10 @@ describe('agent: the crypto-thread budget', function () {
     assert.equal(existsSync(dir), false);
 
     // A budget below the slots is allowed, with a warning that it cannot be kept strictly.
-    const below = ferry(['host', 'init', 'c', '--dir', cluster.hostDir('c'), '--control', '127.0.0.1:1', '--network', '127.0.0.1:2', '--crypto-threads', '3'], cluster.env);
+    const below = ferry(
+      ['host', 'init', 'c', '--dir', cluster.hostDir('c'), '--control', '127.0.0.1:1', '--network', '127.0.0.1:2', '--crypto-threads', '3'],
+      cluster.env,
+    );
     assert.equal(below.status, 0, below.stderr);
     assert.match(below.stderr, /warning: --crypto-threads 3 is less than the 4 migration slots: each migration still gets 1 thread/);
   });
@@ -137,7 +149,9 @@ describe('agent: the crypto-thread budget', function () {
 
   it('leaves no key in any log or state file', function () {
     assert.ok(keys.length > 0);
-    const hits = keys.flatMap((k) => findSecret([cluster.root, { name: 'agent a log', text: a.logs() }, { name: 'agent b log', text: b.logs() }], k));
+    const hits = keys.flatMap((k) =>
+      findSecret([cluster.root, { name: 'agent a log', text: a.logs() }, { name: 'agent b log', text: b.logs() }], k),
+    );
     assert.deepEqual(hits, []);
   });
 });

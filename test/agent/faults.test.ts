@@ -46,11 +46,15 @@ describe('agent: an agent killed during a migration (real agents)', function () 
   /** Waits until exactly one host has guest `name` and it runs there; returns that host. */
   async function settledOnOneHost(name = 'f1'): Promise<string> {
     let last = '';
-    await waitUntil(async () => {
-      const found = await whereabouts(name);
-      last = JSON.stringify([...found].map(([h, g]) => [h, g.state]));
-      return found.size === 1 && [...found.values()][0]!.state === 'running';
-    }, 60_000, () => `the guest to run on exactly one host (it is at ${last})`);
+    await waitUntil(
+      async () => {
+        const found = await whereabouts(name);
+        last = JSON.stringify([...found].map(([h, g]) => [h, g.state]));
+        return found.size === 1 && [...found.values()][0]!.state === 'running';
+      },
+      60_000,
+      () => `the guest to run on exactly one host (it is at ${last})`,
+    );
     return [...(await whereabouts(name)).keys()][0]!;
   }
 
@@ -123,7 +127,10 @@ describe('agent: an agent killed during a migration (real agents)', function () 
     // engine saw the channel fail first and aborted before pausing: both leave the guest here.
     if (types.includes('in-doubt')) {
       assert.ok(types.includes('resolving'), 'it asked while the destination was down');
-      assert.deepEqual(result.events.find((e) => e.type === 'resolved'), { type: 'resolved', decision: 'not-committed' });
+      assert.deepEqual(
+        result.events.find((e) => e.type === 'resolved'),
+        { type: 'resolved', decision: 'not-committed' },
+      );
     }
     assert.equal(result.result.outcome, 'aborted');
     assert.equal(await settledOnOneHost(), 'a');
@@ -207,7 +214,9 @@ describe('agent: an agent killed during a migration (real agents)', function () 
       assert.equal(relay.cuts, 1, 'the cut never happened');
       const host = await settledOnOneHost();
       const types = result.events.map((e) => e.type);
-      console.log(`      after the cut: ${result.result.outcome} (${types.filter((t) => t !== 'pass').join(', ')}), the guest runs on ${host}`);
+      console.log(
+        `      after the cut: ${result.result.outcome} (${types.filter((t) => t !== 'pass').join(', ')}), the guest runs on ${host}`,
+      );
       if (result.result.outcome === 'committed') {
         assert.equal(host, 'b');
       } else {

@@ -10,7 +10,12 @@ import { waitUntil } from '../support/wait.js';
 import { ferry } from '../support/cli.js';
 import { TestCluster, type RunningAgent } from '../support/cluster.js';
 
-const jsonLines = (stdout: string) => stdout.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
+const jsonLines = (stdout: string) =>
+  stdout
+    .trim()
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l));
 
 describe('agent: guests end to end (real agents and guest processes)', function () {
   let cluster: TestCluster;
@@ -30,7 +35,22 @@ describe('agent: guests end to end (real agents and guest processes)', function 
   });
 
   it('creates a guest and lists it', function () {
-    const r = run(['vm', 'create', 'g1', '--host', 'a', '--memory', '64MiB', '--disk', '1MiB', '--workload', 'kv:get=200,set=100', '--nic', 'sriov', '--json']);
+    const r = run([
+      'vm',
+      'create',
+      'g1',
+      '--host',
+      'a',
+      '--memory',
+      '64MiB',
+      '--disk',
+      '1MiB',
+      '--workload',
+      'kv:get=200,set=100',
+      '--nic',
+      'sriov',
+      '--json',
+    ]);
     assert.equal(r.status, 0, r.stderr);
     const [created] = jsonLines(r.stdout);
     assert.equal(created.type, 'result');
@@ -43,7 +63,21 @@ describe('agent: guests end to end (real agents and guest processes)', function 
     assert.equal(guests.length, 1);
     assert.deepEqual(
       { ...guests[0], state: undefined, pid: undefined, opsPerSecond: undefined, workloadReady: undefined },
-      { pid: undefined, opsPerSecond: undefined, workloadReady: undefined, type: 'guest', name: 'g1', host: 'a', state: undefined, memoryBytes: 64 * 2 ** 20, diskBytes: 2 ** 20, driver: 'synthetic', encryptedMigration: 'opportunistic', nic: 'sriov', workload: { kind: 'kv', getsPerSecond: 200, setsPerSecond: 100 } },
+      {
+        pid: undefined,
+        opsPerSecond: undefined,
+        workloadReady: undefined,
+        type: 'guest',
+        name: 'g1',
+        host: 'a',
+        state: undefined,
+        memoryBytes: 64 * 2 ** 20,
+        diskBytes: 2 ** 20,
+        driver: 'synthetic',
+        encryptedMigration: 'opportunistic',
+        nic: 'sriov',
+        workload: { kind: 'kv', getsPerSecond: 200, setsPerSecond: 100 },
+      },
     );
     assert.match(guests[0].state, /^(running|paused)$/);
     assert.equal(guests[0].pid, created.guest.pid);

@@ -17,7 +17,15 @@ describe('agent: migration records', function () {
     const fields = ['migrationId', 'role', 'guest', 'phase', 'position', 'lastEvent', 'result'];
     assert.deepEqual(Object.keys(records.status('m-in')), fields);
     assert.deepEqual(Object.keys(records.status('m-out')), fields);
-    assert.deepEqual(records.status('m-out'), { migrationId: 'm-out', role: 'source', guest: 'g2', phase: 'queued', position: null, lastEvent: null, result: null });
+    assert.deepEqual(records.status('m-out'), {
+      migrationId: 'm-out',
+      role: 'source',
+      guest: 'g2',
+      phase: 'queued',
+      position: null,
+      lastEvent: null,
+      result: null,
+    });
     assert.equal(records.status('m-in').role, 'destination');
     assert.throws(() => records.status('m-none'), { code: 'ERR_FERRY_NOT_FOUND' });
   });
@@ -30,11 +38,14 @@ describe('agent: migration records', function () {
     assert.equal(records.status('m-1').guest, 'g1', 'the first record stands');
   });
 
-  it('settles an outgoing migration\'s `ended` when it ends, and lists a guest\'s outgoing migrations only', async function () {
+  it("settles an outgoing migration's `ended` when it ends, and lists a guest's outgoing migrations only", async function () {
     const records = new MigrationRecords();
     records.incoming('m-in', 'g1');
     const { migration, end } = records.outgoing('m-out', 'g1', { host: 'b', control: '127.0.0.1:7002' });
-    assert.deepEqual(records.outgoingOf('g1').map((m) => m.migrationId), ['m-out']);
+    assert.deepEqual(
+      records.outgoingOf('g1').map((m) => m.migrationId),
+      ['m-out'],
+    );
     const ended = migration.ended;
     assert.ok(ended);
     let settled = false;

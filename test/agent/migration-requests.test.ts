@@ -19,12 +19,29 @@ describe('agent: migration requests refused up front (real agents)', function ()
   const channel = { migrationId: 'm-refused-1', mode: 'encrypted' as const, streams: 2 };
   /** Key and nonce as the secret trailer every keyed call carries. */
   const keyed = { secret: Buffer.concat([Buffer.alloc(32, 7), Buffer.alloc(8, 9)]) };
-  const guest = { name: 'r1', driver: 'synthetic' as const, memoryBytes: 16 * 2 ** 20, diskBytes: 0, workload: { kind: 'idle' as const }, nic: 'virtio' as const, encryptedMigration: 'opportunistic' as const };
+  const guest = {
+    name: 'r1',
+    driver: 'synthetic' as const,
+    memoryBytes: 16 * 2 ** 20,
+    diskBytes: 0,
+    workload: { kind: 'idle' as const },
+    nic: 'virtio' as const,
+    encryptedMigration: 'opportunistic' as const,
+  };
   const incoming = (extra: Partial<PrepareIncomingParams> = {}): PrepareIncomingParams => ({ ...channel, guest, source: 'b', ...extra });
   const outgoing = (extra: Partial<StartOutgoingParams> = {}): StartOutgoingParams => ({
-    ...channel, guest: 'r1', destination: { host: 'b', control: c.hosts.get('b')!.control }, networks: ['127.0.0.1:9'], ...extra,
+    ...channel,
+    guest: 'r1',
+    destination: { host: 'b', control: c.hosts.get('b')!.control },
+    networks: ['127.0.0.1:9'],
+    ...extra,
   });
-  const snapshot = (host: string) => ['guests', 'ownership'].map((d) => readdirSync(path.join(cluster.hostDir(host), d)).sort().join(','));
+  const snapshot = (host: string) =>
+    ['guests', 'ownership'].map((d) =>
+      readdirSync(path.join(cluster.hostDir(host), d))
+        .sort()
+        .join(','),
+    );
 
   before(async function () {
     cluster = TestCluster.create();
@@ -54,32 +71,57 @@ describe('agent: migration requests refused up front (real agents)', function ()
       [incoming({ guest: { ...guest, memoryBytes: 12345 } }), /memoryBytes/],
     ];
     for (const [params, message] of cases) {
-      await assert.rejects(coordinator.call('migration.prepare-incoming', params as PrepareIncomingParams, keyed), { code: 'ERR_FERRY_INPUT', message });
+      await assert.rejects(coordinator.call('migration.prepare-incoming', params as PrepareIncomingParams, keyed), {
+        code: 'ERR_FERRY_INPUT',
+        message,
+      });
     }
-    await assert.rejects(coordinator.call('migration.start-outgoing', outgoing({ networks: [] }), keyed), { code: 'ERR_FERRY_INPUT', message: /params\.networks: needs at least 1 item/ });
-    await assert.rejects(coordinator.call('migration.start-outgoing', outgoing({ destination: { host: 'b', control: 'nowhere' } }), keyed), { code: 'ERR_FERRY_INPUT', message: /params\.destination\.control/ });
+    await assert.rejects(coordinator.call('migration.start-outgoing', outgoing({ networks: [] }), keyed), {
+      code: 'ERR_FERRY_INPUT',
+      message: /params\.networks: needs at least 1 item/,
+    });
+    await assert.rejects(
+      coordinator.call('migration.start-outgoing', outgoing({ destination: { host: 'b', control: 'nowhere' } }), keyed),
+      { code: 'ERR_FERRY_INPUT', message: /params\.destination\.control/ },
+    );
     assert.deepEqual(snapshot('a'), before);
   });
 
   it('refuses an encrypted migration on an agent that cannot encrypt', async function () {
     const before = snapshot('b');
-    await assert.rejects(plainOnly.call('migration.prepare-incoming', incoming(), keyed), { code: 'ERR_FERRY_REFUSED', message: /cannot encrypt/ });
+    await assert.rejects(plainOnly.call('migration.prepare-incoming', incoming(), keyed), {
+      code: 'ERR_FERRY_REFUSED',
+      message: /cannot encrypt/,
+    });
     assert.deepEqual(snapshot('b'), before);
   });
 
   it('refuses a guest the source does not have, and an incoming guest whose name is taken', async function () {
-    await assert.rejects(coordinator.call('migration.start-outgoing', outgoing({ guest: 'nope' }), keyed), { code: 'ERR_FERRY_NOT_FOUND', message: /no guest "nope" on host a/ });
+    await assert.rejects(coordinator.call('migration.start-outgoing', outgoing({ guest: 'nope' }), keyed), {
+      code: 'ERR_FERRY_NOT_FOUND',
+      message: /no guest "nope" on host a/,
+    });
     const before = readFileSync(path.join(cluster.hostDir('a'), 'guests', 'r1.json'));
-    await assert.rejects(coordinator.call('migration.prepare-incoming', incoming(), keyed), { code: 'ERR_FERRY_INPUT', message: /guest "r1" already exists on host a/ });
+    await assert.rejects(coordinator.call('migration.prepare-incoming', incoming(), keyed), {
+      code: 'ERR_FERRY_INPUT',
+      message: /guest "r1" already exists on host a/,
+    });
     assert.deepEqual(readFileSync(path.join(cluster.hostDir('a'), 'guests', 'r1.json')), before);
   });
 
   it('keeps the migration methods that command guests from host certificates', async function () {
     const dirB = cluster.hostDir('b');
-    const credentials = { ca: readFileSync(path.join(dirB, 'ca.crt')), cert: readFileSync(path.join(dirB, 'host.crt')), key: readFileSync(path.join(dirB, 'host.key')) };
+    const credentials = {
+      ca: readFileSync(path.join(dirB, 'ca.crt')),
+      cert: readFileSync(path.join(dirB, 'host.crt')),
+      key: readFileSync(path.join(dirB, 'host.key')),
+    };
     const asHost = await AgentClient.connect({ address: c.hosts.get('a')!.control, host: 'a', credentials });
     try {
-      await assert.rejects(asHost.call('migration.start-outgoing', outgoing(), keyed), { code: 'ERR_FERRY_REFUSED', message: /not open to host certificates/ });
+      await assert.rejects(asHost.call('migration.start-outgoing', outgoing(), keyed), {
+        code: 'ERR_FERRY_REFUSED',
+        message: /not open to host certificates/,
+      });
       await assert.rejects(asHost.call('guest.destroy', { name: 'r1' }), { code: 'ERR_FERRY_REFUSED' });
       assert.equal((await asHost.call('capabilities', {})).host, 'a');
     } finally {

@@ -73,16 +73,24 @@ describe('agent: migrations between real agents', function () {
     for (const n of names) create(n, 'a');
     let running = 0;
     let peak = 0;
-    const results = await Promise.all(names.map((n) => migrate(c, n, 'a', 'b', {
-      onPrepared: () => {
-        running++;
-        peak = Math.max(peak, running);
-      },
-      onSettled: () => running--,
-    })));
+    const results = await Promise.all(
+      names.map((n) =>
+        migrate(c, n, 'a', 'b', {
+          onPrepared: () => {
+            running++;
+            peak = Math.max(peak, running);
+          },
+          onSettled: () => running--,
+        }),
+      ),
+    );
     for (const m of results) keys.push(m.key, m.nonce);
     assert.ok(peak <= 2, `peak ${peak}`);
-    assert.deepEqual(results.map((m) => m.result.outcome), names.map(() => 'committed'), JSON.stringify(results.map((m) => m.result.result?.error)));
+    assert.deepEqual(
+      results.map((m) => m.result.outcome),
+      names.map(() => 'committed'),
+      JSON.stringify(results.map((m) => m.result.result?.error)),
+    );
     assert.ok(results.filter((m) => m.queuedAtDestination.length > 0).length >= 4, 'at least 4 were told they were queued');
   });
 
@@ -96,7 +104,9 @@ describe('agent: migrations between real agents', function () {
   });
 
   it('leaves no key in any log or state file', function () {
-    const hits = keys.flatMap((k) => findSecret([cluster.root, { name: 'agent a log', text: a.logs() }, { name: 'agent b log', text: b.logs() }], k));
+    const hits = keys.flatMap((k) =>
+      findSecret([cluster.root, { name: 'agent a log', text: a.logs() }, { name: 'agent b log', text: b.logs() }], k),
+    );
     assert.deepEqual(hits, []);
   });
 });

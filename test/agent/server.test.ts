@@ -27,7 +27,11 @@ describe('agent: control server frame (in process, real TLS)', function () {
   before(async function () {
     cluster = TestCluster.create();
     const dir = await cluster.addHost('a');
-    hostCreds = { ca: readFileSync(path.join(dir, 'ca.crt')), cert: readFileSync(path.join(dir, 'host.crt')), key: readFileSync(path.join(dir, 'host.key')) };
+    hostCreds = {
+      ca: readFileSync(path.join(dir, 'ca.crt')),
+      cert: readFileSync(path.join(dir, 'host.crt')),
+      key: readFileSync(path.join(dir, 'host.key')),
+    };
     clientCreds = await coordinatorCredentials(await loadCluster(cluster.file));
     logFd = openSync(path.join(cluster.root, 'server.log'), 'w');
   });
@@ -39,7 +43,12 @@ describe('agent: control server frame (in process, real TLS)', function () {
   });
 
   async function serve(handlers: HandlerTable): Promise<AgentClient> {
-    const server = new ControlServer({ credentials: hostCreds, handlers, hello: { agentVersion: 'test', host: 'a' }, log: createLogger({ fd: logFd }) });
+    const server = new ControlServer({
+      credentials: hostCreds,
+      handlers,
+      hello: { agentVersion: 'test', host: 'a' },
+      log: createLogger({ fd: logFd }),
+    });
     servers.push(server);
     const address = await server.listen({ host: '127.0.0.1', port: 0 });
     const client = await AgentClient.connect({ address, host: 'a', credentials: clientCreds });
@@ -47,7 +56,15 @@ describe('agent: control server frame (in process, real TLS)', function () {
     return client;
   }
 
-  const guest = { name: 'g', driver: 'synthetic' as const, memoryBytes: 1 << 20, diskBytes: 0, workload: { kind: 'idle' as const }, nic: 'virtio' as const, encryptedMigration: 'opportunistic' as const };
+  const guest = {
+    name: 'g',
+    driver: 'synthetic' as const,
+    memoryBytes: 1 << 20,
+    diskBytes: 0,
+    workload: { kind: 'idle' as const },
+    nic: 'virtio' as const,
+    encryptedMigration: 'opportunistic' as const,
+  };
 
   it('streams events in order before the result', async function () {
     const client = await serve({
@@ -60,9 +77,17 @@ describe('agent: control server frame (in process, real TLS)', function () {
       },
     });
     const seen: number[] = [];
-    const r = await client.call('migration.prepare-incoming', {
-      migrationId: 'm-1', mode: 'plain', streams: 1, guest, source: 'b',
-    }, { secret: Buffer.alloc(40), onEvent: (e) => seen.push(e.position) });
+    const r = await client.call(
+      'migration.prepare-incoming',
+      {
+        migrationId: 'm-1',
+        mode: 'plain',
+        streams: 1,
+        guest,
+        source: 'b',
+      },
+      { secret: Buffer.alloc(40), onEvent: (e) => seen.push(e.position) },
+    );
     assert.deepEqual(seen, [5, 4, 3, 2, 1]);
     assert.equal(r.migrationId, 'm-1');
   });
@@ -75,9 +100,15 @@ describe('agent: control server frame (in process, real TLS)', function () {
         timeoutMs: null,
         run: async (p, ctx) => {
           handed.push(ctx.key.key, ctx.key.nonce);
-          assert.ok(ctx.key.key.equals(Buffer.alloc(32, 0xa5)) && ctx.key.nonce.equals(Buffer.alloc(8, 0x5a)), 'the trailer, split into key and nonce');
+          assert.ok(
+            ctx.key.key.equals(Buffer.alloc(32, 0xa5)) && ctx.key.nonce.equals(Buffer.alloc(8, 0x5a)),
+            'the trailer, split into key and nonce',
+          );
           await sleep(50); // still holding them across a wait, as a real handler does
-          assert.ok(handed.slice(-2).every((b) => b.some((x) => x !== 0)), 'not zeroed while the handler runs');
+          assert.ok(
+            handed.slice(-2).every((b) => b.some((x) => x !== 0)),
+            'not zeroed while the handler runs',
+          );
           if (p.migrationId === 'm-fail') throw new FerryError('ERR_FERRY_REFUSED', 'refused after taking the key');
           return { migrationId: p.migrationId, networks: [], nicFallback: false, guest: p.guest };
         },
@@ -88,15 +119,32 @@ describe('agent: control server frame (in process, real TLS)', function () {
     const params = { migrationId: 'm-ok', mode: 'plain' as const, streams: 1, guest, source: 'b' };
     assert.equal((await client.call('migration.prepare-incoming', params, { secret })).migrationId, 'm-ok');
     assert.equal(handed.length, 2);
-    assert.ok(handed.every((b) => b.every((x) => x === 0)), 'zeroed after the request completed');
-    await assert.rejects(client.call('migration.prepare-incoming', { ...params, migrationId: 'm-fail' }, { secret }), { code: 'ERR_FERRY_REFUSED' });
+    assert.ok(
+      handed.every((b) => b.every((x) => x === 0)),
+      'zeroed after the request completed',
+    );
+    await assert.rejects(client.call('migration.prepare-incoming', { ...params, migrationId: 'm-fail' }, { secret }), {
+      code: 'ERR_FERRY_REFUSED',
+    });
     assert.equal(handed.length, 4);
-    assert.ok(handed.every((b) => b.every((x) => x === 0)), 'zeroed after the request failed');
-    assert.ok(handed[0]!.buffer !== secret.buffer && secret.equals(Buffer.concat([Buffer.alloc(32, 0xa5), Buffer.alloc(8, 0x5a)])), 'the caller keeps (and wipes) its own copy');
+    assert.ok(
+      handed.every((b) => b.every((x) => x === 0)),
+      'zeroed after the request failed',
+    );
+    assert.ok(
+      handed[0]!.buffer !== secret.buffer && secret.equals(Buffer.concat([Buffer.alloc(32, 0xa5), Buffer.alloc(8, 0x5a)])),
+      'the caller keeps (and wipes) its own copy',
+    );
     // Refused before the handler: it never sees the key.
-    await assert.rejects(client.call('migration.prepare-incoming', params, { secret: secret.subarray(0, 39) }), { code: 'ERR_FERRY_INPUT', message: /secret trailer of 40 bytes.*not 39/ });
+    await assert.rejects(client.call('migration.prepare-incoming', params, { secret: secret.subarray(0, 39) }), {
+      code: 'ERR_FERRY_INPUT',
+      message: /secret trailer of 40 bytes.*not 39/,
+    });
     await assert.rejects(client.call('migration.prepare-incoming', params), { code: 'ERR_FERRY_INPUT', message: /got none/ });
-    await assert.rejects(client.call('guest.get', { name: 'g' }, { secret }), { code: 'ERR_FERRY_INPUT', message: /guest\.get takes no secret trailer/ });
+    await assert.rejects(client.call('guest.get', { name: 'g' }, { secret }), {
+      code: 'ERR_FERRY_INPUT',
+      message: /guest\.get takes no secret trailer/,
+    });
     assert.equal(handed.length, 4);
   });
 
@@ -106,10 +154,13 @@ describe('agent: control server frame (in process, real TLS)', function () {
       capabilities: {
         roles: ['coordinator'],
         timeoutMs: 150,
-        run: (_p, ctx) => new Promise((_, reject) => ctx.signal.addEventListener('abort', () => {
-          aborted = ctx.signal.reason;
-          reject(ctx.signal.reason);
-        })),
+        run: (_p, ctx) =>
+          new Promise((_, reject) =>
+            ctx.signal.addEventListener('abort', () => {
+              aborted = ctx.signal.reason;
+              reject(ctx.signal.reason);
+            }),
+          ),
       },
     });
     await assert.rejects(client.call('capabilities', {}), { code: 'ERR_FERRY_TIMEOUT', message: /capabilities took longer than 150 ms/ });

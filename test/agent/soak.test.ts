@@ -20,7 +20,9 @@ function openFiles(agent: RunningAgent): number {
 }
 
 function residentMiB(agent: RunningAgent): number {
-  const line = readFileSync(`/proc/${agent.process.pid}/status`, 'utf8').split('\n').find((l) => l.startsWith('VmRSS:'))!;
+  const line = readFileSync(`/proc/${agent.process.pid}/status`, 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith('VmRSS:'))!;
   return Number(line.split(/\s+/)[1]) / 1024;
 }
 
@@ -56,27 +58,34 @@ describe('agent: a guest moved A→B→A twenty times (real agents)', function (
     await cluster?.stop();
   });
 
-  it('commits every move, and the agents\' open files and memory do not grow', async function () {
+  it("commits every move, and the agents' open files and memory do not grow", async function () {
     this.timeout(240_000);
-    ferryOk(['vm', 'create', 'pingpong', '--host', 'a', '--memory', '16MiB', '--disk', '1MiB', '--workload', 'kv:get=200,set=100'], cluster.env);
+    ferryOk(
+      ['vm', 'create', 'pingpong', '--host', 'a', '--memory', '16MiB', '--disk', '1MiB', '--workload', 'kv:get=200,set=100'],
+      cluster.env,
+    );
     const files: Array<[number, number]> = [];
     const memory: Array<[number, number]> = [];
     let baseline: [number, number] | undefined;
     for (let round = 1; round <= ROUND_TRIPS; round++) {
-      for (const [from, to] of [['a', 'b'], ['b', 'a']] as const) {
+      for (const [from, to] of [
+        ['a', 'b'],
+        ['b', 'a'],
+      ] as const) {
         const m = await migrate(c, 'pingpong', from, to);
         assert.equal(m.result.outcome, 'committed', `round ${round} ${from}→${to}: ${JSON.stringify(m.result.result?.error)}`);
         assert.equal(m.result.result!.sourceDigest, m.result.result!.destinationDigest, `round ${round} ${from}→${to}`);
       }
       // The guest is back on A: both agents are in the same state after every round trip.
-      files.push(baseline
-        ? [await settledOpenFiles(a, baseline[0]), await settledOpenFiles(b, baseline[1])]
-        : [openFiles(a), openFiles(b)]);
+      files.push(
+        baseline ? [await settledOpenFiles(a, baseline[0]), await settledOpenFiles(b, baseline[1])] : [openFiles(a), openFiles(b)],
+      );
       memory.push([residentMiB(a), residentMiB(b)]);
       if (round === WARM_UP) baseline = files[files.length - 1];
     }
-    const report = `open files (a, b) per round trip: ${files.map(([x, y]) => `${x}/${y}`).join(' ')}; `
-      + `resident MiB: ${memory.map(([x, y]) => `${x.toFixed(0)}/${y.toFixed(0)}`).join(' ')}`;
+    const report =
+      `open files (a, b) per round trip: ${files.map(([x, y]) => `${x}/${y}`).join(' ')}; ` +
+      `resident MiB: ${memory.map(([x, y]) => `${x.toFixed(0)}/${y.toFixed(0)}`).join(' ')}`;
     console.log(`      ${report}`);
     const last = files[files.length - 1]!;
     assert.ok(last[0] <= baseline![0] && last[1] <= baseline![1], `open files grew: ${report}`);

@@ -15,7 +15,13 @@ const config: HostConfig = {
   limits: { outgoing: 2, incoming: 2 },
 };
 const guest: GuestConfig = {
-  name: 'g1', driver: 'synthetic', memoryBytes: 1 << 20, diskBytes: 0, workload: { kind: 'idle' }, nic: 'virtio', encryptedMigration: 'opportunistic',
+  name: 'g1',
+  driver: 'synthetic',
+  memoryBytes: 1 << 20,
+  diskBytes: 0,
+  workload: { kind: 'idle' },
+  nic: 'virtio',
+  encryptedMigration: 'opportunistic',
 };
 
 function modes(dir: string): string[] {
@@ -80,7 +86,13 @@ describe('agent: state directory', function () {
     const dir = path.join(root, 'h');
     await StateDir.create(dir, config);
     // Exactly what host init wrote before limits.cryptoThreads existed.
-    const old = { name: 'a', control: '127.0.0.1:7000', networks: [{ listen: '127.0.0.1:7100', advertise: '127.0.0.1:7100' }], hasSriov: false, limits: { outgoing: 2, incoming: 2 } };
+    const old = {
+      name: 'a',
+      control: '127.0.0.1:7000',
+      networks: [{ listen: '127.0.0.1:7100', advertise: '127.0.0.1:7100' }],
+      hasSriov: false,
+      limits: { outgoing: 2, incoming: 2 },
+    };
     writeFileSync(path.join(dir, 'host.json'), JSON.stringify(old));
     const opened = await StateDir.open(dir);
     assert.deepEqual(opened.config.limits, { outgoing: 2, incoming: 2 });

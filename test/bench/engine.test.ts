@@ -11,11 +11,32 @@ const bench = (args: string[]) => ferryAsync(['bench', 'engine', ...args]);
 
 describe('ferry bench engine', function () {
   it('moves a kv guest over a 100 ms link (--rtt), encrypted and plain, and reports the round trip it measured', async function () {
-    const r = await bench(['--memory', '16MiB', '--workload', 'kv:get=1000,set=200', '--rtt', '100ms', '--bandwidth', '200Mbit', '--runs', '1', '--json']);
+    const r = await bench([
+      '--memory',
+      '16MiB',
+      '--workload',
+      'kv:get=1000,set=200',
+      '--rtt',
+      '100ms',
+      '--bandwidth',
+      '200Mbit',
+      '--runs',
+      '1',
+      '--json',
+    ]);
     assert.equal(r.status, 0, r.stderr);
-    const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
+    const lines = r.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     const runs = lines.filter((l) => l.type === 'run');
-    assert.deepEqual(runs.map((x) => [x.mode, x.outcome]), [['encrypted', 'committed'], ['plain', 'committed']]);
+    assert.deepEqual(
+      runs.map((x) => [x.mode, x.outcome]),
+      [
+        ['encrypted', 'committed'],
+        ['plain', 'committed'],
+      ],
+    );
     for (const x of runs) assert.ok(x.roundTripMs >= 100, `round trip ${x.roundTripMs} ms over a 100 ms link`);
     const result = lines.find((l) => l.type === 'result');
     assert.equal(result.rttMs, 100);

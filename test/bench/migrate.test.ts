@@ -23,15 +23,41 @@ const clusterDir = (stderr: string): string => {
 describe('ferry bench migrate', function () {
   it('gives the idle ratio per direction (ratio of medians) and over both as their geometric mean', function () {
     const run = (mode: 'encrypted' | 'plain', direction: string, totalMs: number): FerryRun => ({
-      mode, direction, ok: true, error: null, totalMs, switchoverMs: 10, bytesSent: 1, wireFraction: 1, passes: 2, throughput: 1,
-      maxThrottlePercent: 0, opsPerSecondBefore: 0, sourceCpuSeconds: 1, destinationCpuSeconds: 1, sourceSystemCpuSeconds: 0, destinationSystemCpuSeconds: 0,
+      mode,
+      direction,
+      ok: true,
+      error: null,
+      totalMs,
+      switchoverMs: 10,
+      bytesSent: 1,
+      wireFraction: 1,
+      passes: 2,
+      throughput: 1,
+      maxThrottlePercent: 0,
+      opsPerSecondBefore: 0,
+      sourceCpuSeconds: 1,
+      destinationCpuSeconds: 1,
+      sourceSystemCpuSeconds: 0,
+      destinationSystemCpuSeconds: 0,
     });
     // The full run of 2026-11-30 22:40 (bench/results/migrate-2026-11-30-night-abba-2240.json), in the order it ran (ABBA).
     const idle: ScenarioReport = {
-      name: 'idle-10g', description: '', memoryBytes: 1, workload: 'idle', maxBytesPerSecond: null, skipped: null, unmeasured: [],
+      name: 'idle-10g',
+      description: '',
+      memoryBytes: 1,
+      workload: 'idle',
+      maxBytesPerSecond: null,
+      skipped: null,
+      unmeasured: [],
       runs: [
-        run('encrypted', 'a→b', 4494), run('encrypted', 'b→a', 4249), run('plain', 'a→b', 4304), run('plain', 'b→a', 3999),
-        run('plain', 'a→b', 4397), run('plain', 'b→a', 3837), run('encrypted', 'a→b', 4565), run('encrypted', 'b→a', 3826),
+        run('encrypted', 'a→b', 4494),
+        run('encrypted', 'b→a', 4249),
+        run('plain', 'a→b', 4304),
+        run('plain', 'b→a', 3999),
+        run('plain', 'a→b', 4397),
+        run('plain', 'b→a', 3837),
+        run('encrypted', 'a→b', 4565),
+        run('encrypted', 'b→a', 3826),
       ],
     };
     const r = computeRatios([idle]);
@@ -60,15 +86,29 @@ describe('ferry bench migrate', function () {
       const abba = ['encrypted', 'encrypted', 'plain', 'plain', 'plain', 'plain', 'encrypted', 'encrypted'];
       assert.deepEqual(modes, s.name === 'qemu-loopback' ? ['encrypted', 'encrypted', 'encrypted', 'encrypted'] : abba, s.name);
       // Each mode moves the guest a→b and back, after a warm-up there and back that is not counted.
-      assert.deepEqual(s.runs.map((x: { direction: string }) => x.direction), modes.map((_: string, i: number) => (i % 2 ? 'b→a' : 'a→b')));
-      assert.deepEqual(s.unmeasured.map((x: { direction: string }) => x.direction), ['a→b', 'b→a'], s.name);
-      assert.ok(s.unmeasured.every((x: { ok: boolean }) => x.ok), s.name);
-      for (const run of s.runs) assert.ok(run.destinationSystemCpuSeconds >= 0 && run.destinationSystemCpuSeconds <= run.destinationCpuSeconds);
+      assert.deepEqual(
+        s.runs.map((x: { direction: string }) => x.direction),
+        modes.map((_: string, i: number) => (i % 2 ? 'b→a' : 'a→b')),
+      );
+      assert.deepEqual(
+        s.unmeasured.map((x: { direction: string }) => x.direction),
+        ['a→b', 'b→a'],
+        s.name,
+      );
+      assert.ok(
+        s.unmeasured.every((x: { ok: boolean }) => x.ok),
+        s.name,
+      );
+      for (const run of s.runs)
+        assert.ok(run.destinationSystemCpuSeconds >= 0 && run.destinationSystemCpuSeconds <= run.destinationCpuSeconds);
       for (const run of s.runs) {
         assert.equal(run.ok, true, `${s.name} ${run.mode}: ${run.error}`);
         assert.ok(run.totalMs > 0 && run.switchoverMs >= 0);
         // Each side's guest process did the work of moving the guest: it spent CPU on it.
-        assert.ok(run.sourceCpuSeconds > 0 && run.destinationCpuSeconds > 0, `${s.name} ${run.mode}: ${run.sourceCpuSeconds} / ${run.destinationCpuSeconds}`);
+        assert.ok(
+          run.sourceCpuSeconds > 0 && run.destinationCpuSeconds > 0,
+          `${s.name} ${run.mode}: ${run.sourceCpuSeconds} / ${run.destinationCpuSeconds}`,
+        );
         // Memory written by the workload crosses in full; a fresh guest's zero pages do not cross.
         if (s.workload === 'idle') assert.ok(run.wireFraction >= 1, `${s.name}: ${run.wireFraction}`);
         if (s.name === 'fresh-8g') assert.ok(run.wireFraction < 0.01, `fresh: ${run.wireFraction}`);
@@ -77,8 +117,14 @@ describe('ferry bench migrate', function () {
     const q = result.scenarios.find((s: { name: string }) => s.name === 'qemu-loopback');
     if (qemuMissing() === null) {
       // After an unmeasured warm-up, two rounds in ABBA order.
-      assert.deepEqual(q.qemuUnmeasured.map((x: { mode: string }) => x.mode), ['plain']);
-      assert.deepEqual(q.qemu.map((x: { mode: string }) => x.mode), ['plain', 'multifd-tls', 'tls', 'tls', 'multifd-tls', 'plain']);
+      assert.deepEqual(
+        q.qemuUnmeasured.map((x: { mode: string }) => x.mode),
+        ['plain'],
+      );
+      assert.deepEqual(
+        q.qemu.map((x: { mode: string }) => x.mode),
+        ['plain', 'multifd-tls', 'tls', 'tls', 'multifd-tls', 'plain'],
+      );
       for (const x of q.qemu) {
         assert.equal(x.status, 'completed');
         assert.ok(x.transferredBytes >= q.memoryBytes, `${x.mode}: ${x.transferredBytes}`);
@@ -112,7 +158,12 @@ describe('ferry bench migrate', function () {
   });
 
   it('refuses bad flags with a usage error', function () {
-    for (const args of [['--runs', '0'], ['--scenario', 'nope'], ['--memory-scale', '2'], ['--kv-scale', '0']]) {
+    for (const args of [
+      ['--runs', '0'],
+      ['--scenario', 'nope'],
+      ['--memory-scale', '2'],
+      ['--kv-scale', '0'],
+    ]) {
       const r = ferry(['bench', 'migrate', ...args]);
       assert.equal(r.status, 2, `${args.join(' ')}: ${r.status} ${r.stderr}`);
       assert.doesNotMatch(r.stderr, /cluster: CA/, 'nothing was started');

@@ -25,10 +25,19 @@ describe('ferry bench qemu', function () {
     const second = plan.filter((s) => s.round === 2).map((s) => `${variantLabel(s.variant)} ${s.state}`);
     assert.deepEqual(second, [...first].reverse());
     assert.deepEqual(first.slice(0, 8), [
-      'qemu plain paused', 'ferry plain x1 paused', 'qemu multifd x2 paused', 'ferry plain x2 paused',
-      'qemu tls paused', 'ferry encrypted x1 paused', 'qemu multifd-tls x2 paused', 'ferry encrypted x2 paused',
+      'qemu plain paused',
+      'ferry plain x1 paused',
+      'qemu multifd x2 paused',
+      'ferry plain x2 paused',
+      'qemu tls paused',
+      'ferry encrypted x1 paused',
+      'qemu multifd-tls x2 paused',
+      'ferry encrypted x2 paused',
     ]);
-    assert.deepEqual(first.slice(8), first.slice(0, 8).map((l) => l.replace('paused', 'running')));
+    assert.deepEqual(
+      first.slice(8),
+      first.slice(0, 8).map((l) => l.replace('paused', 'running')),
+    );
   });
 
   it('reads the final tcp_info of both ends of a connection from ss, not the listener', function () {
@@ -49,7 +58,13 @@ describe('ferry bench qemu', function () {
   });
 
   it('refuses bad flags with a usage error before starting anything', function () {
-    for (const args of [['--runs', '0'], ['--memory', '1GB'], ['--memory', '8GiB'], ['--qemu', '/nonexistent/qemu'], ['--max-downtime', '0']]) {
+    for (const args of [
+      ['--runs', '0'],
+      ['--memory', '1GB'],
+      ['--memory', '8GiB'],
+      ['--qemu', '/nonexistent/qemu'],
+      ['--max-downtime', '0'],
+    ]) {
       const r = spawnSync(process.execPath, ['bin/ferry', 'bench', 'qemu', ...args], { cwd: root, encoding: 'utf8' });
       assert.equal(r.status, 2, `${args.join(' ')}: ${r.status} ${r.stderr}`);
       assert.doesNotMatch(r.stderr, /probing/, 'nothing was started');
@@ -72,7 +87,11 @@ describe('ferry bench qemu', function () {
 
     it('moves the guest by every variant of every QEMU found, each move completed, and prints one JSON object (also into --out)', function () {
       this.timeout(600_000);
-      const r = spawnSync(process.execPath, ['bin/ferry', 'bench', 'qemu', '--quick', '--json', '--out', out], { cwd: root, encoding: 'utf8', timeout: 590_000 });
+      const r = spawnSync(process.execPath, ['bin/ferry', 'bench', 'qemu', '--quick', '--json', '--out', out], {
+        cwd: root,
+        encoding: 'utf8',
+        timeout: 590_000,
+      });
       assert.equal(r.status, 0, r.stderr);
       const lines = r.stdout.trim().split('\n');
       assert.equal(lines.length, 1, 'exactly one line on stdout');
@@ -85,17 +104,30 @@ describe('ferry bench qemu', function () {
       assert.equal(result.settings.memoryBytes, 64 * MiB);
       assert.equal(result.settings.runs, 1);
       const m = result.machine;
-      assert.ok(m.cpu && m.cores >= 1 && m.memoryBytes > 0 && m.cpuFlags.length > 0 && /^v\d+/.test(m.node) && m.nodeOpenssl, JSON.stringify(m));
+      assert.ok(
+        m.cpu && m.cores >= 1 && m.memoryBytes > 0 && m.cpuFlags.length > 0 && /^v\d+/.test(m.node) && m.nodeOpenssl,
+        JSON.stringify(m),
+      );
       assert.equal(m.loadBefore.length, 3);
-      assert.deepEqual(result.qemus.map((q: QemuReport) => q.binary), binaries);
+      assert.deepEqual(
+        result.qemus.map((q: QemuReport) => q.binary),
+        binaries,
+      );
       const plan = schedule(1).map((s) => `${variantLabel(s.variant)} ${s.state}`);
       for (const q of result.qemus as QemuReport[]) {
         assert.equal(q.skipped, null, `${q.binary}: ${q.skipped}`);
         assert.match(q.version ?? '', /QEMU emulator version \d+\.\d+/);
         assert.ok(q.accel === 'tcg' || q.accel === 'kvm');
-        assert.deepEqual(q.rows.map((x) => `${x.label} ${x.state}`), plan, q.binary);
+        assert.deepEqual(
+          q.rows.map((x) => `${x.label} ${x.state}`),
+          plan,
+          q.binary,
+        );
         assert.equal(q.warmUp.length, 2);
-        assert.deepEqual(q.neverWritten.map((x) => x.carrier), ['ferry', 'qemu']);
+        assert.deepEqual(
+          q.neverWritten.map((x) => x.carrier),
+          ['ferry', 'qemu'],
+        );
         for (const x of [...q.warmUp, ...q.rows, ...q.neverWritten] as Row[]) {
           const what = `${q.binary} ${x.label} ${x.state}: ${x.error}`;
           assert.equal(x.ok, true, what);
@@ -104,7 +136,8 @@ describe('ferry bench qemu', function () {
           // Each side's processes did the work: QEMU (and ferry's guest process) spent CPU on it.
           assert.ok(x.cpuSeconds.source! >= 0 && x.cpuSeconds.destination! > 0, `${what} ${JSON.stringify(x.cpuSeconds)}`);
           assert.ok(x.vcpuSeconds.source! <= x.cpuSeconds.source! + 0.01, what);
-          if (process.getuid?.() === 0) assert.ok(x.socketBytes !== null && x.socketBytes >= x.qemuRamBytes!, `${what}: ${x.socketBytes} ${x.notes}`);
+          if (process.getuid?.() === 0)
+            assert.ok(x.socketBytes !== null && x.socketBytes >= x.qemuRamBytes!, `${what}: ${x.socketBytes} ${x.notes}`);
           assert.ok(x.wireBytes !== null, what);
           if (q.neverWritten.includes(x)) {
             // A guest that never wrote its memory: its RAM crosses as zero-page markers (and QEMU's firmware images).

@@ -16,7 +16,8 @@ describe('ferry bench channel', function () {
     assert.equal(result.rows.length, 3);
     for (const row of result.rows) {
       assert.equal(row.error, undefined, JSON.stringify(row.error));
-      for (const k of ['streams', 'rttMs', 'gbPerSec', 'senderCpuSecPerGB', 'receiverCpuSecPerGB']) assert.equal(typeof row[k], 'number', k);
+      for (const k of ['streams', 'rttMs', 'gbPerSec', 'senderCpuSecPerGB', 'receiverCpuSecPerGB'])
+        assert.equal(typeof row[k], 'number', k);
       assert.ok(row.mode === 'encrypted' || row.mode === 'plain');
       assert.ok((row.gbPerSec as number) > 0);
       assert.ok((row.senderCpuSecPerGB as number) > 0 && (row.receiverCpuSecPerGB as number) > 0, 'each side measured its own CPU');

@@ -50,30 +50,31 @@ forEachBackend('channel transfer', (backend) => {
 });
 
 forEachBackend('channel batching', (backend) => {
-  for (const mode of ['encrypted', 'plain'] as const) it(`${mode}: 100 sends in flight at once are sealed in batches and still arrive in order, into the consumer’s memory`, async () => {
-    const spec = makeSpec(mode, ['127.0.0.1:0'], { streams: 3 });
-    const given = new Set<Uint8Array>();
-    const allocatePayload = (_type: number, length: number): Uint8Array => {
-      const b = new Uint8Array(length);
-      given.add(b);
-      return b;
-    };
-    const l = await listenChannel(spec, { backend: backend(), allocatePayload });
-    try {
-      const src = await connectChannel({ ...spec, networks: l.networks }, { backend: backend() });
-      const sends = Array.from({ length: 100 }, (_, i) => src.send(i % 256, payloadFor(i, 20_000 + i)));
-      for (let i = 0; i < 100; i++) {
-        const m = await l.channel.receive();
-        assert.ok(m && given.has(m.payload), 'opened straight into memory the consumer supplied');
-        assert.equal(m.type, i % 256);
-        assert.ok(Buffer.from(m.payload).equals(payloadFor(i, 20_000 + i)), `message ${i}`);
+  for (const mode of ['encrypted', 'plain'] as const)
+    it(`${mode}: 100 sends in flight at once are sealed in batches and still arrive in order, into the consumer’s memory`, async () => {
+      const spec = makeSpec(mode, ['127.0.0.1:0'], { streams: 3 });
+      const given = new Set<Uint8Array>();
+      const allocatePayload = (_type: number, length: number): Uint8Array => {
+        const b = new Uint8Array(length);
+        given.add(b);
+        return b;
+      };
+      const l = await listenChannel(spec, { backend: backend(), allocatePayload });
+      try {
+        const src = await connectChannel({ ...spec, networks: l.networks }, { backend: backend() });
+        const sends = Array.from({ length: 100 }, (_, i) => src.send(i % 256, payloadFor(i, 20_000 + i)));
+        for (let i = 0; i < 100; i++) {
+          const m = await l.channel.receive();
+          assert.ok(m && given.has(m.payload), 'opened straight into memory the consumer supplied');
+          assert.equal(m.type, i % 256);
+          assert.ok(Buffer.from(m.payload).equals(payloadFor(i, 20_000 + i)), `message ${i}`);
+        }
+        await Promise.all(sends);
+        await Promise.all([src.end(), l.channel.receive().then(async (m) => (assert.equal(m, null), l.channel.end()))]);
+      } finally {
+        await l.close();
       }
-      await Promise.all(sends);
-      await Promise.all([src.end(), l.channel.receive().then(async (m) => (assert.equal(m, null), l.channel.end()))]);
-    } finally {
-      await l.close();
-    }
-  });
+    });
 
   // Plain twice: copied into frames on the calling thread, and on the pool with the addon's copyBatch.
   const variants = [
@@ -81,42 +82,43 @@ forEachBackend('channel batching', (backend) => {
     { mode: 'plain', onPool: false, label: 'plain' },
     { mode: 'plain', onPool: true, label: 'plain, copied on the pool' },
   ] as const;
-  for (const { mode, onPool, label } of variants) it(`${label}: a message sent as segments (some in shared memory) arrives as one, byte for byte`, async function () {
-    const copy = onPool ? pageCopier() : null;
-    if (onPool && copy === null) {
-      console.log(`      skipped: no copyBatch without the addon: ${nativeUnavailableReason()}`);
-      this.skip();
-    }
-    const spec = makeSpec(mode, ['127.0.0.1:0'], { streams: 2 });
-    const l = await listenChannel(spec, { backend: backend() });
-    let src: Channel | undefined;
-    try {
-      const sender = await connectChannel({ ...spec, networks: l.networks }, { backend: backend(), copy });
-      src = sender;
-      const shared = new Uint8Array(new SharedArrayBuffer(300_000));
-      for (let i = 0; i < shared.length; i++) shared[i] = (i * 7) & 0xff;
-      const messages = Array.from({ length: 40 }, (_, i) => [
-        Buffer.from(`header ${i}`),
-        shared.subarray(i * 1000, i * 1000 + 150_000 + i),
-        Buffer.alloc(0),
-        payloadFor(i, 16 + i * 100),
-      ]);
-      const sends = messages.map((parts, i) => sender.send(i, parts));
-      for (let i = 0; i < messages.length; i++) {
-        const m = await l.channel.receive();
-        assert.equal(m!.type, i);
-        assert.ok(Buffer.from(m!.payload).equals(Buffer.concat(messages[i]!)), `message ${i}`);
+  for (const { mode, onPool, label } of variants)
+    it(`${label}: a message sent as segments (some in shared memory) arrives as one, byte for byte`, async function () {
+      const copy = onPool ? pageCopier() : null;
+      if (onPool && copy === null) {
+        console.log(`      skipped: no copyBatch without the addon: ${nativeUnavailableReason()}`);
+        this.skip();
       }
-      await Promise.all(sends);
-      await rejects(src.send(1, [Buffer.alloc(1), 'text' as unknown as Uint8Array]), 'ERR_FERRY_INPUT');
-      await rejects(src.send(1, [Buffer.alloc(3 * 1024 * 1024), Buffer.alloc(1024 * 1024 + 1)]), 'ERR_FERRY_INPUT');
-      assert.equal(src.error, null);
-      await Promise.all([src.end(), l.channel.receive().then(async (m) => (assert.equal(m, null), l.channel.end()))]);
-    } finally {
-      src?.close();
-      await l.close();
-    }
-  });
+      const spec = makeSpec(mode, ['127.0.0.1:0'], { streams: 2 });
+      const l = await listenChannel(spec, { backend: backend() });
+      let src: Channel | undefined;
+      try {
+        const sender = await connectChannel({ ...spec, networks: l.networks }, { backend: backend(), copy });
+        src = sender;
+        const shared = new Uint8Array(new SharedArrayBuffer(300_000));
+        for (let i = 0; i < shared.length; i++) shared[i] = (i * 7) & 0xff;
+        const messages = Array.from({ length: 40 }, (_, i) => [
+          Buffer.from(`header ${i}`),
+          shared.subarray(i * 1000, i * 1000 + 150_000 + i),
+          Buffer.alloc(0),
+          payloadFor(i, 16 + i * 100),
+        ]);
+        const sends = messages.map((parts, i) => sender.send(i, parts));
+        for (let i = 0; i < messages.length; i++) {
+          const m = await l.channel.receive();
+          assert.equal(m!.type, i);
+          assert.ok(Buffer.from(m!.payload).equals(Buffer.concat(messages[i]!)), `message ${i}`);
+        }
+        await Promise.all(sends);
+        await rejects(src.send(1, [Buffer.alloc(1), 'text' as unknown as Uint8Array]), 'ERR_FERRY_INPUT');
+        await rejects(src.send(1, [Buffer.alloc(3 * 1024 * 1024), Buffer.alloc(1024 * 1024 + 1)]), 'ERR_FERRY_INPUT');
+        assert.equal(src.error, null);
+        await Promise.all([src.end(), l.channel.receive().then(async (m) => (assert.equal(m, null), l.channel.end()))]);
+      } finally {
+        src?.close();
+        await l.close();
+      }
+    });
 });
 
 describe('channel behaviour', () => {
@@ -147,7 +149,10 @@ describe('channel behaviour', () => {
     await p.src.end();
     assert.equal(await echo, 50);
     await reader;
-    assert.deepEqual(replies, Array.from({ length: 50 }, (_, i) => `ack ${i} ${1000 + i}`));
+    assert.deepEqual(
+      replies,
+      Array.from({ length: 50 }, (_, i) => `ack ${i} ${1000 + i}`),
+    );
   });
 
   it('send waits while the window is full and resumes as the consumer takes messages', async () => {

@@ -28,7 +28,13 @@ describe('failover between migration networks', function () {
     for (const fault of ['cut', 'blackhole'] as const) {
       it(`${mode}: the first network is ${fault === 'cut' ? 'cut' : 'silenced'} mid-transfer; the rest goes over the second, intact`, async () => {
         const spec = makeSpec(mode, ['127.0.0.2:0', '127.0.0.3:0'], { streams: 2 });
-        const options = { stallTimeoutMs: 400, keepaliveMs: 100, handshakeTimeoutMs: 400, connectTimeoutMs: 400, windowBytes: 8 * 1024 * 1024 };
+        const options = {
+          stallTimeoutMs: 400,
+          keepaliveMs: 100,
+          handshakeTimeoutMs: 400,
+          connectTimeoutMs: 400,
+          windowBytes: 8 * 1024 * 1024,
+        };
         l = await listenChannel(spec, options);
         relay = await startWanEmulator({ target: l.networks[0]!, listen: '127.0.0.2:0', delayMs: 0 });
         const src = await connectChannel({ ...spec, networks: [relay.address, l.networks[1]!] }, options);
@@ -97,14 +103,16 @@ describe('failover between migration networks', function () {
     down.partitioned = true;
     try {
       const started = performance.now();
-      await assert.rejects(connectChannel({ ...spec, networks: [await down.listen()] }, { reconnectTimeoutMs: 60_000 }), { code: 'ERR_FERRY_NETWORK' });
+      await assert.rejects(connectChannel({ ...spec, networks: [await down.listen()] }, { reconnectTimeoutMs: 60_000 }), {
+        code: 'ERR_FERRY_NETWORK',
+      });
       assert.ok(performance.now() - started < 30_000, 'did not wait out the reconnect time before ever connecting');
     } finally {
       down.close();
     }
   });
 
-  it('a cancel while connecting ends it at once with the cancel\'s reason, not the connect timeouts', async () => {
+  it("a cancel while connecting ends it at once with the cancel's reason, not the connect timeouts", async () => {
     const spec = makeSpec('encrypted', ['127.0.0.1:0'], { streams: 2 });
     l = await listenChannel(spec, {});
     const [host, port] = l.networks[0]!.split(':');

@@ -8,7 +8,17 @@ import fc from 'fast-check';
 import { FerryError } from '../../src/errors.js';
 import { FrameDecoder, type RawFrame } from '../../src/channel/decoder.js';
 import { FrameReader } from '../../src/channel/reader.js';
-import { Flag, FrameType, HEADER_BYTES, MAX_ABORT_BYTES, MAX_HELLO_BYTES, MAX_PAYLOAD_BYTES, TAG_BYTES, frameBytes, writeHeader } from '../../src/channel/wire.js';
+import {
+  Flag,
+  FrameType,
+  HEADER_BYTES,
+  MAX_ABORT_BYTES,
+  MAX_HELLO_BYTES,
+  MAX_PAYLOAD_BYTES,
+  TAG_BYTES,
+  frameBytes,
+  writeHeader,
+} from '../../src/channel/wire.js';
 
 const MAX_FRAME = HEADER_BYTES + MAX_PAYLOAD_BYTES + TAG_BYTES + 64;
 
@@ -25,7 +35,14 @@ const validFrame = fc
     id: fc.stringMatching(/^[A-Za-z0-9._-]{1,64}$/),
   })
   .map((r) => {
-    const payloadLength = r.type === FrameType.HELLO ? 8 : r.type === FrameType.DATA ? r.size : r.type === FrameType.ABORT ? Math.min(r.size, MAX_ABORT_BYTES) : 0;
+    const payloadLength =
+      r.type === FrameType.HELLO
+        ? 8
+        : r.type === FrameType.DATA
+          ? r.size
+          : r.type === FrameType.ABORT
+            ? Math.min(r.size, MAX_ABORT_BYTES)
+            : 0;
     const migrationId = r.type === FrameType.HELLO ? r.id : undefined;
     const total = HEADER_BYTES + (migrationId?.length ?? 0) + payloadLength + (r.encrypted ? TAG_BYTES : 0);
     const buf = Buffer.alloc(total, 0xa5);
@@ -76,7 +93,11 @@ function decode(input: Buffer, cuts: number[]): { frames: RawFrame[]; error: Fer
     }
   } catch (err) {
     if (!(err instanceof FerryError) || err.code !== 'ERR_FERRY_FRAME') throw new Error(`untyped failure: ${String(err)}`);
-    assert.throws(() => decoder.push(Buffer.alloc(1), []), (e: FerryError) => e === err, 'the decoder stays failed');
+    assert.throws(
+      () => decoder.push(Buffer.alloc(1), []),
+      (e: FerryError) => e === err,
+      'the decoder stays failed',
+    );
     return { frames, error: err };
   }
   for (const f of frames) {
@@ -105,9 +126,14 @@ describe('frame decoder fuzzing (fast-check)', function () {
 
   it('40 000 mutated frames: a typed error or frames within bounds, never a crash', () => {
     fc.assert(
-      fc.property(fc.array(validFrame, { minLength: 1, maxLength: 3 }), fc.array(mutation, { minLength: 1, maxLength: 4 }), cuts, (frames, ms, c) => {
-        decode(mutate(Buffer.concat(frames), ms), c);
-      }),
+      fc.property(
+        fc.array(validFrame, { minLength: 1, maxLength: 3 }),
+        fc.array(mutation, { minLength: 1, maxLength: 4 }),
+        cuts,
+        (frames, ms, c) => {
+          decode(mutate(Buffer.concat(frames), ms), c);
+        },
+      ),
       { numRuns: 40_000 },
     );
   });
@@ -117,7 +143,7 @@ describe('frame decoder fuzzing (fast-check)', function () {
       fc.property(fc.uint8Array({ maxLength: 200 }), fc.integer({ min: 0, max: 6 }), cuts, (bytes, type, c) => {
         // Most runs get a plausible version and type, so the random bytes reach the deeper checks.
         const b = Buffer.from(bytes);
-        if (type > 0 && b.length >= 2) (b[0] = 1), (b[1] = type);
+        if (type > 0 && b.length >= 2) ((b[0] = 1), (b[1] = type));
         decode(b, c);
       }),
       { numRuns: 50_000 },
@@ -126,13 +152,17 @@ describe('frame decoder fuzzing (fast-check)', function () {
 
   it('headers that announce huge payloads are refused before any allocation', () => {
     fc.assert(
-      fc.property(fc.integer({ min: MAX_PAYLOAD_BYTES + 1, max: 0xffff_ffff }), fc.constantFrom(...Object.values(FrameType)), (len, type) => {
-        const h = Buffer.alloc(HEADER_BYTES);
-        writeHeader(h, { type, flags: 0, connectionId: 1, sequence: 0, messageNumber: 0, payloadLength: 0, migrationId: undefined });
-        h.writeUInt32BE(len, 24);
-        const { error } = decode(h, []);
-        assert.equal(error?.code, 'ERR_FERRY_FRAME');
-      }),
+      fc.property(
+        fc.integer({ min: MAX_PAYLOAD_BYTES + 1, max: 0xffff_ffff }),
+        fc.constantFrom(...Object.values(FrameType)),
+        (len, type) => {
+          const h = Buffer.alloc(HEADER_BYTES);
+          writeHeader(h, { type, flags: 0, connectionId: 1, sequence: 0, messageNumber: 0, payloadLength: 0, migrationId: undefined });
+          h.writeUInt32BE(len, 24);
+          const { error } = decode(h, []);
+          assert.equal(error?.code, 'ERR_FERRY_FRAME');
+        },
+      ),
       { numRuns: 2_000 },
     );
     assert.ok(MAX_HELLO_BYTES < 200);
@@ -167,7 +197,11 @@ function readAll(input: Buffer, cuts: number[], socketLike: boolean, target: boo
     }
   } catch (err) {
     if (!(err instanceof FerryError) || err.code !== 'ERR_FERRY_FRAME') throw new Error(`untyped failure: ${String(err)}`);
-    assert.throws(() => reader.read(1, []), (e: FerryError) => e === err, 'the reader stays failed');
+    assert.throws(
+      () => reader.read(1, []),
+      (e: FerryError) => e === err,
+      'the reader stays failed',
+    );
     return { frames, error: err };
   }
   return { frames, error: null };
@@ -195,7 +229,16 @@ describe('frame reader (socket reads in place) against the decoder (fast-check)'
   it('valid frames, small and large, in any chunking and read size: the same frames', () => {
     const big = fc.integer({ min: 1, max: 200_000 }).map((n) => {
       const buf = Buffer.alloc(HEADER_BYTES + n, 0x5a);
-      writeHeader(buf, { type: FrameType.DATA, flags: 0, messageType: 3, connectionId: 7, sequence: 1, messageNumber: 2, payloadLength: n, migrationId: undefined });
+      writeHeader(buf, {
+        type: FrameType.DATA,
+        flags: 0,
+        messageType: 3,
+        connectionId: 7,
+        sequence: 1,
+        messageNumber: 2,
+        payloadLength: n,
+        migrationId: undefined,
+      });
       return buf;
     });
     const bigCuts = fc.array(fc.integer({ min: 1, max: 100_000 }), { maxLength: 6 });
@@ -209,9 +252,15 @@ describe('frame reader (socket reads in place) against the decoder (fast-check)'
 
   it('10 000 mutated inputs: the same frames or the same typed error', () => {
     fc.assert(
-      fc.property(fc.array(validFrame, { minLength: 1, maxLength: 3 }), fc.array(mutation, { minLength: 1, maxLength: 4 }), cuts, how, (frames, ms, c, h) => {
-        sameAsDecoder(mutate(Buffer.concat(frames), ms), c, h.socketLike, h.target);
-      }),
+      fc.property(
+        fc.array(validFrame, { minLength: 1, maxLength: 3 }),
+        fc.array(mutation, { minLength: 1, maxLength: 4 }),
+        cuts,
+        how,
+        (frames, ms, c, h) => {
+          sameAsDecoder(mutate(Buffer.concat(frames), ms), c, h.socketLike, h.target);
+        },
+      ),
       { numRuns: 10_000 },
     );
   });

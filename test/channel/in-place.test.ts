@@ -18,7 +18,14 @@ const SIZE = 256 * 1024;
 const COUNT = 48; // 12 MiB: more than the 8 MiB window, so acknowledgements must flow
 /** Messages of this type are left to the channel (placePayload says null). */
 const UNPLACED_TYPE = 7;
-const FAST = { stallTimeoutMs: 1000, keepaliveMs: 200, handshakeTimeoutMs: 500, connectTimeoutMs: 300, reconnectTimeoutMs: 800, connectRounds: 1 };
+const FAST = {
+  stallTimeoutMs: 1000,
+  keepaliveMs: 200,
+  handshakeTimeoutMs: 500,
+  connectTimeoutMs: 300,
+  reconnectTimeoutMs: 800,
+  connectRounds: 1,
+};
 
 /** Message i's bytes go to memory[i * SIZE ...], its first 16 bytes to a buffer of their own (delivered). */
 function placer(memory: Uint8Array, peeked: number[]): PlacePayload {
@@ -85,19 +92,26 @@ forEachBackend('opening in place', (backend) => {
       if (i % 3 === 2) {
         assert.equal(m.placed, undefined, `message ${i} was not to be placed`);
         assert.ok(Buffer.from(m.payload).equals(expected), `message ${i} delivered as usual`);
-        assert.ok(memory.subarray(i * SIZE, (i + 1) * SIZE).every((b) => b === 0), `nothing of message ${i} in memory`);
+        assert.ok(
+          memory.subarray(i * SIZE, (i + 1) * SIZE).every((b) => b === 0),
+          `nothing of message ${i} in memory`,
+        );
       } else {
         assert.equal(m.placed, true, `message ${i} placed`);
         assert.ok(Buffer.from(m.payload).equals(expected.subarray(0, 16)), `message ${i}: its head delivered`);
         assert.ok(Buffer.from(memory.subarray(i * SIZE + 16, (i + 1) * SIZE)).equals(expected.subarray(16)), `message ${i} in place`);
       }
     });
-    assert.deepEqual(peeked.sort((a, b) => a - b), [...Array(COUNT).keys()].filter((i) => i % 3 !== 2), "each placed message peeked once");
+    assert.deepEqual(
+      peeked.sort((a, b) => a - b),
+      [...Array(COUNT).keys()].filter((i) => i % 3 !== 2),
+      'each placed message peeked once',
+    );
   });
 
   for (const [what, offset] of [
     ['its payload', SIZE / 2],
-    ['the bytes peeked to place it (sending it to another message\'s place)', 3],
+    ["the bytes peeked to place it (sending it to another message's place)", 3],
   ] as const) {
     it(`a placed message with one bit of ${what} flipped: ERR_FERRY_AUTH, never delivered, its place wiped`, async () => {
       const memory = new Uint8Array(new SharedArrayBuffer(COUNT * SIZE));
@@ -120,7 +134,10 @@ forEachBackend('opening in place', (backend) => {
       // Whatever the tampered message was opened into holds nothing now.
       const place = offset === 3 ? victim ^ 1 : victim;
       if (place < COUNT && place >= delivered.length) {
-        assert.ok(memory.subarray(place * SIZE + 16, (place + 1) * SIZE).every((b) => b === 0), `place ${place} wiped`);
+        assert.ok(
+          memory.subarray(place * SIZE + 16, (place + 1) * SIZE).every((b) => b === 0),
+          `place ${place} wiped`,
+        );
       }
     });
   }

@@ -59,7 +59,10 @@ describe('modes: disabled, opportunistic, required', () => {
         const spec = makeSpec(dst, ['127.0.0.1:0'], { streams: 1 });
         const rejected: FerryError[] = [];
         l = await listenChannel(spec, { ...FAST, onRejectedConnection: (e) => rejected.push(e) });
-        await assert.rejects(connectChannel({ ...spec, mode: src, networks: l.networks }, FAST), (e: FerryError) => e.code === 'ERR_FERRY_NETWORK');
+        await assert.rejects(
+          connectChannel({ ...spec, mode: src, networks: l.networks }, FAST),
+          (e: FerryError) => e.code === 'ERR_FERRY_NETWORK',
+        );
         assert.equal(rejected[0]?.code, 'ERR_FERRY_REFUSED');
         assert.equal(l.channel.error, null);
         assert.equal(l.channel.stats.connectionsOpened, 0);

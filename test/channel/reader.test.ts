@@ -13,7 +13,16 @@ import { FrameType, HEADER_BYTES, writeHeader } from '../../src/channel/wire.js'
 
 function dataFrame(sequence: number, size: number): Buffer {
   const buf = Buffer.alloc(HEADER_BYTES + size, sequence & 0xff);
-  writeHeader(buf, { type: FrameType.DATA, flags: 0, messageType: 1, connectionId: 5, sequence, messageNumber: sequence, payloadLength: size, migrationId: undefined });
+  writeHeader(buf, {
+    type: FrameType.DATA,
+    flags: 0,
+    messageType: 1,
+    connectionId: 5,
+    sequence,
+    messageNumber: sequence,
+    payloadLength: size,
+    migrationId: undefined,
+  });
   return buf;
 }
 
@@ -62,7 +71,10 @@ describe('frame reader on real sockets', function () {
     frames.forEach((f, i) => {
       assert.equal(f.header.sequence, i);
       assert.equal(f.body.length, sizes[i]);
-      assert.ok(f.body.every((b) => b === (i & 0xff)), `frame ${i} intact`);
+      assert.ok(
+        f.body.every((b) => b === (i & 0xff)),
+        `frame ${i} intact`,
+      );
       assert.equal(f.target !== undefined, target, target ? 'the body is in the given memory' : 'no given memory');
     });
   }

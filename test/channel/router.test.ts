@@ -8,7 +8,13 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { connect } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { FerryError } from '../../src/errors.js';
-import { connectChannel, createIncomingChannel, listenRouter, type IncomingChannel, type MigrationRouter } from '../../src/channel/index.js';
+import {
+  connectChannel,
+  createIncomingChannel,
+  listenRouter,
+  type IncomingChannel,
+  type MigrationRouter,
+} from '../../src/channel/index.js';
 import { FrameType, HELLO_PAYLOAD_BYTES, writeHeader } from '../../src/channel/wire.js';
 import { makeSpec, receiveAll, sendAll } from '../support/channel.js';
 import type { ByteCount } from './fixtures/count-bytes.js';
@@ -83,7 +89,10 @@ describe('migration router (destination agent)', function () {
       c.on('message', (m) => resolve(m as GuestReport));
       c.on('exit', (code) => reject(new Error(`guest process exited with ${code}`)));
     });
-    c.send({ kind: 'spec', spec: { ...spec, key: Buffer.from(spec.key).toString('base64'), nonce: Buffer.from(spec.nonce).toString('base64') } } satisfies ToGuest);
+    c.send({
+      kind: 'spec',
+      spec: { ...spec, key: Buffer.from(spec.key).toString('base64'), nonce: Buffer.from(spec.nonce).toString('base64') },
+    } satisfies ToGuest);
     router = await listenRouter(['127.0.0.1:0'], (id, socket, head) => {
       if (id !== spec.migrationId) return false;
       c.send({ kind: 'connection', migrationId: id, head: head.toString('base64') } satisfies ToGuest, socket);
@@ -123,7 +132,15 @@ describe('migration router (destination agent)', function () {
       return true;
     });
     const hello = Buffer.alloc(64);
-    const n = writeHeader(hello, { type: FrameType.HELLO, flags: 0, connectionId: 1, sequence: 0, messageNumber: 0, payloadLength: HELLO_PAYLOAD_BYTES, migrationId: 'm-handover' });
+    const n = writeHeader(hello, {
+      type: FrameType.HELLO,
+      flags: 0,
+      connectionId: 1,
+      sequence: 0,
+      messageNumber: 0,
+      payloadLength: HELLO_PAYLOAD_BYTES,
+      migrationId: 'm-handover',
+    });
     const after = Buffer.alloc(256 * 1024, 0x5a);
     const [host, port] = router.networks[0]!.split(':');
     const sock = connect({ host, port: Number(port) });

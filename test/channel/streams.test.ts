@@ -98,11 +98,13 @@ describe('channel: byte streams over the channel', function () {
       let accepted = 0;
       const dstPath = await unixServer('dst.sock', (s) => {
         const i = accepted++;
-        gotAtDst.push(new Promise((resolve) => {
-          const parts: Buffer[] = [];
-          s.on('data', (d) => parts.push(d));
-          s.on('end', () => resolve(Buffer.concat(parts)));
-        }));
+        gotAtDst.push(
+          new Promise((resolve) => {
+            const parts: Buffer[] = [];
+            s.on('data', (d) => parts.push(d));
+            s.on('end', () => resolve(Buffer.concat(parts)));
+          }),
+        );
         s.end(back[i]);
       });
       // "QEMU" at the source connects three times; the relay opens a stream per connection in accept order.
@@ -131,7 +133,10 @@ describe('channel: byte streams over the channel', function () {
         assert.equal(sha(atDst[i]!), sha(forward[i]!), `stream ${i} forward`);
         assert.equal(sha(gotAtSrc[i]!), sha(back[i]!), `stream ${i} back`);
       }
-      assert.equal(srcMux.stats().reduce((n, s) => n + s.bytesSent, 0), (8 << 20) + (64 << 10));
+      assert.equal(
+        srcMux.stats().reduce((n, s) => n + s.bytesSent, 0),
+        (8 << 20) + (64 << 10),
+      );
       src.close();
       dst.close();
     });

@@ -13,7 +13,14 @@ import { makeSpec, payloadFor } from '../support/channel.js';
 
 const COUNT = 20;
 const SIZE = 10_000;
-const FAST = { stallTimeoutMs: 1000, keepaliveMs: 200, handshakeTimeoutMs: 500, connectTimeoutMs: 300, reconnectTimeoutMs: 800, connectRounds: 1 };
+const FAST = {
+  stallTimeoutMs: 1000,
+  keepaliveMs: 200,
+  handshakeTimeoutMs: 500,
+  connectTimeoutMs: 300,
+  reconnectTimeoutMs: 800,
+  connectRounds: 1,
+};
 
 interface Outcome {
   received: number;
@@ -26,7 +33,10 @@ interface Outcome {
 const isData = (f: SeenFrame): boolean => f.header.type === FrameType.DATA;
 
 /** Runs a transfer through a tampering relay and reports what the destination's consumer saw. */
-async function transfer(tamper: Tamper, opts: { streams?: number; spec?: ReturnType<typeof makeSpec> } = {}): Promise<Outcome & { relay: TamperRelay }> {
+async function transfer(
+  tamper: Tamper,
+  opts: { streams?: number; spec?: ReturnType<typeof makeSpec> } = {},
+): Promise<Outcome & { relay: TamperRelay }> {
   const spec = opts.spec ?? makeSpec('encrypted', ['127.0.0.1:0'], { streams: opts.streams ?? 1 });
   const l = await listenChannel(spec, FAST);
   const [host, port] = l.networks[0]!.split(':');
@@ -139,7 +149,10 @@ describe('tampering between source and destination', function () {
         if (f.conn === 1 && f.index === 0) {
           setTimeout(() => {
             for (const b of held) relay.inject(0, b);
-            relay.inject(1, held.find((b) => b[1] === FrameType.DATA)!);
+            relay.inject(
+              1,
+              held.find((b) => b[1] === FrameType.DATA)!,
+            );
           }, 50);
         }
         return [f.bytes];
@@ -198,10 +211,12 @@ describe('tampering between source and destination', function () {
   });
 
   it('a frame cut in the middle: the partial frame never reaches the consumer', async () => {
-    const o = await transfer(onFrame(5, (f, relay) => {
-      relay.inject(0, f.bytes.subarray(0, 3000));
-      return 'truncate';
-    }));
+    const o = await transfer(
+      onFrame(5, (f, relay) => {
+        relay.inject(0, f.bytes.subarray(0, 3000));
+        return 'truncate';
+      }),
+    );
     assert.equal(o.error?.code, 'ERR_FERRY_NETWORK');
     assert.equal(o.bad, 0);
     assert.equal(o.received, 4);

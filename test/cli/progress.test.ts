@@ -14,10 +14,32 @@ function capture(tty: boolean) {
 }
 
 const events: CoordinatorEvent[] = [
-  { type: 'decided', vm: 'web1', from: 'a', to: 'b', mode: 'plain', streams: 2, memoryBytes: 1 << 30, diskBytes: 0, warning: 'migrating in plain text: b cannot encrypt' },
+  {
+    type: 'decided',
+    vm: 'web1',
+    from: 'a',
+    to: 'b',
+    mode: 'plain',
+    streams: 2,
+    memoryBytes: 1 << 30,
+    diskBytes: 0,
+    warning: 'migrating in plain text: b cannot encrypt',
+  },
   { type: 'queued', vm: 'web1', side: 'source', position: 1 },
   { type: 'started', vm: 'web1', side: 'source' },
-  { type: 'pass', vm: 'web1', side: 'source', pass: 1, bytesSent: 3 << 28, bytesLeft: 1 << 28, throughput: 1.25e9, dirtyRate: 1e6, zeroPagesSkipped: 10, throttlePercent: 0, elapsedMs: 700 },
+  {
+    type: 'pass',
+    vm: 'web1',
+    side: 'source',
+    pass: 1,
+    bytesSent: 3 << 28,
+    bytesLeft: 1 << 28,
+    throughput: 1.25e9,
+    dirtyRate: 1e6,
+    zeroPagesSkipped: 10,
+    throttlePercent: 0,
+    elapsedMs: 700,
+  },
   { type: 'switch-over', vm: 'web1', side: 'source', bytesLeft: 1 << 20, estimatedDowntimeMs: 20 },
   { type: 'committed', vm: 'web1', side: 'source', downtimeMs: 31 },
 ];
@@ -55,8 +77,14 @@ describe('cli: migration progress', function () {
 
   it('prints each event as one JSON line on stdout with --json; only the warning on stderr', async function () {
     const { stdout, stderr } = await show(true, true);
-    const lines = stdout.trim().split('\n').map((l) => JSON.parse(l));
-    assert.deepEqual(lines.map((l) => l.type), events.map((e) => e.type));
+    const lines = stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
+    assert.deepEqual(
+      lines.map((l) => l.type),
+      events.map((e) => e.type),
+    );
     assert.deepEqual(lines[3], events[3]);
     assert.equal(stderr.trim().split('\n').length, 1);
     assert.match(stderr, /warning:.* web1: migrating in plain text/);

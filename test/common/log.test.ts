@@ -20,7 +20,10 @@ describe('agent: logs', function () {
       log.warn('careless', { buffer: key, nested: { deeper: { secret: key.toString('hex'), password: 'x' } }, err: new Error('boom') });
       log.debug('not shown at info level');
       closeSync(fd);
-      const lines = readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+      const lines = readFileSync(file, 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l));
       assert.equal(lines.length, 2);
       assert.equal(lines[0].msg, 'spec received');
       assert.equal(lines[0].host, 'a');

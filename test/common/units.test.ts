@@ -35,9 +35,12 @@ describe('units', function () {
       [parseDuration, '5 days'],
       [parseSize, '1e400'],
     ] as const) {
-      assert.throws(() => fn(text, '--memory'), (e: { code?: string; message?: string }) => {
-        return e.code === 'ERR_FERRY_INPUT' && e.message!.startsWith('--memory');
-      });
+      assert.throws(
+        () => fn(text, '--memory'),
+        (e: { code?: string; message?: string }) => {
+          return e.code === 'ERR_FERRY_INPUT' && e.message!.startsWith('--memory');
+        },
+      );
     }
   });
 

@@ -55,11 +55,19 @@ describe('coordinator: cluster file', function () {
   });
 
   it('names the file, line and column, and what is wrong', function () {
-    assert.equal(problem(good.replace('control: 127.0.0.1:7001', 'control: 127.0.0.1')),
-      `${FILE}:10:14: hosts.a.control: "127.0.0.1" is not HOST:PORT (IPv6 in brackets: [::1]:7000)`);
-    assert.match(problem(good.replace('      - 127.0.0.1:7102', '      - 127.0.0.1:99999')), /:14:9: hosts\.a\.networks\[1\]: port 99999 is out of range/);
+    assert.equal(
+      problem(good.replace('control: 127.0.0.1:7001', 'control: 127.0.0.1')),
+      `${FILE}:10:14: hosts.a.control: "127.0.0.1" is not HOST:PORT (IPv6 in brackets: [::1]:7000)`,
+    );
+    assert.match(
+      problem(good.replace('      - 127.0.0.1:7102', '      - 127.0.0.1:99999')),
+      /:14:9: hosts\.a\.networks\[1\]: port 99999 is out of range/,
+    );
     assert.match(problem(good.replace('  cert: ca.crt\n', '')), /:3:3: ca\.cert: is missing/);
-    assert.match(problem(good.replace('    control: host-b', '    contrl: host-b')), /:16:5: hosts\.b-2\.contrl: unknown field \(known: control, networks\)/);
+    assert.match(
+      problem(good.replace('    control: host-b', '    contrl: host-b')),
+      /:16:5: hosts\.b-2\.contrl: unknown field \(known: control, networks\)/,
+    );
     assert.match(problem(good.replace('  b-2:', '  B_2:')), /:15:3: hosts\.B_2: "B_2" is not a host name \(lower-case/);
     assert.match(problem(good.replace("networks: ['[::1]:7103']", 'networks: []')), /:17:15: hosts\.b-2\.networks: needs at least 1 item/);
     assert.match(problem(good.replace('hosts:\n', 'hosts: [\n')), new RegExp(`^${FILE}:\\d+:\\d+: not valid YAML`));
@@ -72,42 +80,48 @@ describe('coordinator: cluster file', function () {
     // Edits as a hand or a bad merge makes them: characters dropped, doubled or changed (YAML's
     // own among them), lines dropped, duplicated or swapped.
     type Edit = (text: string) => string;
-    const charEdit: fc.Arbitrary<Edit> = fc.tuple(fc.nat(), fc.integer({ min: 0, max: 4 }), fc.constantFrom(...':-[]{}#\'"&*!|>%@` \t\nA9.,\\\u00e9\u0000'))
+    const charEdit: fc.Arbitrary<Edit> = fc
+      .tuple(fc.nat(), fc.integer({ min: 0, max: 4 }), fc.constantFrom(...':-[]{}#\'"&*!|>%@` \t\nA9.,\\\u00e9\u0000'))
       .map(([n, len, ch]) => (t) => {
         const at = n % (t.length + 1);
         return t.slice(0, at) + ch + t.slice(at + len);
       });
-    const lineEdit: fc.Arbitrary<Edit> = fc.tuple(fc.nat(), fc.nat(), fc.constantFrom('drop', 'double', 'swap')).map(([a, b, op]) => (t) => {
-      const l = t.split('\n');
-      const [i, j] = [a % l.length, b % l.length];
-      if (op === 'drop') l.splice(i, 1);
-      else if (op === 'double') l.splice(i, 0, l[i]!);
-      else [l[i], l[j]] = [l[j]!, l[i]!];
-      return l.join('\n');
-    });
+    const lineEdit: fc.Arbitrary<Edit> = fc
+      .tuple(fc.nat(), fc.nat(), fc.constantFrom('drop', 'double', 'swap'))
+      .map(([a, b, op]) => (t) => {
+        const l = t.split('\n');
+        const [i, j] = [a % l.length, b % l.length];
+        if (op === 'drop') l.splice(i, 1);
+        else if (op === 'double') l.splice(i, 0, l[i]!);
+        else [l[i], l[j]] = [l[j]!, l[i]!];
+        return l.join('\n');
+      });
     fc.assert(
-      fc.property(fc.array(fc.oneof(charEdit, lineEdit), { minLength: 1, maxLength: 3 }).map((edits) => edits.reduce((t, e) => e(t), good)), (text) => {
-        let c;
-        try {
-          c = parseCluster(FILE, text);
-        } catch (err) {
-          assert.ok(err instanceof FerryError, `not a FerryError: ${(err as Error)?.stack ?? String(err)}`);
-          assert.equal(err.code, 'ERR_FERRY_INPUT');
-          assert.ok(err.message.startsWith(`${FILE}:`), err.message);
-          return;
-        }
-        // Taken: then it is whole and every field holds what its check promises.
-        for (const f of [c.caCert, c.coordinatorCert, c.coordinatorKey]) assert.ok(path.isAbsolute(f), f);
-        assert.ok(c.caKey === null || path.isAbsolute(c.caKey));
-        assert.ok(c.hosts.size > 0);
-        for (const [name, h] of c.hosts) {
-          assert.match(name, HOST_NAME);
-          assert.equal(h.name, name);
-          assert.equal(addressProblem(h.control), null, h.control);
-          assert.ok(h.networks.length > 0);
-          for (const n of h.networks) assert.equal(addressProblem(n.listen) ?? addressProblem(n.advertise), null, JSON.stringify(n));
-        }
-      }),
+      fc.property(
+        fc.array(fc.oneof(charEdit, lineEdit), { minLength: 1, maxLength: 3 }).map((edits) => edits.reduce((t, e) => e(t), good)),
+        (text) => {
+          let c;
+          try {
+            c = parseCluster(FILE, text);
+          } catch (err) {
+            assert.ok(err instanceof FerryError, `not a FerryError: ${(err as Error)?.stack ?? String(err)}`);
+            assert.equal(err.code, 'ERR_FERRY_INPUT');
+            assert.ok(err.message.startsWith(`${FILE}:`), err.message);
+            return;
+          }
+          // Taken: then it is whole and every field holds what its check promises.
+          for (const f of [c.caCert, c.coordinatorCert, c.coordinatorKey]) assert.ok(path.isAbsolute(f), f);
+          assert.ok(c.caKey === null || path.isAbsolute(c.caKey));
+          assert.ok(c.hosts.size > 0);
+          for (const [name, h] of c.hosts) {
+            assert.match(name, HOST_NAME);
+            assert.equal(h.name, name);
+            assert.equal(addressProblem(h.control), null, h.control);
+            assert.ok(h.networks.length > 0);
+            for (const n of h.networks) assert.equal(addressProblem(n.listen) ?? addressProblem(n.advertise), null, JSON.stringify(n));
+          }
+        },
+      ),
       { numRuns: 2000 },
     );
   });
@@ -141,10 +155,21 @@ describe('coordinator: cluster file', function () {
 
     it('loses no host when several are added at once, and refuses a duplicate name', async function () {
       const names = ['a', 'b', 'c', 'd', 'e', 'f'];
-      await Promise.all(names.map((name, i) => addClusterHost(file, { name, control: `127.0.0.1:${1000 + i}`, networks: [{ listen: `127.0.0.1:${2000 + i}`, advertise: `127.0.0.1:${2000 + i}` }] })));
+      await Promise.all(
+        names.map((name, i) =>
+          addClusterHost(file, {
+            name,
+            control: `127.0.0.1:${1000 + i}`,
+            networks: [{ listen: `127.0.0.1:${2000 + i}`, advertise: `127.0.0.1:${2000 + i}` }],
+          }),
+        ),
+      );
       assert.deepEqual([...(await loadCluster(file)).hosts.keys()].sort(), names);
       const before = readFileSync(file, 'utf8');
-      await assert.rejects(addClusterHost(file, { name: 'c', control: '127.0.0.1:9', networks: [{ listen: '127.0.0.1:9', advertise: '127.0.0.1:9' }] }), { code: 'ERR_FERRY_INPUT', message: /already/ });
+      await assert.rejects(
+        addClusterHost(file, { name: 'c', control: '127.0.0.1:9', networks: [{ listen: '127.0.0.1:9', advertise: '127.0.0.1:9' }] }),
+        { code: 'ERR_FERRY_INPUT', message: /already/ },
+      );
       assert.equal(readFileSync(file, 'utf8'), before);
     });
 

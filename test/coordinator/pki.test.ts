@@ -54,7 +54,10 @@ describe('coordinator: PKI', function () {
   it('tells a certificate of this CA from one of another CA', async function () {
     assert.equal(checkCertificate(readFileSync(hostCert), readFileSync(p.caCert), 'host').subject, 'CN=alpha');
     const other = await initPki(path.join(dir, 'other'));
-    assert.throws(() => checkCertificate(readFileSync(hostCert), readFileSync(other.caCert), 'host'), { code: 'ERR_FERRY_REFUSED', message: /not signed by the cluster CA/ });
+    assert.throws(() => checkCertificate(readFileSync(hostCert), readFileSync(other.caCert), 'host'), {
+      code: 'ERR_FERRY_REFUSED',
+      message: /not signed by the cluster CA/,
+    });
     assert.ok(!verify(other.caCert, hostCert, 'sslserver'));
   });
 

@@ -93,8 +93,15 @@ describe('coordinator: --mode never weakens a guest', function () {
     assert.equal(moveSetting('g', 'opportunistic', 'required'), 'required');
     assert.equal(moveSetting('g', 'disabled', 'opportunistic'), 'opportunistic');
     assert.equal(moveSetting('g', 'required', 'required'), 'required');
-    for (const [setting, mode] of [['required', 'disabled'], ['required', 'opportunistic'], ['opportunistic', 'disabled']] as const) {
-      assert.throws(() => moveSetting('g', setting, mode), (e: FerryError) => e.code === 'ERR_FERRY_USAGE' && e.message.includes(`ferry vm set g --encrypted-migration ${mode}`));
+    for (const [setting, mode] of [
+      ['required', 'disabled'],
+      ['required', 'opportunistic'],
+      ['opportunistic', 'disabled'],
+    ] as const) {
+      assert.throws(
+        () => moveSetting('g', setting, mode),
+        (e: FerryError) => e.code === 'ERR_FERRY_USAGE' && e.message.includes(`ferry vm set g --encrypted-migration ${mode}`),
+      );
     }
   });
 
@@ -103,7 +110,9 @@ describe('coordinator: --mode never weakens a guest', function () {
       { name: 'x', memoryBytes: GiB, encryptedMigration: 'opportunistic', nic: 'virtio' },
       { name: 'y', memoryBytes: GiB, encryptedMigration: 'required', nic: 'virtio' },
     ];
-    assert.throws(() => planEvacuation(a, guests, [{ ...b, freeMemoryBytes: 8 * GiB, hasSriov: false }], 'disabled'), { code: 'ERR_FERRY_USAGE' });
+    assert.throws(() => planEvacuation(a, guests, [{ ...b, freeMemoryBytes: 8 * GiB, hasSriov: false }], 'disabled'), {
+      code: 'ERR_FERRY_USAGE',
+    });
   });
 
   it('places an opportunistic guest on a host that encrypts when one has room, though another has more free memory', function () {

@@ -7,7 +7,8 @@ import { parseCluster } from '../../src/coordinator/cluster.js';
 import { resolveTarget } from '../../src/coordinator/target.js';
 import { compareVersions } from '../../src/coordinator/probe.js';
 
-const clusterText = (host: string) => `ca: { cert: ca.crt }\ncoordinator: { cert: c.crt, key: c.key }\nhosts:\n  ${host}:\n    control: 127.0.0.1:7001\n    networks: [127.0.0.1:7101]\n`;
+const clusterText = (host: string) =>
+  `ca: { cert: ca.crt }\ncoordinator: { cert: c.crt, key: c.key }\nhosts:\n  ${host}:\n    control: 127.0.0.1:7001\n    networks: [127.0.0.1:7101]\n`;
 
 describe('coordinator: migration targets', function () {
   let dir: string;

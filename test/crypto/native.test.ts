@@ -7,13 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Worker, type WorkerOptions } from 'node:worker_threads';
-import {
-  cpuFeatures,
-  loadBackend,
-  nativeBackend,
-  nativeImplementations,
-  nativeUnavailableReason,
-} from '../../src/crypto/index.js';
+import { cpuFeatures, loadBackend, nativeBackend, nativeImplementations, nativeUnavailableReason } from '../../src/crypto/index.js';
 import { skipBecause } from '../support/backends.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
@@ -27,7 +21,9 @@ describe('native backend', function () {
   it('probes the same CPU features as /proc/cpuinfo lists', function () {
     let flags: Set<string>;
     try {
-      const line = readFileSync('/proc/cpuinfo', 'utf8').split('\n').find((l) => l.startsWith('flags'));
+      const line = readFileSync('/proc/cpuinfo', 'utf8')
+        .split('\n')
+        .find((l) => l.startsWith('flags'));
       flags = new Set(line!.split(':')[1]!.trim().split(/\s+/));
     } catch {
       console.log('      skipped: no /proc/cpuinfo here');
@@ -105,21 +101,35 @@ describe('native backend', function () {
         k.destroy();
         const sealed = await pending;
         const expected = await (await loadBackend('node')).sealBatch(raw, jobs);
-        assert.deepEqual(sealed.map((s) => Buffer.from(s).toString('hex')), expected.map((s) => Buffer.from(s).toString('hex')));
+        assert.deepEqual(
+          sealed.map((s) => Buffer.from(s).toString('hex')),
+          expected.map((s) => Buffer.from(s).toString('hex')),
+        );
       });
 
       it('names the failed job of a batch on the pool and wipes every output', async function () {
         const raw = Buffer.alloc(32, 4);
         const plain = Array.from({ length: 6 }, (_, i) => Buffer.alloc(200_000, i + 1));
-        const sealed = await backend().sealBatch(raw, plain.map((input) => ({ iv, aad, input })), { threads: 3 });
+        const sealed = await backend().sealBatch(
+          raw,
+          plain.map((input) => ({ iv, aad, input })),
+          { threads: 3 },
+        );
         sealed[4]![100] ^= 1;
         const outputs = plain.map((p) => Buffer.alloc(p.length, 0xee));
         await assert.rejects(
-          backend().openBatch(raw, sealed.map((input, i) => ({ iv, aad, input, output: outputs[i] })), { threads: 3 }),
+          backend().openBatch(
+            raw,
+            sealed.map((input, i) => ({ iv, aad, input, output: outputs[i] })),
+            { threads: 3 },
+          ),
           (err: { code?: string; detail?: { jobIndex?: number } }) => err.code === 'ERR_FERRY_AUTH' && err.detail?.jobIndex === 4,
         );
         for (const [i, o] of outputs.entries()) {
-          assert.ok(o.every((b) => b === 0 || b === 0xee), `output ${i} holds no plaintext`);
+          assert.ok(
+            o.every((b) => b === 0 || b === 0xee),
+            `output ${i} holds no plaintext`,
+          );
         }
       });
 

@@ -76,7 +76,10 @@ describe('crypto properties across backends', function () {
             { code: 'ERR_FERRY_AUTH' },
             `${label}: bit ${bit} of ${where}`,
           );
-          assert.ok(out.every((b) => b === 0 || b === 0xee), `${label} left plaintext in the output`);
+          assert.ok(
+            out.every((b) => b === 0 || b === 0xee),
+            `${label} left plaintext in the output`,
+          );
         }
       }),
       { numRuns: 100 },
@@ -86,7 +89,11 @@ describe('crypto properties across backends', function () {
   it('a message shorter than its tag fails open with ERR_FERRY_AUTH in every backend', async function () {
     for (const { label, backend } of backends) {
       for (const length of [0, 1, 15]) {
-        await assert.rejects(backend.open(Buffer.alloc(32), Buffer.alloc(12), Buffer.alloc(0), Buffer.alloc(length)), { code: 'ERR_FERRY_AUTH' }, `${label} ${length}`);
+        await assert.rejects(
+          backend.open(Buffer.alloc(32), Buffer.alloc(12), Buffer.alloc(0), Buffer.alloc(length)),
+          { code: 'ERR_FERRY_AUTH' },
+          `${label} ${length}`,
+        );
       }
     }
   });
@@ -99,8 +106,16 @@ describe('crypto properties across backends', function () {
           for (const threads of [1, 4]) {
             const sealed = await backend.sealBatch(k, jobs, { threads });
             assert.deepEqual(sealed.map(hex), expected.map(hex), `${label} sealBatch threads=${threads}`);
-            const opened = await backend.openBatch(k, jobs.map((j, i) => ({ ...j, input: sealed[i]! })), { threads });
-            assert.deepEqual(opened.map(hex), jobs.map((j) => hex(j.input)), `${label} openBatch threads=${threads}`);
+            const opened = await backend.openBatch(
+              k,
+              jobs.map((j, i) => ({ ...j, input: sealed[i]! })),
+              { threads },
+            );
+            assert.deepEqual(
+              opened.map(hex),
+              jobs.map((j) => hex(j.input)),
+              `${label} openBatch threads=${threads}`,
+            );
           }
           // In place: the plaintext sits at the start of a buffer with room for the tag.
           const key1 = await backend.importKey(k);
@@ -153,12 +168,24 @@ describe('crypto properties across backends', function () {
     const k = Buffer.alloc(32, 3);
     const memory = new Uint8Array(new SharedArrayBuffer(4 * 1024 * 1024));
     for (let i = 0; i < memory.length; i += 61) memory[i] = (i >>> 6) & 0xff;
-    const parts = [Buffer.from('8-bytes!'), memory.subarray(4096, 4096 + 1024 * 1024), memory.subarray(2 * 1024 * 1024 + 8192, 4 * 1024 * 1024), Buffer.alloc(36, 0xee)];
+    const parts = [
+      Buffer.from('8-bytes!'),
+      memory.subarray(4096, 4096 + 1024 * 1024),
+      memory.subarray(2 * 1024 * 1024 + 8192, 4 * 1024 * 1024),
+      Buffer.alloc(36, 0xee),
+    ];
     const joined = Buffer.concat(parts);
     const v = Buffer.alloc(12, 2);
     const expected = hex(await backends[0]!.backend.seal(k, v, Buffer.alloc(20, 1), joined));
     for (const { label, backend } of backends) {
-      const [sealed] = await backend.sealBatch(k, [{ iv: v, aad: Buffer.alloc(20, 1), input: parts }, { iv: v, aad: Buffer.alloc(20, 1), input: joined }], { threads: 2 });
+      const [sealed] = await backend.sealBatch(
+        k,
+        [
+          { iv: v, aad: Buffer.alloc(20, 1), input: parts },
+          { iv: v, aad: Buffer.alloc(20, 1), input: joined },
+        ],
+        { threads: 2 },
+      );
       assert.equal(hex(sealed!), expected, label);
     }
   });
@@ -202,11 +229,22 @@ describe('crypto properties across backends', function () {
       const parts = [Buffer.alloc(8, 1), Buffer.alloc(200_000, 1), Buffer.alloc(100_000 - 8, 1)];
       const good = Buffer.alloc(1016, 1);
       await assert.rejects(
-        backend.openBatch(k, [{ iv: v, aad: Buffer.alloc(0), input: await backend.seal(k, v, Buffer.alloc(0), Buffer.alloc(1016, 9)), output: good }, { iv: v, aad: Buffer.alloc(0), input: sealed, output: parts }], { threads: 2 }),
+        backend.openBatch(
+          k,
+          [
+            { iv: v, aad: Buffer.alloc(0), input: await backend.seal(k, v, Buffer.alloc(0), Buffer.alloc(1016, 9)), output: good },
+            { iv: v, aad: Buffer.alloc(0), input: sealed, output: parts },
+          ],
+          { threads: 2 },
+        ),
         (err: Error & { code?: string }) => err.code === 'ERR_FERRY_AUTH',
         label,
       );
-      for (const p of [...parts, good]) assert.ok(p.every((b) => b === 0), `${label}: an output was left written`);
+      for (const p of [...parts, good])
+        assert.ok(
+          p.every((b) => b === 0),
+          `${label}: an output was left written`,
+        );
     }
   });
 
@@ -219,7 +257,11 @@ describe('crypto properties across backends', function () {
         for (const { label, backend } of backends) {
           const key = await backend.importKey(k);
           try {
-            assert.equal(hex(await key.peek(v, sealed, offset, length)), hex(text.subarray(offset, offset + length)), `${label} at ${offset}+${length}`);
+            assert.equal(
+              hex(await key.peek(v, sealed, offset, length)),
+              hex(text.subarray(offset, offset + length)),
+              `${label} at ${offset}+${length}`,
+            );
           } finally {
             key.destroy();
           }
@@ -234,13 +276,18 @@ describe('crypto properties across backends', function () {
     const v = Buffer.alloc(12);
     for (const { label, backend } of backends) {
       const sealed = await backend.seal(k, v, Buffer.alloc(0), Buffer.alloc(100, 3));
-      const open = (output: Uint8Array[], input: Uint8Array = sealed) => backend.openBatch(k, [{ iv: v, aad: Buffer.alloc(0), input, output }]);
+      const open = (output: Uint8Array[], input: Uint8Array = sealed) =>
+        backend.openBatch(k, [{ iv: v, aad: Buffer.alloc(0), input, output }]);
       await assert.rejects(open([Buffer.alloc(60), Buffer.alloc(39)]), /add up to 100 bytes; got 99/, label);
       const buf = Buffer.alloc(300);
       await assert.rejects(open([buf.subarray(0, 60), buf.subarray(59, 99)]), /overlap each other/, label);
       buf.set(sealed, 100);
       await assert.rejects(open([buf.subarray(0, 50), buf.subarray(150, 200)], buf.subarray(100, 216)), /overlaps the input/, label);
-      await assert.rejects(backend.sealBatch(k, [{ iv: v, aad: Buffer.alloc(0), input: Buffer.alloc(4), output: [Buffer.alloc(20)] }]), /only an open scatters/, label);
+      await assert.rejects(
+        backend.sealBatch(k, [{ iv: v, aad: Buffer.alloc(0), input: Buffer.alloc(4), output: [Buffer.alloc(20)] }]),
+        /only an open scatters/,
+        label,
+      );
       const key = await backend.importKey(k);
       try {
         await assert.rejects(key.peek(v, sealed, 90, 11), /outside the 100-byte message/, label);
@@ -255,10 +302,25 @@ describe('crypto properties across backends', function () {
     const k = Buffer.alloc(32, 4);
     const buf = Buffer.alloc(200);
     for (const { label, backend } of backends) {
-      await assert.rejects(backend.openBatch(k, [{ iv: Buffer.alloc(12), aad: Buffer.alloc(0), input: [Buffer.alloc(40)] }]), TypeError, label);
-      await assert.rejects(backend.sealBatch(k, [{ iv: Buffer.alloc(12), aad: Buffer.alloc(0), input: [Buffer.alloc(4), 'text' as unknown as Uint8Array] }]), TypeError, label);
       await assert.rejects(
-        backend.sealBatch(k, [{ iv: Buffer.alloc(12), aad: Buffer.alloc(0), input: [buf.subarray(0, 10), buf.subarray(100, 150)], output: buf.subarray(120, 196) }]),
+        backend.openBatch(k, [{ iv: Buffer.alloc(12), aad: Buffer.alloc(0), input: [Buffer.alloc(40)] }]),
+        TypeError,
+        label,
+      );
+      await assert.rejects(
+        backend.sealBatch(k, [{ iv: Buffer.alloc(12), aad: Buffer.alloc(0), input: [Buffer.alloc(4), 'text' as unknown as Uint8Array] }]),
+        TypeError,
+        label,
+      );
+      await assert.rejects(
+        backend.sealBatch(k, [
+          {
+            iv: Buffer.alloc(12),
+            aad: Buffer.alloc(0),
+            input: [buf.subarray(0, 10), buf.subarray(100, 150)],
+            output: buf.subarray(120, 196),
+          },
+        ]),
         /overlaps a segment/,
         label,
       );

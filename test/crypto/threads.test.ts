@@ -27,7 +27,11 @@ forEachBackend('crypto: batch thread limits', (backend, name) => {
     const openedOn: number[] = [];
     const options = (into: number[]): BatchOptions => ({ ...(threads === undefined ? {} : { threads }), onThreads: (n) => into.push(n) });
     const sealed = await backend().sealBatch(key, batch, options(sealedOn));
-    const opened = await backend().openBatch(key, batch.map((j, i) => ({ ...j, input: sealed[i]! })), options(openedOn));
+    const opened = await backend().openBatch(
+      key,
+      batch.map((j, i) => ({ ...j, input: sealed[i]! })),
+      options(openedOn),
+    );
     opened.forEach((o, i) => assert.ok(Buffer.from(o).equals(Buffer.from(batch[i]!.input)), `job ${i} round trip`));
     return { sealedOn, openedOn, sealed };
   }
@@ -40,7 +44,10 @@ forEachBackend('crypto: batch thread limits', (backend, name) => {
     // node:crypto is synchronous: always the calling thread. The others spread as far as allowed.
     const expected = name === 'node' ? 1 : 3;
     assert.deepEqual([three.sealedOn, three.openedOn], [[expected], [expected]]);
-    assert.deepEqual(three.sealed.map((s) => Buffer.from(s).toString('hex')), one.sealed.map((s) => Buffer.from(s).toString('hex')));
+    assert.deepEqual(
+      three.sealed.map((s) => Buffer.from(s).toString('hex')),
+      one.sealed.map((s) => Buffer.from(s).toString('hex')),
+    );
     const unlimited = await run(batch);
     const all = name === 'node' ? 1 : name === 'native' ? Math.min(availableParallelism(), batch.length) : batch.length;
     assert.deepEqual(unlimited.sealedOn, [all]);
@@ -59,9 +66,16 @@ forEachBackend('crypto: batch thread limits', (backend, name) => {
     const sealed = await backend().sealBatch(key, batch);
     sealed[1]![0]! ^= 1;
     const told: number[] = [];
-    await assert.rejects(backend().openBatch(key, batch.map((j, i) => ({ ...j, input: sealed[i]! })), { threads: 2, onThreads: (n) => told.push(n) }), {
-      code: 'ERR_FERRY_AUTH',
-    });
+    await assert.rejects(
+      backend().openBatch(
+        key,
+        batch.map((j, i) => ({ ...j, input: sealed[i]! })),
+        { threads: 2, onThreads: (n) => told.push(n) },
+      ),
+      {
+        code: 'ERR_FERRY_AUTH',
+      },
+    );
     assert.deepEqual(told, []);
     for (const threads of [0, -1, 1.5, 1025]) {
       await assert.rejects(backend().sealBatch(key, batch, { threads }), RangeError, String(threads));

@@ -66,8 +66,7 @@ forEachBackend('Wycheproof AES-256-GCM', (backend) => {
     for (const c of casesOtherIv) {
       await assert.rejects(
         backend().seal(hex(c.key), hex(c.iv), hex(c.aad), hex(c.msg)),
-        (err: { code?: string; message?: string }) =>
-          err.code === 'ERR_FERRY_CRYPTO' && /96 bits/.test(err.message ?? ''),
+        (err: { code?: string; message?: string }) => err.code === 'ERR_FERRY_CRYPTO' && /96 bits/.test(err.message ?? ''),
         `tcId ${c.tcId}`,
       );
     }
@@ -80,14 +79,27 @@ forEachBackend('Wycheproof AES-256-GCM', (backend) => {
       .filter((c) => c.key === valid[0]!.key)
       .map((c) => ({ iv: hex(c.iv), aad: hex(c.aad), input: Buffer.concat([hex(c.ct), hex(c.tag)]) }));
     const outs = jobs.map((j) => Buffer.alloc(j.input.length - 16, 0xee));
-    const opened = await backend().openBatch(key, jobs.map((j, i) => ({ ...j, output: outs[i] })));
+    const opened = await backend().openBatch(
+      key,
+      jobs.map((j, i) => ({ ...j, output: outs[i] })),
+    );
     assert.equal(opened.length, jobs.length);
     const bad = jobs.map((j) => ({ ...j, input: Buffer.from(j.input) }));
     bad[bad.length - 1]!.input[0]! ^= 1;
     const outs2 = bad.map((j) => Buffer.alloc(j.input.length - 16, 0xee));
-    await assert.rejects(backend().openBatch(key, bad.map((j, i) => ({ ...j, output: outs2[i] }))), {
-      code: 'ERR_FERRY_AUTH',
-    });
-    for (const o of outs2) assert.ok(o.every((b) => b === 0 || b === 0xee), 'no plaintext left in outputs');
+    await assert.rejects(
+      backend().openBatch(
+        key,
+        bad.map((j, i) => ({ ...j, output: outs2[i] })),
+      ),
+      {
+        code: 'ERR_FERRY_AUTH',
+      },
+    );
+    for (const o of outs2)
+      assert.ok(
+        o.every((b) => b === 0 || b === 0xee),
+        'no plaintext left in outputs',
+      );
   });
 });

@@ -33,16 +33,16 @@ for (const { label, scan, reason } of scanners) {
     });
 
     it('finds nothing in an empty buffer', async function () {
-      assert.deepEqual([...await scan(Buffer.alloc(0))], []);
-      assert.deepEqual([...await scan(new ArrayBuffer(0), 64)], []);
+      assert.deepEqual([...(await scan(Buffer.alloc(0)))], []);
+      assert.deepEqual([...(await scan(new ArrayBuffer(0), 64))], []);
     });
 
     it('counts a partial last page, zero or not', async function () {
       const buf = Buffer.alloc(3 * 4096 + 100, 1).fill(0); // written memory, not the kernel's zero page
-      assert.deepEqual([...await scan(buf)], [0, 1, 2, 3]);
+      assert.deepEqual([...(await scan(buf))], [0, 1, 2, 3]);
       buf[buf.length - 1] = 1;
-      assert.deepEqual([...await scan(buf)], [0, 1, 2]);
-      assert.deepEqual([...await scan(buf.subarray(0, 5))], [0]);
+      assert.deepEqual([...(await scan(buf))], [0, 1, 2]);
+      assert.deepEqual([...(await scan(buf.subarray(0, 5)))], [0]);
     });
 
     it('sees one non-zero byte at the first and at the last offset of every page', async function () {
@@ -53,7 +53,7 @@ for (const { label, scan, reason } of scanners) {
           for (const offset of [0, pageSize - 1]) {
             buf[p * pageSize + offset] = 0x80;
             const expected = [...Array(pages).keys()].filter((i) => i !== p);
-            assert.deepEqual([...await scan(buf, pageSize)], expected, `page ${p} offset ${offset} size ${pageSize}`);
+            assert.deepEqual([...(await scan(buf, pageSize))], expected, `page ${p} offset ${offset} size ${pageSize}`);
             buf[p * pageSize + offset] = 0;
           }
         }
@@ -64,8 +64,8 @@ for (const { label, scan, reason } of scanners) {
       const shared = new SharedArrayBuffer(4 * 4096 + 3);
       const view = new Uint8Array(shared, 3);
       view[4096 + 17] = 5;
-      assert.deepEqual([...await scan(view)], [0, 2, 3]);
-      assert.deepEqual([...await scan(shared)], [0, 2, 3, 4]); // its 3 extra bytes are a fifth page
+      assert.deepEqual([...(await scan(view))], [0, 2, 3]);
+      assert.deepEqual([...(await scan(shared))], [0, 2, 3, 4]); // its 3 extra bytes are a fifth page
     });
 
     it('agrees with a byte-by-byte reference on random sparse buffers and page sizes', async function () {
@@ -79,7 +79,7 @@ for (const { label, scan, reason } of scanners) {
         fc.asyncProperty(arb, async ({ length, offset, pageSize, marks }) => {
           const buf = Buffer.alloc(length + offset).subarray(offset);
           for (const m of marks) if (length > 0) buf[m % length] = 1 + (m & 0x7f);
-          assert.deepEqual([...await scan(buf, pageSize)], reference(buf, pageSize));
+          assert.deepEqual([...(await scan(buf, pageSize))], reference(buf, pageSize));
         }),
         { numRuns: 200 },
       );

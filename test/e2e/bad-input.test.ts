@@ -88,7 +88,10 @@ describe('e2e: bad input and probe', function () {
 
   it('exit 2: a malformed cluster file, named with its line', function () {
     const bad = path.join(cluster.root, 'bad.yaml');
-    writeFileSync(bad, 'ca: { cert: ca.crt }\ncoordinator: { cert: c.crt, key: c.key }\nhosts:\n  a:\n    control: 10.0.0.1\n    networks: [127.0.0.1:1]\n');
+    writeFileSync(
+      bad,
+      'ca: { cert: ca.crt }\ncoordinator: { cert: c.crt, key: c.key }\nhosts:\n  a:\n    control: 10.0.0.1\n    networks: [127.0.0.1:1]\n',
+    );
     refused(['migrate', 'g', '--to', 'b', '--cluster', bad], 2, /bad\.yaml:5:14: hosts\.a\.control: "10\.0\.0\.1" is not HOST:PORT/);
     refused(['evacuate', 'a', '--cluster', path.join(cluster.root, 'none.yaml')], 2, /cannot read cluster file .*none\.yaml: ENOENT/);
   });
@@ -99,14 +102,47 @@ describe('e2e: bad input and probe', function () {
     copyFileSync(other.file.replace('cluster.yaml', 'coordinator.key'), path.join(cluster.pkiDir, 'foreign.key'));
     const ours = ferryOk(['vm', 'list', '--json'], env()); // the cluster file as it is works
     assert.ok(ours.stdout.length > 0);
-    const text = (name: string) => execFileSync('cat', [abFile], { encoding: 'utf8' }).replace('cert: coordinator.crt', `cert: ${name}.crt`).replace('key: coordinator.key', `key: ${name}.key`);
+    const text = (name: string) =>
+      execFileSync('cat', [abFile], { encoding: 'utf8' })
+        .replace('cert: coordinator.crt', `cert: ${name}.crt`)
+        .replace('key: coordinator.key', `key: ${name}.key`);
     writeFileSync(foreign, text('foreign'));
-    refused(['migrate', 'g', '--to', 'b', '--cluster', foreign], 2, /the coordinator certificate .*foreign\.crt was not signed by the cluster CA \(named in .*foreign\.yaml\) \[ERR_FERRY_INPUT\]/);
+    refused(
+      ['migrate', 'g', '--to', 'b', '--cluster', foreign],
+      2,
+      /the coordinator certificate .*foreign\.crt was not signed by the cluster CA \(named in .*foreign\.yaml\) \[ERR_FERRY_INPUT\]/,
+    );
 
     const dir = cluster.pkiDir;
     execFileSync('openssl', ['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', path.join(dir, 'expired.key')]);
-    execFileSync('openssl', ['req', '-new', '-key', path.join(dir, 'expired.key'), '-subj', '/CN=ferry coordinator', '-out', path.join(dir, 'expired.csr')]);
-    execFileSync('openssl', ['x509', '-req', '-in', path.join(dir, 'expired.csr'), '-CA', path.join(dir, 'ca.crt'), '-CAkey', path.join(dir, 'ca.key'), '-days', '-1', '-out', path.join(dir, 'expired.crt')], { stdio: 'ignore' });
+    execFileSync('openssl', [
+      'req',
+      '-new',
+      '-key',
+      path.join(dir, 'expired.key'),
+      '-subj',
+      '/CN=ferry coordinator',
+      '-out',
+      path.join(dir, 'expired.csr'),
+    ]);
+    execFileSync(
+      'openssl',
+      [
+        'x509',
+        '-req',
+        '-in',
+        path.join(dir, 'expired.csr'),
+        '-CA',
+        path.join(dir, 'ca.crt'),
+        '-CAkey',
+        path.join(dir, 'ca.key'),
+        '-days',
+        '-1',
+        '-out',
+        path.join(dir, 'expired.crt'),
+      ],
+      { stdio: 'ignore' },
+    );
     const expired = path.join(dir, 'expired.yaml');
     writeFileSync(expired, text('expired'));
     refused(['evacuate', 'a', '--cluster', expired], 2, /the coordinator certificate .*expired\.crt expired on .* \[ERR_FERRY_INPUT\]/);
@@ -117,7 +153,11 @@ describe('e2e: bad input and probe', function () {
     const file = path.join(other.pkiDir, 'cluster.yaml');
     const a = execFileSync('cat', [abFile], { encoding: 'utf8' }).split('hosts:')[1]!;
     writeFileSync(file, execFileSync('cat', [file], { encoding: 'utf8' }).replace('hosts: {}', `hosts:${a}`));
-    refused(['migrate', 'g', '--to', 'b', '--cluster', file], 1, /has a certificate the cluster CA did not sign or that is not valid .*\[ERR_FERRY_(REFUSED|NETWORK)\]/);
+    refused(
+      ['migrate', 'g', '--to', 'b', '--cluster', file],
+      1,
+      /has a certificate the cluster CA did not sign or that is not valid .*\[ERR_FERRY_(REFUSED|NETWORK)\]/,
+    );
   });
 
   it('exit 1: an unreachable agent', function () {
@@ -136,7 +176,10 @@ describe('e2e: bad input and probe', function () {
     const hosts = jsonLines(r.stdout);
     const result = hosts.pop()!;
     assert.deepEqual([result.type, result.ok, result.unreachable, result.error.code], ['result', false, ['d'], 'ERR_FERRY_NETWORK']);
-    assert.deepEqual(hosts.map((h) => h.host), ['a', 'b', 'd']);
+    assert.deepEqual(
+      hosts.map((h) => h.host),
+      ['a', 'b', 'd'],
+    );
     const a = hosts[0]!;
     assert.equal(a.reachable, true);
     assert.equal(a.upgradeNeeded, false);
@@ -162,7 +205,20 @@ describe('e2e: bad input and probe', function () {
   });
 
   it('has help with examples for every command, and shell completion', function () {
-    for (const cmd of [['migrate'], ['evacuate'], ['resolve'], ['probe'], ['demo'], ['pki', 'init'], ['host', 'init'], ['host', 'serve'], ['vm', 'create'], ['vm', 'list'], ['vm', 'set'], ['vm', 'destroy']]) {
+    for (const cmd of [
+      ['migrate'],
+      ['evacuate'],
+      ['resolve'],
+      ['probe'],
+      ['demo'],
+      ['pki', 'init'],
+      ['host', 'init'],
+      ['host', 'serve'],
+      ['vm', 'create'],
+      ['vm', 'list'],
+      ['vm', 'set'],
+      ['vm', 'destroy'],
+    ]) {
       const r = ferry([...cmd, '--help']);
       assert.equal(r.status, 0, cmd.join(' '));
       assert.match(r.stdout, /Examples:/, cmd.join(' '));

@@ -226,7 +226,11 @@ describe('e2e: cancelling a migration (real agents)', function () {
     try {
       const m = await migrate(c, 's1', 'a', 'b', {
         onEvent: (e) => {
-          if (e.type === 'switch-over' && !refusal) refusal = source.call('migration.cancel', { guest: 's1' }).then(() => null, (err) => err);
+          if (e.type === 'switch-over' && !refusal)
+            refusal = source.call('migration.cancel', { guest: 's1' }).then(
+              () => null,
+              (err) => err,
+            );
         },
       });
       assert.ok(refusal, 'a cancel was sent at switch-over');
@@ -243,7 +247,7 @@ describe('e2e: cancelling a migration (real agents)', function () {
     assert.equal(alive(before.pid!), false);
   });
 
-  it('takes a queued migration out of the queue, the one running left alone; b drops the queued one\'s copy', async function () {
+  it("takes a queued migration out of the queue, the one running left alone; b drops the queued one's copy", async function () {
     const first = await idleGuest('q1');
     const second = await idleGuest('q2', '16MiB');
     let queuedSeen = false;
@@ -258,9 +262,16 @@ describe('e2e: cancelling a migration (real agents)', function () {
         }
       },
     });
-    const ended = await queued.then((m) => ({ code: null, message: JSON.stringify(m.events.map((e) => e.type)) }), (err) => err);
+    const ended = await queued.then(
+      (m) => ({ code: null, message: JSON.stringify(m.events.map((e) => e.type)) }),
+      (err) => err,
+    );
     assert.ok(queuedSeen);
-    assert.deepEqual({ code: ended.code, message: ended.message }, { code: 'ERR_FERRY_ABORTED', message: 'cancelled by the operator while queued' }, `the cancel answered ${JSON.stringify(await answer)}`);
+    assert.deepEqual(
+      { code: ended.code, message: ended.message },
+      { code: 'ERR_FERRY_ABORTED', message: 'cancelled by the operator while queued' },
+      `the cancel answered ${JSON.stringify(await answer)}`,
+    );
     await stayedOnA('q2', second.pid!, null);
     // The running one was not touched; it is cancelled now so as not to wait for it.
     assert.equal((await on('a', 'q1'))?.state, 'migrating');
@@ -277,17 +288,23 @@ describe('e2e: cancelling a migration (real agents)', function () {
     await waitUntil(async () => (await on('a', 'p1'))?.state === 'migrating', 20_000, 'p1 to be on its way');
     const cancel = new AbortController();
     const events: CoordinatorEvent[] = [];
-    const summary = await migrateGuest({ guest: 'p2', cluster: c, to: await resolveTarget(c, 'c') }, {
-      cancel: cancel.signal,
-      onEvent: (e) => {
-        events.push(e);
-        if (e.type === 'queued' && e.side === 'destination') cancel.abort();
+    const summary = await migrateGuest(
+      { guest: 'p2', cluster: c, to: await resolveTarget(c, 'c') },
+      {
+        cancel: cancel.signal,
+        onEvent: (e) => {
+          events.push(e);
+          if (e.type === 'queued' && e.side === 'destination') cancel.abort();
+        },
       },
-    });
+    );
     assert.equal(summary.report.ok, false);
     assert.deepEqual(summary.report.error, { code: 'ERR_FERRY_ABORTED', message: 'cancelled by the operator while queued' });
-    assert.deepEqual(events.map((e) => e.type), ['decided', 'queued', 'cancelling']);
-    assert.equal((await on('c', 'p2')), null);
+    assert.deepEqual(
+      events.map((e) => e.type),
+      ['decided', 'queued', 'cancelling'],
+    );
+    assert.equal(await on('c', 'p2'), null);
     assert.equal((await on('a', 'p2'))?.pid, second.pid);
     assert.equal((await on('a', 'p1'))?.state, 'migrating', 'the running one was not touched');
     await ask(c, 'a', 'migration.cancel', { guest: 'p1' });
@@ -303,7 +320,10 @@ describe('e2e: cancelling a migration (real agents)', function () {
     const r = ferry(['cancel', 'x1', '--json'], cluster.env);
     assert.equal(r.status, 0, r.stderr);
     const result = jsonLines(r.stdout).pop()!;
-    assert.deepEqual({ ...result, migrationId: typeof result.migrationId }, { type: 'result', ok: true, vm: 'x1', host: 'a', to: 'b', migrationId: 'string', outcome: 'aborted', error: null });
+    assert.deepEqual(
+      { ...result, migrationId: typeof result.migrationId },
+      { type: 'result', ok: true, vm: 'x1', host: 'a', to: 'b', migrationId: 'string', outcome: 'aborted', error: null },
+    );
     assert.equal((await child.ended).status, 1);
     const report = jsonLines(child.stdout()).pop()!;
     assert.equal(report.ok, false);
@@ -331,14 +351,24 @@ describe('e2e: cancelling a migration (real agents)', function () {
     await sleep(500);
     child.process.kill('SIGINT');
     assert.equal((await child.ended).status, 1, child.stderr());
-    assert.equal(child.stderr().split('\n').filter((l) => /cancelling the migration of i1/.test(l)).length, 1, child.stderr());
+    assert.equal(
+      child
+        .stderr()
+        .split('\n')
+        .filter((l) => /cancelling the migration of i1/.test(l)).length,
+      1,
+      child.stderr(),
+    );
     const lines = jsonLines(child.stdout());
     const report = lines.pop()!;
     assert.equal(report.type, 'result');
     assert.equal(report.ok, false);
     assert.equal(report.error.code, 'ERR_FERRY_ABORTED');
     assert.match(report.error.message, /^cancelled by the operator/);
-    assert.ok(lines.some((l) => l.type === 'cancelling'), 'a cancelling event among the JSON events');
+    assert.ok(
+      lines.some((l) => l.type === 'cancelling'),
+      'a cancelling event among the JSON events',
+    );
     assert.ok(lines.some((l) => l.type === 'aborted' && l.side === 'source'));
     await stayedOnA('i1', before.pid!, null);
     assert.equal((await guestProcess('a', 'i1')).digest, digest);
@@ -368,12 +398,16 @@ describe('e2e: cancelling a migration (real agents)', function () {
     assert.equal(report.error.code, 'ERR_FERRY_DETACHED');
     // However it ends, one host runs the guest.
     let where: string[] = [];
-    await waitUntil(async () => {
-      const a = await on('a', 'd1');
-      const b = await on('b', 'd1');
-      where = [a ? `a:${a.state}` : '', b ? `b:${b.state}` : ''].filter(Boolean);
-      return where.length === 1 && where[0]!.endsWith(':running');
-    }, 60_000, 'the guest to run on exactly one host');
+    await waitUntil(
+      async () => {
+        const a = await on('a', 'd1');
+        const b = await on('b', 'd1');
+        where = [a ? `a:${a.state}` : '', b ? `b:${b.state}` : ''].filter(Boolean);
+        return where.length === 1 && where[0]!.endsWith(':running');
+      },
+      60_000,
+      'the guest to run on exactly one host',
+    );
     console.log(`      after the detach the guest runs on ${where[0]} (pid ${before.pid} was on a)`);
   });
 });

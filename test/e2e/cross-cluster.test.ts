@@ -58,7 +58,10 @@ describe('e2e: cross-cluster migration', function () {
     assert.equal(result.mode, 'encrypted');
     assert.equal(result.verified, true);
     const inWest = jsonLines(ferryOk(['vm', 'list', '--json'], west.env).stdout);
-    assert.deepEqual(inWest.map((g) => [g.name, g.host, g.state]), [['x1', 'a', 'running']]);
+    assert.deepEqual(
+      inWest.map((g) => [g.name, g.host, g.state]),
+      [['x1', 'a', 'running']],
+    );
     assert.deepEqual(jsonLines(ferryOk(['vm', 'list', '--json'], east.env).stdout), []);
   });
 
@@ -71,7 +74,7 @@ describe('e2e: cross-cluster migration', function () {
     assert.match(nohost.stderr, /no host "zz" in .*cluster\.yaml/);
   });
 
-  it('a source left in doubt (the COMMITTED lost on the way back) gets the destination\'s decision through the coordinator', async function () {
+  it("a source left in doubt (the COMMITTED lost on the way back) gets the destination's decision through the coordinator", async function () {
     await throughRelay(async (relay) => {
       ferryOk(['vm', 'create', 'x2', '--host', 'a', '--memory', '32MiB', '--workload', 'kv:get=500,set=100'], east.env);
       const child = startFerry(['migrate', 'x2', '--to', `${west.file}:a`, '--json'], east.env);
@@ -93,13 +96,22 @@ describe('e2e: cross-cluster migration', function () {
       const types = events.filter((e) => e.side === 'source').map((e) => e.type);
       assert.ok(types.includes('in-doubt'), `the source was in doubt: ${types.join(', ')}; ${stderr}`);
       assert.ok(types.includes('resolving'), 'it could not ask the other cluster itself');
-      assert.deepEqual(events.find((e) => e.type === 'resolved'), { vm: 'x2', side: 'source', type: 'resolved', decision: 'committed' });
+      assert.deepEqual(
+        events.find((e) => e.type === 'resolved'),
+        { vm: 'x2', side: 'source', type: 'resolved', decision: 'committed' },
+      );
       const result = events.pop()!;
       assert.equal(status, 0, stderr);
       assert.equal(result.ok, true);
       const inWest = jsonLines(ferryOk(['vm', 'list', '--json'], west.env).stdout);
-      assert.deepEqual(inWest.filter((g) => g.name === 'x2').map((g) => [g.host, g.state]), [['a', 'running']]);
-      assert.deepEqual(jsonLines(ferryOk(['vm', 'list', '--json'], east.env).stdout).filter((g) => g.name === 'x2'), []);
+      assert.deepEqual(
+        inWest.filter((g) => g.name === 'x2').map((g) => [g.host, g.state]),
+        [['a', 'running']],
+      );
+      assert.deepEqual(
+        jsonLines(ferryOk(['vm', 'list', '--json'], east.env).stdout).filter((g) => g.name === 'x2'),
+        [],
+      );
     });
   });
 
@@ -120,12 +132,19 @@ describe('e2e: cross-cluster migration', function () {
         }
       }
       const state = () => jsonLines(ferryOk(['vm', 'list', '--json'], east.env).stdout).find((g) => g.name === 'x3')?.state;
-      await waitUntil(() => state() === 'in-doubt', 30_000, () => `the source to wait, paused, for a decision nobody relays (it is ${state()})`);
+      await waitUntil(
+        () => state() === 'in-doubt',
+        30_000,
+        () => `the source to wait, paused, for a decision nobody relays (it is ${state()})`,
+      );
 
       // The recorded destination is west's a: east's own a (another control address) is refused.
       const wrong = ferry(['resolve', 'x3'], east.env);
       assert.equal(wrong.status, 2, wrong.stderr);
-      assert.match(wrong.stderr, /went to host "a" at .*, not to a at .*: name its cluster file with --to CLUSTER_FILE:HOST \[ERR_FERRY_USAGE\]/);
+      assert.match(
+        wrong.stderr,
+        /went to host "a" at .*, not to a at .*: name its cluster file with --to CLUSTER_FILE:HOST \[ERR_FERRY_USAGE\]/,
+      );
       assert.equal(state(), 'in-doubt', 'the refusal changed nothing');
 
       const r = ferry(['resolve', 'x3', '--to', `${west.file}:a`, '--json'], east.env);
@@ -134,9 +153,16 @@ describe('e2e: cross-cluster migration', function () {
       assert.equal(result.decision, 'committed');
       assert.equal(result.runsOn, `${west.file}:a`);
       assert.equal(result.from, 'a');
-      await waitUntil(() => state() === undefined, 10_000, () => `the source to let its copy go (it is ${state()})`);
+      await waitUntil(
+        () => state() === undefined,
+        10_000,
+        () => `the source to let its copy go (it is ${state()})`,
+      );
       const inWest = jsonLines(ferryOk(['vm', 'list', '--json'], west.env).stdout);
-      assert.deepEqual(inWest.filter((g) => g.name === 'x3').map((g) => [g.host, g.state]), [['a', 'running']]);
+      assert.deepEqual(
+        inWest.filter((g) => g.name === 'x3').map((g) => [g.host, g.state]),
+        [['a', 'running']],
+      );
       const again = ferry(['resolve', 'x3', '--to', `${west.file}:a`], east.env);
       assert.equal(again.status, 2, 'nothing left to resolve: x3 is on no host of east');
     });

@@ -32,7 +32,8 @@ describe('e2e: ferry demo', function () {
     assert.deepEqual(lines[1], {
       type: 'choice',
       driver: 'synthetic',
-      reason: 'a synthetic guest (a ferry process with real memory and a workload), since this machine runs no QEMU guests: FERRY_QEMU=/nonexistent/qemu-system-x86_64 is not an executable file',
+      reason:
+        'a synthetic guest (a ferry process with real memory and a workload), since this machine runs no QEMU guests: FERRY_QEMU=/nonexistent/qemu-system-x86_64 is not an executable file',
     });
     const result = lines.pop()!;
     assert.equal(result.ok, true);
@@ -53,11 +54,17 @@ describe('e2e: ferry demo', function () {
     const dir = /^ferry demo: a cluster in (\S+) /m.exec(r.stderr)?.[1];
     if (dir) dirs.push(dir);
     assert.equal(r.status, 0, r.stderr);
-    assert.match(r.stderr, /the guest: a QEMU virtual machine running ferry's test guest, since this machine runs QEMU guests \(QEMU \d+\.\d+\.\d+ on (KVM|TCG)\)/);
+    assert.match(
+      r.stderr,
+      /the guest: a QEMU virtual machine running ferry's test guest, since this machine runs QEMU guests \(QEMU \d+\.\d+\.\d+ on (KVM|TCG)\)/,
+    );
     assert.match(r.stderr, /guest "demo" on host a: 256 MiB memory, 1 CPU, pc-i440fx-[\d.]+, (KVM|TCG)/);
     assert.match(r.stdout, /^demo moved a -> b, encrypted/m);
     assert.match(r.stderr, /b's console since the guest arrived/);
-    const kept = /the guest kept running: its clock went on \(tick (\d+) on a, tick (\d+) on b\), and check (\d+), all of it on b, found all (\d+) pages it fills as it last wrote them/.exec(r.stderr);
+    const kept =
+      /the guest kept running: its clock went on \(tick (\d+) on a, tick (\d+) on b\), and check (\d+), all of it on b, found all (\d+) pages it fills as it last wrote them/.exec(
+        r.stderr,
+      );
     assert.ok(kept, r.stderr);
     assert.ok(Number(kept[2]) > Number(kept[1]), 'the clock went on');
     assert.match(r.stderr, new RegExp(`^ {4}check ${kept[3]} ok pages=${kept[4]}$`, 'm'));
@@ -69,7 +76,10 @@ describe('e2e: ferry demo', function () {
   it('--driver qemu on a machine without QEMU: refused with exit 1, saying why, and nothing left', async function () {
     const r = await ferryAsync(['demo', '--driver', 'qemu', '--json'], NO_QEMU);
     assert.equal(r.status, 1, r.stderr);
-    assert.match(r.stderr, /ferry: --driver qemu: this machine cannot run QEMU guests: FERRY_QEMU=\/nonexistent\/qemu-system-x86_64 is not an executable file \[ERR_FERRY_REFUSED\]/);
+    assert.match(
+      r.stderr,
+      /ferry: --driver qemu: this machine cannot run QEMU guests: FERRY_QEMU=\/nonexistent\/qemu-system-x86_64 is not an executable file \[ERR_FERRY_REFUSED\]/,
+    );
     const dir = jsonLines(r.stdout)[0]!.dir as string;
     dirs.push(dir);
     assert.equal(existsSync(dir), false, `${dir} removed`);

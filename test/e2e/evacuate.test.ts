@@ -49,7 +49,14 @@ describe('e2e: ferry evacuate', function () {
 
   it('moves six guests, never more than two at once, the rest shown as queued', function () {
     const r = ferry(['evacuate', 'a', '--concurrency', '2', '--json'], cluster.env);
-    assert.equal(r.status, 0, `${r.stderr}\n${r.stdout.split('\n').filter((l) => /"ok":false|"error"/.test(l)).join('\n')}`);
+    assert.equal(
+      r.status,
+      0,
+      `${r.stderr}\n${r.stdout
+        .split('\n')
+        .filter((l) => /"ok":false|"error"/.test(l))
+        .join('\n')}`,
+    );
     const lines = jsonLines(r.stdout);
     // The coordinator's view: begin .. end of each migration.
     let running = 0;
@@ -72,7 +79,10 @@ describe('e2e: ferry evacuate', function () {
     assert.equal(result.moved, 6);
     assert.equal(result.failed, 0);
     const after = list();
-    assert.deepEqual(after.filter((g) => g.host === 'a'), []);
+    assert.deepEqual(
+      after.filter((g) => g.host === 'a'),
+      [],
+    );
     assert.equal(after.find((g) => g.name === 'e0')!.host, 'b');
     assert.ok(after.every((g) => g.state === 'running'));
   });

@@ -17,7 +17,22 @@ import { TestCluster, type RunningAgent } from '../support/cluster.js';
 import { findSecret } from '../support/secrets.js';
 import { jsonLines } from '../support/json-output.js';
 
-const RESULT_KEYS = ['type', 'ok', 'vm', 'from', 'to', 'mode', 'backend', 'totalMs', 'switchoverMs', 'bytesSent', 'zeroPagesSkipped', 'passes', 'verified', 'error'];
+const RESULT_KEYS = [
+  'type',
+  'ok',
+  'vm',
+  'from',
+  'to',
+  'mode',
+  'backend',
+  'totalMs',
+  'switchoverMs',
+  'bytesSent',
+  'zeroPagesSkipped',
+  'passes',
+  'verified',
+  'error',
+];
 
 describe('e2e: ferry migrate', function () {
   let cluster: TestCluster;
@@ -92,7 +107,10 @@ describe('e2e: ferry migrate', function () {
     const refusal = jsonLines(json.stdout);
     assert.equal(refusal.length, 1, 'nothing started: only the result line');
     assert.deepEqual(Object.keys(refusal[0]!), RESULT_KEYS);
-    assert.deepEqual([refusal[0]!.ok, refusal[0]!.from, refusal[0]!.to, refusal[0]!.mode, refusal[0]!.error.code], [false, 'a', 'c', null, 'ERR_FERRY_REFUSED']);
+    assert.deepEqual(
+      [refusal[0]!.ok, refusal[0]!.from, refusal[0]!.to, refusal[0]!.mode, refusal[0]!.error.code],
+      [false, 'a', 'c', null, 'ERR_FERRY_REFUSED'],
+    );
     const after = where('r1');
     assert.equal(after.host, 'a');
     assert.equal(after.pid, before.pid);
@@ -104,7 +122,12 @@ describe('e2e: ferry migrate', function () {
     for (const mode of ['disabled', 'opportunistic']) {
       const weaker = run(['migrate', 'r1', '--to', 'c', '--mode', mode]);
       assert.equal(weaker.status, 2, weaker.stderr);
-      assert.match(weaker.stderr, new RegExp(`--mode ${mode} would weaken guest r1's encrypted-migration required.*ferry vm set r1 --encrypted-migration ${mode} \\[ERR_FERRY_USAGE\\]`));
+      assert.match(
+        weaker.stderr,
+        new RegExp(
+          `--mode ${mode} would weaken guest r1's encrypted-migration required.*ferry vm set r1 --encrypted-migration ${mode} \\[ERR_FERRY_USAGE\\]`,
+        ),
+      );
     }
     assert.equal(where('r1').pid, before.pid);
   });
@@ -154,24 +177,36 @@ describe('e2e: ferry migrate', function () {
       stdout.on('data', (d) => (text += d));
       stderr.on('data', (d) => (text += d));
       const output = new Output({ json, debug: true, stdout, stderr });
-      await migrateWithProgress(output, { guest: 'k1', cluster: c, to: await resolveTarget(c, json ? 'b' : 'a'), verify: true }, { newKey });
+      await migrateWithProgress(
+        output,
+        { guest: 'k1', cluster: c, to: await resolveTarget(c, json ? 'b' : 'a'), verify: true },
+        { newKey },
+      );
       outputs.push({ name: `in-process migrate (json: ${json})`, text });
     }
     // The coordinator holds the key only until both requests are written: wiped before the source's first event.
     const wipedAtSourceEvents: boolean[] = [];
-    const moved = await migrateGuest({ guest: 'k1', cluster: c, to: await resolveTarget(c, 'b'), verify: true }, {
-      newKey,
-      onEvent: (e) => {
-        if ('side' in e && e.side === 'source') wipedAtSourceEvents.push(handedOut.at(-1)!.isWiped);
+    const moved = await migrateGuest(
+      { guest: 'k1', cluster: c, to: await resolveTarget(c, 'b'), verify: true },
+      {
+        newKey,
+        onEvent: (e) => {
+          if ('side' in e && e.side === 'source') wipedAtSourceEvents.push(handedOut.at(-1)!.isWiped);
+        },
       },
-    });
+    );
     assert.equal(moved.report.ok, true);
-    assert.ok(wipedAtSourceEvents.length > 0 && wipedAtSourceEvents.every(Boolean), 'the coordinator wiped its key before the migration ran');
+    assert.ok(
+      wipedAtSourceEvents.length > 0 && wipedAtSourceEvents.every(Boolean),
+      'the coordinator wiped its key before the migration ran',
+    );
     assert.equal(keys.length, 6);
     for (const k of handedOut) {
       assert.ok(k.isWiped && k.key.every((b) => b === 0) && k.nonce.every((b) => b === 0), 'the coordinator zeroed its key and nonce');
     }
-    const hits = keys.flatMap((k) => findSecret([cluster.root, ...agents.map((a) => ({ name: `agent ${a.name} log`, text: a.logs() })), ...outputs], k));
+    const hits = keys.flatMap((k) =>
+      findSecret([cluster.root, ...agents.map((a) => ({ name: `agent ${a.name} log`, text: a.logs() })), ...outputs], k),
+    );
     assert.deepEqual(hits, []);
     // The search works: it finds a key where one is.
     assert.deepEqual(findSecret([{ name: 'planted', text: `x${keys[0]!.toString('base64')}x` }], keys[0]!), ['planted']);

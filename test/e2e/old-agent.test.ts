@@ -64,7 +64,10 @@ class OldAgent {
     return agent;
   }
 
-  private answer(method: string, capabilities: Capabilities): { ok: true; result: unknown } | { ok: false; error: { code: string; message: string } } {
+  private answer(
+    method: string,
+    capabilities: Capabilities,
+  ): { ok: true; result: unknown } | { ok: false; error: { code: string; message: string } } {
     switch (method) {
       case 'hello':
         return { ok: true, result: { protocol: OLD_PROTOCOL, minProtocol: OLD_PROTOCOL, agentVersion: OLD_VERSION, host: 'b' } };
@@ -83,7 +86,8 @@ class OldAgent {
   assertOnlyJsonLines(): void {
     const all = Buffer.concat(this.received).toString('latin1');
     assert.ok(all.endsWith('\n'), 'a request line was left unfinished');
-    for (const line of all.slice(0, -1).split('\n')) assert.doesNotThrow(() => JSON.parse(line), `not a JSON line: ${JSON.stringify(line.slice(0, 80))}`);
+    for (const line of all.slice(0, -1).split('\n'))
+      assert.doesNotThrow(() => JSON.parse(line), `not a JSON line: ${JSON.stringify(line.slice(0, 80))}`);
   }
 
   close(): Promise<void> {
@@ -109,8 +113,14 @@ describe('e2e: this CLI against an agent of control protocol 1 (a real agent a, 
     assert.ok(caps.ok);
     const b = c.hosts.get('b')!;
     const capabilities: Capabilities = {
-      ...caps.value, host: 'b', protocol: OLD_PROTOCOL, agentVersion: OLD_VERSION, networks: b.networks, guests: 0,
-      running: { outgoing: 0, incoming: 0 }, queued: { outgoing: 0, incoming: 0 },
+      ...caps.value,
+      host: 'b',
+      protocol: OLD_PROTOCOL,
+      agentVersion: OLD_VERSION,
+      networks: b.networks,
+      guests: 0,
+      running: { outgoing: 0, incoming: 0 },
+      queued: { outgoing: 0, incoming: 0 },
     };
     old = await OldAgent.start(cluster.hostDir('b'), b.control, capabilities);
   });
@@ -136,7 +146,10 @@ describe('e2e: this CLI against an agent of control protocol 1 (a real agent a, 
     assert.match(result.error.message, /host b runs ferry 0\.1\.0 \(control protocol 1\).*upgrade its agent/);
     // Nothing beyond queries reached the old agent: no migration request, no secret trailer.
     const queries = new Set(['hello', 'capabilities', 'guest.get', 'guest.list']);
-    assert.ok(old.methods.every((m) => queries.has(m)), old.methods.join(', '));
+    assert.ok(
+      old.methods.every((m) => queries.has(m)),
+      old.methods.join(', '),
+    );
     old.assertOnlyJsonLines();
     // The guest runs on at a, the same process, with no migration behind it.
     const after = await guestOnA();
@@ -148,7 +161,11 @@ describe('e2e: this CLI against an agent of control protocol 1 (a real agent a, 
   it('ferry probe marks the old host as needing an upgrade', async function () {
     const r = await ferryAsync(['probe', '--json'], cluster.env);
     assert.equal(r.status, 0, r.stderr);
-    const hosts = new Map(jsonLines(r.stdout).filter((l) => l.type === 'host').map((l) => [l.host, l]));
+    const hosts = new Map(
+      jsonLines(r.stdout)
+        .filter((l) => l.type === 'host')
+        .map((l) => [l.host, l]),
+    );
     assert.equal(hosts.get('b')!.protocol, OLD_PROTOCOL);
     assert.equal(hosts.get('b')!.upgradeNeeded, true);
     assert.equal(hosts.get('a')!.upgradeNeeded, false);
@@ -164,7 +181,8 @@ describe('e2e: this CLI against an agent of control protocol 1 (a real agent a, 
       const key = Buffer.alloc(40, 0x5a);
       await assert.rejects(
         client.call('migration.prepare-incoming', {} as never, { secret: key }),
-        (err: { code?: string; message?: string }) => err.code === 'ERR_FERRY_REFUSED' && /cannot take a migration key as raw bytes/.test(err.message ?? ''),
+        (err: { code?: string; message?: string }) =>
+          err.code === 'ERR_FERRY_REFUSED' && /cannot take a migration key as raw bytes/.test(err.message ?? ''),
       );
       await sleep(100);
       assert.equal(Buffer.concat(old.received).length, bytesBefore, 'bytes were sent to the old agent');

@@ -63,12 +63,27 @@ describe('e2e: QEMU guests through the CLI (real agents, real QEMU, the test gue
   after(() => stopAll(cluster));
 
   it('vm create --driver qemu starts the guest; vm list shows it running with driver qemu, in the table and in --json', function () {
-    const created = run(['vm', 'create', 'q1', '--host', 'a', '--driver', 'qemu', '--memory', '64MiB', '--append', 'fill=32 window=4 rate=2048']);
+    const created = run([
+      'vm',
+      'create',
+      'q1',
+      '--host',
+      'a',
+      '--driver',
+      'qemu',
+      '--memory',
+      '64MiB',
+      '--append',
+      'fill=32 window=4 rate=2048',
+    ]);
     assert.equal(created.status, 0, created.stderr);
     assert.match(created.stdout, /^guest q1 running on a: 64\.0 MiB memory, 1 CPU, pc-i440fx-7\.2, (KVM|TCG)\n$/);
     const table = run(['vm', 'list']);
     assert.equal(table.status, 0, table.stderr);
-    const [header, row] = table.stdout.trim().split('\n').map((l) => l.split(/\s{2,}/));
+    const [header, row] = table.stdout
+      .trim()
+      .split('\n')
+      .map((l) => l.split(/\s{2,}/));
     assert.deepEqual(header, ['NAME', 'HOST', 'STATE', 'MEMORY', 'DISK', 'DRIVER', 'NIC', 'ENCRYPTED-MIGRATION']);
     assert.deepEqual(row, ['q1', 'a', 'running', '64.0 MiB', '-', 'qemu', 'virtio', 'opportunistic']);
     const [line] = jsonLines(run(['vm', 'list', '--json']).stdout);
@@ -88,7 +103,10 @@ describe('e2e: QEMU guests through the CLI (real agents, real QEMU, the test gue
     assert.ok(lines.some((l) => l.kind === 'filled'));
     assert.ok(lines.some((l) => l.kind === 'tick'));
     assert.ok(lines.some((l) => l.kind === 'check' && l.ok));
-    assert.deepEqual(lines.filter((l) => l.kind === 'fail' || l.kind === 'error' || (l.kind === 'check' && !l.ok)), []);
+    assert.deepEqual(
+      lines.filter((l) => l.kind === 'fail' || l.kind === 'error' || (l.kind === 'check' && !l.ok)),
+      [],
+    );
     // What the host keeps, byte for byte (piped output is the text as the guest wrote it).
     const logFile = path.join(cluster.hostDir('a'), 'guests', 'q1', 'console.log');
     assert.ok(readFileSync(logFile, 'utf8').startsWith(r.stdout), 'the console printed is the start of the log');
@@ -102,16 +120,35 @@ describe('e2e: QEMU guests through the CLI (real agents, real QEMU, the test gue
   it('vm console --follow streams what the guest writes, follows it to the host it migrates to, and ends at Ctrl-C with exit 0', async function () {
     const child = startFerry(['vm', 'console', 'q1', '--follow', '--json'], cluster.env);
     const stderr = () => child.stderr();
-    const events = () => child.stdout().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, any>);
-    const ticksOn = (host: string) => events().filter((e) => e.type === 'console' && e.host === host).flatMap((e) => (e.text as string).match(/tick \d+/g) ?? []);
+    const events = () =>
+      child
+        .stdout()
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as Record<string, any>);
+    const ticksOn = (host: string) =>
+      events()
+        .filter((e) => e.type === 'console' && e.host === host)
+        .flatMap((e) => (e.text as string).match(/tick \d+/g) ?? []);
     try {
       await waitUntil(() => ticksOn('a').length > 0, 30_000, 'the console so far');
       const first = ticksOn('a').length;
-      await waitUntil(() => ticksOn('a').length >= first + 2, 30_000, () => `two new ticks streamed: ${stderr()}`);
+      await waitUntil(
+        () => ticksOn('a').length >= first + 2,
+        30_000,
+        () => `two new ticks streamed: ${stderr()}`,
+      );
       const moved = await ferryAsync(['migrate', 'q1', '--to', 'b'], cluster.env);
       assert.equal(moved.status, 0, moved.stderr);
-      await waitUntil(() => ticksOn('b').length >= 2, 60_000, () => `ticks from b after the move: ${stderr()}`);
-      assert.deepEqual(events().filter((e) => e.type === 'moved'), [{ type: 'moved', vm: 'q1', from: 'a', to: 'b' }]);
+      await waitUntil(
+        () => ticksOn('b').length >= 2,
+        60_000,
+        () => `ticks from b after the move: ${stderr()}`,
+      );
+      assert.deepEqual(
+        events().filter((e) => e.type === 'moved'),
+        [{ type: 'moved', vm: 'q1', from: 'a', to: 'b' }],
+      );
       child.process.kill('SIGINT');
       assert.equal(await child.exited, 0, stderr());
     } finally {
@@ -121,9 +158,15 @@ describe('e2e: QEMU guests through the CLI (real agents, real QEMU, the test gue
     assert.equal(result.type, 'result');
     assert.equal(result.host, 'b');
     assert.equal(result.ended, 'interrupted');
-    const onB = events().filter((e) => e.type === 'console' && e.host === 'b').map((e) => e.text).join('');
+    const onB = events()
+      .filter((e) => e.type === 'console' && e.host === 'b')
+      .map((e) => e.text)
+      .join('');
     const lines = parseTestGuestLog(onB);
-    assert.deepEqual(lines.filter((l) => l.kind === 'fail' || l.kind === 'error' || (l.kind === 'check' && !l.ok)), []);
+    assert.deepEqual(
+      lines.filter((l) => l.kind === 'fail' || l.kind === 'error' || (l.kind === 'check' && !l.ok)),
+      [],
+    );
   });
 
   it('vm destroy ends the QEMU and leaves no process and no guest directory; a --follow of its console ends there', async function () {
@@ -151,9 +194,18 @@ describe('e2e: QEMU guests through the CLI (real agents, real QEMU, the test gue
   it('refuses bad flags with exit 2 and one line, and creates nothing', function () {
     const cases: [string[], RegExp][] = [
       [['vm', 'create', 'bad1', '--host', 'a', '--memory', '64MiB', '--kernel', '/boot/vmlinuz'], /--kernel is for --driver qemu guests/],
-      [['vm', 'create', 'bad2', '--host', 'a', '--driver', 'qemu', '--memory', '64MiB', '--workload', 'kv:get=10,set=1'], /--workload is for synthetic guests/],
-      [['vm', 'create', 'bad3', '--host', 'a', '--driver', 'qemu', '--memory', '64MiB', '--kernel', '/nonexistent/vmlinuz'], /--kernel \/nonexistent\/vmlinuz: no such file on this host \[ERR_FERRY_NOT_FOUND\]/],
-      [['vm', 'create', 'bad4', '--host', 'a', '--driver', 'qemu', '--memory', '64MiB', '--initrd', '/boot/initrd.img'], /--initrd needs --kernel/],
+      [
+        ['vm', 'create', 'bad2', '--host', 'a', '--driver', 'qemu', '--memory', '64MiB', '--workload', 'kv:get=10,set=1'],
+        /--workload is for synthetic guests/,
+      ],
+      [
+        ['vm', 'create', 'bad3', '--host', 'a', '--driver', 'qemu', '--memory', '64MiB', '--kernel', '/nonexistent/vmlinuz'],
+        /--kernel \/nonexistent\/vmlinuz: no such file on this host \[ERR_FERRY_NOT_FOUND\]/,
+      ],
+      [
+        ['vm', 'create', 'bad4', '--host', 'a', '--driver', 'qemu', '--memory', '64MiB', '--initrd', '/boot/initrd.img'],
+        /--initrd needs --kernel/,
+      ],
     ];
     for (const [args, message] of cases) {
       const r = run(args);
@@ -169,7 +221,10 @@ describe('e2e: QEMU guests through the CLI (real agents, real QEMU, the test gue
   it('probe shows the QEMU version and accelerator in one narrow column, and --json the full availability', function () {
     const r = run(['probe']);
     assert.equal(r.status, 0, r.stderr);
-    const [header, ...rows] = r.stdout.trim().split('\n').map((l) => l.split(/\s{2,}/));
+    const [header, ...rows] = r.stdout
+      .trim()
+      .split('\n')
+      .map((l) => l.split(/\s{2,}/));
     assert.equal(header!.at(-1), 'QEMU');
     for (const row of rows) assert.match(row.at(-1)!, /^\d+\.\d+\.\d+\/(kvm|tcg)$/);
     const hosts = jsonLines(run(['probe', '--json']).stdout).filter((l) => l.type === 'host');
@@ -199,7 +254,10 @@ describe('e2e: a host without QEMU', function () {
     const r = run(['vm', 'create', 'q1', '--host', 'n', '--driver', 'qemu', '--memory', '64MiB']);
     assert.equal(r.status, 1, r.stderr);
     assert.equal(r.stdout, '');
-    assert.equal(r.stderr, 'ferry: host n cannot run qemu guests: FERRY_QEMU=/nonexistent/qemu-system-x86_64 is not an executable file; guest "q1" was not created [ERR_FERRY_REFUSED]\n');
+    assert.equal(
+      r.stderr,
+      'ferry: host n cannot run qemu guests: FERRY_QEMU=/nonexistent/qemu-system-x86_64 is not an executable file; guest "q1" was not created [ERR_FERRY_REFUSED]\n',
+    );
     assert.deepEqual(guestFiles(cluster, 'n', 'q1'), []);
     assert.deepEqual(jsonLines(run(['vm', 'list', '--json']).stdout), []);
   });
@@ -207,10 +265,20 @@ describe('e2e: a host without QEMU', function () {
   it('probe shows - in the QEMU column, and --json says why', function () {
     const r = run(['probe']);
     assert.equal(r.status, 0, r.stderr);
-    assert.equal(r.stdout.trim().split('\n')[1]!.split(/\s{2,}/).at(-1), '-');
+    assert.equal(
+      r.stdout
+        .trim()
+        .split('\n')[1]!
+        .split(/\s{2,}/)
+        .at(-1),
+      '-',
+    );
     const [host] = jsonLines(run(['probe', '--json']).stdout).filter((l) => l.type === 'host');
     assert.equal(host!.qemu, false);
-    assert.deepEqual(host!.drivers.qemu, { available: false, detail: 'FERRY_QEMU=/nonexistent/qemu-system-x86_64 is not an executable file' });
+    assert.deepEqual(host!.drivers.qemu, {
+      available: false,
+      detail: 'FERRY_QEMU=/nonexistent/qemu-system-x86_64 is not an executable file',
+    });
   });
 
   it('vm console of a synthetic guest says it has no serial console, exit 2', function () {
@@ -218,7 +286,10 @@ describe('e2e: a host without QEMU', function () {
     const r = run(['vm', 'console', 's1']);
     assert.equal(r.status, 2, r.stderr);
     assert.equal(r.stdout, '');
-    assert.equal(r.stderr, 'ferry: guest s1 is a synthetic guest, which has no serial console: only QEMU guests have one [ERR_FERRY_INPUT]\n');
+    assert.equal(
+      r.stderr,
+      'ferry: guest s1 is a synthetic guest, which has no serial console: only QEMU guests have one [ERR_FERRY_INPUT]\n',
+    );
     const missing = run(['vm', 'console', 'nope']);
     assert.equal(missing.status, 2, missing.stderr);
     assert.match(missing.stderr, /no guest "nope" on any host/);

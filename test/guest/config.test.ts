@@ -7,9 +7,18 @@ import { FerryError } from '../../src/errors.js';
 import { checkGuestConfig } from '../../src/guest/config.js';
 import { parseWorkload } from '../../src/guest/index.js';
 
-const base = { name: 'web-1', driver: 'synthetic', memoryBytes: 16 * 2 ** 20, workload: { kind: 'kv', getsPerSecond: 10, setsPerSecond: 5 } };
+const base = {
+  name: 'web-1',
+  driver: 'synthetic',
+  memoryBytes: 16 * 2 ** 20,
+  workload: { kind: 'kv', getsPerSecond: 10, setsPerSecond: 5 },
+};
 const refused = (v: unknown, message: RegExp) =>
-  assert.throws(() => checkGuestConfig(v), (e: FerryError) => e.code === 'ERR_FERRY_INPUT' && message.test(e.message), JSON.stringify(v));
+  assert.throws(
+    () => checkGuestConfig(v),
+    (e: FerryError) => e.code === 'ERR_FERRY_INPUT' && message.test(e.message),
+    JSON.stringify(v),
+  );
 
 describe('guest config checks', () => {
   it('fills in the defaults of fields left out, and keeps what was given', () => {
@@ -40,7 +49,11 @@ describe('guest config checks', () => {
     assert.deepEqual(parseWorkload('kv:get=150000,set=50000'), { kind: 'kv', getsPerSecond: 150000, setsPerSecond: 50000 });
     assert.deepEqual(parseWorkload('dirty:200MB'), { kind: 'dirty', bytesPerSecond: 200e6 });
     for (const bad of ['busy', 'kv:get=1', 'dirty:', 'dirty:fast', 'kv:get=-1,set=2']) {
-      assert.throws(() => parseWorkload(bad), (e: FerryError) => e.code === 'ERR_FERRY_INPUT', bad);
+      assert.throws(
+        () => parseWorkload(bad),
+        (e: FerryError) => e.code === 'ERR_FERRY_INPUT',
+        bad,
+      );
     }
   });
 });

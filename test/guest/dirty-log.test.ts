@@ -38,7 +38,14 @@ describe('dirty log', () => {
       const disk = DiskImage.open(join(root, 'disk.img'), 4 << 20);
       const blockLog = new DirtyLog(disk.blockCount);
       const vcpu = new Vcpu(
-        { memoryBytes: memory.bytes, slots: memory.buffers, pageLog: pageLog.buffer, diskPath: disk.path, diskBytes: disk.bytes, blockLog: blockLog.buffer },
+        {
+          memoryBytes: memory.bytes,
+          slots: memory.buffers,
+          pageLog: pageLog.buffer,
+          diskPath: disk.path,
+          diskBytes: disk.bytes,
+          blockLog: blockLog.buffer,
+        },
         { kind: 'dirty', bytesPerSecond: 64 << 20 },
         12345,
       );

@@ -77,7 +77,9 @@ describe('synthetic guest process', function () {
       process.stdout.write(String(g.pid) + '\\n');
       setInterval(() => {}, 1000);
     `;
-    const agent = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const agent = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     const pid = await new Promise<number>((resolve, reject) => {
       agent.stdout.once('data', (d: Buffer) => resolve(Number(d.toString().trim())));
       agent.once('exit', (code) => reject(new Error(`spawner exited ${code}`)));
@@ -112,12 +114,24 @@ describe('synthetic guest process', function () {
     try {
       await assert.rejects(g.request('no-such-method' as never, {} as never), (e: FerryError) => e.code === 'ERR_FERRY_INPUT');
       await assert.rejects(g.throttle(150), (e: FerryError) => e.code === 'ERR_FERRY_INPUT');
-      await assert.rejects(g.request('migrate-out', { migrationId: 'm1', mode: 'encrypted', streams: 1, networks: ['127.0.0.1:1'] }), (e: FerryError) => e.code === 'ERR_FERRY_INPUT' && /key/.test(e.message));
+      await assert.rejects(
+        g.request('migrate-out', { migrationId: 'm1', mode: 'encrypted', streams: 1, networks: ['127.0.0.1:1'] }),
+        (e: FerryError) => e.code === 'ERR_FERRY_INPUT' && /key/.test(e.message),
+      );
       await assert.rejects(g.commit(), (e: FerryError) => e.code === 'ERR_FERRY_REFUSED');
       // A field its method does not take: refused before the handler runs (stop would have stopped).
-      await assert.rejects(g.request('stop', { force: true } as never), (e: FerryError) => e.code === 'ERR_FERRY_INPUT' && /stop\.force: unknown field/.test(e.message));
-      await assert.rejects(g.request('throttle', { percent: 10, step: 5 } as never), (e: FerryError) => e.code === 'ERR_FERRY_INPUT' && /throttle\.step: unknown field/.test(e.message));
-      await assert.rejects(g.request('migrate-out', { migrationId: 'm1', mode: 'encrypted', streams: 1, networks: ['127.0.0.1:1'], verfy: true } as never), (e: FerryError) => e.code === 'ERR_FERRY_INPUT' && /verfy/.test(e.message));
+      await assert.rejects(
+        g.request('stop', { force: true } as never),
+        (e: FerryError) => e.code === 'ERR_FERRY_INPUT' && /stop\.force: unknown field/.test(e.message),
+      );
+      await assert.rejects(
+        g.request('throttle', { percent: 10, step: 5 } as never),
+        (e: FerryError) => e.code === 'ERR_FERRY_INPUT' && /throttle\.step: unknown field/.test(e.message),
+      );
+      await assert.rejects(
+        g.request('migrate-out', { migrationId: 'm1', mode: 'encrypted', streams: 1, networks: ['127.0.0.1:1'], verfy: true } as never),
+        (e: FerryError) => e.code === 'ERR_FERRY_INPUT' && /verfy/.test(e.message),
+      );
       assert.equal((await g.status()).throttlePercent, 0);
       await assert.rejects(g.resumeAfterAbort(), (e: FerryError) => e.code === 'ERR_FERRY_REFUSED');
       // Raw garbage and an over-long line: an error reply, then the connection closes.
@@ -140,9 +154,18 @@ describe('synthetic guest process', function () {
 
   it('refuses bad configs before starting anything', async () => {
     const dir = box.dir();
-    await assert.rejects(startGuest(dir, { ...box.config({ kind: 'idle' }), memoryBytes: 1000 }), (e: FerryError) => e.code === 'ERR_FERRY_INPUT');
-    await assert.rejects(startGuest(dir, { ...box.config({ kind: 'idle' }), name: 'Bad Name' }), (e: FerryError) => e.code === 'ERR_FERRY_INPUT');
-    await assert.rejects(startGuest(dir, box.config({ kind: 'dirty', bytesPerSecond: -1 })), (e: FerryError) => e.code === 'ERR_FERRY_INPUT');
+    await assert.rejects(
+      startGuest(dir, { ...box.config({ kind: 'idle' }), memoryBytes: 1000 }),
+      (e: FerryError) => e.code === 'ERR_FERRY_INPUT',
+    );
+    await assert.rejects(
+      startGuest(dir, { ...box.config({ kind: 'idle' }), name: 'Bad Name' }),
+      (e: FerryError) => e.code === 'ERR_FERRY_INPUT',
+    );
+    await assert.rejects(
+      startGuest(dir, box.config({ kind: 'dirty', bytesPerSecond: -1 })),
+      (e: FerryError) => e.code === 'ERR_FERRY_INPUT',
+    );
     assert.ok(!existsSync(dir));
   });
 

@@ -1,6 +1,13 @@
 /** The switch-over and throttle rules, on their own. */
 import assert from 'node:assert/strict';
-import { Convergence, DIRTY_SHARE_BEFORE_MEASURED, SWITCH_HEADROOM, THROTTLE_INITIAL, THROTTLE_MAX, THROTTLE_STEP } from '../../src/migration/convergence.js';
+import {
+  Convergence,
+  DIRTY_SHARE_BEFORE_MEASURED,
+  SWITCH_HEADROOM,
+  THROTTLE_INITIAL,
+  THROTTLE_MAX,
+  THROTTLE_STEP,
+} from '../../src/migration/convergence.js';
 
 describe('convergence', () => {
   it('switches over once the remainder crosses within the downtime limit, at the rate dirty pages went', () => {
@@ -37,7 +44,7 @@ describe('convergence', () => {
     assert.ok(c.fits(4096));
   });
 
-  it('adds the link\'s round trip to the pause: a long link leaves less of the limit for the data', () => {
+  it("adds the link's round trip to the pause: a long link leaves less of the limit for the data", () => {
     const near = new Convergence(500, true);
     const far = new Convergence(500, true);
     far.roundTripMs = 150;
@@ -108,6 +115,6 @@ describe('convergence', () => {
     assert.equal(t, THROTTLE_MAX);
     const off = new Convergence(500, false);
     off.nextThrottle(0, 100, 1);
-    assert.equal(off.nextThrottle(0, 100, 1), 0, "auto-converge off never throttles");
+    assert.equal(off.nextThrottle(0, 100, 1), 0, 'auto-converge off never throttles');
   });
 });

@@ -117,7 +117,9 @@ describe('migration between guest processes', function () {
     let closed = false;
     await assert.rejects(
       migrate(doomed, box.dir('dst'), config, {
-        mode: 'encrypted', maxBytesPerSecond: 8e6, maxDowntimeMs: 100,
+        mode: 'encrypted',
+        maxBytesPerSecond: 8e6,
+        maxDowntimeMs: 100,
         onEvent: (e) => {
           if (e.type === 'pass' && e.pass === 2 && !closed) {
             closed = true;
@@ -156,7 +158,13 @@ describe('migration between guest processes', function () {
     const config = box.config({ kind: 'dirty', bytesPerSecond: 16e6 }, 8);
     const src = await startGuest(box.dir('src'), config);
     await sleep(1500);
-    const m = await migrate(src, box.dir('dst'), config, { mode: 'plain', maxBytesPerSecond: 8e6, maxDowntimeMs: 100, autoConverge: false, timeoutMs: 4000 });
+    const m = await migrate(src, box.dir('dst'), config, {
+      mode: 'plain',
+      maxBytesPerSecond: 8e6,
+      maxDowntimeMs: 100,
+      autoConverge: false,
+      timeoutMs: 4000,
+    });
     assert.equal(m.source.phase, 'aborted');
     assert.equal(m.source.result!.error!.code, 'ERR_FERRY_TIMEOUT');
     assert.equal(m.destination.phase, 'aborted');
@@ -217,7 +225,10 @@ describe('migration with its data connections cut', function () {
       const src = await startGuest(box.dir('src'), config);
       await sleep(1000);
       const m = await migrate(src, box.dir('dst'), config, {
-        mode: 'encrypted', maxBytesPerSecond: 8e6, maxDowntimeMs: 100, verify: true,
+        mode: 'encrypted',
+        maxBytesPerSecond: 8e6,
+        maxDowntimeMs: 100,
+        verify: true,
         route: (network) => {
           const [host, port] = network.split(':');
           relay.target = { host: host!, port: Number(port) };

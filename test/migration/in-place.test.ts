@@ -23,7 +23,8 @@ function guestMemory(): DestinationGuest & { slots: Uint8Array[] } {
     blockSize: PAGE,
     pageCount: 2 * SLOT_PAGES,
     blockCount: 8,
-    memoryPages: (first, count) => slots[Math.floor(first / SLOT_PAGES)]!.subarray((first % SLOT_PAGES) * PAGE, (first % SLOT_PAGES + count) * PAGE),
+    memoryPages: (first, count) =>
+      slots[Math.floor(first / SLOT_PAGES)]!.subarray((first % SLOT_PAGES) * PAGE, ((first % SLOT_PAGES) + count) * PAGE),
     pageRunLimit: (first, max) => Math.min(max, SLOT_PAGES - (first % SLOT_PAGES)),
     writeBlocks: () => {},
     digest: async () => '',
@@ -49,8 +50,14 @@ describe('opening DATA in place (the destination side)', () => {
     const opener = new InPlaceOpener(g);
     const placed = await opener.place(MSG.DATA, message.length, peekOf(message));
     assert.ok(placed);
-    assert.equal(placed.segments.reduce((n, s) => n + s.length, 0), message.length);
-    assert.deepEqual(placed.segments.map((s) => s.length), [8, 3 * PAGE, 6 * PAGE, 11 * PAGE, 3 * 12]);
+    assert.equal(
+      placed.segments.reduce((n, s) => n + s.length, 0),
+      message.length,
+    );
+    assert.deepEqual(
+      placed.segments.map((s) => s.length),
+      [8, 3 * PAGE, 6 * PAGE, 11 * PAGE, 3 * 12],
+    );
     assert.equal(placed.segments[1]!.buffer, g.slots[0]!.buffer);
     assert.equal(placed.segments[3]!.buffer, g.slots[1]!.buffer);
     // What an open would do: the plaintext in order over the segments.
@@ -63,7 +70,11 @@ describe('opening DATA in place (the destination side)', () => {
     assert.ok(Buffer.from(g.slots[1]!.subarray(0, 11 * PAGE)).equals(pages.subarray(9 * PAGE)));
     assert.equal(opener.placedPending, 1);
     const m = opener.take(placed.payload);
-    assert.deepEqual(m.runs, [{ first: 2, count: 3, kind: 0 }, { first: 5, count: 2, kind: 1 }, { first: 10, count: 17, kind: 0 }]);
+    assert.deepEqual(m.runs, [
+      { first: 2, count: 3, kind: 0 },
+      { first: 5, count: 2, kind: 1 },
+      { first: 10, count: 17, kind: 0 },
+    ]);
     assert.equal(m.data.length, 0);
     assert.equal(opener.placedPending, 0);
   });
@@ -79,15 +90,21 @@ describe('opening DATA in place (the destination side)', () => {
     assert.equal(opener.placedPending, 0);
   });
 
-  it('refuses a run table that is malformed or outside guest memory, as the channel\'s usual path would', async () => {
+  it("refuses a run table that is malformed or outside guest memory, as the channel's usual path would", async () => {
     const opener = new InPlaceOpener(guestMemory());
     const b = new DataBuilder();
     b.addData(30, 2, Buffer.alloc(2 * PAGE, 1));
     const good = flat(b.take());
     const outside = Buffer.from(good);
     outside.writeUInt32LE(31, outside.length - 12); // pages 31..32 of 32
-    await assert.rejects(Promise.resolve(opener.place(MSG.DATA, outside.length, peekOf(outside))), (e: FerryError) => e.code === 'ERR_FERRY_FRAME' && /outside 32 units/.test(e.message));
-    await assert.rejects(Promise.resolve(opener.place(MSG.DATA, good.length - 1, peekOf(good))), (e: FerryError) => e.code === 'ERR_FERRY_FRAME');
+    await assert.rejects(
+      Promise.resolve(opener.place(MSG.DATA, outside.length, peekOf(outside))),
+      (e: FerryError) => e.code === 'ERR_FERRY_FRAME' && /outside 32 units/.test(e.message),
+    );
+    await assert.rejects(
+      Promise.resolve(opener.place(MSG.DATA, good.length - 1, peekOf(good))),
+      (e: FerryError) => e.code === 'ERR_FERRY_FRAME',
+    );
     assert.equal(opener.placedPending, 0);
   });
 
@@ -100,7 +117,13 @@ describe('opening DATA in place (the destination side)', () => {
     placed.payload.set(message.subarray(0, 8));
     placed.payload.set(message.subarray(message.length - 12), 8);
     placed.payload[9]! ^= 1; // the run's first page, as delivered, is not the one peeked
-    assert.throws(() => opener.take(placed.payload), (e: FerryError) => e.code === 'ERR_FERRY_FRAME' && /differ from the bytes peeked/.test(e.message));
-    assert.throws(() => opener.take(Buffer.alloc(20)), (e: FerryError) => e.code === 'ERR_FERRY_INTERNAL');
+    assert.throws(
+      () => opener.take(placed.payload),
+      (e: FerryError) => e.code === 'ERR_FERRY_FRAME' && /differ from the bytes peeked/.test(e.message),
+    );
+    assert.throws(
+      () => opener.take(Buffer.alloc(20)),
+      (e: FerryError) => e.code === 'ERR_FERRY_INTERNAL',
+    );
   });
 });

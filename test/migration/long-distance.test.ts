@@ -31,7 +31,9 @@ describe('migration over a long-distance link (150 ms RTT, 200 Mbit/s)', functio
       assert.equal(m.source.phase, 'aborted');
       const r = m.source.result!;
       assert.equal(r.error?.code, 'ERR_FERRY_REFUSED');
-      const refusal = /maximum downtime \(100 ms\) is shorter than this link's round trip \((\d+) ms\).*allow at least (\d+) ms/.exec(r.error!.message);
+      const refusal = /maximum downtime \(100 ms\) is shorter than this link's round trip \((\d+) ms\).*allow at least (\d+) ms/.exec(
+        r.error!.message,
+      );
       assert.ok(refusal, r.error!.message);
       const [roundTrip, least] = [Number(refusal[1]), Number(refusal[2])];
       // The link's 150 ms, plus what a busy machine adds to one exchange (up to 210 ms seen here).
@@ -59,7 +61,9 @@ describe('migration over a long-distance link (150 ms RTT, 200 Mbit/s)', functio
       const m = await migrate(src, box.dir('dst'), config, { mode: 'encrypted', maxDowntimeMs: 200, route: wan.route, verify: true });
       assert.equal(m.source.phase, 'committed', JSON.stringify(m.source.result?.error));
       const r = m.source.result!;
-      console.log(`      ${r.totalMs} ms, ${r.passes.length} passes, throttled to ${r.throttlePercent} %, round trip ${r.roundTripMs} ms, downtime ${r.downtimeMs} ms`);
+      console.log(
+        `      ${r.totalMs} ms, ${r.passes.length} passes, throttled to ${r.throttlePercent} %, round trip ${r.roundTripMs} ms, downtime ${r.downtimeMs} ms`,
+      );
       assert.ok(r.roundTripMs !== null && r.roundTripMs >= 150 && r.roundTripMs > 200 * SWITCH_HEADROOM, `round trip ${r.roundTripMs} ms`);
       assert.ok(r.throttlePercent > 0, 'the guest was throttled');
       const last = r.passes[r.passes.length - 1]!;
@@ -81,7 +85,9 @@ describe('migration over a long-distance link (150 ms RTT, 200 Mbit/s)', functio
         const m = await migrate(src, box.dir('dst'), config, { mode, verify: true, maxDowntimeMs: 1000, route: wan.route });
         assert.equal(m.source.phase, 'committed', JSON.stringify(m.source.result?.error));
         const r = m.source.result!;
-        console.log(`      ${mode}: ${r.totalMs} ms, ${r.passes.length} passes, round trip ${r.roundTripMs} ms, downtime ${r.downtimeMs} ms, ${r.bytesSent} bytes`);
+        console.log(
+          `      ${mode}: ${r.totalMs} ms, ${r.passes.length} passes, round trip ${r.roundTripMs} ms, downtime ${r.downtimeMs} ms, ${r.bytesSent} bytes`,
+        );
         assert.ok(r.passes.length >= 2, `${r.passes.length} passes`);
         // The engine measured the link's round trip (BEGIN to BEGIN_OK), which its estimate adds.
         assert.ok(r.roundTripMs !== null && r.roundTripMs >= 150, `round trip ${r.roundTripMs} ms`);

@@ -46,7 +46,11 @@ describe('migration messages', () => {
     const byReference = new DataBuilder();
     for (const b of [byCopy, byReference]) b.pass = 3;
     // Pages 1-2 and 3 are adjacent in memory (one segment); page 7 is not.
-    const runs: [number, number][] = [[1, 2], [3, 1], [7, 1]];
+    const runs: [number, number][] = [
+      [1, 2],
+      [3, 1],
+      [7, 1],
+    ];
     for (const [first, count] of runs) {
       const view = memory.subarray(first * 16, (first + count) * 16);
       byCopy.addData(first, count, view);
@@ -64,7 +68,11 @@ describe('migration messages', () => {
     assert.equal(parts[1]!.buffer, memory.buffer, 'the pages are the guest memory itself, not a copy');
     assert.ok(Buffer.concat(parts).equals(Buffer.from(whole)));
     const m = decodeData(Buffer.concat(parts), units, size);
-    assert.deepEqual(m.runs, [{ first: 1, count: 3, kind: RUN_DATA }, { first: 7, count: 1, kind: RUN_DATA }, { first: 9, count: 1, kind: RUN_ZERO }]);
+    assert.deepEqual(m.runs, [
+      { first: 1, count: 3, kind: RUN_DATA },
+      { first: 7, count: 1, kind: RUN_DATA },
+      { first: 9, count: 1, kind: RUN_ZERO },
+    ]);
     assert.deepEqual([...m.data], [...memory.subarray(16, 64), ...memory.subarray(112, 128)]);
     // Reset: the next message is built from scratch.
     assert.ok(byReference.empty);

@@ -64,10 +64,15 @@ describe('PageWriter', function () {
       const data = randomBytes(16 * PAGE);
       data.copy(expected, first * PAGE);
       // Two copies per message, as a run cut at a slot boundary gives.
-      await writer.write([copyOf(mem, first, data.subarray(0, 8 * PAGE)), copyOf(mem, first + 8, data.subarray(8 * PAGE))], () => done.push(m));
+      await writer.write([copyOf(mem, first, data.subarray(0, 8 * PAGE)), copyOf(mem, first + 8, data.subarray(8 * PAGE))], () =>
+        done.push(m),
+      );
     }
     await writer.drain();
-    assert.deepEqual([...done].sort((a, b) => a - b), [...Array(64).keys()]);
+    assert.deepEqual(
+      [...done].sort((a, b) => a - b),
+      [...Array(64).keys()],
+    );
     assert.ok(Buffer.from(mem.buffer).equals(expected), 'guest memory holds every page as sent');
   });
 
@@ -116,8 +121,14 @@ describe('PageWriter', function () {
     const mem = memory(4);
     let done = 0;
     await writer.write([copyOf(mem, 0, Buffer.alloc(PAGE))], () => done++);
-    await assert.rejects(writer.drain(), (e: { code: string; message: string }) => e.code === 'ERR_FERRY_INTERNAL' && /guest memory/.test(e.message));
-    await assert.rejects(writer.write([copyOf(mem, 1, Buffer.alloc(PAGE))], () => done++), { code: 'ERR_FERRY_INTERNAL' });
+    await assert.rejects(
+      writer.drain(),
+      (e: { code: string; message: string }) => e.code === 'ERR_FERRY_INTERNAL' && /guest memory/.test(e.message),
+    );
+    await assert.rejects(
+      writer.write([copyOf(mem, 1, Buffer.alloc(PAGE))], () => done++),
+      { code: 'ERR_FERRY_INTERNAL' },
+    );
     assert.equal(calls, 1, 'nothing is copied after a failure');
     assert.equal(done, 2, 'the refused message is done too: its payload goes back');
   });

@@ -37,7 +37,11 @@ describe('PayloadPool', function () {
         pool.release(gone!.view);
       }
       // What a holder wrote is still there: nobody else wrote into its memory.
-      for (const h of held) assert.ok(h.view.every((b) => b === h.fill), `round ${round}: a held payload was overwritten`);
+      for (const h of held)
+        assert.ok(
+          h.view.every((b) => b === h.fill),
+          `round ${round}: a held payload was overwritten`,
+        );
     }
     assert.equal(pool.stats.out, held.length);
     assert.ok(pool.stats.reused > 150, `reused ${pool.stats.reused}`);
@@ -59,7 +63,10 @@ describe('PayloadPool', function () {
     const pool = new PayloadPool(4 * KiB, 4);
     const a = pool.take(4 * KiB);
     pool.release(a);
-    assert.throws(() => pool.release(a), (e: FerryError) => e.code === 'ERR_FERRY_INTERNAL' && /twice/.test(e.message));
+    assert.throws(
+      () => pool.release(a),
+      (e: FerryError) => e.code === 'ERR_FERRY_INTERNAL' && /twice/.test(e.message),
+    );
     // Had the second release been taken, the pool would now hold the buffer twice.
     const x = pool.take(4 * KiB);
     const y = pool.take(4 * KiB);
@@ -73,7 +80,10 @@ describe('PayloadPool', function () {
     const out = [take(), take(), take(), take()];
     for (const b of out) pool.release(b);
     assert.equal(pool.freeCount, 2);
-    assert.throws(() => pool.release(out[3]!), (e: FerryError) => e.code === 'ERR_FERRY_INTERNAL');
+    assert.throws(
+      () => pool.release(out[3]!),
+      (e: FerryError) => e.code === 'ERR_FERRY_INTERNAL',
+    );
     const again = [take(), take(), take()];
     assert.ok(again[0]!.buffer === out[0]!.buffer || again[0]!.buffer === out[1]!.buffer);
     assert.ok(again[1]!.buffer === out[0]!.buffer || again[1]!.buffer === out[1]!.buffer);
@@ -104,7 +114,10 @@ describe('PayloadPool', function () {
     assert.equal(pool.freeCount, 0);
     pool.release(b);
     assert.equal(pool.freeCount, 0);
-    assert.throws(() => pool.release(b), (e: FerryError) => e.code === 'ERR_FERRY_INTERNAL');
+    assert.throws(
+      () => pool.release(b),
+      (e: FerryError) => e.code === 'ERR_FERRY_INTERNAL',
+    );
   });
 
   it('sizes a migration pool for the largest DATA message and the channel window', () => {
@@ -116,7 +129,14 @@ describe('PayloadPool', function () {
   for (const mode of ['encrypted', 'plain'] as const) {
     it(`receives a real channel's DATA messages into pooled buffers and gets them back (${mode})`, async function () {
       this.timeout(30_000);
-      const spec: ChannelSpec = { migrationId: `pool-${mode}`, key: randomBytes(32), nonce: randomBytes(8), mode, streams: 2, networks: ['127.0.0.1:0'] };
+      const spec: ChannelSpec = {
+        migrationId: `pool-${mode}`,
+        key: randomBytes(32),
+        nonce: randomBytes(8),
+        mode,
+        streams: 2,
+        networks: ['127.0.0.1:0'],
+      };
       const pool = dataPayloadPool();
       const l = await listenChannel(spec, { allocatePayload: receiveInto(pool) });
       const source = await connectChannel({ ...spec, networks: l.networks });

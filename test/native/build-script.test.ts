@@ -17,7 +17,8 @@ describe('native build script without a toolchain', function () {
 
   before(function () {
     dir = mkdtempSync(join(tmpdir(), 'ferry-build-'));
-    for (const entry of ['native', 'scripts', 'CMakeLists.txt', 'package.json']) cpSync(join(root, entry), join(dir, entry), { recursive: true });
+    for (const entry of ['native', 'scripts', 'CMakeLists.txt', 'package.json'])
+      cpSync(join(root, entry), join(dir, entry), { recursive: true });
     symlinkSync(join(root, 'node_modules'), join(dir, 'node_modules'));
   });
 

@@ -69,7 +69,10 @@ export function startFerry(args: string[], env: NodeJS.ProcessEnv = {}): FerryCh
       waitUntil(
         () => {
           const match = pattern.exec(text[stream]);
-          if (!match && closed) throw new Error(`${name} ended (${child.exitCode ?? child.signalCode}) without printing ${pattern} on ${stream}: ${text.stderr}`);
+          if (!match && closed)
+            throw new Error(
+              `${name} ended (${child.exitCode ?? child.signalCode}) without printing ${pattern} on ${stream}: ${text.stderr}`,
+            );
           return match;
         },
         ms,

@@ -63,7 +63,17 @@ export class TestCluster {
   async addHost(name: string, options: HostOptions = {}): Promise<string> {
     const networks: string[] = [];
     for (let i = 0; i < (options.networks ?? 1); i++) networks.push(`127.0.0.1:${await freePort()}`);
-    const args = ['host', 'init', name, '--dir', this.hostDir(name), '--control', `127.0.0.1:${await freePort()}`, '--network', networks.join(',')];
+    const args = [
+      'host',
+      'init',
+      name,
+      '--dir',
+      this.hostDir(name),
+      '--control',
+      `127.0.0.1:${await freePort()}`,
+      '--network',
+      networks.join(','),
+    ];
     if (options.sriov) args.push('--sriov');
     if (options.maxOutgoing) args.push('--max-outgoing', String(options.maxOutgoing));
     if (options.maxIncoming) args.push('--max-incoming', String(options.maxIncoming));

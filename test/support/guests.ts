@@ -19,7 +19,15 @@ export class GuestSandbox {
   }
 
   config(workload: Workload, memoryMiB = 64, diskMiB = 0, name = 'test-guest'): GuestConfig {
-    return { name, driver: 'synthetic', memoryBytes: memoryMiB * 2 ** 20, diskBytes: diskMiB * 2 ** 20, workload, nic: 'virtio', encryptedMigration: 'opportunistic' };
+    return {
+      name,
+      driver: 'synthetic',
+      memoryBytes: memoryMiB * 2 ** 20,
+      diskBytes: diskMiB * 2 ** 20,
+      workload,
+      nic: 'virtio',
+      encryptedMigration: 'opportunistic',
+    };
   }
 
   /** Kills every guest process whose pid file is under the sandbox, then removes it. */

@@ -3,7 +3,10 @@ import assert from 'node:assert/strict';
 
 /** Every stdout line is a JSON object with a type (asserted); returns them in order. */
 export function jsonLines(stdout: string): Record<string, any>[] {
-  const lines = stdout.trim().split('\n').filter((l) => l !== '');
+  const lines = stdout
+    .trim()
+    .split('\n')
+    .filter((l) => l !== '');
   return lines.map((l) => {
     const o = JSON.parse(l);
     assert.equal(typeof o.type, 'string', l);

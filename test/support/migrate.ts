@@ -6,7 +6,14 @@
 import { MigrationKey, newMigrationId } from '../../src/coordinator/keys.js';
 import type { Cluster } from '../../src/coordinator/cluster.js';
 import { connectHost } from '../../src/coordinator/connect.js';
-import type { Method, MigrationStreamEvent, Params, PrepareIncomingResult, Result, StartOutgoingResult } from '../../src/control/protocol.js';
+import type {
+  Method,
+  MigrationStreamEvent,
+  Params,
+  PrepareIncomingResult,
+  Result,
+  StartOutgoingResult,
+} from '../../src/control/protocol.js';
 
 /** One call to a host's agent on a fresh connection, closed afterwards. */
 export async function ask<M extends Method>(cluster: Cluster, host: string, method: M, params: Params<M>): Promise<Result<M>> {
@@ -59,30 +66,38 @@ export async function migrate(
       ...(options.maxBytesPerSecond ? { maxBytesPerSecond: options.maxBytesPerSecond } : {}),
     };
     const queuedAtDestination: number[] = [];
-    const prepared = await destination.call('migration.prepare-incoming', { ...channel, guest: guestConfig, source: from }, {
-      secret: secret.bytes,
-      timeoutMs: null,
-      onEvent: (e) => queuedAtDestination.push(e.position),
-    });
+    const prepared = await destination.call(
+      'migration.prepare-incoming',
+      { ...channel, guest: guestConfig, source: from },
+      {
+        secret: secret.bytes,
+        timeoutMs: null,
+        onEvent: (e) => queuedAtDestination.push(e.position),
+      },
+    );
     options.onPrepared?.();
     const events: MigrationStreamEvent[] = [];
     const dest = cluster.hosts.get(to)!;
-    const result = await source.call('migration.start-outgoing', {
-      ...channel,
-      guest,
-      destination: { host: to, control: dest.control },
-      networks: dest.networks.map((n) => n.advertise),
-      verify: true,
-      ...(options.commitTimeoutMs ? { commitTimeoutMs: options.commitTimeoutMs } : {}),
-      ...(options.maxDowntimeMs ? { maxDowntimeMs: options.maxDowntimeMs } : {}),
-    }, {
-      secret: secret.bytes,
-      timeoutMs: null,
-      onEvent: (e) => {
-        events.push(e);
-        options.onEvent?.(e);
+    const result = await source.call(
+      'migration.start-outgoing',
+      {
+        ...channel,
+        guest,
+        destination: { host: to, control: dest.control },
+        networks: dest.networks.map((n) => n.advertise),
+        verify: true,
+        ...(options.commitTimeoutMs ? { commitTimeoutMs: options.commitTimeoutMs } : {}),
+        ...(options.maxDowntimeMs ? { maxDowntimeMs: options.maxDowntimeMs } : {}),
       },
-    });
+      {
+        secret: secret.bytes,
+        timeoutMs: null,
+        onEvent: (e) => {
+          events.push(e);
+          options.onEvent?.(e);
+        },
+      },
+    );
     options.onSettled?.();
     return { migrationId, prepared, result, events, queuedAtDestination, ...copy };
   } finally {

@@ -32,7 +32,8 @@ export function findSecret(targets: readonly (string | { name: string; text: str
   const needles = encodings(secret);
   const hits: string[] = [];
   for (const t of targets) {
-    const sources = typeof t === 'string' ? files(t).map((f) => ({ name: f, data: readFileSync(f) })) : [{ name: t.name, data: Buffer.from(t.text) }];
+    const sources =
+      typeof t === 'string' ? files(t).map((f) => ({ name: f, data: readFileSync(f) })) : [{ name: t.name, data: Buffer.from(t.text) }];
     for (const s of sources) if (needles.some((n) => s.data.includes(n))) hits.push(s.name);
   }
   return hits;

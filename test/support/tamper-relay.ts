@@ -25,7 +25,10 @@ export class TamperRelay {
   private readonly upstreams: Socket[] = [];
   address = '';
 
-  constructor(private readonly target: { host: string; port: number }, private readonly tamper: Tamper) {}
+  constructor(
+    private readonly target: { host: string; port: number },
+    private readonly tamper: Tamper,
+  ) {}
 
   async start(): Promise<this> {
     this.server = createServer({ noDelay: true, pauseOnConnect: true }, (client) => this.relay(client));

@@ -22,7 +22,9 @@ export const cancelCommand = defineCommand<{ vm: string; cluster?: string }>({
       .positional('vm', { type: 'string', demandOption: true, describe: 'the guest whose migration to cancel' })
       .example('$0 cancel web1', "stop web1's migration; web1 keeps running on its host")
       .example('$0 cancel web1 --json', 'the same, with a JSON result line')
-      .epilogue('Exit status: 0 cancelled, 1 no migration to cancel or past the point of cancelling (switch-over under way or in doubt: the destination decides), 2 bad input.'),
+      .epilogue(
+        'Exit status: 0 cancelled, 1 no migration to cancel or past the point of cancelling (switch-over under way or in doubt: the destination decides), 2 bad input.',
+      ),
   run: async (output, args) => {
     checkGuestName(args.vm);
     const cluster = await openCluster(args);
@@ -31,7 +33,10 @@ export const cancelCommand = defineCommand<{ vm: string; cluster?: string }>({
     try {
       const r = await client.call('migration.cancel', { guest: args.vm }, { timeoutMs: CANCEL_TIMEOUT_MS });
       if (r.outcome !== 'aborted') {
-        throw new FerryError('ERR_FERRY_REFUSED', `migration ${r.migrationId} of guest "${args.vm}" was past the point of cancelling: it ended ${r.outcome}`);
+        throw new FerryError(
+          'ERR_FERRY_REFUSED',
+          `migration ${r.migrationId} of guest "${args.vm}" was past the point of cancelling: it ended ${r.outcome}`,
+        );
       }
       output.print(`migration of ${args.vm} to ${r.to} cancelled: ${args.vm} runs on ${host}`);
       output.emit({ type: 'result', ok: true, vm: args.vm, host, to: r.to, migrationId: r.migrationId, outcome: r.outcome, error: null });

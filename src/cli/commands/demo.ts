@@ -89,7 +89,9 @@ async function run(output: Output, args: DemoArgs, local: LocalCluster): Promise
   if (choice.driver === 'qemu') await showArrival(output, cluster, { host: 'a', lines: departure }, 'b');
   else await sleep(1100); // a second at its new home, for its ops/s figure
   const after = await guestOn(cluster, 'b');
-  output.info(`  guest now runs on b (pid ${after.pid}, state ${after.state}${activity(choice.driver, after.opsPerSecond)}); cleaning up ...`);
+  output.info(
+    `  guest now runs on b (pid ${after.pid}, state ${after.state}${activity(choice.driver, after.opsPerSecond)}); cleaning up ...`,
+  );
   await call(cluster, 'b', (c) => c.call('guest.destroy', { name: DEMO_GUEST }, { timeoutMs: 60_000 }));
 }
 
@@ -104,7 +106,8 @@ function requestOf(driver: GuestDriverName, args: DemoArgs): GuestCreateRequest 
     throw new FerryError('ERR_FERRY_USAGE', `--workload: ${(err as Error).message}`);
   }
   const memoryBytes = guestSize(args.memory ?? DEFAULT_MEMORY[driver], '--memory', driver === 'qemu' ? 16 << 20 : 1 << 20);
-  if (driver === 'qemu' && memoryBytes % (1 << 20) !== 0) throw new FerryError('ERR_FERRY_USAGE', '--memory: a QEMU guest has whole MiB of memory');
+  if (driver === 'qemu' && memoryBytes % (1 << 20) !== 0)
+    throw new FerryError('ERR_FERRY_USAGE', '--memory: a QEMU guest has whole MiB of memory');
   return demoRequest(driver, memoryBytes, workload);
 }
 
@@ -115,7 +118,7 @@ async function create(cluster: Cluster, request: GuestCreateRequest) {
 async function waitForWorkload(output: Output, cluster: Cluster): Promise<void> {
   let guest = await guestOn(cluster, 'a');
   if (guest.workloadReady === false) output.info('  waiting for the workload to set up (loading the key-value store) ...');
-  for (const started = Date.now(); guest.workloadReady === false && Date.now() - started < WORKLOAD_SETUP_LIMIT_MS; ) {
+  for (const started = Date.now(); guest.workloadReady === false && Date.now() - started < WORKLOAD_SETUP_LIMIT_MS;) {
     await sleep(250);
     guest = await guestOn(cluster, 'a');
   }
@@ -126,9 +129,19 @@ export const demoCommand = defineCommand<DemoArgs>({
   describe: 'two local agents, one guest (QEMU where it runs, else synthetic), one encrypted live migration; everything removed afterwards',
   builder: (yargs) =>
     yargs
-      .option('driver', { type: 'string', choices: ['synthetic', 'qemu'], requiresArg: true, describe: 'the guest: qemu (a QEMU virtual machine running ferry\'s test guest) or synthetic; default qemu where this machine runs QEMU guests' })
+      .option('driver', {
+        type: 'string',
+        choices: ['synthetic', 'qemu'],
+        requiresArg: true,
+        describe:
+          "the guest: qemu (a QEMU virtual machine running ferry's test guest) or synthetic; default qemu where this machine runs QEMU guests",
+      })
       .option('memory', { type: 'string', requiresArg: true, describe: "the guest's memory (default 256MiB for qemu, 1GiB for synthetic)" })
-      .option('workload', { type: 'string', requiresArg: true, describe: `synthetic: idle | kv:get=N,set=N | dirty:RATE (default ${DEFAULT_WORKLOAD})` })
+      .option('workload', {
+        type: 'string',
+        requiresArg: true,
+        describe: `synthetic: idle | kv:get=N,set=N | dirty:RATE (default ${DEFAULT_WORKLOAD})`,
+      })
       .example('$0 demo', 'a QEMU guest where QEMU runs here, else a 1 GiB key-value guest, moved between two local agents')
       .example('$0 demo --driver synthetic --memory 256MiB --json', 'a smaller synthetic guest, with JSON events and the result line'),
   run: async (output, args) => {

@@ -29,9 +29,11 @@ interface EvacuateArgs {
 function showPlan(output: Output, plan: EvacuationPlan): void {
   for (const u of plan.unreachable) output.warn(`host ${u.host} left out of the plan: ${u.error}`);
   for (const p of plan.placements) {
-    output.emit(p.to === null
-      ? { type: 'plan', vm: p.guest, to: null, reason: p.reason }
-      : { type: 'plan', vm: p.guest, to: p.to, mode: p.mode, nicFallback: p.nicFallback, warning: p.warning ?? null });
+    output.emit(
+      p.to === null
+        ? { type: 'plan', vm: p.guest, to: null, reason: p.reason }
+        : { type: 'plan', vm: p.guest, to: p.to, mode: p.mode, nicFallback: p.nicFallback, warning: p.warning ?? null },
+    );
   }
   if (output.json) return;
   if (plan.placements.length === 0) {
@@ -68,7 +70,9 @@ function showOutcomes(output: Output, host: string, outcomes: EvacuationOutcome[
       r?.mode ?? '-',
       r ? formatDuration(r.totalMs) : '-',
       r?.switchoverMs != null ? formatDuration(r.switchoverMs) : '-',
-      o.error ? o.error.message : [o.summary?.nicFallback ? 'passthrough NIC -> virtio' : '', o.summary?.warning ?? ''].filter(Boolean).join('; '),
+      o.error
+        ? o.error.message
+        : [o.summary?.nicFallback ? 'passthrough NIC -> virtio' : '', o.summary?.warning ?? ''].filter(Boolean).join('; '),
     ]);
   }
   for (const line of table(rows)) output.print(line);
@@ -82,7 +86,12 @@ export const evacuateCommand = defineCommand<EvacuateArgs>({
     withMigrationFlags(withClusterOption(yargs))
       .positional('host', { type: 'string', demandOption: true, describe: 'the host to empty' })
       .option('to', { type: 'string', requiresArg: true, describe: 'only these hosts: H1,H2 (default: every other host)' })
-      .option('concurrency', { type: 'number', default: 2, requiresArg: true, describe: 'migrations at once (1-64); the rest wait, shown as queued' })
+      .option('concurrency', {
+        type: 'number',
+        default: 2,
+        requiresArg: true,
+        describe: 'migrations at once (1-64); the rest wait, shown as queued',
+      })
       .option('dry-run', { type: 'boolean', default: false, describe: 'print the plan; change nothing' })
       .example('$0 evacuate a --dry-run', 'where each guest of host a would go, and why some cannot')
       .example('$0 evacuate a --to b,c --concurrency 4', 'empty host a onto b and c, four migrations at a time')
@@ -100,12 +109,24 @@ export const evacuateCommand = defineCommand<EvacuateArgs>({
     const stuck = plan.placements.filter((p) => p.to === null).length;
     if (args['dry-run']) {
       showPlan(output, plan);
-      output.emit({ type: 'result', ok: stuck === 0, host: args.host, dryRun: true, placed: plan.placements.length - stuck, unplaced: stuck });
-      if (stuck > 0) throw new ReportedFailure('ERR_FERRY_REFUSED', `${stuck} guest(s) of ${args.host} have no place to go (dry run: nothing changed)`);
+      output.emit({
+        type: 'result',
+        ok: stuck === 0,
+        host: args.host,
+        dryRun: true,
+        placed: plan.placements.length - stuck,
+        unplaced: stuck,
+      });
+      if (stuck > 0)
+        throw new ReportedFailure('ERR_FERRY_REFUSED', `${stuck} guest(s) of ${args.host} have no place to go (dry run: nothing changed)`);
       return;
     }
     showPlan(output, plan);
-    const progress = new MigrationProgress(output, plan.placements.filter((p) => p.to !== null).map((p) => p.guest), true);
+    const progress = new MigrationProgress(
+      output,
+      plan.placements.filter((p) => p.to !== null).map((p) => p.guest),
+      true,
+    );
     let outcomes: EvacuationOutcome[];
     try {
       outcomes = await runEvacuation(cluster, plan, concurrency, options, {
@@ -123,6 +144,10 @@ export const evacuateCommand = defineCommand<EvacuateArgs>({
     }
     showOutcomes(output, args.host, outcomes);
     const failed = outcomes.filter((o) => o.error !== null).length;
-    if (failed > 0) throw new ReportedFailure('ERR_FERRY_ABORTED', `${failed} of ${outcomes.length} guests could not be moved off ${args.host}; they still run there`);
+    if (failed > 0)
+      throw new ReportedFailure(
+        'ERR_FERRY_ABORTED',
+        `${failed} of ${outcomes.length} guests could not be moved off ${args.host}; they still run there`,
+      );
   },
 });

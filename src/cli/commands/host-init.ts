@@ -41,7 +41,10 @@ function addressList(text: string, option: string): string[] {
 function limit(value: number, option: string, max: number): number {
   if (!Number.isSafeInteger(value) || value < 1 || value > max) {
     // yargs makes NaN of what is not a number: say so rather than print "NaN".
-    throw new FerryError('ERR_FERRY_USAGE', `${option}: ${Number.isNaN(value) ? 'not' : `${value} is not`} a whole number from 1 to ${max}`);
+    throw new FerryError(
+      'ERR_FERRY_USAGE',
+      `${option}: ${Number.isNaN(value) ? 'not' : `${value} is not`} a whole number from 1 to ${max}`,
+    );
   }
   return value;
 }
@@ -84,7 +87,8 @@ function hostConfig(args: HostInitArgs): HostConfig {
  */
 export async function initHost(cluster: Cluster, config: HostConfig, hostDir: string): Promise<string> {
   if (cluster.hosts.has(config.name)) throw new FerryError('ERR_FERRY_INPUT', `host "${config.name}" is already in ${cluster.file}`);
-  if (!cluster.caKey) throw new FerryError('ERR_FERRY_INPUT', `${cluster.file} names no CA key (ca.key): host init must run where the CA key is`);
+  if (!cluster.caKey)
+    throw new FerryError('ERR_FERRY_INPUT', `${cluster.file} names no CA key (ca.key): host init must run where the CA key is`);
   const dir = path.resolve(hostDir);
   const paths = StateDir.paths(dir);
   for (const f of [paths.config, paths.key, paths.cert]) {
@@ -111,19 +115,43 @@ export const hostInitCommand = defineCommand<HostInitArgs>({
       .positional('name', { type: 'string', demandOption: true, describe: 'the host name (a DNS label)' })
       .option('dir', { type: 'string', demandOption: true, requiresArg: true, describe: 'the host state directory (made 0700)' })
       .option('control', { type: 'string', demandOption: true, requiresArg: true, describe: 'HOST:PORT of the control API' })
-      .option('network', { type: 'string', demandOption: true, requiresArg: true, describe: 'migration listen addresses, in preference order: ADDR[,ADDR...]' })
-      .option('advertise', { type: 'string', requiresArg: true, describe: 'what the cluster file tells sources, per --network address (NAT, relays)' })
+      .option('network', {
+        type: 'string',
+        demandOption: true,
+        requiresArg: true,
+        describe: 'migration listen addresses, in preference order: ADDR[,ADDR...]',
+      })
+      .option('advertise', {
+        type: 'string',
+        requiresArg: true,
+        describe: 'what the cluster file tells sources, per --network address (NAT, relays)',
+      })
       .option('sriov', { type: 'boolean', default: false, describe: 'this host has a passthrough-class NIC' })
-      .option('max-outgoing', { type: 'number', default: DEFAULT_LIMITS.outgoing, describe: 'outgoing migrations at once (more wait in a queue)' })
-      .option('max-incoming', { type: 'number', default: DEFAULT_LIMITS.incoming, describe: 'incoming migrations at once (more wait in a queue)' })
+      .option('max-outgoing', {
+        type: 'number',
+        default: DEFAULT_LIMITS.outgoing,
+        describe: 'outgoing migrations at once (more wait in a queue)',
+      })
+      .option('max-incoming', {
+        type: 'number',
+        default: DEFAULT_LIMITS.incoming,
+        describe: 'incoming migrations at once (more wait in a queue)',
+      })
       .option('crypto-threads', {
         type: 'number',
         requiresArg: true,
-        describe: "threads all of this host's migrations together may seal/open on, shared equally among the outgoing + incoming slots (default: every core for each migration)",
+        describe:
+          "threads all of this host's migrations together may seal/open on, shared equally among the outgoing + incoming slots (default: every core for each migration)",
       })
       .example('$0 host init a --dir /var/lib/ferry --control 10.0.0.1:7000 --network 10.1.0.1:7100', 'a host with one migration network')
-      .example('$0 host init c --dir ./c --control 127.0.0.1:7002 --network 127.0.0.1:7102 --crypto-threads 8', 'crypto of all its migrations on 8 threads: 2 for each of its 2 + 2 migration slots')
-      .example('$0 host init b --dir ./b --control 127.0.0.1:7001 --network 10.1.0.2:7100,127.0.0.1:7101 --advertise 203.0.113.9:7100', 'two networks; the first reached through NAT'),
+      .example(
+        '$0 host init c --dir ./c --control 127.0.0.1:7002 --network 127.0.0.1:7102 --crypto-threads 8',
+        'crypto of all its migrations on 8 threads: 2 for each of its 2 + 2 migration slots',
+      )
+      .example(
+        '$0 host init b --dir ./b --control 127.0.0.1:7001 --network 10.1.0.2:7100,127.0.0.1:7101 --advertise 203.0.113.9:7100',
+        'two networks; the first reached through NAT',
+      ),
   run: async (output, args) => {
     const config = hostConfig(args);
     const cluster = await openCluster(args);
@@ -136,6 +164,16 @@ export const hostInitCommand = defineCommand<HostInitArgs>({
       );
     }
     output.print(`host ${config.name} added to ${cluster.file}; start its agent with: ferry host serve --dir ${dir}`);
-    output.emit({ type: 'result', ok: true, host: config.name, dir, control: config.control, networks: config.networks, hasSriov: config.hasSriov, limits: config.limits, cryptoThreadsPerMigration: cryptoThreadsPerMigration(config.limits) ?? null });
+    output.emit({
+      type: 'result',
+      ok: true,
+      host: config.name,
+      dir,
+      control: config.control,
+      networks: config.networks,
+      hasSriov: config.hasSriov,
+      limits: config.limits,
+      cryptoThreadsPerMigration: cryptoThreadsPerMigration(config.limits) ?? null,
+    });
   },
 });

@@ -8,8 +8,17 @@ export const hostServeCommand = defineCommand<{ dir: string; encryption: boolean
   describe: 'run the host agent (logs: JSON lines on stderr); SIGTERM stops it, guests keep running',
   builder: (yargs) =>
     yargs
-      .option('dir', { type: 'string', demandOption: true, requiresArg: true, describe: 'the host state directory made by `ferry host init`' })
-      .option('encryption', { type: 'boolean', default: true, describe: 'advertise encryption; --no-encryption stands in for an older host' })
+      .option('dir', {
+        type: 'string',
+        demandOption: true,
+        requiresArg: true,
+        describe: 'the host state directory made by `ferry host init`',
+      })
+      .option('encryption', {
+        type: 'boolean',
+        default: true,
+        describe: 'advertise encryption; --no-encryption stands in for an older host',
+      })
       .example('$0 host serve --dir /var/lib/ferry', 'run the agent of the host made in that directory')
       .example('$0 host serve --dir ./b --no-encryption', 'an agent that cannot encrypt (opportunistic guests go plain)'),
   run: async (output, args) => {

@@ -7,6 +7,9 @@ export const hostCommand: CommandModule = {
   command: 'host <command>',
   describe: 'make a host and run its agent',
   builder: (yargs: Argv) =>
-    yargs.command(hostInitCommand as CommandModule).command(hostServeCommand as CommandModule).demandCommand(1, 'name a host command: see `ferry host --help`'),
+    yargs
+      .command(hostInitCommand as CommandModule)
+      .command(hostServeCommand as CommandModule)
+      .demandCommand(1, 'name a host command: see `ferry host --help`'),
   handler: () => {},
 };

@@ -11,4 +11,15 @@ import { probeCommand } from './probe.js';
 import { demoCommand } from './demo.js';
 import { resolveCommand } from './resolve.js';
 
-export const commands: CommandModule<any, any>[] = [benchCommand, pkiCommand, hostCommand, vmCommand, migrateCommand, cancelCommand, evacuateCommand, resolveCommand, probeCommand, demoCommand];
+export const commands: CommandModule<any, any>[] = [
+  benchCommand,
+  pkiCommand,
+  hostCommand,
+  vmCommand,
+  migrateCommand,
+  cancelCommand,
+  evacuateCommand,
+  resolveCommand,
+  probeCommand,
+  demoCommand,
+];

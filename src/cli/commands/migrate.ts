@@ -31,11 +31,19 @@ interface MigrateArgs {
 /** The flags of one migration that `migrate` and `evacuate` share (evacuate applies them to each). */
 export function withMigrationFlags<T>(yargs: Argv<T>) {
   return yargs
-    .option('mode', { type: 'string', requiresArg: true, describe: "encryption: disabled | opportunistic | required (default: the guest's setting)" })
+    .option('mode', {
+      type: 'string',
+      requiresArg: true,
+      describe: "encryption: disabled | opportunistic | required (default: the guest's setting)",
+    })
     .option('streams', { type: 'number', default: DEFAULT_STREAMS, requiresArg: true, describe: 'TCP streams of the data channel (1-16)' })
     .option('max-downtime', { type: 'string', requiresArg: true, describe: 'switch over when the pause fits this (default 500ms)' })
     .option('bandwidth', { type: 'string', requiresArg: true, describe: 'cap the data rate: 10Gbit, 500MB' })
-    .option('timeout', { type: 'string', requiresArg: true, describe: 'give up pre-copy after this long (default 10m); the guest stays on the source' });
+    .option('timeout', {
+      type: 'string',
+      requiresArg: true,
+      describe: 'give up pre-copy after this long (default 10m); the guest stays on the source',
+    });
 }
 
 /** Options as the coordinator takes them, checked before any host is asked (exit 2 when wrong). */
@@ -48,25 +56,44 @@ export function migrationOptions(args: { mode?: string; streams?: number; 'max-d
     }
   };
   const streams = args.streams ?? DEFAULT_STREAMS;
-  if (!Number.isSafeInteger(streams) || streams < 1 || streams > 16) throw new FerryError('ERR_FERRY_USAGE', `--streams: ${args.streams} is not a whole number from 1 to 16`);
+  if (!Number.isSafeInteger(streams) || streams < 1 || streams > 16)
+    throw new FerryError('ERR_FERRY_USAGE', `--streams: ${args.streams} is not a whole number from 1 to 16`);
   const positive = (value: number, option: string) => {
     if (value < 1) throw new FerryError('ERR_FERRY_USAGE', `${option}: must be more than 0`);
     return value;
   };
   const out: Omit<MigrateRequest, 'guest' | 'cluster' | 'to'> = { streams };
   if (args.mode !== undefined) out.mode = usage(() => parseEncryptedMigration(args.mode!, '--mode')) as EncryptedMigration;
-  if (args['max-downtime'] !== undefined) out.maxDowntimeMs = positive(usage(() => parseDuration(args['max-downtime']!, '--max-downtime')), '--max-downtime');
-  if (args.bandwidth !== undefined) out.maxBytesPerSecond = positive(usage(() => parseRate(args.bandwidth!, '--bandwidth')), '--bandwidth');
-  if (args.timeout !== undefined) out.timeoutMs = positive(usage(() => parseDuration(args.timeout!, '--timeout')), '--timeout');
+  if (args['max-downtime'] !== undefined)
+    out.maxDowntimeMs = positive(
+      usage(() => parseDuration(args['max-downtime']!, '--max-downtime')),
+      '--max-downtime',
+    );
+  if (args.bandwidth !== undefined)
+    out.maxBytesPerSecond = positive(
+      usage(() => parseRate(args.bandwidth!, '--bandwidth')),
+      '--bandwidth',
+    );
+  if (args.timeout !== undefined)
+    out.timeoutMs = positive(
+      usage(() => parseDuration(args.timeout!, '--timeout')),
+      '--timeout',
+    );
   return out;
 }
 
 /** Runs one migration with progress and the summary: what `migrate` and `demo` share. */
-export async function migrateWithProgress(output: Output, request: MigrateRequest, hooks: Omit<MigrateHooks, 'onEvent'> = {}): Promise<void> {
+export async function migrateWithProgress(
+  output: Output,
+  request: MigrateRequest,
+  hooks: Omit<MigrateHooks, 'onEvent'> = {},
+): Promise<void> {
   const progress = new MigrationProgress(output, [request.guest]);
   const vm = request.guest;
-  const onCancel = () => progress.notice(`cancelling the migration of ${vm}; waiting for it to end (Ctrl-C again to stop waiting: it would carry on by itself)`);
-  const onDetach = () => progress.notice(`no longer following the migration of ${vm}: it carries on by itself; \`ferry vm list\` shows where ${vm} ends up`);
+  const onCancel = () =>
+    progress.notice(`cancelling the migration of ${vm}; waiting for it to end (Ctrl-C again to stop waiting: it would carry on by itself)`);
+  const onDetach = () =>
+    progress.notice(`no longer following the migration of ${vm}: it carries on by itself; \`ferry vm list\` shows where ${vm} ends up`);
   hooks.cancel?.addEventListener('abort', onCancel, { once: true });
   hooks.detach?.addEventListener('abort', onDetach, { once: true });
   let summary;
@@ -113,17 +140,29 @@ export const migrateCommand = defineCommand<MigrateArgs>({
   builder: (yargs) =>
     withMigrationFlags(withClusterOption(yargs))
       .positional('vm', { type: 'string', demandOption: true, describe: 'the guest to move' })
-      .option('to', { type: 'string', demandOption: true, requiresArg: true, describe: 'the destination: HOST, or CLUSTER_FILE:HOST for a host of another cluster' })
+      .option('to', {
+        type: 'string',
+        demandOption: true,
+        requiresArg: true,
+        describe: 'the destination: HOST, or CLUSTER_FILE:HOST for a host of another cluster',
+      })
       .option('verify', { type: 'boolean', default: false, describe: 'compare memory digests of source and destination before committing' })
       .example('$0 migrate web1 --to b', "move web1 to host b, encrypted unless web1's setting says otherwise")
-      .example('$0 migrate db1 --to b --mode required --max-downtime 100ms --verify', 'never in plain text; a short pause; digests compared')
+      .example(
+        '$0 migrate db1 --to b --mode required --max-downtime 100ms --verify',
+        'never in plain text; a short pause; digests compared',
+      )
       .example('$0 migrate web1 --to ../west/cluster.yaml:w1 --json', 'to host w1 of another cluster; JSON events and a result line')
-      .epilogue('Ctrl-C once: cancel (before switch-over the guest stays on the source; exit 1 with the result). Ctrl-C twice: stop waiting; the migration carries on by itself. `ferry cancel VM` cancels from another shell.'),
+      .epilogue(
+        'Ctrl-C once: cancel (before switch-over the guest stays on the source; exit 1 with the result). Ctrl-C twice: stop waiting; the migration carries on by itself. `ferry cancel VM` cancels from another shell.',
+      ),
   run: async (output, args) => {
     checkGuestName(args.vm);
     const options = migrationOptions(args);
     const cluster = await openCluster(args);
     const to = await resolveTarget(cluster, args.to);
-    await withInterrupts((signals) => migrateWithProgress(output, { guest: args.vm, cluster, to, ...options, verify: args.verify }, signals));
+    await withInterrupts((signals) =>
+      migrateWithProgress(output, { guest: args.vm, cluster, to, ...options, verify: args.verify }, signals),
+    );
   },
 });

@@ -34,11 +34,27 @@ export const probeCommand = defineCommand<{ hosts?: string[]; cluster?: string }
       .example('$0 probe a b --json', 'one JSON object per host'),
   run: async (output, args) => {
     const cluster = await openCluster(args);
-    const hosts = args.hosts && args.hosts.length > 0 ? args.hosts.map((h) => clusterHost(cluster, String(h)).name) : [...cluster.hosts.keys()];
+    const hosts =
+      args.hosts && args.hosts.length > 0 ? args.hosts.map((h) => clusterHost(cluster, String(h)).name) : [...cluster.hosts.keys()];
     const probes = await probeHosts(cluster, hosts);
     for (const p of probes) output.emit(p as unknown as Record<string, unknown>);
     if (!output.json) {
-      const rows = [['HOST', 'AGENT', 'ENCRYPTS', 'BACKEND', 'CPU', 'SEAL', 'NETWORKS', 'FREE/TOTAL', 'GUESTS', 'LIMITS OUT/IN', 'CRYPTO THREADS', 'QEMU']];
+      const rows = [
+        [
+          'HOST',
+          'AGENT',
+          'ENCRYPTS',
+          'BACKEND',
+          'CPU',
+          'SEAL',
+          'NETWORKS',
+          'FREE/TOTAL',
+          'GUESTS',
+          'LIMITS OUT/IN',
+          'CRYPTO THREADS',
+          'QEMU',
+        ],
+      ];
       for (const p of probes) {
         if (!p.reachable) {
           rows.push([p.host, `unreachable: ${p.error.message}`]);

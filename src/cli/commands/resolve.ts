@@ -14,7 +14,11 @@ export const resolveCommand = defineCommand<{ vm: string; to?: string; cluster?:
   builder: (yargs) =>
     withClusterOption(yargs)
       .positional('vm', { type: 'string', demandOption: true, describe: 'the guest, paused in doubt on its source host' })
-      .option('to', { type: 'string', requiresArg: true, describe: 'where it went: HOST, or CLUSTER_FILE:HOST for another cluster (default: the host the source recorded)' })
+      .option('to', {
+        type: 'string',
+        requiresArg: true,
+        describe: 'where it went: HOST, or CLUSTER_FILE:HOST for another cluster (default: the host the source recorded)',
+      })
       .example('$0 resolve web1 --to ../west/cluster.yaml:b', 'web1 went to host b of another cluster; its source waits paused')
       .example('$0 resolve web1', 'a move inside this cluster (its source also asks by itself every few seconds)')
       .epilogue(

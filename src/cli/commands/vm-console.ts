@@ -34,10 +34,13 @@ async function whereNow(cluster: Cluster, name: string, host: string): Promise<L
 }
 
 async function stillThere(cluster: Cluster, name: string, host: string): Promise<boolean> {
-  return locateGuest(cluster, name, [host]).then(() => true, (err: FerryError) => {
-    if (err.code === 'ERR_FERRY_NOT_FOUND') return false;
-    throw err;
-  });
+  return locateGuest(cluster, name, [host]).then(
+    () => true,
+    (err: FerryError) => {
+      if (err.code === 'ERR_FERRY_NOT_FOUND') return false;
+      throw err;
+    },
+  );
 }
 
 /** The console log of guest `name` on `host` as it is now, read to its end (the demo shows its last lines). */
@@ -119,10 +122,17 @@ export const vmConsoleCommand = defineCommand<VmConsoleArgs>({
   builder: (yargs) =>
     withClusterOption(yargs)
       .positional('name', { type: 'string', demandOption: true, describe: 'the guest' })
-      .option('follow', { alias: 'f', type: 'boolean', default: false, describe: 'keep printing what the guest writes, across its migrations, until Ctrl-C' })
+      .option('follow', {
+        alias: 'f',
+        type: 'boolean',
+        default: false,
+        describe: 'keep printing what the guest writes, across its migrations, until Ctrl-C',
+      })
       .example('$0 vm console vm1', "vm1's console so far, from the host that runs it")
       .example('$0 vm console vm1 --follow', 'and what it writes from then on, until Ctrl-C')
-      .epilogue('On a terminal, control characters the guest writes are shown as ^X (as `cat -v` does); piped, the text is as the guest wrote it. Exit status: 0 printed (also when --follow ends with Ctrl-C or the guest stops), 1 its host could not be reached or the guest is not running, 2 bad input, no such guest, or a guest without a serial console (synthetic).'),
+      .epilogue(
+        'On a terminal, control characters the guest writes are shown as ^X (as `cat -v` does); piped, the text is as the guest wrote it. Exit status: 0 printed (also when --follow ends with Ctrl-C or the guest stops), 1 its host could not be reached or the guest is not running, 2 bad input, no such guest, or a guest without a serial console (synthetic).',
+      ),
   run: async (output, args) => {
     checkGuestName(args.name);
     const cluster = await openCluster(args);

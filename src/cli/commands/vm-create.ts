@@ -41,7 +41,8 @@ export function guestSize(text: string, option: string, min: number): number {
   } catch (err) {
     usage((err as Error).message);
   }
-  if (bytes < min || bytes % PAGE !== 0) usage(`${option}: ${text} must be ${min > 0 ? `at least ${formatBytes(min)} and ` : ''}a multiple of 4 KiB`);
+  if (bytes < min || bytes % PAGE !== 0)
+    usage(`${option}: ${text} must be ${min > 0 ? `at least ${formatBytes(min)} and ` : ''}a multiple of 4 KiB`);
   return bytes;
 }
 
@@ -78,7 +79,10 @@ function guestRequest(args: VmCreateArgs): GuestCreateRequest {
     };
   }
   if (args.disk !== '0') usage('--disk: QEMU guests have no disks yet');
-  if (args.workload !== 'idle') usage("--workload is for synthetic guests; a QEMU guest runs its kernel (without --kernel, ferry's test guest, configured with --append)");
+  if (args.workload !== 'idle')
+    usage(
+      "--workload is for synthetic guests; a QEMU guest runs its kernel (without --kernel, ferry's test guest, configured with --append)",
+    );
   if (args.initrd && !args.kernel) usage('--initrd needs --kernel');
   const memoryBytes = guestSize(args.memory, '--memory', 16 << 20);
   if (memoryBytes % (1 << 20) !== 0) usage('--memory: a QEMU guest has whole MiB of memory');
@@ -105,19 +109,57 @@ export const vmCreateCommand = defineCommand<VmCreateArgs>({
       .option('host', { type: 'string', demandOption: true, requiresArg: true, describe: 'the host to run it on' })
       .option('memory', { type: 'string', demandOption: true, requiresArg: true, describe: 'memory size: 512MiB, 1GiB, 8G' })
       .option('disk', { type: 'string', default: '0', requiresArg: true, describe: 'disk image size (0: none)' })
-      .option('workload', { type: 'string', default: 'idle', requiresArg: true, describe: 'idle | kv:get=N,set=N | dirty:RATE (e.g. dirty:200MB)' })
-      .option('nic', { type: 'string', default: 'virtio', requiresArg: true, describe: 'virtio (emulated) | sriov (passthrough-class: needs a host made with --sriov)' })
-      .option('driver', { type: 'string', default: 'synthetic', requiresArg: true, describe: 'synthetic (a ferry process with real memory and a workload) | qemu (a QEMU/KVM virtual machine)' })
+      .option('workload', {
+        type: 'string',
+        default: 'idle',
+        requiresArg: true,
+        describe: 'idle | kv:get=N,set=N | dirty:RATE (e.g. dirty:200MB)',
+      })
+      .option('nic', {
+        type: 'string',
+        default: 'virtio',
+        requiresArg: true,
+        describe: 'virtio (emulated) | sriov (passthrough-class: needs a host made with --sriov)',
+      })
+      .option('driver', {
+        type: 'string',
+        default: 'synthetic',
+        requiresArg: true,
+        describe: 'synthetic (a ferry process with real memory and a workload) | qemu (a QEMU/KVM virtual machine)',
+      })
       .option('cpus', { type: 'number', requiresArg: true, describe: 'qemu: virtual CPUs (default 1)' })
-      .option('kernel', { type: 'string', requiresArg: true, describe: "qemu: the kernel to boot, a file on the guest's host (default: ferry's test guest)" })
+      .option('kernel', {
+        type: 'string',
+        requiresArg: true,
+        describe: "qemu: the kernel to boot, a file on the guest's host (default: ferry's test guest)",
+      })
       .option('initrd', { type: 'string', requiresArg: true, describe: "qemu: an initramfs, a file on the guest's host" })
-      .option('append', { type: 'string', requiresArg: true, describe: 'qemu: the kernel command line (the test guest takes fill=MiB window=MiB rate=KiB/s)' })
-      .option('accel', { type: 'string', requiresArg: true, describe: 'qemu: auto (KVM where it runs at speed on the host, else TCG) | kvm | tcg' })
-      .option('encrypted-migration', { type: 'string', default: 'opportunistic', requiresArg: true, describe: 'disabled | opportunistic | required' })
+      .option('append', {
+        type: 'string',
+        requiresArg: true,
+        describe: 'qemu: the kernel command line (the test guest takes fill=MiB window=MiB rate=KiB/s)',
+      })
+      .option('accel', {
+        type: 'string',
+        requiresArg: true,
+        describe: 'qemu: auto (KVM where it runs at speed on the host, else TCG) | kvm | tcg',
+      })
+      .option('encrypted-migration', {
+        type: 'string',
+        default: 'opportunistic',
+        requiresArg: true,
+        describe: 'disabled | opportunistic | required',
+      })
       .example('$0 vm create web1 --host a --memory 1GiB', 'an idle 1 GiB guest')
-      .example('$0 vm create db1 --host a --memory 2GiB --disk 4GiB --workload kv:get=150000,set=50000 --encrypted-migration required', 'a key-value guest that only ever moves encrypted')
+      .example(
+        '$0 vm create db1 --host a --memory 2GiB --disk 4GiB --workload kv:get=150000,set=50000 --encrypted-migration required',
+        'a key-value guest that only ever moves encrypted',
+      )
       .example('$0 vm create vm1 --host a --driver qemu --memory 512MiB', "a QEMU virtual machine running ferry's test guest")
-      .example('$0 vm create vm2 --host a --driver qemu --memory 1GiB --cpus 2 --kernel /boot/vmlinuz --initrd /boot/initrd.img --append console=ttyS0', 'a QEMU virtual machine booting a Linux kernel'),
+      .example(
+        '$0 vm create vm2 --host a --driver qemu --memory 1GiB --cpus 2 --kernel /boot/vmlinuz --initrd /boot/initrd.img --append console=ttyS0',
+        'a QEMU virtual machine booting a Linux kernel',
+      ),
   run: async (output, args) => {
     const config = guestRequest(args);
     const cluster = await openCluster(args);
@@ -126,7 +168,8 @@ export const vmCreateCommand = defineCommand<VmCreateArgs>({
     const others = await eachHost(cluster, [...cluster.hosts.keys()], (client) => client.call('guest.get', { name: config.name }));
     for (const [host, outcome] of others) {
       if (outcome.ok) throw new FerryError('ERR_FERRY_INPUT', `guest "${config.name}" already exists on host ${host}`);
-      if (outcome.error.code !== 'ERR_FERRY_NOT_FOUND') output.warn(`could not check host ${host} for a guest named ${config.name}: ${outcome.error.message}`);
+      if (outcome.error.code !== 'ERR_FERRY_NOT_FOUND')
+        output.warn(`could not check host ${host} for a guest named ${config.name}: ${outcome.error.message}`);
     }
     const client = await connectHost(cluster, args.host);
     try {

@@ -55,7 +55,17 @@ export const vmListCommand = defineCommand<{ host?: string; cluster?: string }>(
       if (guests.length === 0) output.print(failed.length ? '' : 'no guests');
       else {
         const rows = [['NAME', 'HOST', 'STATE', 'MEMORY', 'DISK', 'DRIVER', 'NIC', 'ENCRYPTED-MIGRATION']];
-        for (const g of guests) rows.push([g.name, g.host, g.state, formatBytes(g.memoryBytes), diskBytesOf(g) ? formatBytes(diskBytesOf(g)) : '-', g.driver, g.nic, g.encryptedMigration]);
+        for (const g of guests)
+          rows.push([
+            g.name,
+            g.host,
+            g.state,
+            formatBytes(g.memoryBytes),
+            diskBytesOf(g) ? formatBytes(diskBytesOf(g)) : '-',
+            g.driver,
+            g.nic,
+            g.encryptedMigration,
+          ]);
         for (const line of table(rows)) output.print(line);
       }
     }

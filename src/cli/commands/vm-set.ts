@@ -12,7 +12,12 @@ export const vmSetCommand = defineCommand<{ name: string; 'encrypted-migration':
   builder: (yargs) =>
     withClusterOption(yargs)
       .positional('name', { type: 'string', demandOption: true, describe: 'the guest' })
-      .option('encrypted-migration', { type: 'string', demandOption: true, requiresArg: true, describe: 'disabled | opportunistic | required' })
+      .option('encrypted-migration', {
+        type: 'string',
+        demandOption: true,
+        requiresArg: true,
+        describe: 'disabled | opportunistic | required',
+      })
       .example('$0 vm set db1 --encrypted-migration required', 'db1 only ever moves encrypted, and only to hosts that can'),
   run: async (output, args) => {
     let mode;

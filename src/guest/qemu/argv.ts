@@ -26,17 +26,30 @@ const option = (text: string) => text.replace(/,/g, ',,');
 
 export function buildArgv(config: Omit<QemuConfig, 'argv'>): string[] {
   const argv = [
-    '-name', `guest=${option(config.name)},debug-threads=on`,
-    '-uuid', config.uuid,
-    '-machine', `${config.machine},accel=${config.accel}`,
-    '-cpu', 'qemu64',
-    '-smp', String(config.cpus),
-    '-m', `${config.memoryBytes / (1 << 20)}M`,
-    '-nodefaults', '-no-user-config', '-display', 'none',
-    '-chardev', `file,id=console,path=${DIR}/${CONSOLE_LOG},append=on`,
-    '-serial', 'chardev:console',
-    '-qmp', `unix:${DIR}/${QMP_SOCKET},server=on,wait=off`,
-    '-kernel', `${DIR}/${BOOT_DIR}/kernel`,
+    '-name',
+    `guest=${option(config.name)},debug-threads=on`,
+    '-uuid',
+    config.uuid,
+    '-machine',
+    `${config.machine},accel=${config.accel}`,
+    '-cpu',
+    'qemu64',
+    '-smp',
+    String(config.cpus),
+    '-m',
+    `${config.memoryBytes / (1 << 20)}M`,
+    '-nodefaults',
+    '-no-user-config',
+    '-display',
+    'none',
+    '-chardev',
+    `file,id=console,path=${DIR}/${CONSOLE_LOG},append=on`,
+    '-serial',
+    'chardev:console',
+    '-qmp',
+    `unix:${DIR}/${QMP_SOCKET},server=on,wait=off`,
+    '-kernel',
+    `${DIR}/${BOOT_DIR}/kernel`,
   ];
   if (config.initrd) argv.push('-initrd', `${DIR}/${BOOT_DIR}/initrd`);
   if (config.append) argv.push('-append', config.append);
@@ -51,7 +64,10 @@ export function buildArgv(config: Omit<QemuConfig, 'argv'>): string[] {
 export function hostArgv(config: QemuConfig, dir: string, options: { incoming?: boolean } = {}): string[] {
   const expected = buildArgv(config);
   if (expected.length !== config.argv.length || expected.some((a, i) => a !== config.argv[i])) {
-    throw new FerryError('ERR_FERRY_REFUSED', `guest ${config.name} was created with a QEMU command line this ferry would not build: upgrade this host's ferry to the version of the host that created it`);
+    throw new FerryError(
+      'ERR_FERRY_REFUSED',
+      `guest ${config.name} was created with a QEMU command line this ferry would not build: upgrade this host's ferry to the version of the host that created it`,
+    );
   }
   if (dir.includes(',')) throw new FerryError('ERR_FERRY_INPUT', `guest directory ${dir} has a comma, which QEMU's options cannot hold`);
   const argv = config.argv.map((a) => a.split(DIR).join(dir));

@@ -21,7 +21,7 @@ import { TEST_GUEST_IMAGE } from './test-guest.js';
 
 const run = promisify(execFile);
 
-const absolutePath = str({ pattern: /^\/[^\0]*$/, max: 4096, describe: 'an absolute path on the guest\'s host' });
+const absolutePath = str({ pattern: /^\/[^\0]*$/, max: 4096, describe: "an absolute path on the guest's host" });
 
 export const QEMU_CREATE_FIELDS = {
   memoryBytes: QEMU_FIELDS.memoryBytes,
@@ -39,14 +39,19 @@ async function copyBootFile(from: string, to: string, what: string): Promise<Boo
     throw new FerryError('ERR_FERRY_NOT_FOUND', `${what} ${from}: ${err.code === 'ENOENT' ? 'no such file on this host' : err.code}`);
   });
   if (!stat.isFile()) throw new FerryError('ERR_FERRY_INPUT', `${what} ${from} is not a regular file`);
-  if (stat.size === 0 || stat.size > MAX_BOOT_FILE_BYTES) throw new FerryError('ERR_FERRY_INPUT', `${what} ${from} has ${stat.size} bytes; 1 to ${MAX_BOOT_FILE_BYTES} are allowed`);
+  if (stat.size === 0 || stat.size > MAX_BOOT_FILE_BYTES)
+    throw new FerryError('ERR_FERRY_INPUT', `${what} ${from} has ${stat.size} bytes; 1 to ${MAX_BOOT_FILE_BYTES} are allowed`);
   const hash = createHash('sha256');
-  await pipeline(createReadStream(from), async function* (source) {
-    for await (const chunk of source) {
-      hash.update(chunk as Buffer);
-      yield chunk;
-    }
-  }, createWriteStream(to, { mode: 0o600 }));
+  await pipeline(
+    createReadStream(from),
+    async function* (source) {
+      for await (const chunk of source) {
+        hash.update(chunk as Buffer);
+        yield chunk;
+      }
+    },
+    createWriteStream(to, { mode: 0o600 }),
+  );
   return { bytes: stat.size, sha256: hash.digest('hex') };
 }
 
@@ -57,7 +62,12 @@ async function hasMachine(name: string): Promise<boolean> {
     const { executable } = resolveQemu();
     if (!executable) return new Set<string>();
     const { stdout } = await run(executable, ['-machine', 'help'], { timeout: 10_000 });
-    return new Set(stdout.split('\n').map((l) => l.trim().split(/\s+/)[0]!).filter(Boolean));
+    return new Set(
+      stdout
+        .split('\n')
+        .map((l) => l.trim().split(/\s+/)[0]!)
+        .filter(Boolean),
+    );
   })().catch(() => new Set<string>());
   return (await machines).has(name);
 }
@@ -68,23 +78,48 @@ export async function admitQemu(config: GuestConfig): Promise<void> {
   const q = await hostQemu();
   if (q.missing) throw new FerryError('ERR_FERRY_REFUSED', `this host cannot run QEMU guests: ${q.missing}`);
   const accel = q.accelerators[config.accel];
-  if (!accel.usable) throw new FerryError('ERR_FERRY_REFUSED', `guest ${config.name} runs on ${config.accel.toUpperCase()}, which this host's QEMU ${q.version} cannot use: ${accel.reason}`);
-  if (!(await hasMachine(config.machine))) throw new FerryError('ERR_FERRY_REFUSED', `this host's QEMU ${q.version} has no machine type ${config.machine} (guest ${config.name}): upgrade QEMU here`);
+  if (!accel.usable)
+    throw new FerryError(
+      'ERR_FERRY_REFUSED',
+      `guest ${config.name} runs on ${config.accel.toUpperCase()}, which this host's QEMU ${q.version} cannot use: ${accel.reason}`,
+    );
+  if (!(await hasMachine(config.machine)))
+    throw new FerryError(
+      'ERR_FERRY_REFUSED',
+      `this host's QEMU ${q.version} has no machine type ${config.machine} (guest ${config.name}): upgrade QEMU here`,
+    );
 }
 
 export async function createQemu(request: GuestCreateRequest, dir: string): Promise<QemuConfig> {
   if (request.driver !== 'qemu') throw new FerryError('ERR_FERRY_INTERNAL', 'not a QEMU guest');
-  if (request.nic === 'sriov') throw new FerryError('ERR_FERRY_REFUSED', 'a passthrough NIC for a QEMU guest needs VFIO, which ferry does not manage: use --nic virtio');
+  if (request.nic === 'sriov')
+    throw new FerryError(
+      'ERR_FERRY_REFUSED',
+      'a passthrough NIC for a QEMU guest needs VFIO, which ferry does not manage: use --nic virtio',
+    );
   const q = await hostQemu();
-  if (q.missing || !q.chosen) throw new FerryError('ERR_FERRY_REFUSED', `this host cannot run QEMU guests: ${q.missing ?? 'neither KVM nor TCG works'}`);
+  if (q.missing || !q.chosen)
+    throw new FerryError('ERR_FERRY_REFUSED', `this host cannot run QEMU guests: ${q.missing ?? 'neither KVM nor TCG works'}`);
   const accel = request.accel === 'auto' ? q.chosen : request.accel;
   const machine = request.machine ?? DEFAULT_MACHINE;
   const boot = path.join(dir, BOOT_DIR);
   await fs.mkdir(boot, { recursive: true, mode: 0o700 });
-  const kernel = await copyBootFile(request.kernel ?? TEST_GUEST_IMAGE, path.join(boot, 'kernel'), request.kernel ? '--kernel' : "ferry's test guest");
+  const kernel = await copyBootFile(
+    request.kernel ?? TEST_GUEST_IMAGE,
+    path.join(boot, 'kernel'),
+    request.kernel ? '--kernel' : "ferry's test guest",
+  );
   const initrd = request.initrd ? await copyBootFile(request.initrd, path.join(boot, 'initrd'), '--initrd') : undefined;
   const { kernel: _k, initrd: _i, accel: _a, machine: _m, ...common } = request;
-  const partial: Omit<QemuConfig, 'argv'> = { ...common, driver: 'qemu', accel, machine, uuid: randomUUID(), kernel, ...(initrd ? { initrd } : {}) };
+  const partial: Omit<QemuConfig, 'argv'> = {
+    ...common,
+    driver: 'qemu',
+    accel,
+    machine,
+    uuid: randomUUID(),
+    kernel,
+    ...(initrd ? { initrd } : {}),
+  };
   const config: QemuConfig = { ...partial, argv: buildArgv(partial) };
   await admitQemu(config);
   return config;

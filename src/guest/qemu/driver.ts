@@ -22,7 +22,8 @@ export const qemuDriver: GuestDriver = {
   availability: async () => {
     const q = await hostQemu();
     const version = q.version ? { version: q.version } : {};
-    if (q.missing || !q.chosen) return { available: false, detail: q.missing ?? `QEMU ${q.version} runs no guest here: ${q.accelerators.tcg.reason}`, ...version };
+    if (q.missing || !q.chosen)
+      return { available: false, detail: q.missing ?? `QEMU ${q.version} runs no guest here: ${q.accelerators.tcg.reason}`, ...version };
     const detail = `QEMU ${q.version}, ${q.chosen.toUpperCase()}${q.chosen === 'tcg' ? ` (KVM: ${q.accelerators.kvm.reason})` : ''}`;
     return { available: true, detail, ...version, accelerator: q.chosen };
   },

@@ -84,8 +84,14 @@ export class QemuGuest {
   status(): GuestStatus {
     const c = this.config;
     return {
-      name: c.name, state: this.state, pid: process.pid, memoryBytes: c.memoryBytes, diskBytes: 0, nic: c.nic,
-      opsPerSecond: this.consoleRate(), throttlePercent: 0,
+      name: c.name,
+      state: this.state,
+      pid: process.pid,
+      memoryBytes: c.memoryBytes,
+      diskBytes: 0,
+      nic: c.nic,
+      opsPerSecond: this.consoleRate(),
+      throttlePercent: 0,
       ...(this.qemu ? { hypervisorPid: this.qemu.pid } : {}),
     };
   }
@@ -94,7 +100,16 @@ export class QemuGuest {
   private consoleRate(): number {
     try {
       const text = readFileSync(path.join(this.dir, CONSOLE_LOG), 'utf8').slice(-4096);
-      const ticks = text.split(/\r?\n/).map((l) => { try { return parseTestGuestLine(l); } catch { return null; } }).filter((t) => t?.kind === 'tick');
+      const ticks = text
+        .split(/\r?\n/)
+        .map((l) => {
+          try {
+            return parseTestGuestLine(l);
+          } catch {
+            return null;
+          }
+        })
+        .filter((t) => t?.kind === 'tick');
       const [a, b] = ticks.slice(-2) as Array<{ seconds: number; dirtied: number }>;
       return a && b && b.seconds > a.seconds ? Math.round((b.dirtied - a.dirtied) / (b.seconds - a.seconds)) : 0;
     } catch {
@@ -112,13 +127,15 @@ export class QemuGuest {
     return {
       status: () => ({ ...this.status(), workloadReady: true, migration: this.migrations.tracker?.info() ?? null }),
       pause: async () => {
-        if (this.state !== 'running' && this.state !== 'paused') throw new FerryError('ERR_FERRY_REFUSED', `cannot pause a guest that is ${this.state}`);
+        if (this.state !== 'running' && this.state !== 'paused')
+          throw new FerryError('ERR_FERRY_REFUSED', `cannot pause a guest that is ${this.state}`);
         await this.requireQemu('pause').qmp.stop();
         this.state = 'paused';
         return this.status();
       },
       resume: async () => {
-        if (this.state !== 'running' && this.state !== 'paused') throw new FerryError('ERR_FERRY_REFUSED', `cannot resume a guest that is ${this.state}`);
+        if (this.state !== 'running' && this.state !== 'paused')
+          throw new FerryError('ERR_FERRY_REFUSED', `cannot resume a guest that is ${this.state}`);
         await this.requireQemu('resume').qmp.cont();
         this.state = 'running';
         return this.status();
@@ -130,7 +147,8 @@ export class QemuGuest {
       console: ({ offset }) => readConsoleChunk(path.join(this.dir, CONSOLE_LOG), offset),
       digest: async () => {
         const qemu = this.requireQemu('digest');
-        if ((await qemu.qmp.queryStatus()).running) throw new FerryError('ERR_FERRY_REFUSED', 'a digest of a running guest means nothing: pause it first');
+        if ((await qemu.qmp.queryStatus()).running)
+          throw new FerryError('ERR_FERRY_REFUSED', 'a digest of a running guest means nothing: pause it first');
         if (!canDigest(this.config.memoryBytes)) throw new FerryError('ERR_FERRY_REFUSED', 'this guest is too large for a RAM digest');
         return { digest: await ramDigest(qemu.qmp, this.dir, this.config.memoryBytes), algorithm: RAM_DIGEST_ALGORITHM };
       },
@@ -145,7 +163,8 @@ export class QemuGuest {
       commit: () => this.decideIncoming('commit'),
       abort: () => this.decideIncoming('abort'),
       'resume-after-abort': async () => {
-        if (this.state !== 'in-doubt') throw new FerryError('ERR_FERRY_REFUSED', `resume-after-abort is for a guest in doubt; this one is ${this.state}`);
+        if (this.state !== 'in-doubt')
+          throw new FerryError('ERR_FERRY_REFUSED', `resume-after-abort is for a guest in doubt; this one is ${this.state}`);
         await this.requireQemu('resume').qmp.cont();
         this.state = 'running';
         this.migrations.tracker?.setPhase('aborted');
@@ -153,7 +172,8 @@ export class QemuGuest {
         return this.status();
       },
       finish: async () => {
-        if (this.state !== 'in-doubt' && this.state !== 'migrated') throw new FerryError('ERR_FERRY_REFUSED', `finish is for a guest handed over; this one is ${this.state}`);
+        if (this.state !== 'in-doubt' && this.state !== 'migrated')
+          throw new FerryError('ERR_FERRY_REFUSED', `finish is for a guest handed over; this one is ${this.state}`);
         this.migrations.tracker?.setPhase('committed');
         this.host.log('migration resolved: committed at the destination; this copy stops');
         await this.stopQemu();
@@ -172,13 +192,15 @@ export class QemuGuest {
   }
 
   private async migrateOut(params: MigrateOutParams, ctx: GuestCallContext<MigrationEvent>): Promise<MigrationInfo> {
-    if (this.incomingMode && this.arrival?.phase !== 'committed') throw new FerryError('ERR_FERRY_REFUSED', 'an incoming guest cannot migrate out before its arrival commits');
+    if (this.incomingMode && this.arrival?.phase !== 'committed')
+      throw new FerryError('ERR_FERRY_REFUSED', 'an incoming guest cannot migrate out before its arrival commits');
     const qemu = this.requireQemu('migrate');
     return this.migrations.run(params, ctx, {
       getState: () => this.state,
       setState: (s) => (this.state = s),
       log: (m) => this.host.log(m),
-      engine: (channel, { key: _k, nonce: _n, ...spec }, signal, emit) => migrateQemuOut(channel, { config: this.config, dir: this.dir, qemu, spec, signal, emit }),
+      engine: (channel, { key: _k, nonce: _n, ...spec }, signal, emit) =>
+        migrateQemuOut(channel, { config: this.config, dir: this.dir, qemu, spec, signal, emit }),
     });
   }
 
@@ -204,7 +226,9 @@ export class QemuGuest {
       decide: () => new Promise((resolve) => (this.decide = resolve)),
       emit: (e) => t.emit(e),
     }).then(({ result, qemu }) => {
-      this.host.log(`incoming migration ${spec.migrationId}: ${result.outcome}${result.error ? ` (${result.error.code}: ${result.error.message})` : ''}`);
+      this.host.log(
+        `incoming migration ${spec.migrationId}: ${result.outcome}${result.error ? ` (${result.error.code}: ${result.error.message})` : ''}`,
+      );
       if (qemu) {
         this.qemu = qemu;
         this.state = 'running';
@@ -220,7 +244,8 @@ export class QemuGuest {
   private async decideIncoming(decision: 'commit' | 'abort'): Promise<MigrationInfo> {
     const t = this.migrations.tracker;
     if (!t || t.role !== 'destination') throw new FerryError('ERR_FERRY_REFUSED', 'no incoming migration here');
-    if (t.phase !== 'ready-to-commit' || !this.decide) throw new FerryError('ERR_FERRY_REFUSED', `cannot ${decision}: the incoming migration is ${t.phase}`);
+    if (t.phase !== 'ready-to-commit' || !this.decide)
+      throw new FerryError('ERR_FERRY_REFUSED', `cannot ${decision}: the incoming migration is ${t.phase}`);
     const d = this.decide;
     this.decide = null;
     d(decision);

@@ -46,11 +46,21 @@ export class Qemu {
       child.once('exit', (code, signal) => {
         clearTimeout(timer);
         if (code === 0) resolve(text);
-        else reject(new FerryError('ERR_FERRY_QEMU', `QEMU refused to start guest ${config.name} (${signal ?? `exit ${code}`}): ${lastLines(text) || 'no message'}`));
+        else
+          reject(
+            new FerryError(
+              'ERR_FERRY_QEMU',
+              `QEMU refused to start guest ${config.name} (${signal ?? `exit ${code}`}): ${lastLines(text) || 'no message'}`,
+            ),
+          );
       });
     });
     const pid = readPid(dir);
-    if (pid === null) throw new FerryError('ERR_FERRY_QEMU', `QEMU started guest ${config.name} but wrote no pid file${stderr ? `: ${lastLines(stderr)}` : ''}`);
+    if (pid === null)
+      throw new FerryError(
+        'ERR_FERRY_QEMU',
+        `QEMU started guest ${config.name} but wrote no pid file${stderr ? `: ${lastLines(stderr)}` : ''}`,
+      );
     try {
       return new Qemu(pid, await QmpClient.connect(path.join(dir, QMP_SOCKET)), dir);
     } catch (err) {

@@ -22,7 +22,17 @@ import type { QemuConfig } from '../types.js';
 import { BOOT_DIR } from './argv.js';
 import { BOOT_FILE_NAMES, type BootFileName } from './config.js';
 import { Qemu } from './hypervisor.js';
-import { checkAbort, checkBegin, checkSourceDone, decode, encode, QEMU_ENGINE_VERSION, QMSG, type Begin, type SourceDone } from './messages.js';
+import {
+  checkAbort,
+  checkBegin,
+  checkSourceDone,
+  decode,
+  encode,
+  QEMU_ENGINE_VERSION,
+  QMSG,
+  type Begin,
+  type SourceDone,
+} from './messages.js';
 import { StatusWatch } from './progress.js';
 import { canDigest, ramDigest } from './ram-digest.js';
 
@@ -57,7 +67,10 @@ class QemuDestination {
   private readonly begun = new Deferred<Begin>();
   private readonly sourceDone = new Deferred<SourceDone>();
   /** Boot files as they arrive: their hashes, and what is written so far. */
-  private readonly files = new Map<number, { name: BootFileName; hash: ReturnType<typeof createHash>; written: number; handle: fs.FileHandle }>();
+  private readonly files = new Map<
+    number,
+    { name: BootFileName; hash: ReturnType<typeof createHash>; written: number; handle: fs.FileHandle }
+  >();
   private connecting = Promise.resolve();
   private failure: FerryError | null = null;
   private readonly wake = new StatusWatch();
@@ -112,7 +125,10 @@ class QemuDestination {
             throw new FerryError('ERR_FERRY_ABORTED', `the source gave up: ${a.message} (${a.code})`);
           }
           default:
-            throw new FerryError('ERR_FERRY_FRAME', `the source sent message type ${m.type} ${this.mux ? '' : 'before BEGIN '}that the qemu engine does not take here`);
+            throw new FerryError(
+              'ERR_FERRY_FRAME',
+              `the source sent message type ${m.type} ${this.mux ? '' : 'before BEGIN '}that the qemu engine does not take here`,
+            );
         }
       }
     } catch (err) {
@@ -127,7 +143,8 @@ class QemuDestination {
 
   /** The source's config must be the one this host's agent was given for the migration. */
   private checkBegin(begin: Begin): Begin {
-    if (begin.version !== QEMU_ENGINE_VERSION) throw new FerryError('ERR_FERRY_REFUSED', `the source speaks qemu engine ${begin.version}, this host ${QEMU_ENGINE_VERSION}`);
+    if (begin.version !== QEMU_ENGINE_VERSION)
+      throw new FerryError('ERR_FERRY_REFUSED', `the source speaks qemu engine ${begin.version}, this host ${QEMU_ENGINE_VERSION}`);
     if (JSON.stringify(configOf(begin.config as QemuConfig)) !== JSON.stringify(configOf(this.ctx.config))) {
       throw new FerryError('ERR_FERRY_REFUSED', "the source's guest config differs from the one the coordinator gave this host");
     }
@@ -150,7 +167,8 @@ class QemuDestination {
       this.files.set(index!, f);
     }
     const bytes = payload.subarray(1);
-    if (f.written + bytes.length > expect.bytes) throw new FerryError('ERR_FERRY_FRAME', `boot file ${name} is longer than its ${expect.bytes} bytes`);
+    if (f.written + bytes.length > expect.bytes)
+      throw new FerryError('ERR_FERRY_FRAME', `boot file ${name} is longer than its ${expect.bytes} bytes`);
     await f.handle.write(bytes);
     f.hash.update(bytes);
     f.written += bytes.length;
@@ -168,12 +186,18 @@ class QemuDestination {
       }
       const f = this.files.get(index)!;
       await f.handle.close();
-      if (f.hash.digest('hex') !== config[name]!.sha256) throw new FerryError('ERR_FERRY_REFUSED', `boot file ${name} arrived with another digest than the config's`);
+      if (f.hash.digest('hex') !== config[name]!.sha256)
+        throw new FerryError('ERR_FERRY_REFUSED', `boot file ${name} arrived with another digest than the config's`);
       await fs.rename(path.join(dir, BOOT_DIR, `${name}.partial`), path.join(dir, BOOT_DIR, name));
     }
     this.qemu = await Qemu.start(config, dir, { incoming: true });
     const qmp = this.qemu.qmp;
-    await qmp.migrateSetCapabilities({ events: true, 'return-path': true, multifd: begin.multifdChannels > 0, 'late-block-activate': true });
+    await qmp.migrateSetCapabilities({
+      events: true,
+      'return-path': true,
+      multifd: begin.multifdChannels > 0,
+      'late-block-activate': true,
+    });
     if (begin.multifdChannels > 0) await qmp.migrateSetParameters({ multifdChannels: begin.multifdChannels });
     await fs.rm(path.join(dir, MIGRATE_IN_SOCKET), { force: true });
     await qmp.migrateIncoming(`unix:${path.join(dir, MIGRATE_IN_SOCKET)}`);
@@ -211,7 +235,10 @@ class QemuDestination {
     const unsubscribe = qemu.qmp.onEvent((e) => {
       if (e.event === 'MIGRATION') this.wake.set(String(e.data.status));
     });
-    void this.sourceDone.promise.then(() => this.wake.set('source-done'), () => this.wake.set('failed'));
+    void this.sourceDone.promise.then(
+      () => this.wake.set('source-done'),
+      () => this.wake.set('failed'),
+    );
     try {
       await this.loaded(qemu, () => {
         const received = this.channel.stats.bytesReceived;
@@ -229,7 +256,8 @@ class QemuDestination {
     if (!canDigest(this.ctx.config.memoryBytes)) return null;
     const digest = await ramDigest(qemu.qmp, this.ctx.dir, this.ctx.config.memoryBytes);
     this.outcome.destinationDigest = digest;
-    if (done.digest !== null && digest !== done.digest) throw new FerryError('ERR_FERRY_ABORTED', 'guest RAM differs between the source and this host (--verify): not committed');
+    if (done.digest !== null && digest !== done.digest)
+      throw new FerryError('ERR_FERRY_ABORTED', 'guest RAM differs between the source and this host (--verify): not committed');
     return digest;
   }
 
@@ -238,7 +266,8 @@ class QemuDestination {
       if (this.failure) throw this.failure;
       if (!qemu.alive) throw new FerryError('ERR_FERRY_QEMU', "this host's QEMU exited while it loaded the guest");
       const info = await qemu.qmp.queryMigrate();
-      if (info.status === 'failed' || info.status === 'cancelled') throw new FerryError('ERR_FERRY_QEMU', `this host's QEMU could not load the guest (${info.status})`);
+      if (info.status === 'failed' || info.status === 'cancelled')
+        throw new FerryError('ERR_FERRY_QEMU', `this host's QEMU could not load the guest (${info.status})`);
       onProgress();
       if (info.status === 'completed' && this.sourceDone.settled) return;
       await this.wake.changed(POLL_MS);
@@ -258,7 +287,10 @@ class QemuDestination {
         break;
       } catch (err) {
         if (attempt === 5 || !this.qemu!.alive) {
-          this.outcome.error = { code: toFerryError(err).code, message: `committed, but QEMU did not resume: ${toFerryError(err).message}` };
+          this.outcome.error = {
+            code: toFerryError(err).code,
+            message: `committed, but QEMU did not resume: ${toFerryError(err).message}`,
+          };
           break;
         }
         await sleep(200);
@@ -280,7 +312,11 @@ class QemuDestination {
     this.qemu = null;
     for (const f of this.files.values()) await f.handle.close().catch(() => {});
     if (!this.channel.error) {
-      await withTimeout(this.channel.send(QMSG.ABORT, encode({ code: err.code, message: err.message })), 2000, () => new Error('timeout')).catch(() => {});
+      await withTimeout(
+        this.channel.send(QMSG.ABORT, encode({ code: err.code, message: err.message })),
+        2000,
+        () => new Error('timeout'),
+      ).catch(() => {});
     }
     this.channel.close();
     this.ctx.emit({ type: 'aborted', code: err.code, message: err.message });

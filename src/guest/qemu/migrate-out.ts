@@ -22,12 +22,30 @@ import { Deferred, sleep, withTimeout } from '../../common/async.js';
 import type { Channel } from '../../channel/types.js';
 import { StreamMux } from '../../channel/streams.js';
 import { Outcome } from '../../migration/outcome.js';
-import { DEFAULT_COMMIT_TIMEOUT_MS, DEFAULT_MAX_DOWNTIME_MS, DEFAULT_TIMEOUT_MS, type HypervisorFigures, type MigrationEvent, type MigrationResult, type OutgoingSpec } from '../../migration/types.js';
+import {
+  DEFAULT_COMMIT_TIMEOUT_MS,
+  DEFAULT_MAX_DOWNTIME_MS,
+  DEFAULT_TIMEOUT_MS,
+  type HypervisorFigures,
+  type MigrationEvent,
+  type MigrationResult,
+  type OutgoingSpec,
+} from '../../migration/types.js';
 import type { QemuConfig } from '../types.js';
 import { BOOT_DIR } from './argv.js';
 import { BOOT_FILE_NAMES } from './config.js';
 import type { Qemu } from './hypervisor.js';
-import { checkAbort, checkCommitted, checkReady, decode, encode, FILE_CHUNK_BYTES, QEMU_ENGINE_VERSION, QMSG, type SourceDone } from './messages.js';
+import {
+  checkAbort,
+  checkCommitted,
+  checkReady,
+  decode,
+  encode,
+  FILE_CHUNK_BYTES,
+  QEMU_ENGINE_VERSION,
+  QMSG,
+  type SourceDone,
+} from './messages.js';
 import { QemuProgress, StatusWatch, wallMs } from './progress.js';
 import { canDigest, ramDigest } from './ram-digest.js';
 
@@ -136,7 +154,17 @@ class QemuSource {
     const { config, spec } = this.ctx;
     this.wasRunning = (await this.qmp.queryStatus()).running;
     const multifd = spec.streams > 1 ? spec.streams : 0;
-    await this.channel.send(QMSG.BEGIN, encode({ engine: 'qemu', version: QEMU_ENGINE_VERSION, config, windowBytes: STREAM_WINDOW_BYTES, multifdChannels: multifd, verify: spec.verify === true }));
+    await this.channel.send(
+      QMSG.BEGIN,
+      encode({
+        engine: 'qemu',
+        version: QEMU_ENGINE_VERSION,
+        config,
+        windowBytes: STREAM_WINDOW_BYTES,
+        multifdChannels: multifd,
+        verify: spec.verify === true,
+      }),
+    );
     // The files the guest boots from go with it: the destination has no copy of its own.
     for (const [index, name] of BOOT_FILE_NAMES.entries()) {
       if (!config[name]) continue;
@@ -145,7 +173,13 @@ class QemuSource {
         await this.channel.send(QMSG.FILE, [Buffer.from([index]), bytes.subarray(at, at + FILE_CHUNK_BYTES)]);
       }
     }
-    await this.untilCancelled(withTimeout(this.ready.promise, READY_TIMEOUT_MS, () => new FerryError('ERR_FERRY_TIMEOUT', `the destination did not start its QEMU within ${READY_TIMEOUT_MS / 1000} s`)));
+    await this.untilCancelled(
+      withTimeout(
+        this.ready.promise,
+        READY_TIMEOUT_MS,
+        () => new FerryError('ERR_FERRY_TIMEOUT', `the destination did not start its QEMU within ${READY_TIMEOUT_MS / 1000} s`),
+      ),
+    );
     await this.qmp.migrateSetCapabilities({
       events: true,
       'return-path': true,
@@ -213,7 +247,10 @@ class QemuSource {
         const event = this.progress.update(info, performance.now());
         if (info.status === 'completed') break;
         if (info.status === 'failed' || info.status === 'cancelled') {
-          throw new FerryError('ERR_FERRY_ABORTED', `QEMU's migration ${info.status}${info.errorDesc ? `: ${info.errorDesc}` : ''}; the guest runs here`);
+          throw new FerryError(
+            'ERR_FERRY_ABORTED',
+            `QEMU's migration ${info.status}${info.errorDesc ? `: ${info.errorDesc}` : ''}; the guest runs here`,
+          );
         }
         if (event && !this.continued && info.status !== 'pre-switchover') this.ctx.emit(event);
         await status.changed(POLL_MS);
@@ -229,13 +266,20 @@ class QemuSource {
   private async handOff(): Promise<void> {
     const info = this.progress.last;
     const verifyStart = performance.now();
-    const digest = this.ctx.spec.verify && canDigest(this.ctx.config.memoryBytes) ? await ramDigest(this.qmp, this.ctx.dir, this.ctx.config.memoryBytes) : null;
+    const digest =
+      this.ctx.spec.verify && canDigest(this.ctx.config.memoryBytes)
+        ? await ramDigest(this.qmp, this.ctx.dir, this.ctx.config.memoryBytes)
+        : null;
     if (this.ctx.spec.verify) this.verifyMs = Math.round(performance.now() - verifyStart);
     this.outcome.sourceDigest = digest;
     const done: SourceDone = { totalMs: info?.totalTimeMs ?? 0, downtimeMs: info?.downtimeMs ?? null, digest };
     await this.channel.send(QMSG.SOURCE_DONE, encode(done));
     const limit = this.ctx.spec.commitTimeoutMs ?? DEFAULT_COMMIT_TIMEOUT_MS;
-    const answer = await withTimeout(this.answer.promise, limit, () => new FerryError('ERR_FERRY_TIMEOUT', `no answer from the destination within ${limit} ms`));
+    const answer = await withTimeout(
+      this.answer.promise,
+      limit,
+      () => new FerryError('ERR_FERRY_TIMEOUT', `no answer from the destination within ${limit} ms`),
+    );
     if (answer === 'committed') {
       this.outcome.outcome = 'committed';
       // The guest's whole pause: from QEMU's stop here to the destination's word that it runs there.
@@ -249,8 +293,13 @@ class QemuSource {
   }
 
   private cancelReason(deadline: number): FerryError | null {
-    if (this.ctx.signal.aborted) return toFerryError(this.ctx.signal.reason ?? new FerryError('ERR_FERRY_ABORTED', 'cancelled'), 'ERR_FERRY_ABORTED');
-    if (performance.now() > deadline) return new FerryError('ERR_FERRY_TIMEOUT', `the migration did not converge within ${this.ctx.spec.timeoutMs ?? DEFAULT_TIMEOUT_MS} ms (--timeout); the guest runs here`);
+    if (this.ctx.signal.aborted)
+      return toFerryError(this.ctx.signal.reason ?? new FerryError('ERR_FERRY_ABORTED', 'cancelled'), 'ERR_FERRY_ABORTED');
+    if (performance.now() > deadline)
+      return new FerryError(
+        'ERR_FERRY_TIMEOUT',
+        `the migration did not converge within ${this.ctx.spec.timeoutMs ?? DEFAULT_TIMEOUT_MS} ms (--timeout); the guest runs here`,
+      );
     return null;
   }
 
@@ -279,7 +328,11 @@ class QemuSource {
     this.outcome.outcome = 'aborted';
     this.mux.abort(err);
     if (!this.channel.error) {
-      await withTimeout(this.channel.send(QMSG.ABORT, encode({ code: err.code, message: err.message })), 2000, () => new Error('timeout')).catch(() => {});
+      await withTimeout(
+        this.channel.send(QMSG.ABORT, encode({ code: err.code, message: err.message })),
+        2000,
+        () => new Error('timeout'),
+      ).catch(() => {});
     }
     this.channel.close();
     await this.resumeHere();
@@ -298,7 +351,8 @@ class QemuSource {
       }
     }
     const status = await this.qmp.queryStatus().catch(() => null);
-    if (this.wasRunning && status && !status.running && ['postmigrate', 'finish-migrate', 'paused'].includes(status.status)) await this.qmp.cont().catch(() => {});
+    if (this.wasRunning && status && !status.running && ['postmigrate', 'finish-migrate', 'paused'].includes(status.status))
+      await this.qmp.cont().catch(() => {});
   }
 
   private result(): MigrationResult {
@@ -321,14 +375,14 @@ class QemuSource {
       : null;
     return {
       ...this.outcome.result({
-      passes: this.progress.passes,
-      totalMs: performance.now() - this.started,
-      bytesSent: stats.bytesSent,
-      bytesReceived: stats.bytesReceived,
-      zeroPagesSkipped: info?.ram?.duplicate ?? 0,
-      throttlePercent: info?.cpuThrottlePercentage ?? 0,
-      cpu,
-      channel: this.channel,
+        passes: this.progress.passes,
+        totalMs: performance.now() - this.started,
+        bytesSent: stats.bytesSent,
+        bytesReceived: stats.bytesReceived,
+        zeroPagesSkipped: info?.ram?.duplicate ?? 0,
+        throttlePercent: info?.cpuThrottlePercentage ?? 0,
+        cpu,
+        channel: this.channel,
       }),
       hypervisor,
     };

@@ -42,8 +42,7 @@ const LOOPS_PER_BYTE = 1 << 20;
  * A batch of 2^20 loops makes the port write (a VM exit under KVM) negligible next to the loop.
  */
 const GUEST_CODE = Buffer.from([
-  0xfa, 0xba, 0xf8, 0x03, 0xb0, 0x2e, 0x66, 0xb9, 0x00, 0x00, 0x10, 0x00, 0x66, 0x49, 0x75, 0xfc,
-  0xee, 0xeb, 0xf3,
+  0xfa, 0xba, 0xf8, 0x03, 0xb0, 0x2e, 0x66, 0xb9, 0x00, 0x00, 0x10, 0x00, 0x66, 0x49, 0x75, 0xfc, 0xee, 0xeb, 0xf3,
 ]);
 /** At F000:FFF0, the reset vector: `jmp far F000:0000` (EA offset16 segment16). */
 const RESET_JUMP = Buffer.from([0xea, 0x00, 0x00, 0x00, 0xf0]);
@@ -170,12 +169,35 @@ interface GuestRun {
  * the bytes on its serial port for `windowMs`: loops = bytes * LOOPS_PER_BYTE. Every step has a
  * deadline, and QEMU is killed at the end whatever happened.
  */
-async function runGuest(binary: string, accel: Accelerator, dir: string, bios: string, windowMs: number, machineTypes: string[]): Promise<GuestRun> {
+async function runGuest(
+  binary: string,
+  accel: Accelerator,
+  dir: string,
+  bios: string,
+  windowMs: number,
+  machineTypes: string[],
+): Promise<GuestRun> {
   const socket = path.join(dir, `qmp-${accel}.sock`);
   const args = [
-    '-S', '-nodefaults', '-display', 'none', '-machine', 'pc', '-m', '16', '-bios', bios,
+    '-S',
+    '-nodefaults',
+    '-display',
+    'none',
+    '-machine',
+    'pc',
+    '-m',
+    '16',
+    '-bios',
+    bios,
     // qemu64 works under KVM where `-cpu host` and `-cpu max` do not (a nested KVM refuses MSRs).
-    '-accel', accel, '-cpu', 'qemu64', '-serial', 'stdio', '-qmp', `unix:${socket},server=on,wait=off`,
+    '-accel',
+    accel,
+    '-cpu',
+    'qemu64',
+    '-serial',
+    'stdio',
+    '-qmp',
+    `unix:${socket},server=on,wait=off`,
   ];
   const run: GuestRun = { probe: notRun('not run'), version: null, machineTypes: {} };
   const child = spawn(binary, args, { stdio: ['pipe', 'pipe', 'pipe'] });
@@ -196,9 +218,18 @@ async function runGuest(binary: string, accel: Accelerator, dir: string, bios: s
   let qmp: QmpClient | null = null;
   try {
     const connected = QmpClient.connect(socket, { timeoutMs: START_TIMEOUT_MS });
-    const first = await Promise.race([connected.then((c) => c, (err: Error) => err), exited]);
+    const first = await Promise.race([
+      connected.then(
+        (c) => c,
+        (err: Error) => err,
+      ),
+      exited,
+    ]);
     if (typeof first === 'string') {
-      connected.then((c) => c.close(), () => {});
+      connected.then(
+        (c) => c.close(),
+        () => {},
+      );
       run.probe = notRun(first);
       return run;
     }
@@ -209,7 +240,9 @@ async function runGuest(binary: string, accel: Accelerator, dir: string, bios: s
     qmp = first;
     run.version = `${qmp.version.major}.${qmp.version.minor}.${qmp.version.micro}`;
     if (machineTypes.length > 0) {
-      const known = new Set((await qmp.queryMachines({ timeoutMs: COMMAND_TIMEOUT_MS })).flatMap((m) => (m.alias ? [m.name, m.alias] : [m.name])));
+      const known = new Set(
+        (await qmp.queryMachines({ timeoutMs: COMMAND_TIMEOUT_MS })).flatMap((m) => (m.alias ? [m.name, m.alias] : [m.name])),
+      );
       run.machineTypes = Object.fromEntries(machineTypes.map((m) => [m, known.has(m)]));
     }
     await qmp.cont({ timeoutMs: COMMAND_TIMEOUT_MS });
@@ -223,9 +256,10 @@ async function runGuest(binary: string, accel: Accelerator, dir: string, bios: s
       return run;
     }
     const rate = Math.round((serialBytes * LOOPS_PER_BYTE) / seconds);
-    run.probe = rate > 0
-      ? { usable: true, reason: `ran the guest at ${loopRate(rate)}`, rate }
-      : { usable: false, reason: `the guest did not finish one batch of ${LOOPS_PER_BYTE} loops in ${windowMs} ms`, rate: 0 };
+    run.probe =
+      rate > 0
+        ? { usable: true, reason: `ran the guest at ${loopRate(rate)}`, rate }
+        : { usable: false, reason: `the guest did not finish one batch of ${LOOPS_PER_BYTE} loops in ${windowMs} ms`, rate: 0 };
     return run;
   } catch (err) {
     run.probe = notRun((err as Error).message);
@@ -259,7 +293,12 @@ function cannotOpen(device: string): string | null {
 
 /** An absolute or relative path as given, or a bare name looked up on PATH. */
 function findExecutable(binary: string, pathVariable: string): string | null {
-  const candidates = binary.includes('/') ? [binary] : pathVariable.split(':').filter(Boolean).map((d) => path.join(d, binary));
+  const candidates = binary.includes('/')
+    ? [binary]
+    : pathVariable
+        .split(':')
+        .filter(Boolean)
+        .map((d) => path.join(d, binary));
   for (const candidate of candidates) {
     try {
       if (statSync(candidate).isFile()) {

@@ -83,10 +83,25 @@ export interface MigrationInfo {
 
 /** The migration capabilities QEMU 7.2 and 10.0 both have. */
 export const MIGRATION_CAPABILITIES = [
-  'xbzrle', 'rdma-pin-all', 'auto-converge', 'zero-blocks', 'events', 'postcopy-ram', 'x-colo',
-  'release-ram', 'return-path', 'pause-before-switchover', 'multifd', 'dirty-bitmaps',
-  'postcopy-blocktime', 'late-block-activate', 'x-ignore-shared', 'validate-uuid',
-  'background-snapshot', 'zero-copy-send', 'postcopy-preempt',
+  'xbzrle',
+  'rdma-pin-all',
+  'auto-converge',
+  'zero-blocks',
+  'events',
+  'postcopy-ram',
+  'x-colo',
+  'release-ram',
+  'return-path',
+  'pause-before-switchover',
+  'multifd',
+  'dirty-bitmaps',
+  'postcopy-blocktime',
+  'late-block-activate',
+  'x-ignore-shared',
+  'validate-uuid',
+  'background-snapshot',
+  'zero-copy-send',
+  'postcopy-preempt',
 ] as const;
 export type MigrationCapability = (typeof MIGRATION_CAPABILITIES)[number];
 
@@ -167,11 +182,17 @@ export function readMachines(value: unknown): MachineType[] {
 }
 
 /** `migrate-set-capabilities`' argument; a name QEMU 7.2 or 10.0 lacks is refused before sending. */
-export function capabilitiesArgument(capabilities: Partial<Record<MigrationCapability, boolean>>): { capabilities: { capability: string; state: boolean }[] } {
+export function capabilitiesArgument(capabilities: Partial<Record<MigrationCapability, boolean>>): {
+  capabilities: { capability: string; state: boolean }[];
+} {
   return {
     capabilities: Object.entries(capabilities).map(([capability, state]) => {
       if (!(MIGRATION_CAPABILITIES as readonly string[]).includes(capability) || typeof state !== 'boolean') {
-        throw new QmpError('ERR_FERRY_INPUT', `migrate-set-capabilities: ${quote(capability)} is not a known capability set to true or false`, { command: 'migrate-set-capabilities' });
+        throw new QmpError(
+          'ERR_FERRY_INPUT',
+          `migrate-set-capabilities: ${quote(capability)} is not a known capability set to true or false`,
+          { command: 'migrate-set-capabilities' },
+        );
       }
       return { capability, state };
     }),
@@ -184,7 +205,9 @@ export function parametersArgument(parameters: MigrationParameters): Record<stri
   for (const [key, value] of Object.entries(parameters)) {
     const name = PARAMETER_NAMES[key as keyof MigrationParameters];
     if (!name || !Number.isSafeInteger(value) || value < 0) {
-      throw new QmpError('ERR_FERRY_INPUT', `migrate-set-parameters: ${quote(key)} is not a known parameter with a whole number`, { command: 'migrate-set-parameters' });
+      throw new QmpError('ERR_FERRY_INPUT', `migrate-set-parameters: ${quote(key)} is not a known parameter with a whole number`, {
+        command: 'migrate-set-parameters',
+      });
     }
     args[name] = value;
   }
@@ -222,7 +245,11 @@ export function readVersion(what: string, value: unknown, path = ''): QemuVersio
  * missing or mistyped refuses the whole answer, naming the member (never quoting QEMU's values).
  */
 class Fields {
-  private constructor(private readonly what: string, readonly value: Record<string, unknown>, private readonly path: string) {}
+  private constructor(
+    private readonly what: string,
+    readonly value: Record<string, unknown>,
+    private readonly path: string,
+  ) {}
 
   static of(what: string, value: unknown, path = ''): Fields {
     if (!isPlainObject(value)) throw malformed(what, path ? `${path.replace(/\.$/, '')} is not an object` : 'the answer is not an object');

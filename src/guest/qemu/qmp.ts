@@ -14,14 +14,38 @@
 import net from 'node:net';
 import type { ErrorCode } from '../../errors.js';
 import {
-  QmpError, capabilitiesArgument, checkUri, expectEmpty, isPlainObject, malformed, parametersArgument, printable,
-  readGreeting, readMachines, readMigrationInfo, readMigrationParameters, readVersion, readVmStatus,
-  type MachineType, type MigrationCapability, type MigrationInfo, type MigrationParameters, type QemuVersion, type VmStatus,
+  QmpError,
+  capabilitiesArgument,
+  checkUri,
+  expectEmpty,
+  isPlainObject,
+  malformed,
+  parametersArgument,
+  printable,
+  readGreeting,
+  readMachines,
+  readMigrationInfo,
+  readMigrationParameters,
+  readVersion,
+  readVmStatus,
+  type MachineType,
+  type MigrationCapability,
+  type MigrationInfo,
+  type MigrationParameters,
+  type QemuVersion,
+  type VmStatus,
 } from './qmp-schema.js';
 
 export {
-  MIGRATION_CAPABILITIES, QmpError,
-  type MachineType, type MigrationCapability, type MigrationInfo, type MigrationParameters, type MigrationRamStats, type QemuVersion, type VmStatus,
+  MIGRATION_CAPABILITIES,
+  QmpError,
+  type MachineType,
+  type MigrationCapability,
+  type MigrationInfo,
+  type MigrationParameters,
+  type MigrationRamStats,
+  type QemuVersion,
+  type VmStatus,
 } from './qmp-schema.js';
 
 /** Big enough for `query-qmp-schema` (about 240 KB on QEMU 10.0), the largest answer QEMU gives. */
@@ -77,12 +101,23 @@ export class QmpClient {
   private resolveClosed!: (reason: QmpError) => void;
   private readonly lines: LineSplitter;
 
-  private constructor(private readonly socket: net.Socket, maxLineBytes: number) {
+  private constructor(
+    private readonly socket: net.Socket,
+    maxLineBytes: number,
+  ) {
     this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
-    this.lines = new LineSplitter(maxLineBytes, (line) => this.onLine(line), (reason) => this.fail(reason));
+    this.lines = new LineSplitter(
+      maxLineBytes,
+      (line) => this.onLine(line),
+      (reason) => this.fail(reason),
+    );
     socket.on('data', (chunk: Buffer) => this.lines.feed(chunk));
     // A reset is how a killed QEMU's end of the socket usually looks.
-    socket.on('error', (err) => this.fail(`${/^(ECONNRESET|EPIPE)$/.test(errnoOf(err)) ? 'QEMU closed the QMP connection' : 'the QMP connection failed'} (${errnoOf(err)})`));
+    socket.on('error', (err) =>
+      this.fail(
+        `${/^(ECONNRESET|EPIPE)$/.test(errnoOf(err)) ? 'QEMU closed the QMP connection' : 'the QMP connection failed'} (${errnoOf(err)})`,
+      ),
+    );
     socket.on('close', () => this.fail('QEMU closed the QMP connection'));
   }
 
@@ -276,7 +311,8 @@ export class QmpClient {
     const kind = 'return' in message ? 'return' : 'error' in message ? 'error' : null;
     if (!kind) return this.fail('QEMU sent a message that is neither an answer nor an event');
     const extra = Object.keys(message).find((k) => k !== kind && k !== 'id');
-    if (extra !== undefined) return this.fail(`QEMU sent an answer with a member QMP does not define (${JSON.stringify(printable(extra, 40))})`);
+    if (extra !== undefined)
+      return this.fail(`QEMU sent an answer with a member QMP does not define (${JSON.stringify(printable(extra, 40))})`);
     const id = message.id;
     // Every command carries an id, so an answer without one cannot be matched to anything.
     if (!Number.isSafeInteger(id)) return this.fail(`QEMU sent an answer without a command id of ferry's`);
@@ -292,14 +328,25 @@ export class QmpClient {
     if (!error || typeof error.class !== 'string' || typeof error.desc !== 'string') {
       return pending.reject(malformed(pending.command, 'the error has no class and description'));
     }
-    pending.reject(new QmpError('ERR_FERRY_QEMU', `QEMU refused ${pending.command}: ${printable(error.desc)} (${printable(error.class)})`, { command: pending.command, qmpClass: printable(error.class) }));
+    pending.reject(
+      new QmpError('ERR_FERRY_QEMU', `QEMU refused ${pending.command}: ${printable(error.desc)} (${printable(error.class)})`, {
+        command: pending.command,
+        qmpClass: printable(error.class),
+      }),
+    );
   }
 
   private onEventMessage(message: Record<string, unknown>): void {
     const extra = Object.keys(message).find((k) => k !== 'event' && k !== 'data' && k !== 'timestamp');
     const ts = isPlainObject(message.timestamp) ? message.timestamp : null;
-    if (extra !== undefined || typeof message.event !== 'string' || (message.data !== undefined && !isPlainObject(message.data))
-      || !ts || !Number.isSafeInteger(ts.seconds) || !Number.isSafeInteger(ts.microseconds)) {
+    if (
+      extra !== undefined ||
+      typeof message.event !== 'string' ||
+      (message.data !== undefined && !isPlainObject(message.data)) ||
+      !ts ||
+      !Number.isSafeInteger(ts.seconds) ||
+      !Number.isSafeInteger(ts.microseconds)
+    ) {
       return this.fail('QEMU sent a malformed event');
     }
     const event: QmpEvent = {
@@ -359,7 +406,10 @@ export class QmpClient {
 
   private lost(what: string): QmpError {
     const reason = this.failure?.message ?? 'the QMP connection is gone';
-    return new QmpError('ERR_FERRY_QEMU', `${what}: ${reason}`, { command: what.startsWith('waiting') ? undefined : what, cause: this.failure });
+    return new QmpError('ERR_FERRY_QEMU', `${what}: ${reason}`, {
+      command: what.startsWith('waiting') ? undefined : what,
+      cause: this.failure,
+    });
   }
 }
 
@@ -372,7 +422,11 @@ class LineSplitter {
   private buffered = 0;
   private stopped = false;
 
-  constructor(private readonly maxLineBytes: number, private readonly onLine: (line: string) => void, private readonly onError: (reason: string) => void) {}
+  constructor(
+    private readonly maxLineBytes: number,
+    private readonly onLine: (line: string) => void,
+    private readonly onError: (reason: string) => void,
+  ) {}
 
   feed(chunk: Buffer): void {
     let at = 0;
@@ -413,9 +467,13 @@ async function openSocket(socketPath: string, deadline: number, timeoutMs: numbe
     if (!outcome) return socket;
     socket.destroy();
     const retry = outcome.code === 'ENOENT' || outcome.code === 'ECONNREFUSED';
-    if (!retry) throw new QmpError('ERR_FERRY_QEMU', `cannot connect to QEMU's QMP socket ${socketPath} (${errnoOf(outcome)})`, { cause: outcome });
+    if (!retry)
+      throw new QmpError('ERR_FERRY_QEMU', `cannot connect to QEMU's QMP socket ${socketPath} (${errnoOf(outcome)})`, { cause: outcome });
     if (Date.now() + CONNECT_RETRY_MS > deadline) {
-      throw new QmpError('ERR_FERRY_TIMEOUT', `QEMU's QMP socket ${socketPath} did not accept a connection within ${timeoutMs} ms (${errnoOf(outcome)})`);
+      throw new QmpError(
+        'ERR_FERRY_TIMEOUT',
+        `QEMU's QMP socket ${socketPath} did not accept a connection within ${timeoutMs} ms (${errnoOf(outcome)})`,
+      );
     }
     await new Promise((resolve) => setTimeout(resolve, CONNECT_RETRY_MS));
   }

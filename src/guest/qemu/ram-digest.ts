@@ -27,7 +27,8 @@ export function canDigest(memoryBytes: number): boolean {
 
 /** SHA-256 of guest-physical [0, memoryBytes) of a paused guest. */
 export async function ramDigest(qmp: QmpClient, dir: string, memoryBytes: number): Promise<string> {
-  if (!canDigest(memoryBytes)) throw new FerryError('ERR_FERRY_REFUSED', `a digest of guest RAM covers guests of up to ${MAX_DIGEST_BYTES / 2 ** 30} GiB`);
+  if (!canDigest(memoryBytes))
+    throw new FerryError('ERR_FERRY_REFUSED', `a digest of guest RAM covers guests of up to ${MAX_DIGEST_BYTES / 2 ** 30} GiB`);
   const fifo = path.join(dir, `.ram-digest-${process.pid}.fifo`);
   await fs.rm(fifo, { force: true });
   await run('mkfifo', ['-m', '600', fifo]);

@@ -92,7 +92,9 @@ const DEC = '(\\d{1,16})';
 const HEX = '([0-9a-f]{8})';
 const LINES: readonly [RegExp, (m: string[]) => TestGuestLine][] = [
   [
-    new RegExp(`^ferry-test-guest 1 fill=${DEC} window=${DEC} rate=(\\d{1,16}|max) seed=${HEX} base=0x${HEX} pages=${DEC} avail=${DEC} tsc=${DEC}$`),
+    new RegExp(
+      `^ferry-test-guest 1 fill=${DEC} window=${DEC} rate=(\\d{1,16}|max) seed=${HEX} base=0x${HEX} pages=${DEC} avail=${DEC} tsc=${DEC}$`,
+    ),
     (m) => ({
       kind: 'boot',
       version: TEST_GUEST_FORMAT,
@@ -137,7 +139,8 @@ function hex(text: string): number {
 function malformed(line: string): FerryError {
   const shown = line.length > 120 ? `${line.slice(0, 120)}...` : line;
   const version = /^ferry-test-guest (\d+) /.exec(line);
-  const why = version && Number(version[1]) !== TEST_GUEST_FORMAT ? `format version ${version[1]} is not ${TEST_GUEST_FORMAT}` : 'malformed line';
+  const why =
+    version && Number(version[1]) !== TEST_GUEST_FORMAT ? `format version ${version[1]} is not ${TEST_GUEST_FORMAT}` : 'malformed line';
   return new FerryError('ERR_FERRY_FRAME', `test guest: ${why}: ${JSON.stringify(shown)}`);
 }
 

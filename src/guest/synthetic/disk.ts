@@ -61,7 +61,8 @@ export class DiskImage {
 
   writeBlocks(first: number, count: number, data: Uint8Array): void {
     const length = this.runBytes(first, count);
-    if (data.length !== length) throw new FerryError('ERR_FERRY_INTERNAL', `block run ${first}+${count} needs ${length} bytes, got ${data.length}`);
+    if (data.length !== length)
+      throw new FerryError('ERR_FERRY_INTERNAL', `block run ${first}+${count} needs ${length} bytes, got ${data.length}`);
     this.writeAt(first * BLOCK_SIZE, data);
   }
 

@@ -17,6 +17,7 @@ export const syntheticDriver: GuestDriver = {
   // The guest is its process.
   outlivesProcess: () => false,
   entry: () => compiledEntry('guest/synthetic/main.js'),
-  describe: (c) => (c.driver === 'synthetic' ? `${c.diskBytes ? `${formatBytes(c.diskBytes)} disk, ` : ''}workload ${formatWorkload(c.workload)}` : ''),
+  describe: (c) =>
+    c.driver === 'synthetic' ? `${c.diskBytes ? `${formatBytes(c.diskBytes)} disk, ` : ''}workload ${formatWorkload(c.workload)}` : '',
   availability: async () => ({ available: true, detail: 'built in' }),
 };

@@ -23,7 +23,9 @@ import { openIncoming, type IncomingTransport } from '../transport.js';
 
 /** The most threads one seal/open ran on (what the crypto-thread limit bounds). */
 function threadsDetail(result: MigrationResult): string {
-  return result.cryptoThreads.peak > 0 ? `; crypto on ${result.cryptoThreads.peak} thread${result.cryptoThreads.peak === 1 ? '' : 's'} at most` : '';
+  return result.cryptoThreads.peak > 0
+    ? `; crypto on ${result.cryptoThreads.peak} thread${result.cryptoThreads.peak === 1 ? '' : 's'} at most`
+    : '';
 }
 
 /** The error, if any, and the threads. */
@@ -66,7 +68,11 @@ export class SyntheticGuestProcess implements GuestProcessDriver {
   }
 
   readonly handlers: GuestProcessDriver['handlers'] = {
-    status: () => ({ ...this.guest.status(process.pid), workloadReady: this.guest.vcpu.ready, migration: this.migrations.tracker?.info() ?? null }),
+    status: () => ({
+      ...this.guest.status(process.pid),
+      workloadReady: this.guest.vcpu.ready,
+      migration: this.migrations.tracker?.info() ?? null,
+    }),
     pause: async () => {
       await this.guest.userPause();
       return this.guest.status(process.pid);

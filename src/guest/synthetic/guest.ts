@@ -39,8 +39,12 @@ export class SyntheticGuest implements SourceGuest, DestinationGuest {
     this.blockLog = new DirtyLog(this.disk?.blockCount ?? 0);
     this.vcpu = new Vcpu(
       {
-        memoryBytes: config.memoryBytes, slots: this.memory.buffers, pageLog: this.pageLog.buffer,
-        diskPath: this.disk?.path ?? null, diskBytes: config.diskBytes, blockLog: this.disk ? this.blockLog.buffer : null,
+        memoryBytes: config.memoryBytes,
+        slots: this.memory.buffers,
+        pageLog: this.pageLog.buffer,
+        diskPath: this.disk?.path ?? null,
+        diskBytes: config.diskBytes,
+        blockLog: this.disk ? this.blockLog.buffer : null,
       },
       config.workload,
       randomInt(1, 2 ** 31),
@@ -66,8 +70,15 @@ export class SyntheticGuest implements SourceGuest, DestinationGuest {
   status(pid: number): GuestStatus {
     const c = this.config;
     return {
-      name: c.name, state: this.state, pid, memoryBytes: c.memoryBytes, diskBytes: c.diskBytes, workload: c.workload, nic: c.nic,
-      opsPerSecond: this.vcpu.opsPerSecond, throttlePercent: this.vcpu.throttlePercent,
+      name: c.name,
+      state: this.state,
+      pid,
+      memoryBytes: c.memoryBytes,
+      diskBytes: c.diskBytes,
+      workload: c.workload,
+      nic: c.nic,
+      opsPerSecond: this.vcpu.opsPerSecond,
+      throttlePercent: this.vcpu.throttlePercent,
     };
   }
 
@@ -153,7 +164,8 @@ export class SyntheticGuest implements SourceGuest, DestinationGuest {
   checkDevice(device: object): void {
     const bad = (why: string): FerryError => new FerryError('ERR_FERRY_FRAME', `bad device state: ${why}`);
     const d = device as { workload?: unknown; state?: unknown; paused?: unknown };
-    if (d.workload !== this.config.workload.kind) throw bad(`it is for workload ${String(d.workload)}, this guest runs ${this.config.workload.kind}`);
+    if (d.workload !== this.config.workload.kind)
+      throw bad(`it is for workload ${String(d.workload)}, this guest runs ${this.config.workload.kind}`);
     if (d.paused !== undefined && typeof d.paused !== 'boolean') throw bad('paused must be true or false');
     if (d.state === null || d.state === undefined) return;
     const st = d.state as Record<string, unknown>;

@@ -77,7 +77,7 @@ export class KvStore {
     for (let probes = 0; probes < this.capacity; probes++) {
       const at = slot * RECORD_BYTES;
       const tag = this.view.getUint32(at, true);
-      if (tag === 0 || (tag === (hash >>> 0) && this.keyMatches(at))) return at;
+      if (tag === 0 || (tag === hash >>> 0 && this.keyMatches(at))) return at;
       slot = slot + 1 === this.capacity ? 0 : slot + 1;
     }
     return -1;

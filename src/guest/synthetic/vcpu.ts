@@ -10,9 +10,11 @@ import type { WorkerInit } from './workload-worker.js';
 import type { WorkloadDeviceState } from './workloads.js';
 
 // Node 20 has Atomics.waitAsync; the ES2022 lib this project compiles against does not declare it.
-const waitAsync = (Atomics as unknown as {
-  waitAsync(array: Int32Array, index: number, value: number, timeoutMs: number): { async: boolean; value: Promise<string> | string };
-}).waitAsync;
+const waitAsync = (
+  Atomics as unknown as {
+    waitAsync(array: Int32Array, index: number, value: number, timeoutMs: number): { async: boolean; value: Promise<string> | string };
+  }
+).waitAsync;
 
 export interface VcpuParts {
   memoryBytes: number;
@@ -58,7 +60,14 @@ export class Vcpu {
   start(resumed: WorkloadDeviceState | null, paused = false): void {
     if (this.worker) return;
     Atomics.store(this.ctl, CTL.RUN, paused ? RUN_PAUSE : RUN_GO);
-    const init: WorkerInit = { ...this.parts, control: this.ctl.buffer as SharedArrayBuffer, state: this.stateBuf, workload: this.workload, seed: this.seed, resumed };
+    const init: WorkerInit = {
+      ...this.parts,
+      control: this.ctl.buffer as SharedArrayBuffer,
+      state: this.stateBuf,
+      workload: this.workload,
+      seed: this.seed,
+      resumed,
+    };
     // Next to this module when compiled; when tests run the sources through tsx, the compiled
     // worker (loader hooks do not reach a worker's entry module in Node 20).
     const entry = import.meta.url.endsWith('.ts') ? '../../../dist/guest/synthetic/workload-worker.js' : './workload-worker.js';

@@ -40,7 +40,11 @@ async function checksPass(dir: string, sweeps = 1, ms = 60_000): Promise<void> {
   const start = done();
   await waitUntil(() => done() >= start + sweeps, ms, `${sweeps} more memory checks in ${dir}`);
   const lines = consoleOf(dir);
-  assert.deepEqual(lines.filter((l) => l.kind === 'fail' || (l.kind === 'check' && !l.ok) || l.kind === 'error'), [], `the guest in ${dir} found its memory damaged`);
+  assert.deepEqual(
+    lines.filter((l) => l.kind === 'fail' || (l.kind === 'check' && !l.ok) || l.kind === 'error'),
+    [],
+    `the guest in ${dir} found its memory damaged`,
+  );
 }
 
 describe('qemu driver: live migration between two guest processes (real QEMU, test guest)', function () {
@@ -65,10 +69,25 @@ describe('qemu driver: live migration between two guest processes (real QEMU, te
     rmSync(root, { recursive: true, force: true });
   });
 
-  async function guest(memoryMiB = 96, append = 'fill=64 window=4 rate=max'): Promise<{ client: GuestClient; config: QemuConfig; dir: string }> {
+  async function guest(
+    memoryMiB = 96,
+    append = 'fill=64 window=4 rate=max',
+  ): Promise<{ client: GuestClient; config: QemuConfig; dir: string }> {
     const dir = path.join(root, 'src');
     mkdirSync(dir, { recursive: true, mode: 0o700 });
-    const config = await createQemu({ name: 'vm1', driver: 'qemu', memoryBytes: memoryMiB * MiB, cpus: 1, accel: 'tcg', append, nic: 'virtio', encryptedMigration: 'opportunistic' }, dir);
+    const config = await createQemu(
+      {
+        name: 'vm1',
+        driver: 'qemu',
+        memoryBytes: memoryMiB * MiB,
+        cpus: 1,
+        accel: 'tcg',
+        append,
+        nic: 'virtio',
+        encryptedMigration: 'opportunistic',
+      },
+      dir,
+    );
     const client = await startGuest(dir, config);
     clients.push(client);
     await waitUntil(() => consoleOf(dir).some((l) => l.kind === 'filled'), 60_000, 'the test guest to fill its memory');
@@ -77,7 +96,11 @@ describe('qemu driver: live migration between two guest processes (real QEMU, te
 
   const pidIn = (dir: string) => Number(readFileSync(path.join(dir, QEMU_PID_FILE), 'utf8'));
 
-  for (const [mode, streams] of [['encrypted', 1], ['plain', 2], ['encrypted', 2]] as const) {
+  for (const [mode, streams] of [
+    ['encrypted', 1],
+    ['plain', 2],
+    ['encrypted', 2],
+  ] as const) {
     it(`${mode}, ${streams} stream${streams > 1 ? 's (QEMU multifd)' : ''}: the guest runs on at the destination only, its memory intact`, async function () {
       const { client, config, dir } = await guest();
       const dst = path.join(root, 'dst');
@@ -215,7 +238,10 @@ describe('qemu driver: live migration between two guest processes (real QEMU, te
     (relay as Server | null)?.close();
     assert.ok(flipped);
     assert.equal(m.source.phase, 'aborted');
-    assert.ok(['ERR_FERRY_AUTH', 'ERR_FERRY_ABORTED', 'ERR_FERRY_NETWORK'].includes(m.source.result!.error!.code), JSON.stringify(m.source.result!.error));
+    assert.ok(
+      ['ERR_FERRY_AUTH', 'ERR_FERRY_ABORTED', 'ERR_FERRY_NETWORK'].includes(m.source.result!.error!.code),
+      JSON.stringify(m.source.result!.error),
+    );
     assert.equal(m.destination.result?.error?.code ?? 'ERR_FERRY_AUTH', 'ERR_FERRY_AUTH');
     assert.equal((await client.status()).state, 'running');
     await waitUntil(() => processesMentioning(dst).length === 0, 10_000, 'nothing left at the destination');
@@ -225,7 +251,19 @@ describe('qemu driver: live migration between two guest processes (real QEMU, te
   it('refuses a config whose command line this ferry would not build, before any QEMU starts', async function () {
     const dir = path.join(root, 'src');
     mkdirSync(dir, { recursive: true, mode: 0o700 });
-    const config = await createQemu({ name: 'vm1', driver: 'qemu', memoryBytes: 64 * MiB, cpus: 1, accel: 'tcg', append: 'fill=0', nic: 'virtio', encryptedMigration: 'opportunistic' }, dir);
+    const config = await createQemu(
+      {
+        name: 'vm1',
+        driver: 'qemu',
+        memoryBytes: 64 * MiB,
+        cpus: 1,
+        accel: 'tcg',
+        append: 'fill=0',
+        nic: 'virtio',
+        encryptedMigration: 'opportunistic',
+      },
+      dir,
+    );
     const bent = { ...config, argv: [...config.argv.slice(0, -1), '-S'] };
     await assert.rejects(startGuest(dir, bent), (e: FerryError) => /command line/.test(e.message));
     await sleep(200);

@@ -58,8 +58,28 @@ describe('QEMU probe', function () {
       const bios = path.join(dir, 'loop.bin');
       writeFileSync(bios, biosImage());
       const qmpPath = path.join(dir, 'loop.qmp');
-      const child = spawn(resolveQemu().executable!, ['-S', '-nodefaults', '-display', 'none', '-machine', 'pc', '-m', '16', '-bios', bios,
-        '-accel', 'tcg', '-serial', 'stdio', '-qmp', `unix:${qmpPath},server=on,wait=off`], { stdio: ['pipe', 'pipe', 'inherit'] });
+      const child = spawn(
+        resolveQemu().executable!,
+        [
+          '-S',
+          '-nodefaults',
+          '-display',
+          'none',
+          '-machine',
+          'pc',
+          '-m',
+          '16',
+          '-bios',
+          bios,
+          '-accel',
+          'tcg',
+          '-serial',
+          'stdio',
+          '-qmp',
+          `unix:${qmpPath},server=on,wait=off`,
+        ],
+        { stdio: ['pipe', 'pipe', 'inherit'] },
+      );
       let out = '';
       child.stdout.setEncoding('utf8').on('data', (t: string) => (out += t));
       const qmp = await QmpClient.connect(qmpPath);
@@ -80,12 +100,25 @@ describe('QEMU probe', function () {
       this.skip();
     }
     const source = path.join(dir, 'loop.asm');
-    writeFileSync(source, [
-      'bits 16', 'org 0',
-      'cli', 'mov dx, 0x3f8', "mov al, '.'",
-      'outer: mov ecx, 1 << 20', 'inner: dec ecx', 'jnz inner', 'out dx, al', 'jmp outer',
-      'times 0xfff0 - ($ - $$) db 0', 'jmp 0xf000:0x0000', 'times 0x10000 - ($ - $$) db 0', '',
-    ].join('\n'));
+    writeFileSync(
+      source,
+      [
+        'bits 16',
+        'org 0',
+        'cli',
+        'mov dx, 0x3f8',
+        "mov al, '.'",
+        'outer: mov ecx, 1 << 20',
+        'inner: dec ecx',
+        'jnz inner',
+        'out dx, al',
+        'jmp outer',
+        'times 0xfff0 - ($ - $$) db 0',
+        'jmp 0xf000:0x0000',
+        'times 0x10000 - ($ - $$) db 0',
+        '',
+      ].join('\n'),
+    );
     const r = spawnSync('nasm', ['-f', 'bin', '-o', path.join(dir, 'loop-nasm.bin'), source], { encoding: 'utf8' });
     assert.equal(r.status, 0, r.stderr);
     assert.ok(readFileSync(path.join(dir, 'loop-nasm.bin')).equals(biosImage()));

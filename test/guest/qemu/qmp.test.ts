@@ -24,14 +24,33 @@ function isCoded(code: string, ...mentions: (string | RegExp)[]) {
 }
 
 class Qemu {
-  private constructor(readonly child: ChildProcess, readonly qmpPath: string, readonly exited: Promise<void>) {}
+  private constructor(
+    readonly child: ChildProcess,
+    readonly qmpPath: string,
+    readonly exited: Promise<void>,
+  ) {}
 
   static start(binary: string, dir: string, name: string, extra: string[] = []): Qemu {
     const qmpPath = path.join(dir, `${name}.qmp`);
-    const child = spawn(binary, [
-      '-S', '-nodefaults', '-display', 'none', '-machine', 'pc', '-accel', 'tcg', '-m', '16',
-      '-qmp', `unix:${qmpPath},server=on,wait=off`, ...extra,
-    ], { stdio: ['ignore', 'ignore', 'inherit'] });
+    const child = spawn(
+      binary,
+      [
+        '-S',
+        '-nodefaults',
+        '-display',
+        'none',
+        '-machine',
+        'pc',
+        '-accel',
+        'tcg',
+        '-m',
+        '16',
+        '-qmp',
+        `unix:${qmpPath},server=on,wait=off`,
+        ...extra,
+      ],
+      { stdio: ['ignore', 'ignore', 'inherit'] },
+    );
     return new Qemu(child, qmpPath, new Promise((resolve) => child.once('exit', () => resolve())));
   }
 
@@ -75,8 +94,11 @@ describe('QMP client', function () {
       try {
         assert.ok(qmp.version.major >= 7, `version ${qmp.version.major}`);
         assert.deepEqual(await qmp.queryVersion(), qmp.version);
-        const answers = await Promise.all(Array.from({ length: 30 }, (_, i) =>
-          i % 3 === 0 ? qmp.queryStatus() : i % 3 === 1 ? qmp.queryVersion() : qmp.queryMigrateParameters()));
+        const answers = await Promise.all(
+          Array.from({ length: 30 }, (_, i) =>
+            i % 3 === 0 ? qmp.queryStatus() : i % 3 === 1 ? qmp.queryVersion() : qmp.queryMigrateParameters(),
+          ),
+        );
         answers.forEach((a, i) => {
           if (i % 3 === 0) assert.deepEqual(a, { status: 'prelaunch', running: false });
           else if (i % 3 === 1) assert.deepEqual(a, qmp.version);
@@ -101,7 +123,10 @@ describe('QMP client', function () {
           assert.equal((err as QmpError).qmpClass, 'CommandNotFound');
           return true;
         });
-        await assert.rejects(qmp.migrateSetParameters({ multifdChannels: 0 }), isCoded('ERR_FERRY_QEMU', 'migrate-set-parameters', 'GenericError'));
+        await assert.rejects(
+          qmp.migrateSetParameters({ multifdChannels: 0 }),
+          isCoded('ERR_FERRY_QEMU', 'migrate-set-parameters', 'GenericError'),
+        );
         assert.equal((await qmp.queryMigrateParameters()).multifdChannels, 2, 'a refused command changes nothing');
         await assert.rejects(qmp.migrateContinue('pre-switchover'), isCoded('ERR_FERRY_QEMU', 'migrate-continue'));
         // Refused by the client before anything is sent.
@@ -167,7 +192,10 @@ describe('QMP client', function () {
         await Promise.all([done, landed]);
         const after = await a.queryMigrate();
         assert.equal(after.status, 'completed');
-        assert.ok(after.ram && after.ram.transferred > 0 && after.totalTimeMs !== undefined && after.downtimeMs !== undefined, JSON.stringify(after));
+        assert.ok(
+          after.ram && after.ram.transferred > 0 && after.totalTimeMs !== undefined && after.downtimeMs !== undefined,
+          JSON.stringify(after),
+        );
         assert.equal((await a.queryStatus()).status, 'postmigrate');
         assert.equal((await b.queryStatus()).status, 'paused', 'the destination waits for cont after -S');
         await b.cont();
@@ -239,7 +267,10 @@ describe('QMP client', function () {
     const GREETING = '{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": "fake"}, "capabilities": ["oob"]}}\r\n';
 
     /** A unix server that greets with `greeting` and hands each command after qmp_capabilities to `answer`. */
-    async function peer(greeting: string, answer: (cmd: { execute: string; id: number }, socket: net.Socket) => void = () => {}): Promise<string> {
+    async function peer(
+      greeting: string,
+      answer: (cmd: { execute: string; id: number }, socket: net.Socket) => void = () => {},
+    ): Promise<string> {
       const where = path.join(dir, `peer-${servers.length}.sock`);
       const server = net.createServer((socket) => {
         socket.on('error', () => {});
@@ -267,11 +298,23 @@ describe('QMP client', function () {
         ['hello, I am not QEMU\n', 'not JSON'],
         ['[1, 2, 3]\n', 'not a QMP greeting'],
         ['{"SMTP": {}}\n', 'not a QMP greeting'],
-        ['{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": "7"}, "package": ""}, "capabilities": []}}\n', 'QMP.version.qemu.major is not a whole number'],
-        ['{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2}, "package": ""}, "capabilities": []}}\n', 'QMP.version.qemu.major is missing'],
+        [
+          '{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": "7"}, "package": ""}, "capabilities": []}}\n',
+          'QMP.version.qemu.major is not a whole number',
+        ],
+        [
+          '{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2}, "package": ""}, "capabilities": []}}\n',
+          'QMP.version.qemu.major is missing',
+        ],
         ['{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": ""}, "capabilities": "oob"}}\n', 'capabilities'],
-        ['{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": ""}, "capabilities": [], "x": 1}}\n', '"x" is not a member'],
-        ['{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": ""}, "capabilities": []}, "more": 1}\n', 'not a QMP greeting'],
+        [
+          '{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": ""}, "capabilities": [], "x": 1}}\n',
+          '"x" is not a member',
+        ],
+        [
+          '{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": ""}, "capabilities": []}, "more": 1}\n',
+          'not a QMP greeting',
+        ],
       ]) {
         await assert.rejects(QmpClient.connect(await peer(greeting)), bad(says), greeting);
       }
@@ -339,12 +382,18 @@ describe('QMP client', function () {
         stop: '{"unexpected": 1}',
         cont: '[]',
       };
-      const qmp = await QmpClient.connect(await peer(GREETING, (cmd, s) => {
-        if (cmd.execute === 'query-migrate-parameters') s.write(`{"return": {"max-bandwidth": 5, "new-in-qemu-99": {"a": 1}}, "id": ${cmd.id}}\n`);
-        else if (cmd.execute === 'quit') s.destroy();
-        else s.write(`{"return": ${answers[cmd.execute]}, "id": ${cmd.id}}\n`);
-      }));
-      await assert.rejects(qmp.queryStatus(), (err) => bad('query-status', 'running is not true or false')(err) && !/yes-really/.test((err as Error).message));
+      const qmp = await QmpClient.connect(
+        await peer(GREETING, (cmd, s) => {
+          if (cmd.execute === 'query-migrate-parameters')
+            s.write(`{"return": {"max-bandwidth": 5, "new-in-qemu-99": {"a": 1}}, "id": ${cmd.id}}\n`);
+          else if (cmd.execute === 'quit') s.destroy();
+          else s.write(`{"return": ${answers[cmd.execute]}, "id": ${cmd.id}}\n`);
+        }),
+      );
+      await assert.rejects(
+        qmp.queryStatus(),
+        (err) => bad('query-status', 'running is not true or false')(err) && !/yes-really/.test((err as Error).message),
+      );
       await assert.rejects(qmp.queryVersion(), bad('query-version', 'qemu.micro is missing'));
       await assert.rejects(qmp.queryMigrate(), bad('query-migrate', 'ram.transferred is not a whole number'));
       await assert.rejects(qmp.queryMachines(), bad('query-machines', 'not a list'));
@@ -357,10 +406,12 @@ describe('QMP client', function () {
 
     it('passes on an error reply as QEMU words it, made printable and short', async () => {
       const desc = `bad\u0007thing ${'x'.repeat(1000)}`;
-      const qmp = await QmpClient.connect(await peer(GREETING, (cmd, s) => {
-        if (cmd.execute === 'stop') s.write(`${JSON.stringify({ error: { class: 'GenericError', desc }, id: cmd.id })}\n`);
-        else s.write(`{"error": {"class": 7}, "id": ${cmd.id}}\n`);
-      }));
+      const qmp = await QmpClient.connect(
+        await peer(GREETING, (cmd, s) => {
+          if (cmd.execute === 'stop') s.write(`${JSON.stringify({ error: { class: 'GenericError', desc }, id: cmd.id })}\n`);
+          else s.write(`{"error": {"class": 7}, "id": ${cmd.id}}\n`);
+        }),
+      );
       await assert.rejects(qmp.stop(), (err) => {
         bad('QEMU refused stop: bad?thing', 'GenericError')(err);
         assert.ok((err as Error).message.length < 400, `${(err as Error).message.length} characters`);
@@ -371,11 +422,13 @@ describe('QMP client', function () {
     });
 
     it('drops the late answer of a command that timed out, and goes on', async () => {
-      const qmp = await QmpClient.connect(await peer(GREETING, (cmd, s) => {
-        const reply = `{"return": {"status": "paused", "running": false}, "id": ${cmd.id}}\n`;
-        if (cmd.id === 2) setTimeout(() => s.write(reply), 300);
-        else s.write(reply);
-      }));
+      const qmp = await QmpClient.connect(
+        await peer(GREETING, (cmd, s) => {
+          const reply = `{"return": {"status": "paused", "running": false}, "id": ${cmd.id}}\n`;
+          if (cmd.id === 2) setTimeout(() => s.write(reply), 300);
+          else s.write(reply);
+        }),
+      );
       await assert.rejects(qmp.execute('query-status', undefined, { timeoutMs: 50 }), isCoded('ERR_FERRY_TIMEOUT', 'query-status'));
       await new Promise((resolve) => setTimeout(resolve, 400));
       assert.deepEqual(await qmp.queryStatus(), { status: 'paused', running: false });
@@ -389,10 +442,12 @@ describe('QMP client', function () {
     });
 
     it('keeps reading after a subscriber throws', async () => {
-      const qmp = await QmpClient.connect(await peer(GREETING, (cmd, s) => {
-        s.write('{"event": "STOP", "timestamp": {"seconds": 1, "microseconds": 2}}\r\n');
-        s.write(`{"return": {"status": "paused", "running": false}, "id": ${cmd.id}}\r\n`);
-      }));
+      const qmp = await QmpClient.connect(
+        await peer(GREETING, (cmd, s) => {
+          s.write('{"event": "STOP", "timestamp": {"seconds": 1, "microseconds": 2}}\r\n');
+          s.write(`{"return": {"status": "paused", "running": false}, "id": ${cmd.id}}\r\n`);
+        }),
+      );
       const thrown: unknown[] = [];
       const keep = process.listeners('uncaughtException');
       process.removeAllListeners('uncaughtException');

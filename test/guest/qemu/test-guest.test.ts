@@ -6,7 +6,18 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { closeSync, copyFileSync, existsSync, writeFileSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  copyFileSync,
+  existsSync,
+  writeFileSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  readSync,
+  rmSync,
+  writeSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -73,12 +84,27 @@ class BootedGuest {
     const serial = path.join(dir, `${name}.serial`);
     const ram = path.join(dir, `${name}.ram`);
     const args = [
-      '-machine', `${machine},memory-backend=ram`,
-      '-object', `memory-backend-file,id=ram,size=${memoryMiB}M,mem-path=${ram},share=on`,
-      '-accel', 'tcg', '-m', `${memoryMiB}M`,
-      '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
-      '-kernel', TEST_GUEST_IMAGE, '-append', append,
-      '-chardev', `file,id=serial,path=${serial}`, '-serial', 'chardev:serial',
+      '-machine',
+      `${machine},memory-backend=ram`,
+      '-object',
+      `memory-backend-file,id=ram,size=${memoryMiB}M,mem-path=${ram},share=on`,
+      '-accel',
+      'tcg',
+      '-m',
+      `${memoryMiB}M`,
+      '-nodefaults',
+      '-no-user-config',
+      '-display',
+      'none',
+      '-no-reboot',
+      '-kernel',
+      TEST_GUEST_IMAGE,
+      '-append',
+      append,
+      '-chardev',
+      `file,id=serial,path=${serial}`,
+      '-serial',
+      'chardev:serial',
     ];
     return new BootedGuest(spawn(QEMU, args, { stdio: ['ignore', 'ignore', 'pipe'] }), serial, ram);
   }
@@ -153,23 +179,58 @@ describe('QEMU test guest', function () {
     assert.equal(testGuestAppend(), '');
     assert.equal(testGuestAppend({ fillMiB: 64, windowMiB: 2, rateKiBps: 'max', seed: 0xab }), 'fill=64 window=2 rate=max seed=000000ab');
     assert.equal(testGuestAppend({ fillMiB: 0, rateKiBps: 0 }), 'fill=0 rate=0');
-    for (const bad of [{ fillMiB: -1 }, { fillMiB: 4097 }, { windowMiB: 1.5 }, { rateKiBps: 4194305 }, { seed: 2 ** 32 }, { fillMiB: NaN }]) {
-      assert.throws(() => testGuestAppend(bad), (e: { code?: string; message?: string }) => e.code === 'ERR_FERRY_INPUT' && /test guest: \w+ must be/.test(e.message!));
+    for (const bad of [
+      { fillMiB: -1 },
+      { fillMiB: 4097 },
+      { windowMiB: 1.5 },
+      { rateKiBps: 4194305 },
+      { seed: 2 ** 32 },
+      { fillMiB: NaN },
+    ]) {
+      assert.throws(
+        () => testGuestAppend(bad),
+        (e: { code?: string; message?: string }) => e.code === 'ERR_FERRY_INPUT' && /test guest: \w+ must be/.test(e.message!),
+      );
     }
   });
 
   it('parses every kind of serial line and refuses anything else', function () {
-    assert.deepEqual(parseTestGuestLine('ferry-test-guest 1 fill=253 window=8 rate=max seed=6a09e667 base=0x00200000 pages=64992 avail=64992 tsc=2596203\r\n'), {
-      kind: 'boot', version: 1, fillMiB: 253, windowMiB: 8, rateKiBps: 'max', seed: 0x6a09e667,
-      base: 0x200000, pages: 64992, availPages: 64992, tscKHz: 2596203,
-    });
-    assert.equal((parseTestGuestLine('ferry-test-guest 1 fill=0 window=0 rate=4096 seed=00000000 base=0x00200000 pages=0 avail=9 tsc=1') as TestGuestBoot).rateKiBps, 4096);
+    assert.deepEqual(
+      parseTestGuestLine(
+        'ferry-test-guest 1 fill=253 window=8 rate=max seed=6a09e667 base=0x00200000 pages=64992 avail=64992 tsc=2596203\r\n',
+      ),
+      {
+        kind: 'boot',
+        version: 1,
+        fillMiB: 253,
+        windowMiB: 8,
+        rateKiBps: 'max',
+        seed: 0x6a09e667,
+        base: 0x200000,
+        pages: 64992,
+        availPages: 64992,
+        tscKHz: 2596203,
+      },
+    );
+    assert.equal(
+      (
+        parseTestGuestLine(
+          'ferry-test-guest 1 fill=0 window=0 rate=4096 seed=00000000 base=0x00200000 pages=0 avail=9 tsc=1',
+        ) as TestGuestBoot
+      ).rateKiBps,
+      4096,
+    );
     assert.deepEqual(parseTestGuestLine('ignored colour=blue'), { kind: 'ignored', token: 'colour=blue' });
     assert.deepEqual(parseTestGuestLine('filled pages=16384 ms=295\n'), { kind: 'filled', pages: 16384, ms: 295 });
     assert.deepEqual(parseTestGuestLine('tick 3 dirtied=18446744073'), { kind: 'tick', seconds: 3, dirtied: 18446744073 });
     assert.deepEqual(parseTestGuestLine('check 2 ok pages=8192'), { kind: 'check', sweep: 2, ok: true, pages: 8192, bad: 0 });
     assert.deepEqual(parseTestGuestLine('check 16 failed pages=8192 bad=1'), { kind: 'check', sweep: 16, ok: false, pages: 8192, bad: 1 });
-    assert.deepEqual(parseTestGuestLine('FAIL addr=0x01000120 want=0x37d8d474 got=0x77d8d474'), { kind: 'fail', addr: 0x1000120, want: 0x37d8d474, got: 0x77d8d474 });
+    assert.deepEqual(parseTestGuestLine('FAIL addr=0x01000120 want=0x37d8d474 got=0x77d8d474'), {
+      kind: 'fail',
+      addr: 0x1000120,
+      want: 0x37d8d474,
+      got: 0x77d8d474,
+    });
     assert.deepEqual(parseTestGuestLine('error cpu exception 13'), { kind: 'error', message: 'cpu exception 13' });
     for (const bad of [
       '',
@@ -184,10 +245,18 @@ describe('QEMU test guest', function () {
       'tick 99999999999999999 dirtied=0',
       'SeaBIOS (version 1.16.2)',
     ]) {
-      assert.throws(() => parseTestGuestLine(bad), (e: { code?: string }) => e.code === 'ERR_FERRY_FRAME', JSON.stringify(bad));
+      assert.throws(
+        () => parseTestGuestLine(bad),
+        (e: { code?: string }) => e.code === 'ERR_FERRY_FRAME',
+        JSON.stringify(bad),
+      );
     }
     assert.throws(() => parseTestGuestLine('ferry-test-guest 2 x'), /format version 2 is not 1/);
-    assert.deepEqual(parseTestGuestLog('tick 1 dirtied=0\r\ntick 2 dirt'), [{ kind: 'tick', seconds: 1, dirtied: 0 }], 'a partial last line waits');
+    assert.deepEqual(
+      parseTestGuestLog('tick 1 dirtied=0\r\ntick 2 dirt'),
+      [{ kind: 'tick', seconds: 1, dirtied: 0 }],
+      'a partial last line waits',
+    );
   });
 
   describe(`under ${QEMU} (TCG)`, function () {
@@ -241,7 +310,8 @@ describe('QEMU test guest', function () {
         const chunk = g.readRam(at, Math.min(2 ** 20, end - at));
         for (let o = 0; o < chunk.length; o += 4) {
           const want = patternWord(at + o, seed, 0);
-          if (chunk.readUInt32LE(o) !== want) assert.fail(`word at 0x${(at + o).toString(16)}: ${chunk.readUInt32LE(o).toString(16)} not ${want.toString(16)}`);
+          if (chunk.readUInt32LE(o) !== want)
+            assert.fail(`word at 0x${(at + o).toString(16)}: ${chunk.readUInt32LE(o).toString(16)} not ${want.toString(16)}`);
         }
       }
       // Window pages were rewritten in order, each to its header's generation: with QEMU stopped,
@@ -269,8 +339,14 @@ describe('QEMU test guest', function () {
       const last = generations.at(-1)!;
       assert.ok(last >= 1, 'every window page rewritten');
       const ahead = generations.findIndex((x) => x === last);
-      assert.ok(generations.every((x, i) => x === (i < ahead ? last + 1 : last)), `generations ${last + 1} then ${last}`);
-      assert.ok(stale.length <= 1 && stale.every((p) => p === ahead - 1), `${stale.length} pages differ from their generation, from page ${stale[0]}`);
+      assert.ok(
+        generations.every((x, i) => x === (i < ahead ? last + 1 : last)),
+        `generations ${last + 1} then ${last}`,
+      );
+      assert.ok(
+        stale.length <= 1 && stale.every((p) => p === ahead - 1),
+        `${stale.length} pages differ from their generation, from page ${stale[0]}`,
+      );
     });
 
     it('with fill=0 writes no memory and keeps ticking', async function () {
@@ -287,11 +363,21 @@ describe('QEMU test guest', function () {
       assert.ok(leftBehind.length < 64, `${leftBehind.length} pages written before the guest ran`);
       for (const page of leftBehind) {
         const addr = page * TEST_GUEST_PAGE;
-        assert.notEqual(g.readRam(addr + 4, 4).readUInt32LE(0), patternWord(addr + 4, b.seed, 0), `page 0x${addr.toString(16)} is the guest's`);
+        assert.notEqual(
+          g.readRam(addr + 4, 4).readUInt32LE(0),
+          patternWord(addr + 4, b.seed, 0),
+          `page 0x${addr.toString(16)} is the guest's`,
+        );
       }
       assert.ok(g.readRam(b.base, top - b.base).equals(before), 'the guest wrote memory');
-      assert.deepEqual(lines.find((l) => l.kind === 'filled'), { kind: 'filled', pages: 0, ms: 0 });
-      assert.ok(ticks(lines).every((t) => t.dirtied === 0), 'nothing rewritten');
+      assert.deepEqual(
+        lines.find((l) => l.kind === 'filled'),
+        { kind: 'filled', pages: 0, ms: 0 },
+      );
+      assert.ok(
+        ticks(lines).every((t) => t.dirtied === 0),
+        'nothing rewritten',
+      );
       assert.equal(checks(lines).length, 0, 'nothing to check');
     });
 
@@ -317,7 +403,10 @@ describe('QEMU test guest', function () {
       const lines = await g.waitFor('the FAIL line and a failed check', (ls) => checks(ls).some((c) => !c.ok) && ticks(ls).length >= 4);
       const fails = lines.filter((l) => l.kind === 'fail');
       assert.deepEqual(fails[0], { kind: 'fail', addr: word, want, got });
-      assert.ok(fails.every((f) => f.kind === 'fail' && f.addr === word), 'only that word');
+      assert.ok(
+        fails.every((f) => f.kind === 'fail' && f.addr === word),
+        'only that word',
+      );
       const failed = checks(lines).filter((c) => !c.ok);
       assert.ok(failed.every((c) => c.bad === 1 && c.pages === b.pages));
       // 2048 KiB/s is 512 pages a second: judged over the whole run, generously (TCG on a busy host)
