@@ -70,7 +70,7 @@ export class GuestManager {
     this.log.warn('guest process gone, its guest still runs: starting one to adopt it', { guest: name });
     try {
       return await startGuest(dir, record.config);
-    } catch (err) {
+    } catch {
       // Another caller revived it first.
       return attachGuest(dir);
     }

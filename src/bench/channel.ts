@@ -172,8 +172,14 @@ async function runCase(c: Case, frameBytes: number): Promise<ChannelBenchRow> {
         (ch) =>
           new Promise<void>((resolve) => {
             const t = setTimeout(() => ch.kill('SIGKILL'), 3000);
-            ch.once('exit', () => (clearTimeout(t), resolve()));
-            if (ch.exitCode !== null || ch.signalCode !== null) (clearTimeout(t), resolve());
+            ch.once('exit', () => {
+              clearTimeout(t);
+              resolve();
+            });
+            if (ch.exitCode !== null || ch.signalCode !== null) {
+              clearTimeout(t);
+              resolve();
+            }
           }),
       ),
     );

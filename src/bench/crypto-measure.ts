@@ -79,7 +79,7 @@ async function timed(seconds: number, bytesPerRound: number, round: () => Promis
   for (let w = 0; w < WINDOWS; w++) {
     let bytes = 0;
     const start = performance.now();
-    let elapsed = 0;
+    let elapsed: number;
     do {
       await round();
       bytes += bytesPerRound;

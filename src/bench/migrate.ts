@@ -574,7 +574,7 @@ export const benchMigrateCommand = defineCommand<MigrateArgs>({
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
     const scenarios: ScenarioReport[] = [];
-    let backend = 'unknown';
+    let backend: string;
     try {
       await bench.start();
       backend = (await bench.call('a', (c) => c.call('capabilities', {}))).cryptoBackend;

@@ -75,6 +75,8 @@ export abstract class ChannelCore implements Channel {
     const { windowBytes } = this.options;
     this.pacer = new Pacer(spec.maxBytesPerSecond, MAX_PAYLOAD_BYTES);
     this.pool = new FramePool(windowBytes + 2 * MAX_PAYLOAD_BYTES);
+    // Inside the host's getters `this` is the host: they read the core through this name.
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
     const core = this;
     // What the halves and the ACK policy take from the core: each names its own part of it.
     const host: SenderHost & ReceiverHost & AckHost = {

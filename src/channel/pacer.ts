@@ -44,7 +44,10 @@ export class Pacer {
   drop(sink: PacedSink): Buffer[] {
     const mine: Buffer[] = [];
     const kept: Queued[] = [];
-    for (const q of this.queue.slice(this.head)) q.sink === sink ? mine.push(q.frame) : kept.push(q);
+    for (const q of this.queue.slice(this.head)) {
+      if (q.sink === sink) mine.push(q.frame);
+      else kept.push(q);
+    }
     this.queue.length = 0;
     this.queue.push(...kept);
     this.head = 0;

@@ -116,7 +116,7 @@ export async function listenRouter(
     readHelloHeader(socket, timeoutMs).then(
       ({ migrationId, head }) => {
         open.delete(socket);
-        let taken = false;
+        let taken: boolean;
         try {
           taken = route(migrationId, socket, head);
         } catch {

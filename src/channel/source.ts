@@ -3,7 +3,7 @@
  * keeps `streams` connections open, and when connections fail it dials again — on the same network
  * first, on the next when that fails — so a transfer carries on over another network.
  */
-import { connect, type Socket } from 'node:net';
+import { connect } from 'node:net';
 import { FerryError } from '../errors.js';
 import type { AeadKey } from '../crypto/backend.js';
 import type { Channel, ChannelSpec } from './types.js';
@@ -55,7 +55,6 @@ class SourceChannel extends ChannelCore {
     const index = this.networkIndex;
     const net = this.networks[index]!;
     this.dialing++;
-    let socket: Socket;
     let settled = false;
     const settle = (): boolean => {
       if (settled) return false;
@@ -64,11 +63,11 @@ class SourceChannel extends ChannelCore {
       this.dialing--;
       return true;
     };
+    const socket = connect({ host: net.host, port: net.port });
     const timer = setTimeout(
       () => socket.destroy(new Error(`no answer within ${this.options.connectTimeoutMs} ms`)),
       this.options.connectTimeoutMs,
     );
-    socket = connect({ host: net.host, port: net.port });
     socket.once('error', (err) => {
       if (settle()) this.dialFailed(index, `${net.label}: ${err.message}`);
     });

@@ -20,6 +20,8 @@ export class TerminalText {
       this.pendingReturn = true;
       text = text.slice(0, -1);
     }
+    // Control characters are what this replaces: the pattern must name them.
+    // eslint-disable-next-line no-control-regex
     return out + text.replace(/\r\n/g, '\n').replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g, visible);
   }
 

@@ -92,7 +92,7 @@ function decode(input: Buffer, cuts: number[]): { frames: RawFrame[]; error: Fer
       off += n;
     }
   } catch (err) {
-    if (!(err instanceof FerryError) || err.code !== 'ERR_FERRY_FRAME') throw new Error(`untyped failure: ${String(err)}`);
+    if (!(err instanceof FerryError) || err.code !== 'ERR_FERRY_FRAME') throw new Error(`untyped failure: ${String(err)}`, { cause: err });
     assert.throws(
       () => decoder.push(Buffer.alloc(1), []),
       (e: FerryError) => e === err,
@@ -143,7 +143,10 @@ describe('frame decoder fuzzing (fast-check)', function () {
       fc.property(fc.uint8Array({ maxLength: 200 }), fc.integer({ min: 0, max: 6 }), cuts, (bytes, type, c) => {
         // Most runs get a plausible version and type, so the random bytes reach the deeper checks.
         const b = Buffer.from(bytes);
-        if (type > 0 && b.length >= 2) ((b[0] = 1), (b[1] = type));
+        if (type > 0 && b.length >= 2) {
+          b[0] = 1;
+          b[1] = type;
+        }
         decode(b, c);
       }),
       { numRuns: 50_000 },
@@ -196,7 +199,7 @@ function readAll(input: Buffer, cuts: number[], socketLike: boolean, target: boo
       }
     }
   } catch (err) {
-    if (!(err instanceof FerryError) || err.code !== 'ERR_FERRY_FRAME') throw new Error(`untyped failure: ${String(err)}`);
+    if (!(err instanceof FerryError) || err.code !== 'ERR_FERRY_FRAME') throw new Error(`untyped failure: ${String(err)}`, { cause: err });
     assert.throws(
       () => reader.read(1, []),
       (e: FerryError) => e === err,

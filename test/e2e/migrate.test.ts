@@ -92,7 +92,7 @@ describe('e2e: ferry migrate', function () {
     assert.match(r.stdout, /zero pages\s+\d+ skipped/);
     assert.match(r.stdout, /round trip\s+\d+(\.\d)? ms \(the data link's/);
     assert.match(r.stderr, /m2: running: pass 1/);
-    assert.doesNotMatch(r.stderr, /\x1b\[/, 'no terminal control codes when stderr is a pipe');
+    assert.ok(!r.stderr.includes('\x1b['), 'no terminal control codes when stderr is a pipe');
   });
 
   it('refuses a required guest to a host that cannot encrypt, and changes nothing', function () {

@@ -137,7 +137,7 @@ export async function startAgent(name: string, dir: string, extraArgs: string[] 
     agent.control = (JSON.parse(ready) as { control: string }).control;
   } catch (err) {
     child.process.kill('SIGKILL');
-    throw new Error(`agent ${name} not ready: ${(err as Error).message}`);
+    throw new Error(`agent ${name} not ready: ${(err as Error).message}`, { cause: err });
   }
   return agent;
 }

@@ -11,6 +11,8 @@ import { probeCommand } from './probe.js';
 import { demoCommand } from './demo.js';
 import { resolveCommand } from './resolve.js';
 
+// Commands of different argument types in one list: yargs's CommandModule is invariant in them.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
 export const commands: CommandModule<any, any>[] = [
   benchCommand,
   pkiCommand,
