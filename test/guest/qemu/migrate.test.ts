@@ -138,7 +138,7 @@ describe('qemu driver: live migration between two guest processes (real QEMU, te
     const { client, config } = await guest();
     const m = await migrateLocally(client, path.join(root, 'dst'), config, { mode: 'encrypted', streams: 1, verify: true });
     clients.push(m.incoming.client);
-    assert.equal(m.source.phase, 'committed');
+    assert.equal(m.source.phase, 'committed', JSON.stringify(m.source.result?.error));
     const r = m.source.result!;
     assert.match(r.sourceDigest ?? '', /^[0-9a-f]{64}$/);
     // The destination's result is final once its QEMU runs the guest and the channel said goodbye.

@@ -282,7 +282,16 @@ describe('QEMU test guest', function () {
       this.timeout(60_000);
       const seed = 0x1234abcd;
       const g = start('fill', 96, `${testGuestAppend({ seed })} colour=blue`);
-      const lines = await g.waitFor('two ticks after a check ok', (ls) => checks(ls).some((c) => c.ok) && ticks(ls).length >= 2);
+      // A check sweep rewrites nothing: on a busy host one can span a tick, so the window shows as
+      // rewritten between the first tick and the last, not between every two.
+      const rewritten = (ls: TestGuestLine[]) => {
+        const t = ticks(ls);
+        return t.length >= 2 && t.at(-1)!.dirtied > t[0]!.dirtied;
+      };
+      const lines = await g.waitFor(
+        'ticks after a check ok, the window rewritten between them',
+        (ls) => checks(ls).some((c) => c.ok) && rewritten(ls),
+      );
       const b = boot(lines)!;
       assert.ok(b, 'boot line first');
       assert.equal(lines[0], b);
@@ -301,7 +310,7 @@ describe('QEMU test guest', function () {
       const t = ticks(lines);
       for (let i = 1; i < t.length; i++) {
         assert.ok(t[i]!.seconds > t[i - 1]!.seconds, 'ticks strictly increase');
-        assert.ok(t[i]!.dirtied > t[i - 1]!.dirtied, 'the window keeps being rewritten');
+        assert.ok(t[i]!.dirtied >= t[i - 1]!.dirtied, 'the count of rewritten pages never goes back');
       }
       // Every page past the window is still generation 0, word for word, in the RAM QEMU holds.
       const windowEnd = b.base + b.windowMiB * 2 ** 20;
