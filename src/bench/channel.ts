@@ -187,7 +187,7 @@ async function runCase(c: Case, frameBytes: number): Promise<ChannelBenchRow> {
 }
 
 /** iperf3's loopback throughput in Gbit/s with `streams` streams; null when iperf3 is missing. */
-async function iperf3(streams: number, seconds: number): Promise<number | null> {
+export async function iperf3(streams: number, seconds: number): Promise<number | null> {
   if (spawnSync('iperf3', ['--version']).error) return null;
   const port = await freePort();
   const server = execFile('iperf3', ['-s', '-1', '-B', '127.0.0.1', '-p', String(port)]);

@@ -4,6 +4,7 @@ import { benchChannelCommand } from './channel.js';
 import { benchCryptoCommand } from './crypto.js';
 import { benchEngineCommand } from './engine.js';
 import { benchMigrateCommand } from './migrate.js';
+import { benchPaperCommand } from './paper.js';
 import { benchQemuCommand } from './qemu.js';
 
 // Commands of different argument types in one list: yargs's CommandModule is invariant in them.
@@ -14,6 +15,7 @@ const subjects: CommandModule<any, any>[] = [
   benchEngineCommand,
   benchMigrateCommand,
   benchQemuCommand,
+  benchPaperCommand,
 ];
 
 /** Its description is the one `ferry --help` lists (src/cli/commands/bench.ts). */

@@ -180,7 +180,7 @@ async function measureRow(v: Variant, key: AeadKey, op: Op, threads: ThreadMode,
   return row;
 }
 
-function opensslSpeed(notes: string[]): { gbps: Record<number, number> | null; version: string | null; reason?: string } {
+export function opensslSpeed(notes: string[]): { gbps: Record<number, number> | null; version: string | null; reason?: string } {
   const version = spawnSync('openssl', ['version'], { encoding: 'utf8' });
   if (version.error || version.status !== 0) {
     const reason = `openssl not runnable here (${version.error?.message ?? `exit ${version.status}`})`;
