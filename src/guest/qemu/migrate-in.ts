@@ -299,7 +299,11 @@ class QemuDestination {
     // QEMU announced the guest's MAC when it loaded it; once more now that it runs here.
     await qmp.execute('announce-self', { initial: 50, max: 550, rounds: 5, step: 100 }).catch(() => {});
     this.ctx.emit({ type: 'committed', downtimeMs: null });
-    await withTimeout(this.channel.send(QMSG.COMMITTED, encode({})), 5000, () => new Error('timeout')).catch(() => {});
+    await withTimeout(
+      this.channel.send(QMSG.COMMITTED, encode({ digest: this.outcome.destinationDigest })),
+      5000,
+      () => new Error('timeout'),
+    ).catch(() => {});
     void withTimeout(this.channel.end(), 5000, () => new Error('timeout')).catch(() => this.channel.close());
   }
 

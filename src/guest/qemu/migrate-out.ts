@@ -130,7 +130,7 @@ class QemuSource {
           decode(m.type, m.payload, checkReady);
           this.ready.resolve();
         } else if (m.type === QMSG.COMMITTED) {
-          decode(m.type, m.payload, checkCommitted);
+          this.outcome.destinationDigest = decode(m.type, m.payload, checkCommitted).digest ?? null;
           this.answer.resolve('committed');
         } else if (m.type === QMSG.ABORT) {
           const a = decode(m.type, m.payload, checkAbort);

@@ -138,9 +138,10 @@ describe('qemu driver: live migration between two guest processes (real QEMU, te
     const { client, config } = await guest();
     const m = await migrateLocally(client, path.join(root, 'dst'), config, { mode: 'encrypted', streams: 1, verify: true });
     clients.push(m.incoming.client);
-    assert.equal(m.source.phase, 'committed', JSON.stringify(m.source.result?.error));
+    assert.equal(m.source.phase, 'committed', JSON.stringify([m.source.result?.error, m.destination.result?.error]));
     const r = m.source.result!;
     assert.match(r.sourceDigest ?? '', /^[0-9a-f]{64}$/);
+    assert.equal(r.destinationDigest, r.sourceDigest, "the source reports the destination's digest, which COMMITTED carries");
     // The destination's result is final once its QEMU runs the guest and the channel said goodbye.
     let arrival = await m.incoming.client.migration();
     await waitUntil(async () => (arrival = await m.incoming.client.migration())?.result != null, 10_000, "the destination's result");
