@@ -46,6 +46,8 @@ export interface QemuDestinationContext {
   /** The agent's decision at ready-to-commit (it records ownership durably before 'commit'). */
   decide(): Promise<'commit' | 'abort'>;
   emit(event: MigrationEvent): void;
+  /** The QEMU started for the guest, before it loads anything: its guest process kills it should it stop before the commit. */
+  started?(qemu: Qemu): void;
 }
 
 export interface QemuArrival {
@@ -191,6 +193,7 @@ class QemuDestination {
       await fs.rename(path.join(dir, BOOT_DIR, `${name}.partial`), path.join(dir, BOOT_DIR, name));
     }
     this.qemu = await Qemu.start(config, dir, { incoming: true });
+    this.ctx.started?.(this.qemu);
     const qmp = this.qemu.qmp;
     await qmp.migrateSetCapabilities({
       events: true,

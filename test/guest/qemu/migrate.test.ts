@@ -14,6 +14,7 @@ import { migrateLocally } from '../../../src/bench/local-migration.js';
 import { FerryError } from '../../../src/errors.js';
 import type { GuestClient } from '../../../src/guest/client.js';
 import { startGuest } from '../../../src/guest/process.js';
+import { PID_FILE } from '../../../src/guest/files.js';
 import { CONSOLE_LOG, QEMU_PID_FILE } from '../../../src/guest/qemu/argv.js';
 import { createQemu } from '../../../src/guest/qemu/create.js';
 import { resolveQemu } from '../../../src/guest/qemu/probe.js';
@@ -201,6 +202,29 @@ describe('qemu driver: live migration between two guest processes (real QEMU, te
     assert.ok(killed);
     assert.equal(m.source.phase, 'aborted');
     assert.equal((await client.status()).state, 'running');
+    await waitUntil(() => processesMentioning(dst).length === 0, 10_000, 'nothing left at the destination');
+    await checksPass(dir);
+  });
+
+  it('the incoming guest process stopped (SIGTERM) mid-transfer: its QEMU goes with it, the source runs on', async function () {
+    const { client, config, dir } = await guest();
+    const dst = path.join(root, 'dst');
+    let stopped = false;
+    const m = await migrateLocally(client, dst, config, {
+      mode: 'encrypted',
+      streams: 1,
+      maxBytesPerSecond: 8 * MiB,
+      onEvent: (e) => {
+        if (e.type === 'pass' && e.bytesSent > 4 * MiB && !stopped) {
+          stopped = true;
+          process.kill(Number(readFileSync(path.join(dst, PID_FILE), 'utf8')), 'SIGTERM');
+        }
+      },
+    });
+    assert.ok(stopped);
+    assert.equal(m.source.phase, 'aborted');
+    assert.equal((await client.status()).state, 'running');
+    // The arriving QEMU, paused and never to be committed, must not outlive the process that carried its streams.
     await waitUntil(() => processesMentioning(dst).length === 0, 10_000, 'nothing left at the destination');
     await checksPass(dir);
   });
