@@ -231,7 +231,8 @@ class QemuSource {
       await this.qmp.migrate(`unix:${path.join(dir, MIGRATE_OUT_SOCKET)}`);
       const deadline = this.started + (spec.timeoutMs ?? DEFAULT_TIMEOUT_MS);
       for (;;) {
-        const stop = this.mux.error ?? this.channel.error ?? this.peerError ?? (this.continued ? null : this.cancelReason(deadline));
+        // The destination's word first: its ABORT says why; the channel it closes after it, only that it closed.
+        const stop = this.peerError ?? this.mux.error ?? this.channel.error ?? (this.continued ? null : this.cancelReason(deadline));
         if (stop) throw stop;
         const current = status.value;
         if (current === 'pre-switchover' && !this.continued) {
