@@ -69,10 +69,14 @@ export class QemuGuest {
       await qemu.exited();
       if (this.qemu !== qemu) return;
       this.host.log('QEMU exited');
+      this.crashed = true;
       this.state = 'stopped';
       if (!this.busy) this.host.exit(1);
     });
   }
+
+  /** The guest's QEMU exited behind ferry's back: the guest is stopped, whatever a migration that was running says. */
+  private crashed = false;
 
   /** A source migration running or unresolved: the process must not stop (the guest could end up nowhere). */
   get busy(): boolean {
@@ -207,13 +211,19 @@ export class QemuGuest {
     if (this.incomingMode && this.arrival?.phase !== 'committed')
       throw new FerryError('ERR_FERRY_REFUSED', 'an incoming guest cannot migrate out before its arrival commits');
     const qemu = this.requireQemu('migrate');
-    return this.migrations.run(params, ctx, {
-      getState: () => this.state,
-      setState: (s) => (this.state = s),
-      log: (m) => this.host.log(m),
-      engine: (channel, { key: _k, nonce: _n, ...spec }, signal, emit) =>
-        migrateQemuOut(channel, { config: this.config, dir: this.dir, qemu, spec, signal, emit }),
-    });
+    try {
+      return await this.migrations.run(params, ctx, {
+        getState: () => this.state,
+        // A migration that ends after its QEMU crashed does not bring the guest back to life.
+        setState: (s) => (this.state = this.crashed ? 'stopped' : s),
+        log: (m) => this.host.log(m),
+        engine: (channel, { key: _k, nonce: _n, ...spec }, signal, emit) =>
+          migrateQemuOut(channel, { config: this.config, dir: this.dir, qemu, spec, signal, emit }),
+      });
+    } finally {
+      // The crash came while the migration held this process (watch): it goes now, its reply given.
+      if (this.crashed && !this.busy) setTimeout(() => this.host.exit(1), 1000);
+    }
   }
 
   private async prepareIncoming(params: PrepareIncomingParams, ctx: GuestCallContext<never>): Promise<{ migrationId: string }> {

@@ -316,7 +316,16 @@ class QemuSource {
   }
 
   /** Ends a migration that did not commit, leaving the guest running here, or paused in doubt. */
-  private async fail(err: FerryError): Promise<void> {
+  private async fail(cause: FerryError): Promise<void> {
+    // Before completed the destination cannot commit: a QEMU that died here took the guest with it,
+    // whatever else the failure looked like (the destination's QEMU exits when its stream breaks).
+    const err =
+      !this.completed && !this.ctx.qemu.alive
+        ? new FerryError(
+            'ERR_FERRY_QEMU',
+            `guest ${this.ctx.config.name}'s QEMU exited on this host during the migration (crashed or killed); no copy of it runs at the destination`,
+          )
+        : cause;
     this.outcome.error = { code: err.code, message: err.message };
     if (this.completed && !this.peerError) {
       // QEMU completed and the destination may have committed: only its answer may resume the guest.
