@@ -184,50 +184,34 @@ describe('qemu driver: live migration between two guest processes (real QEMU, te
     await checksPass(dir);
   });
 
-  it('the destination QEMU killed mid-transfer: the source runs on, nothing left at the destination', async function () {
-    const { client, config, dir } = await guest();
-    const dst = path.join(root, 'dst');
-    let killed = false;
-    const m = await migrateLocally(client, dst, config, {
-      mode: 'encrypted',
-      streams: 1,
-      maxBytesPerSecond: 8 * MiB,
-      onEvent: (e) => {
-        if (e.type === 'pass' && e.bytesSent > 4 * MiB && !killed) {
-          killed = true;
-          process.kill(pidIn(dst), 'SIGKILL');
-        }
-      },
+  for (const [what, victim, signal] of [
+    // The source runs on, and nothing is left at the destination.
+    ['the destination QEMU killed (SIGKILL)', QEMU_PID_FILE, 'SIGKILL'],
+    // Its QEMU, paused and never to be committed, must not outlive the process that carried its streams.
+    ['the incoming guest process stopped (SIGTERM)', PID_FILE, 'SIGTERM'],
+  ] as const) {
+    it(`${what} mid-transfer: the source runs on, nothing left at the destination`, async function () {
+      const { client, config, dir } = await guest();
+      const dst = path.join(root, 'dst');
+      let signalled = false;
+      const m = await migrateLocally(client, dst, config, {
+        mode: 'encrypted',
+        streams: 1,
+        maxBytesPerSecond: 8 * MiB,
+        onEvent: (e) => {
+          if (e.type === 'pass' && e.bytesSent > 4 * MiB && !signalled) {
+            signalled = true;
+            process.kill(Number(readFileSync(path.join(dst, victim), 'utf8')), signal);
+          }
+        },
+      });
+      assert.ok(signalled);
+      assert.equal(m.source.phase, 'aborted');
+      assert.equal((await client.status()).state, 'running');
+      await waitUntil(() => processesMentioning(dst).length === 0, 10_000, 'nothing left at the destination');
+      await checksPass(dir);
     });
-    assert.ok(killed);
-    assert.equal(m.source.phase, 'aborted');
-    assert.equal((await client.status()).state, 'running');
-    await waitUntil(() => processesMentioning(dst).length === 0, 10_000, 'nothing left at the destination');
-    await checksPass(dir);
-  });
-
-  it('the incoming guest process stopped (SIGTERM) mid-transfer: its QEMU goes with it, the source runs on', async function () {
-    const { client, config, dir } = await guest();
-    const dst = path.join(root, 'dst');
-    let stopped = false;
-    const m = await migrateLocally(client, dst, config, {
-      mode: 'encrypted',
-      streams: 1,
-      maxBytesPerSecond: 8 * MiB,
-      onEvent: (e) => {
-        if (e.type === 'pass' && e.bytesSent > 4 * MiB && !stopped) {
-          stopped = true;
-          process.kill(Number(readFileSync(path.join(dst, PID_FILE), 'utf8')), 'SIGTERM');
-        }
-      },
-    });
-    assert.ok(stopped);
-    assert.equal(m.source.phase, 'aborted');
-    assert.equal((await client.status()).state, 'running');
-    // The arriving QEMU, paused and never to be committed, must not outlive the process that carried its streams.
-    await waitUntil(() => processesMentioning(dst).length === 0, 10_000, 'nothing left at the destination');
-    await checksPass(dir);
-  });
+  }
 
   it('a tampered stream is refused (ERR_FERRY_AUTH): the source runs on, nothing left at the destination', async function () {
     const { client, config, dir } = await guest();
