@@ -23,6 +23,15 @@ import { Receiver, type ReceiverHost } from './receiver.js';
 import { checkHello, sealHello } from './hello.js';
 import { Flag, FrameType, MAX_ABORT_BYTES, MAX_PAYLOAD_BYTES, type FrameHeader } from './wire.js';
 
+/**
+ * What the peer's bytes did wrong on an open connection (a frame that failed its tag, a sequence
+ * or framing violation). The channel fails as for any error, but tells the peer why first, with
+ * an authenticated ABORT, as a TLS alert does: otherwise the peer sees only connections closing,
+ * takes them for a failing network and redials until its reconnect timeout, then reports the
+ * network instead of the tampering.
+ */
+const PEER_FAULTS: ReadonlySet<string> = new Set(['ERR_FERRY_AUTH', 'ERR_FERRY_SEQUENCE', 'ERR_FERRY_FRAME']);
+
 export abstract class ChannelCore implements Channel {
   readonly migrationId: string;
   readonly mode: ChannelMode;
@@ -83,7 +92,7 @@ export abstract class ChannelCore implements Channel {
       get error() {
         return core.error;
       },
-      fail: (err) => this.fail(err),
+      fail: (err) => (PEER_FAULTS.has(err.code) ? this.abort(err) : this.fail(err)),
       pickConnection: () => this.pickConnection(),
       checkDone: () => this.checkDone(),
       sendEnd: (conn, total) => this.sendControl(conn, FrameType.END, 0, total),
@@ -317,7 +326,7 @@ export abstract class ChannelCore implements Channel {
 
   /** A malformed byte stream: fatal once the connection is bound to the channel, else a refusal. */
   private frameError(conn: Connection, err: FerryError): void {
-    if (conn.state === 'open') this.fail(err);
+    if (conn.state === 'open') this.abort(err);
     else this.reject(conn, err);
   }
 

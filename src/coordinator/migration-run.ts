@@ -210,9 +210,14 @@ export class MigrationRun {
     this.outcome = await outgoing;
     if (this.outcome.outcome !== 'committed') {
       const e = this.outcome.result?.error;
+      // Not committed, the guest is the source's; it runs there unless it did not survive what failed (a QEMU that crashed).
+      const state = await p.source
+        .call('guest.get', { name: req.guest }, { timeoutMs: 5000 })
+        .then((g) => g.state)
+        .catch(() => null);
       this.failure = new FerryError(
         e && isErrorCode(e.code) ? e.code : 'ERR_FERRY_ABORTED',
-        `${e?.message ?? 'the migration was aborted'}; guest "${req.guest}" runs on ${p.from}`,
+        `${e?.message ?? 'the migration was aborted'}; guest "${req.guest}" ${state === 'stopped' ? 'is stopped on' : 'runs on'} ${p.from}`,
       );
     }
   }

@@ -83,6 +83,9 @@ function expectCaught(o: Outcome, code: string): void {
   assert.equal(o.bad, 0, 'no corrupted or out-of-order payload reached the consumer');
   assert.ok(o.received < COUNT, 'the transfer did not complete');
   assert.equal(o.sawEnd, false);
+  // The source is told why, at once: not left to redial a destination that gave up.
+  assert.equal(o.source.error?.code, 'ERR_FERRY_ABORTED', o.source.error?.message);
+  assert.match(o.source.error!.message, new RegExp(`^the peer aborted the channel: ${code}: `));
 }
 
 /** Applies `change` to the first DATA frame with index `at` on connection 0, passes the rest. */

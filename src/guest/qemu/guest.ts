@@ -32,6 +32,8 @@ export interface QemuGuestHost {
 
 export class QemuGuest {
   private qemu: Qemu | null = null;
+  /** Incoming: the QEMU the migration started, until it commits (then it is `qemu`) or fails (then it is gone). */
+  private arriving: Qemu | null = null;
   private state: GuestState = 'stopped';
   private readonly migrations = new OutgoingMigrations();
   /** Incoming: the migration that brings the guest here. */
@@ -67,10 +69,14 @@ export class QemuGuest {
       await qemu.exited();
       if (this.qemu !== qemu) return;
       this.host.log('QEMU exited');
+      this.crashed = true;
       this.state = 'stopped';
       if (!this.busy) this.host.exit(1);
     });
   }
+
+  /** The guest's QEMU exited behind ferry's back: the guest is stopped, whatever a migration that was running says. */
+  private crashed = false;
 
   /** A source migration running or unresolved: the process must not stop (the guest could end up nowhere). */
   get busy(): boolean {
@@ -78,6 +84,11 @@ export class QemuGuest {
   }
 
   async close(): Promise<void> {
+    // An arrival that has not committed cannot go on without this process (it carries the
+    // streams): its QEMU goes with it, rather than wait, paused, in a directory the agent drops.
+    const arriving = this.arriving;
+    this.arriving = null;
+    await arriving?.kill().catch(() => {});
     await this.qemu?.qmp.close();
   }
 
@@ -185,9 +196,14 @@ export class QemuGuest {
 
   /** Stops the guest's QEMU for good (stop, destroy, finish). */
   async stopQemu(): Promise<void> {
-    const qemu = this.qemu;
+    const { qemu, arriving } = this;
     this.qemu = null;
+    this.arriving = null;
     this.state = 'stopped';
+    // A copy that has not committed must never run, and one that loaded everything would wait,
+    // paused, for a `cont` long after this process and its directory are gone: killed, as a failed
+    // arrival's is.
+    await arriving?.kill().catch(() => {});
     await qemu?.stop();
   }
 
@@ -195,13 +211,19 @@ export class QemuGuest {
     if (this.incomingMode && this.arrival?.phase !== 'committed')
       throw new FerryError('ERR_FERRY_REFUSED', 'an incoming guest cannot migrate out before its arrival commits');
     const qemu = this.requireQemu('migrate');
-    return this.migrations.run(params, ctx, {
-      getState: () => this.state,
-      setState: (s) => (this.state = s),
-      log: (m) => this.host.log(m),
-      engine: (channel, { key: _k, nonce: _n, ...spec }, signal, emit) =>
-        migrateQemuOut(channel, { config: this.config, dir: this.dir, qemu, spec, signal, emit }),
-    });
+    try {
+      return await this.migrations.run(params, ctx, {
+        getState: () => this.state,
+        // A migration that ends after its QEMU crashed does not bring the guest back to life.
+        setState: (s) => (this.state = this.crashed ? 'stopped' : s),
+        log: (m) => this.host.log(m),
+        engine: (channel, { key: _k, nonce: _n, ...spec }, signal, emit) =>
+          migrateQemuOut(channel, { config: this.config, dir: this.dir, qemu, spec, signal, emit }),
+      });
+    } finally {
+      // The crash came while the migration held this process (watch): it goes now, its reply given.
+      if (this.crashed && !this.busy) setTimeout(() => this.host.exit(1), 1000);
+    }
   }
 
   private async prepareIncoming(params: PrepareIncomingParams, ctx: GuestCallContext<never>): Promise<{ migrationId: string }> {
@@ -225,7 +247,9 @@ export class QemuGuest {
       dir: this.dir,
       decide: () => new Promise((resolve) => (this.decide = resolve)),
       emit: (e) => t.emit(e),
+      started: (qemu) => (this.arriving = qemu),
     }).then(({ result, qemu }) => {
+      this.arriving = null;
       this.host.log(
         `incoming migration ${spec.migrationId}: ${result.outcome}${result.error ? ` (${result.error.code}: ${result.error.message})` : ''}`,
       );
@@ -248,6 +272,8 @@ export class QemuGuest {
       throw new FerryError('ERR_FERRY_REFUSED', `cannot ${decision}: the incoming migration is ${t.phase}`);
     const d = this.decide;
     this.decide = null;
+    // Committed from here (the agent recorded it): that QEMU is the guest, stopped as one, never killed as an arrival.
+    if (decision === 'commit' && this.arriving) [this.qemu, this.arriving] = [this.arriving, null];
     d(decision);
     await t.waitFinal();
     return t.info();

@@ -53,10 +53,12 @@ export interface SourceDone {
   digest: string | null;
 }
 
+const ramDigest: Check<string | null> = (v, f) => (v === null ? null : str({ pattern: /^[0-9a-f]{64}$/ })(v, f));
+
 export const checkSourceDone: Check<SourceDone> = obj({
   totalMs: int({ min: 0 }),
   downtimeMs: (v, f) => (v === null ? null : int({ min: 0 })(v, f)),
-  digest: (v, f) => (v === null ? null : str({ pattern: /^[0-9a-f]{64}$/ })(v, f)),
+  digest: ramDigest,
 });
 
 export interface Ready {
@@ -70,7 +72,12 @@ export interface Abort {
 }
 export const checkAbort: Check<Abort> = obj({ code: str({ max: 64 }), message: str({ max: 2000 }) });
 
-export const checkCommitted: Check<{ downtimeMs?: number }> = obj({ downtimeMs: optional(int({ min: 0 })) });
+export interface Committed {
+  downtimeMs?: number;
+  /** SHA-256 of guest RAM as the destination loaded it (verify), else null: the source reports it beside its own. */
+  digest?: string | null;
+}
+export const checkCommitted: Check<Committed> = obj({ downtimeMs: optional(int({ min: 0 })), digest: optional(ramDigest) });
 
 export function encode(body: object): Buffer {
   return Buffer.from(JSON.stringify(body));

@@ -46,6 +46,8 @@ export interface QemuDestinationContext {
   /** The agent's decision at ready-to-commit (it records ownership durably before 'commit'). */
   decide(): Promise<'commit' | 'abort'>;
   emit(event: MigrationEvent): void;
+  /** The QEMU started for the guest, before it loads anything: its guest process kills it should it stop before the commit. */
+  started?(qemu: Qemu): void;
 }
 
 export interface QemuArrival {
@@ -191,6 +193,7 @@ class QemuDestination {
       await fs.rename(path.join(dir, BOOT_DIR, `${name}.partial`), path.join(dir, BOOT_DIR, name));
     }
     this.qemu = await Qemu.start(config, dir, { incoming: true });
+    this.ctx.started?.(this.qemu);
     const qmp = this.qemu.qmp;
     await qmp.migrateSetCapabilities({
       events: true,
@@ -299,7 +302,11 @@ class QemuDestination {
     // QEMU announced the guest's MAC when it loaded it; once more now that it runs here.
     await qmp.execute('announce-self', { initial: 50, max: 550, rounds: 5, step: 100 }).catch(() => {});
     this.ctx.emit({ type: 'committed', downtimeMs: null });
-    await withTimeout(this.channel.send(QMSG.COMMITTED, encode({})), 5000, () => new Error('timeout')).catch(() => {});
+    await withTimeout(
+      this.channel.send(QMSG.COMMITTED, encode({ digest: this.outcome.destinationDigest })),
+      5000,
+      () => new Error('timeout'),
+    ).catch(() => {});
     void withTimeout(this.channel.end(), 5000, () => new Error('timeout')).catch(() => this.channel.close());
   }
 

@@ -130,7 +130,7 @@ class QemuSource {
           decode(m.type, m.payload, checkReady);
           this.ready.resolve();
         } else if (m.type === QMSG.COMMITTED) {
-          decode(m.type, m.payload, checkCommitted);
+          this.outcome.destinationDigest = decode(m.type, m.payload, checkCommitted).digest ?? null;
           this.answer.resolve('committed');
         } else if (m.type === QMSG.ABORT) {
           const a = decode(m.type, m.payload, checkAbort);
@@ -231,7 +231,8 @@ class QemuSource {
       await this.qmp.migrate(`unix:${path.join(dir, MIGRATE_OUT_SOCKET)}`);
       const deadline = this.started + (spec.timeoutMs ?? DEFAULT_TIMEOUT_MS);
       for (;;) {
-        const stop = this.mux.error ?? this.channel.error ?? this.peerError ?? (this.continued ? null : this.cancelReason(deadline));
+        // The destination's word first: its ABORT says why; the channel it closes after it, only that it closed.
+        const stop = this.peerError ?? this.mux.error ?? this.channel.error ?? (this.continued ? null : this.cancelReason(deadline));
         if (stop) throw stop;
         const current = status.value;
         if (current === 'pre-switchover' && !this.continued) {
@@ -315,7 +316,16 @@ class QemuSource {
   }
 
   /** Ends a migration that did not commit, leaving the guest running here, or paused in doubt. */
-  private async fail(err: FerryError): Promise<void> {
+  private async fail(cause: FerryError): Promise<void> {
+    // Before completed the destination cannot commit: a QEMU that died here took the guest with it,
+    // whatever else the failure looked like (the destination's QEMU exits when its stream breaks).
+    const err =
+      !this.completed && !this.ctx.qemu.alive
+        ? new FerryError(
+            'ERR_FERRY_QEMU',
+            `guest ${this.ctx.config.name}'s QEMU exited on this host during the migration (crashed or killed); no copy of it runs at the destination`,
+          )
+        : cause;
     this.outcome.error = { code: err.code, message: err.message };
     if (this.completed && !this.peerError) {
       // QEMU completed and the destination may have committed: only its answer may resume the guest.

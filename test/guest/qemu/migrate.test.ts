@@ -14,6 +14,7 @@ import { migrateLocally } from '../../../src/bench/local-migration.js';
 import { FerryError } from '../../../src/errors.js';
 import type { GuestClient } from '../../../src/guest/client.js';
 import { startGuest } from '../../../src/guest/process.js';
+import { PID_FILE } from '../../../src/guest/files.js';
 import { CONSOLE_LOG, QEMU_PID_FILE } from '../../../src/guest/qemu/argv.js';
 import { createQemu } from '../../../src/guest/qemu/create.js';
 import { resolveQemu } from '../../../src/guest/qemu/probe.js';
@@ -138,9 +139,10 @@ describe('qemu driver: live migration between two guest processes (real QEMU, te
     const { client, config } = await guest();
     const m = await migrateLocally(client, path.join(root, 'dst'), config, { mode: 'encrypted', streams: 1, verify: true });
     clients.push(m.incoming.client);
-    assert.equal(m.source.phase, 'committed', JSON.stringify(m.source.result?.error));
+    assert.equal(m.source.phase, 'committed', JSON.stringify([m.source.result?.error, m.destination.result?.error]));
     const r = m.source.result!;
     assert.match(r.sourceDigest ?? '', /^[0-9a-f]{64}$/);
+    assert.equal(r.destinationDigest, r.sourceDigest, "the source reports the destination's digest, which COMMITTED carries");
     // The destination's result is final once its QEMU runs the guest and the channel said goodbye.
     let arrival = await m.incoming.client.migration();
     await waitUntil(async () => (arrival = await m.incoming.client.migration())?.result != null, 10_000, "the destination's result");
@@ -182,27 +184,34 @@ describe('qemu driver: live migration between two guest processes (real QEMU, te
     await checksPass(dir);
   });
 
-  it('the destination QEMU killed mid-transfer: the source runs on, nothing left at the destination', async function () {
-    const { client, config, dir } = await guest();
-    const dst = path.join(root, 'dst');
-    let killed = false;
-    const m = await migrateLocally(client, dst, config, {
-      mode: 'encrypted',
-      streams: 1,
-      maxBytesPerSecond: 8 * MiB,
-      onEvent: (e) => {
-        if (e.type === 'pass' && e.bytesSent > 4 * MiB && !killed) {
-          killed = true;
-          process.kill(pidIn(dst), 'SIGKILL');
-        }
-      },
+  for (const [what, victim, signal] of [
+    // The source runs on, and nothing is left at the destination.
+    ['the destination QEMU killed (SIGKILL)', QEMU_PID_FILE, 'SIGKILL'],
+    // Its QEMU, paused and never to be committed, must not outlive the process that carried its streams.
+    ['the incoming guest process stopped (SIGTERM)', PID_FILE, 'SIGTERM'],
+  ] as const) {
+    it(`${what} mid-transfer: the source runs on, nothing left at the destination`, async function () {
+      const { client, config, dir } = await guest();
+      const dst = path.join(root, 'dst');
+      let signalled = false;
+      const m = await migrateLocally(client, dst, config, {
+        mode: 'encrypted',
+        streams: 1,
+        maxBytesPerSecond: 8 * MiB,
+        onEvent: (e) => {
+          if (e.type === 'pass' && e.bytesSent > 4 * MiB && !signalled) {
+            signalled = true;
+            process.kill(Number(readFileSync(path.join(dst, victim), 'utf8')), signal);
+          }
+        },
+      });
+      assert.ok(signalled);
+      assert.equal(m.source.phase, 'aborted');
+      assert.equal((await client.status()).state, 'running');
+      await waitUntil(() => processesMentioning(dst).length === 0, 10_000, 'nothing left at the destination');
+      await checksPass(dir);
     });
-    assert.ok(killed);
-    assert.equal(m.source.phase, 'aborted');
-    assert.equal((await client.status()).state, 'running');
-    await waitUntil(() => processesMentioning(dst).length === 0, 10_000, 'nothing left at the destination');
-    await checksPass(dir);
-  });
+  }
 
   it('a tampered stream is refused (ERR_FERRY_AUTH): the source runs on, nothing left at the destination', async function () {
     const { client, config, dir } = await guest();
