@@ -20,6 +20,7 @@ import { DRIVERS, driverOf, type DriverAvailability } from '../guest/index.js';
 import { PROTOCOL_VERSION } from '../control/protocol.js';
 import os from 'node:os';
 import { listenRouter, type MigrationRouter } from '../channel/index.js';
+import { StateDirLock } from './dir-lock.js';
 
 export interface AgentOptions {
   dir: string;
@@ -43,6 +44,7 @@ export class Agent {
     readonly options: AgentOptions,
     readonly log: Logger,
     private readonly backend: Backend,
+    private readonly lock: StateDirLock,
   ) {
     this.outgoing = new SlotQueue(state.config.limits.outgoing);
     this.incoming = new SlotQueue(state.config.limits.incoming);
@@ -70,6 +72,17 @@ export class Agent {
   }
 
   static async start(options: AgentOptions): Promise<Agent> {
+    // Before anything else: a second agent on this directory would take over the first one's guests.
+    const lock = await StateDirLock.acquire(options.dir);
+    try {
+      return await Agent.startLocked(options, lock);
+    } catch (err) {
+      await lock.release();
+      throw err;
+    }
+  }
+
+  private static async startLocked(options: AgentOptions, lock: StateDirLock): Promise<Agent> {
     const state = await StateDir.open(options.dir);
     // The agent's stderr carries JSON lines only: a fallback from the addon goes into its log.
     const unhear = onCryptoFallback((notice) => options.log.warn('native crypto addon unavailable', { notice }));
@@ -80,10 +93,18 @@ export class Agent {
       unhear();
     }
     const log = options.log.child({ host: state.config.name });
-    const agent = new Agent(state, options, log, backend);
-    await agent.guests.attachAll();
-    await agent.migrations.recover();
-    await agent.listen();
+    if (lock.tookOverFrom !== null) log.warn('took over the state directory of an agent that did not stop', { pid: lock.tookOverFrom });
+    const agent = new Agent(state, options, log, backend, lock);
+    try {
+      await agent.guests.attachAll();
+      await agent.migrations.recover();
+      await agent.listen();
+    } catch (err) {
+      // Let go of the guests' sockets, or a failed start would keep the process alive without serving.
+      agent.migrations.stop();
+      agent.guests.close();
+      throw err;
+    }
     return agent;
   }
 
@@ -129,6 +150,7 @@ export class Agent {
     this.router = null;
     this.migrations.stop();
     this.guests.close();
+    await this.lock.release();
     this.log.info('agent stopped');
   }
 
