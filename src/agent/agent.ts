@@ -15,12 +15,14 @@ import { streamConsole } from './guest-console.js';
 import { MigrationManager } from './migrations.js';
 import type { Logger } from '../common/log.js';
 import { FERRY_VERSION } from '../common/version.js';
+import { formatBytes } from '../common/units.js';
 import { cpuFeatures, freeMemoryBytes } from './host-facts.js';
 import { DRIVERS, driverOf, type DriverAvailability } from '../guest/index.js';
 import { PROTOCOL_VERSION } from '../control/protocol.js';
 import os from 'node:os';
 import { listenRouter, type MigrationRouter } from '../channel/index.js';
 import { StateDirLock } from './dir-lock.js';
+import { DEFAULT_MEMORY_RESERVE_BYTES, memoryRefusal } from '../control/admission.js';
 
 export interface AgentOptions {
   dir: string;
@@ -154,11 +156,29 @@ export class Agent {
     this.log.info('agent stopped');
   }
 
+  get memoryReserveBytes(): number {
+    return this.state.config.memoryReserveBytes ?? DEFAULT_MEMORY_RESERVE_BYTES;
+  }
+
+  /** Refuses a guest whose memory does not fit in what is free here less the reserve (the coordinator checks first; this is the rule). */
+  private admitMemory(guest: string, memoryBytes: number, outcome: string): void {
+    const host = { host: this.name, freeMemoryBytes: freeMemoryBytes(), memoryReserveBytes: this.memoryReserveBytes };
+    const refusal = memoryRefusal(host, memoryBytes, `guest "${guest}" needs ${formatBytes(memoryBytes)} and ${outcome}`);
+    if (refusal) throw new FerryError('ERR_FERRY_REFUSED', refusal);
+  }
+
   private handlers(): HandlerTable {
     const both = ['coordinator', 'host'] as const;
     const coordinator = ['coordinator'] as const;
     return {
-      'guest.create': { roles: coordinator, timeoutMs: 120_000, run: ({ config }) => this.guests.create(config) },
+      'guest.create': {
+        roles: coordinator,
+        timeoutMs: 120_000,
+        run: ({ config }) => {
+          this.admitMemory(config.name, config.memoryBytes, 'was not created');
+          return this.guests.create(config);
+        },
+      },
       'guest.list': { roles: coordinator, run: async () => ({ guests: await this.guests.list() }) },
       'guest.get': { roles: coordinator, run: ({ name }) => this.guests.get(name) },
       'guest.set': {
@@ -192,6 +212,7 @@ export class Agent {
             networks: this.state.config.networks,
             freeMemoryBytes: freeMemoryBytes(),
             totalMemoryBytes: os.totalmem(),
+            memoryReserveBytes: this.memoryReserveBytes,
             hasSriov: this.state.config.hasSriov,
             limits: this.state.config.limits,
             cryptoThreadsPerMigration: cryptoThreadsPerMigration(this.state.config.limits) ?? null,
@@ -209,6 +230,7 @@ export class Agent {
         timeoutMs: null, // waits in the incoming queue for as long as it takes
         run: async (params, ctx) => {
           // A guest this host cannot run is refused before it takes a slot or a directory.
+          this.admitMemory(params.guest.name, params.guest.memoryBytes, 'was not moved');
           await driverOf(params.guest.driver).admit(params.guest);
           return this.migrations.prepareIncoming({ ...params, ...ctx.key }, ctx.signal, ctx.emit);
         },

@@ -2,7 +2,8 @@
  * The agent's state directory (mode 0700). Every file is written atomically and durably (temp file,
  * fsync, rename, fsync of the directory) with mode 0600:
  *
- *   host.json                       this host: name, control address, networks, NIC, limits
+ *   host.json                       this host: name, control address, networks, NIC, limits, memory reserve
+ *   agent.pid                       the pid of the agent that holds the directory (dir-lock.ts)
  *   ca.crt  host.crt  host.key      the cluster CA, this host's certificate and key
  *   guests/NAME.json                each guest's record: its config, as the agent owns it
  *   guests/NAME/                    the guest process's own directory (src/guest)
@@ -49,6 +50,8 @@ export interface HostConfig {
   networks: MigrationNetwork[];
   hasSriov: boolean;
   limits: Limits;
+  /** Memory kept from guests (src/control/admission.ts); absent from host.json files written before it: the default. */
+  memoryReserveBytes?: number;
 }
 
 const address =
@@ -70,6 +73,7 @@ export const checkHostConfig: Check<HostConfig> = obj({
     // Optional: host.json files written before the crypto-thread budget existed have none.
     cryptoThreads: optional(int({ min: 1, max: MAX_THREADS })),
   }),
+  memoryReserveBytes: optional(int({ min: 0, max: Number.MAX_SAFE_INTEGER })),
 });
 
 export interface GuestRecord {
