@@ -179,12 +179,19 @@ export class StateDir {
     return new StateDir(dir, config);
   }
 
-  static async open(dir: string): Promise<StateDir> {
+  /** A state directory's host.json, checked, without touching anything there (what `host wait --dir` and `host unit` read). */
+  static async readConfig(dir: string): Promise<HostConfig> {
     const d = path.resolve(dir);
     const p = StateDir.paths(d);
     const stat = await fs.stat(p.config).catch(() => null);
     if (!stat) throw new FerryError('ERR_FERRY_NOT_FOUND', `${d} is not a host directory (no host.json): run \`ferry host init\` first`);
-    const config = await readJson(p.config, checkHostConfig);
+    return readJson(p.config, checkHostConfig);
+  }
+
+  static async open(dir: string): Promise<StateDir> {
+    const d = path.resolve(dir);
+    const p = StateDir.paths(d);
+    const config = await StateDir.readConfig(d);
     await ensurePrivateDir(d);
     await ensurePrivateDir(p.guests);
     await ensurePrivateDir(p.ownership);
@@ -192,7 +199,12 @@ export class StateDir {
   }
 
   async credentials(): Promise<TlsCredentials> {
-    const p = this.paths;
+    return StateDir.credentials(this.dir);
+  }
+
+  /** The host's certificate, key and the cluster CA: what its agent serves with, and what it asks other agents with. */
+  static async credentials(dir: string): Promise<TlsCredentials> {
+    const p = StateDir.paths(path.resolve(dir));
     const read = async (file: string) => {
       try {
         return await fs.readFile(file);

@@ -286,6 +286,21 @@ export async function addClusterHost(file: string, host: ClusterHost): Promise<v
   });
 }
 
+/** Removes a host from the cluster file, keeping the rest of it (comments, layout), atomically and under the same lock as addClusterHost. */
+export async function removeClusterHost(file: string, name: string): Promise<void> {
+  await withFileLock(file, async () => {
+    const text = await fs.readFile(file, 'utf8');
+    clusterHost(parseCluster(file, text), name);
+    const doc = parseDocument(text);
+    doc.deleteIn(['hosts', name]);
+    const hosts = doc.get('hosts', true);
+    if (!isMap(hosts) || hosts.items.length === 0) doc.set('hosts', doc.createNode({}));
+    const out = doc.toString();
+    parseCluster(file, out); // never write a file we would refuse to read
+    await writeFileAtomic(file, out, 0o644);
+  });
+}
+
 export function clusterExists(file: string): boolean {
   return existsSync(file);
 }
