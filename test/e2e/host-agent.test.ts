@@ -215,6 +215,21 @@ describe('e2e: host agents as operators run them', function () {
     });
   });
 
+  it('has help with examples for each of these commands', function () {
+    for (const cmd of [
+      ['host', 'serve'],
+      ['host', 'wait'],
+      ['host', 'unit'],
+      ['host', 'list'],
+      ['host', 'remove'],
+      ['vm', 'show'],
+    ]) {
+      const r = ferry([...cmd, '--help']);
+      assert.equal(r.status, 0, cmd.join(' '));
+      assert.match(r.stdout, /Examples:/, cmd.join(' '));
+    }
+  });
+
   describe('host unit', function () {
     it('prints a systemd unit that runs the agent, waits for it, and leaves the guests alone on stop', function () {
       const r = ferryOk(['host', 'unit', '--dir', cluster.hostDir('a')]);

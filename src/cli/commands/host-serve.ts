@@ -62,17 +62,20 @@ function readyFd(value: number | undefined): number | null {
   return value;
 }
 
+/** `--dir HOSTDIR` of the commands that run on a host, from its state directory. */
+export const HOST_DIR_OPTION = {
+  type: 'string',
+  demandOption: true,
+  requiresArg: true,
+  describe: 'the host state directory made by `ferry host init`',
+} as const;
+
 export const hostServeCommand = defineCommand<HostServeArgs>({
   command: 'serve',
   describe: 'run the host agent until SIGTERM or SIGINT (guests keep running); one agent per state directory',
   builder: (yargs) =>
     yargs
-      .option('dir', {
-        type: 'string',
-        demandOption: true,
-        requiresArg: true,
-        describe: 'the host state directory made by `ferry host init`',
-      })
+      .option('dir', HOST_DIR_OPTION)
       .option('log-file', {
         type: 'string',
         requiresArg: true,

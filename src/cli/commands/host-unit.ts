@@ -12,6 +12,7 @@ import { defineCommand } from '../command.js';
 import { FerryError } from '../../errors.js';
 import { parseDuration } from '../../common/units.js';
 import { StateDir } from '../../agent/state.js';
+import { HOST_DIR_OPTION } from './host-serve.js';
 
 const BIN = fileURLToPath(new URL('../../../bin/ferry', import.meta.url));
 
@@ -57,12 +58,7 @@ export const hostUnitCommand = defineCommand<{ dir: string; 'start-timeout': str
   describe: "print a systemd unit that runs a host's agent",
   builder: (yargs) =>
     yargs
-      .option('dir', {
-        type: 'string',
-        demandOption: true,
-        requiresArg: true,
-        describe: 'the host state directory made by `ferry host init`',
-      })
+      .option('dir', HOST_DIR_OPTION)
       .option('start-timeout', {
         type: 'string',
         default: '60s',
