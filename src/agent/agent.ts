@@ -74,7 +74,9 @@ export class Agent {
   }
 
   static async start(options: AgentOptions): Promise<Agent> {
-    // Before anything else: a second agent on this directory would take over the first one's guests.
+    // A host directory (read only: nothing is written before the lock), then its lock before
+    // anything else: a second agent on this directory would take over the first one's guests.
+    await StateDir.readConfig(options.dir);
     const lock = await StateDirLock.acquire(options.dir);
     try {
       return await Agent.startLocked(options, lock);
@@ -163,7 +165,7 @@ export class Agent {
   /** Refuses a guest whose memory does not fit in what is free here less the reserve (the coordinator checks first; this is the rule). */
   private admitMemory(guest: string, memoryBytes: number, outcome: string): void {
     const host = { host: this.name, freeMemoryBytes: freeMemoryBytes(), memoryReserveBytes: this.memoryReserveBytes };
-    const refusal = memoryRefusal(host, memoryBytes, `guest "${guest}" needs ${formatBytes(memoryBytes)} and ${outcome}`);
+    const refusal = memoryRefusal(host, memoryBytes, `guest "${guest}" needs ${formatBytes(memoryBytes)} ${outcome}`);
     if (refusal) throw new FerryError('ERR_FERRY_REFUSED', refusal);
   }
 
@@ -175,7 +177,7 @@ export class Agent {
         roles: coordinator,
         timeoutMs: 120_000,
         run: ({ config }) => {
-          this.admitMemory(config.name, config.memoryBytes, 'was not created');
+          this.admitMemory(config.name, config.memoryBytes, '(--memory) and was not created');
           return this.guests.create(config);
         },
       },
@@ -230,7 +232,7 @@ export class Agent {
         timeoutMs: null, // waits in the incoming queue for as long as it takes
         run: async (params, ctx) => {
           // A guest this host cannot run is refused before it takes a slot or a directory.
-          this.admitMemory(params.guest.name, params.guest.memoryBytes, 'was not moved');
+          this.admitMemory(params.guest.name, params.guest.memoryBytes, 'and was not moved');
           await driverOf(params.guest.driver).admit(params.guest);
           return this.migrations.prepareIncoming({ ...params, ...ctx.key }, ctx.signal, ctx.emit);
         },

@@ -61,7 +61,7 @@ describe('e2e: admission', function () {
     assert.deepEqual(list(), initial, 'admission changed what runs where');
   });
 
-  it('vm create refuses a guest larger than free memory less the reserve, in the flags as typed', function () {
+  it('vm create refuses a guest larger than free memory less the reserve, before anything is made', function () {
     const probe = jsonLines(ferryOk(['probe', '--json', 'a'], cluster.env).stdout).find((l) => l.type === 'host')!;
     assert.equal(probe.freeMemoryBytes > GiB, true);
     const size = `${Math.ceil(probe.freeMemoryBytes / GiB) + 1}GiB`;
@@ -70,14 +70,14 @@ describe('e2e: admission', function () {
       cluster.env,
       1,
       new RegExp(
-        `host a has [\\d.]+ GiB free and keeps 1\\.00 GiB of it for itself \\(host init --memory-reserve\\), which leaves [\\d.]+ GiB for guests; --memory ${size} does not fit; guest "huge" was not created \\[ERR_FERRY_REFUSED\\]`,
+        `host a has [\\d.]+ GiB free and keeps 1\\.00 GiB of it for itself \\(host init --memory-reserve\\), which leaves [\\d.]+ GiB for guests; guest "huge" needs ${size.replace('GiB', '')}\\.0 GiB \\(--memory\\) and was not created \\[ERR_FERRY_REFUSED\\]`,
       ),
     );
     refused(
       ['vm', 'create', 'small', '--host', 'b', '--memory', '16MiB'],
       cluster.env,
       1,
-      /host b has .* keeps 1\.00 TiB of it for itself .* which leaves 0 B for guests; --memory 16MiB does not fit; guest "small" was not created \[ERR_FERRY_REFUSED\]/,
+      /host b has .* keeps 1\.00 TiB of it for itself .* which leaves 0 B for guests; guest "small" needs 16\.0 MiB \(--memory\) and was not created \[ERR_FERRY_REFUSED\]/,
     );
     const r = ferry(['vm', 'create', 'small', '--host', 'b', '--memory', '16MiB', '--json'], cluster.env);
     assert.equal(r.status, 1);
@@ -102,7 +102,7 @@ describe('e2e: admission', function () {
       } as const;
       await assert.rejects(client.call('guest.create', { config }), {
         code: 'ERR_FERRY_REFUSED',
-        message: /host b has .* leaves 0 B for guests; guest "direct" needs 16\.0 MiB and was not created/,
+        message: /host b has .* leaves 0 B for guests; guest "direct" needs 16\.0 MiB \(--memory\) and was not created/,
       });
       assert.equal((await client.call('capabilities', {})).memoryReserveBytes, 2 ** 40);
     } finally {

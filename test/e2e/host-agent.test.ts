@@ -95,7 +95,7 @@ describe('e2e: host agents as operators run them', function () {
     it('says plainly when the directory does not exist', function () {
       const r = ferry(['host', 'serve', '--dir', path.join(cluster.root, 'nowhere')]);
       assert.equal(r.status, 2, r.stderr);
-      assert.match(r.stderr, /nowhere does not exist: run `ferry host init` first \[ERR_FERRY_NOT_FOUND\]/);
+      assert.match(r.stderr, /nowhere is not a host directory \(no host\.json\): run `ferry host init` first \[ERR_FERRY_NOT_FOUND\]/);
     });
   });
   describe('logs, readiness and host wait', function () {
