@@ -15,11 +15,14 @@ import { streamConsole } from './guest-console.js';
 import { MigrationManager } from './migrations.js';
 import type { Logger } from '../common/log.js';
 import { FERRY_VERSION } from '../common/version.js';
+import { formatBytes } from '../common/units.js';
 import { cpuFeatures, freeMemoryBytes } from './host-facts.js';
 import { DRIVERS, driverOf, type DriverAvailability } from '../guest/index.js';
 import { PROTOCOL_VERSION } from '../control/protocol.js';
 import os from 'node:os';
 import { listenRouter, type MigrationRouter } from '../channel/index.js';
+import { StateDirLock } from './dir-lock.js';
+import { DEFAULT_MEMORY_RESERVE_BYTES, memoryRefusal } from '../control/admission.js';
 
 export interface AgentOptions {
   dir: string;
@@ -43,6 +46,7 @@ export class Agent {
     readonly options: AgentOptions,
     readonly log: Logger,
     private readonly backend: Backend,
+    private readonly lock: StateDirLock,
   ) {
     this.outgoing = new SlotQueue(state.config.limits.outgoing);
     this.incoming = new SlotQueue(state.config.limits.incoming);
@@ -70,6 +74,19 @@ export class Agent {
   }
 
   static async start(options: AgentOptions): Promise<Agent> {
+    // A host directory (read only: nothing is written before the lock), then its lock before
+    // anything else: a second agent on this directory would take over the first one's guests.
+    await StateDir.readConfig(options.dir);
+    const lock = await StateDirLock.acquire(options.dir);
+    try {
+      return await Agent.startLocked(options, lock);
+    } catch (err) {
+      await lock.release();
+      throw err;
+    }
+  }
+
+  private static async startLocked(options: AgentOptions, lock: StateDirLock): Promise<Agent> {
     const state = await StateDir.open(options.dir);
     // The agent's stderr carries JSON lines only: a fallback from the addon goes into its log.
     const unhear = onCryptoFallback((notice) => options.log.warn('native crypto addon unavailable', { notice }));
@@ -80,10 +97,18 @@ export class Agent {
       unhear();
     }
     const log = options.log.child({ host: state.config.name });
-    const agent = new Agent(state, options, log, backend);
-    await agent.guests.attachAll();
-    await agent.migrations.recover();
-    await agent.listen();
+    if (lock.tookOverFrom !== null) log.warn('took over the state directory of an agent that did not stop', { pid: lock.tookOverFrom });
+    const agent = new Agent(state, options, log, backend, lock);
+    try {
+      await agent.guests.attachAll();
+      await agent.migrations.recover();
+      await agent.listen();
+    } catch (err) {
+      // Let go of the guests' sockets, or a failed start would keep the process alive without serving.
+      agent.migrations.stop();
+      agent.guests.close();
+      throw err;
+    }
     return agent;
   }
 
@@ -129,14 +154,33 @@ export class Agent {
     this.router = null;
     this.migrations.stop();
     this.guests.close();
+    await this.lock.release();
     this.log.info('agent stopped');
+  }
+
+  get memoryReserveBytes(): number {
+    return this.state.config.memoryReserveBytes ?? DEFAULT_MEMORY_RESERVE_BYTES;
+  }
+
+  /** Refuses a guest whose memory does not fit in what is free here less the reserve (the coordinator checks first; this is the rule). */
+  private admitMemory(guest: string, memoryBytes: number, outcome: string): void {
+    const host = { host: this.name, freeMemoryBytes: freeMemoryBytes(), memoryReserveBytes: this.memoryReserveBytes };
+    const refusal = memoryRefusal(host, memoryBytes, `guest "${guest}" needs ${formatBytes(memoryBytes)} ${outcome}`);
+    if (refusal) throw new FerryError('ERR_FERRY_REFUSED', refusal);
   }
 
   private handlers(): HandlerTable {
     const both = ['coordinator', 'host'] as const;
     const coordinator = ['coordinator'] as const;
     return {
-      'guest.create': { roles: coordinator, timeoutMs: 120_000, run: ({ config }) => this.guests.create(config) },
+      'guest.create': {
+        roles: coordinator,
+        timeoutMs: 120_000,
+        run: ({ config }) => {
+          this.admitMemory(config.name, config.memoryBytes, '(--memory) and was not created');
+          return this.guests.create(config);
+        },
+      },
       'guest.list': { roles: coordinator, run: async () => ({ guests: await this.guests.list() }) },
       'guest.get': { roles: coordinator, run: ({ name }) => this.guests.get(name) },
       'guest.set': {
@@ -170,6 +214,7 @@ export class Agent {
             networks: this.state.config.networks,
             freeMemoryBytes: freeMemoryBytes(),
             totalMemoryBytes: os.totalmem(),
+            memoryReserveBytes: this.memoryReserveBytes,
             hasSriov: this.state.config.hasSriov,
             limits: this.state.config.limits,
             cryptoThreadsPerMigration: cryptoThreadsPerMigration(this.state.config.limits) ?? null,
@@ -187,6 +232,7 @@ export class Agent {
         timeoutMs: null, // waits in the incoming queue for as long as it takes
         run: async (params, ctx) => {
           // A guest this host cannot run is refused before it takes a slot or a directory.
+          this.admitMemory(params.guest.name, params.guest.memoryBytes, 'and was not moved');
           await driverOf(params.guest.driver).admit(params.guest);
           return this.migrations.prepareIncoming({ ...params, ...ctx.key }, ctx.signal, ctx.emit);
         },

@@ -2,7 +2,8 @@
  * The agent's state directory (mode 0700). Every file is written atomically and durably (temp file,
  * fsync, rename, fsync of the directory) with mode 0600:
  *
- *   host.json                       this host: name, control address, networks, NIC, limits
+ *   host.json                       this host: name, control address, networks, NIC, limits, memory reserve
+ *   agent.pid                       the pid of the agent that holds the directory (dir-lock.ts)
  *   ca.crt  host.crt  host.key      the cluster CA, this host's certificate and key
  *   guests/NAME.json                each guest's record: its config, as the agent owns it
  *   guests/NAME/                    the guest process's own directory (src/guest)
@@ -49,6 +50,8 @@ export interface HostConfig {
   networks: MigrationNetwork[];
   hasSriov: boolean;
   limits: Limits;
+  /** Memory kept from guests (src/control/admission.ts); absent from host.json files written before it: the default. */
+  memoryReserveBytes?: number;
 }
 
 const address =
@@ -70,6 +73,7 @@ export const checkHostConfig: Check<HostConfig> = obj({
     // Optional: host.json files written before the crypto-thread budget existed have none.
     cryptoThreads: optional(int({ min: 1, max: MAX_THREADS })),
   }),
+  memoryReserveBytes: optional(int({ min: 0, max: Number.MAX_SAFE_INTEGER })),
 });
 
 export interface GuestRecord {
@@ -175,12 +179,19 @@ export class StateDir {
     return new StateDir(dir, config);
   }
 
-  static async open(dir: string): Promise<StateDir> {
+  /** A state directory's host.json, checked, without touching anything there (what `host wait --dir` and `host unit` read). */
+  static async readConfig(dir: string): Promise<HostConfig> {
     const d = path.resolve(dir);
     const p = StateDir.paths(d);
     const stat = await fs.stat(p.config).catch(() => null);
     if (!stat) throw new FerryError('ERR_FERRY_NOT_FOUND', `${d} is not a host directory (no host.json): run \`ferry host init\` first`);
-    const config = await readJson(p.config, checkHostConfig);
+    return readJson(p.config, checkHostConfig);
+  }
+
+  static async open(dir: string): Promise<StateDir> {
+    const d = path.resolve(dir);
+    const p = StateDir.paths(d);
+    const config = await StateDir.readConfig(d);
     await ensurePrivateDir(d);
     await ensurePrivateDir(p.guests);
     await ensurePrivateDir(p.ownership);
@@ -188,7 +199,12 @@ export class StateDir {
   }
 
   async credentials(): Promise<TlsCredentials> {
-    const p = this.paths;
+    return StateDir.credentials(this.dir);
+  }
+
+  /** The host's certificate, key and the cluster CA: what its agent serves with, and what it asks other agents with. */
+  static async credentials(dir: string): Promise<TlsCredentials> {
+    const p = StateDir.paths(path.resolve(dir));
     const read = async (file: string) => {
       try {
         return await fs.readFile(file);

@@ -47,6 +47,18 @@ export interface LoggerOptions {
   fd?: number;
   level?: LogLevel;
   base?: LogFields;
+  /**
+   * Renders a record (already redacted) as the line to write, or null to write nothing: the agent on
+   * a terminal writes a few short lines for people instead of JSON. Default: the JSON line.
+   */
+  format?: (record: LogRecord) => string | null;
+}
+
+/** One log line's content, secrets already redacted. */
+export interface LogRecord extends LogFields {
+  time: string;
+  level: LogLevel;
+  msg: string;
 }
 
 export function createLogger(options: LoggerOptions = {}): Logger {
@@ -55,8 +67,9 @@ export function createLogger(options: LoggerOptions = {}): Logger {
   const make = (base: LogFields): Logger => {
     const write = (level: LogLevel, msg: string, fields?: LogFields): void => {
       if (LEVELS[level] < min) return;
-      const record = sanitize({ ...base, ...fields }, 0) as LogFields;
-      const line = JSON.stringify({ time: new Date().toISOString(), level, msg, ...record });
+      const record: LogRecord = { time: new Date().toISOString(), level, msg, ...(sanitize({ ...base, ...fields }, 0) as LogFields) };
+      const line = options.format ? options.format(record) : JSON.stringify(record);
+      if (line === null) return;
       try {
         writeSync(fd, `${line}\n`);
       } catch {

@@ -103,6 +103,8 @@ export interface Capabilities {
   networks: { listen: string; advertise: string }[];
   freeMemoryBytes: number;
   totalMemoryBytes: number;
+  /** Memory this host keeps from guests (admission.ts); absent from agents before it, which keep the default. */
+  memoryReserveBytes?: number;
   /** A passthrough-class NIC: guests with `nic: sriov` keep it when they land here. */
   hasSriov: boolean;
   limits: Limits;

@@ -173,6 +173,53 @@ export function clusterHost(cluster: Cluster, name: string): ClusterHost {
   return host;
 }
 
+/** An address as compared between hosts: lower-case, IPv6 without brackets. */
+function addressKey(text: string): string {
+  return text.toLowerCase().replace(/^\[(.*)\]:/, '$1:');
+}
+
+/** A wildcard listen address (every interface of its own machine) or port 0 (the kernel picks): no other host's address is the same. */
+function local(text: string): boolean {
+  const key = addressKey(text);
+  return /:0$/.test(key) || /^(0\.0\.0\.0|::):/.test(key);
+}
+
+/** One address of a host being added, and the flag it came from. */
+export interface NewHostAddress {
+  address: string;
+  flag: '--control' | '--network' | '--advertise';
+}
+
+/**
+ * Why `host` cannot join `cluster` for its addresses (one that another host of the file already
+ * uses as its control address or a migration address), or null. Two hosts on one address would
+ * each reach the other's agent: a migration or a guest command would land on the wrong host.
+ */
+export function addressConflict(cluster: Cluster, host: ClusterHost): string | null {
+  const taken = new Map<string, string>();
+  for (const other of cluster.hosts.values()) {
+    if (other.name === host.name) continue;
+    const add = (a: string, what: string) => {
+      if (!local(a) && !taken.has(addressKey(a))) taken.set(addressKey(a), `host ${other.name}'s ${what}`);
+    };
+    add(other.control, 'control address');
+    for (const n of other.networks) {
+      add(n.listen, 'migration network');
+      add(n.advertise, 'migration network (advertised)');
+    }
+  }
+  const mine: NewHostAddress[] = [{ address: host.control, flag: '--control' }];
+  for (const n of host.networks) {
+    mine.push({ address: n.listen, flag: '--network' });
+    if (n.advertise !== n.listen) mine.push({ address: n.advertise, flag: '--advertise' });
+  }
+  for (const { address, flag } of mine) {
+    const user = local(address) ? undefined : taken.get(addressKey(address));
+    if (user) return `${flag} ${address} is already ${user} in ${cluster.file}: each host needs addresses of its own`;
+  }
+  return null;
+}
+
 /** The cluster file a fresh `ferry pki init` writes. */
 export function initialClusterText(): string {
   return [
@@ -215,7 +262,7 @@ async function withFileLock<T>(file: string, fn: () => Promise<T>): Promise<T> {
 
 /**
  * Adds a host to the cluster file, keeping its comments and layout, atomically (temp, fsync,
- * rename). Refuses a name that is already there.
+ * rename). Refuses a name that is already there, and addresses another host uses.
  */
 export async function addClusterHost(file: string, host: ClusterHost): Promise<void> {
   await withFileLock(file, async () => {
@@ -224,12 +271,30 @@ export async function addClusterHost(file: string, host: ClusterHost): Promise<v
     if (cluster.hosts.has(host.name)) {
       throw new FerryError('ERR_FERRY_INPUT', `host "${host.name}" is already in ${file}`);
     }
+    // Checked again under the lock: another `host init` may have taken an address meanwhile.
+    const conflict = addressConflict(cluster, host);
+    if (conflict) throw new FerryError('ERR_FERRY_INPUT', conflict);
     const doc = parseDocument(text);
     const networks = host.networks.map((n) => (n.advertise === n.listen ? { listen: n.listen } : { ...n }));
     const hosts = doc.get('hosts', true);
     if (!isMap(hosts) || hosts.items.length === 0) doc.set('hosts', doc.createNode({}));
     (doc.get('hosts', true) as { flow?: boolean }).flow = false;
     doc.setIn(['hosts', host.name], doc.createNode({ control: host.control, networks }));
+    const out = doc.toString();
+    parseCluster(file, out); // never write a file we would refuse to read
+    await writeFileAtomic(file, out, 0o644);
+  });
+}
+
+/** Removes a host from the cluster file, keeping the rest of it (comments, layout), atomically and under the same lock as addClusterHost. */
+export async function removeClusterHost(file: string, name: string): Promise<void> {
+  await withFileLock(file, async () => {
+    const text = await fs.readFile(file, 'utf8');
+    clusterHost(parseCluster(file, text), name);
+    const doc = parseDocument(text);
+    doc.deleteIn(['hosts', name]);
+    const hosts = doc.get('hosts', true);
+    if (!isMap(hosts) || hosts.items.length === 0) doc.set('hosts', doc.createNode({}));
     const out = doc.toString();
     parseCluster(file, out); // never write a file we would refuse to read
     await writeFileAtomic(file, out, 0o644);

@@ -55,7 +55,13 @@ export async function planHostEvacuation(
   const placements = planEvacuation(
     { name: host, encrypts: caps.encrypts },
     movable,
-    reachable.map((c) => ({ name: c.host, encrypts: c.encrypts, freeMemoryBytes: c.freeMemoryBytes, hasSriov: c.hasSriov })),
+    reachable.map((c) => ({
+      name: c.host,
+      encrypts: c.encrypts,
+      freeMemoryBytes: c.freeMemoryBytes,
+      ...(c.memoryReserveBytes === undefined ? {} : { memoryReserveBytes: c.memoryReserveBytes }),
+      hasSriov: c.hasSriov,
+    })),
     mode,
   );
   for (const g of guests.filter((x) => !MOVABLE.has(x.state))) placements.push({ guest: g.name, to: null, reason: `it is ${g.state}` });

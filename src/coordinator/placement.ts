@@ -1,6 +1,7 @@
 /**
  * Evacuation placement: where each guest of a host goes. Largest guests first, each to the allowed
- * host with the most free memory left, so big guests are not stranded by small ones; an
+ * host with the most free memory left (less the host's reserve: control/admission.ts), so big
+ * guests are not stranded by small ones; an
  * opportunistic guest goes to a host that encrypts when one has room, and moves in plain text (with
  * the warning) only when none has. A host is allowed when the guest's memory fits and, for guests
  * that require encryption, the host encrypts. `--mode` may make a guest's setting stricter, never
@@ -10,11 +11,15 @@
  */
 import type { EncryptedMigration, NicKind } from '../guest/types.js';
 import { decideMode, moveSetting, type ModeDecision } from './mode.js';
+import { memoryForGuests } from '../control/admission.js';
+import { formatBytes } from '../common/units.js';
 
 export interface PlacementHost {
   name: string;
   encrypts: boolean;
   freeMemoryBytes: number;
+  /** What the host keeps from guests (control/admission.ts); absent: the default. */
+  memoryReserveBytes?: number;
   hasSriov: boolean;
 }
 
@@ -35,7 +40,8 @@ export function planEvacuation(
   targets: readonly PlacementHost[],
   modeOverride?: EncryptedMigration,
 ): Placement[] {
-  const free = new Map(targets.map((t) => [t.name, t.freeMemoryBytes]));
+  // What each host can still give guests as the plan fills it: free memory less its reserve.
+  const free = new Map(targets.map((t) => [t.name, memoryForGuests({ host: t.name, ...t })]));
   const order = [...guests].sort((a, b) => b.memoryBytes - a.memoryBytes || a.name.localeCompare(b.name));
   const plan: Placement[] = [];
   for (const guest of order) {
@@ -45,7 +51,8 @@ export function planEvacuation(
     for (const host of targets) {
       const left = free.get(host.name)! - guest.memoryBytes;
       if (left < 0) {
-        reasons.push(`${host.name}: not enough free memory`);
+        const room = free.get(host.name)!;
+        reasons.push(`${host.name}: ${formatBytes(room)} of memory left for guests, it needs ${formatBytes(guest.memoryBytes)}`);
         continue;
       }
       let decision: ModeDecision;

@@ -1,6 +1,7 @@
 /**
  * The planning of a migration, before anything is asked of a host: find the guest, connect to
- * both agents, read their capabilities, decide the mode, check that the destination can take it.
+ * both agents, read their capabilities, decide the mode, check that the destination can take it
+ * (its memory less its reserve: control/admission.ts).
  * What goes wrong here is a PreflightError, and nothing has changed anywhere.
  */
 import { FerryError, toFerryError } from '../errors.js';
@@ -10,6 +11,7 @@ import type { GuestConfig } from '../guest/types.js';
 import { configOf } from '../guest/config.js';
 import type { ChannelMode } from '../channel/types.js';
 import { formatBytes } from '../common/units.js';
+import { memoryRefusal } from '../control/admission.js';
 import { connectHost } from './connect.js';
 import { locateGuest } from './locate.js';
 import { decideMode, moveSetting } from './mode.js';
@@ -101,12 +103,12 @@ async function connectAndCheck(req: MigrateRequest, from: string): Promise<Plan>
       { name: from, encrypts: sourceCaps.encrypts },
       { name: to, encrypts: destinationCaps.encrypts },
     );
-    if (destinationCaps.freeMemoryBytes < config.memoryBytes) {
-      throw new FerryError(
-        'ERR_FERRY_REFUSED',
-        `host ${to} has ${formatBytes(destinationCaps.freeMemoryBytes)} free; guest "${req.guest}" needs ${formatBytes(config.memoryBytes)}`,
-      );
-    }
+    const refusal = memoryRefusal(
+      { ...destinationCaps, host: req.to.label },
+      config.memoryBytes,
+      `guest "${req.guest}" needs ${formatBytes(config.memoryBytes)}; nothing was moved`,
+    );
+    if (refusal) throw new FerryError('ERR_FERRY_REFUSED', refusal);
     return { from, config, source, destination, sourceCaps, mode: decision.mode, warning: decision.warning ?? null };
   } catch (err) {
     source.close();

@@ -63,8 +63,8 @@ describe('coordinator: evacuation placement', function () {
 
   it('places largest first on the host with most room, required guests only on hosts that encrypt', function () {
     const plan = planEvacuation(a, guests, [
-      { name: 'b', encrypts: true, freeMemoryBytes: 8 * GiB, hasSriov: false },
-      { name: 'old', encrypts: false, freeMemoryBytes: 4 * GiB, hasSriov: true },
+      { name: 'b', encrypts: true, freeMemoryBytes: 8 * GiB, memoryReserveBytes: 0, hasSriov: false },
+      { name: 'old', encrypts: false, freeMemoryBytes: 4 * GiB, memoryReserveBytes: 0, hasSriov: true },
     ]);
     const by = Object.fromEntries(plan.map((p) => [p.guest, p]));
     assert.equal(plan[0]!.guest, 'big');
@@ -77,13 +77,25 @@ describe('coordinator: evacuation placement', function () {
   });
 
   it('reports guests that fit nowhere, with the reasons, instead of overcommitting', function () {
-    const plan = planEvacuation(a, guests, [{ name: 'old', encrypts: false, freeMemoryBytes: 2 * GiB, hasSriov: false }]);
+    const plan = planEvacuation(a, guests, [
+      { name: 'old', encrypts: false, freeMemoryBytes: 2 * GiB, memoryReserveBytes: 0, hasSriov: false },
+    ]);
     const by = Object.fromEntries(plan.map((p) => [p.guest, p]));
     assert.equal(by.big!.to, null);
-    assert.match((by.big as { reason: string }).reason, /not enough free memory/);
+    assert.match((by.big as { reason: string }).reason, /old: 2\.00 GiB of memory left for guests, it needs 6\.00 GiB/);
     assert.equal(by.secret!.to, null);
     assert.match((by.secret as { reason: string }).reason, /cannot encrypt/);
     assert.equal(by.small!.to, 'old');
+  });
+
+  it("keeps each host's memory reserve (default 1 GiB) out of what it can give guests", function () {
+    const six = [guests[1]!];
+    const host = { name: 'b', encrypts: true, freeMemoryBytes: 7 * GiB, hasSriov: true };
+    assert.equal(planEvacuation(a, six, [host])[0]!.to, 'b'); // 7 GiB less the default 1 GiB: room for 6
+    const reserved = planEvacuation(a, six, [{ ...host, memoryReserveBytes: 1.5 * GiB }])[0] as { to: null; reason: string };
+    assert.equal(reserved.to, null);
+    assert.match(reserved.reason, /b: 5\.50 GiB of memory left for guests, it needs 6\.00 GiB/);
+    assert.equal(planEvacuation(a, six, [{ ...host, freeMemoryBytes: 6.5 * GiB }])[0]!.to, null);
   });
 });
 

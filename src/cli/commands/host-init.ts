@@ -9,7 +9,9 @@ import { withClusterOption, openCluster } from '../cluster-option.js';
 import { FerryError } from '../../errors.js';
 import { addressProblem } from '../../common/address.js';
 import { HOST_NAME } from '../../common/names.js';
-import { addClusterHost, type Cluster, type MigrationNetwork } from '../../coordinator/cluster.js';
+import { addClusterHost, addressConflict, type Cluster, type MigrationNetwork } from '../../coordinator/cluster.js';
+import { parseSize } from '../../common/units.js';
+import { DEFAULT_MEMORY_RESERVE_BYTES } from '../../control/admission.js';
 import { issueHostCertificate } from '../../coordinator/pki.js';
 import { ensurePrivateDir, writeFileAtomic } from '../../common/atomic-file.js';
 import { DEFAULT_LIMITS, MAX_MIGRATION_SLOTS, StateDir, cryptoThreadsPerMigration, type HostConfig } from '../../agent/state.js';
@@ -26,6 +28,7 @@ interface HostInitArgs {
   'max-outgoing': number;
   'max-incoming': number;
   'crypto-threads'?: number;
+  'memory-reserve': string;
   cluster?: string;
 }
 
@@ -71,13 +74,32 @@ function hostConfig(args: HostInitArgs): HostConfig {
     throw new FerryError('ERR_FERRY_USAGE', `--advertise has ${advertise.length} addresses for ${listen.length} --network addresses`);
   }
   const networks: MigrationNetwork[] = listen.map((l, i) => ({ listen: l, advertise: advertise[i] ?? l }));
+  ownAddressesApart(args.control, listen);
+  let memoryReserveBytes: number;
+  try {
+    memoryReserveBytes = parseSize(args['memory-reserve'], '--memory-reserve');
+  } catch (err) {
+    throw new FerryError('ERR_FERRY_USAGE', (err as Error).message);
+  }
   return {
     name: args.name,
     control: args.control,
     networks,
     hasSriov: args.sriov,
     limits: limits(args),
+    memoryReserveBytes,
   };
+}
+
+/** The host's own control and listen addresses are all different (port 0 lets the kernel pick each). */
+function ownAddressesApart(control: string, listen: string[]): void {
+  const seen = new Map<string, string>();
+  for (const [address, flag] of [[control, '--control'], ...listen.map((l) => [l, '--network'])] as [string, string][]) {
+    if (address.endsWith(':0')) continue;
+    const first = seen.get(address.toLowerCase());
+    if (first) throw new FerryError('ERR_FERRY_USAGE', `${flag} ${address} is also given to ${first}: each address once`);
+    seen.set(address.toLowerCase(), flag);
+  }
 }
 
 /**
@@ -87,6 +109,8 @@ function hostConfig(args: HostInitArgs): HostConfig {
  */
 export async function initHost(cluster: Cluster, config: HostConfig, hostDir: string): Promise<string> {
   if (cluster.hosts.has(config.name)) throw new FerryError('ERR_FERRY_INPUT', `host "${config.name}" is already in ${cluster.file}`);
+  const conflict = addressConflict(cluster, { name: config.name, control: config.control, networks: config.networks });
+  if (conflict) throw new FerryError('ERR_FERRY_INPUT', conflict);
   if (!cluster.caKey)
     throw new FerryError('ERR_FERRY_INPUT', `${cluster.file} names no CA key (ca.key): host init must run where the CA key is`);
   const dir = path.resolve(hostDir);
@@ -137,6 +161,12 @@ export const hostInitCommand = defineCommand<HostInitArgs>({
         default: DEFAULT_LIMITS.incoming,
         describe: 'incoming migrations at once (more wait in a queue)',
       })
+      .option('memory-reserve', {
+        type: 'string',
+        default: `${DEFAULT_MEMORY_RESERVE_BYTES / 2 ** 30}GiB`,
+        requiresArg: true,
+        describe: 'memory kept from guests for the host itself: a guest is refused here unless it fits in free memory less this',
+      })
       .option('crypto-threads', {
         type: 'number',
         requiresArg: true,
@@ -147,6 +177,10 @@ export const hostInitCommand = defineCommand<HostInitArgs>({
       .example(
         '$0 host init c --dir ./c --control 127.0.0.1:7002 --network 127.0.0.1:7102 --crypto-threads 8',
         'crypto of all its migrations on 8 threads: 2 for each of its 2 + 2 migration slots',
+      )
+      .example(
+        '$0 host init d --dir ./d --control 127.0.0.1:7003 --network 127.0.0.1:7103 --memory-reserve 4GiB',
+        'guests may use all free memory but 4 GiB',
       )
       .example(
         '$0 host init b --dir ./b --control 127.0.0.1:7001 --network 10.1.0.2:7100,127.0.0.1:7101 --advertise 203.0.113.9:7100',
@@ -173,6 +207,7 @@ export const hostInitCommand = defineCommand<HostInitArgs>({
       networks: config.networks,
       hasSriov: config.hasSriov,
       limits: config.limits,
+      memoryReserveBytes: config.memoryReserveBytes,
       cryptoThreadsPerMigration: cryptoThreadsPerMigration(config.limits) ?? null,
     });
   },

@@ -1,4 +1,9 @@
-/** `ferry vm create NAME --host H --memory SIZE ...`: a new guest on a host. */
+/**
+ * `ferry vm create NAME --host H --memory SIZE ...`: a new guest on a host. The host refuses it up
+ * front, before it makes anything, when its memory does not fit in the host's free memory less its
+ * reserve (control/admission.ts); asking first would cost a capabilities call, whose first answer
+ * waits for the agent's QEMU probe.
+ */
 import { checkGuestName, defineCommand } from '../command.js';
 import { withClusterOption, openCluster } from '../cluster-option.js';
 import { FerryError } from '../../errors.js';

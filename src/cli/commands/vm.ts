@@ -1,7 +1,8 @@
-/** `ferry vm create|list|set|destroy|console`: guests, through their hosts' agents. */
+/** `ferry vm create|list|show|set|destroy|console`: guests, through their hosts' agents. */
 import type { Argv, CommandModule } from 'yargs';
 import { vmCreateCommand } from './vm-create.js';
 import { vmListCommand } from './vm-list.js';
+import { vmShowCommand } from './vm-show.js';
 import { vmSetCommand } from './vm-set.js';
 import { vmDestroyCommand } from './vm-destroy.js';
 import { vmConsoleCommand } from './vm-console.js';
@@ -11,7 +12,8 @@ export const vmCommand: CommandModule = {
   describe: 'create, list, change and destroy guests; read their consoles',
   builder: (yargs: Argv) => {
     let y = yargs;
-    for (const c of [vmCreateCommand, vmListCommand, vmSetCommand, vmDestroyCommand, vmConsoleCommand]) y = y.command(c as CommandModule);
+    for (const c of [vmCreateCommand, vmListCommand, vmShowCommand, vmSetCommand, vmDestroyCommand, vmConsoleCommand])
+      y = y.command(c as CommandModule);
     return y.demandCommand(1, 'name a vm command: see `ferry vm --help`');
   },
   handler: () => {},
