@@ -298,7 +298,7 @@ export class FrameCrypto {
     jobs: EpochJob[],
     run: (key: AeadKey, group: AeadJob[]) => Promise<Uint8Array[]>,
   ): Promise<Uint8Array[]> {
-    if (jobs.length > 0 && jobs[jobs.length - 1]!.epoch === jobs[0]!.epoch) return keys.use(jobs[0]!.epoch, (key) => run(key, jobs));
+    if (jobs.length > 0 && jobs.every((j) => j.epoch === jobs[0]!.epoch)) return keys.use(jobs[0]!.epoch, (key) => run(key, jobs));
     // Every epoch's key is taken before the first await, so none is retired half-way through.
     const groups: { start: number; jobs: EpochJob[]; held: ReturnType<EpochKeys['acquire']> }[] = [];
     try {
