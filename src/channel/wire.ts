@@ -68,8 +68,8 @@ export const MAX_HELLO_BYTES = HEADER_BYTES + MAX_MIGRATION_ID_BYTES + HELLO_PAY
  * frame that would take it past either figure (docs/protocol.md, "Key epochs"). AES-GCM's
  * confidentiality bound (Bellare–Tackmann; draft-irtf-cfrg-aead-limits) is about (σ + q + 1)² / 2^129
  * for σ 16-byte blocks in q frames under one key: with σ ≤ 2^35 (these bytes) and q ≤ 2^32, an
- * attacker's advantage stays ≤ 2^-58.6 per epoch key, and ≤ 2^-56.8 for epoch 0, whose key (the
- * migration key itself) both directions share. The IV is deterministic and unique per key
+ * attacker's advantage stays ≤ 2^-58.6 per epoch key, and ≤ 2^-56.4 for epoch 0, whose key (the
+ * migration key itself) both directions share, HELLOs included. The IV is deterministic and unique per key
  * (connection id ‖ sequence XOR nonce), so no random-IV collision term enters, and a frame of at most
  * MAX_PAYLOAD_BYTES stays far inside GCM's 32-bit block counter (2^36 - 32 bytes a message).
  */
