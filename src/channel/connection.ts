@@ -17,6 +17,10 @@ export class Connection {
   id = 0;
   readonly reader: FrameReader;
   nextRecvSequence = 0;
+  /** Key epoch of the last frame framed on this connection after its HELLO; null before the first. */
+  sendEpoch: number | null = null;
+  /** Key epoch of the peer's last frame on it after its HELLO; null before the first. */
+  recvEpoch: number | null = null;
   private nextSendSequence = 0;
   private nextWriteSequence = 0;
   private readonly sealed = new Map<number, { frame: Buffer; cost: number }>();

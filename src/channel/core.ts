@@ -8,14 +8,14 @@
  */
 import type { Socket } from 'node:net';
 import { FerryError, toFerryError } from '../errors.js';
-import type { AeadKey } from '../crypto/backend.js';
+import type { Direction, KeySchedule } from '../crypto/key-schedule.js';
 import type { Channel, ChannelMessage, ChannelMode, ChannelSpec, ChannelStats } from './types.js';
 import { Connection } from './connection.js';
 import type { RawFrame } from './decoder.js';
 import { Pacer } from './pacer.js';
 import { FramePool } from './frame-pool.js';
 import { readInPlace } from './reader.js';
-import { channelSettings, type ChannelOptions, type ChannelSettings } from './options.js';
+import { channelSettings, keyBudget, type ChannelOptions, type ChannelSettings } from './options.js';
 import { FrameCrypto } from './frame-crypto.js';
 import { AckPolicy, type AckHost } from './ack-policy.js';
 import { Sender, type SenderHost } from './sender.js';
@@ -51,6 +51,8 @@ export abstract class ChannelCore implements Channel {
     retransmittedMessages: 0,
     duplicatesDropped: 0,
     cryptoThreadsPeak: 0,
+    keyEpochSent: 0,
+    keyEpochReceived: 0,
   };
 
   protected readonly conns = new Set<Connection>();
@@ -64,19 +66,22 @@ export abstract class ChannelCore implements Channel {
   private keepaliveTimer: NodeJS.Timeout | null = null;
   private finished = false;
 
-  protected constructor(spec: ChannelSpec, key: AeadKey | null, options: ChannelOptions) {
+  /** `direction`: this side's sending, 0 source → destination, 1 destination → source. */
+  protected constructor(spec: ChannelSpec, key: KeySchedule | null, options: ChannelOptions, direction: Direction) {
     this.migrationId = spec.migrationId;
     this.mode = spec.mode;
     this.cryptoThreads = spec.cryptoThreads ?? null;
     this.crypto = new FrameCrypto(
       key,
+      direction,
       spec.nonce,
       {
         threads: spec.cryptoThreads,
         onThreads: (n) => {
           if (n > this.stats.cryptoThreadsPeak) this.stats.cryptoThreadsPeak = n;
         },
-        sealLimitBytes: options.sealLimitBytes,
+        keyBudgetBytes: keyBudget(options),
+        onSendEpoch: (epoch) => this.sendKeyUpdates(epoch),
       },
       () => this.error ?? new FerryError('ERR_FERRY_ABORTED', 'channel closed'),
     );
@@ -95,6 +100,7 @@ export abstract class ChannelCore implements Channel {
       fail: (err) => (PEER_FAULTS.has(err.code) ? this.abort(err) : this.fail(err)),
       pickConnection: () => this.pickConnection(),
       checkDone: () => this.checkDone(),
+      connections: () => this.conns,
       sendEnd: (conn, total) => this.sendControl(conn, FrameType.END, 0, total),
       sendAck: (conn, endSeen, upTo) => this.sendControl(conn, FrameType.ACK, endSeen ? Flag.END_SEEN : 0, upTo),
       position: () => ({ delivered: this.receiver.delivered, endSeen: this.receiver.endSeen }),
@@ -270,16 +276,25 @@ export abstract class ChannelCore implements Channel {
     return best;
   }
 
-  /** Seals a control frame (ACK, END) and queues it on `conn`. */
+  /**
+   * This side's sending moved to key epoch `epoch`: a KEY_UPDATE on every connection that has
+   * carried a frame, before anything else of the new epoch, so on each connection the epoch steps
+   * by exactly one and only at a KEY_UPDATE (a connection yet to carry a frame starts in the new epoch).
+   */
+  private sendKeyUpdates(epoch: number): void {
+    this.stats.keyEpochSent = epoch;
+    for (const conn of this.conns) if (conn.usable && conn.sendEpoch !== null) void this.sendControl(conn, FrameType.KEY_UPDATE, 0, 0);
+  }
+
+  /** Seals a control frame (ACK, END, KEY_UPDATE) and queues it on `conn`. */
   private async sendControl(conn: Connection, type: FrameType, flags: number, messageNumber: number): Promise<void> {
-    const f = this.crypto.frame(conn, type, { flags, messageNumber, payloadLength: 0 });
     try {
+      const f = this.crypto.frame(conn, type, { flags, messageNumber, payloadLength: 0 });
       await this.crypto.sealOne(f, conn.sendId, Buffer.alloc(0));
+      conn.put(f.sequence, f.buf, 0);
     } catch (err) {
       this.fail(toFerryError(err, 'ERR_FERRY_INTERNAL'));
-      return;
     }
-    conn.put(f.sequence, f.buf, 0);
   }
 
   // ---------------------------------------------------------------- bytes in

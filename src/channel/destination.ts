@@ -6,7 +6,7 @@
  */
 import { createServer, type Server, type Socket } from 'node:net';
 import { FerryError } from '../errors.js';
-import type { AeadKey } from '../crypto/backend.js';
+import type { KeySchedule } from '../crypto/key-schedule.js';
 import type { Channel, ChannelSpec } from './types.js';
 import { ChannelCore } from './core.js';
 import { prepareKey, type ChannelOptions } from './options.js';
@@ -29,8 +29,8 @@ class DestinationChannel extends ChannelCore implements IncomingChannel {
   private lonelyTimer: NodeJS.Timeout | null = null;
   private readonly onRejectedConnection?: (error: FerryError) => void;
 
-  constructor(spec: ChannelSpec, key: AeadKey | null, options: ChannelOptions) {
-    super(spec, key, options);
+  constructor(spec: ChannelSpec, key: KeySchedule | null, options: ChannelOptions) {
+    super(spec, key, options, 1);
     this.onRejectedConnection = options.onRejectedConnection;
     this.startLonelyTimer();
   }

@@ -11,4 +11,4 @@ export { connectChannel } from './source.js';
 export { createIncomingChannel, listenChannel, type ChannelListener, type IncomingChannel } from './destination.js';
 export { listenRouter, readHelloHeader, type MigrationRouter, type RouteConnection, type RouterOptions } from './router.js';
 export { parseNetwork, formatNetwork, type NetworkAddress } from './network.js';
-export { MAX_PAYLOAD_BYTES, MAX_HELLO_BYTES, SEAL_LIMIT_BYTES, HEADER_BYTES, TAG_BYTES } from './wire.js';
+export { MAX_PAYLOAD_BYTES, MAX_HELLO_BYTES, KEY_BUDGET_BYTES, KEY_BUDGET_FRAMES, HEADER_BYTES, TAG_BYTES } from './wire.js';

@@ -3,10 +3,18 @@
  * their defaults.
  */
 import { FerryError } from '../errors.js';
-import { MAX_THREADS, type AeadKey, type Backend } from '../crypto/backend.js';
+import { MAX_THREADS, type Backend } from '../crypto/backend.js';
+import { KeySchedule } from '../crypto/key-schedule.js';
 import type { ChannelSpec, PlacePayload } from './types.js';
 import { KEY_BYTES, NONCE_BYTES } from '../common/secrets.js';
-import { MAX_WINDOW_BYTES, MIGRATION_ID, MIGRATION_ID_RULE, MIN_WINDOW_BYTES } from './wire.js';
+import { KEY_BUDGET_BYTES, MAX_WINDOW_BYTES, MIGRATION_ID, MIGRATION_ID_RULE, MIN_KEY_BUDGET_BYTES, MIN_WINDOW_BYTES } from './wire.js';
+
+/**
+ * Lowers the per-epoch key budget of every channel of a process, for end-to-end tests that need
+ * many key epochs in a small move. It can only lower the budget (more key updates, never fewer),
+ * so it cannot weaken a migration.
+ */
+export const KEY_BUDGET_ENV = 'FERRY_TEST_KEY_BUDGET_BYTES';
 
 export interface ChannelOptions {
   /** The crypto backend; default: loadBackend(). */
@@ -41,8 +49,11 @@ export interface ChannelOptions {
    * slow one on the calling thread. Default: the copy runs on the calling thread.
    */
   copy?: ((flat: Uint8Array[]) => Promise<void>) | null;
-  /** Lower the per-key seal limit (tests); never above SEAL_LIMIT_BYTES. */
-  sealLimitBytes?: number;
+  /**
+   * Bytes this side seals under one key epoch before it moves to the next (tests lower it to cross
+   * many epochs); MIN_KEY_BUDGET_BYTES to KEY_BUDGET_BYTES, the default. KEY_BUDGET_ENV lowers it further.
+   */
+  keyBudgetBytes?: number;
   /** Told about each incoming connection refused before it touched the channel (wrong key, mode, id). */
   onRejectedConnection?: (error: FerryError) => void;
   /**
@@ -73,6 +84,7 @@ export type ChannelSettings = Required<
 
 export function channelSettings(options: ChannelOptions): ChannelSettings {
   const windowBytes = options.windowBytes ?? DEFAULT_WINDOW_BYTES;
+  keyBudget(options);
   if (!Number.isInteger(windowBytes) || windowBytes < MIN_WINDOW_BYTES || windowBytes > MAX_WINDOW_BYTES) {
     throw new FerryError('ERR_FERRY_INPUT', `windowBytes must be ${MIN_WINDOW_BYTES} to ${MAX_WINDOW_BYTES}`);
   }
@@ -85,6 +97,21 @@ export function channelSettings(options: ChannelOptions): ChannelSettings {
     connectTimeoutMs: options.connectTimeoutMs ?? 5_000,
     connectRounds: options.connectRounds ?? 2,
   };
+}
+
+function checkBudget(value: number, what: string): number {
+  if (!Number.isSafeInteger(value) || value < MIN_KEY_BUDGET_BYTES || value > KEY_BUDGET_BYTES) {
+    throw new FerryError('ERR_FERRY_INPUT', `${what} must be ${MIN_KEY_BUDGET_BYTES} to ${KEY_BUDGET_BYTES} bytes`);
+  }
+  return value;
+}
+
+/** The per-epoch key budget: the option's, lowered (never raised) by KEY_BUDGET_ENV. */
+export function keyBudget(options: ChannelOptions): number {
+  let budget = checkBudget(options.keyBudgetBytes ?? KEY_BUDGET_BYTES, 'keyBudgetBytes');
+  const env = process.env[KEY_BUDGET_ENV];
+  if (env !== undefined && env !== '') budget = Math.min(budget, checkBudget(Number(env), KEY_BUDGET_ENV));
+  return budget;
 }
 
 function validateSpec(spec: ChannelSpec): void {
@@ -106,10 +133,11 @@ function validateSpec(spec: ChannelSpec): void {
   }
 }
 
-/** Checks the spec and imports its key (once for the channel's life); null for a plain channel. */
-export async function prepareKey(spec: ChannelSpec, options: ChannelOptions): Promise<AeadKey | null> {
+/** Checks the spec and takes its key into a key schedule (once for the channel's life); null for a plain channel. */
+export async function prepareKey(spec: ChannelSpec, options: ChannelOptions): Promise<KeySchedule | null> {
   validateSpec(spec);
+  keyBudget(options);
   if (spec.mode !== 'encrypted') return null;
   const backend = options.backend ?? (await (await import('../crypto/index.js')).loadBackend());
-  return backend.importKey(spec.key);
+  return KeySchedule.create(backend, spec.key, spec.nonce);
 }

@@ -5,14 +5,13 @@
  * it hands on, opened.
  */
 import { FerryError, toFerryError } from '../errors.js';
-import type { AeadJob } from '../crypto/backend.js';
 import type { ChannelMessage, ChannelStats, PlacePayload, Placement } from './types.js';
 import type { Connection } from './connection.js';
 import type { RawFrame } from './decoder.js';
 import type { FramePool } from './frame-pool.js';
 import type { BodyTarget } from './reader.js';
 import type { AckPolicy } from './ack-policy.js';
-import { takeBatch, type FrameCrypto } from './frame-crypto.js';
+import { takeBatch, type EpochJob, type FrameCrypto } from './frame-crypto.js';
 import { Flag, FrameType, FRAME_TYPE_NAMES, MAX_PAYLOAD_BYTES, type FrameHeader } from './wire.js';
 
 /** What receiving takes from the rest of the channel. */
@@ -21,6 +20,8 @@ export interface ReceiverHost {
   fail(err: FerryError): void;
   /** The peer acknowledged `count` messages (and our END, with `endSeen`). */
   onAck(count: number, endSeen: boolean): void;
+  /** Every connection of the channel not yet lost, handshakes included. */
+  connections(): Iterable<Connection>;
 }
 
 export interface ReceiverOptions {
@@ -50,6 +51,8 @@ export class Receiver {
   private peerEndTotal: number | null = null;
   private highestReceived = -1;
   private readonly waiters: Waiter[] = [];
+  /** A connection's epoch moved since the last look at which old keys can go. */
+  private epochMoved = false;
 
   constructor(
     private readonly host: ReceiverHost,
@@ -144,7 +147,49 @@ export class Receiver {
     const modeError = this.crypto.checkMode(h);
     if (modeError) return modeError;
     if (h.type === FrameType.HELLO) return new FerryError('ERR_FERRY_FRAME', 'a second HELLO on an open connection');
+    return this.checkEpoch(conn, h);
+  }
+
+  /**
+   * On each connection the peer's epoch steps by exactly one, and only at a KEY_UPDATE; a
+   * connection's first frame may start at any epoch not yet retired (docs/protocol.md, "Key epochs").
+   */
+  private checkEpoch(conn: Connection, h: FrameHeader): FerryError | null {
+    const e = h.epoch;
+    const at = conn.recvEpoch;
+    const where = `${FRAME_TYPE_NAMES[h.type]} sequence ${h.sequence} on connection ${conn.id}`;
+    if (at === null) {
+      if (h.type === FrameType.KEY_UPDATE) return new FerryError('ERR_FERRY_SEQUENCE', `${where}: a KEY_UPDATE before any frame`);
+      if (e < this.crypto.receiveFloor) {
+        return new FerryError(
+          'ERR_FERRY_SEQUENCE',
+          `${where} is of key epoch ${e}, retired (the peer is at ${this.crypto.receiveFloor} or later): old epoch`,
+        );
+      }
+    } else if (h.type === FrameType.KEY_UPDATE ? e !== at + 1 : e !== at) {
+      const what = e < at + (h.type === FrameType.KEY_UPDATE ? 1 : 0) ? 'old epoch' : 'skipped epoch';
+      return new FerryError('ERR_FERRY_SEQUENCE', `${where} is of key epoch ${e}, the connection is at ${at}: ${what}`);
+    }
+    if (at !== e) {
+      conn.recvEpoch = e;
+      this.epochMoved = true;
+      if (e > this.stats.keyEpochReceived) this.stats.keyEpochReceived = e;
+    }
     return null;
+  }
+
+  /** Retires the keys of epochs no frame can still come in: below every connection's epoch and every frame waiting to be opened. */
+  private retireOldEpochs(): void {
+    if (!this.epochMoved || !this.crypto.encrypted) return;
+    this.epochMoved = false;
+    let needed = Infinity;
+    for (const conn of this.host.connections()) {
+      if (conn.state === 'closed') continue;
+      // A connection yet to carry a frame may start at any epoch from the floor up.
+      needed = Math.min(needed, conn.recvEpoch ?? this.crypto.receiveFloor);
+    }
+    for (const { frame } of this.openQueue) needed = Math.min(needed, frame.header.epoch);
+    if (needed !== Infinity) this.crypto.retireReceived(needed);
   }
 
   private async openAll(): Promise<void> {
@@ -156,6 +201,7 @@ export class Receiver {
       for (let i = 0; i < batch.length && !this.host.error; i++) this.onFrame(batch[i]!.frame, payloads[i]!, placements[i] != null);
       if (this.crypto.encrypted || this.consumerAllocates)
         for (const { frame } of batch) if (frame.gathered) this.pool.give(frame.gathered);
+      this.retireOldEpochs();
     }
   }
 
@@ -166,7 +212,8 @@ export class Receiver {
     const claimed = new Set<number>();
     for (let i = 0; i < batch.length; i++) placements.push(await this.placement(batch[i]!.frame, ivs[i]!, claimed));
     if (this.host.error || !this.crypto.live) return null;
-    const jobs: AeadJob[] = batch.map(({ frame }, i) => ({
+    const jobs: EpochJob[] = batch.map(({ frame }, i) => ({
+      epoch: frame.header.epoch,
       iv: ivs[i]!,
       aad: frame.aad,
       input: frame.body,
@@ -208,7 +255,7 @@ export class Receiver {
     let placed: Placement | null;
     try {
       placed = await this.placePayload(h.messageType, h.payloadLength, (offset, length) =>
-        this.crypto.peek(iv, frame.body, offset, length),
+        this.crypto.peek(h.epoch, iv, frame.body, offset, length),
       );
     } catch {
       return null; // opened as usual; if the bytes were forged the open fails
@@ -238,6 +285,8 @@ export class Receiver {
       case FrameType.END:
         this.onEnd(h.messageNumber);
         break;
+      case FrameType.KEY_UPDATE:
+        break; // its work was done when it was checked (checkEpoch) and opened under its new key
       case FrameType.ABORT:
         this.host.fail(new FerryError('ERR_FERRY_ABORTED', `the peer aborted the channel: ${Buffer.from(payload).toString('utf8')}`));
         break;

@@ -5,12 +5,12 @@
  * message, and end() resolves once the peer acknowledged it.
  */
 import { FerryError, toFerryError } from '../errors.js';
-import { inputLength, type AeadJob } from '../crypto/backend.js';
+import { inputLength } from '../crypto/backend.js';
 import type { ChannelStats } from './types.js';
 import type { Connection } from './connection.js';
 import type { FramePool } from './frame-pool.js';
-import { takeBatch, type FrameCrypto } from './frame-crypto.js';
-import { FrameType, HEADER_BYTES, MAX_PAYLOAD_BYTES, MIN_WINDOW_BYTES, rewriteConnection } from './wire.js';
+import { takeBatch, type EpochJob, type FrameCrypto } from './frame-crypto.js';
+import { FrameType, HEADER_BYTES, MAX_PAYLOAD_BYTES, MIN_WINDOW_BYTES } from './wire.js';
 
 /** Plain batches smaller than this are copied into their frames on the calling thread. */
 const POOL_COPY_MIN_BYTES = 64 * 1024;
@@ -40,6 +40,8 @@ interface OutMessage {
   frame: Buffer;
   conn: Connection | null;
   sequence: number;
+  /** The key epoch `frame` is sealed under: its key stays until the message is acknowledged or sealed again. */
+  epoch: number;
   /** Sent again: its first buffer may sit in a dead socket's queue, so none of its buffers is reused. */
   retransmitted?: boolean;
 }
@@ -79,6 +81,8 @@ export class Sender {
   private readonly endWaiters: { resolve: () => void; reject: (e: FerryError) => void }[] = [];
   private pumping = false;
   private pumpAgain = false;
+  /** Unacknowledged messages per key epoch they are sealed under: an epoch's key goes when its count does. */
+  private readonly unackedByEpoch = new Map<number, number>();
 
   constructor(
     private readonly host: SenderHost,
@@ -157,6 +161,7 @@ export class Sender {
       while (this.unackedHead < this.unacked.length && this.unacked[this.unackedHead]!.number < count) {
         const m = this.unacked[this.unackedHead++]!;
         this.inflightBytes -= m.payloadLength;
+        this.countEpoch(m.epoch, -1);
         // Acknowledged: the peer has every byte, so no write of this buffer can still be pending.
         if (!m.retransmitted) this.pool.give(m.frame);
       }
@@ -165,6 +170,7 @@ export class Sender {
         this.unackedHead = 0;
       }
       this.retransmitQueue = this.retransmitQueue.filter((m) => m.number >= count);
+      this.retireEpochs();
       this.drainAdmit();
     }
     if (endSeen) this.peerSawEnd = true;
@@ -198,6 +204,21 @@ export class Sender {
     this.unacked.length = 0;
     this.unackedHead = 0;
     this.retransmitQueue = [];
+    this.unackedByEpoch.clear();
+  }
+
+  private countEpoch(epoch: number, by: 1 | -1): void {
+    const n = (this.unackedByEpoch.get(epoch) ?? 0) + by;
+    if (n === 0) this.unackedByEpoch.delete(epoch);
+    else this.unackedByEpoch.set(epoch, n);
+  }
+
+  /** Keys of epochs below the current one that no unacknowledged message is sealed under are not needed again. */
+  private retireEpochs(): void {
+    if (!this.crypto.encrypted) return;
+    let oldest = this.crypto.sendEpoch;
+    for (const e of this.unackedByEpoch.keys()) if (e < oldest) oldest = e;
+    this.crypto.retireSent(oldest);
   }
 
   private fits(bytes: number): boolean {
@@ -267,7 +288,7 @@ export class Sender {
 
   private async sealTaken(batch: PendingSend[]): Promise<void> {
     const { crypto } = this;
-    const jobs: AeadJob[] = [];
+    const jobs: EpochJob[] = [];
     const copies: Uint8Array[] = [];
     let copyBytes = 0;
     const built = batch.map((s) => {
@@ -276,9 +297,9 @@ export class Sender {
         this.pool.take(size),
       );
       if (crypto.encrypted) {
-        crypto.count(s.length);
         // Segments are sealed where they lie (the seal gathers them): no copy on this thread.
         jobs.push({
+          epoch: f.epoch,
           iv: crypto.iv(conn.sendId, f.sequence),
           aad: f.buf.subarray(0, HEADER_BYTES),
           input: s.payload,
@@ -303,8 +324,9 @@ export class Sender {
     else for (let i = 0; i < copies.length; i += 2) copies[i]!.set(copies[i + 1]!);
     if (this.host.error) return;
     for (const { s, conn, f } of built) {
-      const msg: OutMessage = { number: s.number, payloadLength: s.length, frame: f.buf, conn, sequence: f.sequence };
+      const msg: OutMessage = { number: s.number, payloadLength: s.length, frame: f.buf, conn, sequence: f.sequence, epoch: f.epoch };
       this.unacked.push(msg);
+      this.countEpoch(msg.epoch, 1);
       this.stats.bytesSent += msg.payloadLength;
       this.stats.messagesSent++;
       if (conn.state === 'closed') this.queueRetransmit(msg);
@@ -325,8 +347,9 @@ export class Sender {
     const plain = batch.map((m) => (crypto.encrypted ? Buffer.allocUnsafe(m.payloadLength) : m.frame.subarray(HEADER_BYTES)));
     if (crypto.encrypted) {
       if (!crypto.live) return;
-      await crypto.openBatch(
+      await crypto.openSent(
         batch.map((m, i) => ({
+          epoch: m.epoch,
           iv: crypto.iv(m.frame.readUInt32BE(4), m.sequence),
           aad: m.frame.subarray(0, HEADER_BYTES),
           input: m.frame.subarray(HEADER_BYTES),
@@ -341,17 +364,14 @@ export class Sender {
       this.retransmitQueue = [...batch, ...this.retransmitQueue].sort((a, b) => a.number - b.number);
       return;
     }
-    const jobs: AeadJob[] = [];
+    const jobs: EpochJob[] = [];
     const moved = batch.map((m, i) => {
       const conn = this.host.pickConnection()!;
-      const sequence = conn.reserveSequence();
-      const frame = Buffer.allocUnsafe(m.frame.length);
-      m.frame.copy(frame, 0, 0, HEADER_BYTES);
-      rewriteConnection(frame, conn.sendId, sequence);
-      conn.assign(frame.length);
+      // Sealed again under this side's current epoch, whatever it was sealed under before.
+      const { buf: frame, sequence, epoch } = crypto.reframe(conn, m.frame, m.payloadLength);
       if (crypto.encrypted) {
-        crypto.count(m.payloadLength);
         jobs.push({
+          epoch,
           iv: crypto.iv(conn.sendId, sequence),
           aad: frame.subarray(0, HEADER_BYTES),
           input: plain[i]!,
@@ -360,20 +380,24 @@ export class Sender {
       } else {
         plain[i]!.copy(frame, HEADER_BYTES);
       }
-      return { m, conn, sequence, frame };
+      return { m, conn, sequence, frame, epoch };
     });
     if (jobs.length > 0 && crypto.live) await crypto.sealBatch(jobs);
     if (crypto.encrypted) for (const p of plain) p.fill(0);
     if (this.host.error) return;
-    for (const { m, conn, sequence, frame } of moved) {
+    for (const { m, conn, sequence, frame, epoch } of moved) {
       if (m.number < this.peerAcked) continue;
       m.frame = frame;
       m.conn = conn;
       m.sequence = sequence;
+      this.countEpoch(m.epoch, -1);
+      this.countEpoch(epoch, 1);
+      m.epoch = epoch;
       m.retransmitted = true;
       this.stats.retransmittedMessages++;
       if (conn.state === 'closed') this.queueRetransmit(m);
       else conn.put(sequence, frame, m.payloadLength);
     }
+    this.retireEpochs();
   }
 }

@@ -5,7 +5,7 @@
  */
 import { connect } from 'node:net';
 import { FerryError } from '../errors.js';
-import type { AeadKey } from '../crypto/backend.js';
+import type { KeySchedule } from '../crypto/key-schedule.js';
 import type { Channel, ChannelSpec } from './types.js';
 import { ChannelCore } from './core.js';
 import { prepareKey, type ChannelOptions } from './options.js';
@@ -31,8 +31,8 @@ class SourceChannel extends ChannelCore {
   private firstOpen: { resolve: () => void; reject: (e: FerryError) => void } | null = null;
   readonly ready: Promise<void>;
 
-  constructor(spec: ChannelSpec, key: AeadKey | null, options: ChannelOptions, networks: NetworkAddress[]) {
-    super(spec, key, options);
+  constructor(spec: ChannelSpec, key: KeySchedule | null, options: ChannelOptions, networks: NetworkAddress[]) {
+    super(spec, key, options, 0);
     this.networks = networks;
     this.streams = spec.streams;
     this.ready = new Promise((resolve, reject) => (this.firstOpen = { resolve, reject }));

@@ -95,6 +95,10 @@ export interface ChannelStats {
   duplicatesDropped: number;
   /** The most threads one seal or open of this channel ran on, as the crypto backend reported it (0: none ran). */
   cryptoThreadsPeak: number;
+  /** The key epoch this side seals under now (0 until its first key update). */
+  keyEpochSent: number;
+  /** The highest key epoch of a frame received from the peer. */
+  keyEpochReceived: number;
 }
 
 export interface Channel {

@@ -2,8 +2,8 @@
  * Every constant of the channel's wire format, in one place (docs/protocol.md explains each).
  *
  *   off size field
- *   0   1    version (1)
- *   1   1    frame type (HELLO, DATA, ACK, END, ABORT)
+ *   0   1    version (1: key epoch 0; 2: a later key epoch)
+ *   1   1    frame type (HELLO, DATA, ACK, END, ABORT, KEY_UPDATE)
  *   2   1    flags (ENCRYPTED; END_SEEN on ACK)
  *   3   1    message type (DATA: the engine's 0-255; others 0)
  *   4   4    connection id, big-endian; top bit = direction (0: source → destination)
@@ -11,7 +11,7 @@
  *   16  8    message number (DATA: its number; ACK: messages delivered; END: total; HELLO: resume point)
  *   24  4    payload length (plaintext bytes, tag not counted)
  *   28  1    extension length (HELLO: length of the migration id that follows; others 0)
- *   29  3    zero
+ *   29  3    key epoch, big-endian: the key this frame is sealed under (0 in version 1 frames)
  *   32  ext  HELLO only: the migration id, ASCII
  *
  * The header and its extension are the AAD; the payload follows, then (encrypted mode) the 16-byte
@@ -21,13 +21,16 @@ import { FerryError } from '../errors.js';
 import { MIGRATION_ID, MIGRATION_ID_RULE } from '../common/names.js';
 import { TAG_BYTES } from '../common/secrets.js';
 
+/** Frames of key epoch 0: byte for byte what peers without key update send and expect. */
 export const VERSION = 1;
+/** Frames of key epoch 1 and later: a peer that only speaks version 1 refuses them by their version. */
+export const VERSION_EPOCHS = 2;
 export const HEADER_BYTES = 32;
 export { IV_BYTES, TAG_BYTES } from '../common/secrets.js';
 
-export const FrameType = { HELLO: 1, DATA: 2, ACK: 3, END: 4, ABORT: 5 } as const;
+export const FrameType = { HELLO: 1, DATA: 2, ACK: 3, END: 4, ABORT: 5, KEY_UPDATE: 6 } as const;
 export type FrameType = (typeof FrameType)[keyof typeof FrameType];
-export const FRAME_TYPE_NAMES: Record<number, string> = { 1: 'HELLO', 2: 'DATA', 3: 'ACK', 4: 'END', 5: 'ABORT' };
+export const FRAME_TYPE_NAMES: Record<number, string> = { 1: 'HELLO', 2: 'DATA', 3: 'ACK', 4: 'END', 5: 'ABORT', 6: 'KEY_UPDATE' };
 
 export const Flag = {
   /** The payload is sealed and a tag follows. Must equal the spec's mode, or the frame is refused. */
@@ -61,14 +64,21 @@ export const MAX_MIGRATION_ID_BYTES = 64;
 export const MAX_HELLO_BYTES = HEADER_BYTES + MAX_MIGRATION_ID_BYTES + HELLO_PAYLOAD_BYTES + TAG_BYTES;
 
 /**
- * Bytes sealed under one key, per direction. AES-GCM's confidentiality bound (Bellare–Tackmann,
- * draft-irtf-cfrg-aead-limits) is about (σ + q)² / 2^129 for σ 16-byte blocks in q messages: with
- * both directions at this limit, σ ≤ 2^36 blocks and q ≤ 2^25 frames, an attacker's advantage stays
- * ≤ 2^-57 — the margin TLS 1.3 and QUIC keep. At the limit the channel fails with ERR_FERRY_LIMIT
- * rather than seal one more byte; a migration that needs more needs a new key (a new migration).
+ * The budget of one key epoch, per direction: a sender moves to the next epoch's key before the
+ * frame that would take it past either figure (docs/protocol.md, "Key epochs"). AES-GCM's
+ * confidentiality bound (Bellare–Tackmann; draft-irtf-cfrg-aead-limits) is about (σ + q + 1)² / 2^129
+ * for σ 16-byte blocks in q frames under one key: with σ ≤ 2^35 (these bytes) and q ≤ 2^32, an
+ * attacker's advantage stays ≤ 2^-58.6 per epoch key, and ≤ 2^-56.4 for epoch 0, whose key (the
+ * migration key itself) both directions share, HELLOs included. The IV is deterministic and unique per key
+ * (connection id ‖ sequence XOR nonce), so no random-IV collision term enters, and a frame of at most
+ * MAX_PAYLOAD_BYTES stays far inside GCM's 32-bit block counter (2^36 - 32 bytes a message).
  */
-export const SEAL_LIMIT_BYTES = 2 ** 39;
-
+export const KEY_BUDGET_BYTES = 2 ** 39;
+export const KEY_BUDGET_FRAMES = 2 ** 32;
+/** The smallest budget a test may set: one largest frame must fit in an epoch. */
+export const MIN_KEY_BUDGET_BYTES = MAX_PAYLOAD_BYTES;
+/** The header holds 24 bits of epoch: 2^24 epochs of 2^39 bytes, 2^63 bytes a direction. */
+export const MAX_KEY_EPOCH = 0xff_ffff;
 /** The one fixed-size window a receiver may announce, so a peer can never make it buffer more. */
 export const MAX_WINDOW_BYTES = 1024 * 1024 * 1024;
 export const MIN_WINDOW_BYTES = 2 * MAX_PAYLOAD_BYTES;
@@ -83,6 +93,8 @@ export interface FrameHeader {
   messageNumber: number;
   payloadLength: number;
   extensionLength: number;
+  /** The key epoch the frame is sealed under (0 for HELLO and for every plain frame). */
+  epoch: number;
 }
 
 function frameError(detail: string): FerryError {
@@ -124,7 +136,8 @@ export function parseHeader(buf: Uint8Array): FrameHeader {
   if (buf.length < HEADER_BYTES) throw frameError(`header is ${buf.length} bytes, needs ${HEADER_BYTES}`);
   const view = Buffer.from(buf.buffer, buf.byteOffset, HEADER_BYTES);
   const version = view[0]!;
-  if (version !== VERSION) throw frameError(`version ${version}, this side speaks ${VERSION}`);
+  if (version !== VERSION && version !== VERSION_EPOCHS)
+    throw frameError(`version ${version}, this side speaks ${VERSION} and ${VERSION_EPOCHS}`);
   const type = view[1]!;
   if (!(type in FRAME_TYPE_NAMES)) throw frameError(`unknown frame type ${type}`);
   const flags = view[2]!;
@@ -146,8 +159,27 @@ export function parseHeader(buf: Uint8Array): FrameHeader {
   } else if (extensionLength !== 0) {
     throw frameError('header extension on a frame that is not HELLO');
   }
-  if (view[29] !== 0 || view[30] !== 0 || view[31] !== 0) throw frameError('reserved header bytes are not zero');
-  return { version, type: type as FrameType, flags, messageType, connectionId, sequence, messageNumber, payloadLength, extensionLength };
+  const epoch = view.readUIntBE(29, 3);
+  // The version says whether an epoch follows, so an epoch-0 frame has exactly one encoding.
+  if (version === VERSION && epoch !== 0) throw frameError('a version 1 frame names a key epoch');
+  if (version === VERSION_EPOCHS && epoch === 0) throw frameError('a version 2 frame names key epoch 0');
+  if (epoch !== 0 && (type === FrameType.HELLO || (flags & Flag.ENCRYPTED) === 0)) {
+    throw frameError(`a ${(flags & Flag.ENCRYPTED) === 0 ? 'plain frame' : 'HELLO'} names a key epoch`);
+  }
+  if (type === FrameType.KEY_UPDATE && (epoch === 0 || messageNumber !== 0))
+    throw frameError('KEY_UPDATE names no new epoch, or a message number');
+  return {
+    version,
+    type: type as FrameType,
+    flags,
+    messageType,
+    connectionId,
+    sequence,
+    messageNumber,
+    payloadLength,
+    extensionLength,
+    epoch,
+  };
 }
 
 /** Bytes of the whole frame on the wire, header included. */
@@ -171,6 +203,8 @@ export interface HeaderFields {
   messageNumber: number;
   payloadLength: number;
   migrationId?: string;
+  /** Key epoch; default 0. */
+  epoch?: number;
 }
 
 /** Bytes of header (and extension) for these fields. */
@@ -180,7 +214,8 @@ export function headerBytes(fields: { migrationId?: string }): number {
 
 /** Writes a header (and HELLO's extension) at the start of `buf`; returns its length. */
 export function writeHeader(buf: Buffer, f: HeaderFields): number {
-  buf[0] = VERSION;
+  const epoch = f.epoch ?? 0;
+  buf[0] = epoch === 0 ? VERSION : VERSION_EPOCHS;
   buf[1] = f.type;
   buf[2] = f.flags;
   buf[3] = f.messageType ?? 0;
@@ -190,17 +225,17 @@ export function writeHeader(buf: Buffer, f: HeaderFields): number {
   buf.writeUInt32BE(f.payloadLength, 24);
   const ext = f.migrationId === undefined ? 0 : f.migrationId.length;
   buf[28] = ext;
-  buf[29] = 0;
-  buf[30] = 0;
-  buf[31] = 0;
+  buf.writeUIntBE(epoch, 29, 3);
   if (f.migrationId !== undefined) buf.write(f.migrationId, HEADER_BYTES, 'latin1');
   return HEADER_BYTES + ext;
 }
 
-/** Rewrites the connection id and sequence of a header already written (for a retransmission). */
-export function rewriteConnection(buf: Buffer, connectionId: number, sequence: number): void {
+/** Rewrites the connection id, sequence and key epoch of a header already written (for a retransmission). */
+export function rewriteConnection(buf: Buffer, connectionId: number, sequence: number, epoch: number): void {
+  buf[0] = epoch === 0 ? VERSION : VERSION_EPOCHS;
   buf.writeUInt32BE(connectionId >>> 0, 4);
   writeU64(buf, 8, sequence);
+  buf.writeUIntBE(epoch, 29, 3);
 }
 
 /** IV = connection id ‖ (sequence XOR nonce), all big-endian. */

@@ -18,6 +18,7 @@ import { DEFAULT_PAGE_SIZE, scanViewTs, scanZeroPages, scanZeroPagesAsync, type 
 
 export * from './backend.js';
 export { NativeBackend } from './native.js';
+export { KeySchedule, deriveEpochKey, EPOCH_KEY_INFO, type Direction } from './key-schedule.js';
 export type { CpuFeatures, GcmImplementation } from './native-addon.js';
 export { DEFAULT_PAGE_SIZE, zeroPagesTs, type ZeroPageSource } from './zero-pages.js';
 

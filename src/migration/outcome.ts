@@ -52,6 +52,7 @@ export class Outcome {
       openedInPlace: figures.openedInPlace ?? null,
       roundTripMs: figures.roundTripMs == null ? null : Math.round(figures.roundTripMs * 10) / 10,
       wireBytes: { sent: figures.channel.stats.wireBytesSent, received: figures.channel.stats.wireBytesReceived },
+      keyEpochs: { sent: figures.channel.stats.keyEpochSent, received: figures.channel.stats.keyEpochReceived },
     };
   }
 }

@@ -142,6 +142,8 @@ export interface MigrationResult {
   roundTripMs: number | null;
   /** Bytes this side's channel wrote and read on its sockets, headers and tags included. */
   wireBytes?: { sent: number; received: number };
+  /** The channel's key epochs: this side's sending at the end, and the highest the peer's frames reached. */
+  keyEpochs?: { sent: number; received: number };
   /** A QEMU guest's source: QEMU's own figures of the migration, beside ferry's. */
   hypervisor?: HypervisorFigures | null;
 }

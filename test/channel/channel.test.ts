@@ -200,22 +200,19 @@ describe('channel behaviour', () => {
     await rejects(connectChannel({ ...good, networks: ['nohost'] }), 'ERR_FERRY_INPUT');
   });
 
-  it('stops at the per-key data limit with ERR_FERRY_LIMIT, and stays failed', async () => {
+  it('moves to a new key epoch at the per-key budget instead of stopping; a budget out of range is refused', async () => {
     const spec = makeSpec('encrypted', ['127.0.0.1:0'], { streams: 1 });
-    const p = await pair(spec, { sealLimitBytes: 1_000_000 });
+    await rejects(listenChannel(spec, { keyBudgetBytes: 1_000_000 }), 'ERR_FERRY_INPUT');
+    await rejects(connectChannel({ ...spec, networks: ['127.0.0.1:1'] }, { keyBudgetBytes: 2 ** 40 }), 'ERR_FERRY_INPUT');
+    const p = await pair(spec, { keyBudgetBytes: 4 * 1024 * 1024 });
     l = p.l;
-    let err: unknown;
-    try {
-      for (let i = 0; i < 100; i++) await p.src.send(1, Buffer.alloc(100_000));
-      await p.src.end();
-    } catch (e) {
-      err = e;
-    }
-    assert.equal((err as FerryError).code, 'ERR_FERRY_LIMIT');
-    assert.equal(p.src.error?.code, 'ERR_FERRY_LIMIT');
-    await rejects(p.src.send(1, Buffer.alloc(1)), 'ERR_FERRY_LIMIT');
-    // The destination learns it too: an authenticated ABORT is not sent (the key is spent), so it sees the loss.
-    l.channel.close();
+    const [digest, got] = await Promise.all([
+      sendAll(p.src, 100, 100_000),
+      receiveAll(l.channel, 100_000).then(async (r) => (await l!.channel.end(), r)),
+    ]);
+    assert.equal(got.digest, digest);
+    assert.equal(p.src.stats.keyEpochSent, 2, '10 MB at 4 MiB an epoch: epochs 0, 1 and 2');
+    assert.equal(l.channel.stats.keyEpochReceived, 2);
   });
 
   it('abort() reaches the peer as ERR_FERRY_ABORTED; both stay failed', async () => {

@@ -6,8 +6,16 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { FerryError } from '../../src/errors.js';
-import { connectChannel, createIncomingChannel, listenChannel, type Channel, type ChannelListener } from '../../src/channel/index.js';
-import { FrameType, HEADER_BYTES } from '../../src/channel/wire.js';
+import {
+  connectChannel,
+  createIncomingChannel,
+  listenChannel,
+  type Channel,
+  type ChannelListener,
+  type ChannelOptions,
+} from '../../src/channel/index.js';
+import { FrameType, HEADER_BYTES, IV_BYTES, rewriteConnection, writeIv } from '../../src/channel/wire.js';
+import { deriveEpochKey, loadBackend } from '../../src/crypto/index.js';
 import { flipBit, TamperRelay, type SeenFrame, type Tamper } from '../support/tamper-relay.js';
 import { makeSpec, payloadFor } from '../support/channel.js';
 
@@ -35,18 +43,20 @@ const isData = (f: SeenFrame): boolean => f.header.type === FrameType.DATA;
 /** Runs a transfer through a tampering relay and reports what the destination's consumer saw. */
 async function transfer(
   tamper: Tamper,
-  opts: { streams?: number; spec?: ReturnType<typeof makeSpec> } = {},
+  opts: { streams?: number; spec?: ReturnType<typeof makeSpec>; options?: ChannelOptions; count?: number; size?: number } = {},
 ): Promise<Outcome & { relay: TamperRelay }> {
   const spec = opts.spec ?? makeSpec('encrypted', ['127.0.0.1:0'], { streams: opts.streams ?? 1 });
-  const l = await listenChannel(spec, FAST);
+  const { count = COUNT, size = SIZE } = opts;
+  const options = { ...FAST, ...opts.options };
+  const l = await listenChannel(spec, options);
   const [host, port] = l.networks[0]!.split(':');
   const relay = await new TamperRelay({ host: host!, port: Number(port) }, tamper).start();
   let source: Channel | undefined;
   try {
-    source = await connectChannel({ ...spec, networks: [relay.address] }, FAST);
+    source = await connectChannel({ ...spec, networks: [relay.address] }, options);
     const src = source;
     const sending = (async () => {
-      for (let i = 0; i < COUNT; i++) await src.send(i % 256, payloadFor(i, SIZE));
+      for (let i = 0; i < count; i++) await src.send(i % 256, payloadFor(i, size));
       await src.end();
     })().catch(() => {});
     let received = 0;
@@ -60,7 +70,7 @@ async function transfer(
           sawEnd = true;
           break;
         }
-        if (m.type !== received % 256 || !Buffer.from(m.payload).equals(payloadFor(received, SIZE))) bad++;
+        if (m.type !== received % 256 || !Buffer.from(m.payload).equals(payloadFor(received, size))) bad++;
         received++;
       }
       await l.channel.end();
@@ -76,12 +86,12 @@ async function transfer(
   }
 }
 
-function expectCaught(o: Outcome, code: string): void {
+function expectCaught(o: Outcome, code: string, count = COUNT): void {
   assert.ok(o.error, `the destination should have failed with ${code}; it received ${o.received} and END=${o.sawEnd}`);
   assert.ok(o.error instanceof FerryError);
   assert.equal(o.error.code, code, o.error.message);
   assert.equal(o.bad, 0, 'no corrupted or out-of-order payload reached the consumer');
-  assert.ok(o.received < COUNT, 'the transfer did not complete');
+  assert.ok(o.received < count, 'the transfer did not complete');
   assert.equal(o.sawEnd, false);
   // The source is told why, at once: not left to redial a destination that gave up.
   assert.equal(o.source.error?.code, 'ERR_FERRY_ABORTED', o.source.error?.message);
@@ -268,5 +278,133 @@ describe('tampering between source and destination', function () {
     dst.close();
     relay.cut();
     server.close();
+  });
+});
+
+/**
+ * A man in the middle who holds the migration key (a peer with a bug, or one that lies) still
+ * cannot move a connection's key epoch other than one step at a KEY_UPDATE: frames are re-sealed
+ * here, with the keys the schedule derives, at the right sequence, so only the epoch is wrong.
+ */
+describe('tampering with key epochs', function () {
+  this.timeout(30_000);
+  const EPOCHS = { options: { keyBudgetBytes: 4 * 1024 * 1024 }, count: 60, size: 256 * 1024 };
+  let spec: ReturnType<typeof makeSpec>;
+  beforeEach(() => {
+    spec = makeSpec('encrypted', ['127.0.0.1:0'], { streams: 1 });
+  });
+
+  const keyOf = (epoch: number): Buffer => (epoch === 0 ? Buffer.from(spec.key) : deriveEpochKey(spec.key, spec.nonce, 0, epoch));
+
+  /** `f` re-sealed under `epoch`'s key (header changed by `edit`), at its own connection and sequence. */
+  async function reseal(f: SeenFrame, epoch: number, edit: (header: Buffer) => void = () => {}): Promise<Buffer> {
+    const node = await loadBackend('node');
+    const h = f.header;
+    const iv = writeIv(Buffer.alloc(IV_BYTES), spec.nonce, h.connectionId, h.sequence);
+    const plain = await node.open(keyOf(h.epoch), iv, f.bytes.subarray(0, HEADER_BYTES), f.bytes.subarray(HEADER_BYTES));
+    const header = Buffer.from(f.bytes.subarray(0, HEADER_BYTES));
+    rewriteConnection(header, h.connectionId, h.sequence, epoch);
+    edit(header);
+    return Buffer.concat([header, await node.seal(keyOf(epoch), iv, header, plain)]);
+  }
+
+  /** Holds frames of connection 0 back until `pick` (given the frame and the one before it) answers what to send instead. */
+  function atFrame(pick: (f: SeenFrame, before: SeenFrame | undefined) => Promise<Buffer[]> | null): Tamper {
+    let before: SeenFrame | undefined;
+    let chain: Promise<unknown> = Promise.resolve();
+    let done = false;
+    return (f, relay) => {
+      const prev = before;
+      before = f;
+      const out = done || f.conn !== 0 ? null : pick(f, prev);
+      if (out) done = true;
+      // Later frames wait behind an async re-seal so the order on the wire stays.
+      const send = out ?? Promise.resolve([f.bytes]);
+      chain = chain.then(() => send).then((bufs) => bufs.forEach((b) => relay.inject(f.conn, b)));
+      return [];
+    };
+  }
+
+  const isKeyUpdate = (f: SeenFrame, epoch: number): boolean => f.header.type === FrameType.KEY_UPDATE && f.header.epoch === epoch;
+
+  it('a clean relay sees each epoch begin with a KEY_UPDATE, and the transfer completes (the harness itself)', async () => {
+    const o = await transfer(
+      atFrame(() => null),
+      { spec, ...EPOCHS },
+    );
+    assert.equal(o.error, null);
+    assert.equal(o.received, EPOCHS.count);
+    const updates = o.relay.frames.filter((f) => f.header.type === FrameType.KEY_UPDATE).map((f) => f.header.epoch);
+    assert.deepEqual(updates, [1, 2, 3], '15 MiB at 4 MiB an epoch');
+    assert.ok(
+      o.relay.frames.every((f) => (f.header.epoch === 0) === (f.bytes[0] === 1)),
+      'version 1 for epoch 0, 2 after',
+    );
+  });
+
+  it('a frame of an old epoch, after the connection moved on (re-sealed under its key): ERR_FERRY_SEQUENCE', async () => {
+    const o = await transfer(
+      atFrame((f, before) => (before && isKeyUpdate(before, 2) && f.header.type === FrameType.DATA ? reseal(f, 1).then((b) => [b]) : null)),
+      { spec, ...EPOCHS },
+    );
+    expectCaught(o, 'ERR_FERRY_SEQUENCE', EPOCHS.count);
+    assert.match(o.error!.message, /old epoch/);
+  });
+
+  it('a frame of an old epoch replayed as it was recorded: ERR_FERRY_SEQUENCE', async () => {
+    let recorded: Buffer | undefined;
+    const o = await transfer(
+      atFrame((f) => {
+        if (f.header.epoch === 1 && f.header.type === FrameType.DATA) recorded ??= f.bytes;
+        return isKeyUpdate(f, 2) ? Promise.resolve([f.bytes, recorded!]) : null;
+      }),
+      { spec, ...EPOCHS },
+    );
+    expectCaught(o, 'ERR_FERRY_SEQUENCE', EPOCHS.count);
+  });
+
+  it('a KEY_UPDATE that skips an epoch (1 to 3): ERR_FERRY_SEQUENCE', async () => {
+    const o = await transfer(
+      atFrame((f) => (isKeyUpdate(f, 2) ? reseal(f, 3).then((b) => [b]) : null)),
+      { spec, ...EPOCHS },
+    );
+    expectCaught(o, 'ERR_FERRY_SEQUENCE', EPOCHS.count);
+    assert.match(o.error!.message, /skipped epoch/);
+  });
+
+  it('a frame sealed under the next epoch without a KEY_UPDATE before it: ERR_FERRY_SEQUENCE', async () => {
+    const o = await transfer(
+      atFrame((f) => (f.header.epoch === 1 && f.header.type === FrameType.DATA ? reseal(f, 2).then((b) => [b]) : null)),
+      { spec, ...EPOCHS },
+    );
+    expectCaught(o, 'ERR_FERRY_SEQUENCE', EPOCHS.count);
+    assert.match(o.error!.message, /skipped epoch/);
+  });
+
+  it('a KEY_UPDATE with one bit of its tag flipped: ERR_FERRY_AUTH', async () => {
+    const o = await transfer(
+      atFrame((f) => (isKeyUpdate(f, 1) ? Promise.resolve([flipBit(f.bytes, f.bytes.length - 1)]) : null)),
+      { spec, ...EPOCHS },
+    );
+    expectCaught(o, 'ERR_FERRY_AUTH', EPOCHS.count);
+  });
+
+  it('a KEY_UPDATE that names a message number (sealed right, but malformed): ERR_FERRY_FRAME', async () => {
+    const o = await transfer(
+      atFrame((f) => (isKeyUpdate(f, 1) ? reseal(f, 1, (h) => (h[23] = 1)).then((b) => [b]) : null)),
+      { spec, ...EPOCHS },
+    );
+    expectCaught(o, 'ERR_FERRY_FRAME', EPOCHS.count);
+  });
+
+  it('a truncated KEY_UPDATE (its last byte gone, the stream going on): refused, the channel fails', async () => {
+    const o = await transfer(
+      atFrame((f) => (isKeyUpdate(f, 1) ? Promise.resolve([f.bytes.subarray(0, f.bytes.length - 1)]) : null)),
+      { spec, ...EPOCHS },
+    );
+    // The receiver reads the next frame's first byte as the update's tag: the tag fails, or the
+    // next header (now a byte off) is malformed, whichever check the bytes reach first.
+    assert.ok(o.error && ['ERR_FERRY_AUTH', 'ERR_FERRY_FRAME'].includes(o.error.code), String(o.error));
+    expectCaught(o, o.error.code, EPOCHS.count);
   });
 });
