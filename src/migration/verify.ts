@@ -1,27 +1,27 @@
 /**
- * `verify` without the pause: both sides keep a SHA-256 per chunk of what the destination holds,
- * updated as the migration runs, and compare them at switch-over (docs/migration.md, "Verifying a
- * move").
+ * `verify` without the pause: both sides keep hashes of what the destination holds, updated as the
+ * migration runs, and compare them at switch-over (docs/migration.md, "Verifying a move").
  *
- * A chunk is 64 KiB: 16 memory pages, or one disk block. The source marks a chunk stale when it
- * sends any unit of it (zero markers too) and hashes stale chunks after each pass, leaving for
- * later those the guest has dirtied again meanwhile (they will be sent, so hashed, again). The
- * destination marks a chunk stale when it writes any unit of it and hashes stale chunks once the
- * writes have landed. At switch-over each side hashes only what is still stale — the chunks of the
- * last pass — and the destination compares the source's chunk hashes with its own, chunk by chunk,
- * and both roots (SHA-256 over a header and every chunk hash in order).
+ * Three levels: a SHA-256 per unit (memory page, disk block), a SHA-256 per 64 KiB chunk over its
+ * units' hashes (16 pages, or one block), and the root over a header and every chunk hash. The
+ * source marks a unit stale when it sends it (zero markers too) and hashes stale units beside the
+ * sending, leaving for later those the guest has dirtied again (they will be sent, so hashed,
+ * again). The destination marks a unit stale when its write has landed and hashes stale units
+ * beside the reception. At switch-over each side hashes only what is still stale — the last pass,
+ * mostly — and the destination compares the source's chunk hashes with its own, chunk by chunk.
+ * Hashing per unit makes the work what the pages sent weigh: a kv guest's later passes are pages
+ * scattered over its memory, and hashing each one's whole chunk again cost 16 times as much.
  *
  * Why the source's hashes end up those of the bytes it last sent, though it hashes a running
- * guest's memory: a write to chunk C after C's last hash sets its dirty bit after the write, so a
- * later harvest (the last one at the latest, with the guest paused) sends that page again, which
- * marks C stale after its last hash, and every stale chunk is hashed at switch-over, paused: a
- * contradiction. So no write falls after a chunk's last hash, and that hash is of the paused
- * guest, which is what the last send of each page carried.
+ * guest's memory: a write to unit U after U's last hash sets its dirty bit after the write, so a
+ * later harvest (the last one at the latest, with the guest paused) sends U again, which marks it
+ * stale after its last hash, and every stale unit is hashed at switch-over, paused: a
+ * contradiction. So no write falls after a unit's last hash, and that hash is of the paused
+ * guest, which is what the last send of the unit carried.
  *
- * Hashing runs on the event loop, a 64 KiB chunk at a time, yielding every SLICE_CHUNKS chunks:
- * SHA-256 is the fastest of node:crypto's hashes on CPUs with the SHA extensions (about 1.5-2 GB/s
- * a core here, well ahead of SHA-1, BLAKE2 and SHA-512), and a chunk that the zero scan finds
- * empty costs no hashing at all (its hash is a constant).
+ * Hashing runs on the event loop, yielding every SLICE_CHUNKS chunks: SHA-256 is the fastest of
+ * node:crypto's hashes on CPUs with the SHA extensions (ahead of SHA-1, BLAKE2 and SHA-512 here),
+ * and a unit the zero scan finds empty costs no hashing at all (its hash is a constant).
  */
 import { createHash, hash as oneShotHash } from 'node:crypto';
 import { zeroPages } from '../crypto/index.js';
@@ -29,7 +29,7 @@ import { FerryError } from '../errors.js';
 import { SPACE_DISK, SPACE_MEMORY } from './messages.js';
 import type { GuestGeometry } from './types.js';
 
-export const VERIFY_ALGORITHM = 'sha256-chunks-v1';
+export const VERIFY_ALGORITHM = 'sha256-pages-chunks-v1';
 export const CHUNK_BYTES = 64 * 1024;
 const HASH_BYTES = 32;
 /** Chunks hashed between two yields to the event loop: 1 MiB, about a millisecond. */
@@ -67,21 +67,33 @@ export interface SpaceSource {
 export class ChunkLedger {
   readonly unitsPerChunk: number;
   readonly chunkCount: number;
-  /** chunkCount × 32 bytes: each chunk's hash, in order. */
+  /** chunkCount × 32 bytes: each chunk's hash (of its units' hashes), in order. */
   readonly hashes: Buffer;
-  /** Chunks hashed so far. */
-  hashed = 0;
-  private readonly staleFlags: Uint8Array;
+  /** unitCount × 32 bytes: each unit's hash. */
+  private readonly unitHashes: Buffer;
+  /** Units hashed so far, and chunk hashes recomputed. */
+  unitsHashed = 0;
+  chunksHashed = 0;
+  private readonly staleUnits: Uint8Array;
+  private readonly staleChunks: Uint8Array;
   private staleList: number[] = [];
 
   constructor(readonly source: SpaceSource) {
     this.unitsPerChunk = Math.max(1, Math.floor(CHUNK_BYTES / source.unitSize));
     this.chunkCount = Math.ceil(source.unitCount / this.unitsPerChunk);
     this.hashes = Buffer.allocUnsafe(this.chunkCount * HASH_BYTES);
-    this.staleFlags = new Uint8Array(this.chunkCount);
-    // Both sides start from a guest of zeros (fresh memory, an emptied disk); pass 1 marks every
-    // chunk stale anyway.
-    for (let c = 0; c < this.chunkCount; c++) zeroHash(this.chunkLength(c)).copy(this.hashes, c * HASH_BYTES);
+    this.unitHashes = Buffer.allocUnsafe(source.unitCount * HASH_BYTES);
+    this.staleUnits = new Uint8Array(source.unitCount);
+    this.staleChunks = new Uint8Array(this.chunkCount);
+    // Both sides start from a guest of zeros (fresh memory, an emptied disk); pass 1 makes every
+    // unit stale anyway. Every full chunk of zeros has the same hash: computed once.
+    const zero = zeroHash(source.unitSize);
+    for (let u = 0; u < source.unitCount; u++) zero.copy(this.unitHashes, u * HASH_BYTES);
+    let fullChunk: Buffer | null = null;
+    for (let c = 0; c < this.chunkCount; c++) {
+      if (this.unitsOf(c)[1] === this.unitsPerChunk) (fullChunk ??= this.chunkHash(c)).copy(this.hashes, c * HASH_BYTES);
+      else this.chunkHash(c).copy(this.hashes, c * HASH_BYTES);
+    }
   }
 
   get staleCount(): number {
@@ -91,40 +103,58 @@ export class ChunkLedger {
   /** Units [first, first + count) were sent (source) or written (destination). */
   markUnits(first: number, count: number): void {
     if (count <= 0) return;
+    this.staleUnits.fill(1, first, first + count);
     const last = Math.floor((first + count - 1) / this.unitsPerChunk);
     for (let c = Math.floor(first / this.unitsPerChunk); c <= last; c++) {
-      if (this.staleFlags[c]) continue;
-      this.staleFlags[c] = 1;
+      if (this.staleChunks[c]) continue;
+      this.staleChunks[c] = 1;
       this.staleList.push(c);
     }
   }
 
   /**
-   * Takes the stale chunks to hash now, no longer stale from here on: a mark after this call makes
-   * the chunk stale again. `skipDirty`: leave stale those the guest dirtied again (source, live).
+   * Takes the stale units to hash now, by chunk, no longer stale from here on: a mark after this
+   * call makes them stale again. `skipDirty`: leave stale those the guest dirtied again (source,
+   * live): they will be sent, so hashed, again.
    */
-  takeStale(skipDirty: boolean): number[] {
-    const taken: number[] = [];
+  takeStale(skipDirty: boolean): Array<[number, number[]]> {
+    const taken: Array<[number, number[]]> = [];
     const kept: number[] = [];
-    for (const c of this.staleList) {
+    const dirty = skipDirty ? this.source.dirty : undefined;
+    for (const c of this.staleList.sort((a, b) => a - b)) {
       const [first, count] = this.unitsOf(c);
-      if (skipDirty && this.source.dirty?.(first, count)) kept.push(c);
-      else {
-        this.staleFlags[c] = 0;
-        taken.push(c);
+      const units: number[] = [];
+      let left = false;
+      for (let u = first; u < first + count; u++) {
+        if (!this.staleUnits[u]) continue;
+        if (dirty?.(u, 1)) left = true;
+        else {
+          this.staleUnits[u] = 0;
+          units.push(u);
+        }
       }
+      if (left) kept.push(c);
+      else this.staleChunks[c] = 0;
+      if (units.length > 0) taken.push([c, units]);
     }
     this.staleList = kept;
-    return taken.sort((a, b) => a - b);
+    return taken;
   }
 
-  hashChunk(c: number): void {
+  /** Hashes `units` of chunk `c` (each on its own: a pass's scattered pages cost what they weigh), then the chunk. */
+  hashUnits(c: number, units: number[]): void {
     const [first, count] = this.unitsOf(c);
+    const size = this.source.unitSize;
     const bytes = this.source.read(first, count);
-    const unit = this.source.unitSize;
-    const empty = bytes.length % unit === 0 && zeroPages(bytes, unit).length === bytes.length / unit;
-    (empty ? zeroHash(bytes.length) : sha256(bytes)).copy(this.hashes, c * HASH_BYTES);
-    this.hashed++;
+    const zeros = new Set(bytes.length % size === 0 ? zeroPages(bytes, size) : []);
+    for (const u of units) {
+      const i = u - first;
+      const h = zeros.has(i) ? zeroHash(size) : sha256(bytes.subarray(i * size, Math.min((i + 1) * size, bytes.length)));
+      h.copy(this.unitHashes, u * HASH_BYTES);
+    }
+    this.unitsHashed += units.length;
+    this.chunkHash(c).copy(this.hashes, c * HASH_BYTES);
+    this.chunksHashed++;
   }
 
   /** The first unit of chunk `c` and how many it has. */
@@ -133,8 +163,9 @@ export class ChunkLedger {
     return [first, Math.min(this.unitsPerChunk, this.source.unitCount - first)];
   }
 
-  private chunkLength(c: number): number {
-    return this.unitsOf(c)[1] * this.source.unitSize;
+  private chunkHash(c: number): Buffer {
+    const [first, count] = this.unitsOf(c);
+    return sha256(this.unitHashes.subarray(first * HASH_BYTES, (first + count) * HASH_BYTES));
   }
 }
 
@@ -157,6 +188,8 @@ export interface VerifyReport {
   /** Chunks this side hashed in all, and those it hashed at switch-over (the part that held the pause). */
   chunksHashed: number;
   chunksHashedAtSwitchOver: number;
+  /** Pages and blocks this side hashed in all (each chunk's hash is over its units' hashes). */
+  unitsHashed: number;
   /** This side's time hashing at switch-over. */
   switchOverHashMs: number;
   /** The first chunk that differed, or null. */
@@ -197,8 +230,8 @@ export class ChunkDigests {
       try {
         for (let i = 0; i < batch.length; i++) {
           if (this.stopped || this.failure) return;
-          const [ledger, c] = batch[i]!;
-          ledger.hashChunk(c);
+          const [ledger, c, units] = batch[i]!;
+          ledger.hashUnits(c, units);
           if (i % SLICE_CHUNKS === SLICE_CHUNKS - 1) await yieldToLoop();
         }
       } catch (err) {
@@ -229,8 +262,8 @@ export class ChunkDigests {
     const t0 = performance.now();
     const batch = this.take(false);
     for (let i = 0; i < batch.length; i++) {
-      const [ledger, c] = batch[i]!;
-      ledger.hashChunk(c);
+      const [ledger, c, units] = batch[i]!;
+      ledger.hashUnits(c, units);
       // Nothing else writes now; yielding keeps the control socket and the channel answering.
       if (i % (SLICE_CHUNKS * 16) === SLICE_CHUNKS * 16 - 1) await yieldToLoop();
     }
@@ -280,17 +313,18 @@ export class ChunkDigests {
       memoryChunks: this.memory.chunkCount,
       diskChunks: this.disk.chunkCount,
       chunksCompared,
-      chunksHashed: this.memory.hashed + this.disk.hashed,
+      chunksHashed: this.memory.chunksHashed + this.disk.chunksHashed,
+      unitsHashed: this.memory.unitsHashed + this.disk.unitsHashed,
       chunksHashedAtSwitchOver: this.atSwitchOver,
       switchOverHashMs: Math.round(this.switchOverMs * 10) / 10,
       mismatch,
     };
   }
 
-  private take(skipDirty: boolean): Array<[ChunkLedger, number]> {
+  private take(skipDirty: boolean): Array<[ChunkLedger, number, number[]]> {
     return [
-      ...this.memory.takeStale(skipDirty).map((c): [ChunkLedger, number] => [this.memory, c]),
-      ...this.disk.takeStale(skipDirty).map((c): [ChunkLedger, number] => [this.disk, c]),
+      ...this.memory.takeStale(skipDirty).map(([c, units]): [ChunkLedger, number, number[]] => [this.memory, c, units]),
+      ...this.disk.takeStale(skipDirty).map(([c, units]): [ChunkLedger, number, number[]] => [this.disk, c, units]),
     ];
   }
 

@@ -52,12 +52,14 @@ describe('verify: chunk ledgers', () => {
     src.disk.markUnits(0, 4);
     src.schedule(true);
     await src.idle();
-    // Page 3 is dirty: chunk 0 stays stale for the pause; every other chunk was hashed.
+    // Page 3 is dirty: it stays stale for the pause (so its chunk does); every other page was hashed.
     assert.equal(src.memory.staleCount, 1);
-    assert.equal(src.memory.hashed + src.disk.hashed, 16 - 1 + 4);
+    assert.equal(src.memory.chunksHashed + src.disk.chunksHashed, 16 + 4);
+    assert.equal(src.memory.unitsHashed, 256 - 1);
     const root = await src.settle();
     assert.equal(src.memory.staleCount, 0);
     assert.equal(src.report(0, null).chunksHashedAtSwitchOver, 1);
+    assert.equal(src.memory.unitsHashed, 256);
 
     // The destination holds the same but one byte of disk block 2 and one of memory chunk 9.
     const memory2 = Uint8Array.from(memory);
