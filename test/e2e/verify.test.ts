@@ -44,7 +44,10 @@ describe('e2e: ferry migrate --verify (synthetic guests)', function () {
   const where = (name: string) => jsonLines(ferryOk(['vm', 'list', '--json'], cluster.env).stdout).find((g) => g.name === name);
 
   it('moves a kv guest with a disk verified, and back: every chunk compared', async () => {
-    ferryOk(['vm', 'create', 'v1', '--host', 'a', '--memory', '64MiB', '--disk', '16MiB', '--workload', 'kv:get=2000,set=500'], cluster.env);
+    ferryOk(
+      ['vm', 'create', 'v1', '--host', 'a', '--memory', '64MiB', '--disk', '16MiB', '--workload', 'kv:get=2000,set=500'],
+      cluster.env,
+    );
     await waitUntil(() => where('v1')?.state === 'running', 30_000, 'v1 to run');
     const r = ferry(['migrate', 'v1', '--to', 'b', '--verify', '--json'], cluster.env);
     assert.equal(r.status, 0, r.stderr);
