@@ -107,7 +107,8 @@ class DestinationMigration {
     return msg;
   }
 
-  private checkBegin(payload: Uint8Array): void {
+  /** Whether the source verifies. */
+  private checkBegin(payload: Uint8Array): boolean {
     const b = decodeJson<Begin>(MSG.BEGIN, payload);
     const g = this.guest;
     if (intField(b, 'version', MSG.BEGIN) !== ENGINE_VERSION) {
@@ -123,10 +124,7 @@ class DestinationMigration {
       const theirs = intField(b, field, MSG.BEGIN);
       if (theirs !== mine) throw new FerryError('ERR_FERRY_REFUSED', `source guest has ${field} ${theirs}, this guest ${mine}`);
     }
-    if (b.verify === true) {
-      this.digests = chunkDigestsOf(g, false);
-      this.sourceHashes = new SourceChunkHashes(this.digests);
-    }
+    return b.verify === true;
   }
 
   /** Units that landed: their chunks are stale for verify, and the test hook hears of memory pages. */
@@ -241,8 +239,13 @@ class DestinationMigration {
     try {
       const first = await this.next();
       if (first.type !== MSG.BEGIN) throw new FerryError('ERR_FERRY_FRAME', `expected BEGIN, got message ${first.type}`);
-      this.checkBegin(first.payload);
+      const verify = this.checkBegin(first.payload);
       await this.channel.send(MSG.BEGIN_OK, encodeJson({ version: ENGINE_VERSION }));
+      // After BEGIN_OK: the source times the round trip by it, and a large guest's ledgers take a while.
+      if (verify) {
+        this.digests = chunkDigestsOf(this.guest, false);
+        this.sourceHashes = new SourceChunkHashes(this.digests);
+      }
 
       let complete: Complete | null = null;
       const g = this.guest;
@@ -322,9 +325,10 @@ class DestinationMigration {
       this.checkComplete(complete);
       const sourceDigest = typeof complete.digest === 'string' ? complete.digest : null;
       outcome.sourceDigest = sourceDigest;
-      if (this.digests && this.sourceHashes) {
+      if (this.digests && complete.verify !== undefined) {
         outcome.destinationDigest = await this.verifyChunks(complete, outcome);
       } else if (sourceDigest !== null) {
+        // A source of before chunk hashes sends its whole-guest digest: compared the old way.
         outcome.destinationDigest = await g.digest();
         if (outcome.destinationDigest !== sourceDigest) {
           throw new FerryError(
@@ -332,6 +336,8 @@ class DestinationMigration {
             `verify failed: source digest ${sourceDigest}, destination ${outcome.destinationDigest}`,
           );
         }
+      } else if (this.digests) {
+        throw new FerryError('ERR_FERRY_FRAME', 'the source asked to verify, and its COMPLETE carries no digest');
       }
       this.onEvent({ type: 'ready-to-commit', sourceDigest, digest: outcome.destinationDigest });
       const decision = await this.options.decide({ sourceDigest, digest: outcome.destinationDigest });
@@ -370,7 +376,13 @@ class DestinationMigration {
   private async verifyChunks(complete: Complete, outcome: Outcome): Promise<string> {
     const digests = this.digests!;
     const v = complete.verify;
-    if (!v || v.algorithm !== VERIFY_ALGORITHM || v.chunkBytes !== CHUNK_BYTES || typeof complete.digest !== 'string') {
+    if (
+      v === null ||
+      typeof v !== 'object' ||
+      v.algorithm !== VERIFY_ALGORITHM ||
+      v.chunkBytes !== CHUNK_BYTES ||
+      typeof complete.digest !== 'string'
+    ) {
       throw new FerryError(
         'ERR_FERRY_REFUSED',
         `the source verifies with ${JSON.stringify(v ?? null)}; this side with ${VERIFY_ALGORITHM}`,

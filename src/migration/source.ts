@@ -25,6 +25,8 @@ import {
 
 /** Verifying: how much is sent between two batches of chunk hashing. */
 const HASH_ALONG_BYTES = 32 << 20;
+/** Verifying: chunks still to hash (up to 1 MiB each) worth waiting for, guest running, before the pause. */
+const CATCH_UP_CHUNKS = 64;
 
 export interface SourceOptions {
   migrationId: string;
@@ -146,9 +148,11 @@ class SourceMigration {
     let last = await this.runPass([[0, g.pageCount]], g.blockCount > 0 ? [[0, g.blockCount]] : []);
     for (;;) {
       let pending = this.pendingBytes();
-      // Hashing still behind when the pause is due would be paid for in the pause: catch up live.
-      if (this.digests?.pending && this.conv.fits(pending)) {
-        await this.digests.idle();
+      // Hashing far behind when the pause is due would be paid for in the pause: catch up live. A
+      // few chunks left are not worth it: the guest dirties pages while it waits, and a guest
+      // throttled to an empty dirty set would never be found with nothing dirty.
+      if ((this.digests?.pending ?? 0) > CATCH_UP_CHUNKS && this.conv.fits(pending)) {
+        await this.digests!.idle();
         pending = this.pendingBytes();
       }
       this.conv.recordDirty(pending, performance.now() - harvestedAt);
