@@ -42,7 +42,11 @@ const KV_GETS = 150_000;
 const KV_SETS = 50_000;
 
 export const SCENARIOS = ['idle-10g', 'kv', 'fresh-8g', 'qemu-loopback'] as const;
-export type ScenarioName = (typeof SCENARIOS)[number];
+/** Run only when named: `kv-verify` measures what --verify costs a kv guest's switch-over. */
+export const EXTRA_SCENARIOS = ['kv-verify'] as const;
+export type ScenarioName = (typeof SCENARIOS)[number] | (typeof EXTRA_SCENARIOS)[number];
+const VERIFY_KV_GETS = 20_000;
+const VERIFY_KV_SETS = 5_000;
 
 interface MigrateArgs {
   scenario?: string[];
@@ -55,6 +59,8 @@ type Mode = 'encrypted' | 'plain';
 
 export interface FerryRun {
   mode: Mode;
+  /** The move was asked to verify (kv-verify); absent: it was not. */
+  verify?: boolean;
   direction: string;
   ok: boolean;
   error: string | null;
@@ -182,6 +188,7 @@ class Bench {
     mode: Mode,
     memoryBytes: number,
     maxBytesPerSecond: number | null,
+    verify = false,
   ): Promise<FerryRun> {
     const opsPerSecondBefore = await this.opsPerSecond(name, from);
     let maxThrottlePercent = 0;
@@ -194,6 +201,7 @@ class Bench {
         to: { cluster, host: cluster.hosts.get(to)!, crossCluster: false, label: to },
         mode: mode === 'encrypted' ? 'required' : 'disabled',
         maxDowntimeMs: MAX_DOWNTIME_MS,
+        verify,
         ...(maxBytesPerSecond ? { maxBytesPerSecond } : {}),
       },
       {
@@ -207,11 +215,13 @@ class Bench {
       this.migrationCpu(from, summary.migrationId, null),
       r.ok ? this.migrationCpu(to, summary.migrationId, { name }) : null,
     ]);
+    const unverified = verify && r.ok && r.verified !== true ? 'verify asked for, but the move reports no match' : null;
     return {
       mode,
+      ...(verify ? { verify } : {}),
       direction: `${from}→${to}`,
-      ok: r.ok,
-      error: r.error ? `${r.error.code}: ${r.error.message}` : null,
+      ok: r.ok && unverified === null,
+      error: r.error ? `${r.error.code}: ${r.error.message}` : unverified,
       totalMs: r.totalMs,
       switchoverMs: r.switchoverMs,
       bytesSent: r.bytesSent,
@@ -286,6 +296,8 @@ interface Plan {
   workloadText: string;
   maxBytesPerSecond: number | null;
   modes: Mode[];
+  /** Each mode's moves without and with --verify (default: without only). */
+  verifyVariants?: boolean[];
 }
 
 function plans(scale: number, kvScale: number): Plan[] {
@@ -328,6 +340,16 @@ function plans(scale: number, kvScale: number): Plan[] {
       workloadText: 'idle',
       maxBytesPerSecond: null,
       modes: ['encrypted'],
+    },
+    {
+      name: 'kv-verify',
+      description: `1 GiB kv guest at ${VERIFY_KV_GETS} GET + ${VERIFY_KV_SETS} SET a second, encrypted, without and with --verify`,
+      memoryBytes: scaled(GiB, scale),
+      workload: { kind: 'kv', getsPerSecond: VERIFY_KV_GETS, setsPerSecond: VERIFY_KV_SETS },
+      workloadText: `kv:get=${VERIFY_KV_GETS},set=${VERIFY_KV_SETS}`,
+      maxBytesPerSecond: null,
+      modes: ['encrypted'],
+      verifyVariants: [false, true],
     },
   ];
 }
@@ -379,14 +401,16 @@ async function runScenario(bench: Bench, plan: Plan, runs: number, progress: (li
     for (let i = 0; i < runs; i++) {
       // ABBA: every other round the modes go in the other order, so neither is always the first
       // to meet memory that the moves before it have not warmed.
-      for (const mode of i % 2 === 0 ? plan.modes : [...plan.modes].reverse()) {
+      const variants = plan.verifyVariants ?? [false];
+      const order = plan.modes.flatMap((m) => variants.map((v) => [m, v] as const));
+      for (const [mode, verify] of i % 2 === 0 ? order : [...order].reverse()) {
         for (const [from, to] of [
           ['a', 'b'],
           ['b', 'a'],
         ] as const) {
           bench.check();
-          progress(`${plan.name}: run ${i + 1}/${runs}, ${mode}, ${from}→${to}...`);
-          const run = await bench.migrate(name, from, to, mode, plan.memoryBytes, plan.maxBytesPerSecond);
+          progress(`${plan.name}: run ${i + 1}/${runs}, ${mode}${verify ? ' --verify' : ''}, ${from}→${to}...`);
+          const run = await bench.migrate(name, from, to, mode, plan.memoryBytes, plan.maxBytesPerSecond, verify);
           report.runs.push(run);
           progress(`${plan.name}:   ${describeRun(run)}`);
           if (!run.ok) {
@@ -442,7 +466,7 @@ async function runQemu(bench: Bench, report: ScenarioReport, runs: number, progr
 function describeRun(r: FerryRun): string {
   if (!r.ok) return `${r.mode} ${r.direction}: FAILED: ${r.error}`;
   return (
-    `${r.mode.padEnd(9)} ${r.direction}: total ${formatDuration(r.totalMs)}, switch-over ${r.switchoverMs === null ? '—' : formatDuration(r.switchoverMs)}, ` +
+    `${r.mode.padEnd(9)}${r.verify ? ' --verify' : ''} ${r.direction}: total ${formatDuration(r.totalMs)}, switch-over ${r.switchoverMs === null ? '—' : formatDuration(r.switchoverMs)}, ` +
     `${formatBytes(r.bytesSent)} sent (${(r.wireFraction * 100).toFixed(3)}% of memory), ${r.passes} passes` +
     (r.maxThrottlePercent ? `, throttled to ${100 - r.maxThrottlePercent}%` : '') +
     (r.opsPerSecondBefore ? `, ${Math.round(r.opsPerSecondBefore)} ops/s before` : '') +
@@ -470,6 +494,9 @@ export interface Ratios {
   ferryOverQemuMultifdTlsTime: number | null;
   ferryOverQemuPlainTime: number | null;
   ferryOverQemuTlsTime: number | null;
+  /** kv-verify: median switch-over and total time with --verify over without (null when not run). */
+  kvVerifyOverUnverifiedSwitchover?: number | null;
+  kvVerifyOverUnverifiedTime?: number | null;
 }
 
 export function computeRatios(scenarios: ScenarioReport[]): Ratios {
@@ -486,7 +513,16 @@ export function computeRatios(scenarios: ScenarioReport[]): Ratios {
   const ferryLoopback = medianTotal(q, 'encrypted');
   const idleAb = ratio(medianTotal(idle, 'encrypted', 'a→b'), medianTotal(idle, 'plain', 'a→b'));
   const idleBa = ratio(medianTotal(idle, 'encrypted', 'b→a'), medianTotal(idle, 'plain', 'b→a'));
+  const kvVerify = by('kv-verify');
+  const verifyRuns = (verify: boolean) => kvVerify?.runs.filter((r) => r.ok && (r.verify ?? false) === verify) ?? [];
+  const verifyMedian = (verify: boolean, field: 'switchoverMs' | 'totalMs') => median(verifyRuns(verify).map((r) => r[field] ?? NaN));
   return {
+    ...(kvVerify
+      ? {
+          kvVerifyOverUnverifiedSwitchover: ratio(verifyMedian(true, 'switchoverMs'), verifyMedian(false, 'switchoverMs')),
+          kvVerifyOverUnverifiedTime: ratio(verifyMedian(true, 'totalMs'), verifyMedian(false, 'totalMs')),
+        }
+      : {}),
     idleEncryptedOverPlainTime: idleAb === null || idleBa === null ? null : Math.sqrt(idleAb * idleBa),
     idleEncryptedOverPlainTimeByDirection: { 'a→b': idleAb, 'b→a': idleBa },
     idleEncryptedOverPlainDestinationCpu: ratio(medianDestinationCpu(idle, 'encrypted'), medianDestinationCpu(idle, 'plain')),
@@ -530,6 +566,10 @@ function printTable(output: Output, scenarios: ScenarioReport[], ratios: Ratios,
   output.print(`ferry encrypted / QEMU multifd+TLS time ≤ 0.33    ${fmt(ratios.ferryOverQemuMultifdTlsTime)}`);
   output.print(`ferry encrypted / QEMU plain time ≤ 1.5           ${fmt(ratios.ferryOverQemuPlainTime)}`);
   output.print(`ferry encrypted / QEMU TLS time                   ${fmt(ratios.ferryOverQemuTlsTime)}`);
+  if (ratios.kvVerifyOverUnverifiedSwitchover !== undefined) {
+    output.print(`kv --verify / unverified switch-over ≤ 1.1        ${fmt(ratios.kvVerifyOverUnverifiedSwitchover ?? null)}`);
+    output.print(`kv --verify / unverified time ≤ 1.05              ${fmt(ratios.kvVerifyOverUnverifiedTime ?? null)}`);
+  }
   output.print(`machine: ${JSON.stringify(machine)}`);
 }
 
@@ -541,8 +581,8 @@ export const benchMigrateCommand = defineCommand<MigrateArgs>({
       .option('scenario', {
         type: 'string',
         array: true,
-        choices: SCENARIOS as unknown as string[],
-        describe: 'run only these (default: all)',
+        choices: [...SCENARIOS, ...EXTRA_SCENARIOS] as string[],
+        describe: `run only these (default: ${SCENARIOS.join(', ')}; ${EXTRA_SCENARIOS.join(', ')} only when named)`,
       })
       .option('runs', {
         type: 'number',
@@ -560,7 +600,7 @@ export const benchMigrateCommand = defineCommand<MigrateArgs>({
     if (!(scale > 0 && scale <= 1)) throw new FerryError('ERR_FERRY_USAGE', '--memory-scale must be above 0 and at most 1');
     const kvScale = args['kv-scale'];
     if (!(kvScale > 0 && kvScale <= 1)) throw new FerryError('ERR_FERRY_USAGE', '--kv-scale must be above 0 and at most 1');
-    const wanted = new Set(args.scenario?.length ? args.scenario : SCENARIOS);
+    const wanted = new Set<string>(args.scenario?.length ? args.scenario : SCENARIOS);
     // Progress goes to stderr also under --json: a run takes minutes.
     const progress = (line: string) => output.err.write(`${line}\n`);
     const loadBefore = os.loadavg();

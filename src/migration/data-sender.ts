@@ -47,12 +47,15 @@ export class DataSender {
   /** The pass being sent (0 before the first), and what it has sent so far. */
   current: PassReport = emptyPass(0);
 
-  /** `afterChunk` runs after each 1 MiB scanned: where the engine checks its cancel and deadline. */
+  /**
+   * `afterChunk` runs after each 1 MiB scanned, with the units just handed over: where the engine
+   * checks its cancel and deadline, and marks what verify must hash.
+   */
   constructor(
     private readonly channel: Channel,
     private readonly guest: SourceGuest,
     private readonly replies: PeerReplies,
-    private readonly afterChunk: () => void,
+    private readonly afterChunk: (space: number, first: number, count: number) => void,
   ) {}
 
   /** The next pass's report, counted from here on. */
@@ -100,8 +103,8 @@ export class DataSender {
         }
         i += len;
       }
+      this.afterChunk(SPACE_MEMORY, at, n);
       at += n;
-      this.afterChunk();
     }
   }
 
@@ -130,7 +133,7 @@ export class DataSender {
           this.current.blocks++;
         }
       }
-      this.afterChunk();
+      this.afterChunk(SPACE_DISK, at, n);
     }
   }
 

@@ -26,6 +26,7 @@ import type { InPlaceOpener } from './in-place.js';
 import { PageWriter, type CopyBatch, type PageCopy } from './page-writer.js';
 import type { PayloadPool } from './payload-pool.js';
 import type { DestinationGuest, MigrationEvent, MigrationResult, PassReport } from './types.js';
+import { chunkDigestsOf, CHUNK_BYTES, SourceChunkHashes, VERIFY_ALGORITHM, type ChunkDigests } from './verify.js';
 
 export interface DestinationOptions {
   migrationId: string;
@@ -58,6 +59,8 @@ export interface DestinationOptions {
 
 const RECEIVED = 1;
 const WRITTEN = 2;
+/** Verifying: DATA messages between two batches of chunk hashing (about 32 MiB). */
+const HASH_ALONG_MESSAGES = 32;
 
 class DestinationMigration {
   private readonly started = performance.now();
@@ -76,6 +79,9 @@ class DestinationMigration {
   private device: object | null = null;
   private sourceAborted = false;
   private readonly writer: PageWriter;
+  /** When verifying: the hashes of what this side holds, and the source's (verify.ts). */
+  private digests: ChunkDigests | null = null;
+  private sourceHashes: SourceChunkHashes | null = null;
 
   constructor(
     private readonly channel: Channel,
@@ -101,7 +107,8 @@ class DestinationMigration {
     return msg;
   }
 
-  private checkBegin(payload: Uint8Array): void {
+  /** Whether the source verifies. */
+  private checkBegin(payload: Uint8Array): boolean {
     const b = decodeJson<Begin>(MSG.BEGIN, payload);
     const g = this.guest;
     if (intField(b, 'version', MSG.BEGIN) !== ENGINE_VERSION) {
@@ -117,6 +124,28 @@ class DestinationMigration {
       const theirs = intField(b, field, MSG.BEGIN);
       if (theirs !== mine) throw new FerryError('ERR_FERRY_REFUSED', `source guest has ${field} ${theirs}, this guest ${mine}`);
     }
+    return b.verify === true;
+  }
+
+  /** Units that landed: their chunks are stale for verify, and the test hook hears of memory pages. */
+  private landed(memory: boolean, first: number, count: number, zero: boolean): void {
+    if (memory) this.guest.pagesLanded?.(first, count, zero);
+    const d = this.digests;
+    if (d) (memory ? d.memory : d.disk).markUnits(first, count);
+  }
+
+  private landedCopies(copies: PageCopy[]): void {
+    for (const c of copies) this.landed(true, c.first, c.count, false);
+  }
+
+  /**
+   * Verifying: hashes what has landed and is stale, beside the reception. Copies still in flight
+   * must land first: their chunks were marked when queued.
+   */
+  private async hashLanded(): Promise<void> {
+    if (!this.digests) return;
+    await this.writer.drain();
+    this.digests.schedule(false);
   }
 
   /**
@@ -140,6 +169,7 @@ class DestinationMigration {
         if (memory && placed) {
           // Opened where it belongs; the payload delivered was only the header and run table.
           this.bytesReceived += bytes;
+          this.landed(true, run.first, run.count, false);
         } else if (memory) {
           for (let p = run.first, off = 0; p < run.first + run.count;) {
             const n = g.pageRunLimit(p, run.first + run.count - p);
@@ -149,6 +179,7 @@ class DestinationMigration {
           }
         } else {
           g.writeBlocks(run.first, run.count, data);
+          this.landed(false, run.first, run.count, false);
         }
         flags.fill(RECEIVED | WRITTEN, run.first, run.first + run.count);
         counts.dataUnits += run.count;
@@ -161,7 +192,8 @@ class DestinationMigration {
               // A page written before and zero now (rare: a later pass): every earlier write to
               // it, in flight or earlier in this message, lands first. The payload is released
               // by the message's last write, after this one has landed.
-              await this.writer.write(copies.splice(0), () => {});
+              const before = copies.splice(0);
+              await this.writer.write(before, () => this.landedCopies(before));
               await this.writer.drain();
               g.memoryPages(u, 1).fill(0);
             } else {
@@ -170,6 +202,7 @@ class DestinationMigration {
           }
           flags[u] = RECEIVED;
         }
+        this.landed(memory, run.first, run.count, true);
         counts.zeroUnits += run.count;
       }
     }
@@ -206,8 +239,13 @@ class DestinationMigration {
     try {
       const first = await this.next();
       if (first.type !== MSG.BEGIN) throw new FerryError('ERR_FERRY_FRAME', `expected BEGIN, got message ${first.type}`);
-      this.checkBegin(first.payload);
+      const verify = this.checkBegin(first.payload);
       await this.channel.send(MSG.BEGIN_OK, encodeJson({ version: ENGINE_VERSION }));
+      // After BEGIN_OK: the source times the round trip by it, and a large guest's ledgers take a while.
+      if (verify) {
+        this.digests = chunkDigestsOf(this.guest, false);
+        this.sourceHashes = new SourceChunkHashes(this.digests);
+      }
 
       let complete: Complete | null = null;
       const g = this.guest;
@@ -230,10 +268,14 @@ class DestinationMigration {
               try {
                 copies = await this.apply(decodeData(msg.payload, unitsIn, unitBytes), false);
               } finally {
-                await this.writer.write(copies, () => this.options.payloads?.release(msg.payload));
+                await this.writer.write(copies, () => {
+                  this.landedCopies(copies);
+                  this.options.payloads?.release(msg.payload);
+                });
               }
             }
             this.dataMessages++;
+            if (this.digests && this.dataMessages % HASH_ALONG_MESSAGES === 0) await this.hashLanded();
             break;
           case MSG.PASS_END: {
             const p = decodeJson<PassReport>(msg.type, msg.payload);
@@ -251,6 +293,13 @@ class DestinationMigration {
             });
             passStarted = now;
             await this.writer.drain();
+            // Verifying, the pass is acknowledged once its chunks are hashed: the source measures
+            // passes by their acknowledgements, so what hashing costs counts in its estimates, and
+            // no backlog of hashing is left for the pause.
+            if (this.digests) {
+              await this.hashLanded();
+              await this.digests.idle();
+            }
             await this.channel.send(MSG.PASS_ACK, encodeJson({ pass }));
             this.onEvent({ type: 'progress', role: 'destination', pass, bytesReceived: this.bytesReceived });
             break;
@@ -258,6 +307,12 @@ class DestinationMigration {
           case MSG.DEVICE:
             if (this.device !== null) throw new FerryError('ERR_FERRY_FRAME', 'a second device state');
             this.device = decodeJson<object>(msg.type, msg.payload);
+            // The last pass has landed: hash it while the source hashes its side.
+            await this.hashLanded();
+            break;
+          case MSG.CHUNK_DIGESTS:
+            if (!this.sourceHashes || this.device === null) throw new FerryError('ERR_FERRY_FRAME', 'chunk hashes out of place');
+            this.sourceHashes.accept(msg.payload);
             break;
           case MSG.COMPLETE:
             complete = decodeJson<Complete>(msg.type, msg.payload);
@@ -270,7 +325,10 @@ class DestinationMigration {
       this.checkComplete(complete);
       const sourceDigest = typeof complete.digest === 'string' ? complete.digest : null;
       outcome.sourceDigest = sourceDigest;
-      if (sourceDigest !== null) {
+      if (this.digests && complete.verify !== undefined) {
+        outcome.destinationDigest = await this.verifyChunks(complete, outcome);
+      } else if (sourceDigest !== null) {
+        // A source of before chunk hashes sends its whole-guest digest: compared the old way.
         outcome.destinationDigest = await g.digest();
         if (outcome.destinationDigest !== sourceDigest) {
           throw new FerryError(
@@ -278,6 +336,8 @@ class DestinationMigration {
             `verify failed: source digest ${sourceDigest}, destination ${outcome.destinationDigest}`,
           );
         }
+      } else if (this.digests) {
+        throw new FerryError('ERR_FERRY_FRAME', 'the source asked to verify, and its COMPLETE carries no digest');
       }
       this.onEvent({ type: 'ready-to-commit', sourceDigest, digest: outcome.destinationDigest });
       const decision = await this.options.decide({ sourceDigest, digest: outcome.destinationDigest });
@@ -309,7 +369,39 @@ class DestinationMigration {
     }
   }
 
+  /**
+   * Compares the source's chunk hashes with this side's, hashed up to date now; throws naming the
+   * first chunk that differs. Returns this side's root.
+   */
+  private async verifyChunks(complete: Complete, outcome: Outcome): Promise<string> {
+    const digests = this.digests!;
+    const v = complete.verify;
+    if (
+      v === null ||
+      typeof v !== 'object' ||
+      v.algorithm !== VERIFY_ALGORITHM ||
+      v.chunkBytes !== CHUNK_BYTES ||
+      typeof complete.digest !== 'string'
+    ) {
+      throw new FerryError(
+        'ERR_FERRY_REFUSED',
+        `the source verifies with ${JSON.stringify(v ?? null)}; this side with ${VERIFY_ALGORITHM}`,
+      );
+    }
+    const root = await digests.settle();
+    const mismatch = this.sourceHashes!.compare(complete.digest);
+    outcome.verification = digests.report(this.sourceHashes!.total, mismatch);
+    if (mismatch) {
+      throw new FerryError(
+        'ERR_FERRY_ABORTED',
+        `verify failed: ${mismatch.space} chunk ${mismatch.chunk} (bytes ${mismatch.offset}-${mismatch.offset + mismatch.bytes - 1} of ${mismatch.space}) differs between source and destination; the guest stays on the source`,
+      );
+    }
+    return root;
+  }
+
   private finish(outcome: Outcome): MigrationResult {
+    this.digests?.stop();
     const pool = this.options.payloads;
     pool?.clear();
     this.options.inPlace?.clear();

@@ -42,6 +42,12 @@ export const MSG = {
    * as the link takes, so bandwidth, dirty rate and the downtime estimate are the link's.
    */
   PASS_ACK: 9,
+  /**
+   * source → destination, when verifying: chunk hashes of what the source sent (binary: u8 space,
+   * u8 0, u16 0, u32 first chunk, then 32 bytes a chunk), all of them, at switch-over before
+   * COMPLETE (verify.ts).
+   */
+  CHUNK_DIGESTS: 10,
 } as const;
 
 export const SPACE_MEMORY = 0;
@@ -92,8 +98,10 @@ export interface Complete {
   memory: SpaceCounts;
   disk: SpaceCounts;
   dataMessages: number;
-  /** Set when verifying: the source's digest of the paused guest. */
+  /** Set when verifying: the root of the source's chunk hashes (verify.ts). */
   digest: string | null;
+  /** Set when verifying: the scheme and chunk size the root is of. */
+  verify?: { algorithm: string; chunkBytes: number };
 }
 
 export interface Committed {

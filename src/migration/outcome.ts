@@ -1,6 +1,7 @@
 /** The parts of a MigrationResult that the source and the destination fill in the same way. */
 import type { Channel } from '../channel/types.js';
 import type { MigrationOutcome, MigrationResult, PassReport } from './types.js';
+import type { VerifyReport } from './verify.js';
 
 export class Outcome {
   outcome: MigrationOutcome = 'aborted';
@@ -8,6 +9,7 @@ export class Outcome {
   downtimeMs: number | null = null;
   sourceDigest: string | null = null;
   destinationDigest: string | null = null;
+  verification: VerifyReport | null = null;
 
   constructor(
     readonly role: 'source' | 'destination',
@@ -46,6 +48,7 @@ export class Outcome {
       throttlePercent: figures.throttlePercent,
       sourceDigest: this.sourceDigest,
       destinationDigest: this.destinationDigest,
+      verification: this.verification,
       cpu: { userMs: Math.round(figures.cpu.user / 1000), systemMs: Math.round(figures.cpu.system / 1000) },
       cryptoThreads: { limit: figures.channel.cryptoThreads, peak: figures.channel.stats.cryptoThreadsPeak },
       payloadBuffers: figures.payloadBuffers ?? null,

@@ -9,9 +9,10 @@ import type { Channel } from '../channel/types.js';
 import { FerryError, toFerryError } from '../errors.js';
 import { Convergence } from './convergence.js';
 import { DataSender, runsOf } from './data-sender.js';
-import { ENGINE_VERSION, MSG, encodeJson, type Begin, type Complete } from './messages.js';
+import { ENGINE_VERSION, MSG, SPACE_MEMORY, encodeJson, type Begin, type Complete } from './messages.js';
 import { Outcome } from './outcome.js';
 import { PeerReplies } from './peer.js';
+import { chunkDigestsOf, CHUNK_BYTES, VERIFY_ALGORITHM, type ChunkDigests } from './verify.js';
 import {
   DEFAULT_COMMIT_TIMEOUT_MS,
   DEFAULT_MAX_DOWNTIME_MS,
@@ -21,6 +22,11 @@ import {
   type PassReport,
   type SourceGuest,
 } from './types.js';
+
+/** Verifying: how much is sent between two batches of chunk hashing. */
+const HASH_ALONG_BYTES = 32 << 20;
+/** Verifying: chunks still to hash (up to 1 MiB each) worth waiting for, guest running, before the pause. */
+const CATCH_UP_CHUNKS = 64;
 
 export interface SourceOptions {
   migrationId: string;
@@ -48,6 +54,8 @@ class SourceMigration {
   private readonly cpuStart = process.cpuUsage();
   private readonly originalThrottle: number;
   private readonly replies: PeerReplies;
+  /** When verifying: the hashes of the chunks sent, kept up to date as the passes go (verify.ts). */
+  private readonly digests: ChunkDigests | null;
   /** When the guest was paused for the switch-over; 0 while it runs. */
   private pausedAt = 0;
   /** COMPLETE was handed to the channel: from then on the destination may commit. */
@@ -60,6 +68,8 @@ class SourceMigration {
   /** Bytes of guest this pass covers (pages and blocks, zero or not). */
   private passPlanned = 0;
   private lastProgress = performance.now();
+  /** Bytes of guest sent since verify last scheduled hashing. */
+  private sentSinceHash = 0;
 
   constructor(
     private readonly channel: Channel,
@@ -71,8 +81,12 @@ class SourceMigration {
     this.conv = new Convergence(options.maxDowntimeMs, options.autoConverge, options.maxBytesPerSecond);
     this.originalThrottle = guest.throttlePercent;
     this.replies = new PeerReplies(channel);
-    this.out = new DataSender(channel, guest, this.replies, () => this.checkTimeout());
+    this.out = new DataSender(channel, guest, this.replies, (space, first, count) => {
+      this.checkTimeout();
+      this.hashAlong(space, first, count);
+    });
     this.outcome = new Outcome('source', options.migrationId);
+    this.digests = options.verify ? chunkDigestsOf(guest, true) : null;
   }
 
   /** The phases in order; any failure on the way ends in giveUp. */
@@ -133,7 +147,14 @@ class SourceMigration {
     let harvestedAt = performance.now();
     let last = await this.runPass([[0, g.pageCount]], g.blockCount > 0 ? [[0, g.blockCount]] : []);
     for (;;) {
-      const pending = this.pendingBytes();
+      let pending = this.pendingBytes();
+      // Hashing far behind when the pause is due would be paid for in the pause: catch up live. A
+      // few chunks left are not worth it: the guest dirties pages while it waits, and a guest
+      // throttled to an empty dirty set would never be found with nothing dirty.
+      if ((this.digests?.pending ?? 0) > CATCH_UP_CHUNKS && this.conv.fits(pending)) {
+        await this.digests!.idle();
+        pending = this.pendingBytes();
+      }
       this.conv.recordDirty(pending, performance.now() - harvestedAt);
       this.onEvent({
         type: 'pass',
@@ -180,7 +201,8 @@ class SourceMigration {
 
   /**
    * Pause the guest, send the last dirty pages and blocks, the device state, and COMPLETE with the
-   * counts of everything sent (and the digest when verifying: that hashing is part of the pause).
+   * counts of everything sent. Verifying, the chunks not hashed since they were last sent (those of
+   * the last pass, mostly) are hashed now, paused, and every chunk hash goes before COMPLETE.
    */
   private async switchOver(): Promise<void> {
     const g = this.guest;
@@ -193,12 +215,21 @@ class SourceMigration {
     await g.pause();
     await this.runPass(runsOf(g.harvestDirtyPages()), runsOf(g.harvestDirtyBlocks()), true);
     await this.out.send(MSG.DEVICE, encodeJson(g.deviceState()));
-    const digest = this.options.verify ? await g.digest() : null;
+    const digest = this.digests ? await this.sendChunkDigests(this.digests) : null;
     this.outcome.sourceDigest = digest;
     const { memory, disk, dataMessages } = this.out;
     const complete: Complete = { passes: this.out.current.pass, memory, disk, dataMessages, digest };
+    if (this.digests) complete.verify = { algorithm: VERIFY_ALGORITHM, chunkBytes: CHUNK_BYTES };
     this.completeSent = true;
     await this.out.send(MSG.COMPLETE, encodeJson(complete));
+  }
+
+  /** The chunks still stale hashed (the guest is paused), every chunk hash sent; returns the root. */
+  private async sendChunkDigests(digests: ChunkDigests): Promise<string> {
+    const root = await digests.settle();
+    for (const message of digests.messages()) await this.out.send(MSG.CHUNK_DIGESTS, message);
+    this.outcome.verification = digests.report(0, null);
+    return root;
   }
 
   /** The destination's decision: COMMITTED (it runs the guest now), or ABORT ("not committed", and never will be). */
@@ -209,6 +240,8 @@ class SourceMigration {
       outcome.destinationDigest = answer.digest;
       outcome.downtimeMs = performance.now() - this.pausedAt;
       outcome.outcome = 'committed';
+      // The destination commits only once it compared every chunk hash with its own.
+      if (this.digests) outcome.verification = this.digests.report(this.digests.memory.chunkCount + this.digests.disk.chunkCount, null);
       this.onEvent({ type: 'committed', downtimeMs: outcome.downtimeMs });
       this.replies.close();
       return this.finish();
@@ -268,6 +301,8 @@ class SourceMigration {
     if (!final) {
       await this.replies.passAcked(report.pass, this.options.timeoutMs - this.elapsed(), () => this.timeoutError());
       this.conv.recordRoundTrip(performance.now() - endAt);
+      // What this pass sent, hashed beside the next one; what the guest dirtied again waits.
+      this.digests?.schedule(true);
     }
     report.durationMs = performance.now() - t0;
     this.passes.push(report);
@@ -286,6 +321,20 @@ class SourceMigration {
     this.cancelled = reason instanceof FerryError ? reason : new FerryError('ERR_FERRY_ABORTED', 'cancelled by the operator');
     this.channel.abort(this.cancelled);
     return true;
+  }
+
+  /**
+   * Verifying: units just sent make their chunks stale, and every HASH_ALONG_BYTES sent what is
+   * stale and not dirty again is hashed beside the sending, so little is left for the pause.
+   */
+  private hashAlong(space: number, first: number, count: number): void {
+    const d = this.digests;
+    if (!d) return;
+    (space === SPACE_MEMORY ? d.memory : d.disk).markUnits(first, count);
+    this.sentSinceHash += count * (space === SPACE_MEMORY ? this.guest.pageSize : this.guest.blockSize);
+    if (this.sentSinceHash < HASH_ALONG_BYTES || this.pausedAt > 0) return;
+    this.sentSinceHash = 0;
+    d.schedule(true);
   }
 
   /** Between chunks of a pass and between passes: a cancel, progress, the deadline. */
@@ -337,6 +386,7 @@ class SourceMigration {
   }
 
   private finish(): MigrationResult {
+    this.digests?.stop();
     const cpu = process.cpuUsage(this.cpuStart);
     return this.outcome.result({
       passes: this.passes,

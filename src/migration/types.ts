@@ -3,6 +3,7 @@
  * guest process, for its agent) passes in, and the events and result it reports.
  */
 import type { ChannelSpec } from '../channel/types.js';
+import type { VerifyReport } from './verify.js';
 
 /** A guest's shape; source and destination must agree on all of it (checked in BEGIN). */
 export interface GuestGeometry {
@@ -28,6 +29,9 @@ export interface SourceGuest extends GuestGeometry {
   /** How much is dirty now, without clearing. */
   countDirtyPages(): number;
   countDirtyBlocks(): number;
+  /** Whether any of these pages or blocks is dirty now, without clearing (verify skips hashing what goes again). */
+  pagesDirty?(first: number, count: number): boolean;
+  blocksDirty?(first: number, count: number): boolean;
   clearDirtyLogs(): void;
   /** Returns once the workload has stopped writing. */
   pause(): Promise<void>;
@@ -44,7 +48,13 @@ export interface DestinationGuest extends GuestGeometry {
   memoryPages(first: number, count: number): Uint8Array;
   pageRunLimit(first: number, max: number): number;
   writeBlocks(first: number, count: number, data: Uint8Array): void;
+  readBlocks(first: number, count: number, into: Uint8Array): Uint8Array;
   digest(): Promise<string>;
+  /**
+   * Test only (FERRY_TEST_CORRUPT_PAGE, docs/migration.md): told when memory pages have landed
+   * (`zero`: a zero marker), before verify hashes them, so that a test can damage one.
+   */
+  pagesLanded?(first: number, count: number, zero: boolean): void;
 }
 
 /**
@@ -63,7 +73,7 @@ export interface OutgoingSpec extends ChannelParams {
   timeoutMs?: number;
   /** Throttle the guest step by step when it dirties faster than the link drains; default true. */
   autoConverge?: boolean;
-  /** Compare digests of the paused source and the destination before committing. */
+  /** Compare the chunk hashes of what the source sent and the destination holds before committing (verify.ts). */
   verify?: boolean;
   /** How long to wait, paused, for the destination's answer before declaring the outcome in doubt; default 60 s. */
   commitTimeoutMs?: number;
@@ -128,6 +138,8 @@ export interface MigrationResult {
   throttlePercent: number;
   sourceDigest: string | null;
   destinationDigest: string | null;
+  /** When verifying: the scheme, the chunks compared and hashed, the first that differed (verify.ts). */
+  verification?: VerifyReport | null;
   cpu: { userMs: number; systemMs: number };
   /** This side's channel: the threads each seal/open was allowed (null: every core) and the most one ran on (0: plain). */
   cryptoThreads: { limit: number | null; peak: number };

@@ -129,7 +129,8 @@ describe('e2e: cancelling a migration (real agents)', function () {
     // Nothing is left behind that stops the next migration.
     const again = await migrate(c, 'c1', 'a', 'b');
     assert.equal(again.result.outcome, 'committed', JSON.stringify(again.result.result?.error));
-    assert.equal(again.result.result!.destinationDigest, digest);
+    assert.equal(again.result.result!.destinationDigest, again.result.result!.sourceDigest);
+    assert.equal((await guestProcess('b', 'c1')).digest, digest);
     assert.equal(await on('a', 'c1'), null);
     assert.equal(alive(before.pid!), false);
     const arrived = (await on('b', 'c1'))!;
@@ -140,7 +141,8 @@ describe('e2e: cancelling a migration (real agents)', function () {
     assert.equal((await guestProcess('b', 'c1')).digest, digest);
     const home = await migrate(c, 'c1', 'b', 'a');
     assert.equal(home.result.outcome, 'committed', JSON.stringify(home.result.result?.error));
-    assert.equal(home.result.result!.destinationDigest, digest);
+    assert.equal(home.result.result!.destinationDigest, home.result.result!.sourceDigest);
+    assert.equal((await guestProcess('a', 'c1')).digest, digest);
   });
 
   it('cancels while the data connections are still being set up: at once, not after their timeouts', async function () {

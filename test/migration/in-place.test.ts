@@ -27,6 +27,7 @@ function guestMemory(): DestinationGuest & { slots: Uint8Array[] } {
       slots[Math.floor(first / SLOT_PAGES)]!.subarray((first % SLOT_PAGES) * PAGE, ((first % SLOT_PAGES) + count) * PAGE),
     pageRunLimit: (first, max) => Math.min(max, SLOT_PAGES - (first % SLOT_PAGES)),
     writeBlocks: () => {},
+    readBlocks: (_first, _count, into) => into,
     digest: async () => '',
   };
 }

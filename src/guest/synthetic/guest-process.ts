@@ -19,6 +19,8 @@ import { MigrationTracker, type MigrationInfo } from '../migration-tracker.js';
 import { keyOfTrailer, type MigrateOutParams, type PrepareIncomingParams } from '../protocol.js';
 import type { SyntheticConfig } from '../types.js';
 import { SyntheticGuest } from './guest.js';
+import { pageCountOf } from './layout.js';
+import { corruptPageFromEnv } from './test-faults.js';
 import { openIncoming, type IncomingTransport } from '../transport.js';
 
 /** The most threads one seal/open ran on (what the crypto-thread limit bounds). */
@@ -48,7 +50,10 @@ export class SyntheticGuestProcess implements GuestProcessDriver {
   private decide: ((d: 'commit' | 'abort') => void) | null = null;
 
   constructor(private readonly ctx: GuestProcessContext<SyntheticConfig>) {
-    this.guest = new SyntheticGuest(ctx.dir, ctx.config, { incoming: ctx.incoming });
+    this.guest = new SyntheticGuest(ctx.dir, ctx.config, {
+      incoming: ctx.incoming,
+      corruptPage: ctx.incoming ? corruptPageFromEnv(process.env, pageCountOf(ctx.config.memoryBytes)) : null,
+    });
   }
 
   get summary(): string {

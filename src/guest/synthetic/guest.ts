@@ -13,6 +13,7 @@ import { DirtyLog } from './dirty-log.js';
 import { DiskImage } from './disk.js';
 import { BLOCK_SIZE, PAGE_SIZE } from './layout.js';
 import { GuestMemory } from './memory.js';
+import { pageCorrupter } from './test-faults.js';
 import { Vcpu } from './vcpu.js';
 import type { WorkloadDeviceState } from './workloads.js';
 
@@ -30,8 +31,11 @@ export class SyntheticGuest implements SourceGuest, DestinationGuest {
   state: GuestState;
   /** The agent asked for a pause (a migration that gives up restores this, not "running"). */
   private userPaused = false;
+  /** Test only: set when FERRY_TEST_CORRUPT_PAGE armed this incoming guest (test-faults.ts). */
+  readonly pagesLanded?: (first: number, count: number, zero: boolean) => void;
 
-  constructor(dir: string, config: SyntheticConfig, options: { incoming: boolean }) {
+  /** `corruptPage`: test only, the page to damage as it lands (test-faults.ts). */
+  constructor(dir: string, config: SyntheticConfig, options: { incoming: boolean; corruptPage?: number | null }) {
     this.config = config;
     this.memory = new GuestMemory(config.memoryBytes);
     this.pageLog = new DirtyLog(this.memory.pageCount);
@@ -49,6 +53,7 @@ export class SyntheticGuest implements SourceGuest, DestinationGuest {
       config.workload,
       randomInt(1, 2 ** 31),
     );
+    if (options.incoming && options.corruptPage != null) this.pagesLanded = pageCorrupter(this.memory, options.corruptPage);
     this.state = options.incoming ? 'incoming' : 'running';
     if (!options.incoming) this.vcpu.start(null);
   }
@@ -137,6 +142,12 @@ export class SyntheticGuest implements SourceGuest, DestinationGuest {
   }
   countDirtyBlocks(): number {
     return this.blockLog.count();
+  }
+  pagesDirty(first: number, count: number): boolean {
+    return this.pageLog.anySet(first, count);
+  }
+  blocksDirty(first: number, count: number): boolean {
+    return this.blockLog.anySet(first, count);
   }
   clearDirtyLogs(): void {
     this.pageLog.clear();
