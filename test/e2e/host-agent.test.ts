@@ -12,7 +12,6 @@ import { BIN, ferry, ferryAsync, ferryOk } from '../support/cli.js';
 import { TestCluster } from '../support/cluster.js';
 import { jsonLines } from '../support/json-output.js';
 import { alive } from '../support/processes.js';
-import { waitUntil } from '../support/wait.js';
 
 /** Exit `status` and exactly one stderr line matching `message`. */
 function refused(r: { status: number | null; stderr: string }, status: number, message: RegExp): void {
