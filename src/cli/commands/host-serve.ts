@@ -2,8 +2,9 @@
 import { defineCommand } from '../command.js';
 import { Agent } from '../../agent/agent.js';
 import { createLogger } from '../../common/log.js';
+import { metricsAddress } from '../../agent/metrics.js';
 
-export const hostServeCommand = defineCommand<{ dir: string; encryption: boolean }>({
+export const hostServeCommand = defineCommand<{ dir: string; encryption: boolean; metrics?: string }>({
   command: 'serve',
   describe: 'run the host agent (logs: JSON lines on stderr); SIGTERM stops it, guests keep running',
   builder: (yargs) =>
@@ -19,11 +20,18 @@ export const hostServeCommand = defineCommand<{ dir: string; encryption: boolean
         default: true,
         describe: 'advertise encryption; --no-encryption stands in for an older host',
       })
+      .option('metrics', {
+        type: 'string',
+        requiresArg: true,
+        describe: 'serve Prometheus metrics as plain HTTP on this HOST:PORT only, at /metrics (e.g. 127.0.0.1:9464)',
+      })
       .example('$0 host serve --dir /var/lib/ferry', 'run the agent of the host made in that directory')
-      .example('$0 host serve --dir ./b --no-encryption', 'an agent that cannot encrypt (opportunistic guests go plain)'),
+      .example('$0 host serve --dir ./b --no-encryption', 'an agent that cannot encrypt (opportunistic guests go plain)')
+      .example('$0 host serve --dir ./a --metrics 127.0.0.1:9464', 'and metrics at http://127.0.0.1:9464/metrics'),
   run: async (output, args) => {
+    const metrics = args.metrics === undefined ? undefined : metricsAddress(args.metrics);
     const log = createLogger({ level: output.debug ? 'debug' : 'info' });
-    const agent = await Agent.start({ dir: args.dir, encryption: args.encryption, log });
+    const agent = await Agent.start({ dir: args.dir, encryption: args.encryption, log, ...(metrics ? { metrics } : {}) });
     await new Promise<void>((resolve) => {
       const stop = (signal: NodeJS.Signals) => {
         process.off('SIGTERM', stop);
