@@ -148,15 +148,23 @@ export function migrationsTable(rows: readonly MigrationRow[]): string[] {
   ]);
   const all = [header, ...cells];
   const widths = header.map((_, i) => Math.max(...all.map((row) => row[i]!.length)));
-  const flexible = [0, 10, 1, 2];
-  const MIN = 5;
+  // The guest, the network, the hosts and a queue's host give way; the figures and the queue place never do.
+  const PHASE = 3;
+  const QUEUED = /^queued #\d+ at /;
+  const min = (i: number) =>
+    i === PHASE ? Math.max(header[i]!.length, ...all.map((row) => (QUEUED.exec(row[i]!)?.[0].length ?? 0) + 2)) : 5;
+  const flexible = [0, 10, 1, 2, PHASE];
   const total = () => widths.reduce((a, b) => a + b, 0) + 2 * (widths.length - 1);
   while (total() > TABLE_COLUMNS) {
-    const widest = flexible.filter((i) => widths[i]! > MIN).sort((a, b) => widths[b]! - widths[a]!)[0];
+    const widest = flexible.filter((i) => widths[i]! > min(i)).sort((a, b) => widths[b]! - widths[a]!)[0];
     if (widest === undefined) break;
     widths[widest]!--;
   }
-  return table(all.map((row) => row.map((c, i) => cut(c, widths[i]!))));
+  const fit = (c: string, i: number): string => {
+    const queued = i === PHASE ? QUEUED.exec(c)?.[0] : undefined;
+    return queued ? queued + cut(c.slice(queued.length), widths[i]! - queued.length) : cut(c, widths[i]!);
+  };
+  return table(all.map((row) => row.map(fit)));
 }
 
 function reportUnreachable(output: Output, unreachable: readonly Unreachable[]): void {
