@@ -246,6 +246,21 @@ describe('e2e: ferry migrations and the metrics endpoint (real agents)', functio
       assert.equal(value(bAfter.samples, 'ferry_migration_queue_length', { direction: 'incoming' }), 0);
       const none = await ferryAsync(['migrations'], cluster.env);
       assert.equal(none.stdout, 'no migrations running or queued\n');
+
+      // --watch --json: a snapshot line closes each redraw, the result line the whole watch.
+      const jsonWatch = startFerry(['migrations', '--watch', '--json'], cluster.env);
+      await jsonWatch.waitForOutput('stdout', /("type":"snapshot"[^]*){2}/, 30_000);
+      jsonWatch.process.kill('SIGINT');
+      const jsonWatched = await jsonWatch.ended;
+      assert.equal(jsonWatched.status, 0, jsonWatched.stderr);
+      const watchLines = jsonLines(jsonWatched.stdout);
+      const snapshot = watchLines.find((l) => l.type === 'snapshot')!;
+      assert.deepEqual({ migrations: snapshot.migrations, unreachable: snapshot.unreachable }, { migrations: 0, unreachable: ['c'] });
+      assert.ok(!Number.isNaN(Date.parse(snapshot.at)));
+      const last = watchLines.at(-1)!;
+      assert.equal(last.type, 'result');
+      assert.equal(last.ok, true);
+      assert.ok(last.snapshots >= 2);
     } finally {
       for (const child of running) if (child.process.exitCode === null) child.process.kill('SIGKILL');
     }
