@@ -23,12 +23,16 @@ import os from 'node:os';
 import { listenRouter, type MigrationRouter } from '../channel/index.js';
 import { StateDirLock } from './dir-lock.js';
 import { DEFAULT_MEMORY_RESERVE_BYTES, memoryRefusal } from '../control/admission.js';
+import { AgentMetrics, serveMetrics, type MetricsServer } from './metrics.js';
+import type { Address } from '../common/address.js';
 
 export interface AgentOptions {
   dir: string;
   /** False: `--no-encryption`, an agent that cannot encrypt (standing in for an older host). */
   encryption: boolean;
   log: Logger;
+  /** Serve Prometheus metrics on this address (`--metrics`, checked by metricsAddress). */
+  metrics?: Address;
 }
 
 export class Agent {
@@ -38,6 +42,8 @@ export class Agent {
   readonly migrations: MigrationManager;
   private server: ControlServer | null = null;
   private router: MigrationRouter | null = null;
+  private readonly metrics: AgentMetrics | null;
+  private metricsServer: MetricsServer | null = null;
   /** The control address actually bound. */
   controlAddress = '';
 
@@ -60,7 +66,19 @@ export class Agent {
       encrypts: options.encryption,
       cryptoThreads: cryptoThreadsPerMigration(state.config.limits),
       networks: () => this.router?.networks ?? state.config.networks.map((n) => n.listen),
+      onEnded: (m) => this.metrics?.ended(m),
     });
+    this.metrics = options.metrics
+      ? new AgentMetrics({
+          host: state.config.name,
+          version: FERRY_VERSION,
+          cryptoBackend: this.cryptoBackend,
+          encrypts: options.encryption,
+          outgoing: this.outgoing,
+          incoming: this.incoming,
+          jobs: () => this.migrations.jobs(),
+        })
+      : null;
   }
 
   /** The backend's name; the native backend names its GCM implementation too (vaes-avx512, vaes-avx2, evp): probe shows it. */
@@ -113,7 +131,8 @@ export class Agent {
   }
 
   private async listen(): Promise<void> {
-    // The data plane first: a host whose migration addresses are taken should not look ready.
+    // Metrics and the data plane first: a host whose addresses are taken should not look ready.
+    if (this.metrics && this.options.metrics) this.metricsServer = await serveMetrics(this.options.metrics, this.metrics);
     const listen = this.state.config.networks.map((n) => n.listen);
     try {
       this.router = await listenRouter(listen, (id, socket, head) => this.migrations.route(id, socket, head), {
@@ -121,6 +140,7 @@ export class Agent {
           this.log.warn('data connection dropped', { remote: socket.remoteAddress, code: err.code, reason: err.message }),
       });
     } catch (err) {
+      await this.closeMetrics();
       const e = err as NodeJS.ErrnoException;
       throw new FerryError('ERR_FERRY_NETWORK', `cannot listen on the migration networks ${listen.join(', ')}: ${e.code ?? e.message}`);
     }
@@ -134,6 +154,7 @@ export class Agent {
       this.controlAddress = await this.server.listen(parseAddress(this.state.config.control, 'control address'));
     } catch (err) {
       await this.router.close();
+      await this.closeMetrics();
       throw err;
     }
     this.log.info('agent ready', {
@@ -144,7 +165,13 @@ export class Agent {
       limits: this.state.config.limits,
       cryptoThreadsPerMigration: cryptoThreadsPerMigration(this.state.config.limits) ?? 'every core',
       pid: process.pid,
+      ...(this.metricsServer ? { metrics: this.metricsServer.address } : {}),
     });
+  }
+
+  private async closeMetrics(): Promise<void> {
+    await this.metricsServer?.close();
+    this.metricsServer = null;
   }
 
   async stop(): Promise<void> {
@@ -152,6 +179,7 @@ export class Agent {
     this.server = null;
     await this.router?.close();
     this.router = null;
+    await this.closeMetrics();
     this.migrations.stop();
     this.guests.close();
     await this.lock.release();
@@ -244,6 +272,7 @@ export class Agent {
       },
       'crypto.measure': { roles: coordinator, timeoutMs: 5000, run: () => measureSeal(this.backend) },
       'migration.status': { roles: both, run: async ({ migrationId }) => this.migrations.status(migrationId) },
+      'migration.list': { roles: coordinator, run: async () => ({ host: this.name, migrations: this.migrations.jobs() }) },
       'migration.abort': {
         roles: coordinator,
         run: async ({ migrationId }) => ({ migrationId, decision: await this.migrations.abort(migrationId) }),

@@ -17,6 +17,7 @@ import {
   type MigrationHost,
   type MigrationRecords,
 } from './migration-records.js';
+import { noteConnection, noteEvent } from './migration-jobs.js';
 
 /** An incoming migration that has seen no data this long after it was prepared is given up. */
 export const DEFAULT_START_TIMEOUT_MS = 30 * 60_000;
@@ -46,6 +47,8 @@ export class IncomingMigrations {
   route(migrationId: string, socket: Socket, head: Buffer): boolean {
     const guest = this.arriving.get(migrationId);
     if (!guest) return false;
+    const m = this.records.get(migrationId);
+    if (m) noteConnection(m, socket);
     guest.addConnection(socket, head);
     return true;
   }
@@ -61,7 +64,7 @@ export class IncomingMigrations {
     }
     const nicFallback = p.guest.nic === 'sriov' && !this.host.state.config.hasSriov;
     const config = nicFallback ? { ...p.guest, nic: 'virtio' as const } : p.guest;
-    const m = this.records.incoming(p.migrationId, config.name);
+    const m = this.records.incoming(p.migrationId, config.name, p.source, { mode: p.mode, maxBytesPerSecond: p.maxBytesPerSecond });
     let release: (() => void) | null = null;
     try {
       release = await waitForSlot(this.host.incoming, m, signal, emit);
@@ -92,6 +95,8 @@ export class IncomingMigrations {
       void this.follow(m, incoming.client, held, p.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS);
       return { migrationId: p.migrationId, networks: this.host.networks(), nicFallback, guest: config };
     } catch (err) {
+      m.phase = 'aborted';
+      this.records.finish(m);
       this.records.delete(p.migrationId);
       throw err;
     } finally {
@@ -108,7 +113,7 @@ export class IncomingMigrations {
       void this.resolve(migrationId);
     }, startTimeoutMs).unref();
     try {
-      const info = await client.awaitMigration((e) => (m.lastEvent = e));
+      const info = await client.awaitMigration((e) => noteEvent(m, e));
       if (info.phase === 'ready-to-commit') await commitOrDrop(this.host, m, client);
       else await this.drop(m, info);
     } catch (err) {
@@ -124,6 +129,7 @@ export class IncomingMigrations {
     } finally {
       clearTimeout(unstarted);
       this.arriving.delete(migrationId);
+      this.records.finish(m);
       release();
     }
   }

@@ -7,6 +7,7 @@ import { FerryError } from '../errors.js';
 import type { GuestClient } from '../guest/index.js';
 import type { Logger } from '../common/log.js';
 import type { MigrationStatus, WireChannelSpec } from '../control/protocol.js';
+import { freshFigures, type JobFigures } from './migration-jobs.js';
 import type { GuestManager } from './guests.js';
 import type { SlotQueue } from './queue.js';
 import type { StateDir } from './state.js';
@@ -22,11 +23,25 @@ export interface MigrationHost {
   cryptoThreads: number | undefined;
   /** The migration addresses this agent listens on. */
   networks(): string[];
+  /** Told once about each migration that has ended here, however it ended (the metrics count them). */
+  onEnded?: (m: TrackedMigration) => void;
 }
+
+/** What the coordinator's spec says of a migration's channel, as `migration.list` shows it; null when a restarted agent took it over. */
+export type JobChannel = Pick<WireChannelSpec, 'mode' | 'maxBytesPerSecond'> | null;
 
 interface Tracked extends MigrationStatus {
   /** Ends its wait in this host's queue. */
   leaveQueue: AbortController;
+  /** The other end: the destination host (source role) or the source host (destination role). */
+  peer: string;
+  /** When the request came, ms since the epoch. */
+  since: number;
+  channel: JobChannel;
+  /** Progress as the migration's events and data connections show it (migration-jobs.ts). */
+  figures: JobFigures;
+  /** Set once it has ended here: `migration.list` shows it no more. */
+  over: boolean;
 }
 
 /** Destination: a guest arriving here. */
@@ -57,6 +72,8 @@ export const cancelledError = (queued: boolean) =>
 export class MigrationRecords {
   private readonly byId = new Map<string, TrackedMigration>();
 
+  constructor(private readonly onEnded?: (m: TrackedMigration) => void) {}
+
   get(migrationId: string): TrackedMigration | undefined {
     return this.byId.get(migrationId);
   }
@@ -70,6 +87,18 @@ export class MigrationRecords {
     return [...this.byId.values()].filter((m): m is OutgoingMigration => m.role === 'source' && m.guest === guest);
   }
 
+  /** The migrations that have not ended here, oldest first. */
+  active(): TrackedMigration[] {
+    return [...this.byId.values()].filter((m) => !m.over);
+  }
+
+  /** It has ended here (once; a second call is a no-op). */
+  finish(m: TrackedMigration): void {
+    if (m.over) return;
+    m.over = true;
+    this.onEnded?.(m);
+  }
+
   status(migrationId: string): MigrationStatus {
     const m = this.byId.get(migrationId);
     if (!m) throw new FerryError('ERR_FERRY_NOT_FOUND', `no migration "${migrationId}" known to this agent since it started`);
@@ -77,8 +106,8 @@ export class MigrationRecords {
     return { migrationId: id, role, guest, phase, position, lastEvent, result };
   }
 
-  incoming(migrationId: string, guest: string): IncomingMigration {
-    return this.add({ ...this.fresh(migrationId, guest), role: 'destination' });
+  incoming(migrationId: string, guest: string, source: string, channel: JobChannel): IncomingMigration {
+    return this.add({ ...this.fresh(migrationId, guest, source, channel), role: 'destination' });
   }
 
   /** An outgoing migration, ended only when the returned `end` is called. */
@@ -86,10 +115,11 @@ export class MigrationRecords {
     migrationId: string,
     guest: string,
     destination: { host: string; control: string },
+    channel: JobChannel,
   ): { migration: OutgoingMigration; end: () => void } {
     let end = (): void => {};
     const migration = this.add<OutgoingMigration>({
-      ...this.fresh(migrationId, guest),
+      ...this.fresh(migrationId, guest, destination.host, channel),
       role: 'source',
       destination,
       guestClient: null,
@@ -100,13 +130,27 @@ export class MigrationRecords {
       migration,
       end: () => {
         migration.ended = null;
+        this.finish(migration);
         end();
       },
     };
   }
 
-  private fresh(migrationId: string, guest: string): Omit<Tracked, 'role'> {
-    return { migrationId, guest, phase: 'queued', position: null, lastEvent: null, result: null, leaveQueue: new AbortController() };
+  private fresh(migrationId: string, guest: string, peer: string, channel: JobChannel): Omit<Tracked, 'role'> {
+    return {
+      migrationId,
+      guest,
+      phase: 'queued',
+      position: null,
+      lastEvent: null,
+      result: null,
+      leaveQueue: new AbortController(),
+      peer,
+      since: Date.now(),
+      channel,
+      figures: freshFigures(),
+      over: false,
+    };
   }
 
   private add<T extends TrackedMigration>(m: T): T {

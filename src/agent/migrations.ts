@@ -8,11 +8,13 @@
  *   resolve-query.ts  source: asking the destination's agent what it decided
  *   recovery.ts       after a restart: what the previous agent left
  *   migration-records.ts  the per-role records that `migration.status` reads
+ *   migration-jobs.ts     their progress figures, as `migration.list` (ferry migrations) shows them
  */
 import type { Socket } from 'node:net';
 import type {
   CancelResult,
   ChannelKey,
+  MigrationJob,
   MigrationStatus,
   MigrationStreamEvent,
   PrepareIncomingParams,
@@ -28,14 +30,16 @@ import { MigrationRecords, type MigrationHost } from './migration-records.js';
 import { OutgoingMigrations } from './outgoing.js';
 import { recover } from './recovery.js';
 import { ResolveQueries } from './resolve-query.js';
+import { jobOf } from './migration-jobs.js';
 
 export class MigrationManager {
-  private readonly records = new MigrationRecords();
+  private readonly records: MigrationRecords;
   private readonly queries: ResolveQueries;
   private readonly incoming: IncomingMigrations;
   private readonly outgoing: OutgoingMigrations;
 
   constructor(private readonly host: MigrationHost) {
+    this.records = new MigrationRecords((m) => host.onEnded?.(m));
     this.queries = new ResolveQueries(host);
     this.incoming = new IncomingMigrations(host, this.records);
     this.outgoing = new OutgoingMigrations(host, this.records, this.queries);
@@ -48,6 +52,11 @@ export class MigrationManager {
 
   status(migrationId: string): MigrationStatus {
     return this.records.status(migrationId);
+  }
+
+  /** Every migration of this host that has not ended, queued ones included, as jobs (`migration.list`). */
+  jobs(): MigrationJob[] {
+    return this.records.active().map((m) => jobOf(m, this.host.state.config.name));
   }
 
   prepareIncoming(

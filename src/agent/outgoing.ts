@@ -19,6 +19,7 @@ import {
   type OutgoingMigration,
 } from './migration-records.js';
 import type { ResolveQueries } from './resolve-query.js';
+import { noteEvent } from './migration-jobs.js';
 
 /**
  * Hands the request's key and nonce to `use` and zeroes both as soon as `use` has returned its
@@ -55,7 +56,10 @@ export class OutgoingMigrations {
     if (this.leaving.has(p.guest)) throw new FerryError('ERR_FERRY_REFUSED', `guest "${p.guest}" is already migrating`);
     const client = await this.host.guests.client(p.guest);
     if (!client) throw new FerryError('ERR_FERRY_REFUSED', `guest "${p.guest}" does not run on host ${this.host.state.config.name}`);
-    const { migration: m, end } = this.records.outgoing(p.migrationId, p.guest, p.destination);
+    const { migration: m, end } = this.records.outgoing(p.migrationId, p.guest, p.destination, {
+      mode: p.mode,
+      maxBytesPerSecond: p.maxBytesPerSecond,
+    });
     this.leaving.add(p.guest);
     let release: (() => void) | null = null;
     try {
@@ -71,7 +75,7 @@ export class OutgoingMigrations {
         streams: p.streams,
       });
       const onEvent = (e: MigrationEvent) => {
-        m.lastEvent = e;
+        noteEvent(m, e);
         emit(e);
       };
       m.guestClient = client;
@@ -123,7 +127,7 @@ export class OutgoingMigrations {
    * settled at once. Returns without waiting for either.
    */
   adopt(guest: string, client: GuestClient, info: MigrationInfo, destination: { host: string; control: string }): void {
-    const { migration: m, end } = this.records.outgoing(info.migrationId, guest, destination);
+    const { migration: m, end } = this.records.outgoing(info.migrationId, guest, destination, null);
     m.phase = info.phase;
     m.result = info.result;
     m.guestClient = client;
@@ -132,7 +136,7 @@ export class OutgoingMigrations {
     const release = running ? this.host.outgoing.occupy() : null;
     if (running) this.host.log.info('following an outgoing migration left by the previous agent', { migrationId: info.migrationId, guest });
     void (async () => {
-      const settled = running ? await client.awaitMigration((e) => (m.lastEvent = e)) : info;
+      const settled = running ? await client.awaitMigration((e) => noteEvent(m, e)) : info;
       m.result = settled.result;
       await settleOutgoing(this.host, this.queries, m, client, settled, () => {});
     })()

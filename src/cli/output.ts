@@ -41,6 +41,11 @@ export class Output {
   /** Streams whose reader went away: nothing more is written to them. */
   private readonly closed = new Set<NodeJS.WritableStream>();
 
+  /** True once stdout's reader has gone: a command that keeps redrawing (`--watch`) ends there. */
+  get stdoutClosed(): boolean {
+    return this.closed.has(this.stdout);
+  }
+
   private write(stream: NodeJS.WritableStream, text: string): void {
     if (!this.closed.has(stream)) stream.write(text);
   }

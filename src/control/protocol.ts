@@ -269,6 +269,53 @@ export interface MigrationStatus {
   result: MigrationResult | null;
 }
 
+/**
+ * One host's view of a migration it takes part in that has not ended (`migration.list`): what
+ * `ferry migrations` shows, merged by id with the other side's view. Figures this side cannot know
+ * are null: the source has the engine's progress, the destination what arrived and on which network.
+ */
+export interface MigrationJob {
+  migrationId: string;
+  role: 'source' | 'destination';
+  guest: string;
+  /** The host answering, and the other end: where the guest goes (source) or comes from (destination). */
+  host: string;
+  peer: string;
+  /** MigrationStatus's phases; `switch-over` once the source's engine has decided to switch over. */
+  phase: MigrationStatus['phase'] | 'switch-over';
+  /** Place in this host's queue (1: next) while queued; null otherwise. */
+  position: number | null;
+  /** When this agent got the request (or took the migration over after a restart), ms since the epoch. */
+  since: number;
+  /** Null for a migration a restarted agent took over (its spec went to the guest process only). */
+  mode: ChannelMode | null;
+  maxBytesPerSecond: number | null;
+  /** Source: the engine's last progress report (at most a second old while a pass runs); null before the first. */
+  pass: number | null;
+  bytesSent: number | null;
+  /** What the current pass has still to send, or (between passes) what the guest dirtied meanwhile. */
+  bytesLeft: number | null;
+  /** Bytes a second: the link as the engine measures it, and the guest's dirtying. */
+  rate: number | null;
+  dirtyRate: number | null;
+  throttlePercent: number | null;
+  /** bytesLeft over (rate - dirtyRate); null while the guest dirties as fast as the link drains, or before the first report. */
+  etaMs: number | null;
+  /** The source's estimate of the pause, once it has decided to switch over. */
+  expectedDowntimeMs: number | null;
+  /** Destination: payload bytes received by the end of the last pass. */
+  bytesReceived: number | null;
+  /** Destination: its address the data connections arrived on, the latest one's (before their HELLO was checked). */
+  network: string | null;
+  /** Destination: times a data connection arrived on another network than the one before. */
+  failovers: number;
+}
+
+export interface MigrationList {
+  host: string;
+  migrations: MigrationJob[];
+}
+
 /** Every method: its parameters, result, and the events a streaming call sends before its result. */
 export interface Methods {
   hello: { params: HelloParams; result: HelloResult; event: never };
@@ -296,6 +343,8 @@ export interface Methods {
   /** Source: run the migration (after a free outgoing slot); streams progress until it settles. */
   'migration.start-outgoing': { params: StartOutgoingParams; result: StartOutgoingResult; event: MigrationStreamEvent };
   'migration.status': { params: { migrationId: string }; result: MigrationStatus; event: never };
+  /** Every migration of this host that has not ended, queued ones included (`ferry migrations`). */
+  'migration.list': { params: Record<string, never>; result: MigrationList; event: never };
   /** Seals throwaway data under a throwaway key for a bounded time: what `ferry probe` reports as seal GB/s. */
   'crypto.measure': { params: Record<string, never>; result: SealMeasurement; event: never };
   /**
@@ -396,6 +445,7 @@ export const PARAMS: { [M in Method]: Check<Params<M>> } = {
     commitTimeoutMs: millis,
   }),
   'migration.status': obj({ migrationId }),
+  'migration.list': empty,
   'crypto.measure': empty,
   'migration.abort': obj({ migrationId }),
   'migration.cancel': obj({ guest: guestName, migrationId: optional(migrationId) }),

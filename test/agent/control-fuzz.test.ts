@@ -55,6 +55,7 @@ const VALID: { [M in Exclude<Method, 'hello'>]: Record<string, Json> } = {
     commitTimeoutMs: 5000,
   },
   'migration.status': { migrationId: 'fz-m1' },
+  'migration.list': {},
   'crypto.measure': {},
   'migration.abort': { migrationId: 'fz-m1' },
   'migration.cancel': { guest: 'g1', migrationId: 'fz-m1' },

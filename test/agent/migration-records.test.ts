@@ -10,8 +10,8 @@ import { cancelledError, MigrationRecords } from '../../src/agent/migration-reco
 describe('agent: migration records', function () {
   it('answers status with exactly the status fields, for either role', function () {
     const records = new MigrationRecords();
-    records.incoming('m-in', 'g1');
-    const { migration } = records.outgoing('m-out', 'g2', { host: 'b', control: '127.0.0.1:7002' });
+    records.incoming('m-in', 'g1', 'b', null);
+    const { migration } = records.outgoing('m-out', 'g2', { host: 'b', control: '127.0.0.1:7002' }, null);
     migration.cancelled = cancelledError(false);
     assert.ok(migration.cancelled instanceof FerryError);
     const fields = ['migrationId', 'role', 'guest', 'phase', 'position', 'lastEvent', 'result'];
@@ -32,16 +32,16 @@ describe('agent: migration records', function () {
 
   it('refuses a migration id it already knows, whatever the role', function () {
     const records = new MigrationRecords();
-    records.incoming('m-1', 'g1');
-    assert.throws(() => records.outgoing('m-1', 'g1', { host: 'b', control: '127.0.0.1:7002' }), { code: 'ERR_FERRY_INPUT' });
-    assert.throws(() => records.incoming('m-1', 'g2'), { code: 'ERR_FERRY_INPUT' });
+    records.incoming('m-1', 'g1', 'b', null);
+    assert.throws(() => records.outgoing('m-1', 'g1', { host: 'b', control: '127.0.0.1:7002' }, null), { code: 'ERR_FERRY_INPUT' });
+    assert.throws(() => records.incoming('m-1', 'g2', 'b', null), { code: 'ERR_FERRY_INPUT' });
     assert.equal(records.status('m-1').guest, 'g1', 'the first record stands');
   });
 
   it("settles an outgoing migration's `ended` when it ends, and lists a guest's outgoing migrations only", async function () {
     const records = new MigrationRecords();
-    records.incoming('m-in', 'g1');
-    const { migration, end } = records.outgoing('m-out', 'g1', { host: 'b', control: '127.0.0.1:7002' });
+    records.incoming('m-in', 'g1', 'b', null);
+    const { migration, end } = records.outgoing('m-out', 'g1', { host: 'b', control: '127.0.0.1:7002' }, null);
     assert.deepEqual(
       records.outgoingOf('g1').map((m) => m.migrationId),
       ['m-out'],

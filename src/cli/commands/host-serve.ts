@@ -8,6 +8,7 @@ import { defineCommand } from '../command.js';
 import { Agent } from '../../agent/agent.js';
 import { FerryError } from '../../errors.js';
 import { openAgentLog } from '../agent-log.js';
+import { metricsAddress } from '../../agent/metrics.js';
 
 const O_ACCMODE = 0o3;
 
@@ -42,6 +43,7 @@ interface HostServeArgs {
   encryption: boolean;
   'log-file'?: string;
   'ready-fd'?: number;
+  metrics?: string;
 }
 
 /** The readiness fd, checked before the agent starts: an fd that is not open is a mistake in the caller's redirections. */
@@ -87,6 +89,11 @@ export const hostServeCommand = defineCommand<HostServeArgs>({
         requiresArg: true,
         describe: 'write "READY=1\\n" to this file descriptor and close it once the agent listens',
       })
+      .option('metrics', {
+        type: 'string',
+        requiresArg: true,
+        describe: 'serve Prometheus metrics as plain HTTP on this HOST:PORT only, at /metrics (e.g. 127.0.0.1:9464)',
+      })
       .option('encryption', {
         type: 'boolean',
         default: true,
@@ -95,13 +102,15 @@ export const hostServeCommand = defineCommand<HostServeArgs>({
       .example('$0 host serve --dir /var/lib/ferry', 'run the agent of the host made in that directory')
       .example('$0 host serve --dir ./a --log-file a.log & $0 host wait a', 'in the background, logs in a file; go on once it answers')
       .example('$0 host serve --dir ./a --ready-fd 3 3>ready', '"READY=1" appears in the file ready once it listens')
-      .example('$0 host serve --dir ./b --no-encryption', 'an agent that cannot encrypt (opportunistic guests go plain)'),
+      .example('$0 host serve --dir ./b --no-encryption', 'an agent that cannot encrypt (opportunistic guests go plain)')
+      .example('$0 host serve --dir ./a --metrics 127.0.0.1:9464', 'and metrics at http://127.0.0.1:9464/metrics'),
   run: async (output, args) => {
     const ready = readyFd(args['ready-fd']);
+    const metrics = args.metrics === undefined ? undefined : metricsAddress(args.metrics);
     const { log, close } = openAgentLog({ logFile: args['log-file'], debug: output.debug });
     let agent: Agent;
     try {
-      agent = await Agent.start({ dir: args.dir, encryption: args.encryption, log });
+      agent = await Agent.start({ dir: args.dir, encryption: args.encryption, log, ...(metrics ? { metrics } : {}) });
     } catch (err) {
       // stderr gets the error line from the entry point; a log file should say why the agent is not running too.
       if (args['log-file'] !== undefined) log.error('agent did not start', { err });

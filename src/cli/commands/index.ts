@@ -10,6 +10,7 @@ import { evacuateCommand } from './evacuate.js';
 import { probeCommand } from './probe.js';
 import { demoCommand } from './demo.js';
 import { resolveCommand } from './resolve.js';
+import { migrationsCommand } from './migrations.js';
 
 // Commands of different argument types in one list: yargs's CommandModule is invariant in them.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -22,6 +23,7 @@ export const commands: CommandModule<any, any>[] = [
   cancelCommand,
   evacuateCommand,
   resolveCommand,
+  migrationsCommand,
   probeCommand,
   demoCommand,
 ];
