@@ -54,6 +54,8 @@ export type CoordinatorEvent =
   | { type: 'cancelling'; vm: string; side: 'coordinator' }
   /** The source agent could not cancel now (switch-over under way, in doubt): the migration ends by itself. */
   | { type: 'cancel-refused'; vm: string; side: 'coordinator'; code: string; message: string }
+  /** The connection to the source's agent was lost: reaching it again to follow the migration there (attempt 1, 2, ...). */
+  | { type: 'reconnecting'; vm: string; side: 'coordinator'; host: string; attempt: number; error: string }
   | ({ vm: string; side: 'source' | 'destination' } & MigrationStreamEvent);
 
 export interface MigrateHooks {
