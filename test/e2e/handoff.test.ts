@@ -11,6 +11,7 @@
  */
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, statSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { loadCluster, type Cluster } from '../../src/coordinator/cluster.js';
 import { eachHost } from '../../src/coordinator/connect.js';
@@ -187,8 +188,11 @@ describe('e2e: the hand-off when agents fail (real agents, the CLI as a process)
     // The destination comes back: its copy goes, never having run.
     const restartedAt = performance.now();
     agents.b = await cluster.startAgent('b');
+    const readyAt = performance.now();
     await waitUntil(() => !existsSync(path.join(cluster.hostDir('b'), 'guests', 'h3')), 10_000, "b's copy to go");
-    console.log(`      from the restarted destination agent to its copy released: ${(performance.now() - restartedAt).toFixed(0)} ms`);
+    console.log(
+      `      from the restarted destination agent to its copy released: ${(performance.now() - restartedAt).toFixed(0)} ms from its start, ${(performance.now() - readyAt).toFixed(0)} ms from its ready`,
+    );
     assert.equal(alive(incomingPid), false);
     assert.equal(await settled('h3'), 'a');
     const decision = JSON.parse(readFileSync(path.join(cluster.hostDir('b'), 'ownership', `${migrationId}.decision.json`), 'utf8'));
@@ -219,9 +223,10 @@ describe('e2e: the hand-off when agents fail (real agents, the CLI as a process)
 
     const restartedAt = performance.now();
     agents.b = await cluster.startAgent('b');
+    const readyAt = performance.now();
     await waitUntil(() => !existsSync(path.join(cluster.hostDir('b'), 'guests', 'k4')), 10_000, "b's copy to go");
     console.log(
-      `      from the restarted destination agent to its recorded-but-fenced copy released: ${(performance.now() - restartedAt).toFixed(0)} ms`,
+      `      from the restarted destination agent to its recorded-but-fenced copy released: ${(performance.now() - restartedAt).toFixed(0)} ms from its start, ${(performance.now() - readyAt).toFixed(0)} ms from its ready`,
     );
     await agents.b.waitForLog(/operator settled the migration without this host/, 5000);
     assert.equal(await settled('k4'), 'a');
@@ -239,9 +244,10 @@ describe('e2e: the hand-off when agents fail (real agents, the CLI as a process)
     await sleep(8000);
     const restartedAt = performance.now();
     agents.b = await cluster.startAgent('b');
+    const readyAt = performance.now();
     await waitUntil(async () => (await whereabouts('r5')).get('a')?.state === 'running', 15_000, 'the source guest to resume');
     console.log(
-      `      from the restarted destination agent to the source's guest resumed: ${(performance.now() - restartedAt).toFixed(0)} ms`,
+      `      from the restarted destination agent to the source's guest resumed: ${(performance.now() - restartedAt).toFixed(0)} ms from its start, ${(performance.now() - readyAt).toFixed(0)} ms from its ready`,
     );
     assert.equal((await whereabouts('r5')).get('a')!.pid, sourcePid);
     const end = await migrate.ended;
@@ -251,5 +257,66 @@ describe('e2e: the hand-off when agents fail (real agents, the CLI as a process)
     console.log(
       `      from the end ferry migrate reported to the guest running with no migration left: ${(performance.now() - endedAt).toFixed(0)} ms`,
     );
+  });
+
+  /**
+   * Moves guest `name` to b with b's ownership directory made unwritable (by `spoil`, undone by
+   * the function it returns) once the migration started: b cannot record its decision, so it must
+   * neither commit nor leave the source waiting in doubt.
+   */
+  async function recordUnwritable(name: string, spoil: (ownership: string) => () => void): Promise<void> {
+    createGuest(name, '32MiB', 'idle');
+    await filled(name);
+    const sourcePid = (await onA(name))!.pid!;
+    const ownership = path.join(cluster.hostDir('b'), 'ownership');
+    const migrate = startFerry(['migrate', name, '--to', 'b', '--bandwidth', '8MB', '--json'], cluster.env);
+    await migrate.waitForOutput('stdout', /"type":"started"/, 30_000);
+    const undo = spoil(ownership);
+    try {
+      const end = await migrate.ended;
+      const endedAt = performance.now();
+      const report = jsonLines(end.stdout).at(-1)!;
+      assert.equal(end.status, 1, end.stderr);
+      assert.equal(report.ok, false);
+      assert.equal(await settled(name), 'a');
+      console.log(
+        `      ${report.error.message.slice(0, 90)}...; from the report to the guest running on a with no migration left: ${(performance.now() - endedAt).toFixed(0)} ms`,
+      );
+      assert.equal((await onA(name))!.pid, sourcePid, 'the same guest process runs on');
+      assert.equal(existsSync(path.join(cluster.hostDir('b'), 'guests', name)), false, 'b has no copy left');
+      await agents.b!.waitForLog(/cannot record the commit decision: the incoming guest is aborted/, 5000);
+    } finally {
+      undo();
+    }
+  }
+
+  it('a read-only state directory at the destination when it records its decision: no commit, the source resumes at once', async function () {
+    await recordUnwritable('ro6', (ownership) => {
+      // Immutable: even root cannot create a file in it (permission bits do not stop root).
+      execFileSync('chattr', ['+i', ownership]);
+      return () => execFileSync('chattr', ['-i', ownership]);
+    });
+  });
+
+  it('a full disk at the destination when it records its decision: no commit, the source resumes at once', async function () {
+    const ownership = path.join(cluster.hostDir('b'), 'ownership');
+    try {
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k,mode=0700', 'tmpfs', ownership], { stdio: 'pipe' });
+    } catch (err) {
+      console.log(`      skipped: cannot mount a small tmpfs to fill (${(err as Error).message.split('\n')[0]})`);
+      this.skip();
+    }
+    try {
+      await recordUnwritable('df7', (dir) => {
+        try {
+          execFileSync('dd', ['if=/dev/zero', `of=${path.join(dir, 'filler')}`, 'bs=4k'], { stdio: 'pipe' });
+        } catch {
+          // dd ends with ENOSPC: the disk is full, which is the point
+        }
+        return () => {};
+      });
+    } finally {
+      execFileSync('umount', [ownership]);
+    }
   });
 });
