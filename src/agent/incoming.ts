@@ -177,6 +177,9 @@ export class IncomingMigrations {
     }
     const guest = note?.guest ?? this.records.get(migrationId)?.guest ?? '';
     const before = await this.host.state.decision(migrationId);
+    if (!note && before === null && !this.records.get(migrationId)) {
+      throw new FerryError('ERR_FERRY_NOT_FOUND', `no migration "${migrationId}" came to host ${this.host.state.config.name}`);
+    }
     await this.host.state.settle('fenced', migrationId, guest);
     await decideNotCommitted(this.host, migrationId, guest);
     const incoming = this.arriving.get(migrationId);

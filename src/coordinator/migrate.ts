@@ -7,7 +7,9 @@
  *
  * Errors before anything was asked of an agent (no such guest, a host that cannot take it, a
  * required guest and a host that cannot encrypt) are thrown. Once a spec went out, the outcome is
- * a MigrationReport with ok:false and the error: the guest still runs on the source.
+ * a MigrationReport with ok:false and the error: the guest still runs on the source — or, with
+ * ERR_FERRY_DETACHED, the source's agent could not be reached again to follow it, and the
+ * migration may still run (follow.ts). A lost connection to the source's agent alone is no end.
  */
 import type { MigrationStreamEvent } from '../control/protocol.js';
 import type { EncryptedMigration } from '../guest/types.js';
