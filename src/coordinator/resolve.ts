@@ -67,7 +67,7 @@ export async function resolveGuest(req: ResolveRequest): Promise<ResolveReport> 
   if (guest.state !== 'in-doubt') {
     throw new FerryError(
       'ERR_FERRY_REFUSED',
-      `guest "${req.guest}" is ${guest.state} on ${from}, not ${req.destinationLost ? 'paused in doubt' : 'migrating or waiting in doubt'}: nothing to resolve`,
+      `guest "${req.guest}" is ${guest.state} on ${from}, not ${req.destinationLost ? 'paused in doubt' : 'waiting in doubt'}: nothing to resolve`,
     );
   }
   const source = await connectHost(req.cluster, from);
