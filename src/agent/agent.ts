@@ -287,6 +287,30 @@ export class Agent {
         run: async ({ migrationId, decision }) => ({ migrationId, decision: this.migrations.settle(migrationId, decision) }),
       },
       'migration.waiting': { roles: coordinator, run: ({ guest }) => this.migrations.waiting(guest) },
+      'migration.outgoing': { roles: coordinator, run: ({ guest }) => this.migrations.outgoingOf(guest) },
+      'migration.follow': {
+        roles: coordinator,
+        timeoutMs: null, // follows until the migration ends or the client goes away
+        run: ({ migrationId }, ctx) => this.migrations.follow(migrationId, ctx.signal, ctx.emit),
+      },
+      'migration.fence': {
+        roles: coordinator,
+        run: async ({ migrationId }) => {
+          await this.migrations.fence(migrationId);
+          return { migrationId, decision: 'not-committed' as const };
+        },
+      },
+      'migration.decided': {
+        roles: ['host'],
+        run: async ({ migrationId, decision }, ctx) => ({
+          migrationId,
+          decision: await this.migrations.decided(migrationId, decision, ctx.peer),
+        }),
+      },
+      'migration.fenced': {
+        roles: both,
+        run: async ({ migrationId }, ctx) => ({ migrationId, dropped: await this.migrations.learnFence(migrationId, ctx.peer) }),
+      },
       'migration.resolve': {
         // Asked by the source host of a migration that lost its channel; the coordinator may ask too.
         roles: both,

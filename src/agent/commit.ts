@@ -25,6 +25,7 @@ import type { GuestClient, MigrationInfo } from '../guest/index.js';
 import type { MigrationStreamEvent, ResolveDecision } from '../control/protocol.js';
 import type { IncomingMigration, MigrationHost, OutgoingMigration } from './migration-records.js';
 import type { ResolveQueries } from './resolve-query.js';
+import { crashPoint } from './crash-point.js';
 
 type Host = Pick<MigrationHost, 'state' | 'guests' | 'log'>;
 
@@ -34,7 +35,14 @@ type Host = Pick<MigrationHost, 'state' | 'guests' | 'log'>;
 export async function commitOrDrop(host: Host, m: IncomingMigration, client: GuestClient): Promise<void> {
   const { migrationId, guest } = m;
   m.phase = 'ready-to-commit';
-  const decision = await host.state.decide(migrationId, guest, 'committed');
+  let decision: ResolveDecision;
+  try {
+    decision = await host.state.decide(migrationId, guest, 'committed');
+  } catch (err) {
+    await cannotRecord(host, m, client, err);
+    return;
+  }
+  crashPoint('destination:after-commit-record');
   if (decision === 'committed') {
     // Durable before the guest runs: ownership first, then resume (which answers COMMITTED).
     await host.guests.commitIncoming(guest);
@@ -52,27 +60,62 @@ export async function commitOrDrop(host: Host, m: IncomingMigration, client: Gue
   host.log.warn('incoming migration not committed: the source was told so first', { migrationId, guest });
 }
 
+/**
+ * The ownership record cannot be written (disk full, a read-only state directory): the guest must
+ * not run here, and "not committed" cannot be recorded either. The incoming guest process is told
+ * to abort — it sends the source an ABORT, which means "not committed, and never will be", and
+ * exits with the only copy of the guest's state here — so the source resumes at once instead of
+ * waiting in doubt for an answer this host cannot record. Nothing is left that could commit later.
+ */
+async function cannotRecord(host: Host, m: IncomingMigration, client: GuestClient, err: unknown): Promise<void> {
+  host.log.error('cannot record the commit decision: the incoming guest is aborted', { migrationId: m.migrationId, guest: m.guest, err });
+  const final = await client.abort().catch(() => null);
+  m.phase = 'aborted';
+  m.result = final?.result ?? null;
+  await host.guests.forget(m.guest).catch((e) => host.log.warn('could not remove the aborted incoming guest', { guest: m.guest, err: e }));
+}
+
 /** "Not committed", recorded now unless a commit was recorded first: returns the decision that stands, final either way. */
 export function decideNotCommitted(host: Host, migrationId: string, guest: string): Promise<ResolveDecision> {
   return host.state.decide(migrationId, guest, 'not-committed');
 }
 
 /**
- * After a restart, an incoming guest the previous agent left: committed if that agent recorded
- * "committed" (it died between the record and the resume), dropped otherwise.
+ * After a restart, an incoming guest the previous agent left: dropped unless that agent recorded
+ * "committed" (a drop is told to the source at once); committed then, once `source.mayRun` says
+ * the source's operator did not fence it meanwhile (the agent died between the record and the
+ * resume, so the source may have been settled without it). That may wait a long time (the source
+ * unreachable): it goes on in the background, the guest paused; this resolves once the record is
+ * read and the not-committed case is done.
  */
-export async function finishLeftIncoming(host: Host, migrationId: string, guest: string): Promise<void> {
+export async function finishLeftIncoming(
+  host: Host,
+  migrationId: string,
+  guest: string,
+  source: { mayRun(migrationId: string): Promise<boolean>; dropped(migrationId: string): void },
+): Promise<void> {
   const decision = await decideNotCommitted(host, migrationId, guest);
   const client = await host.guests.client(guest);
   if (decision === 'not-committed') {
     await host.guests.forget(guest);
     host.log.warn('dropped an incoming guest left by the previous agent', { migrationId, guest });
+    source.dropped(migrationId);
     return;
   }
   const info = client ? await client.migration() : null;
-  if (client && info?.phase === 'ready-to-commit') await client.commit();
-  await host.guests.commitIncoming(guest);
-  host.log.info('finished a commit left by the previous agent', { migrationId, guest });
+  const ready = client !== null && info?.phase === 'ready-to-commit';
+  void (async () => {
+    // Recorded, not run (or its process gone with the host): the source may have been fenced meanwhile.
+    if (!(await source.mayRun(migrationId))) {
+      if (ready) await client.abort().catch(() => {});
+      await host.guests.forget(guest);
+      host.log.warn("dropped an incoming guest: its source's operator settled the migration without this host", { migrationId, guest });
+      return;
+    }
+    await host.guests.commitIncoming(guest);
+    if (ready) await client.commit();
+    host.log.info('finished a commit left by the previous agent', { migrationId, guest });
+  })().catch((err) => host.log.error('finishing a commit left by the previous agent failed', { migrationId, guest, err }));
 }
 
 // ---- the source obeys -----------------------------------------------------------------------

@@ -11,13 +11,14 @@ import type { EncryptedMigration, GuestConfig, GuestCreateRequest } from '../gue
 import type { GuestInfo } from '../control/protocol.js';
 import type { GuestRecord, StateDir } from './state.js';
 import type { Logger } from '../common/log.js';
+import { KeyedLock } from '../common/keyed-lock.js';
 
 /** A status query that takes longer than this reports the guest as it was last known. */
 const STATUS_TIMEOUT_MS = 5_000;
 
 export class GuestManager {
   private readonly clients = new Map<string, GuestClient>();
-  private readonly locks = new Map<string, Promise<unknown>>();
+  private readonly locks = new KeyedLock();
 
   constructor(
     private readonly state: StateDir,
@@ -30,15 +31,7 @@ export class GuestManager {
 
   /** Runs `fn` after every earlier operation on guest `name` has finished. */
   private exclusive<T>(name: string, fn: () => Promise<T>): Promise<T> {
-    const previous = this.locks.get(name) ?? Promise.resolve();
-    const next = previous.catch(() => {}).then(fn);
-    this.locks.set(name, next);
-    void next
-      .catch(() => {})
-      .finally(() => {
-        if (this.locks.get(name) === next) this.locks.delete(name);
-      });
-    return next;
+    return this.locks.run(name, fn);
   }
 
   /** Re-attaches to every guest process that survived the previous agent. */

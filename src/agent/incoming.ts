@@ -6,7 +6,7 @@
 import type { Socket } from 'node:net';
 import { FerryError } from '../errors.js';
 import { startIncomingGuest, type GuestClient, type IncomingGuest, type MigrationInfo } from '../guest/index.js';
-import type { ChannelKey, PrepareIncomingParams, PrepareIncomingResult, ResolveDecision } from '../control/protocol.js';
+import type { ChannelKey, Peer, PrepareIncomingParams, PrepareIncomingResult, ResolveDecision } from '../control/protocol.js';
 import { commitOrDrop, decideNotCommitted } from './commit.js';
 import {
   cancelledError,
@@ -68,6 +68,11 @@ export class IncomingMigrations {
     let release: (() => void) | null = null;
     try {
       release = await waitForSlot(this.host.incoming, m, signal, emit);
+      if (p.sourceControl) {
+        // Whom a restarted agent asks before it runs a commit it finds recorded (fence.ts).
+        const source = { host: p.source, control: p.sourceControl };
+        await this.host.state.writeIncoming({ migrationId: p.migrationId, guest: config.name, source });
+      }
       const dir = this.host.state.guestDir(config.name);
       const incoming = await this.host.guests.beginIncoming(config, p.migrationId, () =>
         withKey(p, (key, nonce) =>
@@ -166,7 +171,43 @@ export class IncomingMigrations {
     return decision;
   }
 
+  /**
+   * The source's operator fenced migration `migrationId` (told by the source's agent, or the
+   * coordinator): recorded here, so that nothing of it ever commits or runs here, and this host's
+   * copy goes. True when there was a copy to drop.
+   */
+  async learnFence(migrationId: string, peer: Peer): Promise<boolean> {
+    const note = await this.host.state.readIncoming(migrationId);
+    if (peer.role === 'host' && note?.source.host !== peer.name) {
+      throw new FerryError('ERR_FERRY_REFUSED', `migration "${migrationId}" did not come from ${peer.name}: only its source may fence it`);
+    }
+    const guest = note?.guest ?? this.records.get(migrationId)?.guest ?? '';
+    const before = await this.host.state.decision(migrationId);
+    if (!note && before === null && !this.records.get(migrationId)) {
+      throw new FerryError('ERR_FERRY_NOT_FOUND', `no migration "${migrationId}" came to host ${this.host.state.config.name}`);
+    }
+    await this.host.state.settle('fenced', migrationId, guest);
+    await decideNotCommitted(this.host, migrationId, guest);
+    const incoming = this.arriving.get(migrationId);
+    if (incoming) {
+      await incoming.client.destroy().catch(() => {});
+      this.host.log.warn('incoming migration fenced by the operator at its source: dropped', { migrationId, guest });
+      return true;
+    }
+    const record = guest ? await this.host.guests.recordOf(guest).catch(() => null) : null;
+    if (!record || (record.incoming !== migrationId && before !== 'committed')) return false;
+    // A copy that ran here although its source was fenced: the operator's precondition was false,
+    // and two copies ran. The operator chose the source's.
+    if (!record.incoming) this.host.log.error('a fenced migration had committed here: this copy is dropped', { migrationId, guest });
+    await this.host.guests.forget(guest);
+    return true;
+  }
+
   stop(): void {
     this.stopped = true;
+  }
+
+  get isStopped(): boolean {
+    return this.stopped;
   }
 }

@@ -6,7 +6,7 @@
 import { FerryError } from '../errors.js';
 import type { GuestClient } from '../guest/index.js';
 import type { Logger } from '../common/log.js';
-import type { MigrationStatus, WireChannelSpec } from '../control/protocol.js';
+import type { MigrationStatus, MigrationStreamEvent, WireChannelSpec } from '../control/protocol.js';
 import { freshFigures, type JobFigures } from './migration-jobs.js';
 import type { GuestManager } from './guests.js';
 import type { SlotQueue } from './queue.js';
@@ -60,6 +60,10 @@ export interface OutgoingMigration extends Tracked {
   cancelled: FerryError | null;
   /** Resolves when the migration has ended here, however it ended; null once it has. */
   ended: Promise<void> | null;
+  /** Coordinators following it (`migration.follow`) besides the one that started it. */
+  followers: Set<(e: MigrationStreamEvent) => void>;
+  /** How it failed, when it ended with an error rather than an outcome (what a follower is answered). */
+  failure: FerryError | null;
 }
 
 export type TrackedMigration = IncomingMigration | OutgoingMigration;
@@ -125,6 +129,8 @@ export class MigrationRecords {
       guestClient: null,
       cancelled: null,
       ended: new Promise<void>((resolve) => (end = resolve)),
+      followers: new Set(),
+      failure: null,
     });
     return {
       migration,

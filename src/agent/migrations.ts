@@ -6,6 +6,7 @@
  *   outgoing.ts       source: outgoing slot, the key to the guest process, cancel, adopting after a restart
  *   commit.ts         the commit rule, both sides: the destination decides, the source obeys
  *   resolve-query.ts  source: asking the destination's agent what it decided
+ *   fence.ts          the operator's fence of a lost destination, and a restarted destination's claim
  *   recovery.ts       after a restart: what the previous agent left
  *   migration-records.ts  the per-role records that `migration.status` reads
  *   migration-jobs.ts     their progress figures, as `migration.list` (ferry migrations) shows them
@@ -17,6 +18,8 @@ import type {
   MigrationJob,
   MigrationStatus,
   MigrationStreamEvent,
+  OutgoingMigrationInfo,
+  Peer,
   PrepareIncomingParams,
   PrepareIncomingResult,
   ResolveDecision,
@@ -25,6 +28,7 @@ import type {
   WaitingMigration,
 } from '../control/protocol.js';
 import { FerryError } from '../errors.js';
+import { claimFromSource, SourceFences, tellSourceDropped } from './fence.js';
 import { IncomingMigrations } from './incoming.js';
 import { MigrationRecords, type MigrationHost } from './migration-records.js';
 import { OutgoingMigrations } from './outgoing.js';
@@ -37,12 +41,14 @@ export class MigrationManager {
   private readonly queries: ResolveQueries;
   private readonly incoming: IncomingMigrations;
   private readonly outgoing: OutgoingMigrations;
+  private readonly fences: SourceFences;
 
   constructor(private readonly host: MigrationHost) {
     this.records = new MigrationRecords((m) => host.onEnded?.(m));
     this.queries = new ResolveQueries(host);
     this.incoming = new IncomingMigrations(host, this.records);
     this.outgoing = new OutgoingMigrations(host, this.records, this.queries);
+    this.fences = new SourceFences(host, this.records, this.queries);
   }
 
   /** The data-plane router's callback: hands a connection to the incoming guest of its migration. */
@@ -113,14 +119,44 @@ export class MigrationManager {
     return this.queries.relay(migrationId, decision);
   }
 
+  /** Source: guest `guest`'s outgoing migration that has not ended. */
+  outgoingOf(guest: string): Promise<OutgoingMigrationInfo> {
+    return this.outgoing.current(guest);
+  }
+
+  /** Source: outgoing migration `migrationId` followed to its end (outgoing.ts). */
+  follow(migrationId: string, signal: AbortSignal, emit: (e: MigrationStreamEvent) => void): Promise<StartOutgoingResult> {
+    return this.outgoing.follow(migrationId, signal, emit);
+  }
+
+  /** Source in doubt: the operator's fence (fence.ts); resolves once the guest runs here again. */
+  fence(migrationId: string): Promise<void> {
+    return this.fences.fence(migrationId);
+  }
+
+  /** Source: a restarted destination's decision for a migration its previous agent left (fence.ts). */
+  decided(migrationId: string, decision: ResolveDecision, peer: Peer): Promise<ResolveDecision> {
+    return this.fences.decided(migrationId, decision, peer);
+  }
+
+  /** Destination: the source's operator fenced the migration; this host's copy goes (incoming.ts). */
+  learnFence(migrationId: string, peer: Peer): Promise<boolean> {
+    return this.incoming.learnFence(migrationId, peer);
+  }
+
   /** Finishes what a previous agent left (recovery.ts). */
   recover(): Promise<void> {
-    return recover(this.host, this.outgoing);
+    const stopped = () => this.incoming.isStopped;
+    return recover(this.host, this.outgoing, {
+      mayRun: (migrationId) => claimFromSource(this.host, migrationId, stopped),
+      dropped: (migrationId) => tellSourceDropped(this.host, migrationId),
+    });
   }
 
   /** Background work leaves what it has not decided to the next agent. */
   stop(): void {
     this.incoming.stop();
     this.queries.stop();
+    this.fences.stop();
   }
 }

@@ -4,10 +4,17 @@
  * cancel, and following a migration a previous agent left. What the source does with the
  * outcome, and when its guest may run here again: commit.ts.
  */
-import { FerryError } from '../errors.js';
+import { FerryError, toFerryError } from '../errors.js';
 import type { GuestClient, MigrationInfo } from '../guest/index.js';
 import type { MigrationEvent } from '../migration/types.js';
-import type { CancelResult, ChannelKey, MigrationStreamEvent, StartOutgoingParams, StartOutgoingResult } from '../control/protocol.js';
+import type {
+  CancelResult,
+  ChannelKey,
+  MigrationStreamEvent,
+  OutgoingMigrationInfo,
+  StartOutgoingParams,
+  StartOutgoingResult,
+} from '../control/protocol.js';
 import { settleOutgoing } from './commit.js';
 import {
   cancelledError,
@@ -53,7 +60,7 @@ export class OutgoingMigrations {
     refuseUnencryptable(this.host, p);
     const record = await this.host.guests.recordOf(p.guest);
     if (record.incoming) throw new FerryError('ERR_FERRY_REFUSED', `guest "${p.guest}" is still arriving here`);
-    if (this.leaving.has(p.guest)) throw new FerryError('ERR_FERRY_REFUSED', `guest "${p.guest}" is already migrating`);
+    if (this.leaving.has(p.guest)) throw this.alreadyMigrating(p.guest);
     const client = await this.host.guests.client(p.guest);
     if (!client) throw new FerryError('ERR_FERRY_REFUSED', `guest "${p.guest}" does not run on host ${this.host.state.config.name}`);
     const { migration: m, end } = this.records.outgoing(p.migrationId, p.guest, p.destination, {
@@ -61,12 +68,17 @@ export class OutgoingMigrations {
       maxBytesPerSecond: p.maxBytesPerSecond,
     });
     this.leaving.add(p.guest);
+    // The coordinator that started it may lose this connection and follow it again on another.
+    const tell = (e: MigrationStreamEvent) => {
+      emit(e);
+      for (const follower of m.followers) follower(e);
+    };
     let release: (() => void) | null = null;
     try {
-      release = await waitForSlot(this.host.outgoing, m, signal, emit);
+      release = await waitForSlot(this.host.outgoing, m, signal, tell);
       await this.host.state.writeOutgoing({ migrationId: p.migrationId, guest: p.guest, destination: p.destination });
       if (m.cancelled) throw m.cancelled;
-      emit({ type: 'started' });
+      tell({ type: 'started' });
       this.host.log.info('outgoing migration started', {
         migrationId: p.migrationId,
         guest: p.guest,
@@ -76,7 +88,7 @@ export class OutgoingMigrations {
       });
       const onEvent = (e: MigrationEvent) => {
         noteEvent(m, e);
-        emit(e);
+        tell(e);
       };
       m.guestClient = client;
       const info = await handOverKey(p, (key, nonce) =>
@@ -100,9 +112,10 @@ export class OutgoingMigrations {
         ),
       );
       m.result = info.result;
-      const outcome = await settleOutgoing(this.host, this.queries, m, client, info, emit);
+      const outcome = await settleOutgoing(this.host, this.queries, m, client, info, tell);
       return { migrationId: p.migrationId, outcome, result: info.result };
     } catch (err) {
+      m.failure = toFerryError(err);
       // It never reached the guest process (left the queue, cancelled, no state written), or the
       // guest process answered that it did not start it (a refused request, or no channel opened —
       // no network answered, or a cancel while connecting: nothing sent, the guest never paused):
@@ -135,19 +148,77 @@ export class OutgoingMigrations {
     const running = info.phase === 'running';
     const release = running ? this.host.outgoing.occupy() : null;
     if (running) this.host.log.info('following an outgoing migration left by the previous agent', { migrationId: info.migrationId, guest });
+    const tell = (e: MigrationStreamEvent) => {
+      for (const follower of m.followers) follower(e);
+    };
     void (async () => {
-      const settled = running ? await client.awaitMigration((e) => noteEvent(m, e)) : info;
+      const settled = running
+        ? await client.awaitMigration((e) => {
+            noteEvent(m, e);
+            tell(e);
+          })
+        : info;
       m.result = settled.result;
-      await settleOutgoing(this.host, this.queries, m, client, settled, () => {});
+      await settleOutgoing(this.host, this.queries, m, client, settled, tell);
     })()
-      .catch((err) =>
-        this.host.log.error('finishing a migration left by the previous agent failed', { migrationId: info.migrationId, err }),
-      )
+      .catch((err) => {
+        m.failure = toFerryError(err);
+        this.host.log.error('finishing a migration left by the previous agent failed', { migrationId: info.migrationId, err });
+      })
       .finally(() => {
         release?.();
         this.leaving.delete(guest);
         end();
       });
+  }
+
+  /** Guest `guest`'s outgoing migration that has not ended yet. */
+  async current(guest: string): Promise<OutgoingMigrationInfo> {
+    const m = this.records.outgoingOf(guest).find((o) => o.ended !== null);
+    if (!m) {
+      await this.host.guests.recordOf(guest); // ERR_FERRY_NOT_FOUND for a guest that is not here
+      throw new FerryError('ERR_FERRY_NOT_FOUND', `guest "${guest}" has no migration running on host ${this.host.state.config.name}`);
+    }
+    return { migrationId: m.migrationId, guest, destination: m.destination, phase: m.phase };
+  }
+
+  /** Refusal of a second migration of a guest, naming the one that runs. */
+  private alreadyMigrating(guest: string): FerryError {
+    const m = this.records.outgoingOf(guest).find((o) => o.ended !== null);
+    const which = m
+      ? `migration ${m.migrationId} to ${m.destination.host} is still running (${m.phase})`
+      : 'its migration is still running';
+    return new FerryError('ERR_FERRY_REFUSED', `guest "${guest}" is already migrating: ${which}`);
+  }
+
+  /**
+   * Follows outgoing migration `migrationId` to its end with its events, for a coordinator that
+   * lost the connection that started it (or a migration a restarted agent adopted): the answer
+   * start-outgoing would have given, or its error. Stops waiting, the migration untouched, when
+   * `signal` aborts (the follower went away).
+   */
+  async follow(migrationId: string, signal: AbortSignal, emit: (e: MigrationStreamEvent) => void): Promise<StartOutgoingResult> {
+    const m = this.records.get(migrationId);
+    if (!m || m.role !== 'source') {
+      throw new FerryError(
+        'ERR_FERRY_NOT_FOUND',
+        `no outgoing migration "${migrationId}" runs or ran on host ${this.host.state.config.name} since its agent started`,
+      );
+    }
+    if (m.ended) {
+      const gone = new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
+      m.followers.add(emit);
+      let ended = false;
+      try {
+        await Promise.race([m.ended.then(() => (ended = true)), gone]);
+      } finally {
+        m.followers.delete(emit);
+      }
+      if (!ended) throw new FerryError('ERR_FERRY_ABORTED', 'stopped following: the migration carries on');
+    }
+    if (m.failure) throw m.failure;
+    const outcome = m.phase === 'committed' || m.phase === 'in-doubt' ? m.phase : 'aborted';
+    return { migrationId, outcome, result: m.result };
   }
 
   /**

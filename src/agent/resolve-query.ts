@@ -5,9 +5,8 @@
  * when nothing was decided yet, which also forbids that agent a later commit.
  */
 import { FerryError, toFerryError } from '../errors.js';
-import { AgentClient } from '../control/client.js';
 import type { MigrationStreamEvent, ResolveDecision } from '../control/protocol.js';
-import { FERRY_VERSION } from '../common/version.js';
+import { askAgent } from './agent-call.js';
 import type { MigrationHost } from './migration-records.js';
 
 /** Waits between resolve attempts while the destination cannot be asked: 1 s, doubling, at most 10 s. */
@@ -15,9 +14,15 @@ const RESOLVE_BACKOFF_MS = [1000, 2000, 4000, 8000, 10_000];
 
 type Destination = { host: string; control: string };
 
+/** A source migration in doubt: where a relayed decision goes, and the operator's fence while it is being recorded. */
+interface Unsettled {
+  deliver(decision: ResolveDecision): void;
+  fencing: Promise<void> | null;
+}
+
 export class ResolveQueries {
-  /** Source migrations in doubt, waiting for the destination's decision: where a relayed one goes. */
-  private readonly unsettled = new Map<string, (decision: ResolveDecision) => void>();
+  /** Source migrations in doubt, waiting for the destination's decision. */
+  private readonly unsettled = new Map<string, Unsettled>();
   /** Set by stop(): a migration in doubt stays in doubt for the next agent. */
   private stopped = false;
 
@@ -25,17 +30,7 @@ export class ResolveQueries {
 
   /** One `migration.resolve` at the destination's agent. */
   async ask(destination: Destination, migrationId: string): Promise<ResolveDecision> {
-    const client = await AgentClient.connect({
-      address: destination.control,
-      host: destination.host,
-      credentials: await this.host.state.credentials(),
-      client: `ferry-agent ${FERRY_VERSION} (${this.host.state.config.name})`,
-    });
-    try {
-      return (await client.call('migration.resolve', { migrationId })).decision;
-    } finally {
-      client.close();
-    }
+    return askAgent(this.host, destination, async (client) => (await client.call('migration.resolve', { migrationId })).decision);
   }
 
   /**
@@ -45,15 +40,22 @@ export class ResolveQueries {
   async untilAnswered(destination: Destination, migrationId: string, emit: (e: MigrationStreamEvent) => void): Promise<ResolveDecision> {
     let relayed: ResolveDecision | null = null;
     let wake = (): void => {};
-    this.unsettled.set(migrationId, (decision) => {
-      relayed = decision;
-      wake();
-    });
+    const entry: Unsettled = {
+      deliver: (decision) => {
+        relayed ??= decision; // the first decision stands
+        wake();
+      },
+      fencing: null,
+    };
+    this.unsettled.set(migrationId, entry);
     try {
       for (let attempt = 1; ; attempt++) {
         let error: string | null = null;
         try {
-          return await this.ask(destination, migrationId);
+          const answer = await this.ask(destination, migrationId);
+          // An operator's fence being recorded meanwhile stands (it was asked of a destination said to be gone).
+          if (entry.fencing) await entry.fencing.catch(() => {});
+          return relayed ?? answer;
         } catch (err) {
           error = toFerryError(err).message;
         }
@@ -83,10 +85,29 @@ export class ResolveQueries {
 
   /** The destination's decision, relayed by the coordinator, for a source migration in doubt here. */
   relay(migrationId: string, decision: ResolveDecision): ResolveDecision {
-    const deliver = this.unsettled.get(migrationId);
-    if (!deliver) throw new FerryError('ERR_FERRY_REFUSED', `migration "${migrationId}" is not waiting in doubt for a decision here`);
-    deliver(decision);
+    const entry = this.unsettled.get(migrationId);
+    if (!entry) throw new FerryError('ERR_FERRY_REFUSED', `migration "${migrationId}" is not waiting in doubt for a decision here`);
+    if (entry.fencing) throw new FerryError('ERR_FERRY_REFUSED', `migration "${migrationId}" is being settled by the operator's fence`);
+    entry.deliver(decision);
     return decision;
+  }
+
+  /**
+   * The operator's fence of a migration waiting in doubt here: `record` writes it durably, then
+   * "not committed" goes to the waiting migration (which resumes the guest here). Nothing changes
+   * when `record` fails.
+   */
+  async fence(migrationId: string, record: () => Promise<void>): Promise<void> {
+    const entry = this.unsettled.get(migrationId);
+    if (!entry) throw new FerryError('ERR_FERRY_REFUSED', `migration "${migrationId}" is not waiting in doubt for a decision here`);
+    if (entry.fencing) throw new FerryError('ERR_FERRY_REFUSED', `migration "${migrationId}" is already being fenced`);
+    const fencing = record().then(() => entry.deliver('not-committed'));
+    entry.fencing = fencing;
+    try {
+      await fencing;
+    } finally {
+      entry.fencing = null;
+    }
   }
 
   /**

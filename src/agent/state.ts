@@ -9,6 +9,10 @@
  *   guests/NAME/                    the guest process's own directory (src/guest)
  *   ownership/ID.decision.json      the destination's commit decision for migration ID, first one wins
  *   ownership/ID.handoff.json       the source's record that it handed guest X to host Y
+ *   ownership/ID.outgoing.json      the source's note of where migration ID went
+ *   ownership/ID.incoming.json      the destination's note of where migration ID came from
+ *   ownership/ID.fenced.json        "not committed by operator decision" (the source's, and the destination's once told)
+ *   ownership/ID.claimed.json       the source's note that the destination claimed its commit: no fence from then on
  *
  * Anything read back is checked like a request: a damaged file is an ERR_FERRY_INPUT naming it.
  */
@@ -115,6 +119,26 @@ const checkOutgoing: Check<OutgoingRecord> = obj({
   guest: str({ max: 64 }),
   destination: obj({ host: str({ pattern: HOST_NAME }), control: address(false) }),
 });
+
+/** The destination's note of where an incoming migration comes from: whom a restarted agent asks before it runs a left commit. */
+export interface IncomingRecord {
+  migrationId: string;
+  guest: string;
+  source: { host: string; control: string };
+}
+
+const checkIncoming: Check<IncomingRecord> = obj({
+  migrationId: str({ pattern: MIGRATION_ID }),
+  guest: str({ max: 64 }),
+  source: obj({ host: str({ pattern: HOST_NAME }), control: address(false) }),
+});
+
+/** A decision about migration ID that is not the destination's own: the operator's fence, or the destination's claim of its commit. */
+export interface SettlementRecord {
+  migrationId: string;
+  guest: string;
+  at: string;
+}
 
 export interface HandoffRecord {
   migrationId: string;
@@ -246,18 +270,20 @@ export class StateDir {
 
   // ---- ownership ------------------------------------------------------------------------------
 
-  private ownershipPath(migrationId: string, kind: 'decision' | 'handoff' | 'outgoing'): string {
+  private ownershipPath(migrationId: string, kind: 'decision' | 'handoff' | 'outgoing' | 'incoming' | 'fenced' | 'claimed'): string {
     if (!MIGRATION_ID.test(migrationId)) throw new FerryError('ERR_FERRY_INPUT', `"${migrationId}" is not a migration id`);
     return path.join(this.paths.ownership, `${migrationId}.${kind}.json`);
   }
 
   /**
    * Records the destination's decision for a migration unless one is already recorded, and
-   * returns the decision that stands. The record is created with link(2), so of a commit and a
+   * returns the decision that stands (a fence learned from the source stands over both). The record is created with link(2), so of a commit and a
    * "not committed" answer racing for the same migration exactly one wins, and it is on disk
    * (fsync'd) before this resolves.
    */
   async decide(migrationId: string, guest: string, decision: ResolveDecision): Promise<ResolveDecision> {
+    // The source's operator settled it without this host (told by the source): that stands over any record here.
+    if (await this.settled('fenced', migrationId)) return 'not-committed';
     const record: DecisionRecord = { migrationId, guest, decision, at: new Date().toISOString() };
     const file = this.ownershipPath(migrationId, 'decision');
     if (await createFileAtomic(file, json(record))) return decision;
@@ -266,12 +292,7 @@ export class StateDir {
 
   /** The decision recorded for a migration, or null when none is. */
   async decision(migrationId: string): Promise<ResolveDecision | null> {
-    try {
-      return (await readJson(this.ownershipPath(migrationId, 'decision'), checkDecision)).decision;
-    } catch (err) {
-      if ((err as FerryError).code === 'ERR_FERRY_NOT_FOUND') return null;
-      throw err;
-    }
+    return (await this.optional(() => readJson(this.ownershipPath(migrationId, 'decision'), checkDecision)))?.decision ?? null;
   }
 
   async writeOutgoing(record: OutgoingRecord): Promise<void> {
@@ -280,6 +301,40 @@ export class StateDir {
 
   async readOutgoing(migrationId: string): Promise<OutgoingRecord> {
     return readJson(this.ownershipPath(migrationId, 'outgoing'), checkOutgoing);
+  }
+
+  async writeIncoming(record: IncomingRecord): Promise<void> {
+    checkIncoming(record, 'incoming record');
+    await writeFileAtomic(this.ownershipPath(record.migrationId, 'incoming'), json(record));
+  }
+
+  /** Where an incoming migration came from, or null when it was not noted (an older coordinator, another cluster). */
+  async readIncoming(migrationId: string): Promise<IncomingRecord | null> {
+    return this.optional(() => readJson(this.ownershipPath(migrationId, 'incoming'), checkIncoming));
+  }
+
+  /**
+   * Records "not committed by operator decision" (fenced) or "the destination claimed its commit"
+   * (claimed) for a migration: atomic, durable, 0600, before anyone acts on it.
+   */
+  async settle(kind: 'fenced' | 'claimed', migrationId: string, guest: string): Promise<void> {
+    const record: SettlementRecord = { migrationId, guest, at: new Date().toISOString() };
+    await writeFileAtomic(this.ownershipPath(migrationId, kind), json(record));
+  }
+
+  /** Whether a fence or a claim is recorded for the migration. */
+  async settled(kind: 'fenced' | 'claimed', migrationId: string): Promise<boolean> {
+    const check = obj({ migrationId: str({ pattern: MIGRATION_ID }), guest: str({ max: 64 }), at: str({ max: 64 }) });
+    return (await this.optional(() => readJson(this.ownershipPath(migrationId, kind), check))) !== null;
+  }
+
+  private async optional<T>(read: () => Promise<T>): Promise<T | null> {
+    try {
+      return await read();
+    } catch (err) {
+      if ((err as FerryError).code === 'ERR_FERRY_NOT_FOUND') return null;
+      throw err;
+    }
   }
 
   /** The source's durable note that it handed `guest` to host `to`. */

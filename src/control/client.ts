@@ -183,4 +183,9 @@ export class AgentClient {
   close(): void {
     this.rpc.close();
   }
+
+  /** True once the connection has failed or closed: an error of a call is then this side's loss, not the agent's answer. */
+  get lost(): boolean {
+    return this.rpc.error !== null;
+  }
 }

@@ -200,6 +200,13 @@ export interface PrepareIncomingParams extends WireChannelSpec {
    * Default 30 minutes.
    */
   startTimeoutMs?: number;
+  /**
+   * The source agent's control address, when this agent can ask it (same cluster): a restarted
+   * destination that finds a commit recorded but not yet run asks the source first whether the
+   * operator settled the migration without it (`migration.claim`, docs/migration.md, "When the
+   * destination is lost for good").
+   */
+  sourceControl?: string;
 }
 
 export interface PrepareIncomingResult {
@@ -256,6 +263,14 @@ export interface WaitingMigration {
   migrationId: string;
   guest: string;
   destination: { host: string; control: string };
+}
+
+/** Source: the outgoing migration of a guest that has not ended (`migration.outgoing`). */
+export interface OutgoingMigrationInfo {
+  migrationId: string;
+  guest: string;
+  destination: { host: string; control: string };
+  phase: MigrationStatus['phase'];
 }
 
 export interface MigrationStatus {
@@ -359,6 +374,35 @@ export interface Methods {
   };
   /** Source: the migration of a guest that waits in doubt (for `ferry resolve`, which then asks its destination and settles it). */
   'migration.waiting': { params: { guest: string }; result: WaitingMigration; event: never };
+  /** Source: guest `guest`'s outgoing migration that has not ended yet (ERR_FERRY_NOT_FOUND when none). */
+  'migration.outgoing': { params: { guest: string }; result: OutgoingMigrationInfo; event: never };
+  /**
+   * Source: follows outgoing migration `migrationId` to its end, with its events, as
+   * start-outgoing would have (a coordinator that lost the connection that started it, or a
+   * restarted agent that adopted it). ERR_FERRY_NOT_FOUND: no such migration runs or ran here
+   * since this agent started.
+   */
+  'migration.follow': { params: { migrationId: string }; result: StartOutgoingResult; event: MigrationStreamEvent };
+  /**
+   * Source, in doubt, on the operator's word that the destination can no longer run the guest
+   * (`ferry resolve VM --destination-lost`): recorded durably here as "not committed by operator
+   * decision", then the guest resumes here. Refused when the destination has claimed its commit.
+   */
+  'migration.fence': { params: { migrationId: string }; result: { migrationId: string; decision: 'not-committed' }; event: never };
+  /**
+   * Source, told by a restarted destination agent what it decided for a migration its previous
+   * agent left: "not-committed" reaches a source waiting in doubt at once (no need to wait for its
+   * next resolve query); "committed", for a commit recorded but not run yet, is a claim: recorded
+   * here (a fence is refused from then on) unless the operator fenced first. Answers the decision
+   * that stands; the destination runs its copy only on "committed".
+   */
+  'migration.decided': {
+    params: { migrationId: string; decision: ResolveDecision };
+    result: { migrationId: string; decision: ResolveDecision };
+    event: never;
+  };
+  /** Destination: the source's operator fenced migration `migrationId`: record it, and drop this host's copy. */
+  'migration.fenced': { params: { migrationId: string }; result: { migrationId: string; dropped: boolean }; event: never };
   /**
    * Destination: give up an incoming migration that has not committed ("not committed", final).
    * Source: the same as `migration.cancel` of that migration (decision null).
@@ -432,7 +476,13 @@ export const PARAMS: { [M in Method]: Check<Params<M>> } = {
   'guest.destroy': obj({ name: guestName }),
   'guest.console': obj({ name: guestName, offset: optional(int({ min: 0, max: Number.MAX_SAFE_INTEGER })), follow: optional(bool) }),
   'migration.resolve': obj({ migrationId }),
-  'migration.prepare-incoming': obj({ ...channelFields, guest: guestConfig, source: hostName, startTimeoutMs: millis }),
+  'migration.prepare-incoming': obj({
+    ...channelFields,
+    guest: guestConfig,
+    source: hostName,
+    startTimeoutMs: millis,
+    sourceControl: optional(address),
+  }),
   'migration.start-outgoing': obj({
     ...channelFields,
     guest: guestName,
@@ -451,6 +501,11 @@ export const PARAMS: { [M in Method]: Check<Params<M>> } = {
   'migration.cancel': obj({ guest: guestName, migrationId: optional(migrationId) }),
   'migration.settle': obj({ migrationId, decision: oneOf<ResolveDecision>(['committed', 'not-committed']) }),
   'migration.waiting': obj({ guest: guestName }),
+  'migration.outgoing': obj({ guest: guestName }),
+  'migration.follow': obj({ migrationId }),
+  'migration.fence': obj({ migrationId }),
+  'migration.decided': obj({ migrationId, decision: oneOf<ResolveDecision>(['committed', 'not-committed']) }),
+  'migration.fenced': obj({ migrationId }),
 };
 
 /**

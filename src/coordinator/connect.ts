@@ -36,13 +36,14 @@ export async function coordinatorCredentials(cluster: Cluster): Promise<TlsCrede
 }
 
 /** A connected, hello'd client for host `name` of the cluster. */
-export async function connectHost(cluster: Cluster, name: string, credentials?: TlsCredentials): Promise<AgentClient> {
+export async function connectHost(cluster: Cluster, name: string, credentials?: TlsCredentials, timeoutMs?: number): Promise<AgentClient> {
   const host = clusterHost(cluster, name);
   return AgentClient.connect({
     address: host.control,
     host: host.name,
     credentials: credentials ?? (await coordinatorCredentials(cluster)),
     client: `ferry-cli ${FERRY_VERSION}`,
+    ...(timeoutMs ? { timeoutMs } : {}),
   });
 }
 

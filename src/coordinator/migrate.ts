@@ -7,7 +7,9 @@
  *
  * Errors before anything was asked of an agent (no such guest, a host that cannot take it, a
  * required guest and a host that cannot encrypt) are thrown. Once a spec went out, the outcome is
- * a MigrationReport with ok:false and the error: the guest still runs on the source.
+ * a MigrationReport with ok:false and the error: the guest still runs on the source — or, with
+ * ERR_FERRY_DETACHED, the source's agent could not be reached again to follow it, and the
+ * migration may still run (follow.ts). A lost connection to the source's agent alone is no end.
  */
 import type { MigrationStreamEvent } from '../control/protocol.js';
 import type { EncryptedMigration } from '../guest/types.js';
@@ -54,6 +56,8 @@ export type CoordinatorEvent =
   | { type: 'cancelling'; vm: string; side: 'coordinator' }
   /** The source agent could not cancel now (switch-over under way, in doubt): the migration ends by itself. */
   | { type: 'cancel-refused'; vm: string; side: 'coordinator'; code: string; message: string }
+  /** The connection to the source's agent was lost: reaching it again to follow the migration there (attempt 1, 2, ...). */
+  | { type: 'reconnecting'; vm: string; side: 'coordinator'; host: string; attempt: number; error: string }
   | ({ vm: string; side: 'source' | 'destination' } & MigrationStreamEvent);
 
 export interface MigrateHooks {

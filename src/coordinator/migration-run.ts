@@ -10,9 +10,12 @@
  *   preparing  prepare-incoming: the destination takes the spec and the key (it may queue)
  *   starting   start-outgoing: the source takes them (it may queue); the key is wiped once sent
  *   following  the source's engine runs (its 'started' event); its events go to the caller, and a
- *              source in doubt whose destination is in another cluster gets that decision relayed
- *   settling   the source refused or was lost after the destination prepared: the destination is
- *              told to give up, so that the guest can only run on the source
+ *              source in doubt whose destination is in another cluster gets that decision relayed.
+ *              A lost connection to the source's agent is not an end: the coordinator reaches the
+ *              agent again and follows the migration there by its id (follow.ts)
+ *   settling   the source refused, or its agent (reached again) does not know the migration, after
+ *              the destination prepared: the destination is told to give up, so that the guest can
+ *              only run on the source. Never while the migration may still run at the source.
  *   done       the connections closed, the key wiped
  *
  * Any stage may also end in done at once: planning when cancelled before anything was asked of a
@@ -25,6 +28,7 @@ import type { AgentClient } from '../control/client.js';
 import type { MigrationStreamEvent, ResolveDecision, StartOutgoingResult } from '../control/protocol.js';
 import { diskBytesOf } from '../guest/types.js';
 import { connectHost } from './connect.js';
+import { followAgain } from './follow.js';
 import { MigrationKey, newMigrationId } from './keys.js';
 import type { CoordinatorEvent, MigrateHooks, MigrateRequest, MigrationReport, MigrationSummary } from './migrate.js';
 import { PreflightError, type Plan } from './preflight.js';
@@ -47,6 +51,10 @@ export class MigrationRun {
   private relaying: Promise<void> | null = null;
   private cancelAsked = false;
   private detached = false;
+  /** The connection to the source's agent: the plan's, or a later one after it was lost. */
+  private source: AgentClient;
+  /** Stopped following a migration that may still run: nobody may tell the destination to give up. */
+  private mayStillRun = false;
 
   constructor(
     private readonly req: MigrateRequest,
@@ -55,6 +63,7 @@ export class MigrationRun {
   ) {
     this.streams = req.streams ?? DEFAULT_STREAMS;
     this.emit = hooks.onEvent ?? (() => {});
+    this.source = p.source;
   }
 
   /** Runs the migration to its end. Throws (a PreflightError) only when it was cancelled before anything was asked of a host. */
@@ -122,8 +131,7 @@ export class MigrationRun {
     };
     if (this.stage === 'preparing') this.p.destination.call('migration.abort', { migrationId: this.migrationId }).catch(refused);
     // starting, following, settling (planning never: the signal is listened to from preparing on)
-    else
-      this.p.source.call('migration.cancel', { guest: this.req.guest, migrationId: this.migrationId }, { timeoutMs: null }).catch(refused);
+    else this.source.call('migration.cancel', { guest: this.req.guest, migrationId: this.migrationId }, { timeoutMs: null }).catch(refused);
   };
 
   /**
@@ -134,7 +142,7 @@ export class MigrationRun {
   private readonly detach = (): void => {
     if (this.stage === 'done') return;
     this.detached = true;
-    this.p.source.close();
+    this.source.close();
     this.p.destination.close();
   };
 
@@ -171,9 +179,12 @@ export class MigrationRun {
   private async prepareDestination(secret: MigrationKey): Promise<void> {
     const { req, p } = this;
     // Key and nonce go as raw bytes after each request line, never in JSON: strings cannot be wiped.
+    // Whom a restarted destination asks before it runs a commit it finds recorded; another cluster's
+    // agent could not ask this one (its CA does not admit it).
+    const sourceControl = req.to.crossCluster ? undefined : req.cluster.hosts.get(p.from)?.control;
     const incoming = await p.destination.call(
       'migration.prepare-incoming',
-      { ...this.channel(), guest: p.config, source: p.from },
+      { ...this.channel(), guest: p.config, source: p.from, ...(sourceControl ? { sourceControl } : {}) },
       {
         secret: secret.bytes,
         timeoutMs: null,
@@ -188,7 +199,7 @@ export class MigrationRun {
   private async startSource(secret: MigrationKey): Promise<void> {
     const { req, p } = this;
     this.enter('starting');
-    const outgoing = p.source.call(
+    const outgoing = this.source.call(
       'migration.start-outgoing',
       {
         ...this.channel(),
@@ -207,7 +218,12 @@ export class MigrationRun {
     );
     // Both requests are written (the client sends copies it zeroes itself): the coordinator's part is done.
     secret.wipe();
-    this.outcome = await outgoing;
+    try {
+      this.outcome = await outgoing;
+    } catch (err) {
+      if (this.detached || !this.source.lost) throw err;
+      this.outcome = await this.followAgain(toFerryError(err));
+    }
     if (this.outcome.outcome !== 'committed') {
       const e = this.outcome.result?.error;
       // Not committed, the guest is the source's; it runs there unless it did not survive what failed (a QEMU that crashed).
@@ -222,6 +238,40 @@ export class MigrationRun {
     }
   }
 
+  /**
+   * The connection to the source's agent was lost while it ran the migration: reach it again and
+   * follow the migration to its end there. A migration its agent does not know did not run there
+   * (settle() then has the destination give it up); one that cannot be followed any more is
+   * reported as possibly still running, and the destination is left alone.
+   */
+  private async followAgain(lost: FerryError): Promise<StartOutgoingResult> {
+    const { req, p } = this;
+    try {
+      const again = await followAgain(
+        {
+          cluster: req.cluster,
+          host: p.from,
+          migrationId: this.migrationId,
+          guest: req.guest,
+          onEvent: (e) => this.onSourceEvent(e),
+          onAttempt: (attempt, error) =>
+            this.emit({ type: 'reconnecting', vm: req.guest, side: 'coordinator', host: p.from, attempt, error }),
+          onClient: (client) => {
+            this.source.close();
+            this.source = client;
+          },
+          ...(this.hooks.detach ? { signal: this.hooks.detach } : {}),
+        },
+        lost,
+      );
+      if (again.kind === 'ended') return again.result;
+      throw new FerryError('ERR_FERRY_ABORTED', `host ${p.from}'s agent, reached again, has no migration ${this.migrationId} running`);
+    } catch (err) {
+      if (toFerryError(err).code === 'ERR_FERRY_DETACHED') this.mayStillRun = true;
+      throw err;
+    }
+  }
+
   private onSourceEvent(e: MigrationStreamEvent): void {
     if (e.type === 'started' && this.stage === 'starting') this.enter('following');
     this.emit({ vm: this.req.guest, side: 'source', ...e });
@@ -229,7 +279,7 @@ export class MigrationRun {
     // admit it): the coordinator, which holds both clusters' credentials, asks and relays.
     if (e.type === 'resolving' && this.req.to.crossCluster && !this.relaying) {
       // The source then reports 'resolved'; a failed try is tried again at its next 'resolving'.
-      this.relaying = relayDecision(this.p, this.migrationId)
+      this.relaying = relayDecision(this.p.destination, this.source, this.migrationId)
         .then(
           () => {},
           () => {},
@@ -251,7 +301,7 @@ export class MigrationRun {
         `stopped following migration ${this.migrationId}; it carries on by itself: \`ferry vm list\` shows where guest "${this.req.guest}" ends up`,
       );
     }
-    if (!this.destinationPrepared) return why;
+    if (!this.destinationPrepared || this.mayStillRun) return why;
     this.enter('settling');
     return abandon(this.p, this.req, this.migrationId, why);
   }
@@ -262,7 +312,7 @@ export class MigrationRun {
     this.hooks.cancel?.removeEventListener('abort', this.cancel);
     this.hooks.detach?.removeEventListener('abort', this.detach);
     this.secret?.wipe();
-    this.p.source.close();
+    this.source.close();
     this.p.destination.close();
   }
 
@@ -304,9 +354,9 @@ function verified(wanted: boolean, outcome: StartOutgoingResult | null): boolean
 }
 
 /** Asks the destination for its decision and hands it to the source, which waits in doubt. */
-async function relayDecision(p: Plan, migrationId: string): Promise<ResolveDecision> {
-  const { decision } = await p.destination.call('migration.resolve', { migrationId });
-  await p.source.call('migration.settle', { migrationId, decision });
+async function relayDecision(destination: AgentClient, source: AgentClient, migrationId: string): Promise<ResolveDecision> {
+  const { decision } = await destination.call('migration.resolve', { migrationId });
+  await source.call('migration.settle', { migrationId, decision });
   return decision;
 }
 

@@ -15,6 +15,7 @@ import { memoryRefusal } from '../control/admission.js';
 import { connectHost } from './connect.js';
 import { locateGuest } from './locate.js';
 import { decideMode, moveSetting } from './mode.js';
+import { runningMigration } from './follow.js';
 import type { MigrateRequest, MigrationReport } from './migrate.js';
 
 /** A planned migration: the guest, both agents' connections (the caller closes them), the mode. */
@@ -92,9 +93,12 @@ async function connectAndCheck(req: MigrateRequest, from: string): Promise<Plan>
     const { state } = info;
     const config = configOf(info);
     if (state !== 'running' && state !== 'paused') {
+      const running = state === 'migrating' || state === 'in-doubt' ? await runningMigration(source, req.guest) : '';
       throw new FerryError(
         'ERR_FERRY_REFUSED',
-        `guest "${req.guest}" is ${state} on host ${from}: only a running or paused guest can move`,
+        running
+          ? `guest "${req.guest}" is ${state} on host ${from}${running}; it can move again once that has ended`
+          : `guest "${req.guest}" is ${state} on host ${from}: only a running or paused guest can move`,
       );
     }
     const [sourceCaps, destinationCaps] = await Promise.all([source.call('capabilities', {}), destination.call('capabilities', {})]);

@@ -11,7 +11,7 @@
  * same control address — and its certificate must be of the cluster given for it.
  */
 import { FerryError } from '../errors.js';
-import type { ResolveDecision } from '../control/protocol.js';
+import type { MigrationStreamEvent, ResolveDecision } from '../control/protocol.js';
 import type { Cluster } from './cluster.js';
 import { connectHost } from './connect.js';
 import { locateGuest } from './locate.js';
@@ -22,6 +22,15 @@ export interface ResolveRequest {
   guest: string;
   /** Where the migration went (`--to` as migrate takes it). Default: the host the source recorded, in this cluster. */
   to?: Target;
+  /**
+   * The operator has made sure the destination can no longer run the guest (powered off, its disk
+   * gone): settle "not committed by operator decision" at the source without the destination's
+   * answer, unless it answers after all. Only with `destinationGoneConfirmed`.
+   */
+  destinationLost?: boolean;
+  destinationGoneConfirmed?: boolean;
+  /** Each event of a migration followed to its end (a guest still `migrating`). */
+  onEvent?: (e: MigrationStreamEvent) => void;
 }
 
 export interface ResolveReport {
@@ -32,16 +41,33 @@ export interface ResolveReport {
   from: string;
   to: string;
   decision: ResolveDecision;
+  /** Who settled it: the destination's recorded decision, the migration's own end (followed), or the operator's fence. */
+  settledBy: 'destination' | 'migration' | 'operator';
   /** Where the guest runs now: the destination when committed, else the source. */
   runsOn: string;
 }
 
+/** How long a fence waits for a destination said to be gone to answer after all (then its answer is used instead). */
+const LOST_DESTINATION_ANSWER_MS = 3000;
+
+/** The refusal of `--destination-lost` without its confirmation, and why. */
+export function unconfirmedFence(guest: string): FerryError {
+  return new FerryError(
+    'ERR_FERRY_USAGE',
+    `--destination-lost resumes guest "${guest}" on its source without the destination's answer; if the destination still runs ` +
+      `its copy, or runs it later, the guest runs twice, two copies writing diverging state. Power the destination off (or make sure ` +
+      `it can never run the guest again), then repeat with --i-have-powered-off-the-destination`,
+  );
+}
+
 export async function resolveGuest(req: ResolveRequest): Promise<ResolveReport> {
+  if (req.destinationLost && !req.destinationGoneConfirmed) throw unconfirmedFence(req.guest);
   const { host: from, guest } = await locateGuest(req.cluster, req.guest);
+  if (guest.state === 'migrating' && !req.destinationLost) return followToEnd(req, from);
   if (guest.state !== 'in-doubt') {
     throw new FerryError(
       'ERR_FERRY_REFUSED',
-      `guest "${req.guest}" is ${guest.state} on ${from}, not waiting in doubt: nothing to resolve`,
+      `guest "${req.guest}" is ${guest.state} on ${from}, not ${req.destinationLost ? 'paused in doubt' : 'waiting in doubt'}: nothing to resolve`,
     );
   }
   const source = await connectHost(req.cluster, from);
@@ -56,15 +82,7 @@ export async function resolveGuest(req: ResolveRequest): Promise<ResolveReport> 
         `migration ${waiting.migrationId} went to host "${recorded.host}" at ${recorded.control}, not to ${target.label} at ${target.host.control}${hint}`,
       );
     }
-    const destination = await connectHost(target.cluster, target.host.name);
-    let decision: ResolveDecision;
-    try {
-      decision = (await destination.call('migration.resolve', { migrationId: waiting.migrationId })).decision;
-    } finally {
-      destination.close();
-    }
-    await source.call('migration.settle', { migrationId: waiting.migrationId, decision });
-    return {
+    const report = (decision: ResolveDecision, settledBy: ResolveReport['settledBy']): ResolveReport => ({
       type: 'result',
       ok: true,
       vm: req.guest,
@@ -72,7 +90,61 @@ export async function resolveGuest(req: ResolveRequest): Promise<ResolveReport> 
       from,
       to: target.label,
       decision,
+      settledBy,
       runsOn: decision === 'committed' ? target.label : from,
+    });
+    let decision: ResolveDecision;
+    try {
+      decision = await askDestination(target, waiting.migrationId, req.destinationLost ? LOST_DESTINATION_ANSWER_MS : undefined);
+    } catch (err) {
+      if (!req.destinationLost) throw err;
+      // Gone, as the operator says: the source records the fence, then resumes the guest.
+      await source.call('migration.fence', { migrationId: waiting.migrationId });
+      return report('not-committed', 'operator');
+    }
+    await source.call('migration.settle', { migrationId: waiting.migrationId, decision });
+    return report(decision, 'destination');
+  } finally {
+    source.close();
+  }
+}
+
+async function askDestination(target: Target, migrationId: string, timeoutMs?: number): Promise<ResolveDecision> {
+  const destination = await connectHost(target.cluster, target.host.name, undefined, timeoutMs);
+  try {
+    return (await destination.call('migration.resolve', { migrationId }, timeoutMs ? { timeoutMs } : {})).decision;
+  } finally {
+    destination.close();
+  }
+}
+
+/** A guest still migrating: its migration followed at the source to its end. */
+async function followToEnd(req: ResolveRequest, from: string): Promise<ResolveReport> {
+  const source = await connectHost(req.cluster, from);
+  try {
+    const m = await source.call('migration.outgoing', { guest: req.guest });
+    const end = await source.call(
+      'migration.follow',
+      { migrationId: m.migrationId },
+      { timeoutMs: null, ...(req.onEvent ? { onEvent: req.onEvent } : {}) },
+    );
+    if (end.outcome === 'in-doubt') {
+      throw new FerryError(
+        'ERR_FERRY_ABORTED',
+        `migration ${m.migrationId} is in doubt and host ${from}'s agent is stopping: ask again once it is back`,
+      );
+    }
+    const decision: ResolveDecision = end.outcome === 'committed' ? 'committed' : 'not-committed';
+    return {
+      type: 'result',
+      ok: true,
+      vm: req.guest,
+      migrationId: m.migrationId,
+      from,
+      to: m.destination.host,
+      decision,
+      settledBy: 'migration',
+      runsOn: decision === 'committed' ? m.destination.host : from,
     };
   } finally {
     source.close();

@@ -42,7 +42,7 @@ const VALID: { [M in Exclude<Method, 'hello'>]: Record<string, Json> } = {
   'guest.destroy': { name: 'g1' },
   'guest.console': { name: 'g1', offset: 0, follow: false },
   'migration.resolve': { migrationId: 'fz-m1' },
-  'migration.prepare-incoming': { ...channel, guest: config, source: 'b', startTimeoutMs: 5000 },
+  'migration.prepare-incoming': { ...channel, guest: config, source: 'b', startTimeoutMs: 5000, sourceControl: '127.0.0.1:9' },
   'migration.start-outgoing': {
     ...channel,
     guest: 'g1',
@@ -61,6 +61,11 @@ const VALID: { [M in Exclude<Method, 'hello'>]: Record<string, Json> } = {
   'migration.cancel': { guest: 'g1', migrationId: 'fz-m1' },
   'migration.settle': { migrationId: 'fz-m1', decision: 'not-committed' },
   'migration.waiting': { guest: 'g1' },
+  'migration.outgoing': { guest: 'g1' },
+  'migration.follow': { migrationId: 'fz-m1' },
+  'migration.fence': { migrationId: 'fz-m1' },
+  'migration.decided': { migrationId: 'fz-m1', decision: 'committed' },
+  'migration.fenced': { migrationId: 'fz-m1' },
 };
 const METHODS = Object.keys(VALID) as (keyof typeof VALID)[];
 

@@ -9,7 +9,14 @@ import { withClusterOption, openCluster } from '../cluster-option.js';
 import { FerryError, toFerryError } from '../../errors.js';
 import { parseDuration, parseRate } from '../../common/units.js';
 import { parseEncryptedMigration } from '../../coordinator/mode.js';
-import { DEFAULT_STREAMS, migrateGuest, preflightReport, type MigrateHooks, type MigrateRequest } from '../../coordinator/migrate.js';
+import {
+  DEFAULT_STREAMS,
+  migrateGuest,
+  preflightReport,
+  type CoordinatorEvent,
+  type MigrateHooks,
+  type MigrateRequest,
+} from '../../coordinator/migrate.js';
 import { resolveTarget } from '../../coordinator/target.js';
 import type { EncryptedMigration } from '../../guest/types.js';
 import { MigrationProgress } from '../progress.js';
@@ -98,7 +105,12 @@ export async function migrateWithProgress(
   hooks.detach?.addEventListener('abort', onDetach, { once: true });
   let summary;
   try {
-    summary = await migrateGuest(request, { ...hooks, onEvent: (e) => progress.event(e) });
+    const onEvent = (e: CoordinatorEvent) => {
+      if (e.type === 'reconnecting' && e.attempt === 1)
+        progress.notice(`lost host ${e.host}'s agent (${e.error}); reaching it again to follow the migration of ${vm} to its end`);
+      progress.event(e);
+    };
+    summary = await migrateGuest(request, { ...hooks, onEvent });
     progress.finish(request.guest, summary.report.ok, summary.report.ok ? 'moved' : `failed: ${summary.report.error?.message}`);
   } catch (err) {
     // Refused before it started: the same result line (nulls where nothing is known), then the error.
