@@ -187,7 +187,7 @@ export class Agent {
         timeoutMs: null, // waits in the incoming queue for as long as it takes
         run: async (params, ctx) => {
           // A guest this host cannot run is refused before it takes a slot or a directory.
-          await driverOf(params.guest.driver).admit(params.guest);
+          await driverOf(params.guest.driver).admit(params.guest, this.state.guestDir(params.guest.name));
           return this.migrations.prepareIncoming({ ...params, ...ctx.key }, ctx.signal, ctx.emit);
         },
       },

@@ -14,7 +14,7 @@ import { MigrationTracker, type MigrationInfo } from '../migration-tracker.js';
 import { OutgoingMigrations } from '../outgoing.js';
 import { keyOfTrailer, type MigrateOutParams, type PrepareIncomingParams } from '../protocol.js';
 import { openIncoming, type IncomingTransport } from '../transport.js';
-import type { GuestState, GuestStatus, QemuConfig } from '../types.js';
+import { diskBytesOf, type GuestState, type GuestStatus, type QemuConfig } from '../types.js';
 import { CONSOLE_LOG } from './argv.js';
 import { Qemu } from './hypervisor.js';
 import { migrateQemuIn } from './migrate-in.js';
@@ -88,7 +88,7 @@ export class QemuGuest {
       state: this.state,
       pid: process.pid,
       memoryBytes: c.memoryBytes,
-      diskBytes: 0,
+      diskBytes: diskBytesOf(c),
       nic: c.nic,
       opsPerSecond: this.consoleRate(),
       throttlePercent: 0,
