@@ -19,6 +19,8 @@ export class SourceDisks {
   private readonly mirrors: DiskMirrors;
   private digests: (string | null)[] | null = null;
   private images: SourceImages | null = null;
+  /** --verify with nothing to compare: why. */
+  private unverifiable: string | null = null;
 
   constructor(
     private readonly qmp: QmpClient,
@@ -40,6 +42,10 @@ export class SourceDisks {
   async finish(verify: boolean): Promise<void> {
     await this.mirrors.complete();
     if (!verify || !(this.config.disks ?? []).length) return;
+    if (!this.mirrors.any) {
+      this.unverifiable = 'every disk is on shared storage: both ends use the one image, there is nothing to compare';
+      return;
+    }
     this.digests = await diskDigests(this.qmp, this.dir, this.config.disks ?? []);
     await this.channel.send(DISK_DIGESTS_MSG, encode({ digests: this.digests }));
   }
@@ -58,6 +64,9 @@ export class SourceDisks {
     return {
       ...this.mirrors.figures(),
       ...(this.digests ? { digests: { algorithm: DISK_DIGEST_ALGORITHM, source: this.digests, destination: null } } : {}),
+      ...(this.unverifiable
+        ? { digests: { algorithm: DISK_DIGEST_ALGORITHM, source: null, destination: null, unavailable: this.unverifiable } }
+        : {}),
       ...(this.images ? { sourceImages: this.images.disks } : {}),
     };
   }

@@ -8,7 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { migrateLocally } from '../../../src/bench/local-migration.js';
@@ -79,8 +79,8 @@ describe('qemu driver: guests with local disks, mirrored through the channel (re
     rmSync(root, { recursive: true, force: true });
   });
 
-  /** A guest with one new 64 MiB qcow2 disk, 8 MiB of it written with 0xa5 before QEMU starts. */
-  async function guest(): Promise<{ client: GuestClient; config: QemuConfig; dir: string }> {
+  /** A guest with one new 64 MiB qcow2 disk (or the image `shared`, on shared storage), 8 MiB of it written with 0xa5 before QEMU starts. */
+  async function guest(shared?: string): Promise<{ client: GuestClient; config: QemuConfig; dir: string }> {
     const dir = path.join(root, 'src');
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     const config = await createQemu(
@@ -93,11 +93,11 @@ describe('qemu driver: guests with local disks, mirrored through the channel (re
         append: 'fill=16 window=4 rate=1024',
         nic: 'virtio',
         encryptedMigration: 'opportunistic',
-        disks: [{ bytes: 64 * MiB, shared: false }],
+        disks: [shared ? { file: shared, shared: true } : { bytes: 64 * MiB, shared: false }],
       },
       dir,
     );
-    assert.deepEqual(config.disks, [{ format: 'qcow2', bytes: 64 * MiB }]);
+    assert.deepEqual(config.disks, [{ format: 'qcow2', bytes: 64 * MiB, ...(shared ? { shared } : {}) }]);
     writePattern(diskPath(dir, 0), 0, 8 * MiB, 0xa5);
     const client = await startGuest(dir, config);
     clients.push(client);
@@ -171,5 +171,42 @@ describe('qemu driver: guests with local disks, mirrored through the channel (re
     assert.equal(again.source.phase, 'committed', JSON.stringify(again.source.result?.error));
     assert.ok(holdsPattern(diskPath(path.join(root, 'dst2'), 0), 0, 8 * MiB, 0xa5), 'the disk arrived intact');
     await client.finish();
+  });
+
+  it('--remove-source-disks: after the commit the source image is deleted, and the result says so', async function () {
+    const { client, config, dir } = await guest();
+    const dst = path.join(root, 'dst');
+    const m = await migrateLocally(client, dst, config, { mode: 'encrypted', streams: 1, removeSourceDisks: true });
+    clients.push(m.incoming.client);
+    assert.equal(m.source.phase, 'committed', JSON.stringify(m.source.result?.error));
+    assert.deepEqual(m.source.result!.disks!.sourceImages, [{ index: 0, action: 'removed', path: diskPath(dir, 0) }]);
+    assert.ok(!existsSync(diskPath(dir, 0)), 'the source image is gone');
+    assert.ok(holdsPattern(diskPath(dst, 0), 0, 8 * MiB, 0xa5), 'the destination has the disk');
+    await client.finish();
+  });
+
+  it('a disk on shared storage: nothing of it copied, both ends use the one image, which the source leaves to the destination', async function () {
+    const image = path.join(root, 'shared.qcow2');
+    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', image, String(64 * MiB)]);
+    const { client, config } = await guest(image);
+    const dst = path.join(root, 'dst');
+    const m = await migrateLocally(client, dst, config, { mode: 'encrypted', streams: 1, removeSourceDisks: true, verify: true });
+    clients.push(m.incoming.client);
+    assert.equal(m.source.phase, 'committed', JSON.stringify(m.source.result?.error));
+    const disks = m.source.result!.disks!;
+    assert.equal(disks.bytes, 0, 'nothing mirrored');
+    assert.equal(disks.sharedBytes, 64 * MiB);
+    // The 16 MiB of memory the guest wrote and its boot files, not the disk's 8 MiB besides.
+    assert.ok(m.source.result!.bytesSent < 24 * MiB, `${m.source.result!.bytesSent} bytes on the channel: more than memory`);
+    assert.match(disks.digests!.unavailable!, /every disk is on shared storage/, '--verify says why it compares no disk');
+    assert.deepEqual(
+      disks.sourceImages,
+      [{ index: 0, action: 'shared', path: image }],
+      '--remove-source-disks leaves a shared image alone',
+    );
+    assert.equal(readlinkSync(diskPath(dst, 0)), image);
+    await client.finish();
+    assert.equal((await m.incoming.client.status()).state, 'running');
+    assert.ok(holdsPattern(image, 0, 8 * MiB, 0xa5), 'the shared image as it was');
   });
 });
