@@ -261,7 +261,7 @@ export class Agent {
         run: async (params, ctx) => {
           // A guest this host cannot run is refused before it takes a slot or a directory.
           this.admitMemory(params.guest.name, params.guest.memoryBytes, 'and was not moved');
-          await driverOf(params.guest.driver).admit(params.guest);
+          await driverOf(params.guest.driver).admit(params.guest, this.state.guestDir(params.guest.name));
           return this.migrations.prepareIncoming({ ...params, ...ctx.key }, ctx.signal, ctx.emit);
         },
       },

@@ -107,6 +107,7 @@ export class OutgoingMigrations {
             ...(p.autoConverge !== undefined ? { autoConverge: p.autoConverge } : {}),
             ...(p.verify !== undefined ? { verify: p.verify } : {}),
             ...(p.commitTimeoutMs ? { commitTimeoutMs: p.commitTimeoutMs } : {}),
+            ...(p.removeSourceDisks ? { removeSourceDisks: true } : {}),
           },
           onEvent,
         ),

@@ -123,6 +123,15 @@ export class MigrationProgress {
         );
         break;
       }
+      case 'disks':
+        // Disks are mirrored (in sync) before memory moves: their bar is the migration's first part.
+        this.set(
+          ev.vm,
+          0,
+          `mirroring disks: ${formatBytes(ev.bytesDone)} of ${formatBytes(ev.bytesTotal)}, ${ev.ready} of ${ev.disks} in sync`,
+          false,
+        );
+        break;
       case 'throttle':
         this.note(`${ev.vm}: throttling the guest to ${100 - ev.percent}% of its speed (it dirties memory faster than the link drains)`);
         break;

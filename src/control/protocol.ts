@@ -224,7 +224,9 @@ export interface PrepareIncomingResult {
  * `networks`: the destination's migration addresses, in preference order (the cluster file's `advertise`).
  */
 export interface StartOutgoingParams
-  extends WireChannelSpec, Pick<OutgoingSpec, 'networks' | 'maxDowntimeMs' | 'timeoutMs' | 'autoConverge' | 'verify' | 'commitTimeoutMs'> {
+  extends
+    WireChannelSpec,
+    Pick<OutgoingSpec, 'networks' | 'maxDowntimeMs' | 'timeoutMs' | 'autoConverge' | 'verify' | 'commitTimeoutMs' | 'removeSourceDisks'> {
   guest: string;
   /** Who to ask for the decision when the channel is lost before COMMITTED. */
   destination: { host: string; control: string };
@@ -493,6 +495,7 @@ export const PARAMS: { [M in Method]: Check<Params<M>> } = {
     autoConverge: optional(bool),
     verify: optional(bool),
     commitTimeoutMs: millis,
+    removeSourceDisks: optional(bool),
   }),
   'migration.status': obj({ migrationId }),
   'migration.list': empty,

@@ -37,6 +37,8 @@ export interface MigrateRequest {
   maxBytesPerSecond?: number;
   timeoutMs?: number;
   verify?: boolean;
+  /** A QEMU guest's images at the source, after a commit: deleted rather than kept. */
+  removeSourceDisks?: boolean;
 }
 
 /** What the coordinator tells its caller while a migration runs. */
@@ -99,6 +101,20 @@ export interface MigrationReport {
   passes: number;
   verified: boolean | null;
   error: { code: string; message: string } | null;
+  /**
+   * A QEMU guest with disks only: disk bytes the mirrors copied apart from memory bytes (QEMU's
+   * RAM figure), the disks' virtual bytes copied and left on shared storage, and after a commit
+   * what became of the source's images.
+   */
+  disks?: {
+    bytes: number;
+    memoryBytes: number;
+    mirroredBytes: number;
+    sharedBytes: number;
+    /** --verify: the disks' digests matched (the destination commits only then); null without --verify. */
+    verified: boolean | null;
+    sourceImages: { index: number; action: 'kept' | 'removed' | 'shared'; path: string }[] | null;
+  };
 }
 
 /** The report and what people are shown besides. */

@@ -209,6 +209,7 @@ export class MigrationRun {
         ...(req.maxDowntimeMs ? { maxDowntimeMs: req.maxDowntimeMs } : {}),
         ...(req.timeoutMs ? { timeoutMs: req.timeoutMs } : {}),
         verify: req.verify ?? false,
+        ...(req.removeSourceDisks ? { removeSourceDisks: true } : {}),
       },
       {
         secret: secret.bytes,
@@ -334,6 +335,18 @@ export class MigrationRun {
       passes: r?.passes.length ?? 0,
       verified: verified(req.verify ?? false, outcome),
       error: failure ? failure.toJSON() : null,
+      ...(r?.disks
+        ? {
+            disks: {
+              bytes: r.disks.bytes,
+              memoryBytes: r.hypervisor?.ramBytes ?? 0,
+              mirroredBytes: r.disks.mirroredBytes,
+              sharedBytes: r.disks.sharedBytes,
+              verified: disksVerified(req.verify ?? false, outcome),
+              sourceImages: r.disks.sourceImages ?? null,
+            },
+          }
+        : {}),
     };
     return {
       report,
@@ -350,7 +363,18 @@ export class MigrationRun {
 function verified(wanted: boolean, outcome: StartOutgoingResult | null): boolean | null {
   const r = outcome?.result;
   if (!wanted || !r || outcome.outcome !== 'committed') return null;
+  if (disksVerified(wanted, outcome) === false) return false;
   return r.sourceDigest !== null && r.sourceDigest === r.destinationDigest;
+}
+
+/**
+ * A QEMU guest's copied disks: the source sent their digests and the destination, which compares
+ * them before it commits and does not commit on a mismatch, committed. Nothing copied: null.
+ */
+function disksVerified(wanted: boolean, outcome: StartOutgoingResult | null): boolean | null {
+  const r = outcome?.result;
+  if (!wanted || !outcome || !r?.disks || r.disks.mirroredBytes === 0 || outcome.outcome !== 'committed') return null;
+  return (r.disks.digests?.source ?? []).some((d) => d !== null);
 }
 
 /** Asks the destination for its decision and hands it to the source, which waits in doubt. */

@@ -39,8 +39,8 @@ export interface GuestDriver {
   create(request: GuestCreateRequest, dir: string): Promise<GuestConfig>;
   /** True when the guest in `dir` still runs though its guest process is gone (the agent then starts one to adopt it). */
   outlivesProcess(dir: string, config: GuestConfig): boolean;
-  /** On a migration's destination, before anything starts: refuses a guest this host cannot run. */
-  admit(config: GuestConfig): Promise<void>;
+  /** On a migration's destination, before anything starts: refuses a guest this host cannot run (in `dir`, where it would live). */
+  admit(config: GuestConfig, dir?: string): Promise<void>;
   /** The compiled guest process entry: `node ENTRY GUESTDIR [--incoming]`. */
   entry(): string;
   /** What an operator reads about a guest of this driver, after its memory: `workload kv:get=...`, `1 CPU, TCG`. */

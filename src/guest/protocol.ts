@@ -123,6 +123,7 @@ export const GUEST_PARAMS: { [M in GuestMethod]: Check<GuestParams<M>> } = {
     autoConverge: optional(bool),
     verify: optional(bool),
     commitTimeoutMs: millis(24 * 3_600_000),
+    removeSourceDisks: optional(bool),
   }),
   'cancel-migration': obj({ migrationId: channelFields.migrationId }),
   'prepare-incoming': obj(channelFields),

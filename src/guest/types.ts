@@ -55,8 +55,26 @@ export interface QemuConfig extends GuestConfigBase {
   kernel: { bytes: number; sha256: string };
   initrd?: { bytes: number; sha256: string };
   append: string;
+  /** Its disks (src/guest/qemu/disks.ts), in the order of their virtio-blk devices; none when absent. */
+  disks?: QemuDisk[];
   /** The exact QEMU command line without the binary, `{dir}` for the guest directory. */
   argv: string[];
+}
+
+/** A QEMU guest's disk as its config holds it: the same on every host it runs on (src/guest/qemu/disks.ts). */
+export interface QemuDisk {
+  format: 'raw' | 'qcow2';
+  /** Virtual size: what the guest sees. */
+  bytes: number;
+  /** Both hosts see this image at this absolute path: a migration copies nothing of it. */
+  shared?: string;
+}
+
+/** A disk as `ferry vm create` asks for it: a new qcow2 of `bytes`, or the image `file` in place. */
+export interface QemuDiskRequest {
+  bytes?: number;
+  file?: string;
+  shared: boolean;
 }
 
 export type GuestConfig = SyntheticConfig | QemuConfig;
@@ -74,11 +92,13 @@ export interface QemuCreateRequest extends GuestConfigBase {
   kernel?: string;
   initrd?: string;
   append: string;
+  /** Disks: a new qcow2 of a size, or an image in place (on shared storage or not). */
+  disks?: QemuDiskRequest[];
 }
 
-/** Disk bytes of a guest (the synthetic driver's one image; QEMU guests have none yet). */
+/** Disk bytes of a guest (the synthetic driver's one image; a QEMU guest's disks' virtual sizes). */
 export function diskBytesOf(config: GuestConfig): number {
-  return config.driver === 'synthetic' ? config.diskBytes : 0;
+  return config.driver === 'synthetic' ? config.diskBytes : (config.disks ?? []).reduce((sum, d) => sum + d.bytes, 0);
 }
 
 export interface GuestStatus {

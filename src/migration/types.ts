@@ -77,6 +77,8 @@ export interface OutgoingSpec extends ChannelParams {
   verify?: boolean;
   /** How long to wait, paused, for the destination's answer before declaring the outcome in doubt; default 60 s. */
   commitTimeoutMs?: number;
+  /** A QEMU guest's images at the source, after a commit: deleted (default: kept, and the result says where). */
+  removeSourceDisks?: boolean;
 }
 
 /** What the destination agent passes to startIncomingGuest. */
@@ -112,6 +114,8 @@ export type MigrationEvent =
       elapsedMs: number;
     }
   | { type: 'throttle'; percent: number }
+  /** A QEMU guest's disk mirrors (apart from memory): bytes copied of those to copy, mirrors in sync. */
+  | { type: 'disks'; bytesDone: number; bytesTotal: number; ready: number; disks: number; elapsedMs: number }
   | { type: 'switch-over'; bytesLeft: number; estimatedDowntimeMs: number }
   | { type: 'progress'; role: 'destination'; pass: number; bytesReceived: number }
   | { type: 'ready-to-commit'; sourceDigest: string | null; digest: string | null }
@@ -158,6 +162,23 @@ export interface MigrationResult {
   keyEpochs?: { sent: number; received: number };
   /** A QEMU guest's source: QEMU's own figures of the migration, beside ferry's. */
   hypervisor?: HypervisorFigures | null;
+  /** A QEMU guest with disks: what crossed of them, apart from memory, their digests, and the source's images after it. */
+  disks?: DiskMigrationFigures | null;
+}
+
+export interface DiskMigrationFigures {
+  /** Disk bytes the mirrors copied (QEMU's block job offsets); memory is hypervisor.ramBytes. */
+  bytes: number;
+  /** Virtual bytes of the disks copied, and of those on shared storage (not copied). */
+  mirroredBytes: number;
+  sharedBytes: number;
+  disks: { index: number; bytes: number; shared: boolean; mirroredBytes: number }[];
+  /** Source: ms until every mirror was in sync, before memory started. */
+  readyMs: number | null;
+  /** --verify: each disk's digest on each side (null: shared storage, one file), or why there are none. */
+  digests?: { algorithm: string; source: (string | null)[] | null; destination: (string | null)[] | null; unavailable?: string };
+  /** Source, after a commit: what became of its images. */
+  sourceImages?: { index: number; action: 'kept' | 'removed' | 'shared'; path: string }[];
 }
 
 export interface HypervisorFigures {

@@ -18,8 +18,16 @@ describe('cli: vm usage errors', function () {
       /--workload is for synthetic guests/,
     ],
     [
-      ['vm', 'create', 'g1', '--host', 'a', '--memory', '1GiB', '--driver', 'qemu', '--disk', '1GiB'],
-      /--disk: QEMU guests have no disks yet/,
+      ['vm', 'create', 'g1', '--host', 'a', '--memory', '1GiB', '--driver', 'qemu', '--disk', '1500KiB'],
+      /--disk 1500KiB: a new disk is at least 1 MiB, in whole MiB/,
+    ],
+    [
+      ['vm', 'create', 'g1', '--host', 'a', '--memory', '1GiB', '--driver', 'qemu', '--disk', '1GiB', '--shared-storage', '/srv/a.raw'],
+      /--shared-storage \/srv\/a\.raw: not one of the --disk files/,
+    ],
+    [
+      ['vm', 'create', 'g1', '--host', 'a', '--memory', '1GiB', '--disk', '1GiB', '--disk', '2GiB'],
+      /--disk: a synthetic guest has one disk/,
     ],
     [['vm', 'create', 'g1', '--host', 'a', '--memory', '1GiB', '--driver', 'qemu', '--initrd', '/x'], /--initrd needs --kernel/],
     [['vm', 'create', 'g1', '--host', 'a', '--memory', '1GiB', '--driver', 'qemu', '--cpus', '0'], /--cpus: 1 to 64/],

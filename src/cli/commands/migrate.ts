@@ -32,6 +32,7 @@ interface MigrateArgs {
   bandwidth?: string;
   timeout?: string;
   verify: boolean;
+  'remove-source-disks': boolean;
   cluster?: string;
 }
 
@@ -158,7 +159,16 @@ export const migrateCommand = defineCommand<MigrateArgs>({
         requiresArg: true,
         describe: 'the destination: HOST, or CLUSTER_FILE:HOST for a host of another cluster',
       })
-      .option('verify', { type: 'boolean', default: false, describe: 'compare memory digests of source and destination before committing' })
+      .option('verify', {
+        type: 'boolean',
+        default: false,
+        describe: 'compare memory (and QEMU disk) digests of source and destination before committing',
+      })
+      .option('remove-source-disks', {
+        type: 'boolean',
+        default: false,
+        describe: "qemu: after the commit, delete the guest's images at the source (default: kept, the result says where)",
+      })
       .example('$0 migrate web1 --to b', "move web1 to host b, encrypted unless web1's setting says otherwise")
       .example(
         '$0 migrate db1 --to b --mode required --max-downtime 100ms --verify',
@@ -174,7 +184,11 @@ export const migrateCommand = defineCommand<MigrateArgs>({
     const cluster = await openCluster(args);
     const to = await resolveTarget(cluster, args.to);
     await withInterrupts((signals) =>
-      migrateWithProgress(output, { guest: args.vm, cluster, to, ...options, verify: args.verify }, signals),
+      migrateWithProgress(
+        output,
+        { guest: args.vm, cluster, to, ...options, verify: args.verify, removeSourceDisks: args['remove-source-disks'] },
+        signals,
+      ),
     );
   },
 });

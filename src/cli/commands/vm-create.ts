@@ -9,7 +9,7 @@ import { withClusterOption, openCluster } from '../cluster-option.js';
 import { FerryError } from '../../errors.js';
 import { formatBytes, parseSize } from '../../common/units.js';
 import path from 'node:path';
-import type { GuestCreateRequest, GuestDriverName, NicKind } from '../../guest/types.js';
+import type { GuestCreateRequest, GuestDriverName, NicKind, QemuDiskRequest } from '../../guest/types.js';
 import { clusterHost } from '../../coordinator/cluster.js';
 import { connectHost, eachHost } from '../../coordinator/connect.js';
 import { parseEncryptedMigration } from '../../coordinator/mode.js';
@@ -19,7 +19,8 @@ interface VmCreateArgs {
   name: string;
   host: string;
   memory: string;
-  disk: string;
+  disk: string | string[];
+  'shared-storage'?: string | string[];
   workload: string;
   nic: string;
   driver: string;
@@ -56,6 +57,32 @@ function choice<T extends string>(value: string, option: string, allowed: readon
   return value as T;
 }
 
+/** A size of whole MiB (a new qcow2), or a file: an image in place on the guest's host. */
+function qemuDisks(args: VmCreateArgs): QemuDiskRequest[] {
+  const given = [args.disk].flat().filter((d) => d !== '0');
+  const shared = new Set([args['shared-storage'] ?? []].flat().map((f) => path.resolve(f)));
+  const disks = given.map((text, i): QemuDiskRequest => {
+    let bytes: number | null = null;
+    try {
+      bytes = parseSize(text, '--disk');
+    } catch {
+      // not a size: a file
+    }
+    if (bytes === null) {
+      const file = path.resolve(text);
+      if (file.includes(',')) usage(`--disk ${text}: QEMU's options cannot hold a path with a comma`);
+      return { file, shared: shared.delete(file) };
+    }
+    if (bytes < 1 << 20 || bytes % (1 << 20) !== 0) usage(`--disk ${text}: a new disk is at least 1 MiB, in whole MiB`);
+    if (i >= 8) usage('--disk: 8 disks at most');
+    return { bytes, shared: false };
+  });
+  if (disks.length > 8) usage('--disk: 8 disks at most');
+  const [stray] = shared;
+  if (stray !== undefined) usage(`--shared-storage ${stray}: not one of the --disk files (a disk on shared storage is an existing image)`);
+  return disks;
+}
+
 /** The create request from the flags, checked before any host is asked. */
 function guestRequest(args: VmCreateArgs): GuestCreateRequest {
   checkGuestName(args.name);
@@ -75,15 +102,17 @@ function guestRequest(args: VmCreateArgs): GuestCreateRequest {
   const qemuOnly = (['cpus', 'kernel', 'initrd', 'append', 'accel'] as const).filter((o) => args[o] !== undefined);
   if (driver === 'synthetic') {
     if (qemuOnly.length) usage(`--${qemuOnly[0]} is for --driver qemu guests`);
+    if (args['shared-storage'] !== undefined) usage('--shared-storage is for --driver qemu guests');
+    if (Array.isArray(args.disk)) usage('--disk: a synthetic guest has one disk');
     return {
       ...common,
       driver,
       memoryBytes: guestSize(args.memory, '--memory', 1 << 20),
-      diskBytes: guestSize(args.disk, '--disk', 0),
+      diskBytes: guestSize(String(args.disk), '--disk', 0),
       workload: asUsage(() => parseWorkload(args.workload)),
     };
   }
-  if (args.disk !== '0') usage('--disk: QEMU guests have no disks yet');
+  const disks = qemuDisks(args);
   if (args.workload !== 'idle')
     usage(
       "--workload is for synthetic guests; a QEMU guest runs its kernel (without --kernel, ferry's test guest, configured with --append)",
@@ -102,6 +131,7 @@ function guestRequest(args: VmCreateArgs): GuestCreateRequest {
     ...(args.kernel ? { kernel: path.resolve(args.kernel) } : {}),
     ...(args.initrd ? { initrd: path.resolve(args.initrd) } : {}),
     append: args.append ?? '',
+    ...(disks.length ? { disks } : {}),
   };
 }
 
@@ -113,7 +143,17 @@ export const vmCreateCommand = defineCommand<VmCreateArgs>({
       .positional('name', { type: 'string', demandOption: true, describe: 'the guest name (a DNS label)' })
       .option('host', { type: 'string', demandOption: true, requiresArg: true, describe: 'the host to run it on' })
       .option('memory', { type: 'string', demandOption: true, requiresArg: true, describe: 'memory size: 512MiB, 1GiB, 8G' })
-      .option('disk', { type: 'string', default: '0', requiresArg: true, describe: 'disk image size (0: none)' })
+      .option('disk', {
+        type: 'string',
+        default: '0',
+        requiresArg: true,
+        describe: 'disk image size (0: none); qemu: SIZE (a new qcow2) or FILE (a raw or qcow2 image in place), repeatable',
+      })
+      .option('shared-storage', {
+        type: 'string',
+        requiresArg: true,
+        describe: 'qemu: this --disk FILE is on storage every host sees at the same path: a migration copies nothing of it (repeatable)',
+      })
       .option('workload', {
         type: 'string',
         default: 'idle',
@@ -161,6 +201,10 @@ export const vmCreateCommand = defineCommand<VmCreateArgs>({
         'a key-value guest that only ever moves encrypted',
       )
       .example('$0 vm create vm1 --host a --driver qemu --memory 512MiB', "a QEMU virtual machine running ferry's test guest")
+      .example(
+        '$0 vm create vm3 --host a --driver qemu --memory 512MiB --disk 4GiB --disk /srv/images/data.raw',
+        'a QEMU virtual machine with a new 4 GiB qcow2 disk and a raw image in place',
+      )
       .example(
         '$0 vm create vm2 --host a --driver qemu --memory 1GiB --cpus 2 --kernel /boot/vmlinuz --initrd /boot/initrd.img --append console=ttyS0',
         'a QEMU virtual machine booting a Linux kernel',

@@ -8,6 +8,7 @@
  */
 import { FerryError } from '../../errors.js';
 import type { QemuConfig } from '../types.js';
+import { diskArgv } from './disks.js';
 
 export const DIR = '{dir}';
 export const QMP_SOCKET = 'qmp.sock';
@@ -56,6 +57,7 @@ export function buildArgv(config: Omit<QemuConfig, 'argv'>): string[] {
   // The guest's NIC: on a hub of its own (QEMU's hubport), so it needs nothing of the host, and is
   // still there to announce itself after a migration.
   argv.push('-netdev', 'hubport,id=net0,hubid=0', '-device', `virtio-net-pci,netdev=net0,mac=${macOf(config.uuid)}`);
+  argv.push(...diskArgv(config.disks ?? [], DIR));
   argv.push('-pidfile', `${DIR}/${QEMU_PID_FILE}`, '-daemonize');
   return argv;
 }

@@ -5,6 +5,7 @@
  * at create, and carried by each migration, so a destination needs no copy of its own).
  */
 import { array, defaulted, int, obj, oneOf, optional, str, type Check } from '../../common/validate.js';
+import { DISKS_FIELD } from './disks.js';
 
 export const MIN_MEMORY_BYTES = 16 << 20;
 /** A guest's memory is whole MiB (QEMU's -m). */
@@ -42,6 +43,8 @@ export const QEMU_FIELDS = {
   kernel: bootFile,
   initrd: optional(bootFile),
   append: defaulted(str({ max: MAX_APPEND_CHARS }), ''),
+  /** Its disks, in the order of their virtio-blk devices (disks.ts). */
+  disks: DISKS_FIELD,
   /** The exact QEMU command line (without the binary), `{dir}` for the guest directory: argv.ts makes it. */
   argv: array(str({ max: 8192 }), 200, 1),
 };

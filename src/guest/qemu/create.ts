@@ -18,6 +18,7 @@ import { DEFAULT_MACHINE, MAX_APPEND_CHARS, MAX_BOOT_FILE_BYTES, MAX_CPUS, QEMU_
 import { hostQemu } from './host.js';
 import { resolveQemu } from './probe.js';
 import { TEST_GUEST_IMAGE } from './test-guest.js';
+import { admitDisks, createDisks, DISK_REQUESTS_FIELD } from './disks.js';
 
 const run = promisify(execFile);
 
@@ -31,6 +32,7 @@ export const QEMU_CREATE_FIELDS = {
   kernel: optional(absolutePath),
   initrd: optional(absolutePath),
   append: defaulted(str({ max: MAX_APPEND_CHARS }), ''),
+  disks: DISK_REQUESTS_FIELD,
 };
 
 /** Copies `from` to `to` (0600), returning its size and SHA-256; refuses what is not a readable regular file of sane size. */
@@ -72,9 +74,10 @@ async function hasMachine(name: string): Promise<boolean> {
   return (await machines).has(name);
 }
 
-/** Refuses, with a coded error saying why, a QEMU guest this host cannot run. */
-export async function admitQemu(config: GuestConfig): Promise<void> {
+/** Refuses, with a coded error saying why, a QEMU guest this host cannot run (at `dir`, its disks: free space, shared images). */
+export async function admitQemu(config: GuestConfig, dir?: string): Promise<void> {
   if (config.driver !== 'qemu') return;
+  if (dir && config.disks?.length) await admitDisks(config.disks, dir, config.name);
   const q = await hostQemu();
   if (q.missing) throw new FerryError('ERR_FERRY_REFUSED', `this host cannot run QEMU guests: ${q.missing}`);
   const accel = q.accelerators[config.accel];
@@ -110,7 +113,8 @@ export async function createQemu(request: GuestCreateRequest, dir: string): Prom
     request.kernel ? '--kernel' : "ferry's test guest",
   );
   const initrd = request.initrd ? await copyBootFile(request.initrd, path.join(boot, 'initrd'), '--initrd') : undefined;
-  const { kernel: _k, initrd: _i, accel: _a, machine: _m, ...common } = request;
+  const disks = await createDisks(request.disks ?? [], dir);
+  const { kernel: _k, initrd: _i, accel: _a, machine: _m, disks: _d, ...common } = request;
   const partial: Omit<QemuConfig, 'argv'> = {
     ...common,
     driver: 'qemu',
@@ -119,6 +123,7 @@ export async function createQemu(request: GuestCreateRequest, dir: string): Prom
     uuid: randomUUID(),
     kernel,
     ...(initrd ? { initrd } : {}),
+    ...(disks.length ? { disks } : {}),
   };
   const config: QemuConfig = { ...partial, argv: buildArgv(partial) };
   await admitQemu(config);

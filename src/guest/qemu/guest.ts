@@ -14,8 +14,9 @@ import { MigrationTracker, type MigrationInfo } from '../migration-tracker.js';
 import { OutgoingMigrations } from '../outgoing.js';
 import { keyOfTrailer, type MigrateOutParams, type PrepareIncomingParams } from '../protocol.js';
 import { openIncoming, type IncomingTransport } from '../transport.js';
-import type { GuestState, GuestStatus, QemuConfig } from '../types.js';
+import { diskBytesOf, type GuestState, type GuestStatus, type QemuConfig } from '../types.js';
 import { CONSOLE_LOG } from './argv.js';
+import { leaveSourceDisks } from './disks.js';
 import { Qemu } from './hypervisor.js';
 import { migrateQemuIn } from './migrate-in.js';
 import { migrateQemuOut } from './migrate-out.js';
@@ -99,7 +100,7 @@ export class QemuGuest {
       state: this.state,
       pid: process.pid,
       memoryBytes: c.memoryBytes,
-      diskBytes: 0,
+      diskBytes: diskBytesOf(c),
       nic: c.nic,
       opsPerSecond: this.consoleRate(),
       throttlePercent: 0,
@@ -185,9 +186,15 @@ export class QemuGuest {
       finish: async () => {
         if (this.state !== 'in-doubt' && this.state !== 'migrated')
           throw new FerryError('ERR_FERRY_REFUSED', `finish is for a guest handed over; this one is ${this.state}`);
+        const inDoubt = this.state === 'in-doubt';
         this.migrations.tracker?.setPhase('committed');
         this.host.log('migration resolved: committed at the destination; this copy stops');
         await this.stopQemu();
+        // Committed after a doubt: the engine never kept the images, which the agent's removal of this directory would take.
+        if (inDoubt && this.config.disks?.length && this.migrations.tracker)
+          await leaveSourceDisks(this.dir, this.config.disks, this.migrations.tracker.migrationId, false).catch((err: Error) =>
+            this.host.log(`could not keep the source's disk images: ${err.message}`),
+          );
         this.host.exit(0);
         return { finished: true as const };
       },

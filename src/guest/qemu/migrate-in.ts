@@ -35,6 +35,9 @@ import {
 } from './messages.js';
 import { StatusWatch } from './progress.js';
 import { canDigest, ramDigest } from './ram-digest.js';
+import { DISK_DIGESTS_MSG } from './disk-digest.js';
+import { DestinationDisks } from './destination-disks.js';
+import { isDiskStream } from './nbd-mirror.js';
 
 /** The socket the destination QEMU listens on for the incoming migration, in the guest directory. */
 export const MIGRATE_IN_SOCKET = 'migrate-in.sock';
@@ -76,12 +79,14 @@ class QemuDestination {
   private connecting = Promise.resolve();
   private failure: FerryError | null = null;
   private readonly wake = new StatusWatch();
+  private readonly disks: DestinationDisks;
 
   constructor(
     private readonly channel: Channel,
     private readonly ctx: QemuDestinationContext,
   ) {
     this.outcome = new Outcome('destination', channel.migrationId);
+    this.disks = new DestinationDisks(ctx.dir, ctx.config);
   }
 
   async run(): Promise<QemuArrival> {
@@ -118,6 +123,9 @@ class QemuDestination {
             break;
           case QMSG.FILE:
             await this.takeFile(m.payload);
+            break;
+          case DISK_DIGESTS_MSG:
+            this.disks.takeSourceDigests(m.type, m.payload);
             break;
           case QMSG.SOURCE_DONE:
             this.sourceDone.resolve(decode(m.type, m.payload, checkSourceDone));
@@ -192,6 +200,7 @@ class QemuDestination {
         throw new FerryError('ERR_FERRY_REFUSED', `boot file ${name} arrived with another digest than the config's`);
       await fs.rename(path.join(dir, BOOT_DIR, `${name}.partial`), path.join(dir, BOOT_DIR, name));
     }
+    await this.disks.prepare();
     this.qemu = await Qemu.start(config, dir, { incoming: true });
     this.ctx.started?.(this.qemu);
     const qmp = this.qemu.qmp;
@@ -204,13 +213,16 @@ class QemuDestination {
     if (begin.multifdChannels > 0) await qmp.migrateSetParameters({ multifdChannels: begin.multifdChannels });
     await fs.rm(path.join(dir, MIGRATE_IN_SOCKET), { force: true });
     await qmp.migrateIncoming(`unix:${path.join(dir, MIGRATE_IN_SOCKET)}`);
+    await this.disks.export(qmp);
     await this.channel.send(QMSG.READY, encode({ qemuVersion: `${qmp.version.major}.${qmp.version.minor}.${qmp.version.micro}` }));
   }
 
   /** Connects stream `id` to QEMU, after every stream opened before it: accept order is QEMU's channel order. */
   private connectStream(id: number): void {
-    const file = path.join(this.ctx.dir, MIGRATE_IN_SOCKET);
-    this.connecting = this.connecting.then(
+    // A disk's NBD connection goes to the NBD server, whenever it comes: only QEMU's migration connections keep an order.
+    const disk = isDiskStream(id);
+    const file = disk ? this.disks.socket : path.join(this.ctx.dir, MIGRATE_IN_SOCKET);
+    const connected = (disk ? Promise.resolve() : this.connecting).then(
       () =>
         new Promise<void>((resolve) => {
           const socket: Socket = createConnection({ path: file, allowHalfOpen: true });
@@ -228,6 +240,7 @@ class QemuDestination {
           });
         }),
     );
+    if (!disk) this.connecting = connected;
   }
 
   /** Until this QEMU has loaded everything and the source's QEMU completed; the RAM digest if asked. */
@@ -255,6 +268,7 @@ class QemuDestination {
     }
     const done = await this.sourceDone.promise;
     this.outcome.sourceDigest = done.digest;
+    await this.disks.settle(qemu.qmp, begin.verify);
     if (!begin.verify) return null;
     if (!canDigest(this.ctx.config.memoryBytes)) return null;
     const digest = await ramDigest(qemu.qmp, this.ctx.dir, this.ctx.config.memoryBytes);
@@ -317,6 +331,7 @@ class QemuDestination {
     this.mux?.abort(err);
     await this.qemu?.kill().catch(() => {});
     this.qemu = null;
+    await this.disks.drop().catch(() => {});
     for (const f of this.files.values()) await f.handle.close().catch(() => {});
     if (!this.channel.error) {
       await withTimeout(
@@ -331,15 +346,18 @@ class QemuDestination {
 
   private result(): MigrationResult {
     const stats = this.channel.stats;
-    return this.outcome.result({
-      passes: [],
-      totalMs: performance.now() - this.started,
-      bytesSent: stats.bytesSent,
-      bytesReceived: stats.bytesReceived,
-      zeroPagesSkipped: 0,
-      throttlePercent: 0,
-      cpu: process.cpuUsage(this.cpu),
-      channel: this.channel,
-    });
+    return {
+      ...this.outcome.result({
+        passes: [],
+        totalMs: performance.now() - this.started,
+        bytesSent: stats.bytesSent,
+        bytesReceived: stats.bytesReceived,
+        zeroPagesSkipped: 0,
+        throttlePercent: 0,
+        cpu: process.cpuUsage(this.cpu),
+        channel: this.channel,
+      }),
+      disks: this.disks.figures(),
+    };
   }
 }

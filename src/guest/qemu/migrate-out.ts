@@ -48,6 +48,7 @@ import {
 } from './messages.js';
 import { QemuProgress, StatusWatch, wallMs } from './progress.js';
 import { canDigest, ramDigest } from './ram-digest.js';
+import { SourceDisks } from './source-disks.js';
 
 /** The socket QEMU's outgoing migration connects to, in the guest directory (0700). */
 export const MIGRATE_OUT_SOCKET = 'migrate-out.sock';
@@ -90,6 +91,7 @@ class QemuSource {
   private stoppedAt: number | null = null;
   /** The guest ran when the migration began (an operator's pause outlives a failed move). */
   private wasRunning = true;
+  private readonly disks: SourceDisks;
 
   constructor(
     private readonly channel: Channel,
@@ -98,6 +100,7 @@ class QemuSource {
     this.outcome = new Outcome('source', ctx.spec.migrationId);
     this.mux = new StreamMux(channel, { windowBytes: STREAM_WINDOW_BYTES });
     this.progress = new QemuProgress(this.started);
+    this.disks = new SourceDisks(ctx.qemu.qmp, ctx.dir, ctx.config, this.mux, channel);
   }
 
   private get qmp() {
@@ -192,7 +195,16 @@ class QemuSource {
       downtimeLimitMs: spec.maxDowntimeMs ?? DEFAULT_MAX_DOWNTIME_MS,
       ...(multifd > 0 ? { multifdChannels: multifd } : {}),
     });
+    // Every disk mirror in sync before RAM starts.
+    await this.disks.mirror(
+      () => this.mux.error ?? this.channel.error ?? this.peerError ?? this.cancelReason(this.deadline),
+      this.ctx.emit,
+    );
     this.server = await this.listen();
+  }
+
+  private get deadline(): number {
+    return this.started + (this.ctx.spec.timeoutMs ?? DEFAULT_TIMEOUT_MS);
   }
 
   /** The unix socket QEMU connects to: each connection, in accept order, one stream to the destination. */
@@ -229,7 +241,7 @@ class QemuSource {
     });
     try {
       await this.qmp.migrate(`unix:${path.join(dir, MIGRATE_OUT_SOCKET)}`);
-      const deadline = this.started + (spec.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+      const deadline = this.deadline;
       for (;;) {
         // The destination's word first: its ABORT says why; the channel it closes after it, only that it closed.
         const stop = this.peerError ?? this.mux.error ?? this.channel.error ?? (this.continued ? null : this.cancelReason(deadline));
@@ -242,6 +254,7 @@ class QemuSource {
           this.channel.limitReconnectWait?.(spec.maxDowntimeMs ?? DEFAULT_MAX_DOWNTIME_MS);
           const info = this.progress.last;
           this.ctx.emit({ type: 'switch-over', bytesLeft: info?.ram?.remaining ?? 0, estimatedDowntimeMs: info?.expectedDowntimeMs ?? 0 });
+          await this.disks.finish(spec.verify === true);
           await this.qmp.migrateContinue('pre-switchover');
         }
         const info = await this.qmp.queryMigrate();
@@ -285,6 +298,7 @@ class QemuSource {
       this.outcome.outcome = 'committed';
       // The guest's whole pause: from QEMU's stop here to the destination's word that it runs there.
       this.outcome.downtimeMs = this.stoppedAt !== null ? Math.max(0, Date.now() - this.stoppedAt) : (info?.downtimeMs ?? null);
+      await this.disks.leave(this.ctx.spec.migrationId, this.ctx.spec.removeSourceDisks === true);
       this.ctx.emit({ type: 'committed', downtimeMs: this.outcome.downtimeMs });
       void withTimeout(this.channel.end(), 5000, () => new Error('timeout')).catch(() => this.channel.close());
       return;
@@ -345,6 +359,7 @@ class QemuSource {
       ).catch(() => {});
     }
     this.channel.close();
+    await this.disks.abandon();
     await this.resumeHere();
     this.ctx.emit({ type: 'aborted', code: err.code, message: err.message });
   }
@@ -395,6 +410,7 @@ class QemuSource {
         channel: this.channel,
       }),
       hypervisor,
+      disks: this.disks.figures(),
     };
   }
 }
