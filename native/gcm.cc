@@ -72,7 +72,7 @@ Key::~Key() {
   wipe(raw_, sizeof raw_);
   if (vaes_ != nullptr) {
     wipe(vaes_, sizeof *vaes_);
-    ::operator delete(vaes_, std::align_val_t{alignof(VaesKey)});
+    ::operator delete (vaes_, std::align_val_t{alignof(VaesKey)});
   }
 }
 

@@ -65,14 +65,16 @@ Napi::Value key_create_js(const Napi::CallbackInfo& info) {
   gcm::Impl impl;
   const std::string name = info[1].As<Napi::String>().Utf8Value();
   if (raw.length != gcm::kKeyBytes || !gcm::parse_impl(name.c_str(), &impl) || !gcm::impl_available(impl)) {
-    coded_error(env, "ERR_FERRY_CRYPTO", "cannot create a key with this implementation here").ThrowAsJavaScriptException();
+    coded_error(env, "ERR_FERRY_CRYPTO", "cannot create a key with this implementation here")
+        .ThrowAsJavaScriptException();
     return env.Undefined();
   }
   auto handle = std::make_unique<KeyHandle>();
   handle->key = Key::create(raw.data, impl);
   if (handle->key) handle->context = std::make_unique<Context>(*handle->key);
   if (!handle->key) {
-    coded_error(env, "ERR_FERRY_CRYPTO", "cannot create a key with this implementation here").ThrowAsJavaScriptException();
+    coded_error(env, "ERR_FERRY_CRYPTO", "cannot create a key with this implementation here")
+        .ThrowAsJavaScriptException();
     return env.Undefined();
   }
   auto external = Napi::External<KeyHandle>::New(env, handle.release(), [](Napi::Env, KeyHandle* h) { delete h; });
@@ -137,7 +139,8 @@ bool get_job(const Napi::Value* args, Job* job, std::vector<Segment>* segments =
 
 Napi::Value status_to_js(Napi::Env env, Status s, bool sealing) {
   if (s == Status::kInternal) {
-    throw_internal(env, sealing ? "AES-GCM seal failed inside the crypto library" : "AES-GCM open failed inside the crypto library");
+    throw_internal(env, sealing ? "AES-GCM seal failed inside the crypto library"
+                                : "AES-GCM open failed inside the crypto library");
     return env.Undefined();
   }
   return Napi::Boolean::New(env, s == Status::kOk);
@@ -169,7 +172,8 @@ Napi::Value ctr_js(const Napi::CallbackInfo& info) {
     throw_internal(env, "ctr: bad arguments");
     return env.Undefined();
   }
-  return status_to_js(env, handle->context->ctr(iv.data, static_cast<uint64_t>(offset), in.data, out.data, in.length), false);
+  return status_to_js(env, handle->context->ctr(iv.data, static_cast<uint64_t>(offset), in.data, out.data, in.length),
+                      false);
 }
 
 // ---- batches -----------------------------------------------------------------------------------
@@ -187,7 +191,7 @@ struct Batch {
   std::vector<Job> jobs;
   std::vector<std::vector<Segment>> segments;         // of the seal jobs whose input is gathered
   std::vector<std::vector<OutSegment>> out_segments;  // of the open jobs whose output is scattered
-  std::atomic<size_t> next{0};  // the next job nobody has taken
+  std::atomic<size_t> next{0};                        // the next job nobody has taken
   std::atomic<size_t> first_failed{SIZE_MAX};
   std::atomic<bool> internal{false};
   int workers = 0;       // pool workers queued for this batch (0: ran inline); JS thread only
@@ -200,7 +204,8 @@ struct Batch {
     for (size_t i = next++; i < jobs.size(); i = next++) {
       if (first_failed.load(std::memory_order_relaxed) != SIZE_MAX) return;
       // An open scattered into guest memory: map its fresh pages in one call, not one fault each.
-      for (size_t j = 0; j < jobs[i].out_segment_count; j++) populate_for_write(jobs[i].out_segments[j].data, jobs[i].out_segments[j].len);
+      for (size_t j = 0; j < jobs[i].out_segment_count; j++)
+        populate_for_write(jobs[i].out_segments[j].data, jobs[i].out_segments[j].len);
       const Status s = sealing ? ctx.seal(jobs[i]) : ctx.open(jobs[i]);
       if (s == Status::kOk) continue;
       if (s == Status::kInternal) internal = true;
@@ -273,7 +278,8 @@ Napi::Value batch_js(const Napi::CallbackInfo& info) {
   size_t total = 0;
   for (uint32_t i = 0; i < n; i++) {
     const Napi::Value args[4] = {flat.Get(4 * i), flat.Get(4 * i + 1), flat.Get(4 * i + 2), flat.Get(4 * i + 3)};
-    if (!get_job(args, &batch->jobs[i], kSealing ? &batch->segments[i] : nullptr, kSealing ? nullptr : &batch->out_segments[i])) {
+    if (!get_job(args, &batch->jobs[i], kSealing ? &batch->segments[i] : nullptr,
+                 kSealing ? nullptr : &batch->out_segments[i])) {
       return env.Undefined();
     }
     total += batch->jobs[i].in_len;

@@ -61,8 +61,8 @@ bool body(EVP_CIPHER_CTX* c, const uint8_t* in, uint8_t* out, size_t len, bool e
   for (size_t off = 0; off < len; off += kPiece) {
     const int n = static_cast<int>(len - off < kPiece ? len - off : kPiece);
     int outl = 0;
-    const int ok = enc ? EVP_EncryptUpdate(c, out + off, &outl, in + off, n)
-                       : EVP_DecryptUpdate(c, out + off, &outl, in + off, n);
+    const int ok =
+        enc ? EVP_EncryptUpdate(c, out + off, &outl, in + off, n) : EVP_DecryptUpdate(c, out + off, &outl, in + off, n);
     if (ok != 1 || outl != n) return false;
   }
   return true;
@@ -106,7 +106,8 @@ Status evp_open(EvpContext* ctx, const Job& job) {
     // Each segment receives its share of the ciphertext as it streams through.
     size_t at = 0;
     for (size_t i = 0; ok && i < job.out_segment_count; at += job.out_segments[i++].len) {
-      ok = at + job.out_segments[i].len <= len && body(c, job.in + at, job.out_segments[i].data, job.out_segments[i].len, false);
+      ok = at + job.out_segments[i].len <= len &&
+           body(c, job.in + at, job.out_segments[i].data, job.out_segments[i].len, false);
     }
     ok = ok && at == len;
   }
@@ -123,7 +124,8 @@ Status evp_open(EvpContext* ctx, const Job& job) {
   return Status::kOk;
 }
 
-Status evp_ctr(const uint8_t raw[kKeyBytes], const uint8_t* iv, uint64_t offset, const uint8_t* in, uint8_t* out, size_t len) {
+Status evp_ctr(const uint8_t raw[kKeyBytes], const uint8_t* iv, uint64_t offset, const uint8_t* in, uint8_t* out,
+               size_t len) {
   // The counter block of the data block at `offset`: IV, then 2 + offset / 16 big-endian (block
   // 0 of the data is counter 2; counter 1 masks the tag). EVP's CTR steps all 128 bits, GCM only
   // the low 32: the same for any message GCM allows (< 2^32 - 2 blocks).

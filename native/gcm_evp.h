@@ -14,6 +14,7 @@ void evp_context_free(EvpContext* ctx);
 Status evp_seal(EvpContext* ctx, const Job& job);
 Status evp_open(EvpContext* ctx, const Job& job);
 // Context::ctr through EVP's AES-256-CTR.
-Status evp_ctr(const uint8_t raw[kKeyBytes], const uint8_t* iv, uint64_t offset, const uint8_t* in, uint8_t* out, size_t len);
+Status evp_ctr(const uint8_t raw[kKeyBytes], const uint8_t* iv, uint64_t offset, const uint8_t* in, uint8_t* out,
+               size_t len);
 
 }  // namespace ferry::gcm

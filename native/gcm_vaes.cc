@@ -62,7 +62,7 @@ FERRY_VAES_INLINE __m128i schedule_step(__m128i k, __m128i assist, int lane_ff) 
 FERRY_VAES void expand_round_keys(__m128i rk[15], const uint8_t raw[kKeyBytes]) {
   rk[0] = load128(raw);
   rk[1] = load128(raw + 16);
-#define FERRY_AES256_PAIR(i, rcon)                                                      \
+#define FERRY_AES256_PAIR(i, rcon)                                                 \
   rk[i] = schedule_step(rk[i - 2], _mm_aeskeygenassist_si128(rk[i - 1], rcon), 1); \
   if ((i) + 1 < 15) rk[(i) + 1] = schedule_step(rk[i - 1], _mm_aeskeygenassist_si128(rk[i], 0), 0);
   FERRY_AES256_PAIR(2, 0x01)
@@ -132,8 +132,8 @@ struct Products {
 FERRY_VAES_INLINE void multiply_add(Products& s, __m256i d, __m256i h) {
   s.lo = _mm256_xor_si256(s.lo, _mm256_clmulepi64_epi128(d, h, 0x00));
   s.hi = _mm256_xor_si256(s.hi, _mm256_clmulepi64_epi128(d, h, 0x11));
-  s.mi = _mm256_xor_si256(s.mi, _mm256_xor_si256(_mm256_clmulepi64_epi128(d, h, 0x01),
-                                                 _mm256_clmulepi64_epi128(d, h, 0x10)));
+  s.mi = _mm256_xor_si256(s.mi,
+                          _mm256_xor_si256(_mm256_clmulepi64_epi128(d, h, 0x01), _mm256_clmulepi64_epi128(d, h, 0x10)));
 }
 
 FERRY_VAES_INLINE __m128i fold_lanes(__m256i v) {
@@ -238,7 +238,8 @@ FERRY_VAES_INLINE void keystream16(const VaesKey& k, Counter& ctr, __m256i s[8],
   }
   ctr.next = c;
   Products p = zero_products();
-  if (kHash) multiply_add(p, _mm256_xor_si256(reflect(load256(hashed)), _mm256_zextsi128_si256(acc)), load256(h_power(k, 16)));
+  if (kHash)
+    multiply_add(p, _mm256_xor_si256(reflect(load256(hashed)), _mm256_zextsi128_si256(acc)), load256(h_power(k, 16)));
 #pragma GCC unroll 13
   for (int r = 1; r < 14; r++) {
     rk = load256(k.round_keys[r]);
@@ -258,8 +259,7 @@ FERRY_VAES_INLINE void xor_store16(__m256i s[8], const uint8_t* in, uint8_t* out
 }
 
 FERRY_VAES_INLINE __m128i finish_tag(const VaesKey& k, __m128i acc, __m128i j0, size_t aad_len, size_t text_len) {
-  const __m128i lengths =
-      _mm_set_epi64x(static_cast<long long>(aad_len * 8), static_cast<long long>(text_len * 8));
+  const __m128i lengths = _mm_set_epi64x(static_cast<long long>(aad_len * 8), static_cast<long long>(text_len * 8));
   acc = gf_mul(_mm_xor_si128(acc, lengths), load128(h_power(k, 1)));
   return _mm_xor_si128(reflect(acc), aes_block(k, j0));
 }
@@ -344,8 +344,8 @@ class Input {
 };
 
 // A seal from `out` on, GHASH so far in acc; returns the tag. The 512-bit code ends here too.
-FERRY_VAES_INLINE __m128i seal_rest(const VaesKey& k, const Job& job, __m128i j0, Counter& ctr, Input& input, __m128i acc,
-                                    uint8_t* out, size_t len) {
+FERRY_VAES_INLINE __m128i seal_rest(const VaesKey& k, const Job& job, __m128i j0, Counter& ctr, Input& input,
+                                    __m128i acc, uint8_t* out, size_t len) {
   // Software-pipelined: each turn hashes the previous turn's ciphertext (still in L1) while it
   // encrypts the next sixteen blocks, so GHASH never waits for AES.
   if (len >= 256) {
@@ -453,8 +453,8 @@ class Output {
 
 // An open from `in` on, GHASH so far in acc; true when the tag verifies (everything written is
 // wiped when not).
-FERRY_VAES_INLINE bool open_rest(const VaesKey& k, const Job& job, __m128i j0, Counter& ctr, __m128i acc, const uint8_t* in,
-                                 Output& out, size_t len) {
+FERRY_VAES_INLINE bool open_rest(const VaesKey& k, const Job& job, __m128i j0, Counter& ctr, __m128i acc,
+                                 const uint8_t* in, Output& out, size_t len) {
   const size_t text_len = job.in_len - kTagBytes;
   const __m128i expected = load128(job.in + text_len);
   // Each turn hashes the sixteen ciphertext blocks it decrypts, before the plaintext overwrites
@@ -496,7 +496,8 @@ FERRY_VAES bool open_impl(const VaesKey& k, const Job& job) {
 }
 
 // Context::ctr: counter blocks one at a time (a few blocks per call: the run table of a message).
-FERRY_VAES void ctr_impl(const VaesKey& k, const uint8_t* iv, uint64_t offset, const uint8_t* in, uint8_t* out, size_t len) {
+FERRY_VAES void ctr_impl(const VaesKey& k, const uint8_t* iv, uint64_t offset, const uint8_t* in, uint8_t* out,
+                         size_t len) {
   alignas(16) uint8_t block[16];
   std::memcpy(block, iv, kIvBytes);
   // Data block i is counter 2 + i (counter 1 masks the tag); GCM steps only the low 32 bits.
@@ -567,7 +568,8 @@ FERRY_VAES512_INLINE void multiply_add(Products512& s, __m512i d, __m512i h) {
   s.lo = _mm512_xor_si512(s.lo, _mm512_clmulepi64_epi128(d, h, 0x00));
   s.hi = _mm512_xor_si512(s.hi, _mm512_clmulepi64_epi128(d, h, 0x11));
   // 0x96: the three-way XOR.
-  s.mi = _mm512_ternarylogic_epi64(s.mi, _mm512_clmulepi64_epi128(d, h, 0x01), _mm512_clmulepi64_epi128(d, h, 0x10), 0x96);
+  s.mi =
+      _mm512_ternarylogic_epi64(s.mi, _mm512_clmulepi64_epi128(d, h, 0x01), _mm512_clmulepi64_epi128(d, h, 0x10), 0x96);
 }
 
 FERRY_VAES512_INLINE __m128i fold_lanes(__m512i v) {
@@ -583,7 +585,8 @@ FERRY_VAES512_INLINE __m128i reduce(const Products512& s) {
 // blocks (reflected); with kHash, GHASH of the thirty-two blocks at `hashed` folded into acc, its
 // multiplies stitched between the AES rounds.
 template <bool kHash>
-FERRY_VAES512_INLINE void keystream32(const VaesKey& k, __m512i& next, __m512i s[8], const uint8_t* hashed, __m128i& acc) {
+FERRY_VAES512_INLINE void keystream32(const VaesKey& k, __m512i& next, __m512i s[8], const uint8_t* hashed,
+                                      __m128i& acc) {
   const __m512i four = _mm512_set_epi32(0, 0, 0, 4, 0, 0, 0, 4, 0, 0, 0, 4, 0, 0, 0, 4);
   __m512i c = next;
   __m512i rk = round_key512(k, 0);
@@ -594,7 +597,8 @@ FERRY_VAES512_INLINE void keystream32(const VaesKey& k, __m512i& next, __m512i s
   }
   next = c;
   Products512 p{_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512()};
-  if (kHash) multiply_add(p, _mm512_xor_si512(reflect(load512(hashed)), _mm512_zextsi128_si512(acc)), load512(h_power(k, 32)));
+  if (kHash)
+    multiply_add(p, _mm512_xor_si512(reflect(load512(hashed)), _mm512_zextsi128_si512(acc)), load512(h_power(k, 32)));
 #pragma GCC unroll 13
   for (int r = 1; r < 14; r++) {
     rk = round_key512(k, r);

@@ -99,8 +99,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       cut1 %= message.size() + 1;
       cut2 %= message.size() + 1;
       if (cut2 < cut1) std::swap(cut1, cut2);
-      const ferry::gcm::Segment parts[4] = {{message.data(), cut1}, {message.data() + cut1, 0},
-                                             {message.data() + cut1, cut2 - cut1}, {message.data() + cut2, message.size() - cut2}};
+      const ferry::gcm::Segment parts[4] = {{message.data(), cut1},
+                                            {message.data() + cut1, 0},
+                                            {message.data() + cut1, cut2 - cut1},
+                                            {message.data() + cut2, message.size() - cut2}};
       std::vector<uint8_t> gathered(message.size() + kTagBytes);
       Job job{iv, aad.data(), aad.size(), nullptr, message.size(), gathered.data()};
       job.segments = parts;
@@ -132,7 +134,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       check(ctx.open(job) == Status::kOk);
       size_t at = 0;
       for (int i = 0; i < 4; i++) {
-        check(std::equal(pieces[i].get(), pieces[i].get() + lens[i], message.begin() + static_cast<std::ptrdiff_t>(at)));
+        check(
+            std::equal(pieces[i].get(), pieces[i].get() + lens[i], message.begin() + static_cast<std::ptrdiff_t>(at)));
         at += lens[i];
       }
       std::vector<uint8_t> peeked(cut2 - cut1);
