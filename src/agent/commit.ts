@@ -35,6 +35,7 @@ type Host = Pick<MigrationHost, 'state' | 'guests' | 'log'>;
 export async function commitOrDrop(host: Host, m: IncomingMigration, client: GuestClient): Promise<void> {
   const { migrationId, guest } = m;
   m.phase = 'ready-to-commit';
+  crashPoint('destination:before-commit-record');
   let decision: ResolveDecision;
   try {
     decision = await host.state.decide(migrationId, guest, 'committed');

@@ -3,6 +3,7 @@
  * itself when it reaches POINT, leaving exactly the state a power cut there would leave. Unset (as
  * in every real deployment) a crash point does nothing.
  *
+ *   destination:before-commit-record  ready to commit, nothing recorded yet
  *   destination:after-commit-record   the commit recorded durably, the guest not yet run
  */
 export function crashPoint(point: string): void {

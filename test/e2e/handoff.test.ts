@@ -136,6 +136,23 @@ describe('e2e: the hand-off when agents fail (real agents, the CLI as a process)
   });
 
   /**
+   * Restarts b's agent so that it dies at the switch-over of the next migration to it, its copy
+   * ready to commit and nothing recorded: a kill timed on the CLI's switch-over event raced the
+   * agent's own commit. Resolves once it has died.
+   */
+  async function dieBeforeRecord(): Promise<{ dead: Promise<unknown> }> {
+    await agents.b!.stop('SIGKILL');
+    process.env.FERRY_FAULT = 'destination:before-commit-record';
+    try {
+      agents.b = await cluster.startAgent('b');
+    } finally {
+      delete process.env.FERRY_FAULT;
+    }
+    const b = agents.b;
+    return { dead: waitUntil(() => b.process.signalCode === 'SIGKILL', 60_000, 'the destination agent to die at its crash point') };
+  }
+
+  /**
    * Host b "powered off" with a migration to it at switch-over: its agent is already dead (`agentDead`
    * resolves once it is), and its incoming guest process, once ready to commit, is SIGKILLed too.
    * Resolves once the source waits in doubt.
@@ -160,8 +177,8 @@ describe('e2e: the hand-off when agents fail (real agents, the CLI as a process)
     createGuest('h3', '32MiB', 'dirty:4MB');
     await filled('h3');
     const sourcePid = (await onA('h3'))!.pid!;
+    const { dead: killed } = await dieBeforeRecord();
     const migrate = startFerry(['migrate', 'h3', '--to', 'b', '--json'], cluster.env);
-    const killed = migrate.waitForOutput('stdout', /"type":"switch-over"/, 30_000).then(() => agents.b!.stop('SIGKILL'));
     const { migrationId, incomingPid } = await destinationGone('h3', killed);
 
     const unconfirmed = ferry(['resolve', 'h3', '--destination-lost'], cluster.env);
@@ -237,8 +254,8 @@ describe('e2e: the hand-off when agents fail (real agents, the CLI as a process)
     createGuest('r5', '32MiB', 'dirty:4MB');
     await filled('r5');
     const sourcePid = (await whereabouts('r5')).get('a')!.pid!;
+    const { dead: killed } = await dieBeforeRecord();
     const migrate = startFerry(['migrate', 'r5', '--to', 'b', '--json'], cluster.env);
-    const killed = migrate.waitForOutput('stdout', /"type":"switch-over"/, 30_000).then(() => agents.b!.stop('SIGKILL'));
     await destinationGone('r5', killed);
     // Down long enough for the source's resolve queries to back off (1, 2, 4 s).
     await sleep(8000);
