@@ -136,13 +136,13 @@ describe('e2e: the hand-off when agents fail (real agents, the CLI as a process)
   });
 
   /**
-   * Restarts b's agent so that it dies at the switch-over of the next migration to it, its copy
-   * ready to commit and nothing recorded: a kill timed on the CLI's switch-over event raced the
-   * agent's own commit. Resolves once it has died.
+   * Restarts b's agent so that it dies at crash point `point` of the next migration to it (before
+   * its record: its copy ready to commit and nothing recorded; a kill timed on the CLI's switch-over
+   * event raced the agent's own commit). `dead` resolves once it has died.
    */
-  async function dieBeforeRecord(): Promise<{ dead: Promise<unknown> }> {
+  async function dieAt(point: string): Promise<{ dead: Promise<unknown> }> {
     await agents.b!.stop('SIGKILL');
-    process.env.FERRY_FAULT = 'destination:before-commit-record';
+    process.env.FERRY_FAULT = point;
     try {
       agents.b = await cluster.startAgent('b');
     } finally {
@@ -177,7 +177,7 @@ describe('e2e: the hand-off when agents fail (real agents, the CLI as a process)
     createGuest('h3', '32MiB', 'dirty:4MB');
     await filled('h3');
     const sourcePid = (await onA('h3'))!.pid!;
-    const { dead: killed } = await dieBeforeRecord();
+    const { dead: killed } = await dieAt('destination:before-commit-record');
     const migrate = startFerry(['migrate', 'h3', '--to', 'b', '--json'], cluster.env);
     const { migrationId, incomingPid } = await destinationGone('h3', killed);
 
@@ -217,18 +217,11 @@ describe('e2e: the hand-off when agents fail (real agents, the CLI as a process)
   });
 
   it('destination dies right after recording its commit, the source is fenced: the restarted destination asks first and drops its copy', async function () {
-    await agents.b!.stop('SIGKILL');
-    process.env.FERRY_FAULT = 'destination:after-commit-record';
-    try {
-      agents.b = await cluster.startAgent('b');
-    } finally {
-      delete process.env.FERRY_FAULT;
-    }
+    const { dead: crashed } = await dieAt('destination:after-commit-record');
     createGuest('k4', '32MiB', 'dirty:4MB');
     await filled('k4');
     const sourcePid = (await whereabouts('k4')).get('a')!.pid!;
     const migrate = startFerry(['migrate', 'k4', '--to', 'b', '--json'], cluster.env);
-    const crashed = waitUntil(() => agents.b!.process.signalCode === 'SIGKILL', 60_000, 'the destination agent to die at its crash point');
     const { migrationId } = await destinationGone('k4', crashed);
     const recorded = JSON.parse(readFileSync(path.join(cluster.hostDir('b'), 'ownership', `${migrationId}.decision.json`), 'utf8'));
     assert.equal(recorded.decision, 'committed', 'b recorded its commit before it died');
@@ -254,7 +247,7 @@ describe('e2e: the hand-off when agents fail (real agents, the CLI as a process)
     createGuest('r5', '32MiB', 'dirty:4MB');
     await filled('r5');
     const sourcePid = (await whereabouts('r5')).get('a')!.pid!;
-    const { dead: killed } = await dieBeforeRecord();
+    const { dead: killed } = await dieAt('destination:before-commit-record');
     const migrate = startFerry(['migrate', 'r5', '--to', 'b', '--json'], cluster.env);
     await destinationGone('r5', killed);
     // Down long enough for the source's resolve queries to back off (1, 2, 4 s).
