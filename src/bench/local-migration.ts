@@ -60,7 +60,12 @@ export async function migrateLocally(
       onEvent?.(e);
     });
     out.catch(() => {});
-    let destination = await ready;
+    // The incoming guest process may die before it answers (killed, or stopped by a signal): like
+    // the destination agent, count that as "not committed" and let the source find out for itself.
+    let destination = await ready.catch((err: unknown): MigrationInfo => {
+      if (!incoming.client.lost) throw err;
+      return { role: 'destination', migrationId, phase: 'aborted', lastEvent: null, result: null };
+    });
     if (destination.phase === 'ready-to-commit') {
       if (atReady === 'commit') destination = await incoming.client.commit();
       else if (atReady === 'abort') destination = await incoming.client.abort();

@@ -6,6 +6,7 @@ import { createConnection, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { FerryError } from '../errors.js';
 import { RpcClient } from '../common/rpc.js';
+import { waitProcessGone } from '../common/process.js';
 import type { MigrationEvent, OutgoingSpec } from '../migration/types.js';
 import type { MigrationInfo } from './migration-tracker.js';
 import type { ConsoleChunk } from './console.js';
@@ -26,6 +27,8 @@ export type { GuestStatusReport } from './protocol.js';
 
 /** Ordinary requests answer quickly; a guest that does not is stuck. */
 const REQUEST_TIMEOUT_MS = 30_000;
+/** After its last reply a guest process ends what it ran (a QEMU) and exits; longer is a fault. */
+const EXIT_TIMEOUT_MS = 15_000;
 
 export interface RequestOptions<E> {
   /** Raw bytes after the request line (keyed methods); the caller keeps and wipes its own copy. */
@@ -110,13 +113,13 @@ export class GuestClient {
   /** Stops the guest process (memory is lost; the disk image stays) and waits until it is gone. */
   async stop(): Promise<void> {
     await this.request('stop', {});
-    await this.rpc.closed;
+    await this.gone();
   }
 
   /** Stops the guest process and removes its directory. */
   async destroy(): Promise<void> {
     await this.request('destroy', {});
-    await this.rpc.closed;
+    await this.gone();
   }
 
   /**
@@ -178,7 +181,18 @@ export class GuestClient {
   /** Source migrated or in doubt, once the destination's agent said "committed": this copy exits. */
   async finish(): Promise<void> {
     await this.request('finish', {});
+    await this.gone();
+  }
+
+  /** Waits, after a reply that ends the guest process, until the connection closed and the process exited. */
+  private async gone(): Promise<void> {
     await this.rpc.closed;
+    if (this.pid > 0 && !(await waitProcessGone(this.pid, EXIT_TIMEOUT_MS))) {
+      throw new FerryError(
+        'ERR_FERRY_TIMEOUT',
+        `guest process ${this.pid} (${this.dir}) still runs ${EXIT_TIMEOUT_MS} ms after it said it would exit`,
+      );
+    }
   }
 
   /** Closes this control connection; the guest process carries on. */

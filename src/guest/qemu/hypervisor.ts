@@ -9,6 +9,7 @@ import { promises as fs, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { FerryError } from '../../errors.js';
 import { sleep } from '../../common/async.js';
+import { processAlive } from '../../common/process.js';
 import type { QemuConfig } from '../types.js';
 import { hostArgv, QEMU_PID_FILE, QMP_SOCKET } from './argv.js';
 import { resolveQemu } from './probe.js';
@@ -123,20 +124,6 @@ function readPid(dir: string): number | null {
     return Number.isSafeInteger(n) && n > 1 ? n : null;
   } catch {
     return null;
-  }
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-  // A zombie is gone for our purposes.
-  try {
-    return !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  } catch {
-    return false;
   }
 }
 

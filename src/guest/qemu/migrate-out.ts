@@ -242,6 +242,7 @@ class QemuSource {
     try {
       await this.qmp.migrate(`unix:${path.join(dir, MIGRATE_OUT_SOCKET)}`);
       const deadline = this.deadline;
+      let passReported = false;
       for (;;) {
         // The destination's word first: its ABORT says why; the channel it closes after it, only that it closed.
         const stop = this.peerError ?? this.mux.error ?? this.channel.error ?? (this.continued ? null : this.cancelReason(deadline));
@@ -252,6 +253,11 @@ class QemuSource {
           // Paused from here: a lost channel is waited out only as long as the pause may last, so
           // the guest is resumed or declared in doubt in that time, not after minutes of reconnecting.
           this.channel.limitReconnectWait?.(spec.maxDowntimeMs ?? DEFAULT_MAX_DOWNTIME_MS);
+          // A move faster than one poll reached here unreported: its figures first, as a pass.
+          if (!passReported) {
+            const event = this.progress.update(await this.qmp.queryMigrate(), performance.now());
+            if (event) this.ctx.emit(event);
+          }
           const info = this.progress.last;
           this.ctx.emit({ type: 'switch-over', bytesLeft: info?.ram?.remaining ?? 0, estimatedDowntimeMs: info?.expectedDowntimeMs ?? 0 });
           await this.disks.finish(spec.verify === true);
@@ -266,7 +272,10 @@ class QemuSource {
             `QEMU's migration ${info.status}${info.errorDesc ? `: ${info.errorDesc}` : ''}; the guest runs here`,
           );
         }
-        if (event && !this.continued && info.status !== 'pre-switchover') this.ctx.emit(event);
+        if (event && !this.continued && info.status !== 'pre-switchover') {
+          this.ctx.emit(event);
+          passReported = true;
+        }
         await status.changed(POLL_MS);
       }
     } finally {

@@ -114,7 +114,10 @@ describe('qemu driver: live migration between two guest processes (real QEMU, te
       const r = m.source.result!;
       assert.ok(r.bytesSent > 60 * MiB, `the channel carried ${r.bytesSent} bytes for a guest with 64 MiB written`);
       assert.ok(r.downtimeMs !== null && r.downtimeMs < 5000, `downtime ${r.downtimeMs} ms`);
-      assert.ok(events.some((e) => e.type === 'pass') && events.some((e) => e.type === 'switch-over'));
+      assert.ok(
+        events.some((e) => e.type === 'pass') && events.some((e) => e.type === 'switch-over'),
+        JSON.stringify(events.map((e) => e.type)),
+      );
       assert.ok(alive(sourceQemu), 'the source QEMU waits, paused, until its agent lets it go');
       await client.finish();
       await waitUntil(() => !alive(sourceQemu), 10_000, 'the source QEMU to quit');
