@@ -226,16 +226,20 @@ class QemuDestination {
       () =>
         new Promise<void>((resolve) => {
           const socket: Socket = createConnection({ path: file, allowHalfOpen: true });
+          const refused = (err: Error): void => {
+            this.failure ??= new FerryError('ERR_FERRY_QEMU', `cannot connect stream ${id} to this host's QEMU: ${err.message}`);
+            resolve();
+          };
+          socket.once('error', refused);
           socket.once('connect', () => {
+            // Connected, the stream is the mux's: a reset later (QEMU closing a channel it is done
+            // with, or failing, which its own status says) is not a failure to connect.
+            socket.off('error', refused);
             try {
               this.mux?.accept(id, socket);
             } catch {
               socket.destroy();
             }
-            resolve();
-          });
-          socket.once('error', (err) => {
-            this.failure ??= new FerryError('ERR_FERRY_QEMU', `cannot connect stream ${id} to this host's QEMU: ${err.message}`);
             resolve();
           });
         }),
