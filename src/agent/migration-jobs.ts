@@ -18,7 +18,7 @@ export interface JobFigures {
   expectedDowntimeMs: number | null;
   /** Destination: payload received by the end of the last pass. */
   bytesReceived: number | null;
-  /** Destination: the local address the latest data connection arrived on. */
+  /** Destination: the local address the latest data connection arrived on; source: after a failover, the network it moved to. */
   network: string | null;
   failovers: number;
 }
@@ -34,6 +34,11 @@ export function noteEvent(m: TrackedMigration, e: MigrationEvent): void {
   if (e.type === 'pass') f.progress = e;
   else if (e.type === 'switch-over') f.expectedDowntimeMs = e.estimatedDowntimeMs;
   else if (e.type === 'progress') f.bytesReceived = e.bytesReceived;
+  else if (e.type === 'failover') {
+    // Source: the network it dials now (the destination counts the connections that arrive).
+    f.failovers++;
+    f.network = e.to;
+  }
 }
 
 /**

@@ -88,6 +88,16 @@ export class OutgoingMigrations {
       });
       const onEvent = (e: MigrationEvent) => {
         noteEvent(m, e);
+        if (e.type === 'failover') {
+          const { from, to, bytesResent } = e;
+          this.host.log.warn('migration network lost: carrying on over the next', {
+            migrationId: p.migrationId,
+            guest: p.guest,
+            from,
+            to,
+            bytesResent,
+          });
+        }
         tell(e);
       };
       m.guestClient = client;

@@ -45,10 +45,12 @@ export abstract class ChannelCore implements Channel {
     messagesSent: 0,
     messagesReceived: 0,
     connectionsOpened: 0,
+    bytesAcknowledged: 0,
     failovers: 0,
     network: null,
     connectionsRejected: 0,
     retransmittedMessages: 0,
+    retransmittedBytes: 0,
     duplicatesDropped: 0,
     cryptoThreadsPeak: 0,
     keyEpochSent: 0,
@@ -168,6 +170,11 @@ export abstract class ChannelCore implements Channel {
   }
 
   /** Number of connections open or finishing their HELLO. */
+  /** Payload bytes lost connections carried unacknowledged, waiting to go again. */
+  protected get resendBytes(): number {
+    return this.sender.resendBytes;
+  }
+
   protected get liveConnections(): number {
     let n = 0;
     for (const c of this.conns) if (c.state !== 'closed') n++;

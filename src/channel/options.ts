@@ -5,7 +5,7 @@
 import { FerryError } from '../errors.js';
 import { MAX_THREADS, type Backend } from '../crypto/backend.js';
 import { KeySchedule } from '../crypto/key-schedule.js';
-import type { ChannelSpec, PlacePayload } from './types.js';
+import type { ChannelFailover, ChannelSpec, PlacePayload } from './types.js';
 import { KEY_BYTES, NONCE_BYTES } from '../common/secrets.js';
 import { KEY_BUDGET_BYTES, MAX_WINDOW_BYTES, MIGRATION_ID, MIGRATION_ID_RULE, MIN_KEY_BUDGET_BYTES, MIN_WINDOW_BYTES } from './wire.js';
 
@@ -54,6 +54,8 @@ export interface ChannelOptions {
    * many epochs); MIN_KEY_BUDGET_BYTES to KEY_BUDGET_BYTES, the default. KEY_BUDGET_ENV lowers it further.
    */
   keyBudgetBytes?: number;
+  /** Source: told each time the channel moves to another migration network (it carries on there). */
+  onFailover?: (failover: ChannelFailover) => void;
   /** Told about each incoming connection refused before it touched the channel (wrong key, mode, id). */
   onRejectedConnection?: (error: FerryError) => void;
   /**

@@ -161,6 +161,7 @@ export class Sender {
       while (this.unackedHead < this.unacked.length && this.unacked[this.unackedHead]!.number < count) {
         const m = this.unacked[this.unackedHead++]!;
         this.inflightBytes -= m.payloadLength;
+        this.stats.bytesAcknowledged += m.payloadLength;
         this.countEpoch(m.epoch, -1);
         // Acknowledged: the peer has every byte, so no write of this buffer can still be pending.
         if (!m.retransmitted) this.pool.give(m.frame);
@@ -187,6 +188,13 @@ export class Sender {
       this.peerSawEnd;
     if (done) for (const w of this.endWaiters.splice(0)) w.resolve();
     return done;
+  }
+
+  /** Payload bytes waiting to be sent again (what lost connections carried unacknowledged). */
+  get resendBytes(): number {
+    let n = 0;
+    for (const m of this.retransmitQueue) n += m.payloadLength;
+    return n;
   }
 
   /** Everything a lost connection carried that the peer has not acknowledged goes again elsewhere. */
@@ -395,6 +403,7 @@ export class Sender {
       m.epoch = epoch;
       m.retransmitted = true;
       this.stats.retransmittedMessages++;
+      this.stats.retransmittedBytes += m.payloadLength;
       if (conn.state === 'closed') this.queueRetransmit(m);
       else conn.put(sequence, frame, m.payloadLength);
     }

@@ -28,6 +28,7 @@ class SourceChannel extends ChannelCore {
   private readonly failures: string[] = [];
   private readonly networkOf = new WeakMap<Connection, number>();
   private redialTimer: NodeJS.Timeout | null = null;
+  private readonly onFailover: ChannelOptions['onFailover'];
   private firstOpen: { resolve: () => void; reject: (e: FerryError) => void } | null = null;
   readonly ready: Promise<void>;
 
@@ -35,6 +36,7 @@ class SourceChannel extends ChannelCore {
     super(spec, key, options, 0);
     this.networks = networks;
     this.streams = spec.streams;
+    this.onFailover = options.onFailover;
     this.ready = new Promise((resolve, reject) => (this.firstOpen = { resolve, reject }));
     this.ready.catch(() => {});
   }
@@ -150,7 +152,11 @@ class SourceChannel extends ChannelCore {
         return;
       }
       const index = this.networkOf.get(conn)!;
-      if (this.workingNetwork !== -1 && index !== this.workingNetwork) this.stats.failovers++;
+      if (this.workingNetwork !== -1 && index !== this.workingNetwork) {
+        this.stats.failovers++;
+        const from = this.networks[this.workingNetwork]!.label;
+        this.onFailover?.({ from, to: this.networks[index]!.label, bytesResent: this.resendBytes });
+      }
       this.workingNetwork = index;
       this.failuresInRow = 0;
       this.lostAllAt = null;

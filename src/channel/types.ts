@@ -83,14 +83,17 @@ export interface ChannelStats {
   messagesReceived: number;
   /** Connections opened over the channel's life, reconnects included. */
   connectionsOpened: number;
+  /** Payload bytes the peer acknowledged: what has arrived, unlike bytesSent (taken into the send window). */
+  bytesAcknowledged: number;
   /** Times the channel moved to another migration network. */
   failovers: number;
   /** The network ('host:port') in use now. */
   network: string | null;
   /** Incoming connections refused before they touched the channel (wrong key, mode, migration; replayed id). */
   connectionsRejected: number;
-  /** Messages sent again on another connection after theirs was lost. */
+  /** Messages sent again on another connection after theirs was lost, and their payload bytes. */
   retransmittedMessages: number;
+  retransmittedBytes: number;
   /** Retransmitted messages that had already arrived, dropped (exactly once). */
   duplicatesDropped: number;
   /** The most threads one seal or open of this channel ran on, as the crypto backend reported it (0: none ran). */
@@ -99,6 +102,15 @@ export interface ChannelStats {
   keyEpochSent: number;
   /** The highest key epoch of a frame received from the peer. */
   keyEpochReceived: number;
+}
+
+/** The source's channel moved to another of the destination's migration networks. */
+export interface ChannelFailover {
+  /** 'host:port' of the network given up, and of the one now carrying the data. */
+  from: string;
+  to: string;
+  /** Payload bytes the lost connections had carried unacknowledged then, queued to go again over `to` (less what is acknowledged meanwhile). */
+  bytesResent: number;
 }
 
 export interface Channel {

@@ -92,6 +92,13 @@ export class MigrationProgress {
   event(e: CoordinatorEvent | Extract<EvacuationEvent, { type: 'queued' }>): void {
     // A fall-back to plain text is shown to people even under --json (stderr stays human).
     if (e.type === 'decided' && e.warning) this.warn(`${e.vm}: ${e.warning}`);
+    // Said before the move starts, to people even under --json: the guest will have another NIC there.
+    if (e.type === 'nic-fallback')
+      this.warn(`${e.vm}: ${e.host} has no passthrough NIC: the guest gets the emulated one (${e.nic}) there, and keeps it`);
+    if (e.type === 'failover')
+      this.warn(
+        `${e.vm}: migration network ${e.from} lost; carrying on over ${e.to}${e.bytesResent > 0 ? ` (${formatBytes(e.bytesResent)} sent again)` : ''}`,
+      );
     if (e.type === 'cancel-refused')
       this.notice(`${e.vm}: cannot cancel now: ${e.message} [${e.code}]; waiting for the migration to end (Ctrl-C again to stop waiting)`);
     if (this.output.json) {
@@ -155,7 +162,8 @@ export class MigrationProgress {
         this.set(ev.vm, ev.decision === 'committed' ? 100 : percent, `destination says ${ev.decision}`);
         break;
       case 'aborted':
-        this.set(ev.vm, percent, `aborted: ${ev.message}`);
+        // Why, and where the guest runs, is the command's error line at the end: said once.
+        this.set(ev.vm, percent, `aborted [${ev.code}]`);
         break;
       default:
         break; // destination progress and ready-to-commit: the source's events say the same; cancels: notice()

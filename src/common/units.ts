@@ -108,6 +108,18 @@ export function formatRate(bytesPerSecond: number): string {
   return `${(bits / 1e3).toFixed(0)} kbit/s`;
 }
 
+/**
+ * A duration as an operator types one (`500ms`, `1.5s`, `10m`, `1h30m`), for messages about a
+ * limit they set: `--timeout 10m` comes back as `10m`, not as 600000 ms. parseDuration reads it.
+ */
+export function formatLimit(ms: number): string {
+  if (ms < 1000) return `${Math.round(ms)}ms`;
+  if (ms < 60_000) return `${Number((ms / 1000).toFixed(2))}s`;
+  const s = Math.round(ms / 1000);
+  const [h, m, sec] = [Math.floor(s / 3600), Math.floor((s % 3600) / 60), s % 60];
+  return `${h ? `${h}h` : ''}${m ? `${m}m` : ''}${sec ? `${sec}s` : ''}`;
+}
+
 export function formatDuration(ms: number): string {
   if (ms < 1000) return `${Math.round(ms)} ms`;
   if (ms < 60_000) return `${(ms / 1000).toFixed(2)} s`;

@@ -114,8 +114,10 @@ export async function runEvacuation(
   });
   let next = 0;
   let running = 0;
+  const since = performance.now();
   const worker = async () => {
     while (next < work.length) {
+      const i0 = next;
       const p = work[next++]!;
       running++;
       emit({ type: 'begin', vm: p.guest, to: p.to, running });
@@ -124,6 +126,8 @@ export async function runEvacuation(
         const summary = await migrateGuest(
           {
             ...base,
+            // The wait in this queue, beside any at the agents.
+            queuedMs: i0 >= concurrency ? Math.round(performance.now() - since) : 0,
             guest: p.guest,
             cluster,
             from: plan.host,

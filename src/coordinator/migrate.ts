@@ -39,6 +39,8 @@ export interface MigrateRequest {
   verify?: boolean;
   /** A QEMU guest's images at the source, after a commit: deleted rather than kept. */
   removeSourceDisks?: boolean;
+  /** Time the caller's own queue held this migration before it asked (evacuate): counted into queuedMs. */
+  queuedMs?: number;
 }
 
 /** What the coordinator tells its caller while a migration runs. */
@@ -58,6 +60,8 @@ export type CoordinatorEvent =
   | { type: 'cancelling'; vm: string; side: 'coordinator' }
   /** The source agent could not cancel now (switch-over under way, in doubt): the migration ends by itself. */
   | { type: 'cancel-refused'; vm: string; side: 'coordinator'; code: string; message: string }
+  /** The destination gives the guest an emulated NIC in place of its passthrough one: said before the move starts. */
+  | { type: 'nic-fallback'; vm: string; side: 'coordinator'; host: string; nic: 'virtio' }
   /** The connection to the source's agent was lost: reaching it again to follow the migration there (attempt 1, 2, ...). */
   | { type: 'reconnecting'; vm: string; side: 'coordinator'; host: string; attempt: number; error: string }
   | ({ vm: string; side: 'source' | 'destination' } & MigrationStreamEvent);
@@ -100,6 +104,14 @@ export interface MigrationReport {
   zeroPagesSkipped: number;
   passes: number;
   verified: boolean | null;
+  /** --verify: ms its hashing or digests held the pause; null without it. */
+  verifyMs: number | null;
+  /** Ms the migration waited in a queue (the coordinator's, an agent's) before it started; not in totalMs. */
+  queuedMs: number;
+  /** The guest lost its passthrough NIC for an emulated one at the destination. */
+  nicFallback: boolean;
+  /** Each move of the data to the destination's next migration network, in order. */
+  failovers: { from: string; to: string; bytesResent: number }[];
   error: { code: string; message: string } | null;
   /**
    * A QEMU guest with disks only: disk bytes the mirrors copied apart from memory bytes (QEMU's
@@ -125,7 +137,6 @@ export interface MigrationSummary {
   throughput: number;
   /** The data link's round trip as the source's engine measured it (which every pause holds); null when it never ran. */
   roundTripMs: number | null;
-  nicFallback: boolean;
   warning: string | null;
   /** The exit status of a failed migration (1, or 2 when an agent found the request bad). */
   exitCode: 0 | 1 | 2;

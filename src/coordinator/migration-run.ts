@@ -27,6 +27,7 @@ import { FerryError, isErrorCode, toFerryError } from '../errors.js';
 import type { AgentClient } from '../control/client.js';
 import type { MigrationStreamEvent, ResolveDecision, StartOutgoingResult } from '../control/protocol.js';
 import { diskBytesOf } from '../guest/types.js';
+import type { ChannelFailover } from '../channel/types.js';
 import { connectHost } from './connect.js';
 import { followAgain } from './follow.js';
 import { MigrationKey, newMigrationId } from './keys.js';
@@ -46,6 +47,10 @@ export class MigrationRun {
   private secret: MigrationKey | null = null;
   private destinationPrepared = false;
   private nicFallback = false;
+  /** Time queued at an agent (first 'queued' event to the source's 'started'), and since when while it waits. */
+  private queuedMs: number;
+  private queuedSince: number | null = null;
+  private readonly failovers: ChannelFailover[] = [];
   private outcome: StartOutgoingResult | null = null;
   private failure: FerryError | null = null;
   private relaying: Promise<void> | null = null;
@@ -62,6 +67,7 @@ export class MigrationRun {
     private readonly hooks: MigrateHooks,
   ) {
     this.streams = req.streams ?? DEFAULT_STREAMS;
+    this.queuedMs = req.queuedMs ?? 0;
     this.emit = hooks.onEvent ?? (() => {});
     this.source = p.source;
   }
@@ -188,11 +194,18 @@ export class MigrationRun {
       {
         secret: secret.bytes,
         timeoutMs: null,
-        onEvent: (e) => this.emit({ vm: req.guest, side: 'destination', ...e }),
+        onEvent: (e) => {
+          this.noteQueue(e);
+          this.emit({ vm: req.guest, side: 'destination', ...e });
+        },
       },
     );
     this.destinationPrepared = true;
     this.nicFallback = incoming.nicFallback;
+    if (incoming.nicFallback) {
+      // Said before the move starts: the guest will lose its passthrough NIC where it lands.
+      this.emit({ type: 'nic-fallback', vm: req.guest, side: 'coordinator', host: req.to.host.name, nic: 'virtio' });
+    }
   }
 
   /** starting, then following: start-outgoing at the source, until it answers with the outcome. */
@@ -273,7 +286,18 @@ export class MigrationRun {
     }
   }
 
+  /** Queue time, from either agent's first 'queued' event to the source's 'started'. */
+  private noteQueue(e: MigrationStreamEvent): void {
+    if (e.type === 'queued') this.queuedSince ??= performance.now();
+    else if (e.type === 'started' && this.queuedSince !== null) {
+      this.queuedMs += performance.now() - this.queuedSince;
+      this.queuedSince = null;
+    }
+  }
+
   private onSourceEvent(e: MigrationStreamEvent): void {
+    this.noteQueue(e);
+    if (e.type === 'failover') this.failovers.push({ from: e.from, to: e.to, bytesResent: e.bytesResent });
     if (e.type === 'started' && this.stage === 'starting') this.enter('following');
     this.emit({ vm: this.req.guest, side: 'source', ...e });
     // A source in doubt cannot ask a destination of another cluster itself (that CA does not
@@ -320,6 +344,8 @@ export class MigrationRun {
   private summary(): MigrationSummary {
     const { req, p, outcome, failure } = this;
     const r = outcome?.result ?? null;
+    if (this.queuedSince !== null) this.queuedMs += performance.now() - this.queuedSince;
+    const queuedMs = Math.round(this.queuedMs);
     const report: MigrationReport = {
       type: 'result',
       ok: failure === null,
@@ -328,12 +354,18 @@ export class MigrationRun {
       to: req.to.label,
       mode: p.mode,
       backend: p.mode === 'encrypted' ? p.sourceCaps.cryptoBackend : 'none',
-      totalMs: Math.round(r?.totalMs ?? performance.now() - this.started),
+      // The move's own time: the engine's, or (it never ran) since the plan, less any queueing.
+      totalMs: Math.round(r?.totalMs ?? Math.max(0, performance.now() - this.started - (queuedMs - (req.queuedMs ?? 0)))),
       switchoverMs: r?.downtimeMs == null ? null : Math.round(r.downtimeMs * 10) / 10,
       bytesSent: r?.bytesSent ?? 0,
       zeroPagesSkipped: r?.zeroPagesSkipped ?? 0,
       passes: r?.passes.length ?? 0,
       verified: verified(req.verify ?? false, outcome),
+      verifyMs: req.verify && r ? verifyMs(r) : null,
+      queuedMs,
+      nicFallback: this.nicFallback,
+      // The source's own list when it ended; the events seen when it did not say (it was lost).
+      failovers: r?.failovers ?? this.failovers,
       error: failure ? failure.toJSON() : null,
       ...(r?.disks
         ? {
@@ -353,11 +385,16 @@ export class MigrationRun {
       migrationId: this.migrationId,
       throughput: r?.throughput ?? 0,
       roundTripMs: r?.roundTripMs ?? null,
-      nicFallback: this.nicFallback,
       warning: p.warning,
       exitCode: failure ? failure.exitCode : 0,
     };
   }
+}
+
+/** What --verify held the pause for: the RAM digests of a QEMU guest, the hashing at switch-over of a synthetic one. */
+function verifyMs(r: NonNullable<StartOutgoingResult['result']>): number | null {
+  const ms = r.hypervisor?.verifyMs ?? r.verification?.switchOverHashMs ?? null;
+  return ms === null ? null : Math.round(ms * 10) / 10;
 }
 
 function verified(wanted: boolean, outcome: StartOutgoingResult | null): boolean | null {

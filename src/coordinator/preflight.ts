@@ -62,6 +62,10 @@ export function preflightReport(
     zeroPagesSkipped: 0,
     passes: 0,
     verified: null,
+    verifyMs: null,
+    queuedMs: 0,
+    nicFallback: false,
+    failovers: [],
     error: e.toJSON(),
   };
 }

@@ -5,7 +5,7 @@
  * (before switch-over only: from then on the destination decides, docs/migration.md "Cancelling").
  */
 import { FerryError, toFerryError } from '../errors.js';
-import type { Channel } from '../channel/types.js';
+import type { Channel, ChannelFailover } from '../channel/types.js';
 import type { MigrationEvent, MigrationResult, OutgoingSpec } from '../migration/types.js';
 import type { GuestCallContext } from './control-server.js';
 import { MigrationTracker, type MigrationInfo } from './migration-tracker.js';
@@ -50,17 +50,23 @@ export class OutgoingMigrations {
       `migration ${spec.migrationId} out to ${spec.networks.join(',')} (${spec.mode}, ${spec.streams} streams${driver.detail ? `, ${driver.detail}` : ''})`,
     );
     const unsubscribe = t.subscribe((e) => ctx.emit(e));
+    const failovers: ChannelFailover[] = [];
+    const onFailover = (f: ChannelFailover): void => {
+      failovers.push(f);
+      driver.log(`migration ${spec.migrationId}: network ${f.from} lost, carrying on over ${f.to} (${f.bytesResent} bytes to send again)`);
+      t.emit({ type: 'failover', ...f });
+    };
     try {
       let channel;
       try {
         // A cancel while the channel connects ends the connecting at once (not its timeouts).
-        channel = await openOutgoing(spec, spec.networks, cancel.signal);
+        channel = await openOutgoing(spec, spec.networks, { signal: cancel.signal, onFailover });
       } finally {
         spec.key.fill(0);
         spec.nonce.fill(0);
       }
       // A cancel that came after the channel opened and before the engine listens: it stops at once.
-      const result = await driver.engine(channel, spec, cancel.signal, (e) => t.emit(e));
+      const result = { ...(await driver.engine(channel, spec, cancel.signal, (e) => t.emit(e))), failovers };
       driver.setState(result.outcome === 'committed' ? 'migrated' : result.outcome === 'in-doubt' ? 'in-doubt' : before);
       const detail = `${result.error ? ` (${result.error.code}: ${result.error.message})` : ''}${driver.resultDetail?.(result) ?? ''}`;
       driver.log(`migration ${spec.migrationId}: ${result.outcome}${detail}`);

@@ -15,11 +15,16 @@ export interface IncomingTransport {
 }
 
 /**
- * `signal`: the operator's cancel, which ends the connecting at once (ERR_FERRY_ABORTED). A plain
- * channel copies pages into its frames with the addon's copyBatch when it is built.
+ * `signal`: the operator's cancel, which ends the connecting at once (ERR_FERRY_ABORTED);
+ * `onFailover`: told each move to another of the networks. A plain channel copies pages into its
+ * frames with the addon's copyBatch when it is built.
  */
-export async function openOutgoing(params: ChannelParams, networks: string[], signal?: AbortSignal): Promise<Channel> {
-  return connectChannel({ ...params, networks }, { signal, copy: pageCopier() });
+export async function openOutgoing(
+  params: ChannelParams,
+  networks: string[],
+  options: Pick<ChannelOptions, 'signal' | 'onFailover'> = {},
+): Promise<Channel> {
+  return connectChannel({ ...params, networks }, { ...options, copy: pageCopier() });
 }
 
 export async function openIncoming(params: ChannelParams, options: ChannelOptions = {}): Promise<IncomingTransport> {

@@ -13,6 +13,7 @@ import { ENGINE_VERSION, MSG, SPACE_MEMORY, encodeJson, type Begin, type Complet
 import { Outcome } from './outcome.js';
 import { PeerReplies } from './peer.js';
 import { chunkDigestsOf, CHUNK_BYTES, VERIFY_ALGORITHM, type ChunkDigests } from './verify.js';
+import { formatLimit } from '../common/units.js';
 import {
   DEFAULT_COMMIT_TIMEOUT_MS,
   DEFAULT_MAX_DOWNTIME_MS,
@@ -64,10 +65,11 @@ class SourceMigration {
   private switchingOver = false;
   /** The operator's cancel, once accepted. */
   private cancelled: FerryError | null = null;
-  private passStarted = performance.now();
   /** Bytes of guest this pass covers (pages and blocks, zero or not). */
   private passPlanned = 0;
   private lastProgress = performance.now();
+  /** Bytes the destination had acknowledged at the last progress event (the rate is over the time since). */
+  private lastAcked = 0;
   /** Bytes of guest sent since verify last scheduled hashing. */
   private sentSinceHash = 0;
 
@@ -131,7 +133,7 @@ class SourceMigration {
     if (roundTripMs >= this.options.maxDowntimeMs) {
       throw new FerryError(
         'ERR_FERRY_REFUSED',
-        `the maximum downtime (${Math.round(this.options.maxDowntimeMs)} ms) is shorter than this link's round trip (${Math.round(roundTripMs)} ms), which every switch-over pause holds: allow at least ${this.conv.smallestUsefulLimitMs()} ms`,
+        `--max-downtime ${formatLimit(this.options.maxDowntimeMs)} is shorter than this link's round trip (${formatLimit(roundTripMs)}), which every switch-over pause holds: allow at least ${formatLimit(this.conv.smallestUsefulLimitMs())}`,
       );
     }
   }
@@ -281,7 +283,6 @@ class SourceMigration {
   private async runPass(pages: Array<[number, number]>, blocks: Array<[number, number]>, final = false): Promise<PassReport> {
     const report = this.out.beginPass();
     const t0 = performance.now();
-    this.passStarted = t0;
     this.passPlanned =
       pages.reduce((n, [, c]) => n + c, 0) * this.guest.pageSize + blocks.reduce((n, [, c]) => n + c, 0) * this.guest.blockSize;
     for (const [f, n] of pages) await this.out.sendPages(f, n);
@@ -347,7 +348,7 @@ class SourceMigration {
   private timeoutError(): FerryError {
     return new FerryError(
       'ERR_FERRY_TIMEOUT',
-      `migration did not converge within ${this.options.timeoutMs} ms; the guest keeps running on the source`,
+      `migration did not converge within ${formatLimit(this.options.timeoutMs)} (--timeout); the guest keeps running on the source`,
     );
   }
 
@@ -355,16 +356,22 @@ class SourceMigration {
   private progress(): void {
     const now = performance.now();
     if (now - this.lastProgress < 1000) return;
+    const previous = this.lastProgress;
     this.lastProgress = now;
+    const since = Math.max(1, now - previous);
     const p = this.out.current;
-    const left = this.passPlanned - (p.pages + p.zeroPages) * this.guest.pageSize - (p.blocks + p.zeroBlocks) * this.guest.blockSize;
-    if (left <= 0) return;
-    const rate = (p.bytes * 1000) / Math.max(1, now - this.passStarted);
+    const unqueued = this.passPlanned - (p.pages + p.zeroPages) * this.guest.pageSize - (p.blocks + p.zeroBlocks) * this.guest.blockSize;
+    if (unqueued <= 0) return;
+    // What arrived, not what the send window took: a pass's first second would otherwise show the
+    // window filled (64 MiB) as if sent, at a multiple of the link's rate.
+    const acked = Math.min(this.out.bytesSent, this.channel.stats.bytesAcknowledged);
+    const rate = (Math.max(0, acked - this.lastAcked) * 1000) / since;
+    this.lastAcked = acked;
     this.onEvent({
       type: 'pass',
       pass: p.pass,
-      bytesSent: this.out.bytesSent,
-      bytesLeft: left,
+      bytesSent: acked,
+      bytesLeft: unqueued + (this.out.bytesSent - acked),
       throughput: rate,
       dirtyRate: this.conv.dirtyRate,
       zeroPagesSkipped: this.zeroSkipped(),

@@ -2,7 +2,7 @@
  * The migration engine's contract: what it needs from a guest on each side, what the caller (a
  * guest process, for its agent) passes in, and the events and result it reports.
  */
-import type { ChannelSpec } from '../channel/types.js';
+import type { ChannelFailover, ChannelSpec } from '../channel/types.js';
 import type { VerifyReport } from './verify.js';
 
 /** A guest's shape; source and destination must agree on all of it (checked in BEGIN). */
@@ -102,11 +102,11 @@ export type MigrationEvent =
   | {
       type: 'pass';
       pass: number;
-      /** Payload bytes sent so far. */
+      /** Payload bytes the destination has acknowledged so far (not those still in the send window). */
       bytesSent: number;
-      /** Dirty bytes waiting for the next pass. */
+      /** Bytes of this pass not yet acknowledged (synthetic guests), or QEMU's remaining RAM. */
       bytesLeft: number;
-      /** Measured, bytes a second. */
+      /** Bytes a second acknowledged since the previous event of the pass (at most the link's cap). */
       throughput: number;
       dirtyRate: number;
       zeroPagesSkipped: number;
@@ -114,6 +114,8 @@ export type MigrationEvent =
       elapsedMs: number;
     }
   | { type: 'throttle'; percent: number }
+  /** The source's channel moved to the destination's next migration network, and carries on there. */
+  | ({ type: 'failover' } & ChannelFailover)
   /** A QEMU guest's disk mirrors (apart from memory): bytes copied of those to copy, mirrors in sync. */
   | { type: 'disks'; bytesDone: number; bytesTotal: number; ready: number; disks: number; elapsedMs: number }
   | { type: 'switch-over'; bytesLeft: number; estimatedDowntimeMs: number }
@@ -164,6 +166,8 @@ export interface MigrationResult {
   hypervisor?: HypervisorFigures | null;
   /** A QEMU guest with disks: what crossed of them, apart from memory, their digests, and the source's images after it. */
   disks?: DiskMigrationFigures | null;
+  /** Source: each move of the channel to another migration network, in order. */
+  failovers?: ChannelFailover[];
 }
 
 export interface DiskMigrationFigures {

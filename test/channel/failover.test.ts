@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { connectChannel, listenChannel, type ChannelListener } from '../../src/channel/index.js';
+import type { ChannelFailover } from '../../src/channel/types.js';
 import { startWanEmulator, type WanEmulator } from '../../src/bench/wan-emulator.js';
 import { FerryError } from '../../src/errors.js';
 import { CuttableRelay } from '../support/relay.js';
@@ -38,7 +39,11 @@ describe('failover between migration networks', function () {
         };
         l = await listenChannel(spec, options);
         relay = await startWanEmulator({ target: l.networks[0]!, listen: '127.0.0.2:0', delayMs: 0 });
-        const src = await connectChannel({ ...spec, networks: [relay.address, l.networks[1]!] }, options);
+        const told: ChannelFailover[] = [];
+        const src = await connectChannel(
+          { ...spec, networks: [relay.address, l.networks[1]!] },
+          { ...options, onFailover: (f) => told.push(f) },
+        );
         assert.equal(src.stats.network, relay.address);
         let faulted = false;
         const [digest, got] = await Promise.all([
@@ -58,6 +63,11 @@ describe('failover between migration networks', function () {
         assert.equal(l.channel.stats.messagesReceived, COUNT, 'no duplicate reached the consumer');
         assert.ok(src.stats.failovers >= 1, 'moved to another network');
         assert.equal(src.stats.network, l.networks[1]);
+        // Told once per move, with what the lost connections had carried unacknowledged.
+        assert.equal(told.length, src.stats.failovers);
+        assert.deepEqual({ from: told[0]!.from, to: told[0]!.to }, { from: relay.address, to: l.networks[1] });
+        assert.ok(told[0]!.bytesResent >= 0 && told[0]!.bytesResent <= options.windowBytes + SIZE, `${told[0]!.bytesResent}`);
+        assert.equal(src.stats.bytesAcknowledged, src.stats.bytesSent, 'all acknowledged at the end');
         assert.ok(src.stats.connectionsOpened >= 3, 'reconnects open new connections');
         assert.equal(src.error, null);
       });

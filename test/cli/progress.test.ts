@@ -25,6 +25,7 @@ const events: CoordinatorEvent[] = [
     diskBytes: 0,
     warning: 'migrating in plain text: b cannot encrypt',
   },
+  { type: 'nic-fallback', vm: 'web1', side: 'coordinator', host: 'b', nic: 'virtio' },
   { type: 'queued', vm: 'web1', side: 'source', position: 1 },
   { type: 'started', vm: 'web1', side: 'source' },
   {
@@ -40,6 +41,7 @@ const events: CoordinatorEvent[] = [
     throttlePercent: 0,
     elapsedMs: 700,
   },
+  { type: 'failover', vm: 'web1', side: 'source', from: '10.0.0.2:7100', to: '10.1.0.2:7100', bytesResent: 3 << 20 },
   { type: 'switch-over', vm: 'web1', side: 'source', bytesLeft: 1 << 20, estimatedDowntimeMs: 20 },
   { type: 'committed', vm: 'web1', side: 'source', downtimeMs: 31 },
 ];
@@ -65,6 +67,11 @@ describe('cli: migration progress', function () {
     assert.match(stderr, /queued at the source \(place 1\)/);
     assert.match(stderr, /warning:.*b cannot encrypt/);
     assert.match(stderr, /100% committed, downtime 31 ms/);
+    assert.match(stderr, /warning:.*web1: b has no passthrough NIC: the guest gets the emulated one \(virtio\) there/);
+    assert.match(
+      stderr,
+      /warning:.*web1: migration network 10\.0\.0\.2:7100 lost; carrying on over 10\.1\.0\.2:7100 \(3\.00 MiB sent again\)/,
+    );
   });
 
   it('writes plain lines without control codes on a pipe', async function () {
@@ -75,7 +82,7 @@ describe('cli: migration progress', function () {
     assert.match(stderr, /^web1: committed, downtime 31 ms$/m);
   });
 
-  it('prints each event as one JSON line on stdout with --json; only the warning on stderr', async function () {
+  it('prints each event as one JSON line on stdout with --json; on stderr only what people must see (warnings, the NIC fall-back, a failover)', async function () {
     const { stdout, stderr } = await show(true, true);
     const lines = stdout
       .trim()
@@ -85,8 +92,12 @@ describe('cli: migration progress', function () {
       lines.map((l) => l.type),
       events.map((e) => e.type),
     );
-    assert.deepEqual(lines[3], events[3]);
-    assert.equal(stderr.trim().split('\n').length, 1);
-    assert.match(stderr, /warning:.* web1: migrating in plain text/);
+    assert.deepEqual(lines[4], events[4]);
+    // For people even under --json: the plain-text warning, the NIC fall-back, the failover.
+    const said = stderr.trim().split('\n');
+    assert.equal(said.length, 3, stderr);
+    assert.match(said[0]!, /warning:.* web1: migrating in plain text/);
+    assert.match(said[1]!, /warning:.* web1: b has no passthrough NIC/);
+    assert.match(said[2]!, /warning:.* web1: migration network 10\.0\.0\.2:7100 lost/);
   });
 });

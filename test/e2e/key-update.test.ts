@@ -120,7 +120,7 @@ describe('e2e: key update inside a migration', function () {
       await writtenGuest('k2');
       // At 100 MB/s the first pass takes several seconds, with a 'pass' event each second: the cut falls inside it.
       let cut: Record<string, unknown> | null = null;
-      const { result, status, stderr } = await migrate('k2', 'b', ['--bandwidth', '100MB'], (e) => {
+      const { events, result, status, stderr } = await migrate('k2', 'b', ['--bandwidth', '100MB'], (e) => {
         if (cut === null && e.type === 'pass' && e.side === 'source' && (e.bytesSent as number) >= 64 * MiB) {
           cut = e;
           relay.partitioned = true;
@@ -133,6 +133,21 @@ describe('e2e: key update inside a migration', function () {
       assert.equal(result.ok, true, JSON.stringify(result));
       assert.equal(result.verified, true);
       assert.ok(relay.cuts >= 1 && relay.accepted >= 1, 'the first network carried the move until it was cut');
+      // Said as it happened and in the result: from which network to which, and what went again.
+      const failover = events.find((e) => e.type === 'failover' && e.side === 'source');
+      assert.ok(failover, `a failover event: ${events.map((e) => e.type).join(' ')}`);
+      assert.equal(failover.to, second!.listen);
+      const failovers = result.failovers as { from: string; to: string; bytesResent: number }[];
+      assert.ok(failovers.length >= 1 && failovers[0]!.to === second!.listen, JSON.stringify(failovers));
+      assert.equal(failovers[0]!.from, failover.from);
+      assert.ok(failovers[0]!.bytesResent >= 0);
+      assert.match(stderr, /migration network .* lost; carrying on over/);
+      // Progress counts what arrived: never the send window's worth above the 100 MB/s cap.
+      const rates = events.filter((e) => e.type === 'pass' && e.side === 'source').map((e) => e.throughput as number);
+      assert.ok(
+        rates.length >= 2 && Math.max(...rates) <= 1.25 * 100e6,
+        `pass rates ${rates.map((r) => (r / 1e6).toFixed(0)).join(' ')} MB/s`,
+      );
       const arrival = await arrivalResult('b', 'k2');
       assert.ok(arrival.keyEpochs!.received >= 30, `the source reached key epoch ${arrival.keyEpochs!.received}`);
     } finally {

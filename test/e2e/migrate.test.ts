@@ -31,6 +31,10 @@ const RESULT_KEYS = [
   'zeroPagesSkipped',
   'passes',
   'verified',
+  'verifyMs',
+  'queuedMs',
+  'nicFallback',
+  'failovers',
   'error',
 ];
 
@@ -53,7 +57,9 @@ describe('e2e: ferry migrate', function () {
 
   before(async function () {
     cluster = TestCluster.create();
-    for (const h of ['a', 'b', 'c']) await cluster.addHost(h);
+    // a has a passthrough-class NIC, b and c do not.
+    await cluster.addHost('a', { sriov: true });
+    for (const h of ['b', 'c']) await cluster.addHost(h);
     agents.push(await cluster.startAgent('a'), await cluster.startAgent('b'), await cluster.startAgent('c', ['--no-encryption']));
   });
   after(async function () {
@@ -74,6 +80,10 @@ describe('e2e: ferry migrate', function () {
     assert.equal(result.mode, 'encrypted');
     assert.match(result.backend, /^(native|node|webcrypto)(\/[a-z0-9-]+)?$/);
     assert.equal(result.verified, true);
+    assert.ok(typeof result.verifyMs === 'number' && result.verifyMs >= 0, JSON.stringify(result));
+    assert.equal(result.queuedMs, 0);
+    assert.equal(result.nicFallback, false);
+    assert.deepEqual(result.failovers, []);
     assert.equal(result.error, null);
     assert.ok(result.passes >= 1 && result.bytesSent > 0 && result.totalMs > 0 && result.switchoverMs >= 0, JSON.stringify(result));
     const types = lines.map((l) => l.type);
@@ -81,6 +91,26 @@ describe('e2e: ferry migrate', function () {
     assert.ok(lines[0]!.streams === 3);
     for (const t of ['started', 'pass', 'switch-over', 'committed']) assert.ok(types.includes(t), `${t} in ${types}`);
     assert.equal(where('m1').host, 'b');
+  });
+
+  it('a guest with a passthrough NIC moving to a host without one: warned before the move starts, and in the result', function () {
+    ferryOk(['vm', 'create', 'nic1', '--host', 'a', '--memory', '64MiB', '--nic', 'sriov'], cluster.env);
+    const r = run(['migrate', 'nic1', '--to', 'b', '--json']);
+    assert.equal(r.status, 0, r.stderr);
+    const lines = jsonLines(r.stdout);
+    const types = lines.map((l) => l.type);
+    const fallback = types.indexOf('nic-fallback');
+    assert.ok(fallback > 0 && fallback < types.indexOf('started'), `nic-fallback before started: ${types}`);
+    assert.deepEqual(lines[fallback], { type: 'nic-fallback', vm: 'nic1', side: 'coordinator', host: 'b', nic: 'virtio' });
+    assert.match(r.stderr, /warning: nic1: b has no passthrough NIC: the guest gets the emulated one \(virtio\) there/);
+    assert.equal(lines.at(-1)!.nicFallback, true);
+    // It keeps the emulated NIC: a move on from b is no fall-back.
+    assert.equal(jsonLines(run(['migrate', 'nic1', '--to', 'a', '--json']).stdout).at(-1)!.nicFallback, false);
+    ferryOk(['vm', 'create', 'nic2', '--host', 'a', '--memory', '64MiB', '--nic', 'sriov'], cluster.env);
+    const people = run(['migrate', 'nic2', '--to', 'b']);
+    assert.equal(people.status, 0, people.stderr);
+    assert.match(people.stderr, /warning: nic2: b has no passthrough NIC/);
+    assert.match(people.stdout, /NIC\s+passthrough NIC replaced by the emulated one \(virtio\): b has none/);
   });
 
   it('prints a summary for people, and progress lines on stderr when not a terminal', function () {

@@ -231,10 +231,15 @@ describe('e2e: ferry migrations and the metrics endpoint (real agents)', functio
       assert.match(piped.stdout, /^ferry migrations, every 1 s/);
 
       // Both migrations end committed; the counters say so, and no per-migration series is left.
+      const ends = [];
       for (const child of running) {
         const end = await child.ended;
         assert.equal(end.status, 0, end.stderr);
+        ends.push(jsonLines(end.stdout).at(-1)!);
       }
+      // g2's wait in b's queue is its own figure, not part of its move's time.
+      assert.equal(ends[0]!.queuedMs, 0);
+      assert.ok(ends[1]!.queuedMs > 1000, `g2 queued ${ends[1]!.queuedMs} ms`);
       const after = await scrape(metrics.a);
       assert.equal(value(after.samples, 'ferry_migrations_total', { role: 'source', outcome: 'committed' }), 2);
       assert.equal(value(after.samples, 'ferry_migrations_total', { role: 'source', outcome: 'aborted' }), 0);

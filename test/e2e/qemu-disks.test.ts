@@ -8,14 +8,16 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { parseDocument } from 'yaml';
 import path from 'node:path';
 import { resolveQemu } from '../../src/guest/qemu/probe.js';
 import { loadCluster } from '../../src/coordinator/cluster.js';
-import { ferry, ferryAsync } from '../support/cli.js';
+import { ferry, ferryAsync, startFerry } from '../support/cli.js';
 import { TestCluster, type RunningAgent } from '../support/cluster.js';
 import { jsonLines } from '../support/json-output.js';
 import { migrate } from '../support/migrate.js';
+import { CuttableRelay } from '../support/relay.js';
 import { processesMentioning } from '../support/processes.js';
 import { waitUntil } from '../support/wait.js';
 
@@ -46,7 +48,8 @@ describe('e2e: QEMU guests with disks, moved shared-nothing (real agents, real Q
     }
     cluster = TestCluster.create('ferry-qemu-disks-');
     for (const h of ['a', 'b']) {
-      await cluster.addHost(h);
+      // a has two migration networks, for the cut mid-mirror.
+      await cluster.addHost(h, h === 'a' ? { networks: 2 } : {});
       agents[h] = await cluster.startAgent(h);
     }
     // The operator's image, written with a pattern before the guest ever runs.
@@ -166,5 +169,45 @@ describe('e2e: QEMU guests with disks, moved shared-nothing (real agents, real Q
     assert.deepEqual(processesMentioning(guestDir('a')), []);
     const disk = path.join(guestDir('b'), 'disks', 'disk0');
     assert.ok(holdsPattern(disk, 0, 16 * MiB, 0xa5) && holdsPattern(disk, 32 * MiB, 4 * MiB, 0x5a), "the source's disk intact");
+  });
+
+  it('the first migration network cut mid-mirror: the mirror and the move carry on over the second, the disk intact', async function () {
+    const [first, second] = (await loadCluster(cluster.file)).hosts.get('a')!.networks;
+    const [host, port] = first!.listen.split(':');
+    const relay = new CuttableRelay({ host: host!, port: Number(port) });
+    const original = readFileSync(cluster.file, 'utf8');
+    try {
+      const doc = parseDocument(original);
+      doc.setIn(['hosts', 'a', 'networks'], [{ listen: first!.listen, advertise: await relay.listen() }, { listen: second!.listen }]);
+      writeFileSync(cluster.file, doc.toString());
+      // 4 MB/s: the 20 MiB of the disk take seconds to mirror, and the cut falls inside.
+      const child = startFerry(['migrate', 'd1', '--to', 'a', '--verify', '--json', '--bandwidth', '4MB'], cluster.env);
+      await child.waitForOutput('stdout', /"type":"disks","bytesDone":([2-9]\d{6}|1\d{7})\b/, 120_000);
+      assert.ok(relay.accepted >= 1, 'the mirror began on the first network');
+      relay.partitioned = true;
+      relay.cut();
+      const r = await child.ended;
+      assert.equal(r.status, 0, r.stderr);
+      const lines = jsonLines(r.stdout);
+      const result = lines.pop()!;
+      assert.equal(result.ok, true, JSON.stringify(result));
+      const failover = lines.find((l) => l.type === 'failover' && l.side === 'source');
+      assert.ok(failover, `a failover event among ${lines.map((l) => l.type).join(' ')}`);
+      assert.equal(failover.to, second!.listen);
+      assert.ok(
+        lines.findIndex((l) => l.type === 'failover') < lines.findIndex((l) => l.type === 'pass'),
+        'the cut came in the mirror, before memory moved',
+      );
+      assert.equal(result.failovers.length, 1);
+      assert.equal(result.disks.verified, true, 'the disk digests compared equal');
+      const copy = path.join(guestDir('a'), 'disks', 'disk0');
+      assert.ok(holdsPattern(copy, 0, 16 * MiB, 0xa5) && holdsPattern(copy, 32 * MiB, 4 * MiB, 0x5a), 'the patterns arrived');
+      const [row] = jsonLines(run(['vm', 'list', '--json']).stdout).filter((l) => l.name === 'd1');
+      assert.equal(row!.host, 'a');
+      assert.equal(row!.state, 'running');
+    } finally {
+      relay.close();
+      writeFileSync(cluster.file, original);
+    }
   });
 });

@@ -117,8 +117,13 @@ describe('e2e: faults during the migration of a QEMU guest (real agents, real QE
       assert.equal(m.status, 0, m.stderr);
       assert.equal(m.result.ok, true);
       assert.equal(relay.cuts, 1);
-      const said = [...m.events.map((e) => JSON.stringify(e)), m.stderr].filter((l) => /failover|fail(ed)? over|network/i.test(l));
-      console.log(`      what the CLI said of the failover: ${said.length ? said.join(' | ') : 'nothing'}`);
+      // Said as it happened (an event, a warning on stderr) and in the result: from which network to which.
+      const failover = m.events.find((e) => e.type === 'failover' && e.side === 'source');
+      assert.ok(failover, `a failover event among ${m.events.map((e) => e.type).join(' ')}`);
+      assert.match(m.stderr, /migration network \S+ lost; carrying on over \S+/);
+      assert.equal(m.result.failovers.length, 1, JSON.stringify(m.result.failovers));
+      assert.deepEqual(m.result.failovers[0], { from: failover.from, to: failover.to, bytesResent: failover.bytesResent });
+      assert.notEqual(failover.from, failover.to);
       assert.equal(await q.runsOnlyOn('n1', 'b'), 'b');
       await q.checksPass('b', 'n1', 1);
     } finally {

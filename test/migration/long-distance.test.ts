@@ -31,7 +31,7 @@ describe('migration over a long-distance link (150 ms RTT, 200 Mbit/s)', functio
       assert.equal(m.source.phase, 'aborted');
       const r = m.source.result!;
       assert.equal(r.error?.code, 'ERR_FERRY_REFUSED');
-      const refusal = /maximum downtime \(100 ms\) is shorter than this link's round trip \((\d+) ms\).*allow at least (\d+) ms/.exec(
+      const refusal = /--max-downtime 100ms is shorter than this link's round trip \((\d+)ms\).*allow at least (\d+)ms/.exec(
         r.error!.message,
       );
       assert.ok(refusal, r.error!.message);

@@ -72,7 +72,7 @@ function showOutcomes(output: Output, host: string, outcomes: EvacuationOutcome[
       r?.switchoverMs != null ? formatDuration(r.switchoverMs) : '-',
       o.error
         ? o.error.message
-        : [o.summary?.nicFallback ? 'passthrough NIC -> virtio' : '', o.summary?.warning ?? ''].filter(Boolean).join('; '),
+        : [o.summary?.report.nicFallback ? 'passthrough NIC -> virtio' : '', o.summary?.warning ?? ''].filter(Boolean).join('; '),
     ]);
   }
   for (const line of table(rows)) output.print(line);
@@ -135,7 +135,7 @@ export const evacuateCommand = defineCommand<EvacuateArgs>({
             if (output.json) output.emit(e);
           } else if (e.type === 'end') {
             if (output.json) output.emit({ ...e });
-            else progress.finish(e.vm, e.ok, e.ok ? 'moved' : `failed: ${e.error?.message}`);
+            else progress.finish(e.vm, e.ok, e.ok ? 'moved' : 'did not move (the table at the end says why)');
           } else progress.event(e);
         },
       });

@@ -112,7 +112,8 @@ export async function migrateWithProgress(
       progress.event(e);
     };
     summary = await migrateGuest(request, { ...hooks, onEvent });
-    progress.finish(request.guest, summary.report.ok, summary.report.ok ? 'moved' : `failed: ${summary.report.error?.message}`);
+    // The reason is said once, in the error line at the end.
+    progress.finish(request.guest, summary.report.ok, summary.report.ok ? 'moved' : 'did not move');
   } catch (err) {
     // Refused before it started: the same result line (nulls where nothing is known), then the error.
     const report = preflightReport(request, err);
@@ -127,7 +128,7 @@ export async function migrateWithProgress(
   for (const line of summaryLines(summary)) output.print(line);
   if (!summary.report.ok) {
     const e = summary.report.error!;
-    throw new ReportedFailure(toFerryError(e, 'ERR_FERRY_ABORTED').code, e.message);
+    throw new ReportedFailure(toFerryError(e, 'ERR_FERRY_ABORTED').code, `${vm} did not move: ${e.message}`);
   }
 }
 

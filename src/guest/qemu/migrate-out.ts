@@ -49,6 +49,7 @@ import {
 import { QemuProgress, StatusWatch, wallMs } from './progress.js';
 import { canDigest, ramDigest } from './ram-digest.js';
 import { SourceDisks } from './source-disks.js';
+import { formatLimit } from '../../common/units.js';
 
 /** The socket QEMU's outgoing migration connects to, in the guest directory (0700). */
 export const MIGRATE_OUT_SOCKET = 'migrate-out.sock';
@@ -255,7 +256,7 @@ class QemuSource {
           this.channel.limitReconnectWait?.(spec.maxDowntimeMs ?? DEFAULT_MAX_DOWNTIME_MS);
           // A move faster than one poll reached here unreported: its figures first, as a pass.
           if (!passReported) {
-            const event = this.progress.update(await this.qmp.queryMigrate(), performance.now());
+            const event = this.progress.update(await this.qmp.queryMigrate(), performance.now(), this.channel.stats);
             if (event) this.ctx.emit(event);
           }
           const info = this.progress.last;
@@ -264,7 +265,7 @@ class QemuSource {
           await this.qmp.migrateContinue('pre-switchover');
         }
         const info = await this.qmp.queryMigrate();
-        const event = this.progress.update(info, performance.now());
+        const event = this.progress.update(info, performance.now(), this.channel.stats);
         if (info.status === 'completed') break;
         if (info.status === 'failed' || info.status === 'cancelled') {
           throw new FerryError(
@@ -322,7 +323,7 @@ class QemuSource {
     if (performance.now() > deadline)
       return new FerryError(
         'ERR_FERRY_TIMEOUT',
-        `the migration did not converge within ${this.ctx.spec.timeoutMs ?? DEFAULT_TIMEOUT_MS} ms (--timeout); the guest runs here`,
+        `the migration did not converge within ${formatLimit(this.ctx.spec.timeoutMs ?? DEFAULT_TIMEOUT_MS)} (--timeout); the guest runs here`,
       );
     return null;
   }

@@ -2,6 +2,7 @@
  * QEMU's migration figures (query-migrate) as ferry's events and passes: a pass is what QEMU sent
  * between two syncs of its dirty log (dirty-sync-count), as ferry's engine counts its own.
  */
+import type { ChannelStats } from '../../channel/types.js';
 import type { MigrationEvent, PassReport } from '../../migration/types.js';
 import type { MigrationInfo } from './qmp.js';
 
@@ -10,11 +11,17 @@ export class QemuProgress {
   private pass = 0;
   private passStart = { at: 0, transferred: 0, normal: 0, duplicate: 0 };
   last: MigrationInfo | null = null;
+  /** The acknowledged bytes' rate, measured over a second at least (acknowledgements come in bursts). */
+  private rate = { at: 0, acked: 0, value: 0 };
 
   constructor(private readonly started: number) {}
 
-  /** Takes one query-migrate answer; returns the event to report, if any. */
-  update(info: MigrationInfo, now: number): MigrationEvent | null {
+  /**
+   * Takes one query-migrate answer; returns the event to report, if any. `channel`: what the
+   * destination acknowledged, so the event counts what arrived, not what QEMU handed to ferry
+   * (up to a send window more), and its rate is the acknowledged bytes' since the last answer.
+   */
+  update(info: MigrationInfo, now: number, channel?: Pick<ChannelStats, 'bytesSent' | 'bytesAcknowledged'>): MigrationEvent | null {
     this.last = info;
     const ram = info.ram;
     if (!ram) return null;
@@ -25,12 +32,24 @@ export class QemuProgress {
       this.pass = sync;
       this.passStart = { at: now, transferred: ram.transferred, normal: ram.normal, duplicate: ram.duplicate };
     }
+    const inFlight = channel ? Math.max(0, channel.bytesSent - channel.bytesAcknowledged) : 0;
+    const arrived = Math.max(0, ram.transferred - inFlight);
+    let throughput = Math.round((ram.mbps * 1e6) / 8);
+    if (channel) {
+      const r = this.rate;
+      if (r.at === 0 || now - r.at >= 1000) {
+        if (r.at > 0) r.value = Math.round(((channel.bytesAcknowledged - r.acked) * 1000) / (now - r.at));
+        r.at = now;
+        r.acked = channel.bytesAcknowledged;
+      }
+      throughput = r.value;
+    }
     return {
       type: 'pass',
       pass: Math.max(1, this.pass),
-      bytesSent: ram.transferred,
-      bytesLeft: ram.remaining,
-      throughput: Math.round((ram.mbps * 1e6) / 8),
+      bytesSent: arrived,
+      bytesLeft: ram.remaining + (ram.transferred - arrived),
+      throughput,
       dirtyRate: ram.dirtyPagesRate * ram.pageSize,
       zeroPagesSkipped: ram.duplicate,
       throttlePercent: info.cpuThrottlePercentage ?? 0,
