@@ -44,11 +44,16 @@ export type ErrorCode = keyof typeof ERROR_CODES;
  * Facts about an error that code acts on, given as fields so that nothing parses them back out of
  * the message. One shape per kind of fact; never key material.
  */
-export type ErrorDetail = BatchJobDetail;
+export type ErrorDetail = Partial<BatchJobDetail & TrustDetail>;
 
 /** A batch seal or open failed (src/crypto): which job, as its index in the jobs given. */
 export interface BatchJobDetail {
   readonly jobIndex: number;
+}
+
+/** A TLS handshake failed on trust: their certificate is not of our CA ('theirs'), or they refused ours ('ours'). */
+export interface TrustDetail {
+  readonly untrusted: 'theirs' | 'ours';
 }
 
 export class FerryError extends Error {

@@ -9,11 +9,19 @@ import { ReportedFailure, type GlobalArgs } from './command.js';
 import { Output } from './output.js';
 import { commands } from './commands/index.js';
 import { benchCommand, loadBenchCommand } from './commands/bench.js';
+import { COMPLETION_FLAG, completeFromArgv, HIDDEN_COMPLETION_COMMAND } from './completion.js';
 
 export async function main(argv: string[]): Promise<void> {
   const json = argv.includes('--json');
   const debug = argv.includes('--debug');
   const output = new Output({ json, debug });
+  if (argv.includes(COMPLETION_FLAG)) {
+    const names = await completeFromArgv(argv);
+    if (names !== null) {
+      for (const n of names) process.stdout.write(`${n}\n`);
+      return;
+    }
+  }
   try {
     let parser = yargs(argv)
       .scriptName('ferry')
@@ -30,7 +38,7 @@ export async function main(argv: string[]): Promise<void> {
       .strict()
       .demandCommand(1, 'name a command: see `ferry --help`')
       .recommendCommands()
-      .completion('completion', 'print a shell completion script (bash/zsh)')
+      .completion(HIDDEN_COMPLETION_COMMAND, false)
       .help()
       .alias('h', 'help')
       .version()

@@ -56,18 +56,21 @@ function connectionError(err: NodeJS.ErrnoException, host: string, address: stri
     return new FerryError(
       'ERR_FERRY_REFUSED',
       `the agent at ${address} (host ${host}) has a certificate the cluster CA did not sign or that is not valid (${code})`,
+      { detail: { untrusted: 'theirs' } },
     );
   }
   if (TLS_REFUSAL.test(code) || TLS_REFUSAL.test(err.message)) {
     return new FerryError(
       'ERR_FERRY_REFUSED',
       `host ${host} at ${address} refused our certificate (${code || err.message}): is it from this cluster's CA and in date?`,
+      { detail: { untrusted: 'ours' } },
     );
   }
   if (code === 'ECONNRESET' || code === 'EPIPE') {
     return new FerryError(
       'ERR_FERRY_REFUSED',
       `host ${host} at ${address} closed the connection during the handshake: it may have refused our certificate`,
+      { detail: { untrusted: 'ours' } },
     );
   }
   return new FerryError('ERR_FERRY_NETWORK', `cannot reach host ${host} at ${address}: ${code || err.message}`);

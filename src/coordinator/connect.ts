@@ -72,5 +72,24 @@ export async function eachHost<T>(
       }
     }),
   );
-  return new Map(results);
+  const outcomes = new Map(results);
+  const distrust = distrustedEverywhere(cluster, outcomes);
+  if (distrust) throw distrust;
+  return outcomes;
+}
+
+/**
+ * Every host asked (two or more) failed its TLS handshake on trust: not one error per host (a screenful naming
+ * each), but one line that points at the likely cause, a cluster file of another cluster.
+ */
+function distrustedEverywhere(cluster: Cluster, outcomes: Map<string, HostOutcome<unknown>>): FerryError | null {
+  const names = [...outcomes.keys()];
+  const distrusted = (o: HostOutcome<unknown>) => !o.ok && o.error.detail?.untrusted !== undefined;
+  // One host asked: its own reason says more.
+  if (names.length < 2 || ![...outcomes.values()].every(distrusted)) return null;
+  const shown = names.length > 3 ? `${names.slice(0, 3).join(', ')} and ${names.length - 3} more` : names.join(', ');
+  return new FerryError(
+    'ERR_FERRY_REFUSED',
+    `no agent of ${cluster.file} (${shown}) and this cluster's certificates trust each other: is --cluster or FERRY_CLUSTER the wrong file?`,
+  );
 }

@@ -153,10 +153,19 @@ describe('e2e: bad input and probe', function () {
     const file = path.join(other.pkiDir, 'cluster.yaml');
     const a = execFileSync('cat', [abFile], { encoding: 'utf8' }).split('hosts:')[1]!;
     writeFileSync(file, execFileSync('cat', [file], { encoding: 'utf8' }).replace('hosts: {}', `hosts:${a}`));
-    refused(
-      ['migrate', 'g', '--to', 'b', '--cluster', file],
-      1,
-      /has a certificate the cluster CA did not sign or that is not valid .*\[ERR_FERRY_(REFUSED|NETWORK)\]/,
+    // Every agent of it distrusted: one short line that names the likely mistake, whatever the command.
+    const wrongFile =
+      /^ferry: no agent of .*cluster\.yaml \(a, b\) and this cluster's certificates trust each other: is --cluster or FERRY_CLUSTER the wrong file\? \[ERR_FERRY_REFUSED\]$/;
+    for (const args of [['migrate', 'g', '--to', 'b'], ['vm', 'list'], ['migrations']]) {
+      const r = refused([...args, '--cluster', file], 1, wrongFile);
+      assert.ok(r.stderr.length < 200, `${r.stderr.length} characters: ${r.stderr}`);
+    }
+    // One host alone: its own reason.
+    const one = ferry(['probe', 'a', '--cluster', file]);
+    assert.equal(one.status, 1, one.stderr);
+    assert.match(
+      one.stdout,
+      /^a: unreachable: the agent at .* \(host a\) has a certificate the cluster CA did not sign or that is not valid/m,
     );
   });
 
@@ -198,6 +207,16 @@ describe('e2e: bad input and probe', function () {
     assert.equal(table.status, 0, table.stderr);
     assert.match(table.stdout, /^HOST\s+AGENT\s+ENCRYPTS/);
     assert.match(table.stdout, /\na\s+0\.\d+\.\d+\s+yes/);
+    // It fits 120 columns; --wide has every column; a host that does not answer is a line below the table.
+    for (const line of table.stdout.split('\n')) assert.ok(line.length <= 120, `${line.length} columns: ${line}`);
+    assert.doesNotMatch(table.stdout, /CRYPTO THREADS/);
+    const wide = ferry(['probe', '--wide'], cluster.env);
+    assert.equal(wide.status, 1, wide.stderr);
+    assert.match(
+      wide.stdout,
+      /^HOST\s+AGENT\s+ENCRYPTS\s+BACKEND\s+CPU\s+SEAL\s+NETWORKS\s+FREE\/TOTAL\s+GUESTS\s+LIMITS OUT\/IN\s+CRYPTO THREADS\s+QEMU$/m,
+    );
+    assert.match(wide.stdout, /\nd: unreachable: cannot reach host d at 127\.0\.0\.1:\d+: ECONNREFUSED$/m);
   });
 
   it('changed nothing on any host', function () {
@@ -218,13 +237,42 @@ describe('e2e: bad input and probe', function () {
       ['vm', 'list'],
       ['vm', 'set'],
       ['vm', 'destroy'],
+      ['completion'],
     ]) {
       const r = ferry([...cmd, '--help']);
       assert.equal(r.status, 0, cmd.join(' '));
       assert.match(r.stdout, /Examples:/, cmd.join(' '));
+      assert.doesNotMatch(r.stdout, /begin-ferry-completions/, `${cmd.join(' ')} --help is help`);
     }
     const c = ferry(['completion']);
     assert.equal(c.status, 0);
     assert.match(c.stdout, /_ferry_yargs_completions|complete -o/);
+    assert.match(c.stdout, /Installation: ferry completion >> ~\/\.bashrc/);
+  });
+
+  it('completes host names from the cluster file and guest names from the agents, quietly past one that does not answer', function () {
+    const complete = (...words: string[]) => {
+      const started = performance.now();
+      const r = ferry(['--get-yargs-completions', 'ferry', ...words], cluster.env);
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(r.stderr, '', 'silent');
+      assert.ok(performance.now() - started < 10_000, 'a short timeout for agents that do not answer');
+      return r.stdout.split('\n').filter(Boolean);
+    };
+    // d is in the cluster file and never started.
+    assert.deepEqual(complete('migrate', 'g', '--to', ''), ['a', 'b', 'd']);
+    assert.deepEqual(complete('evacuate', ''), ['a', 'b', 'd']);
+    assert.deepEqual(complete('probe', 'a', ''), ['a', 'b', 'd']);
+    assert.deepEqual(complete('vm', 'create', 'x', '--host', 'b'), ['b']);
+    assert.deepEqual(complete('migrate', ''), ['g']);
+    assert.deepEqual(complete('vm', 'show', 'g'), ['g']);
+    assert.deepEqual(complete('vm', 'show', 'nosuch'), []);
+    // Elsewhere, yargs' own: commands and flags.
+    assert.ok(complete('').includes('migrate'));
+    assert.ok(complete('migrate', 'g', '--').includes('--to'));
+    // No cluster file: nothing to offer, and no complaint.
+    const none = ferry(['--get-yargs-completions', 'ferry', 'migrate', ''], { FERRY_CLUSTER: path.join(cluster.root, 'none.yaml') });
+    assert.equal(none.status, 0);
+    assert.equal(none.stdout + none.stderr, '');
   });
 });

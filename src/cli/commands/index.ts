@@ -11,6 +11,7 @@ import { probeCommand } from './probe.js';
 import { demoCommand } from './demo.js';
 import { resolveCommand } from './resolve.js';
 import { migrationsCommand } from './migrations.js';
+import { completionCommand } from '../completion.js';
 
 // Commands of different argument types in one list: yargs's CommandModule is invariant in them.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -26,4 +27,5 @@ export const commands: CommandModule<any, any>[] = [
   migrationsCommand,
   probeCommand,
   demoCommand,
+  completionCommand,
 ];
