@@ -1,6 +1,7 @@
 /** `ferry bench <what>`: benchmarks that report ratios from one run. One module per subject; loaded only by `ferry bench`. */
 import type { Argv, CommandModule } from 'yargs';
 import { benchChannelCommand } from './channel.js';
+import { benchChaosCommand } from './chaos.js';
 import { benchCryptoCommand } from './crypto.js';
 import { benchEngineCommand } from './engine.js';
 import { benchMigrateCommand } from './migrate.js';
@@ -16,6 +17,7 @@ const subjects: CommandModule<any, any>[] = [
   benchMigrateCommand,
   benchQemuCommand,
   benchPaperCommand,
+  benchChaosCommand,
 ];
 
 /** Its description is the one `ferry --help` lists (src/cli/commands/bench.ts). */

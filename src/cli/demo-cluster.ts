@@ -64,6 +64,27 @@ export class LocalCluster {
     return loadCluster(this.clusterFile);
   }
 
+  /** The running agent of host `name` (the newest started), or null. */
+  agent(name: string): { pid: number; dir: string } | null {
+    const a = this.agents.filter((x) => x.name === name).at(-1);
+    return a && a.child.exitCode === null && a.child.signalCode === null && a.child.pid !== undefined
+      ? { pid: a.child.pid, dir: a.dir }
+      : null;
+  }
+
+  /** Kills host `name`'s agent with `signal` and waits until it has exited (its guests run on). */
+  async killAgent(name: string, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    const a = this.agents.filter((x) => x.name === name).at(-1);
+    if (!a || a.child.exitCode !== null || a.child.signalCode !== null) return;
+    a.child.kill(signal);
+    await a.exited;
+  }
+
+  /** Starts host `name`'s agent again (after killAgent): resolves once it is ready. */
+  restartAgent(name: string): Promise<void> {
+    return this.startAgent(name);
+  }
+
   private startAgent(name: string): Promise<void> {
     if (this.closing) return Promise.reject(new FerryError('ERR_FERRY_ABORTED', 'the demo is stopping'));
     const dir = path.join(this.root, `host-${name}`);
