@@ -37,7 +37,7 @@ describe('agent: the crypto-thread budget', function () {
     await cluster?.stop();
   });
 
-  it('stores --crypto-threads in host.json; capabilities and probe (table and --json) show it', async function () {
+  it('stores --crypto-threads in host.json; capabilities and probe (--wide table and --json) show it', async function () {
     const hostJson = (h: string) => JSON.parse(readFileSync(path.join(cluster.hostDir(h), 'host.json'), 'utf8'));
     assert.deepEqual(hostJson('a').limits, { outgoing: 2, incoming: 2, cryptoThreads: 1 });
     assert.deepEqual(hostJson('b').limits, { outgoing: 1, incoming: 1, cryptoThreads: 5 });
@@ -56,7 +56,7 @@ describe('agent: the crypto-thread budget', function () {
     assert.deepEqual(probe('b').limits, { outgoing: 1, incoming: 1, cryptoThreads: 5 });
     assert.equal(probe('b').cryptoThreadsPerMigration, 2);
 
-    const table = ferryOk(['probe'], cluster.env).stdout;
+    const table = ferryOk(['probe', '--wide'], cluster.env).stdout;
     assert.match(table, /CRYPTO THREADS/);
     assert.match(
       table.split('\n').find((l) => l.startsWith('a '))!,
