@@ -170,7 +170,9 @@ describe('e2e: this CLI against an agent of control protocol 1 (a real agent a, 
     assert.equal(hosts.get('b')!.upgradeNeeded, true);
     assert.equal(hosts.get('a')!.upgradeNeeded, false);
     const text = await ferryAsync(['probe'], cluster.env);
-    assert.match(text.stdout, /0\.1\.0 \(upgrade: CLI is /);
+    assert.match(text.stdout, /0\.1\.0 \(upgrade\)/);
+    const wide = await ferryAsync(['probe', '--wide'], cluster.env);
+    assert.match(wide.stdout, /0\.1\.0 \(upgrade: CLI is /);
   });
 
   it('AgentClient will not send a migration key to a protocol-1 agent, even when asked directly', async function () {
