@@ -22,6 +22,7 @@ import type { Argv } from 'yargs';
 import { parseDocument } from 'yaml';
 import { FerryError } from '../errors.js';
 import { sleep } from '../common/async.js';
+import { processAlive } from '../common/process.js';
 import { parseRate, parseSize } from '../common/units.js';
 import { defineCommand, type GlobalArgs } from '../cli/command.js';
 import type { Output } from '../cli/output.js';
@@ -123,7 +124,6 @@ class Chaos {
   cluster!: Cluster;
   private readonly relays = new Map<string, Relay>();
   private migrateChild: ChildProcess | null = null;
-  private restarts: Promise<void>[] = [];
   closing = false;
 
   /** The cluster, each host's migration network behind a relay (its advertised address). */
@@ -202,9 +202,6 @@ class Chaos {
     }
     r.exitCode = await exited;
     this.migrateChild = null;
-    await Promise.all(this.restarts.splice(0));
-    if (restartedAt === null && (fault === 'kill-source-agent' || fault === 'kill-destination-agent') && r.atMs !== null)
-      restartedAt = performance.now();
     const settledAt = await this.settled(r);
     if (settledAt !== null) {
       r.settledAfterMigrateMs = endedAt !== null ? Math.max(0, Math.round(settledAt - endedAt)) : null;
@@ -218,7 +215,7 @@ class Chaos {
     return r;
   }
 
-  /** Strikes; for a killed agent, schedules its restart and returns when it will have started (null otherwise). */
+  /** Strikes; a killed agent is started again a moment later, and the return is when that began (null for the other faults). */
   private async strike(fault: Fault, from: string, to: string, child: ChildProcess): Promise<number | null> {
     if (fault === 'kill-migrate') {
       child.kill('SIGKILL');
@@ -230,15 +227,9 @@ class Chaos {
     }
     const host = fault === 'kill-source-agent' ? from : to;
     await this.local.killAgent(host, 'SIGKILL');
-    let at = 0;
-    this.restarts.push(
-      sleep(RESTART_AFTER_MS).then(async () => {
-        at = performance.now();
-        await this.local.restartAgent(host);
-      }),
-    );
-    await Promise.all(this.restarts);
-    this.restarts = [];
+    await sleep(RESTART_AFTER_MS);
+    const at = performance.now();
+    if (!this.closing) await this.local.restartAgent(host);
     return at;
   }
 
@@ -304,7 +295,6 @@ class Chaos {
   async close(): Promise<void> {
     this.closing = true;
     this.migrateChild?.kill('SIGKILL');
-    await Promise.allSettled(this.restarts);
     for (const relay of this.relays.values()) await relay.close();
     await this.local.close();
   }
@@ -320,8 +310,7 @@ function guestProcesses(root: string): number[] {
   for (const p of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
     try {
       const argv = readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0');
-      const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
-      if (stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'Z') continue;
+      if (!processAlive(Number(p))) continue;
       if (argv.some((a) => /guest[/\\].*main\.js$/.test(a)) && argv.some((a) => a.startsWith(root) && a.endsWith(`${path.sep}${GUEST}`)))
         pids.push(Number(p));
     } catch {
