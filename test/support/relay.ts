@@ -4,7 +4,10 @@
  * (so the channel cannot simply reconnect until the partition heals), and while `muteReplies` to
  * drop what the destination sends back (a one-way failure: its answers are lost on the way).
  */
+import { readFileSync, writeFileSync } from 'node:fs';
 import { createConnection, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { parseDocument } from 'yaml';
+import { loadCluster } from '../../src/coordinator/cluster.js';
 
 export class CuttableRelay {
   private readonly carried = new Set<Socket>();
@@ -55,4 +58,31 @@ export class CuttableRelay {
     this.cut();
     this.server?.close();
   }
+}
+
+/**
+ * Host `name`'s first migration network behind a relay: the cluster file advertises the relay for
+ * it, and the second network as it is. `restore()` puts the file back and closes the relay.
+ */
+export async function relayFirstNetwork(
+  clusterFile: string,
+  name: string,
+): Promise<{ relay: CuttableRelay; first: string; second: string; restore: () => void }> {
+  const [first, second] = (await loadCluster(clusterFile)).hosts.get(name)!.networks;
+  const [host, port] = first!.listen.split(':');
+  const relay = new CuttableRelay({ host: host!, port: Number(port) });
+  const original = readFileSync(clusterFile, 'utf8');
+  const restore = () => {
+    relay.close();
+    writeFileSync(clusterFile, original);
+  };
+  try {
+    const doc = parseDocument(original);
+    doc.setIn(['hosts', name, 'networks'], [{ listen: first!.listen, advertise: await relay.listen() }, { listen: second!.listen }]);
+    writeFileSync(clusterFile, doc.toString());
+  } catch (err) {
+    restore();
+    throw err;
+  }
+  return { relay, first: first!.listen, second: second!.listen, restore };
 }
