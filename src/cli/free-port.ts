@@ -30,11 +30,21 @@ function canListen(port: number, host: string): Promise<boolean> {
   });
 }
 
+/**
+ * Ports this process handed out: one not yet bound (written into a cluster file, its agent still
+ * starting) is free to bind, and a second draw of it would give two hosts one address.
+ */
+const handedOut = new Set<number>();
+
 export async function freePort(host = '127.0.0.1'): Promise<number> {
   const span = firstEphemeralPort() - LOWEST;
   for (let attempt = 0; attempt < 50; attempt++) {
     const port = LOWEST + Math.floor(Math.random() * span);
-    if (await canListen(port, host)) return port;
+    if (handedOut.has(port)) continue;
+    if (await canListen(port, host)) {
+      handedOut.add(port);
+      return port;
+    }
   }
   throw new Error(`no free port found below the ephemeral range (${LOWEST}-${LOWEST + span})`);
 }
