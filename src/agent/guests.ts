@@ -101,8 +101,10 @@ export class GuestManager {
       ]);
       return { ...base, state: status.state, pid: status.pid, opsPerSecond: status.opsPerSecond, workloadReady: status.workloadReady };
     } catch (err) {
+      // Not "running": a guest process that does not answer may be one handed over a moment ago,
+      // paused for good and exiting, while its destination runs the guest.
       this.log.warn('guest status failed', { guest: config.name, err });
-      return { ...base, state: 'running', pid: client.pid };
+      return { ...base, state: 'unknown', pid: client.pid };
     } finally {
       clearTimeout(timer);
     }

@@ -125,7 +125,11 @@ export type GuestInfo = GuestConfig & GuestPlace;
 /** Where a guest is and how it runs, beside its config. */
 export interface GuestPlace {
   host: string;
-  state: GuestState;
+  /**
+   * The guest process's own state; `unknown` when its process did not answer the agent in time
+   * (busy, or exiting: after a hand-off the process goes once the source has recorded it).
+   */
+  state: GuestState | 'unknown';
   /** The guest process, when it runs. */
   pid: number | null;
   opsPerSecond: number | null;

@@ -102,7 +102,9 @@ async function connectAndCheck(req: MigrateRequest, from: string): Promise<Plan>
         'ERR_FERRY_REFUSED',
         running
           ? `guest "${req.guest}" is ${state} on host ${from}${running}; it can move again once that has ended`
-          : `guest "${req.guest}" is ${state} on host ${from}: only a running or paused guest can move`,
+          : state === 'unknown'
+            ? `guest "${req.guest}" on host ${from} did not answer its agent (its process busy or exiting): only a running or paused guest can move; ask again in a moment (ferry vm list)`
+            : `guest "${req.guest}" is ${state} on host ${from}: only a running or paused guest can move`,
       );
     }
     const [sourceCaps, destinationCaps] = await Promise.all([source.call('capabilities', {}), destination.call('capabilities', {})]);

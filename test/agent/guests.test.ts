@@ -134,6 +134,23 @@ describe('agent: guests end to end (real agents and guest processes)', function 
     b = await cluster.startAgent('b');
   });
 
+  it('lists a guest whose process does not answer as unknown, not running, and will not move it', function () {
+    this.timeout(30_000);
+    const { pid } = jsonLines(run(['vm', 'list', '--json']).stdout)[0];
+    process.kill(pid, 'SIGSTOP');
+    try {
+      const listed = jsonLines(run(['vm', 'list', '--json']).stdout)[0];
+      assert.equal(listed.state, 'unknown');
+      assert.equal(listed.pid, pid);
+      const r = run(['migrate', 'g1', '--to', 'b']);
+      assert.equal(r.status, 1, r.stderr);
+      assert.match(r.stderr, /guest "g1" on host a did not answer its agent .*only a running or paused guest can move/);
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+    assert.equal(jsonLines(run(['vm', 'list', '--json']).stdout)[0].state, 'running');
+  });
+
   it('destroys the guest: process, directory and record', async function () {
     const { pid } = jsonLines(run(['vm', 'list', '--json']).stdout)[0];
     const r = run(['vm', 'destroy', 'g1']);
