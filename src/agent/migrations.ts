@@ -135,8 +135,10 @@ export class MigrationManager {
   }
 
   /** Source: a restarted destination's decision for a migration its previous agent left (fence.ts). */
-  decided(migrationId: string, decision: ResolveDecision, peer: Peer): Promise<ResolveDecision> {
-    return this.fences.decided(migrationId, decision, peer);
+  async decided(migrationId: string, decision: ResolveDecision, peer: Peer): Promise<ResolveDecision> {
+    const answer = await this.fences.decided(migrationId, decision, peer);
+    if (answer === 'not-committed') this.outgoing.destinationDropped(migrationId);
+    return answer;
   }
 
   /** Destination: the source's operator fenced the migration; this host's copy goes (incoming.ts). */

@@ -193,6 +193,25 @@ export class OutgoingMigrations {
     return { migrationId: m.migrationId, guest, destination: m.destination, phase: m.phase };
   }
 
+  /**
+   * The destination's agent recorded migration `migrationId` "not committed" on its own (it
+   * restarted, and dropped the incoming guest its predecessor had not committed): nothing can
+   * arrive there any more, so a migration still in pre-copy here stops now, the guest running on, instead of
+   * redialling until its reconnect window ends. From the switch-over on the guest process refuses,
+   * and the resolve query, which gets the same answer, settles it. Best effort.
+   */
+  destinationDropped(migrationId: string): void {
+    const m = this.records.get(migrationId);
+    if (!m || m.role !== 'source' || m.ended === null || m.phase !== 'running' || !m.guestClient) return;
+    this.host.log.info('the destination dropped its copy: the migration stops, the guest runs on here', { migrationId, guest: m.guest });
+    m.guestClient.cancelMigration(migrationId, 'destination-dropped').catch((err) =>
+      this.host.log.info('the migration went on past the point of stopping; the destination decides it', {
+        migrationId,
+        error: toFerryError(err).message,
+      }),
+    );
+  }
+
   /** Refusal of a second migration of a guest, naming the one that runs. */
   private alreadyMigrating(guest: string): FerryError {
     const m = this.records.outgoingOf(guest).find((o) => o.ended !== null);

@@ -14,6 +14,7 @@ import { CONTROL_SOCKET } from './files.js';
 import {
   MAX_REPLY_BYTES,
   PROTOCOL_VERSION,
+  type CancelReason,
   type GuestEvent,
   type GuestMethod,
   type GuestParams,
@@ -146,8 +147,8 @@ export class GuestClient {
    * Cancels outgoing migration `migrationId` before its switch-over; refused (ERR_FERRY_REFUSED)
    * once the guest is paused for the hand-off. The migrateOut call then ends 'aborted'.
    */
-  async cancelMigration(migrationId: string): Promise<void> {
-    await this.request('cancel-migration', { migrationId });
+  async cancelMigration(migrationId: string, reason?: CancelReason): Promise<void> {
+    await this.request('cancel-migration', { migrationId, ...(reason ? { reason } : {}) });
   }
 
   /** The current or last migration, or null. */

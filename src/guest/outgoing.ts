@@ -9,7 +9,7 @@ import type { Channel, ChannelFailover } from '../channel/types.js';
 import type { MigrationEvent, MigrationResult, OutgoingSpec } from '../migration/types.js';
 import type { GuestCallContext } from './control-server.js';
 import { MigrationTracker, type MigrationInfo } from './migration-tracker.js';
-import { keyOfTrailer, type MigrateOutParams } from './protocol.js';
+import { keyOfTrailer, type CancelReason, type MigrateOutParams } from './protocol.js';
 import { openOutgoing } from './transport.js';
 import type { GuestState } from './types.js';
 
@@ -87,11 +87,11 @@ export class OutgoingMigrations {
   }
 
   /**
-   * The operator's cancel of outgoing migration `id`: accepted before switch-over (the engine
-   * stops, the guest runs on here), refused from the switch-over decision on. Returns at once; the
-   * migration's own reply says how it ended.
+   * A cancel of outgoing migration `id` (the operator's, or its destination dropped its copy):
+   * accepted before switch-over (the engine stops, the guest runs on here), refused from the
+   * switch-over decision on. Returns at once; the migration's own reply says how it ended.
    */
-  cancelMigration(id: string, log: (message: string) => void): { migrationId: string; cancelled: true } {
+  cancelMigration(id: string, log: (message: string) => void, reason: CancelReason = 'operator'): { migrationId: string; cancelled: true } {
     const t = this.tracker;
     if (!t || t.role !== 'source' || t.migrationId !== id || !this.cancel) {
       throw new FerryError('ERR_FERRY_REFUSED', `no outgoing migration "${id}" runs in this guest process`);
@@ -103,8 +103,12 @@ export class OutgoingMigrations {
         'switch-over already under way: the guest is paused for the hand-off, which the destination decides; it ends by itself, normally within the downtime limit (--max-downtime)',
       );
     }
-    log(`migration ${id}: cancelled by the operator`);
-    this.cancel.abort(new FerryError('ERR_FERRY_ABORTED', 'cancelled by the operator'));
+    const why =
+      reason === 'operator'
+        ? 'cancelled by the operator'
+        : "the destination's agent dropped its copy (it restarted, and recorded the migration not committed)";
+    log(`migration ${id}: ${why}`);
+    this.cancel.abort(new FerryError('ERR_FERRY_ABORTED', why));
     return { migrationId: id, cancelled: true };
   }
 }

@@ -70,8 +70,12 @@ export interface GuestMethods {
   destroy: { params: Empty; result: { destroyed: true }; event: never };
   /** Source: migrates the guest out; events until it settles (keyed). */
   'migrate-out': { params: MigrateOutParams; result: MigrationInfo; event: MigrationEvent };
-  /** Source: cancels the outgoing migration before its switch-over. */
-  'cancel-migration': { params: { migrationId: string }; result: { migrationId: string; cancelled: true }; event: never };
+  /** Source: cancels the outgoing migration before its switch-over (the operator's, by default). */
+  'cancel-migration': {
+    params: { migrationId: string; reason?: CancelReason };
+    result: { migrationId: string; cancelled: true };
+    event: never;
+  };
   /** Destination: readies an incoming guest process for its migration (keyed). */
   'prepare-incoming': { params: PrepareIncomingParams; result: { migrationId: string }; event: never };
   migration: { params: Empty; result: MigrationInfo | null; event: never };
@@ -96,6 +100,12 @@ export type GuestEvent<M extends GuestMethod> = GuestMethods[M]['event'];
 export const KEYED_GUEST_METHODS: ReadonlySet<GuestMethod> = new Set(['migrate-out', 'prepare-incoming']);
 
 const empty = obj({}) as Check<Empty>;
+/**
+ * Why an outgoing migration is cancelled: the operator's `ferry cancel`, or its destination's agent
+ * recorded "not committed" (it restarted without the incoming guest, so nothing can arrive there).
+ */
+export type CancelReason = 'operator' | 'destination-dropped';
+
 const channelFields = {
   migrationId: str({ pattern: MIGRATION_ID, describe: `a migration id (${MIGRATION_ID_RULE})` }),
   mode: oneOf<ChannelMode>(['encrypted', 'plain']),
@@ -125,7 +135,10 @@ export const GUEST_PARAMS: { [M in GuestMethod]: Check<GuestParams<M>> } = {
     commitTimeoutMs: millis(24 * 3_600_000),
     removeSourceDisks: optional(bool),
   }),
-  'cancel-migration': obj({ migrationId: channelFields.migrationId }),
+  'cancel-migration': obj({
+    migrationId: channelFields.migrationId,
+    reason: optional(oneOf<CancelReason>(['operator', 'destination-dropped'])),
+  }),
   'prepare-incoming': obj(channelFields),
   migration: empty,
   'await-migration': empty,

@@ -9,6 +9,7 @@ import { eachHost } from '../../src/coordinator/connect.js';
 import type { GuestInfo } from '../../src/control/protocol.js';
 import { alive } from '../support/processes.js';
 import { waitUntil } from '../support/wait.js';
+import { sleep } from '../../src/common/async.js';
 import { ferryOk } from '../support/cli.js';
 import { TestCluster, type RunningAgent } from '../support/cluster.js';
 import { ask, migrate } from '../support/migrate.js';
@@ -137,7 +138,7 @@ describe('agent: an agent killed during a migration (real agents)', function () 
     assert.equal((await whereabouts()).get('a')!.pid, sourcePid);
   });
 
-  it('destination agent SIGKILLed in pre-copy: the guest stays on the source and runs', async function () {
+  it('destination agent SIGKILLed as pass 1 ends (a guest of few written pages: the switch-over follows): the guest stays on the source and runs', async function () {
     const sourcePid = (await whereabouts()).get('a')!.pid!;
     let killed = false;
     const result = await migrate(c, 'f1', 'a', 'b', {
@@ -157,6 +158,38 @@ describe('agent: an agent killed during a migration (real agents)', function () 
     const host = await settledOnOneHost();
     assert.equal(host, 'a');
     assert.equal((await whereabouts()).get('a')!.pid, sourcePid, 'the same guest process runs on');
+  });
+
+  it('destination agent SIGKILLed in pass 1 and restarted: it tells the source, which stops redialling and runs the guest on', async function () {
+    // 32 MiB all written (idle fills them) over a 4 MB/s link: about 8 s of pass 1 to kill into.
+    ferryOk(['vm', 'create', 'g3', '--host', 'a', '--memory', '32MiB', '--workload', 'idle'], cluster.env);
+    await waitUntil(async () => (await whereabouts('g3')).get('a')!.workloadReady === true, 20_000, 'the guest to fill its memory');
+    const sourcePid = (await whereabouts('g3')).get('a')!.pid!;
+    let back: Promise<void> | null = null;
+    let passEnded = false;
+    const result = await migrate(c, 'g3', 'a', 'b', {
+      maxBytesPerSecond: 4e6,
+      onEvent: (e) => {
+        // Two seconds into pass 1 (it reports nothing of its own before its end).
+        if (e.type === 'started' && !back) {
+          back = (async () => {
+            await sleep(2000);
+            await agents.b!.stop('SIGKILL');
+            agents.b = await cluster.startAgent('b');
+          })();
+        }
+        if (e.type === 'pass' || e.type === 'switch-over') passEnded = true;
+      },
+    });
+    assert.ok(back, 'the migration started');
+    assert.ok(!passEnded, 'the kill fell in pass 1');
+    await back;
+    assert.equal(result.result.outcome, 'aborted', JSON.stringify(result.result.result?.error));
+    // The restarted agent recorded "not committed" and told the source; without that the source
+    // would redial until its reconnect window (30 s) ran out.
+    assert.match(result.result.result?.error?.message ?? '', /destination's agent dropped its copy/);
+    assert.equal(await settledOnOneHost('g3'), 'a');
+    assert.equal((await whereabouts('g3')).get('a')!.pid, sourcePid, 'the same guest process runs on');
   });
 
   /** Routes the migration networks of host b through a relay the test can cut. */

@@ -68,7 +68,9 @@ export async function migrate(
     const queuedAtDestination: number[] = [];
     const prepared = await destination.call(
       'migration.prepare-incoming',
-      { ...channel, guest: guestConfig, source: from },
+      // The source's control address, as the coordinator gives it within one cluster: whom a
+      // restarted destination agent tells, or asks, about what its predecessor left.
+      { ...channel, guest: guestConfig, source: from, sourceControl: cluster.hosts.get(from)!.control },
       {
         secret: secret.bytes,
         timeoutMs: null,

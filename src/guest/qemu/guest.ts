@@ -165,7 +165,7 @@ export class QemuGuest {
         return { digest: await ramDigest(qemu.qmp, this.dir, this.config.memoryBytes), algorithm: RAM_DIGEST_ALGORITHM };
       },
       'migrate-out': (params, ctx) => this.migrateOut(params, ctx),
-      'cancel-migration': ({ migrationId }) => this.migrations.cancelMigration(migrationId, (m) => this.host.log(m)),
+      'cancel-migration': ({ migrationId, reason }) => this.migrations.cancelMigration(migrationId, (m) => this.host.log(m), reason),
       'prepare-incoming': (params, ctx) => this.prepareIncoming(params, ctx),
       migration: () => this.migrations.tracker?.info() ?? null,
       'await-migration': async (_p, ctx) => {

@@ -94,7 +94,7 @@ export class SyntheticGuestProcess implements GuestProcessDriver {
     digest: async () => ({ digest: await this.guest.digest(), algorithm: 'sha256-ferry-guest-v1' }),
     console: () => noSerialConsole(this.guest.config.name, 'synthetic'),
     'migrate-out': (params, ctx) => this.migrateOut(params, ctx),
-    'cancel-migration': (params) => this.migrations.cancelMigration(params.migrationId, (m) => this.ctx.log(m)),
+    'cancel-migration': (params) => this.migrations.cancelMigration(params.migrationId, (m) => this.ctx.log(m), params.reason),
     'prepare-incoming': (params, ctx) => this.prepareIncoming(params, ctx),
     migration: () => this.migrations.tracker?.info() ?? null,
     'await-migration': (_p, ctx) => {
