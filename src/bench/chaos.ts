@@ -8,8 +8,8 @@
  * exactly one host runs the guest, no migration of it is left anywhere, exactly one guest process
  * of it lives, and no guest directory is left on the other host. A seed makes a run repeatable.
  *
- * Figures: rounds clean; per fault, the time from `ferry migrate`'s end (or a restarted agent's
- * start) to that settled state; the agents' open files and resident memory over the rounds they
+ * Figures: rounds clean; the time from `ferry migrate`'s end (or a restarted agent's start) to that
+ * settled state; after `ferry migrate` was killed, how long the agents carried the move on; the agents' open files and resident memory over the rounds they
  * lived through (a soak: `--rounds 200`).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -109,6 +109,11 @@ export interface ChaosRound {
   /** From `ferry migrate`'s end, and from a restarted agent's start, to the settled state. */
   settledAfterMigrateMs: number | null;
   settledAfterRestartMs: number | null;
+  /**
+   * kill-migrate: from the kill to the settled state. The agents carry the move on without the
+   * CLI, so this is the rest of the move, not a time to settle.
+   */
+  movedOnAfterKillMs: number | null;
   clean: boolean;
   problems: string[];
 }
@@ -177,6 +182,7 @@ class Chaos {
       host: null,
       settledAfterMigrateMs: null,
       settledAfterRestartMs: null,
+      movedOnAfterKillMs: null,
       clean: false,
       problems: [],
     };
@@ -203,8 +209,12 @@ class Chaos {
     r.exitCode = await exited;
     this.migrateChild = null;
     const settledAt = await this.settled(r);
+    if (settledAt !== null && endedAt !== null) {
+      const after = Math.max(0, Math.round(settledAt - endedAt));
+      if (fault === 'kill-migrate' && r.atMs !== null) r.movedOnAfterKillMs = after;
+      else r.settledAfterMigrateMs = after;
+    }
     if (settledAt !== null) {
-      r.settledAfterMigrateMs = endedAt !== null ? Math.max(0, Math.round(settledAt - endedAt)) : null;
       if (restartedAt !== null) r.settledAfterRestartMs = Math.max(0, Math.round(settledAt - restartedAt));
     }
     if (r.exitCode !== null && r.exitCode !== 0 && r.exitCode !== 1)
@@ -415,7 +425,8 @@ async function run(output: Output, args: ChaosArgs): Promise<void> {
       progress(
         `  round ${i + 1}: ${r.from} -> ${r.to}, ${r.fault}${r.atMs !== null ? ` at ${r.atMs} ms` : ''}: exit ${r.exitCode ?? 'killed'}, guest on ${r.host ?? '?'}` +
           `${r.settledAfterMigrateMs !== null ? `, settled ${r.settledAfterMigrateMs} ms after ferry migrate` : ''}` +
-          `${r.settledAfterRestartMs !== null ? `, ${r.settledAfterRestartMs} ms after the restart` : ''}: ${r.clean ? 'clean' : `NOT clean (${r.problems.join('; ')})`}`,
+          `${r.settledAfterRestartMs !== null ? `, ${r.settledAfterRestartMs} ms after the restart` : ''}` +
+          `${r.movedOnAfterKillMs !== null ? `, the move went on ${r.movedOnAfterKillMs} ms after the kill` : ''}: ${r.clean ? 'clean' : `NOT clean (${r.problems.join('; ')})`}`,
       );
       if (!r.host) break; // nowhere to move from: the run stops here, the round says why
     }
@@ -428,6 +439,7 @@ async function run(output: Output, args: ChaosArgs): Promise<void> {
   const clean = rounds.filter((r) => r.clean).length;
   const afterMigrate = rounds.flatMap((r) => (r.settledAfterMigrateMs !== null ? [r.settledAfterMigrateMs] : []));
   const afterRestart = rounds.flatMap((r) => (r.settledAfterRestartMs !== null ? [r.settledAfterRestartMs] : []));
+  const afterKill = rounds.flatMap((r) => (r.movedOnAfterKillMs !== null ? [r.movedOnAfterKillMs] : []));
   const byFault = Object.fromEntries(FAULTS.map((f) => [f, rounds.filter((r) => r.fault === f).length]));
   const figures = {
     rounds: rounds.length,
@@ -435,6 +447,7 @@ async function run(output: Output, args: ChaosArgs): Promise<void> {
     byFault,
     settledAfterMigrateMs: { median: percentile(afterMigrate, 0.5), max: percentile(afterMigrate, 1) },
     settledAfterRestartMs: { median: percentile(afterRestart, 0.5), max: percentile(afterRestart, 1) },
+    movedOnAfterKillMs: { median: percentile(afterKill, 0.5), max: percentile(afterKill, 1) },
     agents: soak(samples),
   };
   output.emit({
@@ -455,6 +468,10 @@ async function run(output: Output, args: ChaosArgs): Promise<void> {
   output.print(
     `settled after a killed agent restarted: median ${figures.settledAfterRestartMs.median ?? '-'} ms, max ${figures.settledAfterRestartMs.max ?? '-'} ms (goal <= 5000)`,
   );
+  if (afterKill.length > 0)
+    output.print(
+      `after ferry migrate was killed the agents carried the move on: median ${figures.movedOnAfterKillMs.median} ms, max ${figures.movedOnAfterKillMs.max} ms to its end`,
+    );
   for (const [h, a] of Object.entries(figures.agents))
     output.print(
       `agent ${h} (pid ${a.pid}, ${a.rounds} rounds): open files ${a.openFiles[0]} -> ${a.openFiles[1]}, resident ${a.rssMiB[0]} -> ${a.rssMiB[1]} MiB`,

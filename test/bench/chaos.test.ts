@@ -32,7 +32,7 @@ describe('ferry bench chaos', function () {
     assert.ok(result, `${r.stdout}${r.stderr}`);
     assert.equal(result.subject, 'chaos');
     assert.equal(result.seed, 11);
-    assert.equal(result.rounds.length, 3, r.stderr);
+    assert.equal(result.rounds.length, 3, JSON.stringify(result.rounds, null, 1));
     for (const round of result.rounds) {
       assert.ok((FAULTS as readonly string[]).includes(round.fault), round.fault);
       assert.equal(round.clean, round.problems.length === 0);
@@ -40,6 +40,7 @@ describe('ferry bench chaos', function () {
     }
     assert.equal(result.ok, result.figures.clean === 3);
     assert.equal(r.status, result.ok ? 0 : 1, r.stderr);
+    assert.ok(result.ok, `not every round clean: ${JSON.stringify(result.rounds, null, 1)}`);
     console.log(`      ${result.figures.clean} of 3 clean; faults ${result.rounds.map((x: { fault: string }) => x.fault).join(', ')}`);
     assert.deepEqual(
       processesMentioning(`${tmpdir()}/ferry-demo-`).filter((p) => !before.has(p)),
