@@ -1,5 +1,5 @@
-/** Is a process still there, and waiting until it is not. Linux: a zombie counts as gone. */
-import { readFileSync } from 'node:fs';
+/** Is a process still there, and waiting until it is not; which ones mention a path. Linux: a zombie counts as gone. */
+import { readdirSync, readFileSync } from 'node:fs';
 import { sleep } from './async.js';
 
 /** True while `pid` runs (or exists under another user); false once it has exited, even unreaped. */
@@ -24,4 +24,17 @@ export async function waitProcessGone(pid: number, timeoutMs: number): Promise<b
     await sleep(wait);
   }
   return true;
+}
+
+/** Pids of live processes whose command line (its arguments joined) mentions `text`. */
+export function processesMentioning(text: string): number[] {
+  const pids: number[] = [];
+  for (const p of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    try {
+      if (readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(text) && processAlive(Number(p))) pids.push(Number(p));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return pids;
 }

@@ -1,18 +1,7 @@
 /** The processes a test started: are they alive, and which mention a test's unique temp dir. */
-import { readdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 
-/** Pids of live processes whose command line mentions `text`. */
-export function processesMentioning(text: string): number[] {
-  const pids: number[] = [];
-  for (const p of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
-    try {
-      if (readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(text)) pids.push(Number(p));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return pids;
-}
+export { processesMentioning } from '../../src/common/process.js';
 
 /** Is `pid` a live process? A zombie (exited, not yet reaped: its parent was killed) is not. */
 export function alive(pid: number): boolean {

@@ -12,9 +12,10 @@
  * The probe never throws for a QEMU that is missing or broken: it says so in its result.
  */
 import { spawn } from 'node:child_process';
-import { accessSync, constants, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { processAlive, processesMentioning } from '../../common/process.js';
 import { QmpClient } from './qmp.js';
 
 export const DEFAULT_QEMU_BINARY = 'qemu-system-x86_64';
@@ -71,6 +72,8 @@ export interface QemuProbe {
   chosen: Accelerator | null;
   /** For each machine type asked about: whether this QEMU has it (by name or alias). */
   machineTypes: Record<string, boolean>;
+  /** QEMUs of earlier probes whose process was killed mid-probe, killed now (their directories removed). */
+  reaped: number[];
 }
 
 export interface ProbeOptions {
@@ -96,13 +99,15 @@ export async function probeQemu(options: ProbeOptions = {}): Promise<QemuProbe> 
     accelerators: { kvm: notRun('not tried'), tcg: notRun('not tried') },
     chosen: null,
     machineTypes: Object.fromEntries(wanted.map((m) => [m, false])),
+    reaped: reapLeftProbes(),
   };
   if (!executable) {
     result.accelerators = { kvm: notRun(missing!), tcg: notRun(missing!) };
     return result;
   }
 
-  const dir = mkdtempSync(path.join(tmpdir(), 'ferry-qemu-probe-'));
+  // Named for this process: a probe killed mid-way leaves its QEMU, which the next probe reaps.
+  const dir = mkdtempSync(path.join(tmpdir(), `${PROBE_DIR_PREFIX}${process.pid}-`));
   try {
     const bios = path.join(dir, 'loop.bin');
     writeFileSync(bios, biosImage(), { mode: 0o600 });
@@ -128,6 +133,47 @@ export async function probeQemu(options: ProbeOptions = {}): Promise<QemuProbe> 
   if (!result.version) result.missing = `${binary} did not start: ${result.accelerators.tcg.reason}`;
   result.chosen = result.accelerators.kvm.usable ? 'kvm' : result.accelerators.tcg.usable ? 'tcg' : null;
   return result;
+}
+
+const PROBE_DIR_PREFIX = 'ferry-qemu-probe-';
+
+/**
+ * A probe whose process was killed (an agent SIGKILLed while it starts) leaves its QEMU behind,
+ * paused or looping, reparented and never stopped, and its directory: the QEMUs of every probe
+ * directory whose process is gone are killed and the directories removed. Returns the pids killed.
+ */
+export function reapLeftProbes(root = tmpdir()): number[] {
+  const killed: number[] = [];
+  let names: string[];
+  try {
+    names = readdirSync(root);
+  } catch {
+    return killed;
+  }
+  for (const name of names) {
+    const owner = new RegExp(`^${PROBE_DIR_PREFIX}(\\d+)-`).exec(name);
+    if (!owner || processAlive(Number(owner[1]))) continue;
+    const dir = path.join(root, name);
+    for (const pid of processesMentioning(`${dir}/`)) {
+      if (!isQemu(pid)) continue;
+      try {
+        process.kill(pid, 'SIGKILL');
+        killed.push(pid);
+      } catch {
+        // gone meanwhile, or not ours to kill
+      }
+    }
+    rmSync(dir, { recursive: true, force: true });
+  }
+  return killed;
+}
+
+function isQemu(pid: number): boolean {
+  try {
+    return /qemu/.test(path.basename(readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')[0]!));
+  } catch {
+    return false;
+  }
 }
 
 /** The QEMU binary to use (FERRY_QEMU, else qemu-system-x86_64 on PATH), and why not when it is missing. */

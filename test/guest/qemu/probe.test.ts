@@ -5,11 +5,14 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { sleep } from '../../../src/common/async.js';
+import { processAlive, processesMentioning, waitProcessGone } from '../../../src/common/process.js';
 import { QmpClient } from '../../../src/guest/qemu/qmp.js';
 import { biosImage, probeQemu, resolveQemu } from '../../../src/guest/qemu/probe.js';
+import { waitUntil } from '../../support/wait.js';
 
 describe('QEMU probe', function () {
   this.timeout(60_000);
@@ -51,6 +54,29 @@ describe('QEMU probe', function () {
       const r = await probeQemu({ windowMs: 200, kvmDevice: path.join(dir, 'no-kvm') });
       assert.deepEqual(r.accelerators.kvm, { usable: false, reason: `${path.join(dir, 'no-kvm')} cannot be opened (ENOENT)`, rate: null });
       assert.equal(r.chosen, 'tcg');
+    });
+
+    it('kills the QEMU a probe killed mid-way left behind, and removes its directory, at the next probe', async () => {
+      // A process probing (the compiled probe, as an agent runs it), SIGKILLed while its QEMU runs.
+      const probe = new URL('../../../dist/guest/qemu/probe.js', import.meta.url).href;
+      const child = spawn(process.execPath, ['-e', `import(${JSON.stringify(probe)}).then((m) => m.probeQemu({ windowMs: 60000 }))`], {
+        stdio: 'ignore',
+      });
+      const mark = path.join(tmpdir(), `ferry-qemu-probe-${child.pid}-`);
+      let left: number[] = [];
+      await waitUntil(async () => (left = processesMentioning(mark)).length > 0, 20_000, 'the probe to start QEMU');
+      child.kill('SIGKILL');
+      await new Promise((resolve) => child.once('exit', resolve));
+      await sleep(200);
+      assert.ok(left.every(processAlive), 'QEMU outlived the probe that started it');
+      const r = await probeQemu({ windowMs: 100, kvmDevice: path.join(dir, 'no-kvm') });
+      assert.deepEqual([...r.reaped].sort(), [...left].sort());
+      for (const pid of left) assert.ok(await waitProcessGone(pid, 5000), `QEMU ${pid} is gone`);
+      assert.deepEqual(
+        readdirSync(tmpdir()).filter((n) => n.startsWith(`ferry-qemu-probe-${child.pid}-`)),
+        [],
+        'its directory is removed',
+      );
     });
 
     it('runs a guest that writes to its serial port once every 2^20 loops', async () => {
@@ -136,6 +162,7 @@ describe('QEMU probe', function () {
       },
       chosen: null,
       machineTypes: { pc: false },
+      reaped: [],
     });
     const notExecutable = path.join(dir, 'qemu.txt');
     writeFileSync(notExecutable, 'not a program');
