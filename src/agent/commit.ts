@@ -158,7 +158,9 @@ export async function settleOutgoing(
 
 /** "Committed": the destination runs the guest; this copy goes, the hand-off recorded first. */
 async function handOver(host: Host, m: OutgoingMigration, client: GuestClient): Promise<'committed'> {
+  crashPoint('source:before-handoff-record');
   await host.state.recordHandoff(m.migrationId, m.guest, m.destination.host);
+  crashPoint('source:after-handoff-record');
   await client.finish().catch((err) => host.log.warn('finishing the handed-over guest failed', { guest: m.guest, err }));
   await host.guests.forget(m.guest);
   m.phase = 'committed';

@@ -1,11 +1,28 @@
 /**
  * Named crash points for fault tests: with FERRY_FAULT=POINT in its environment, the agent SIGKILLs
- * itself when it reaches POINT, leaving exactly the state a power cut there would leave. Unset (as
- * in every real deployment) a crash point does nothing.
+ * itself when it reaches POINT, leaving exactly the state a power cut there would leave; with
+ * FERRY_FAULT=POINT@stop it SIGSTOPs itself there. Unset (as in every real deployment) a crash
+ * point does nothing.
  *
+ *   source:after-outgoing-record      where the guest goes recorded, its guest process not yet told
+ *   source:before-handoff-record      COMMITTED arrived, the hand-off not yet recorded
+ *   source:after-handoff-record       the hand-off recorded, the source's guest process not yet finished
+ *   destination:after-incoming-record the source's address recorded, the incoming guest not yet started
  *   destination:before-commit-record  ready to commit, nothing recorded yet
  *   destination:after-commit-record   the commit recorded durably, the guest not yet run
  */
+export const CRASH_POINTS = [
+  'source:after-outgoing-record',
+  'source:before-handoff-record',
+  'source:after-handoff-record',
+  'destination:after-incoming-record',
+  'destination:before-commit-record',
+  'destination:after-commit-record',
+] as const;
+
 export function crashPoint(point: string): void {
-  if (process.env.FERRY_FAULT === point) process.kill(process.pid, 'SIGKILL');
+  const fault = process.env.FERRY_FAULT;
+  if (fault === point) process.kill(process.pid, 'SIGKILL');
+  // Frozen there instead, for a test to strike something else at that moment and SIGCONT it.
+  else if (fault === `${point}@stop`) process.kill(process.pid, 'SIGSTOP');
 }

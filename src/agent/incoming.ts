@@ -18,6 +18,7 @@ import {
   type MigrationRecords,
 } from './migration-records.js';
 import { noteConnection, noteEvent } from './migration-jobs.js';
+import { crashPoint } from './crash-point.js';
 
 /** An incoming migration that has seen no data this long after it was prepared is given up. */
 export const DEFAULT_START_TIMEOUT_MS = 30 * 60_000;
@@ -72,6 +73,7 @@ export class IncomingMigrations {
         // Whom a restarted agent asks before it runs a commit it finds recorded (fence.ts).
         const source = { host: p.source, control: p.sourceControl };
         await this.host.state.writeIncoming({ migrationId: p.migrationId, guest: config.name, source });
+        crashPoint('destination:after-incoming-record');
       }
       const dir = this.host.state.guestDir(config.name);
       const incoming = await this.host.guests.beginIncoming(config, p.migrationId, () =>
@@ -98,6 +100,15 @@ export class IncomingMigrations {
       const held = release;
       release = null; // from here the follower releases it
       void this.follow(m, incoming.client, held, p.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS);
+      if (signal.aborted) {
+        // The coordinator went before it had this answer, and it starts the source only with it:
+        // no data will come, so the copy goes now ("not committed") rather than at a timeout.
+        this.host.log.warn('the coordinator left before the incoming migration was prepared: giving it up', {
+          migrationId: p.migrationId,
+          guest: config.name,
+        });
+        void this.resolve(p.migrationId);
+      }
       return { migrationId: p.migrationId, networks: this.host.networks(), nicFallback, guest: config };
     } catch (err) {
       m.phase = 'aborted';

@@ -27,6 +27,7 @@ import {
 } from './migration-records.js';
 import type { ResolveQueries } from './resolve-query.js';
 import { noteEvent } from './migration-jobs.js';
+import { crashPoint } from './crash-point.js';
 
 /**
  * Hands the request's key and nonce to `use` and zeroes both as soon as `use` has returned its
@@ -77,6 +78,7 @@ export class OutgoingMigrations {
     try {
       release = await waitForSlot(this.host.outgoing, m, signal, tell);
       await this.host.state.writeOutgoing({ migrationId: p.migrationId, guest: p.guest, destination: p.destination });
+      crashPoint('source:after-outgoing-record');
       if (m.cancelled) throw m.cancelled;
       tell({ type: 'started' });
       this.host.log.info('outgoing migration started', {

@@ -1,0 +1,194 @@
+/**
+ * The crash-point matrix: at each named point of the commit protocol (src/agent/crash-point.ts),
+ * during a real `ferry migrate` (a process) of a guest whose memory is written and then left
+ * alone, one fault strikes: the agent of that side SIGKILLs itself there (as a power cut would
+ * leave it) and comes back, or, that agent frozen there, `ferry migrate` is SIGKILLed or the data
+ * path is cut. Afterwards exactly one host runs the guest, no migration of it is left, its memory
+ * digest is the one it had before, and the other host keeps neither a guest process nor a
+ * directory of it. The matrix is printed at the end: each cell's exit, owner and time to settle.
+ */
+import assert from 'node:assert/strict';
+import type { ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { CRASH_POINTS } from '../../src/agent/crash-point.js';
+import { loadCluster, type Cluster } from '../../src/coordinator/cluster.js';
+import { eachHost } from '../../src/coordinator/connect.js';
+import type { GuestInfo } from '../../src/control/protocol.js';
+import { GuestClient } from '../../src/guest/index.js';
+import { waitUntil } from '../support/wait.js';
+import { ferryOk, startFerry } from '../support/cli.js';
+import { TestCluster, type RunningAgent } from '../support/cluster.js';
+import { jsonLines } from '../support/json-output.js';
+import { processesMentioning } from '../support/processes.js';
+import { CuttableRelay } from '../support/relay.js';
+import { parseDocument } from 'yaml';
+import { sleep } from '../../src/common/async.js';
+
+describe('e2e: the crash-point matrix (FERRY_FAULT, real agents, the CLI as a process)', function () {
+  this.timeout(120_000);
+  // Each cell: a guest created, moved through its fault, checked and destroyed, about 10 s.
+  let cluster: TestCluster;
+  let c: Cluster;
+  const agents: Record<string, RunningAgent> = {};
+  let relay: CuttableRelay;
+
+  before(async function () {
+    cluster = TestCluster.create();
+    await cluster.addHost('a');
+    await cluster.addHost('b');
+    agents.a = await cluster.startAgent('a');
+    agents.b = await cluster.startAgent('b');
+    // b's migration network behind a relay the data-cut cells cut.
+    const network = (await loadCluster(cluster.file)).hosts.get('b')!.networks[0]!;
+    const [host, port] = network.listen.split(':');
+    relay = new CuttableRelay({ host: host!, port: Number(port) });
+    const doc = parseDocument(readFileSync(cluster.file, 'utf8'));
+    doc.setIn(['hosts', 'b', 'networks'], [{ listen: network.listen, advertise: await relay.listen() }]);
+    writeFileSync(cluster.file, doc.toString());
+    c = await loadCluster(cluster.file);
+  });
+  after(async function () {
+    relay?.close();
+    await cluster?.stop();
+  });
+
+  async function whereabouts(name: string): Promise<Map<string, GuestInfo>> {
+    const found = new Map<string, GuestInfo>();
+    for (const [host, outcome] of await eachHost(c, ['a', 'b'], (client) => client.call('guest.get', { name }))) {
+      if (outcome.ok) found.set(host, outcome.value);
+      else if (outcome.error.code !== 'ERR_FERRY_NOT_FOUND') throw outcome.error;
+    }
+    return found;
+  }
+
+  /** Exactly one host lists the guest, running, and neither has a migration of it: that host. */
+  async function settled(name: string): Promise<string> {
+    let last = '';
+    return waitUntil(
+      async () => {
+        const found = await whereabouts(name).catch((err: Error) => new Map([['?', { state: err.message } as GuestInfo]]));
+        const busy = [];
+        for (const [host, outcome] of await eachHost(c, ['a', 'b'], (client) => client.call('migration.list', {})))
+          if (!outcome.ok || outcome.value.migrations.some((m) => m.guest === name)) busy.push(host);
+        last = `${JSON.stringify([...found].map(([h, g]) => [h, g.state]))}, migrations on [${busy.join(', ')}]`;
+        if (found.size !== 1 || [...found.values()][0]!.state !== 'running' || busy.length > 0) return null;
+        return [...found.keys()][0]!;
+      },
+      60_000,
+      () => `guest ${name} to run on exactly one host with no migration left (it is at ${last})`,
+    );
+  }
+
+  async function digestOn(host: string, name: string): Promise<string> {
+    const client = await GuestClient.connect(path.join(cluster.hostDir(host), 'guests', name));
+    try {
+      return await client.digest();
+    } finally {
+      client.close();
+    }
+  }
+
+  /** Starts `host`'s agent afresh with FERRY_FAULT=`fault` (undefined: none). */
+  async function restartWith(host: string, fault: string | undefined): Promise<RunningAgent> {
+    await agents[host]!.stop('SIGTERM');
+    if (fault) process.env.FERRY_FAULT = fault;
+    try {
+      agents[host] = await cluster.startAgent(host);
+    } finally {
+      delete process.env.FERRY_FAULT;
+    }
+    return agents[host]!;
+  }
+
+  function stateOf(pid: number): string {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    } catch {
+      return 'gone';
+    }
+  }
+
+  /**
+   * The faults of the matrix, each struck at the moment the agent of the point's side reaches it:
+   * that agent SIGKILLed there (and started again), or, with the agent frozen there (SIGSTOP),
+   * `ferry migrate` SIGKILLed, or every data connection cut with new ones refused for 2 s.
+   */
+  const FAULTS = ['agent-killed', 'coordinator-killed', 'data-cut'] as const;
+  type Fault = (typeof FAULTS)[number];
+  const figures: string[] = [];
+
+  after(function () {
+    if (figures.length > 0) console.log(`      the matrix:\n${figures.map((f) => `        ${f}`).join('\n')}`);
+  });
+
+  let n = 0;
+  for (const point of CRASH_POINTS) {
+    const side = point.startsWith('source:') ? 'a' : 'b';
+    for (const fault of FAULTS) {
+      const what =
+        fault === 'agent-killed'
+          ? `the ${side === 'a' ? 'source' : 'destination'} agent dies there and comes back`
+          : fault === 'coordinator-killed'
+            ? 'ferry migrate is SIGKILLed there'
+            : 'the data path is cut there';
+      it(`${point}, ${what}: one running owner, digest intact, nothing left on the other host`, async function () {
+        const name = `cp${n++}`;
+        ferryOk(['vm', 'create', name, '--host', 'a', '--memory', '16MiB', '--workload', 'idle'], cluster.env);
+        await waitUntil(async () => (await whereabouts(name)).get('a')?.workloadReady === true, 30_000, `guest ${name} to fill its memory`);
+        const before = await digestOn('a', name);
+        const agent = await restartWith(side, fault === 'agent-killed' ? point : `${point}@stop`);
+        const migrate = startFerry(['migrate', name, '--to', 'b', '--json'], cluster.env);
+        try {
+          await strike(fault, side, point, agent, migrate.process);
+        } finally {
+          if (stateOf(agent.process.pid!) === 'T') agent.process.kill('SIGCONT');
+        }
+        const end = await migrate.ended;
+        const endedAt = performance.now();
+        const owner = await settled(name);
+        const settleMs = Math.round(performance.now() - endedAt);
+        const exit = end.status ?? 'killed';
+        figures.push(
+          `${point} / ${fault}: ferry migrate exit ${exit}, the guest on ${owner}, settled ${settleMs} ms after ferry migrate ended`,
+        );
+        // What ferry migrate said is what happened: exit 0 only for a guest that moved, 1 for one that stayed.
+        if (end.status === 0) assert.equal(owner, 'b', end.stderr);
+        else if (end.status === 1) assert.equal(owner, 'a', `${end.stderr}${JSON.stringify(jsonLines(end.stdout).at(-1))}`);
+        else assert.equal(fault, 'coordinator-killed', `ferry migrate exited ${exit}: ${end.stderr}`);
+        assert.equal(await digestOn(owner, name), before, 'the memory is the one it had before');
+        const other = owner === 'a' ? 'b' : 'a';
+        const otherDir = path.join(cluster.hostDir(other), 'guests', name);
+        await waitUntil(
+          () => !existsSync(otherDir) && processesMentioning(otherDir).length === 0,
+          10_000,
+          `host ${other} to keep nothing of ${name}`,
+        );
+        assert.equal(processesMentioning(path.join(cluster.hostDir(owner), 'guests', name)).length, 1, 'one guest process');
+        // The next cell starts from agents without a fault armed.
+        if (agents[side]!.process.exitCode === null) await restartWith(side, undefined);
+        ferryOk(['vm', 'destroy', name], cluster.env);
+      });
+    }
+  }
+
+  async function strike(fault: Fault, side: string, point: string, agent: RunningAgent, cli: ChildProcess): Promise<void> {
+    if (fault === 'agent-killed') {
+      await waitUntil(() => agent.process.signalCode === 'SIGKILL', 60_000, `the agent of ${side} to die at ${point}`);
+      agents[side] = await cluster.startAgent(side);
+      return;
+    }
+    await waitUntil(() => stateOf(agent.process.pid!) === 'T', 60_000, `the agent of ${side} to stop at ${point}`);
+    if (fault === 'coordinator-killed') {
+      cli.kill('SIGKILL');
+      await new Promise((resolve) => (cli.exitCode !== null || cli.signalCode !== null ? resolve(null) : cli.once('exit', resolve)));
+    } else {
+      relay.partitioned = true;
+      relay.cut();
+      await sleep(2000);
+      relay.partitioned = false;
+    }
+    agent.process.kill('SIGCONT');
+  }
+});
