@@ -2,8 +2,8 @@
  * The crash-point matrix: at each named point of the commit protocol (src/agent/crash-point.ts),
  * during a real `ferry migrate` (a process) of a guest whose memory is written and then left
  * alone, one fault strikes: the agent of that side SIGKILLs itself there (as a power cut would
- * leave it) and comes back, or, that agent frozen there, `ferry migrate` is SIGKILLed or the data
- * path is cut. Afterwards exactly one host runs the guest, no migration of it is left, its memory
+ * leave it) and comes back, or, that agent frozen there, `ferry migrate` is SIGKILLed, or the data
+ * path or the path to that agent's control API is cut. Afterwards exactly one host runs the guest, no migration of it is left, its memory
  * digest is the one it had before, and the other host keeps neither a guest process nor a
  * directory of it. The matrix is printed at the end: each cell's exit, owner and time to settle.
  */
@@ -17,7 +17,7 @@ import { eachHost } from '../../src/coordinator/connect.js';
 import type { GuestInfo } from '../../src/control/protocol.js';
 import { GuestClient } from '../../src/guest/index.js';
 import { waitUntil } from '../support/wait.js';
-import { ferryOk, startFerry } from '../support/cli.js';
+import { ferryAsync, startFerry } from '../support/cli.js';
 import { TestCluster, type RunningAgent } from '../support/cluster.js';
 import { jsonLines } from '../support/json-output.js';
 import { processesMentioning } from '../support/processes.js';
@@ -32,6 +32,11 @@ describe('e2e: the crash-point matrix (FERRY_FAULT, real agents, the CLI as a pr
   let c: Cluster;
   const agents: Record<string, RunningAgent> = {};
   let relay: CuttableRelay;
+  const controlRelays: Record<string, CuttableRelay> = {};
+  const hostPort = (address: string) => ({
+    host: address.slice(0, address.lastIndexOf(':')),
+    port: Number(address.slice(address.lastIndexOf(':') + 1)),
+  });
 
   before(async function () {
     cluster = TestCluster.create();
@@ -39,19 +44,31 @@ describe('e2e: the crash-point matrix (FERRY_FAULT, real agents, the CLI as a pr
     await cluster.addHost('b');
     agents.a = await cluster.startAgent('a');
     agents.b = await cluster.startAgent('b');
-    // b's migration network behind a relay the data-cut cells cut.
-    const network = (await loadCluster(cluster.file)).hosts.get('b')!.networks[0]!;
-    const [host, port] = network.listen.split(':');
-    relay = new CuttableRelay({ host: host!, port: Number(port) });
+    // b's migration network behind a relay the data-cut cells cut, and each host's control
+    // address behind one the control-cut cells cut (the CLI and the other agent dial it).
+    const loaded = await loadCluster(cluster.file);
+    const network = loaded.hosts.get('b')!.networks[0]!;
+    relay = new CuttableRelay(hostPort(network.listen));
     const doc = parseDocument(readFileSync(cluster.file, 'utf8'));
     doc.setIn(['hosts', 'b', 'networks'], [{ listen: network.listen, advertise: await relay.listen() }]);
+    for (const h of ['a', 'b']) {
+      controlRelays[h] = new CuttableRelay(hostPort(loaded.hosts.get(h)!.control));
+      doc.setIn(['hosts', h, 'control'], await controlRelays[h].listen());
+    }
     writeFileSync(cluster.file, doc.toString());
     c = await loadCluster(cluster.file);
   });
   after(async function () {
     relay?.close();
+    for (const r of Object.values(controlRelays)) r.close();
     await cluster?.stop();
   });
+
+  /** The CLI as a process, not waited for synchronously: the relays live in this process. */
+  async function ok(args: string[]): Promise<void> {
+    const r = await ferryAsync(args, cluster.env);
+    assert.equal(r.status, 0, `ferry ${args.join(' ')}: ${r.stderr}`);
+  }
 
   async function whereabouts(name: string): Promise<Map<string, GuestInfo>> {
     const found = new Map<string, GuestInfo>();
@@ -113,9 +130,10 @@ describe('e2e: the crash-point matrix (FERRY_FAULT, real agents, the CLI as a pr
   /**
    * The faults of the matrix, each struck at the moment the agent of the point's side reaches it:
    * that agent SIGKILLed there (and started again), or, with the agent frozen there (SIGSTOP),
-   * `ferry migrate` SIGKILLed, or every data connection cut with new ones refused for 2 s.
+   * `ferry migrate` SIGKILLed, or every data connection (or every connection to that agent's
+   * control API) cut with new ones refused for 2 s.
    */
-  const FAULTS = ['agent-killed', 'coordinator-killed', 'data-cut'] as const;
+  const FAULTS = ['agent-killed', 'coordinator-killed', 'data-cut', 'control-cut'] as const;
   type Fault = (typeof FAULTS)[number];
   const figures: string[] = [];
 
@@ -132,10 +150,12 @@ describe('e2e: the crash-point matrix (FERRY_FAULT, real agents, the CLI as a pr
           ? `the ${side === 'a' ? 'source' : 'destination'} agent dies there and comes back`
           : fault === 'coordinator-killed'
             ? 'ferry migrate is SIGKILLed there'
-            : 'the data path is cut there';
+            : fault === 'data-cut'
+              ? 'the data path is cut there'
+              : "the path to that agent's control API is cut there";
       it(`${point}, ${what}: one running owner, digest intact, nothing left on the other host`, async function () {
         const name = `cp${n++}`;
-        ferryOk(['vm', 'create', name, '--host', 'a', '--memory', '16MiB', '--workload', 'idle'], cluster.env);
+        await ok(['vm', 'create', name, '--host', 'a', '--memory', '16MiB', '--workload', 'idle']);
         await waitUntil(async () => (await whereabouts(name)).get('a')?.workloadReady === true, 30_000, `guest ${name} to fill its memory`);
         const before = await digestOn('a', name);
         const agent = await restartWith(side, fault === 'agent-killed' ? point : `${point}@stop`);
@@ -168,7 +188,7 @@ describe('e2e: the crash-point matrix (FERRY_FAULT, real agents, the CLI as a pr
         assert.equal(processesMentioning(path.join(cluster.hostDir(owner), 'guests', name)).length, 1, 'one guest process');
         // The next cell starts from agents without a fault armed.
         if (agents[side]!.process.exitCode === null) await restartWith(side, undefined);
-        ferryOk(['vm', 'destroy', name], cluster.env);
+        await ok(['vm', 'destroy', name]);
       });
     }
   }
@@ -184,10 +204,11 @@ describe('e2e: the crash-point matrix (FERRY_FAULT, real agents, the CLI as a pr
       cli.kill('SIGKILL');
       await new Promise((resolve) => (cli.exitCode !== null || cli.signalCode !== null ? resolve(null) : cli.once('exit', resolve)));
     } else {
-      relay.partitioned = true;
-      relay.cut();
+      const cut = fault === 'data-cut' ? relay : controlRelays[side]!;
+      cut.partitioned = true;
+      cut.cut();
       await sleep(2000);
-      relay.partitioned = false;
+      cut.partitioned = false;
     }
     agent.process.kill('SIGCONT');
   }
