@@ -20,7 +20,7 @@ import { waitUntil } from '../support/wait.js';
 import { ferryAsync, startFerry } from '../support/cli.js';
 import { TestCluster, type RunningAgent } from '../support/cluster.js';
 import { jsonLines } from '../support/json-output.js';
-import { processesMentioning } from '../support/processes.js';
+import { processesMentioning, processState } from '../support/processes.js';
 import { CuttableRelay } from '../support/relay.js';
 import { parseDocument } from 'yaml';
 import { sleep } from '../../src/common/async.js';
@@ -118,15 +118,6 @@ describe('e2e: the crash-point matrix (FERRY_FAULT, real agents, the CLI as a pr
     return agents[host]!;
   }
 
-  function stateOf(pid: number): string {
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    } catch {
-      return 'gone';
-    }
-  }
-
   /**
    * The faults of the matrix, each struck at the moment the agent of the point's side reaches it:
    * that agent SIGKILLed there (and started again), or, with the agent frozen there (SIGSTOP),
@@ -163,7 +154,7 @@ describe('e2e: the crash-point matrix (FERRY_FAULT, real agents, the CLI as a pr
         try {
           await strike(fault, side, point, agent, migrate.process);
         } finally {
-          if (stateOf(agent.process.pid!) === 'T') agent.process.kill('SIGCONT');
+          if (processState(agent.process.pid!) === 'T') agent.process.kill('SIGCONT');
         }
         const end = await migrate.ended;
         const endedAt = performance.now();
@@ -199,7 +190,7 @@ describe('e2e: the crash-point matrix (FERRY_FAULT, real agents, the CLI as a pr
       agents[side] = await cluster.startAgent(side);
       return;
     }
-    await waitUntil(() => stateOf(agent.process.pid!) === 'T', 60_000, `the agent of ${side} to stop at ${point}`);
+    await waitUntil(() => processState(agent.process.pid!) === 'T', 60_000, `the agent of ${side} to stop at ${point}`);
     if (fault === 'coordinator-killed') {
       cli.kill('SIGKILL');
       await new Promise((resolve) => (cli.exitCode !== null || cli.signalCode !== null ? resolve(null) : cli.once('exit', resolve)));
