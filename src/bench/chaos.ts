@@ -10,7 +10,7 @@
  *
  * Figures: rounds clean; the time from `ferry migrate`'s end (or a restarted agent's start) to that
  * settled state; after `ferry migrate` was killed, how long the agents carried the move on; the agents' open files and resident memory over the rounds they
- * lived through (a soak: `--rounds 200`).
+ * lived through, with their peaks (a soak: `--rounds 200 --fault-every 4`).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -347,11 +347,18 @@ function rss(pid: number): number {
   }
 }
 
-/** Per agent process that lived through several rounds: its open files and memory at its first and last round. */
-export function soak(
-  samples: Record<string, AgentSample | null>[],
-): Record<string, { pid: number; rounds: number; openFiles: [number, number]; rssMiB: [number, number] }> {
-  const out: Record<string, { pid: number; rounds: number; openFiles: [number, number]; rssMiB: [number, number] }> = {};
+/** An agent's open files and resident memory after its first and its last round, and their peaks between. */
+export interface AgentSoak {
+  pid: number;
+  rounds: number;
+  openFiles: [number, number];
+  rssMiB: [number, number];
+  peak: { openFiles: number; rssMiB: number };
+}
+
+/** Per host, the agent process that lived through the most rounds, and its soak figures. */
+export function soak(samples: Record<string, AgentSample | null>[]): Record<string, AgentSoak> {
+  const out: Record<string, AgentSoak> = {};
   for (const h of HOSTS) {
     // The longest run of rounds with one pid: the agent that lived longest.
     let best: AgentSample[] = [];
@@ -368,6 +375,7 @@ export function soak(
       rounds: best.length,
       openFiles: [best[0]!.openFiles, best.at(-1)!.openFiles],
       rssMiB: [mib(best[0]!.rssBytes), mib(best.at(-1)!.rssBytes)],
+      peak: { openFiles: Math.max(...best.map((x) => x.openFiles)), rssMiB: mib(Math.max(...best.map((x) => x.rssBytes))) },
     };
   }
   return out;
@@ -379,6 +387,7 @@ interface ChaosArgs extends GlobalArgs {
   memory: string;
   dirty: string;
   bandwidth: string;
+  faultEvery: number;
 }
 
 function percentile(values: number[], p: number): number | null {
@@ -390,6 +399,8 @@ function percentile(values: number[], p: number): number | null {
 async function run(output: Output, args: ChaosArgs): Promise<void> {
   if (!Number.isInteger(args.rounds) || args.rounds < 1 || args.rounds > 10_000)
     throw new FerryError('ERR_FERRY_USAGE', '--rounds: a whole number from 1 to 10000');
+  if (!Number.isInteger(args.faultEvery) || args.faultEvery < 1 || args.faultEvery > 10_000)
+    throw new FerryError('ERR_FERRY_USAGE', '--fault-every: a whole number from 1 to 10000');
   const memoryBytes = parseSize(args.memory, '--memory');
   const dirty = parseRate(args.dirty, '--dirty');
   const linkBytesPerSecond = parseRate(args.bandwidth, '--bandwidth');
@@ -416,7 +427,14 @@ async function run(output: Output, args: ChaosArgs): Promise<void> {
     await chaos.createGuest(memoryBytes, dirty);
     let where = 'a';
     for (let i = 0; i < args.rounds && !chaos.closing; i++) {
-      const fault = FAULTS[Math.floor(random() * FAULTS.length)]!;
+      // Every round draws from all faults (none among them); with --fault-every N, every Nth
+      // round draws a real fault and the others are plain moves.
+      const fault =
+        args.faultEvery === 1
+          ? FAULTS[Math.floor(random() * FAULTS.length)]!
+          : (i + 1) % args.faultEvery === 0
+            ? FAULTS[1 + Math.floor(random() * (FAULTS.length - 1))]!
+            : 'none';
       const at = Math.round(200 + random() * expectedMs);
       const r = await chaos.round(i, where, fault, at, args.bandwidth);
       rounds.push(r);
@@ -455,7 +473,7 @@ async function run(output: Output, args: ChaosArgs): Promise<void> {
     ok: clean === rounds.length,
     subject: 'chaos',
     seed,
-    settings: { memory: args.memory, dirty: args.dirty, bandwidth: args.bandwidth },
+    settings: { memory: args.memory, dirty: args.dirty, bandwidth: args.bandwidth, faultEvery: args.faultEvery },
     durationMs: Math.round(performance.now() - started),
     machine: { loadBefore, loadAfter: os.loadavg(), cpus: os.cpus().length },
     figures,
@@ -474,7 +492,7 @@ async function run(output: Output, args: ChaosArgs): Promise<void> {
     );
   for (const [h, a] of Object.entries(figures.agents))
     output.print(
-      `agent ${h} (pid ${a.pid}, ${a.rounds} rounds): open files ${a.openFiles[0]} -> ${a.openFiles[1]}, resident ${a.rssMiB[0]} -> ${a.rssMiB[1]} MiB`,
+      `agent ${h} (pid ${a.pid}, ${a.rounds} rounds): open files ${a.openFiles[0]} -> ${a.openFiles[1]} (peak ${a.peak.openFiles}), resident ${a.rssMiB[0]} -> ${a.rssMiB[1]} MiB (peak ${a.peak.rssMiB})`,
     );
   if (clean !== rounds.length)
     throw new FerryError('ERR_FERRY_ABORTED', `${rounds.length - clean} of ${rounds.length} rounds were not clean`);
@@ -490,8 +508,12 @@ export const benchChaosCommand = defineCommand<ChaosArgs>({
       .option('memory', { type: 'string', default: '256MiB', describe: "the guest's memory" })
       .option('dirty', { type: 'string', default: '30MB', describe: 'how fast the guest dirties its memory, a second' })
       .option('bandwidth', { type: 'string', default: '400Mbit', describe: 'the link cap of every move (--bandwidth)' })
+      .option('fault-every', { type: 'number', default: 1, describe: 'a fault in every Nth round only, plain moves between (a soak)' })
       .example('$0 bench chaos --rounds 50', 'fifty faulted moves; exit 1 if any round is not clean')
-      .example('$0 bench chaos --rounds 200 --json', "a soak: the agents' open files and memory over the run")
+      .example(
+        '$0 bench chaos --rounds 200 --fault-every 4 --json',
+        "a soak: 200 moves, a fault every fourth; the agents' open files and memory over the run",
+      )
       .example('$0 bench chaos --seed 1234', 'the same faults again') as unknown as Argv<ChaosArgs>,
   run,
 });

@@ -49,10 +49,13 @@ describe('ferry bench chaos', function () {
     );
   });
 
-  it('refuses a bad --rounds with a usage error', function () {
+  it('refuses a bad --rounds or --fault-every with a usage error', function () {
     const r = ferry(['bench', 'chaos', '--rounds', '0']);
     assert.equal(r.status, 2, r.stderr);
     assert.match(r.stderr, /--rounds: a whole number from 1 to 10000 \[ERR_FERRY_USAGE\]/);
+    const e = ferry(['bench', 'chaos', '--fault-every', '1.5']);
+    assert.equal(e.status, 2, e.stderr);
+    assert.match(e.stderr, /--fault-every: a whole number from 1 to 10000 \[ERR_FERRY_USAGE\]/);
   });
 
   it('reads the soak from the longest-lived agent of each host', function () {
@@ -62,7 +65,7 @@ describe('ferry bench chaos', function () {
       { a: s(1, 21), b: null },
       { a: s(1, 22), b: s(10, 25) },
     ]);
-    assert.deepEqual(out.a, { pid: 1, rounds: 3, openFiles: [20, 22], rssMiB: [64, 64] });
+    assert.deepEqual(out.a, { pid: 1, rounds: 3, openFiles: [20, 22], rssMiB: [64, 64], peak: { openFiles: 22, rssMiB: 64 } });
     assert.equal(out.b!.rounds, 1);
   });
 });
