@@ -8,7 +8,8 @@
  * The destination decides. Its decision record (`ownership/ID.decision.json`, created with link(2)
  * so that of two racing writers exactly one wins, fsync'd before anyone is told) is the ownership
  * record:
- * - ready to commit: it records "committed", and only then lets the guest run here;
+ * - ready to commit, its guest process still there: it records "committed", and only then lets the
+ *   guest run here (a guest process gone before the record is "not committed");
  * - asked by the source (a resolve query), giving up, or restarted with no record: it records
  *   "not committed", final — a later commit finds it and drops the guest instead;
  * - whichever was recorded first stands.
@@ -26,6 +27,10 @@ import type { MigrationStreamEvent, ResolveDecision } from '../control/protocol.
 import type { IncomingMigration, MigrationHost, OutgoingMigration } from './migration-records.js';
 import type { ResolveQueries } from './resolve-query.js';
 import { crashPoint } from './crash-point.js';
+import { processAlive } from '../common/process.js';
+
+/** How long an incoming guest process ready to commit may take to say it still is. */
+const READY_CHECK_TIMEOUT_MS = 5_000;
 
 type Host = Pick<MigrationHost, 'state' | 'guests' | 'log'>;
 
@@ -36,6 +41,18 @@ export async function commitOrDrop(host: Host, m: IncomingMigration, client: Gue
   const { migrationId, guest } = m;
   m.phase = 'ready-to-commit';
   crashPoint('destination:before-commit-record');
+  if (!(await stillReady(client))) {
+    // Gone (killed, crashed) since it said it was ready: the source's paused copy is the only one
+    // left, so this host must not record a commit it could never run. "Not committed" is always
+    // safe before the record; the source resumes once it asks.
+    const decision = await decideNotCommitted(host, migrationId, guest);
+    if (decision === 'not-committed') {
+      m.phase = 'aborted';
+      await host.guests.forget(guest).catch((err) => host.log.warn('could not remove the lost incoming guest', { guest, err }));
+    }
+    host.log.error('the incoming guest process is gone before the commit: not committed', { migrationId, guest, decision });
+    return;
+  }
   let decision: ResolveDecision;
   try {
     decision = await host.state.decide(migrationId, guest, 'committed');
@@ -59,6 +76,13 @@ export async function commitOrDrop(host: Host, m: IncomingMigration, client: Gue
   m.result = final?.result ?? null;
   await host.guests.forget(guest);
   host.log.warn('incoming migration not committed: the source was told so first', { migrationId, guest });
+}
+
+/** The incoming guest process still lives and still says it is ready to commit (a few seconds at most to answer). */
+async function stillReady(client: GuestClient): Promise<boolean> {
+  if (client.pid > 0 && !processAlive(client.pid)) return false;
+  const info = await client.request('migration', {}, { timeoutMs: READY_CHECK_TIMEOUT_MS }).catch(() => null);
+  return info?.phase === 'ready-to-commit';
 }
 
 /**

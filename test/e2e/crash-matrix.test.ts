@@ -2,10 +2,14 @@
  * The crash-point matrix: at each named point of the commit protocol (src/agent/crash-point.ts),
  * during a real `ferry migrate` (a process) of a guest whose memory is written and then left
  * alone, one fault strikes: the agent of that side SIGKILLs itself there (as a power cut would
- * leave it) and comes back, or, that agent frozen there, `ferry migrate` is SIGKILLed, or the data
- * path or the path to that agent's control API is cut. Afterwards exactly one host runs the guest, no migration of it is left, its memory
- * digest is the one it had before, and the other host keeps neither a guest process nor a
- * directory of it. The matrix is printed at the end: each cell's exit, owner and time to settle.
+ * leave it) and comes back, or, that agent frozen there, `ferry migrate` is SIGKILLed, the data
+ * path or the path to that agent's control API is cut, the other side's agent is SIGKILLed and
+ * comes back, or the destination's guest process is SIGKILLed. Afterwards exactly one host runs
+ * the guest, no migration of it is left, its memory digest is the one it had before, and the other
+ * host keeps neither a guest process nor a directory of it; except where the destination's copy
+ * had already run, whose loss is a lost guest (as a crash of that host would be): it is listed
+ * stopped there and the source keeps nothing it could bring back. The matrix is printed at the
+ * end: each cell's exit, owner and time to settle.
  */
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
@@ -122,9 +126,18 @@ describe('e2e: the crash-point matrix (FERRY_FAULT, real agents, the CLI as a pr
    * The faults of the matrix, each struck at the moment the agent of the point's side reaches it:
    * that agent SIGKILLed there (and started again), or, with the agent frozen there (SIGSTOP),
    * `ferry migrate` SIGKILLed, or every data connection (or every connection to that agent's
-   * control API) cut with new ones refused for 2 s.
+   * control API) cut with new ones refused for 2 s, or the other side's agent SIGKILLed (and
+   * started again), or the destination's guest process SIGKILLed (at
+   * `destination:after-incoming-record`, where it does not exist yet, as soon as it does).
    */
-  const FAULTS = ['agent-killed', 'coordinator-killed', 'data-cut', 'control-cut'] as const;
+  const FAULTS = [
+    'agent-killed',
+    'coordinator-killed',
+    'data-cut',
+    'control-cut',
+    'peer-agent-killed',
+    'destination-guest-killed',
+  ] as const;
   type Fault = (typeof FAULTS)[number];
   const figures: string[] = [];
 
@@ -132,6 +145,7 @@ describe('e2e: the crash-point matrix (FERRY_FAULT, real agents, the CLI as a pr
     if (figures.length > 0) console.log(`      the matrix:\n${figures.map((f) => `        ${f}`).join('\n')}`);
   });
 
+  const LOSING_POINTS = new Set<string>(['source:before-handoff-record', 'source:after-handoff-record', 'destination:after-commit-record']);
   let n = 0;
   for (const point of CRASH_POINTS) {
     const side = point.startsWith('source:') ? 'a' : 'b';
@@ -143,8 +157,18 @@ describe('e2e: the crash-point matrix (FERRY_FAULT, real agents, the CLI as a pr
             ? 'ferry migrate is SIGKILLed there'
             : fault === 'data-cut'
               ? 'the data path is cut there'
-              : "the path to that agent's control API is cut there";
-      it(`${point}, ${what}: one running owner, digest intact, nothing left on the other host`, async function () {
+              : fault === 'control-cut'
+                ? "the path to that agent's control API is cut there"
+                : fault === 'peer-agent-killed'
+                  ? `the ${side === 'a' ? 'destination' : 'source'} agent dies then and comes back`
+                  : "the destination's guest process is SIGKILLed there";
+      // Once the destination's copy ran, killing its process loses the guest, as a crash of that
+      // host would: the source must not bring back its older copy.
+      const loses = fault === 'destination-guest-killed' && LOSING_POINTS.has(point);
+      const claim = loses
+        ? 'the guest is lost on b, not resurrected on a, nothing left on a'
+        : 'one running owner, digest intact, nothing left on the other host';
+      it(`${point}, ${what}: ${claim}`, async function () {
         const name = `cp${n++}`;
         await ok(['vm', 'create', name, '--host', 'a', '--memory', '16MiB', '--workload', 'idle']);
         await waitUntil(async () => (await whereabouts(name)).get('a')?.workloadReady === true, 30_000, `guest ${name} to fill its memory`);
@@ -152,12 +176,20 @@ describe('e2e: the crash-point matrix (FERRY_FAULT, real agents, the CLI as a pr
         const agent = await restartWith(side, fault === 'agent-killed' ? point : `${point}@stop`);
         const migrate = startFerry(['migrate', name, '--to', 'b', '--json'], cluster.env);
         try {
-          await strike(fault, side, point, agent, migrate.process);
+          await strike(fault, side, point, agent, migrate.process, name);
         } finally {
           if (processState(agent.process.pid!) === 'T') agent.process.kill('SIGCONT');
         }
         const end = await migrate.ended;
         const endedAt = performance.now();
+        if (loses) {
+          await lostOnB(name);
+          figures.push(`${point} / ${fault}: ferry migrate exit ${end.status ?? 'killed'}, the guest lost on b (stopped), nothing on a`);
+          assert.equal(end.status, 0, `the guest had moved before it was lost: ${end.stderr}`);
+          if (agents[side]!.process.exitCode === null) await restartWith(side, undefined);
+          await ok(['vm', 'destroy', name]);
+          return;
+        }
         const owner = await settled(name);
         const settleMs = Math.round(performance.now() - endedAt);
         const exit = end.status ?? 'killed';
@@ -184,14 +216,48 @@ describe('e2e: the crash-point matrix (FERRY_FAULT, real agents, the CLI as a pr
     }
   }
 
-  async function strike(fault: Fault, side: string, point: string, agent: RunningAgent, cli: ChildProcess): Promise<void> {
+  /** b lists the guest stopped (its process gone), a keeps nothing of it, and neither has a migration of it. */
+  async function lostOnB(name: string): Promise<void> {
+    const aDir = path.join(cluster.hostDir('a'), 'guests', name);
+    let last = '';
+    await waitUntil(
+      async () => {
+        const found = await whereabouts(name);
+        const busy = [];
+        for (const [host, outcome] of await eachHost(c, ['a', 'b'], (client) => client.call('migration.list', {})))
+          if (!outcome.ok || outcome.value.migrations.some((m) => m.guest === name)) busy.push(host);
+        last = `${JSON.stringify([...found].map(([h, g]) => [h, g.state]))}, migrations on [${busy.join(', ')}]`;
+        return found.size === 1 && found.get('b')?.state === 'stopped' && busy.length === 0 && !existsSync(aDir);
+      },
+      60_000,
+      () => `guest ${name} to be listed stopped on b only, with no migration left (it is at ${last})`,
+    );
+    assert.deepEqual(processesMentioning(aDir), [], 'no guest process on a');
+  }
+
+  async function strike(fault: Fault, side: string, point: string, agent: RunningAgent, cli: ChildProcess, name: string): Promise<void> {
     if (fault === 'agent-killed') {
       await waitUntil(() => agent.process.signalCode === 'SIGKILL', 60_000, `the agent of ${side} to die at ${point}`);
       agents[side] = await cluster.startAgent(side);
       return;
     }
     await waitUntil(() => processState(agent.process.pid!) === 'T', 60_000, `the agent of ${side} to stop at ${point}`);
-    if (fault === 'coordinator-killed') {
+    if (fault === 'peer-agent-killed') {
+      const other = side === 'a' ? 'b' : 'a';
+      const peer = agents[other]!.process;
+      peer.kill('SIGKILL');
+      await waitUntil(() => peer.exitCode !== null || peer.signalCode !== null, 10_000, `the agent of ${other} to die`);
+      agents[other] = await cluster.startAgent(other);
+    } else if (fault === 'destination-guest-killed') {
+      const dir = path.join(cluster.hostDir('b'), 'guests', name);
+      const killAll = () => processesMentioning(dir).forEach((pid) => process.kill(pid, 'SIGKILL'));
+      if (point === 'destination:after-incoming-record') {
+        // Not started yet: killed as soon as it is.
+        agent.process.kill('SIGCONT');
+        await waitUntil(() => processesMentioning(dir).length > 0, 30_000, `the incoming guest process of ${name} to start`);
+      }
+      killAll();
+    } else if (fault === 'coordinator-killed') {
       cli.kill('SIGKILL');
       await new Promise((resolve) => (cli.exitCode !== null || cli.signalCode !== null ? resolve(null) : cli.once('exit', resolve)));
     } else {
