@@ -21,6 +21,17 @@ export default tseslint.config(
     },
   },
   {
+    // Every timeout, deadline and duration runs on the monotonic clock, so a clock jump (NTP, an
+    // operator's `date -s`) neither fires nor stalls one; Date.now() is for times that mean a date.
+    files: ['src/**/*.ts'],
+    rules: {
+      'no-restricted-properties': [
+        'error',
+        { object: 'Date', property: 'now', message: 'timeouts and durations use performance.now(); a date is `new Date()`' },
+      ],
+    },
+  },
+  {
     // Build scripts and tool configs run in Node as plain JavaScript.
     files: ['**/*.mjs', '**/*.cjs'],
     languageOptions: { globals: globals.node },

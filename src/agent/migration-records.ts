@@ -152,6 +152,7 @@ export class MigrationRecords {
       result: null,
       leaveQueue: new AbortController(),
       peer,
+      // eslint-disable-next-line no-restricted-properties -- when it began, a date shown to operators
       since: Date.now(),
       channel,
       figures: freshFigures(),

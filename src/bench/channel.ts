@@ -117,6 +117,7 @@ async function runCase(c: Case, frameBytes: number): Promise<ChannelBenchRow> {
   const children = new Set<ChildProcess>();
   const key = randomBytes(32);
   const spec: PeerJob['spec'] = {
+    // eslint-disable-next-line no-restricted-properties -- a unique name, not a duration
     migrationId: `bench-${process.pid}-${Date.now()}`,
     key: key.toString('base64'),
     nonce: randomBytes(8).toString('base64'),

@@ -161,9 +161,9 @@ class Bench {
     const guest = await attachGuest(path.join(this.local.root, 'host-a', 'guests', name));
     if (!guest) throw new FerryError('ERR_FERRY_INTERNAL', `guest ${name} does not answer on host a`);
     try {
-      const deadline = Date.now() + 10 * 60_000;
+      const deadline = performance.now() + 10 * 60_000;
       while (!(await guest.status()).workloadReady) {
-        if (Date.now() > deadline) throw new FerryError('ERR_FERRY_TIMEOUT', `guest ${name}'s workload setup took over 10 minutes`);
+        if (performance.now() > deadline) throw new FerryError('ERR_FERRY_TIMEOUT', `guest ${name}'s workload setup took over 10 minutes`);
         await new Promise((r) => setTimeout(r, 100));
       }
     } finally {
@@ -249,7 +249,7 @@ class Bench {
   ): Promise<{ total: number; system: number } | null> {
     const guest = destination ? await attachGuest(path.join(this.local.root, `host-${host}`, 'guests', destination.name)) : null;
     try {
-      const deadline = Date.now() + 10_000;
+      const deadline = performance.now() + 10_000;
       for (;;) {
         const result = guest
           ? await guest.migration().then(
@@ -261,7 +261,7 @@ class Bench {
               () => null,
             );
         if (result) return { total: (result.cpu.userMs + result.cpu.systemMs) / 1000, system: result.cpu.systemMs / 1000 };
-        if (Date.now() > deadline) return null;
+        if (performance.now() > deadline) return null;
         await new Promise((r) => setTimeout(r, 100));
       }
     } finally {

@@ -124,9 +124,9 @@ export class BenchGuest {
     const guest = new BenchGuest(root, config, dir, { carrier: 'ferry', client }, settleMs);
     guest.pids.add(client.pid);
     guest.pids.add(pidIn(dir));
-    const deadline = Date.now() + FILL_TIMEOUT_MS;
-    const started = Date.now();
-    let last = 0;
+    const deadline = performance.now() + FILL_TIMEOUT_MS;
+    const started = performance.now();
+    let last = -Infinity;
     for (;;) {
       const lines = consoleOf(dir);
       const filled = lines.find((l) => l.kind === 'filled');
@@ -136,11 +136,11 @@ export class BenchGuest {
       }
       const bad = lines.find((l) => l.kind === 'error');
       if (bad) throw new FerryError('ERR_FERRY_QEMU', `the test guest stopped: ${JSON.stringify(bad)}`);
-      if (Date.now() > deadline)
+      if (performance.now() > deadline)
         throw new FerryError('ERR_FERRY_TIMEOUT', `the test guest did not fill its memory within ${FILL_TIMEOUT_MS / 60_000} minutes`);
-      if (Date.now() - last > 15_000) {
-        last = Date.now();
-        progress(`  the test guest fills its memory (${Math.round((Date.now() - started) / 1000)} s)...`);
+      if (performance.now() - last > 15_000) {
+        last = performance.now();
+        progress(`  the test guest fills its memory (${Math.round((performance.now() - started) / 1000)} s)...`);
       }
       await sleep(200);
     }
@@ -370,9 +370,9 @@ export class BenchGuest {
   }
 
   private async waitGone(pid: number): Promise<void> {
-    const deadline = Date.now() + 15_000;
+    const deadline = performance.now() + 15_000;
     while (!gone(pid)) {
-      if (Date.now() > deadline) throw new FerryError('ERR_FERRY_TIMEOUT', `process ${pid} did not end within 15 s`);
+      if (performance.now() > deadline) throw new FerryError('ERR_FERRY_TIMEOUT', `process ${pid} did not end within 15 s`);
       await sleep(20);
     }
   }

@@ -217,6 +217,7 @@ export async function migrateByQemu(src: QmpClient, dst: QmpClient, o: QemuMoveO
       match: (e) => e.data.status === 'completed' || e.data.status === 'failed',
     });
     loaded.catch(() => {});
+    // eslint-disable-next-line no-restricted-properties -- compared with QEMU's event timestamps, which are wall-clock
     const startedAt = Date.now();
     await src.migrate(`tcp:127.0.0.1:${port}`);
     let info: MigrationInfo;
@@ -250,6 +251,7 @@ async function addTlsCreds(qmp: QmpClient, endpoint: 'client' | 'server', dir: s
 async function completion(src: QmpClient, mode: QemuMode, startedAt: number): Promise<MigrationInfo> {
   for (;;) {
     const info = await src.queryMigrate();
+    // eslint-disable-next-line no-restricted-properties -- started on the wall clock, as QEMU's timestamps are
     const overdue = Date.now() - startedAt > MIGRATION_TIMEOUT_MS;
     // QEMU 7.2 can answer "completed" a moment before it has filled in the times (seen once:
     // total-time 0, downtime 0, after 2 GiB crossed): ask again until they are there.

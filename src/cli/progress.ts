@@ -70,7 +70,7 @@ export class MigrationProgress {
   private set(vm: string, percent: number, status: string, force = true): void {
     let row = this.rows.get(vm);
     if (!row) {
-      row = { bar: null, percent, status, lastPlain: 0 };
+      row = { bar: null, percent, status, lastPlain: -Infinity };
       this.rows.set(vm, row);
       if (this.multibar) row.bar = this.multibar.create(100, 0, { vm: vm.padEnd(this.width), pct: '  0', status });
     }
@@ -78,7 +78,7 @@ export class MigrationProgress {
     row.status = status;
     if (row.bar) row.bar.update(Math.round(percent), { vm: vm.padEnd(this.width), pct: String(Math.floor(percent)).padStart(3), status });
     else if (!this.output.json) {
-      const now = Date.now();
+      const now = performance.now();
       // Changes of state always; pass progress at most once a second (the first at once).
       if (force) this.output.info(`${vm}: ${status}`);
       else if (now - row.lastPlain >= PLAIN_INTERVAL_MS) {

@@ -358,7 +358,7 @@ export class RpcConnection {
   private async run({ id, method, params }: Request, secret: Buffer | null): Promise<void> {
     const controller = new AbortController();
     this.inFlight.set(id, controller);
-    const started = Date.now();
+    const started = performance.now();
     let timer: NodeJS.Timeout | undefined;
     let running: Promise<unknown> | null = null;
     let closeAfter = false;
@@ -399,7 +399,7 @@ export class RpcConnection {
       clearTimeout(timer);
       this.inFlight.delete(id);
     }
-    this.options.onAnswered?.({ id, method, ms: Date.now() - started, error });
+    this.options.onAnswered?.({ id, method, ms: Math.round(performance.now() - started), error });
     if (closeAfter) this.end();
   }
 }

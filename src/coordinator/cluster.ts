@@ -240,7 +240,7 @@ export function initialClusterText(): string {
 /** Serializes concurrent writers of one cluster file (several `ferry host init` at once). */
 async function withFileLock<T>(file: string, fn: () => Promise<T>): Promise<T> {
   const lock = `${file}.lock`;
-  const deadline = Date.now() + 10_000;
+  const deadline = performance.now() + 10_000;
   for (;;) {
     try {
       await (await fs.open(lock, 'wx', 0o600)).close();
@@ -248,8 +248,9 @@ async function withFileLock<T>(file: string, fn: () => Promise<T>): Promise<T> {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       const stat = await fs.stat(lock).catch(() => null);
+      // eslint-disable-next-line no-restricted-properties -- a file's mtime is a date
       if (stat && Date.now() - stat.mtimeMs > 30_000) await fs.rm(lock, { force: true }); // left by a crash
-      if (Date.now() > deadline) throw new FerryError('ERR_FERRY_TIMEOUT', `${file} is locked by another ferry (${lock})`);
+      if (performance.now() > deadline) throw new FerryError('ERR_FERRY_TIMEOUT', `${file} is locked by another ferry (${lock})`);
       await sleep(50);
     }
   }

@@ -181,6 +181,7 @@ export function checkCertificate(certPem: string | Buffer, caPem: string | Buffe
     throw new FerryError('ERR_FERRY_INPUT', `${what}: not a PEM certificate (${(err as Error).message})`);
   }
   if (!cert.verify(ca.publicKey)) throw new FerryError('ERR_FERRY_REFUSED', `${what} was not signed by the cluster CA`);
+  // eslint-disable-next-line no-restricted-properties -- certificates' validity is in dates
   const now = Date.now();
   if (Date.parse(cert.validTo) < now) throw new FerryError('ERR_FERRY_REFUSED', `${what} expired on ${cert.validTo}`);
   if (Date.parse(cert.validFrom) > now) throw new FerryError('ERR_FERRY_REFUSED', `${what} is not valid before ${cert.validFrom}`);

@@ -66,7 +66,7 @@ async function spawnGuest(dir: string, config: GuestConfig, incoming: boolean): 
   child.once('exit', (code, signal) => (exitCode = code ?? (signal ? 128 : 1)));
   child.unref();
   child.channel?.unref();
-  const deadline = Date.now() + START_TIMEOUT_MS;
+  const deadline = performance.now() + START_TIMEOUT_MS;
   for (;;) {
     if (exitCode !== null) throw new FerryError('ERR_FERRY_INTERNAL', `guest process exited (${exitCode}) while starting: ${logTail(dir)}`);
     try {
@@ -74,7 +74,7 @@ async function spawnGuest(dir: string, config: GuestConfig, incoming: boolean): 
     } catch (err) {
       if (err instanceof FerryError && err.code === 'ERR_FERRY_REFUSED') throw err;
     }
-    if (Date.now() > deadline) {
+    if (performance.now() > deadline) {
       child.kill('SIGKILL');
       throw new FerryError('ERR_FERRY_TIMEOUT', `guest process did not answer within ${START_TIMEOUT_MS} ms: ${logTail(dir)}`);
     }

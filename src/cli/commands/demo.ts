@@ -118,7 +118,7 @@ async function create(cluster: Cluster, request: GuestCreateRequest) {
 async function waitForWorkload(output: Output, cluster: Cluster): Promise<void> {
   let guest = await guestOn(cluster, 'a');
   if (guest.workloadReady === false) output.info('  waiting for the workload to set up (loading the key-value store) ...');
-  for (const started = Date.now(); guest.workloadReady === false && Date.now() - started < WORKLOAD_SETUP_LIMIT_MS;) {
+  for (const started = performance.now(); guest.workloadReady === false && performance.now() - started < WORKLOAD_SETUP_LIMIT_MS;) {
     await sleep(250);
     guest = await guestOn(cluster, 'a');
   }

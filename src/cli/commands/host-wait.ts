@@ -82,11 +82,11 @@ export const hostWaitCommand = defineCommand<HostWaitArgs>({
       throw new FerryError('ERR_FERRY_USAGE', (err as Error).message);
     }
     const t = await target(args);
-    const started = Date.now();
+    const started = performance.now();
     const deadline = started + timeoutMs;
     let last: FerryError | null = null;
     for (;;) {
-      const left = deadline - Date.now();
+      const left = deadline - performance.now();
       if (left <= 0) break;
       try {
         const client = await AgentClient.connect({
@@ -96,7 +96,7 @@ export const hostWaitCommand = defineCommand<HostWaitArgs>({
         });
         const { agentVersion } = client.agent;
         client.close();
-        const ms = Date.now() - started;
+        const ms = Math.round(performance.now() - started);
         output.print(`host ${t.host} answers at ${t.address} (ferry ${agentVersion}) after ${formatDuration(ms)}`);
         output.emit({ type: 'result', ok: true, host: t.host, control: t.address, agentVersion, waitedMs: ms });
         return;
@@ -104,7 +104,7 @@ export const hostWaitCommand = defineCommand<HostWaitArgs>({
         last = toFerryError(err);
         if (!WORTH_WAITING.has(last.code)) throw last;
       }
-      await sleep(Math.min(RETRY_MS, Math.max(0, deadline - Date.now())));
+      await sleep(Math.min(RETRY_MS, Math.max(0, deadline - performance.now())));
     }
     throw new FerryError(
       'ERR_FERRY_TIMEOUT',

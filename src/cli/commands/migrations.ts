@@ -211,7 +211,7 @@ async function watch(output: Output, cluster: Cluster): Promise<void> {
   let snapshots = 0;
   try {
     while (!stopped && !output.stdoutClosed) {
-      const started = Date.now();
+      const started = performance.now();
       const { rows, unreachable } = await listMigrations(cluster);
       if (stopped || output.stdoutClosed) break;
       snapshots++;
@@ -228,7 +228,7 @@ async function watch(output: Output, cluster: Cluster): Promise<void> {
         for (const u of unreachable) output.print(`host ${u.host} did not answer: ${u.error.message}`);
       }
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, Math.max(0, WATCH_INTERVAL_MS - (Date.now() - started)));
+        const timer = setTimeout(resolve, Math.max(0, WATCH_INTERVAL_MS - (performance.now() - started)));
         wake = () => {
           clearTimeout(timer);
           resolve();

@@ -91,8 +91,8 @@ export class Qemu {
   async stop(): Promise<void> {
     if (!processAlive(this.pid)) return;
     await this.qmp.quit({ timeoutMs: QUIT_TIMEOUT_MS }).catch(() => {});
-    const deadline = Date.now() + QUIT_TIMEOUT_MS;
-    while (processAlive(this.pid) && Date.now() < deadline) await sleep(50);
+    const deadline = performance.now() + QUIT_TIMEOUT_MS;
+    while (processAlive(this.pid) && performance.now() < deadline) await sleep(50);
     if (processAlive(this.pid)) {
       killHard(this.pid);
       while (processAlive(this.pid)) await sleep(20);

@@ -46,7 +46,7 @@ import {
   QMSG,
   type SourceDone,
 } from './messages.js';
-import { QemuProgress, StatusWatch, wallMs } from './progress.js';
+import { QemuProgress, StatusWatch } from './progress.js';
 import { canDigest, ramDigest } from './ram-digest.js';
 import { SourceDisks } from './source-disks.js';
 import { formatLimit } from '../../common/units.js';
@@ -88,7 +88,7 @@ class QemuSource {
   private continued = false;
   private completed = false;
   private verifyMs: number | null = null;
-  /** When QEMU stopped the guest for the switch-over (its STOP event), wall-clock ms. */
+  /** When QEMU stopped the guest for the switch-over (its STOP event arrived), on the monotonic clock. */
   private stoppedAt: number | null = null;
   /** The guest ran when the migration began (an operator's pause outlives a failed move). */
   private wasRunning = true;
@@ -237,7 +237,7 @@ class QemuSource {
     const { spec, dir } = this.ctx;
     const status = new StatusWatch();
     const unsubscribe = this.qmp.onEvent((e) => {
-      if (e.event === 'STOP' && this.stoppedAt === null) this.stoppedAt = wallMs(e.timestamp);
+      if (e.event === 'STOP' && this.stoppedAt === null) this.stoppedAt = performance.now();
       if (e.event === 'MIGRATION' && typeof e.data.status === 'string') status.set(e.data.status);
     });
     try {
@@ -307,7 +307,8 @@ class QemuSource {
     if (answer === 'committed') {
       this.outcome.outcome = 'committed';
       // The guest's whole pause: from QEMU's stop here to the destination's word that it runs there.
-      this.outcome.downtimeMs = this.stoppedAt !== null ? Math.max(0, Date.now() - this.stoppedAt) : (info?.downtimeMs ?? null);
+      this.outcome.downtimeMs =
+        this.stoppedAt !== null ? Math.round(Math.max(0, performance.now() - this.stoppedAt)) : (info?.downtimeMs ?? null);
       await this.disks.leave(this.ctx.spec.migrationId, this.ctx.spec.removeSourceDisks === true);
       this.ctx.emit({ type: 'committed', downtimeMs: this.outcome.downtimeMs });
       void withTimeout(this.channel.end(), 5000, () => new Error('timeout')).catch(() => this.channel.close());

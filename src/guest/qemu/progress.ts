@@ -78,11 +78,6 @@ export class QemuProgress {
   }
 }
 
-/** QEMU's event timestamps are wall-clock seconds and microseconds. */
-export function wallMs(t: { seconds: number; microseconds: number }): number {
-  return t.seconds * 1000 + t.microseconds / 1000;
-}
-
 /** The last migration status QEMU announced, and a wait for the next (or a poll interval, whichever comes first). */
 export class StatusWatch {
   value: string | null = null;

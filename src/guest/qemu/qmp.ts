@@ -132,9 +132,9 @@ export class QmpClient {
    */
   static async connect(socketPath: string, options: ConnectOptions = {}): Promise<QmpClient> {
     const timeoutMs = options.timeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
-    const deadline = Date.now() + timeoutMs;
+    const deadline = performance.now() + timeoutMs;
     const client = new QmpClient(await openSocket(socketPath, deadline, timeoutMs), options.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES);
-    const left = (): number => Math.max(1, deadline - Date.now());
+    const left = (): number => Math.max(1, deadline - performance.now());
     const timer = setTimeout(() => client.fail(`no QMP greeting from ${socketPath} within ${timeoutMs} ms`, 'ERR_FERRY_TIMEOUT'), left());
     try {
       await new Promise<void>((resolve, reject) => (client.greeting = { resolve, reject }));
@@ -469,7 +469,7 @@ async function openSocket(socketPath: string, deadline: number, timeoutMs: numbe
     const retry = outcome.code === 'ENOENT' || outcome.code === 'ECONNREFUSED';
     if (!retry)
       throw new QmpError('ERR_FERRY_QEMU', `cannot connect to QEMU's QMP socket ${socketPath} (${errnoOf(outcome)})`, { cause: outcome });
-    if (Date.now() + CONNECT_RETRY_MS > deadline) {
+    if (performance.now() + CONNECT_RETRY_MS > deadline) {
       throw new QmpError(
         'ERR_FERRY_TIMEOUT',
         `QEMU's QMP socket ${socketPath} did not accept a connection within ${timeoutMs} ms (${errnoOf(outcome)})`,
