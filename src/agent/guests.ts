@@ -227,10 +227,15 @@ export class GuestManager {
   }
 
   private async forgetNow(name: string): Promise<void> {
-    const client = this.clients.get(name) ?? (await attachGuest(this.state.guestDir(name)).catch(() => null));
+    const dir = this.state.guestDir(name);
+    const client = this.clients.get(name) ?? (await attachGuest(dir).catch(() => null));
     if (client) await client.destroy().catch(() => client.close());
     this.clients.delete(name);
-    await fs.rm(this.state.guestDir(name), { recursive: true, force: true });
+    // A guest process killed leaves what it ran (a paused incoming QEMU): that goes with it.
+    const record = await this.state.readGuest(name).catch(() => null);
+    if (record && (await driverOf(record.config.driver).endLeft(dir, record.config)))
+      this.log.warn('ended what the guest process had left running', { guest: name });
+    await fs.rm(dir, { recursive: true, force: true });
     await this.state.removeGuest(name);
   }
 

@@ -39,6 +39,11 @@ export interface GuestDriver {
   create(request: GuestCreateRequest, dir: string): Promise<GuestConfig>;
   /** True when the guest in `dir` still runs though its guest process is gone (the agent then starts one to adopt it). */
   outlivesProcess(dir: string, config: GuestConfig): boolean;
+  /**
+   * Ends what of the guest in `dir` still runs though its guest process is gone (a QEMU), before
+   * the agent removes the directory; true when something was ended.
+   */
+  endLeft(dir: string, config: GuestConfig): Promise<boolean>;
   /** On a migration's destination, before anything starts: refuses a guest this host cannot run (in `dir`, where it would live). */
   admit(config: GuestConfig, dir?: string): Promise<void>;
   /** The compiled guest process entry: `node ENTRY GUESTDIR [--incoming]`. */

@@ -3,7 +3,7 @@
  * real QEMU running ferry's test guest. A cancel from another shell, an agent SIGKILLed (and
  * restarted, as an operator would), the first migration network cut, a tampered stream, a crash
  * between the source QEMU's completion and the commit, a destination QEMU that stops answering or
- * is killed, QMP socket files removed, and a source QEMU that crashes. After each the guest runs
+ * is killed, a destination guest process killed (its QEMU orphaned), QMP socket files removed, and a source QEMU that crashes. After each the guest runs
  * as exactly one QEMU, on the host the agents' rule says (docs/qemu.md, "Exactly one running
  * copy"), its memory checks passing there, and the other host keeps no QEMU, guest process,
  * directory or socket of it; a guest whose QEMU crashed runs nowhere and is reported so. Skipped,
@@ -20,6 +20,8 @@ import { migrateOutput, processesIn, QemuCluster, qemusOf, socketsUnder, useQemu
 import { CuttableRelay } from '../support/relay.js';
 import { flipBit, TamperRelay } from '../support/tamper-relay.js';
 import { waitUntil } from '../support/wait.js';
+import { alive, processState } from '../support/processes.js';
+import type { RunningAgent } from '../support/cluster.js';
 
 /** A pass event once this much went over: the transfer is well under way and far from its end. */
 const UNDER_WAY = /"type":"pass","pass":1,"bytesSent":([4-9]\d{6}|[1-3]\d{7})\b/;
@@ -231,6 +233,50 @@ describe('e2e: faults during the migration of a QEMU guest (real agents, real QE
     // Whichever saw it first: the destination (its QEMU exited) or the source QEMU (its stream closed).
     assert.match(m.result.error.message, /QEMU/, m.result.error.message);
     await stayedOnA('k1', before);
+  });
+
+  it("the destination's guest process SIGKILLed mid-transfer (its QEMU orphaned): exit 1, the guest on the source, no QEMU left at the destination", async function () {
+    await create('o1');
+    const before = await sourceOf('o1');
+    const child = await migrating('o1');
+    const qemu = destinationQemu('o1');
+    const guestProcesses = processesIn(q.guestDir('b', 'o1')).filter((pid) => pid !== qemu);
+    assert.equal(guestProcesses.length, 1, `one guest process of o1 on b: ${guestProcesses.join(', ')}`);
+    process.kill(guestProcesses[0]!, 'SIGKILL');
+    const m = migrateOutput(await child.ended);
+    assert.equal(m.status, 1, m.stderr);
+    await stayedOnA('o1', before);
+    assert.equal(alive(qemu), false, 'the orphaned destination QEMU is gone');
+  });
+
+  it("the destination's guest process SIGKILLed when its QEMU holds the whole guest, before the commit record: exit 1, the guest on the source, that QEMU gone", async function () {
+    await create('o2');
+    const before = await sourceOf('o2');
+    await q.agents.b!.stop('SIGTERM');
+    process.env.FERRY_FAULT = 'destination:before-commit-record@stop';
+    let b: RunningAgent;
+    try {
+      b = await q.restartAgent('b');
+    } finally {
+      delete process.env.FERRY_FAULT;
+    }
+    const child = startFerry(['migrate', 'o2', '--to', 'b', '--json'], q.env);
+    await waitUntil(
+      () => processState(b.process.pid!) === 'T',
+      120_000,
+      () => `b's agent to stop before its commit record: ${child.stdout()}`,
+    );
+    const qemu = destinationQemu('o2');
+    const guestProcesses = processesIn(q.guestDir('b', 'o2')).filter((pid) => pid !== qemu);
+    assert.equal(guestProcesses.length, 1, `one guest process of o2 on b: ${guestProcesses.join(', ')}`);
+    process.kill(guestProcesses[0]!, 'SIGKILL');
+    b.process.kill('SIGCONT');
+    const m = migrateOutput(await child.ended);
+    assert.equal(m.status, 1, m.stderr);
+    await stayedOnA('o2', before);
+    assert.equal(alive(qemu), false, 'the orphaned destination QEMU is gone');
+    await b.stop('SIGTERM');
+    await q.restartAgent('b');
   });
 
   it("both QEMUs' QMP socket files removed mid-transfer: the move goes on over the QMP connections held, and commits", async function () {

@@ -284,6 +284,17 @@ for (const driver of Object.values(DRIVERS)) {
       await again.stop();
     });
 
+    it('its guest process SIGKILLed: endLeft ends whatever it left running, and nothing of the guest runs on', async () => {
+      const { g, dir, config } = await started();
+      process.kill(g.pid, 'SIGKILL');
+      await waitUntil(() => !alive(g.pid), 10_000, 'the guest process to die');
+      const outlived = driver.outlivesProcess(dir, config);
+      assert.equal(await driver.endLeft(dir, config), outlived, 'endLeft ends exactly what outlived the process');
+      assert.ok(!driver.outlivesProcess(dir, config));
+      assert.equal(await driver.endLeft(dir, config), false, 'nothing left a second time');
+      await waitUntil(() => processesMentioning(`${dir}/`).length === 0, 10_000, `no process left of ${dir}`);
+    });
+
     it('says once in its log, when it runs without the crypto addon, that it seals with node:crypto', async () => {
       // Guest processes inherit this process's environment at spawn. This process has loaded (or
       // failed to load) its own addon before, so the variable changes only theirs.

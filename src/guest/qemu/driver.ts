@@ -8,7 +8,7 @@ import { compiledEntry } from '../files.js';
 import { QEMU_FIELDS } from './config.js';
 import { admitQemu, createQemu, QEMU_CREATE_FIELDS } from './create.js';
 import { hostQemu } from './host.js';
-import { qemuRuns } from './hypervisor.js';
+import { killLeftQemu, qemuRuns } from './hypervisor.js';
 
 export const qemuDriver: GuestDriver = {
   name: 'qemu',
@@ -17,6 +17,7 @@ export const qemuDriver: GuestDriver = {
   create: createQemu,
   admit: admitQemu,
   outlivesProcess: (dir, config) => config.driver === 'qemu' && qemuRuns(dir, config),
+  endLeft: async (dir, config) => config.driver === 'qemu' && killLeftQemu(dir, config),
   entry: () => compiledEntry('guest/qemu/main.js'),
   describe: (c) => (c.driver === 'qemu' ? `${c.cpus} CPU${c.cpus === 1 ? '' : 's'}, ${c.machine}, ${c.accel.toUpperCase()}` : ''),
   availability: async () => {

@@ -108,6 +108,18 @@ export class Qemu {
   }
 }
 
+/**
+ * Kills this guest's QEMU in `dir` if one still runs there without its guest process (that
+ * process killed while it held a paused incoming copy, say), and waits until it is gone.
+ */
+export async function killLeftQemu(dir: string, config: QemuConfig): Promise<boolean> {
+  const pid = readPid(dir);
+  if (pid === null || !processAlive(pid) || !isQemuOf(pid, config)) return false;
+  killHard(pid);
+  while (processAlive(pid)) await sleep(20);
+  return true;
+}
+
 /** Is this guest's QEMU running in `dir` (its pid file names a live QEMU with the guest's uuid)? */
 export function qemuRuns(dir: string, config: QemuConfig): boolean {
   const pid = readPid(dir);

@@ -16,6 +16,8 @@ export const syntheticDriver: GuestDriver = {
   admit: async () => {},
   // The guest is its process.
   outlivesProcess: () => false,
+  // Nothing outlives a synthetic guest's process: it is the guest.
+  endLeft: async () => false,
   entry: () => compiledEntry('guest/synthetic/main.js'),
   describe: (c) =>
     c.driver === 'synthetic' ? `${c.diskBytes ? `${formatBytes(c.diskBytes)} disk, ` : ''}workload ${formatWorkload(c.workload)}` : '',
