@@ -99,6 +99,10 @@ export class MigrationProgress {
       this.warn(
         `${e.vm}: migration network ${e.from} lost; carrying on over ${e.to}${e.bytesResent > 0 ? ` (${formatBytes(e.bytesResent)} sent again)` : ''}`,
       );
+    if (e.type === 'not-running')
+      this.warn(
+        `${e.vm}: moved to ${e.host}, but it is ${e.state} there now: its guest process ended after the commit (\`ferry vm show ${e.vm}\`)`,
+      );
     if (e.type === 'cancel-refused')
       this.notice(`${e.vm}: cannot cancel now: ${e.message} [${e.code}]; waiting for the migration to end (Ctrl-C again to stop waiting)`);
     if (this.output.json) {

@@ -64,6 +64,11 @@ export type CoordinatorEvent =
   | { type: 'nic-fallback'; vm: string; side: 'coordinator'; host: string; nic: 'virtio' }
   /** The connection to the source's agent was lost: reaching it again to follow the migration there (attempt 1, 2, ...). */
   | { type: 'reconnecting'; vm: string; side: 'coordinator'; host: string; attempt: number; error: string }
+  /**
+   * Committed, and then the destination does not list the guest running (its process killed or
+   * crashed right after the commit): it moved, and was lost there as in a crash of that host.
+   */
+  | { type: 'not-running'; vm: string; side: 'coordinator'; host: string; state: string }
   | ({ vm: string; side: 'source' | 'destination' } & MigrationStreamEvent);
 
 export interface MigrateHooks {

@@ -238,7 +238,15 @@ export class MigrationRun {
       if (this.detached || !this.source.lost) throw err;
       this.outcome = await this.followAgain(toFerryError(err));
     }
-    if (this.outcome.outcome !== 'committed') {
+    if (this.outcome.outcome === 'committed') {
+      // It moved; say so if it does not run there now (its process gone since the commit).
+      const state = await p.destination
+        .call('guest.get', { name: req.guest }, { timeoutMs: 5000 })
+        .then((g) => g.state)
+        .catch(() => null);
+      if (state !== null && state !== 'running' && state !== 'unknown')
+        this.emit({ type: 'not-running', vm: req.guest, side: 'coordinator', host: req.to.label, state });
+    } else {
       const e = this.outcome.result?.error;
       // Not committed, the guest is the source's; it runs there unless it did not survive what failed (a QEMU that crashed).
       const state = await p.source

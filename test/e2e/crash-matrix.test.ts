@@ -186,6 +186,9 @@ describe('e2e: the crash-point matrix (FERRY_FAULT, real agents, the CLI as a pr
           await lostOnB(name);
           figures.push(`${point} / ${fault}: ferry migrate exit ${end.status ?? 'killed'}, the guest lost on b (stopped), nothing on a`);
           assert.equal(end.status, 0, `the guest had moved before it was lost: ${end.stderr}`);
+          const said = jsonLines(end.stdout).find((e) => e.type === 'not-running');
+          assert.equal(said?.state, 'stopped', `ferry migrate says it does not run there: ${end.stdout}`);
+          assert.match(end.stderr, /moved to b, but it is stopped there now/);
           if (agents[side]!.process.exitCode === null) await restartWith(side, undefined);
           await ok(['vm', 'destroy', name]);
           return;
