@@ -8,6 +8,7 @@ import type { MigrationEvent } from '../migration/types.js';
 import type { MigrationJob } from '../control/protocol.js';
 import { formatAddress } from '../common/address.js';
 import type { TrackedMigration } from './migration-records.js';
+import { crashPoint } from './crash-point.js';
 
 type PassEvent = Extract<MigrationEvent, { type: 'pass' }>;
 
@@ -30,6 +31,10 @@ export function freshFigures(): JobFigures {
 /** An engine event of migration `m`: its last event, and the figures it carries. */
 export function noteEvent(m: TrackedMigration, e: MigrationEvent): void {
   m.lastEvent = e;
+  // The named moments of a migration that are not durable writes (crash-point.ts).
+  if (m.role === 'source' && e.type === 'pass') crashPoint('source:in-precopy');
+  else if (m.role === 'source' && e.type === 'switch-over') crashPoint('source:at-switch-over');
+  else if (m.role === 'destination' && e.type === 'progress') crashPoint('destination:in-precopy');
   const f = m.figures;
   if (e.type === 'pass') f.progress = e;
   else if (e.type === 'switch-over') f.expectedDowntimeMs = e.estimatedDowntimeMs;

@@ -150,6 +150,10 @@ describe('e2e: the crash-point matrix (FERRY_FAULT, real agents, the CLI as a pr
   for (const point of CRASH_POINTS) {
     const side = point.startsWith('source:') ? 'a' : 'b';
     for (const fault of FAULTS) {
+      // A frozen source agent does not hold its guest process: in pre-copy and at switch-over the
+      // move of a 16 MiB guest runs on to its commit before the destination's process can be
+      // killed, so that cell would be a race between two outcomes. Its cases are the other points.
+      if (fault === 'destination-guest-killed' && (point === 'source:in-precopy' || point === 'source:at-switch-over')) continue;
       const what =
         fault === 'agent-killed'
           ? `the ${side === 'a' ? 'source' : 'destination'} agent dies there and comes back`
