@@ -83,15 +83,21 @@ describe('e2e: the crash-point matrix (FERRY_FAULT, real agents, the CLI as a pr
     return found;
   }
 
+  /** The hosts with a migration of guest `name` (or whose agent does not answer). */
+  async function migratingOn(name: string): Promise<string[]> {
+    const busy = [];
+    for (const [host, outcome] of await eachHost(c, ['a', 'b'], (client) => client.call('migration.list', {})))
+      if (!outcome.ok || outcome.value.migrations.some((m) => m.guest === name)) busy.push(host);
+    return busy;
+  }
+
   /** Exactly one host lists the guest, running, and neither has a migration of it: that host. */
   async function settled(name: string): Promise<string> {
     let last = '';
     return waitUntil(
       async () => {
         const found = await whereabouts(name).catch((err: Error) => new Map([['?', { state: err.message } as GuestInfo]]));
-        const busy = [];
-        for (const [host, outcome] of await eachHost(c, ['a', 'b'], (client) => client.call('migration.list', {})))
-          if (!outcome.ok || outcome.value.migrations.some((m) => m.guest === name)) busy.push(host);
+        const busy = await migratingOn(name);
         last = `${JSON.stringify([...found].map(([h, g]) => [h, g.state]))}, migrations on [${busy.join(', ')}]`;
         if (found.size !== 1 || [...found.values()][0]!.state !== 'running' || busy.length > 0) return null;
         return [...found.keys()][0]!;
@@ -230,9 +236,7 @@ describe('e2e: the crash-point matrix (FERRY_FAULT, real agents, the CLI as a pr
     await waitUntil(
       async () => {
         const found = await whereabouts(name);
-        const busy = [];
-        for (const [host, outcome] of await eachHost(c, ['a', 'b'], (client) => client.call('migration.list', {})))
-          if (!outcome.ok || outcome.value.migrations.some((m) => m.guest === name)) busy.push(host);
+        const busy = await migratingOn(name);
         last = `${JSON.stringify([...found].map(([h, g]) => [h, g.state]))}, migrations on [${busy.join(', ')}]`;
         return found.size === 1 && found.get('b')?.state === 'stopped' && busy.length === 0 && !existsSync(aDir);
       },
