@@ -36,6 +36,14 @@ import { PreflightError, type Plan } from './preflight.js';
 
 export const DEFAULT_STREAMS = 2;
 
+/** The state `agent` lists guest `name` in, or null when it does not answer within 5 s. */
+function guestStateOn(agent: AgentClient, name: string): Promise<string | null> {
+  return agent
+    .call('guest.get', { name }, { timeoutMs: 5000 })
+    .then((g) => g.state)
+    .catch(() => null);
+}
+
 type Stage = 'planning' | 'preparing' | 'starting' | 'following' | 'settling' | 'done';
 
 export class MigrationRun {
@@ -240,19 +248,13 @@ export class MigrationRun {
     }
     if (this.outcome.outcome === 'committed') {
       // It moved; say so if it does not run there now (its process gone since the commit).
-      const state = await p.destination
-        .call('guest.get', { name: req.guest }, { timeoutMs: 5000 })
-        .then((g) => g.state)
-        .catch(() => null);
+      const state = await guestStateOn(p.destination, req.guest);
       if (state !== null && state !== 'running' && state !== 'unknown')
         this.emit({ type: 'not-running', vm: req.guest, side: 'coordinator', host: req.to.label, state });
     } else {
       const e = this.outcome.result?.error;
       // Not committed, the guest is the source's; it runs there unless it did not survive what failed (a QEMU that crashed).
-      const state = await p.source
-        .call('guest.get', { name: req.guest }, { timeoutMs: 5000 })
-        .then((g) => g.state)
-        .catch(() => null);
+      const state = await guestStateOn(p.source, req.guest);
       this.failure = new FerryError(
         e && isErrorCode(e.code) ? e.code : 'ERR_FERRY_ABORTED',
         `${e?.message ?? 'the migration was aborted'}; guest "${req.guest}" ${state === 'stopped' ? 'is stopped on' : 'runs on'} ${p.from}`,
