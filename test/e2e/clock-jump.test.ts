@@ -64,13 +64,7 @@ describe('e2e: a wall clock jumping an hour forward and back four times a second
   it('a destination dead at switch-over for 8 s: the source stays paused in doubt, asks on, and resumes within seconds of its return', async function () {
     await createFilled('j2');
     await agents.b!.stop('SIGKILL');
-    process.env.FERRY_FAULT = 'destination:before-commit-record';
-    try {
-      agents.b = await cluster.startAgent('b');
-    } finally {
-      delete process.env.FERRY_FAULT;
-    }
-    const b = agents.b;
+    const b = (agents.b = await cluster.startAgent('b', [], { fault: 'destination:before-commit-record' }));
     const migrate = startFerry(['migrate', 'j2', '--to', 'b', '--json'], cluster.env);
     await waitUntil(() => b.process.signalCode === 'SIGKILL', 60_000, 'the destination agent to die at its crash point');
     // Its incoming guest process goes too, so the source is in doubt (the channel lost after COMPLETE).

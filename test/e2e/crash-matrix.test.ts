@@ -119,12 +119,7 @@ describe('e2e: the crash-point matrix (FERRY_FAULT, real agents, the CLI as a pr
   /** Starts `host`'s agent afresh with FERRY_FAULT=`fault` (undefined: none). */
   async function restartWith(host: string, fault: string | undefined): Promise<RunningAgent> {
     await agents[host]!.stop('SIGTERM');
-    if (fault) process.env.FERRY_FAULT = fault;
-    try {
-      agents[host] = await cluster.startAgent(host);
-    } finally {
-      delete process.env.FERRY_FAULT;
-    }
+    agents[host] = await cluster.startAgent(host, [], { fault });
     return agents[host]!;
   }
 

@@ -21,7 +21,6 @@ import { CuttableRelay } from '../support/relay.js';
 import { flipBit, TamperRelay } from '../support/tamper-relay.js';
 import { waitUntil } from '../support/wait.js';
 import { alive, processState } from '../support/processes.js';
-import type { RunningAgent } from '../support/cluster.js';
 
 /** A pass event once this much went over: the transfer is well under way and far from its end. */
 const UNDER_WAY = /"type":"pass","pass":1,"bytesSent":([4-9]\d{6}|[1-3]\d{7})\b/;
@@ -253,13 +252,7 @@ describe('e2e: faults during the migration of a QEMU guest (real agents, real QE
     await create('o2');
     const before = await sourceOf('o2');
     await q.agents.b!.stop('SIGTERM');
-    process.env.FERRY_FAULT = 'destination:before-commit-record@stop';
-    let b: RunningAgent;
-    try {
-      b = await q.restartAgent('b');
-    } finally {
-      delete process.env.FERRY_FAULT;
-    }
+    const b = await q.restartAgent('b', { fault: 'destination:before-commit-record@stop' });
     const child = startFerry(['migrate', 'o2', '--to', 'b', '--json'], q.env);
     await waitUntil(
       () => processState(b.process.pid!) === 'T',

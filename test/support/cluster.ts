@@ -82,9 +82,12 @@ export class TestCluster {
     return this.hostDir(name);
   }
 
-  /** Starts `ferry host serve` for a host made by addHost and waits until it is ready. */
-  startAgent(name: string, extraArgs: string[] = []): Promise<RunningAgent> {
-    return startAgent(name, this.hostDir(name), extraArgs, this.agents);
+  /**
+   * Starts `ferry host serve` for a host made by addHost and waits until it is ready; `fault`: the
+   * crash point it strikes (FERRY_FAULT, src/agent/crash-point.ts).
+   */
+  startAgent(name: string, extraArgs: string[] = [], { fault }: { fault?: string } = {}): Promise<RunningAgent> {
+    return startAgent(name, this.hostDir(name), extraArgs, this.agents, fault ? { FERRY_FAULT: fault } : {});
   }
 
   /** The pids of every guest process of every host of this cluster (from their pid files). */
@@ -113,8 +116,14 @@ export class TestCluster {
   }
 }
 
-export async function startAgent(name: string, dir: string, extraArgs: string[] = [], registry?: Set<RunningAgent>): Promise<RunningAgent> {
-  const child = startFerry(['host', 'serve', '--dir', dir, ...extraArgs]);
+export async function startAgent(
+  name: string,
+  dir: string,
+  extraArgs: string[] = [],
+  registry?: Set<RunningAgent>,
+  env: NodeJS.ProcessEnv = {},
+): Promise<RunningAgent> {
+  const child = startFerry(['host', 'serve', '--dir', dir, ...extraArgs], env);
   const agent: RunningAgent = {
     name,
     dir,

@@ -308,8 +308,8 @@ export class QemuCluster {
       if (agent.process.exitCode !== null || agent.process.signalCode !== null) await this.restartAgent(host);
   }
 
-  async restartAgent(host: string): Promise<RunningAgent> {
-    this.agents[host] = await this.cluster.startAgent(host);
+  async restartAgent(host: string, options: { fault?: string } = {}): Promise<RunningAgent> {
+    this.agents[host] = await this.cluster.startAgent(host, [], options);
     return this.agents[host];
   }
 
