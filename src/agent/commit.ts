@@ -119,8 +119,9 @@ export async function finishLeftIncoming(
   guest: string,
   source: { mayRun(migrationId: string): Promise<boolean>; dropped(migrationId: string): void },
 ): Promise<void> {
-  const decision = await decideNotCommitted(host, migrationId, guest);
   const client = await host.guests.client(guest);
+  if (await commitOutlivedItsRecord(host, migrationId, guest, client)) return;
+  const decision = await decideNotCommitted(host, migrationId, guest);
   if (decision === 'not-committed') {
     await host.guests.forget(guest);
     host.log.warn('dropped an incoming guest left by the previous agent', { migrationId, guest });
@@ -141,6 +142,29 @@ export async function finishLeftIncoming(
     if (ready) await client.commit();
     host.log.info('finished a commit left by the previous agent', { migrationId, guest });
   })().catch((err) => host.log.error('finishing a commit left by the previous agent failed', { migrationId, guest, err }));
+}
+
+/**
+ * A state directory older than its guest process (restored from a backup, or rolled back with its
+ * filesystem): the guest process ran its commit — which it does only when the agent tells it to,
+ * after the commit record was durable — but no record is here now. The process's own account is
+ * the newer one: the record is written again and the guest stays. Recording "not committed"
+ * instead would stop the only running copy (the source has handed it over).
+ */
+async function commitOutlivedItsRecord(host: Host, migrationId: string, guest: string, client: GuestClient | null): Promise<boolean> {
+  const info = client ? await client.migration().catch(() => null) : null;
+  if (info?.role !== 'destination' || info.migrationId !== migrationId || info.phase !== 'committed') return false;
+  if ((await host.state.decision(migrationId)) !== null) return false;
+  if ((await host.state.decide(migrationId, guest, 'committed')) !== 'committed') return false;
+  await host.guests.commitIncoming(guest);
+  host.log.warn(
+    'the state directory is older than the guest process: it had committed, the commit record is written again and the guest stays',
+    {
+      migrationId,
+      guest,
+    },
+  );
+  return true;
 }
 
 // ---- the source obeys -----------------------------------------------------------------------

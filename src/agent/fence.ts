@@ -75,12 +75,39 @@ export class SourceFences {
     }
     return this.lock.run(migrationId, async () => {
       if (await this.host.state.settled('fenced', migrationId)) return 'not-committed';
+      if (decision === 'committed' && (await this.liveHere(guest, migrationId))) {
+        // Only a fence resumes a source whose destination recorded a commit; the guest runs here, so
+        // one was made and its record is gone (this state directory restored from before it). It
+        // is written again; the claim is refused, and the destination drops its copy.
+        await this.host.state.settle('fenced', migrationId, guest);
+        this.host.log.warn('refused the claim of a commit: the guest runs here, so the migration was fenced; the fence is recorded again', {
+          migrationId,
+          guest,
+          destination: destination.host,
+        });
+        return 'not-committed';
+      }
       if (decision === 'committed') await this.host.state.settle('claimed', migrationId, guest);
       // A source still waiting in doubt acts on it now, not at its next resolve query.
       if (this.queries.waiting(migrationId)) this.queries.relay(migrationId, decision);
       this.host.log.info('the destination told its decision', { migrationId, guest, destination: destination.host, decision });
       return decision;
     });
+  }
+
+  /**
+   * Whether this host's copy of the guest is live apart from migration `migrationId`: running or
+   * paused, or in another migration. A source still paused in doubt for this one (or handing over,
+   * or gone) is not.
+   */
+  private async liveHere(guest: string, migrationId: string): Promise<boolean> {
+    const client = await this.host.guests.client(guest).catch(() => null);
+    const status = client ? await client.status().catch(() => null) : null;
+    if (!client || !status) return false;
+    if (status.state === 'running' || status.state === 'paused') return true;
+    if (status.state !== 'migrating' && status.state !== 'in-doubt') return false;
+    const info = await client.migration().catch(() => null);
+    return info !== null && info.migrationId !== migrationId;
   }
 
   /** Tells the destination of the fence until it answers (or this agent stops). */

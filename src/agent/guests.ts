@@ -88,7 +88,15 @@ export class GuestManager {
 
   private async info(record: GuestRecord): Promise<GuestInfo> {
     const { config } = record;
-    const base: GuestInfo = { ...config, host: this.host, state: 'stopped', pid: null, opsPerSecond: null, workloadReady: null };
+    const base: GuestInfo = {
+      ...config,
+      host: this.host,
+      state: 'stopped',
+      pid: null,
+      opsPerSecond: null,
+      workloadReady: null,
+      generation: record.generation ?? 0,
+    };
     const client = await this.client(config.name);
     if (!client) return base;
     let timer: NodeJS.Timeout | undefined;
@@ -194,14 +202,16 @@ export class GuestManager {
    * Reserves guest `config.name` for an incoming migration: its record, marked incoming, then
    * `start()` (the incoming guest process). Undone when `start` fails.
    */
-  async beginIncoming<T extends { client: GuestClient }>(config: GuestConfig, migrationId: string, start: () => Promise<T>): Promise<T> {
+  async beginIncoming<T extends { client: GuestClient }>(
+    config: GuestConfig,
+    arrival: { migrationId: string; generation: number },
+    start: () => Promise<T>,
+  ): Promise<T> {
+    const { migrationId, generation } = arrival;
     return this.exclusive(config.name, async () => {
-      const exists = await this.state.readGuest(config.name).then(
-        () => true,
-        () => false,
-      );
-      if (exists) throw new FerryError('ERR_FERRY_INPUT', `guest "${config.name}" already exists on host ${this.host}`);
-      await this.state.writeGuest({ config, createdAt: new Date().toISOString(), incoming: migrationId });
+      const existing = await this.state.readGuest(config.name).catch(() => null);
+      if (existing) throw new FerryError('ERR_FERRY_INPUT', alreadyHere(config.name, this.host, existing, generation));
+      await this.state.writeGuest({ config, createdAt: new Date().toISOString(), incoming: migrationId, generation });
       try {
         const started = await start();
         this.adopt(config.name, started.client);
@@ -253,4 +263,14 @@ export class GuestManager {
     for (const c of this.clients.values()) c.close();
     this.clients.clear();
   }
+}
+
+/** Why a guest cannot arrive where a record of it already is; a copy of an older generation is a stale one, and says how to clear it. */
+function alreadyHere(name: string, host: string, existing: GuestRecord, arriving: number): string {
+  const generation = existing.generation ?? 0;
+  if (generation >= arriving) return `guest "${name}" already exists on host ${host}`;
+  return (
+    `host ${host} holds a stale copy of guest "${name}" (generation ${generation}; the guest arriving is generation ${arriving}): ` +
+    `its state directory is older than the guest's moves. Remove that copy with \`ferry vm destroy ${name} --host ${host}\` and move again`
+  );
 }

@@ -76,7 +76,7 @@ export class IncomingMigrations {
         crashPoint('destination:after-incoming-record');
       }
       const dir = this.host.state.guestDir(config.name);
-      const incoming = await this.host.guests.beginIncoming(config, p.migrationId, () =>
+      const incoming = await this.host.guests.beginIncoming(config, { migrationId: p.migrationId, generation: p.generation ?? 0 }, () =>
         withKey(p, (key, nonce) =>
           startIncomingGuest(dir, config, {
             migrationId: p.migrationId,

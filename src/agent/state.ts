@@ -85,12 +85,20 @@ export interface GuestRecord {
   createdAt: string;
   /** Set while the guest is arriving by this migration: it is not this host's until committed. */
   incoming?: string;
+  /**
+   * How many times the guest had moved when this host took it: 0 at `vm create`, one more with each
+   * migration that brought it here. Of two hosts holding the same guest, the one with the lower
+   * generation holds a stale copy (a state directory restored from before the guest moved on).
+   * Absent from records written before it: 0.
+   */
+  generation?: number;
 }
 
 const checkGuestRecord: Check<GuestRecord> = obj({
   config: (v) => checkGuestConfig(v),
   createdAt: str({ max: 64 }),
   incoming: optional(str({ pattern: MIGRATION_ID })),
+  generation: optional(int({ min: 0, max: Number.MAX_SAFE_INTEGER })),
 });
 
 export interface DecisionRecord {

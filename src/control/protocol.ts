@@ -33,7 +33,7 @@ import { absent, array, bool, int, obj, oneOf, optional, str, type Check } from 
 import type { LineLimits } from '../common/json-lines.js';
 
 /** Bumped on any incompatible change; an agent refuses clients older than MIN_PROTOCOL_VERSION. */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 export const MIN_PROTOCOL_VERSION = 1;
 /**
  * The protocol from which keys travel only as secret trailers (1 had them in JSON, in base64).
@@ -41,6 +41,8 @@ export const MIN_PROTOCOL_VERSION = 1;
  * the client refuses to send a key to an older agent, and the agent refuses a key in JSON.
  */
 export const KEY_TRAILER_PROTOCOL = 2;
+/** The protocol from which prepare-incoming takes the guest's `generation` (an older agent refuses the unknown field). */
+export const GENERATION_PROTOCOL = 3;
 
 /** One request line, JSON included. Requests are small; guest memory never crosses the control API. */
 export const MAX_REQUEST_BYTES = 256 * 1024;
@@ -135,6 +137,12 @@ export interface GuestPlace {
   opsPerSecond: number | null;
   /** False while the workload is still setting up (the idle fill, the kv preload); null when unknown. */
   workloadReady: boolean | null;
+  /**
+   * How many times the guest had moved when this host took it (0: created here). A copy with a
+   * lower generation than another host's is stale (docs/operations.md, "A state directory restored
+   * from a backup"). Absent from older agents.
+   */
+  generation?: number;
 }
 
 /** `guest.console`'s params: where to start in the log (default its beginning), and whether to keep following it. */
@@ -211,6 +219,8 @@ export interface PrepareIncomingParams extends WireChannelSpec {
    * destination is lost for good").
    */
   sourceControl?: string;
+  /** The guest's generation once it lands here: the source's plus one (GuestPlace.generation). Absent from older coordinators: 0. */
+  generation?: number;
 }
 
 export interface PrepareIncomingResult {
@@ -488,6 +498,7 @@ export const PARAMS: { [M in Method]: Check<Params<M>> } = {
     source: hostName,
     startTimeoutMs: millis,
     sourceControl: optional(address),
+    generation: optional(int({ min: 0, max: Number.MAX_SAFE_INTEGER })),
   }),
   'migration.start-outgoing': obj({
     ...channelFields,

@@ -26,6 +26,7 @@
 import { FerryError, isErrorCode, toFerryError } from '../errors.js';
 import type { AgentClient } from '../control/client.js';
 import type { MigrationStreamEvent, ResolveDecision, StartOutgoingResult } from '../control/protocol.js';
+import { GENERATION_PROTOCOL } from '../control/protocol.js';
 import { diskBytesOf } from '../guest/types.js';
 import type { ChannelFailover } from '../channel/types.js';
 import { connectHost } from './connect.js';
@@ -198,7 +199,14 @@ export class MigrationRun {
     const sourceControl = req.to.crossCluster ? undefined : req.cluster.hosts.get(p.from)?.control;
     const incoming = await p.destination.call(
       'migration.prepare-incoming',
-      { ...this.channel(), guest: p.config, source: p.from, ...(sourceControl ? { sourceControl } : {}) },
+      {
+        ...this.channel(),
+        guest: p.config,
+        source: p.from,
+        // An older agent refuses a field it does not know; its copy is then generation 0.
+        ...(p.destination.agent.protocol >= GENERATION_PROTOCOL ? { generation: p.generation + 1 } : {}),
+        ...(sourceControl ? { sourceControl } : {}),
+      },
       {
         secret: secret.bytes,
         timeoutMs: null,

@@ -22,6 +22,8 @@ import type { MigrateRequest, MigrationReport } from './migrate.js';
 export interface Plan {
   from: string;
   config: GuestConfig;
+  /** The source copy's generation (GuestPlace.generation): the destination's becomes one more. */
+  generation: number;
   source: AgentClient;
   destination: AgentClient;
   sourceCaps: Capabilities;
@@ -107,6 +109,11 @@ async function connectAndCheck(req: MigrateRequest, from: string): Promise<Plan>
             : `guest "${req.guest}" is ${state} on host ${from}: only a running or paused guest can move`,
       );
     }
+    const generation = info.generation ?? 0;
+    await refuseCopyThere(destination, req.guest, generation, {
+      label: req.to.label,
+      destroy: `ferry vm destroy ${req.guest} --host ${to}${req.to.crossCluster ? ` --cluster ${req.to.cluster.file}` : ''}`,
+    });
     const [sourceCaps, destinationCaps] = await Promise.all([source.call('capabilities', {}), destination.call('capabilities', {})]);
     const decision = decideMode(
       moveSetting(req.guest, config.encryptedMigration, req.mode),
@@ -119,12 +126,39 @@ async function connectAndCheck(req: MigrateRequest, from: string): Promise<Plan>
       `guest "${req.guest}" needs ${formatBytes(config.memoryBytes)}; nothing was moved`,
     );
     if (refusal) throw new FerryError('ERR_FERRY_REFUSED', refusal);
-    return { from, config, source, destination, sourceCaps, mode: decision.mode, warning: decision.warning ?? null };
+    return { from, config, generation, source, destination, sourceCaps, mode: decision.mode, warning: decision.warning ?? null };
   } catch (err) {
     source.close();
     destination?.close();
     throw err;
   }
+}
+
+/**
+ * The destination must not hold the guest already. A copy there of an older generation than the
+ * source's is a stale one (its state directory restored from before the guest moved on, the
+ * guest not running there): the refusal says so and how to clear it.
+ */
+async function refuseCopyThere(
+  destination: AgentClient,
+  name: string,
+  generation: number,
+  to: { label: string; destroy: string },
+): Promise<void> {
+  const there = await destination.call('guest.get', { name }).catch((err: unknown) => {
+    if (toFerryError(err).code === 'ERR_FERRY_NOT_FOUND') return null;
+    throw err;
+  });
+  if (!there) return;
+  const theirs = there.generation ?? 0;
+  if (theirs < generation && there.state !== 'running') {
+    throw new FerryError(
+      'ERR_FERRY_REFUSED',
+      `host ${to.label} holds a stale copy of guest "${name}" (${there.state}, generation ${theirs}; the guest is at generation ${generation}): ` +
+        `its state directory is older than the guest's last move. Remove that copy with \`${to.destroy}\`, then move again; nothing was moved`,
+    );
+  }
+  throw new FerryError('ERR_FERRY_REFUSED', `host ${to.label} already has a guest "${name}" (${there.state}); nothing was moved`);
 }
 
 /**

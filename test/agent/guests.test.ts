@@ -77,6 +77,8 @@ describe('agent: guests end to end (real agents and guest processes)', function 
         encryptedMigration: 'opportunistic',
         nic: 'sriov',
         workload: { kind: 'kv', getsPerSecond: 200, setsPerSecond: 100 },
+        generation: 0,
+        stale: false,
       },
     );
     assert.match(guests[0].state, /^(running|paused)$/);

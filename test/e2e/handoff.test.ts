@@ -4,13 +4,15 @@
  * destination is lost for good"): a source agent SIGKILLed in pre-copy and restarted (the
  * coordinator follows the migration to its true end), a second migration of a guest that is
  * still migrating (refused with the running one's id), a destination lost at switch-over and
- * fenced by the operator, and a destination that dies right after recording its commit.
+ * fenced by the operator, a destination that dies right after recording its commit, and state
+ * directories restored from a backup (before a move, before a commit record, before a fence).
  * The figures the issue asks for are printed: from the end `ferry migrate` reports to the guest
  * running with no migration left, and from a restarted destination agent to the source's guest
  * resumed or released.
  */
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import os from 'node:os';
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { loadCluster, type Cluster } from '../../src/coordinator/cluster.js';
@@ -22,7 +24,7 @@ import { ferry, ferryOk, startFerry } from '../support/cli.js';
 import { TestCluster, type RunningAgent } from '../support/cluster.js';
 import { jsonLines } from '../support/json-output.js';
 import { ask } from '../support/migrate.js';
-import { alive } from '../support/processes.js';
+import { alive, processState } from '../support/processes.js';
 import { sleep } from '../../src/common/async.js';
 
 describe('e2e: the hand-off when agents fail (real agents, the CLI as a process)', function () {
@@ -142,13 +144,7 @@ describe('e2e: the hand-off when agents fail (real agents, the CLI as a process)
    */
   async function dieAt(point: string): Promise<{ dead: Promise<unknown> }> {
     await agents.b!.stop('SIGKILL');
-    process.env.FERRY_FAULT = point;
-    try {
-      agents.b = await cluster.startAgent('b');
-    } finally {
-      delete process.env.FERRY_FAULT;
-    }
-    const b = agents.b;
+    const b = (agents.b = await cluster.startAgent('b', [], { fault: point }));
     return { dead: waitUntil(() => b.process.signalCode === 'SIGKILL', 60_000, 'the destination agent to die at its crash point') };
   }
 
@@ -328,5 +324,131 @@ describe('e2e: the hand-off when agents fail (real agents, the CLI as a process)
     } finally {
       execFileSync('umount', [ownership]);
     }
+  });
+
+  /**
+   * A backup of host `host`'s state files (guest records and ownership records, as a backup of the
+   * state directory taken now would hold them); `restore()` puts them back in place of the current
+   * ones, the host's agent stopped. The guest processes' own directories are left alone: a guest
+   * process that runs keeps its socket.
+   */
+  function backUpState(host: string): { restore(): void } {
+    const dir = cluster.hostDir(host);
+    const backup = mkdtempSync(path.join(os.tmpdir(), 'ferry-state-backup-'));
+    const stateFiles = (root: string) => [
+      ...readdirSync(path.join(root, 'guests'))
+        .filter((f) => f.endsWith('.json'))
+        .map((f) => path.join('guests', f)),
+      ...readdirSync(path.join(root, 'ownership')).map((f) => path.join('ownership', f)),
+    ];
+    cpSync(path.join(dir, 'guests'), path.join(backup, 'guests'), {
+      recursive: true,
+      filter: (f) => !f.includes(`guests${path.sep}`) || f.endsWith('.json'),
+    });
+    cpSync(path.join(dir, 'ownership'), path.join(backup, 'ownership'), { recursive: true });
+    return {
+      restore() {
+        for (const f of stateFiles(dir)) rmSync(path.join(dir, f));
+        for (const f of stateFiles(backup)) cpSync(path.join(backup, f), path.join(dir, f), { preserveTimestamps: true });
+        rmSync(backup, { recursive: true, force: true });
+      },
+    };
+  }
+
+  it("a source's state directory restored from before a committed move: its copy is listed stale, never picked, and refused as a destination until removed", async function () {
+    createGuest('s8', '32MiB', 'idle');
+    await filled('s8');
+    const before = backUpState('a');
+    ferryOk(['migrate', 's8', '--to', 'b'], cluster.env);
+    assert.equal(await settled('s8'), 'b');
+    const runningPid = (await whereabouts('s8')).get('b')!.pid;
+    await agents.a!.stop();
+    before.restore();
+    agents.a = await cluster.startAgent('a');
+
+    const listed = ferryOk(['vm', 'list', '--json'], cluster.env);
+    const copies = jsonLines(listed.stdout).filter((l) => l.name === 's8');
+    assert.deepEqual(
+      copies.map((l) => [l.host, l.state, l.generation, l.stale]),
+      [
+        ['a', 'stopped', 0, true],
+        ['b', 'running', 1, false],
+      ],
+    );
+    const table = ferryOk(['vm', 'list'], cluster.env);
+    assert.match(table.stdout, /s8\s+a\s+stopped \(stale\)/);
+    assert.match(table.stderr, /guest s8 on a is a stale copy \(generation 0; b holds generation 1\).*ferry vm destroy s8 --host a/);
+    // Every command that finds the guest finds b's copy, whatever order the hosts answer in.
+    const shown = jsonLines(ferryOk(['vm', 'show', 's8', '--json'], cluster.env).stdout).at(-1)!;
+    assert.equal(shown.guest.host, 'b');
+
+    const back = ferry(['migrate', 's8', '--to', 'a', '--json'], cluster.env);
+    assert.equal(back.status, 1, back.stderr);
+    const refusal = jsonLines(back.stdout).at(-1)!;
+    assert.equal(refusal.error.code, 'ERR_FERRY_REFUSED');
+    assert.match(refusal.error.message, /host a holds a stale copy of guest "s8" \(stopped, generation 0; the guest is at generation 1\)/);
+    assert.match(refusal.error.message, /`ferry vm destroy s8 --host a`/);
+    const after = await whereabouts('s8');
+    assert.equal(after.get('b')!.pid, runningPid, 'the refusal changed nothing on b');
+    assert.equal(after.get('a')!.state, 'stopped', 'nor on a');
+
+    ferryOk(['vm', 'destroy', 's8', '--host', 'a'], cluster.env);
+    assert.equal((await whereabouts('s8')).get('b')!.pid, runningPid, "destroying a's stale copy leaves b's alone");
+    ferryOk(['migrate', 's8', '--to', 'a'], cluster.env);
+    assert.equal(await settled('s8'), 'a');
+    assert.equal((await onA('s8'))!.generation, 2);
+  });
+
+  it("a destination's state directory restored from before its commit record: the restarted agent keeps the guest its process committed", async function () {
+    createGuest('t9', '32MiB', 'idle');
+    await filled('t9');
+    await agents.b!.stop();
+    const b = (agents.b = await cluster.startAgent('b', [], { fault: 'destination:before-commit-record@stop' }));
+    const migrate = startFerry(['migrate', 't9', '--to', 'b', '--json'], cluster.env);
+    await waitUntil(() => processState(b.process.pid!) === 'T', 60_000, 'the destination agent to stop at its crash point');
+    const { migrationId } = await ask(c, 'a', 'migration.outgoing', { guest: 't9' });
+    const before = backUpState('b');
+    process.kill(b.process.pid!, 'SIGCONT');
+    assert.equal((await migrate.ended).status, 0);
+    assert.equal(await settled('t9'), 'b');
+    const runningPid = (await whereabouts('t9')).get('b')!.pid;
+
+    await agents.b!.stop();
+    before.restore();
+    const decisionFile = path.join(cluster.hostDir('b'), 'ownership', `${migrationId}.decision.json`);
+    assert.equal(existsSync(decisionFile), false, 'the restored state has no commit record');
+    agents.b = await cluster.startAgent('b');
+    await agents.b.waitForLog(/the state directory is older than the guest process/, 5000);
+    assert.equal(await settled('t9'), 'b');
+    assert.equal((await whereabouts('t9')).get('b')!.pid, runningPid, 'the same guest process runs on');
+    assert.equal(JSON.parse(readFileSync(decisionFile, 'utf8')).decision, 'committed');
+    const record = JSON.parse(readFileSync(path.join(cluster.hostDir('b'), 'guests', 't9.json'), 'utf8'));
+    assert.equal(record.incoming, undefined, "the guest is b's again in its record");
+  });
+
+  it("a source's state directory restored from before its fence: the returning destination's claim is refused, since the guest runs on the source", async function () {
+    const { dead: crashed } = await dieAt('destination:after-commit-record');
+    createGuest('u10', '32MiB', 'dirty:4MB');
+    await filled('u10');
+    const sourcePid = (await onA('u10'))!.pid!;
+    const migrate = startFerry(['migrate', 'u10', '--to', 'b', '--json'], cluster.env);
+    const { migrationId } = await destinationGone('u10', crashed);
+    const beforeFence = backUpState('a');
+    const fenced = ferry(['resolve', 'u10', '--destination-lost', '--i-have-powered-off-the-destination', '--json'], cluster.env);
+    assert.equal(fenced.status, 0, fenced.stderr);
+    assert.equal((await migrate.ended).status, 1);
+    const fence = path.join(cluster.hostDir('a'), 'ownership', `${migrationId}.fenced.json`);
+    await agents.a!.stop();
+    beforeFence.restore();
+    assert.equal(existsSync(fence), false, 'the restored state has no fence');
+    agents.a = await cluster.startAgent('a');
+
+    agents.b = await cluster.startAgent('b');
+    await agents.a.waitForLog(/refused the claim of a commit: the guest runs here/, 15_000);
+    await agents.b.waitForLog(/operator settled the migration without this host/, 5000);
+    await waitUntil(() => !existsSync(path.join(cluster.hostDir('b'), 'guests', 'u10')), 10_000, "b's copy to go");
+    assert.equal(await settled('u10'), 'a');
+    assert.equal((await onA('u10'))!.pid, sourcePid, 'the same guest process runs on');
+    assert.equal(JSON.parse(readFileSync(fence, 'utf8')).migrationId, migrationId, 'the fence is recorded again');
   });
 });

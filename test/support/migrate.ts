@@ -6,6 +6,7 @@
 import { MigrationKey, newMigrationId } from '../../src/coordinator/keys.js';
 import type { Cluster } from '../../src/coordinator/cluster.js';
 import { connectHost } from '../../src/coordinator/connect.js';
+import { configOf } from '../../src/guest/config.js';
 import type {
   Method,
   MigrationStreamEvent,
@@ -58,7 +59,7 @@ export async function migrate(
   const copy = { key: Buffer.from(secret.key), nonce: Buffer.from(secret.nonce) };
   try {
     const config = await source.call('guest.get', { name: guest });
-    const { host: _h, state: _s, pid: _p, opsPerSecond: _o, workloadReady: _w, ...guestConfig } = config;
+    const guestConfig = configOf(config);
     const channel = {
       migrationId,
       mode: options.mode ?? 'encrypted',
@@ -70,7 +71,13 @@ export async function migrate(
       'migration.prepare-incoming',
       // The source's control address, as the coordinator gives it within one cluster: whom a
       // restarted destination agent tells, or asks, about what its predecessor left.
-      { ...channel, guest: guestConfig, source: from, sourceControl: cluster.hosts.get(from)!.control },
+      {
+        ...channel,
+        guest: guestConfig,
+        source: from,
+        sourceControl: cluster.hosts.get(from)!.control,
+        generation: (config.generation ?? 0) + 1,
+      },
       {
         secret: secret.bytes,
         timeoutMs: null,

@@ -7,15 +7,18 @@ import type { GuestInfo } from '../../control/protocol.js';
 import { diskBytesOf } from '../../guest/index.js';
 import { clusterHost } from '../../coordinator/cluster.js';
 import { eachHost } from '../../coordinator/connect.js';
+import { staleCopies } from '../../coordinator/locate.js';
 import { table } from '../table.js';
 
 /** What `vm list --json` prints per guest, one object a line. */
-export function guestLine(g: GuestInfo): Record<string, unknown> {
+export function guestLine(g: GuestInfo, stale = false): Record<string, unknown> {
   return {
     type: 'guest',
     name: g.name,
     host: g.host,
     state: g.state,
+    generation: g.generation ?? 0,
+    stale,
     memoryBytes: g.memoryBytes,
     diskBytes: diskBytesOf(g),
     driver: g.driver,
@@ -50,7 +53,9 @@ export const vmListCommand = defineCommand<{ host?: string; cluster?: string }>(
       }
     }
     guests.sort((a, b) => a.host.localeCompare(b.host) || a.name.localeCompare(b.name));
-    for (const g of guests) output.emit(guestLine(g));
+    // Stale only as the hosts listed can tell: `--host a` alone cannot see that b holds a newer copy.
+    const stale = staleCopies(guests);
+    for (const g of guests) output.emit(guestLine(g, stale.has(g)));
     if (!output.json) {
       if (guests.length === 0) output.print(failed.length ? '' : 'no guests');
       else {
@@ -59,7 +64,7 @@ export const vmListCommand = defineCommand<{ host?: string; cluster?: string }>(
           rows.push([
             g.name,
             g.host,
-            g.state,
+            stale.has(g) ? `${g.state} (stale)` : g.state,
             formatBytes(g.memoryBytes),
             diskBytesOf(g) ? formatBytes(diskBytesOf(g)) : '-',
             g.driver,
@@ -68,6 +73,12 @@ export const vmListCommand = defineCommand<{ host?: string; cluster?: string }>(
           ]);
         for (const line of table(rows)) output.print(line);
       }
+    }
+    for (const [g, newer] of stale) {
+      output.warn(
+        `guest ${g.name} on ${g.host} is a stale copy (generation ${g.generation ?? 0}; ${newer.newerOn} holds generation ${newer.generation}): ` +
+          `that host's state directory is older than the guest's last move. Remove the copy with \`ferry vm destroy ${g.name} --host ${g.host}\``,
+      );
     }
     if (failed.length > 0) throw new FerryError('ERR_FERRY_NETWORK', `could not list the guests of ${failed.join(', ')}`);
   },

@@ -19,6 +19,7 @@ export function guestDetails(g: GuestInfo): [string, string][] {
     ['disk', disk ? formatBytes(disk) : 'none'],
     ['nic', g.nic],
     ['encrypted-migration', g.encryptedMigration],
+    ['generation', `${g.generation ?? 0} (moves since it was created)`],
   ];
   if (g.driver === 'synthetic') rows.push(['workload', formatWorkload(g.workload)]);
   else {
