@@ -7,6 +7,7 @@ import { benchEngineCommand } from './engine.js';
 import { benchMigrateCommand } from './migrate.js';
 import { benchPaperCommand } from './paper.js';
 import { benchQemuCommand } from './qemu.js';
+import { benchQemuDigestsCommand } from './qemu-digests.js';
 
 // Commands of different argument types in one list: yargs's CommandModule is invariant in them.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -16,6 +17,7 @@ const subjects: CommandModule<any, any>[] = [
   benchEngineCommand,
   benchMigrateCommand,
   benchQemuCommand,
+  benchQemuDigestsCommand,
   benchPaperCommand,
   benchChaosCommand,
 ];
