@@ -126,12 +126,27 @@ async function connectAndCheck(req: MigrateRequest, from: string): Promise<Plan>
       `guest "${req.guest}" needs ${formatBytes(config.memoryBytes)}; nothing was moved`,
     );
     if (refusal) throw new FerryError('ERR_FERRY_REFUSED', refusal);
-    return { from, config, generation, source, destination, sourceCaps, mode: decision.mode, warning: decision.warning ?? null };
+    const warning = [decision.warning, stalePagesRisk(config, sourceCaps, req.verify === true)].filter(Boolean).join('; ') || null;
+    return { from, config, generation, source, destination, sourceCaps, mode: decision.mode, warning };
   } catch (err) {
     source.close();
     destination?.close();
     throw err;
   }
+}
+
+/**
+ * A QEMU guest under TCG moved without --verify by a QEMU before 10: QEMU 7.2 has been seen to
+ * leave stale guest pages at the destination of any move that takes more than one pass, with or
+ * without ferry (docs/qemu.md, "What `--verify` checks"; `ferry bench qemu-digests`). Said before
+ * the move, with what avoids it; null otherwise.
+ */
+export function stalePagesRisk(config: GuestConfig, sourceCaps: Pick<Capabilities, 'drivers'>, verify: boolean): string | null {
+  if (verify || config.driver !== 'qemu' || config.accel !== 'tcg') return null;
+  const version = sourceCaps.drivers?.qemu?.version;
+  const major = version ? Number(version.split('.')[0]) : NaN;
+  if (!(major < 10)) return null;
+  return `QEMU ${version} under TCG can leave stale guest pages at the destination of a move that takes more than one pass (docs/qemu.md); --verify catches that and keeps the guest here, or run QEMU 10`;
 }
 
 /**

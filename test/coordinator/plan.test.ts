@@ -4,6 +4,9 @@ import { decideMode, moveSetting } from '../../src/coordinator/mode.js';
 import { FerryError } from '../../src/errors.js';
 import { MigrationKey, newMigrationId } from '../../src/coordinator/keys.js';
 import { planEvacuation, type PlacementGuest } from '../../src/coordinator/placement.js';
+import { stalePagesRisk } from '../../src/coordinator/preflight.js';
+import type { GuestConfig } from '../../src/guest/types.js';
+import type { Capabilities } from '../../src/control/protocol.js';
 
 const GiB = 2 ** 30;
 const a = { name: 'a', encrypts: true };
@@ -29,6 +32,27 @@ describe('coordinator: mode decision', function () {
 
   it('refuses a setting that is not one of the three', function () {
     assert.throws(() => decideMode('sometimes' as never, a, b), { code: 'ERR_FERRY_INPUT' });
+  });
+});
+
+describe('coordinator: the QEMU 7.2 stale-pages warning', function () {
+  const qemu = (accel: 'kvm' | 'tcg') => ({ driver: 'qemu', accel }) as GuestConfig;
+  const on = (version?: string): Pick<Capabilities, 'drivers'> => ({
+    drivers: version ? { qemu: { available: true, detail: '', version } } : {},
+  });
+
+  it('warns of a TCG guest moved without --verify by a QEMU before 10, saying what avoids it', function () {
+    const warning = stalePagesRisk(qemu('tcg'), on('7.2.22'), false);
+    assert.match(warning!, /QEMU 7\.2\.22 under TCG can leave stale guest pages/);
+    assert.match(warning!, /--verify catches that/);
+  });
+
+  it('says nothing with --verify, under KVM, from QEMU 10 on, for a synthetic guest, or when the version is unknown', function () {
+    assert.equal(stalePagesRisk(qemu('tcg'), on('7.2.22'), true), null);
+    assert.equal(stalePagesRisk(qemu('kvm'), on('7.2.22'), false), null);
+    assert.equal(stalePagesRisk(qemu('tcg'), on('10.0.2'), false), null);
+    assert.equal(stalePagesRisk({ driver: 'synthetic' } as GuestConfig, on('7.2.22'), false), null);
+    assert.equal(stalePagesRisk(qemu('tcg'), on(), false), null);
   });
 });
 
