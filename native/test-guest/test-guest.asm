@@ -26,6 +26,8 @@
 ;   rate=KiB/s    how fast to rewrite window pages, up to 4194304; "max" (default) as fast as it
 ;                 can; 0 never rewrites.
 ;   seed=HEX      32 bits in hex, optional 0x (default 6a09e667), mixed into every word.
+;   disk=MiB      the first MiB of the first virtio-blk disk (legacy PCI, bus 0) to fill with the
+;                 pattern, rewrite and re-check (default 0: no disk I/O; capped at the disk).
 ; An unknown or malformed parameter is reported ("ignored") and otherwise has no effect. The
 ; command line's first word is skipped unless it has a '=': loaders put the image's path there.
 ;
@@ -51,7 +53,16 @@
 ;   FAIL addr=0xA want=0xW got=0xG  the first differing 32-bit word of a page (at most 16 such
 ;                             lines a sweep; the check line counts them all); checking carries on
 ;   error TEXT                something is wrong with the machine (e.g. "cpu exception 13", which
-;                             halts the guest)
+;                             halts the guest; "disk: ...", after which the guest runs on without
+;                             disk I/O)
+;   disk filled pages=P ms=T  disk=: P pages of the disk written with generation 0, after T ms
+;   disk check N ok pages=P   disk sweep N read back all P disk pages and found them intact
+;   disk check N failed pages=P bad=B   the same, B pages differing (FAIL lines name their offset)
+; The disk is cut into 64 KiB chunks of 16 pages, each page in the page format with its offset on
+; the disk for A. Each timer tick one chunk is rewritten with the next generation, in order round
+; the region, and one chunk is read back and checked half the region behind, so a chunk is read
+; long after it was last written. Requests go one at a time through one polled virtqueue (in the
+; 192 KiB below the filled region: the queue at 0x1c0000, the data at 0x1d0000).
 ; Sweeps run back to back, each starting at least 100 ms after the previous one started, with
 ; rewriting and checking interleaved in slices of 64 pages. When there is nothing to do (fill=0,
 ; or between short sweeps) the guest halts until the next 100 Hz timer interrupt.
@@ -77,6 +88,14 @@ BURST_MS        equ 100                 ; most rewrite credit saved up while bus
 DEFAULT_WINDOW  equ 8
 DEFAULT_SEED    equ 0x6a09e667
 FILL_LIMIT      equ 4096                ; MiB
+DISK_LIMIT      equ 4096                ; MiB
+VIRTIO_BLK_ID   equ 0x10011af4          ; PCI device 0x1001 (legacy virtio-blk), vendor 0x1af4
+VQ_BASE         equ 0x1c0000            ; the virtqueue: descriptors, available ring, used ring
+VQ_MAX          equ 1024                ; the largest queue that fits below DISK_BUF
+DISK_BUF        equ 0x1d0000            ; one chunk read or written
+DISK_REQ        equ 0x1e0000            ; the request header (16 bytes), its status byte at +16
+DISK_CHUNK      equ 0x10000             ; bytes per request: 16 pages, 128 sectors
+DISK_CHUNK_PAGES equ DISK_CHUNK / 4096
 
 COM1            equ 0x3f8
 PIT_HZ          equ 1193182
@@ -125,6 +144,7 @@ section .text
 ; eax = the word at esi, of the page whose key is in ebp; edx scratch
 %macro PATTERN_WORD 0
     mov eax, esi
+    add eax, [addr_delta]               ; 0 for memory; for a disk chunk, its offset less DISK_BUF
     xor eax, ebp
     FMIX eax, edx
 %endmacro
@@ -181,6 +201,7 @@ start:
     mov dword [next_tick_ms], 1000
     mov ebx, fill_cursor
     call cursor_reset
+    call disk_init
 
 main_loop:
     call update_clock
@@ -197,6 +218,7 @@ main_loop:
     mov byte [did_work], 0
     call dirty_slice
     call check_slice
+    call disk_slice
     cmp byte [did_work], 0
     jne main_loop
     cmp dword [irq_count], 0            ; halt only once timer interrupts are known to arrive
@@ -494,6 +516,9 @@ parse_args:
     mov edi, key_seed
     call match_key
     jnc .seed
+    mov edi, key_disk
+    call match_key
+    jnc .disk
     jmp .ignored
 .fill:
     call parse_dec
@@ -529,6 +554,13 @@ parse_args:
     call parse_hex
     jc .ignored
     mov [seed], eax
+    jmp .tokens
+.disk:
+    call parse_dec
+    jc .ignored
+    cmp eax, DISK_LIMIT
+    ja .ignored
+    mov [disk_mib], eax
     jmp .tokens
 .ignored:
     mov esi, [token]
@@ -701,6 +733,7 @@ check_page:
     mov ecx, [esi]
     mov edx, esi
 .report:
+    add edx, [addr_delta]               ; a disk page is named by its offset on the disk
     inc dword [sweep_bad]
     cmp dword [sweep_fail_lines], FAIL_LINES
     jae .done
@@ -904,6 +937,317 @@ check_next:
     ret
 
 ; ---------------------------------------------------------------- reports
+
+; ---------------------------------------------------------------- the disk (disk=MiB)
+; The first virtio-blk device on PCI bus 0, driven through its legacy I/O ports with one
+; virtqueue, polled (its interrupt stays masked). The first disk=MiB of it are cut into 64 KiB
+; chunks with the page pattern (a page named by its offset on the disk); rewrites go round the
+; chunks in order, one a timer tick, so every chunk's generation is known, and a check reads one
+; chunk back each tick.
+
+; eax = PCI config address -> eax = the dword there
+pci_read:
+    push edx
+    mov dx, 0xcf8
+    out dx, eax
+    mov dx, 0xcfc
+    in eax, dx
+    pop edx
+    ret
+
+; dx = register offset from the device's I/O base -> dx = the port
+%macro DISK_PORT 1
+    mov edx, [disk_io]
+    add dx, %1
+%endmacro
+
+disk_init:
+    cmp dword [disk_mib], 0
+    je .done
+    mov ecx, 0x80000000                 ; bus 0, device 0, function 0
+.scan:
+    mov eax, ecx
+    call pci_read
+    cmp eax, VIRTIO_BLK_ID
+    je .found
+    add ecx, 0x800                      ; the next device
+    cmp ecx, 0x80010000
+    jb .scan
+    PUTS `error disk: no virtio-blk device\r\n`
+    ret
+.found:
+    lea eax, [ecx + 0x10]               ; BAR0: the legacy I/O ports
+    call pci_read
+    and eax, 0xfffc
+    mov [disk_io], eax
+    lea eax, [ecx + 4]                  ; command: I/O space and bus mastering on
+    call pci_read
+    or eax, 5
+    mov ebx, eax
+    lea eax, [ecx + 4]
+    mov dx, 0xcf8
+    out dx, eax
+    mov dx, 0xcfc
+    mov eax, ebx
+    out dx, eax
+    DISK_PORT 0x12                      ; status: reset, then ACKNOWLEDGE, DRIVER
+    xor al, al
+    out dx, al
+    mov al, 1
+    out dx, al
+    mov al, 3
+    out dx, al
+    DISK_PORT 0x04                      ; no features
+    xor eax, eax
+    out dx, eax
+    DISK_PORT 0x0e                      ; queue 0
+    xor ax, ax
+    out dx, ax
+    DISK_PORT 0x0c
+    in ax, dx
+    movzx eax, ax
+    test eax, eax
+    jz .bad_queue
+    cmp eax, VQ_MAX
+    ja .bad_queue
+    mov [disk_qsize], eax
+    mov edi, VQ_BASE
+    mov ecx, (DISK_BUF - VQ_BASE) / 4
+    push eax
+    xor eax, eax
+    rep stosd
+    pop eax
+    shl eax, 4
+    add eax, VQ_BASE
+    mov [disk_avail], eax
+    mov word [eax], 1                   ; VRING_AVAIL_F_NO_INTERRUPT
+    mov eax, [disk_qsize]
+    imul eax, eax, 18                   ; 16 per descriptor, 2 per available entry
+    add eax, 6 + 4095
+    and eax, ~4095
+    add eax, VQ_BASE
+    mov [disk_used], eax
+    ; three descriptors, always the same chain: header, data, status
+    mov dword [VQ_BASE], DISK_REQ
+    mov dword [VQ_BASE + 8], 16
+    mov word [VQ_BASE + 12], 1          ; NEXT
+    mov word [VQ_BASE + 14], 1
+    mov dword [VQ_BASE + 16], DISK_BUF
+    mov dword [VQ_BASE + 24], DISK_CHUNK
+    mov word [VQ_BASE + 30], 2
+    mov dword [VQ_BASE + 32], DISK_REQ + 16
+    mov dword [VQ_BASE + 40], 1
+    mov word [VQ_BASE + 44], 2          ; WRITE (by the device)
+    DISK_PORT 0x08                      ; the queue's page frame
+    mov eax, VQ_BASE >> 12
+    out dx, eax
+    DISK_PORT 0x12
+    mov al, 7                           ; DRIVER_OK
+    out dx, al
+    DISK_PORT 0x18                      ; capacity in sectors, high half
+    in eax, dx
+    mov ebx, 0xffffffff
+    test eax, eax
+    jnz .capped
+    DISK_PORT 0x14
+    in eax, dx
+    shr eax, 7                          ; whole chunks
+    mov ebx, eax
+.capped:
+    mov eax, [disk_mib]
+    shl eax, 4                          ; 16 chunks a MiB
+    cmp eax, ebx
+    jbe .sized
+    mov eax, ebx
+.sized:
+    mov [disk_chunks], eax
+    shr eax, 1                          ; checks run half the region behind the rewrites, so a
+    mov [disk_rcur], eax                ; chunk is read back long after it was last written
+    call update_clock
+    push eax
+    xor ecx, ecx
+.fill:
+    cmp ecx, [disk_chunks]
+    jae .filled
+    mov eax, ecx
+    xor ebx, ebx
+    call disk_write_chunk
+    inc ecx
+    jmp .fill
+.filled:
+    call update_clock
+    pop ebx
+    sub eax, ebx
+    push eax
+    PUTS 'disk filled pages='
+    mov eax, [disk_chunks]
+    shl eax, 4
+    call put_dec
+    PUTS ' ms='
+    pop eax
+    call put_dec
+    PUTS `\r\n`
+    mov eax, [irq_count]
+    mov [disk_last_irq], eax
+.done:
+    ret
+.bad_queue:
+    PUTS `error disk: virtqueue size out of range\r\n`
+    ret
+
+; eax = chunk, ebx = 0 to read, 1 to write; waits for the device
+disk_request:
+    pushad
+    mov [DISK_REQ], ebx                 ; VIRTIO_BLK_T_IN 0, T_OUT 1
+    mov dword [DISK_REQ + 4], 0
+    shl eax, 7                          ; its first sector
+    mov [DISK_REQ + 8], eax
+    mov dword [DISK_REQ + 12], 0
+    mov byte [DISK_REQ + 16], 0xff
+    mov ax, 1                           ; the data: NEXT, and WRITE (by the device) for a read
+    test ebx, ebx
+    jnz .flags
+    or ax, 2
+.flags:
+    mov [VQ_BASE + 28], ax
+    mov edi, [disk_avail]
+    movzx eax, word [edi + 2]
+    push eax
+    xor edx, edx
+    div dword [disk_qsize]
+    mov word [edi + 4 + edx * 2], 0     ; the chain's head, descriptor 0
+    pop eax
+    inc eax
+    mov [edi + 2], ax
+    DISK_PORT 0x10                      ; notify queue 0
+    xor ax, ax
+    out dx, ax
+    mov esi, [disk_used]
+.wait:
+    movzx eax, word [esi + 2]
+    cmp eax, [disk_used_seen]
+    jne .answered
+    pause
+    jmp .wait
+.answered:
+    mov [disk_used_seen], eax
+    cmp byte [DISK_REQ + 16], 0
+    je .done
+    PUTS `error disk: request failed\r\n`
+    mov dword [disk_chunks], 0
+.done:
+    popad
+    ret
+
+; eax = chunk -> addr_delta set for it
+disk_delta:
+    push eax
+    shl eax, 16
+    sub eax, DISK_BUF
+    mov [addr_delta], eax
+    pop eax
+    ret
+
+; eax = chunk, ebx = generation: the pattern written to it
+disk_write_chunk:
+    pushad
+    call disk_delta
+    mov edi, DISK_BUF
+    mov ecx, DISK_CHUNK_PAGES
+.page:
+    call write_page
+    add edi, 4096
+    loop .page
+    mov dword [addr_delta], 0
+    mov ebx, 1
+    call disk_request
+    popad
+    ret
+
+; eax = chunk -> ebx = the generation it must have
+disk_generation:
+    mov ebx, [disk_pass]
+    cmp eax, [disk_wcur]
+    jae .done
+    inc ebx
+.done:
+    ret
+
+; once a timer tick: the next chunk rewritten, the next chunk read back and checked
+disk_slice:
+    cmp dword [disk_chunks], 0
+    je .done
+    mov eax, [irq_count]
+    cmp eax, [disk_last_irq]
+    je .done
+    mov [disk_last_irq], eax
+    mov eax, [disk_wcur]
+    mov ebx, [disk_pass]
+    inc ebx
+    call disk_write_chunk
+    inc dword [disk_wcur]
+    mov eax, [disk_wcur]
+    cmp eax, [disk_chunks]
+    jb .check
+    mov dword [disk_wcur], 0
+    inc dword [disk_pass]
+.check:
+    mov eax, [disk_rcur]
+    xor ebx, ebx
+    call disk_request
+    call disk_generation
+    call disk_delta
+    ; check_page counts into the memory sweep's counters: the disk's own stand in for them here
+    push dword [sweep_bad]
+    push dword [sweep_fail_lines]
+    mov ecx, [disk_bad]
+    mov [sweep_bad], ecx
+    mov ecx, [disk_fail_lines]
+    mov [sweep_fail_lines], ecx
+    mov edi, DISK_BUF
+    mov ecx, DISK_CHUNK_PAGES
+.page:
+    call check_page
+    add edi, 4096
+    loop .page
+    mov ecx, [sweep_bad]
+    mov [disk_bad], ecx
+    mov ecx, [sweep_fail_lines]
+    mov [disk_fail_lines], ecx
+    pop dword [sweep_fail_lines]
+    pop dword [sweep_bad]
+    mov dword [addr_delta], 0
+    inc dword [disk_rcur]
+    mov eax, [disk_rcur]
+    cmp eax, [disk_chunks]
+    jb .done
+    mov dword [disk_rcur], 0
+    inc dword [disk_sweeps]
+    PUTS 'disk check '
+    mov eax, [disk_sweeps]
+    call put_dec
+    cmp dword [disk_bad], 0
+    jne .failed
+    PUTS ' ok pages='
+    mov eax, [disk_chunks]
+    shl eax, 4
+    call put_dec
+    jmp .line
+.failed:
+    PUTS ' failed pages='
+    mov eax, [disk_chunks]
+    shl eax, 4
+    call put_dec
+    PUTS ' bad='
+    mov eax, [disk_bad]
+    call put_dec
+.line:
+    PUTS `\r\n`
+    mov dword [disk_bad], 0
+    mov dword [disk_fail_lines], 0
+.done:
+    ret
+
 print_boot:
     PUTS 'ferry-test-guest 1 fill='
     mov eax, [pages]
@@ -1103,6 +1447,7 @@ key_fill:       db 'fill=', 0
 key_window:     db 'window=', 0
 key_rate:       db 'rate=', 0
 key_seed:       db 'seed=', 0
+key_disk:       db 'disk=', 0
 word_max:       db 'max', 0
 
 section .bss
@@ -1135,6 +1480,21 @@ sweep_bad:      resd 1
 sweep_fail_lines: resd 1
 sweep_start_ms: resd 1
 token:          resd 1
+addr_delta:     resd 1
+disk_mib:       resd 1
+disk_io:        resd 1                  ; the virtio-blk device's legacy I/O ports
+disk_qsize:     resd 1
+disk_avail:     resd 1                  ; address of the available ring
+disk_used:      resd 1                  ; address of the used ring
+disk_used_seen: resd 1                  ; its index as last seen
+disk_chunks:    resd 1                  ; chunks in the disk region (0: no disk work)
+disk_pass:      resd 1                  ; rewrite rounds completed
+disk_wcur:      resd 1                  ; the next chunk to rewrite
+disk_rcur:      resd 1                  ; the next chunk to check
+disk_sweeps:    resd 1
+disk_bad:       resd 1
+disk_fail_lines: resd 1
+disk_last_irq:  resd 1
 fill_cursor:    resb CUR_SIZE
 dirty_cursor:   resb CUR_SIZE
 check_cursor:   resb CUR_SIZE

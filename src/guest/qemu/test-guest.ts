@@ -22,7 +22,7 @@ export const TEST_GUEST_BASE = 0x200000;
 export const TEST_GUEST_PAGE = 4096;
 
 /** The largest values the guest accepts. */
-export const TEST_GUEST_LIMITS = { fillMiB: 4096, windowMiB: 4096, rateKiBps: 4194304, seed: 0xffffffff } as const;
+export const TEST_GUEST_LIMITS = { fillMiB: 4096, windowMiB: 4096, rateKiBps: 4194304, seed: 0xffffffff, diskMiB: 4096 } as const;
 
 export interface TestGuestOptions {
   /** MiB to fill from 2 MiB up. Default: all the RAM below 4 GiB. 0: the guest writes no memory. */
@@ -33,6 +33,11 @@ export interface TestGuestOptions {
   rateKiBps?: number | 'max';
   /** Mixed into every word of the pattern. Default 0x6a09e667. */
   seed?: number;
+  /**
+   * MiB at the start of the first virtio-blk disk that the guest fills with the pattern, rewrites
+   * (64 KiB each timer tick) and reads back; default 0, no disk I/O.
+   */
+  diskMiB?: number;
 }
 
 function integerIn(name: keyof typeof TEST_GUEST_LIMITS, value: number): number {
@@ -52,6 +57,7 @@ export function testGuestAppend(options: TestGuestOptions = {}): string {
     words.push(`rate=${options.rateKiBps === 'max' ? 'max' : integerIn('rateKiBps', options.rateKiBps)}`);
   }
   if (options.seed !== undefined) words.push(`seed=${integerIn('seed', options.seed).toString(16).padStart(8, '0')}`);
+  if (options.diskMiB !== undefined) words.push(`disk=${integerIn('diskMiB', options.diskMiB)}`);
   return words.join(' ');
 }
 
@@ -83,8 +89,12 @@ export type TestGuestLine =
   | { kind: 'tick'; seconds: number; dirtied: number }
   /** A sweep over every filled page: `bad` pages differed from what the guest last wrote. */
   | { kind: 'check'; sweep: number; ok: boolean; pages: number; bad: number }
-  /** The first differing 32-bit word of a page. */
+  /** The first differing 32-bit word of a page (of a disk page: its offset on the disk). */
   | { kind: 'fail'; addr: number; want: number; got: number }
+  /** disk=MiB: that much of the disk written with the pattern. */
+  | { kind: 'disk-filled'; pages: number; ms: number }
+  /** A sweep reading back every disk page: `bad` pages differed from what the guest last wrote. */
+  | { kind: 'disk-check'; sweep: number; ok: boolean; pages: number; bad: number }
   /** The machine is wrong for the guest (an exception halts it). */
   | { kind: 'error'; message: string };
 
@@ -122,6 +132,15 @@ const LINES: readonly [RegExp, (m: string[]) => TestGuestLine][] = [
   [
     new RegExp(`^FAIL addr=0x${HEX} want=0x${HEX} got=0x${HEX}$`),
     (m) => ({ kind: 'fail', addr: hex(m[1]!), want: hex(m[2]!), got: hex(m[3]!) }),
+  ],
+  [new RegExp(`^disk filled pages=${DEC} ms=${DEC}$`), (m) => ({ kind: 'disk-filled', pages: decimal(m[1]!), ms: decimal(m[2]!) })],
+  [
+    new RegExp(`^disk check ${DEC} ok pages=${DEC}$`),
+    (m) => ({ kind: 'disk-check', sweep: decimal(m[1]!), ok: true, pages: decimal(m[2]!), bad: 0 }),
+  ],
+  [
+    new RegExp(`^disk check ${DEC} failed pages=${DEC} bad=${DEC}$`),
+    (m) => ({ kind: 'disk-check', sweep: decimal(m[1]!), ok: false, pages: decimal(m[2]!), bad: decimal(m[3]!) }),
   ],
   [/^error (\S.*)$/, (m) => ({ kind: 'error', message: m[1]! })],
 ];

@@ -16,6 +16,7 @@ import {
   readFileSync,
   readSync,
   rmSync,
+  truncateSync,
   writeSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -80,7 +81,7 @@ class BootedGuest {
     child.stderr!.on('data', (d: Buffer) => (this.stderr += d.toString()));
   }
 
-  static boot(dir: string, name: string, memoryMiB: number, append: string, machine = 'pc'): BootedGuest {
+  static boot(dir: string, name: string, memoryMiB: number, append: string, machine = 'pc', extra: string[] = []): BootedGuest {
     const serial = path.join(dir, `${name}.serial`);
     const ram = path.join(dir, `${name}.ram`);
     const args = [
@@ -105,6 +106,7 @@ class BootedGuest {
       `file,id=serial,path=${serial}`,
       '-serial',
       'chardev:serial',
+      ...extra,
     ];
     return new BootedGuest(spawn(QEMU, args, { stdio: ['ignore', 'ignore', 'pipe'] }), serial, ram);
   }
@@ -179,6 +181,8 @@ describe('QEMU test guest', function () {
     assert.equal(testGuestAppend(), '');
     assert.equal(testGuestAppend({ fillMiB: 64, windowMiB: 2, rateKiBps: 'max', seed: 0xab }), 'fill=64 window=2 rate=max seed=000000ab');
     assert.equal(testGuestAppend({ fillMiB: 0, rateKiBps: 0 }), 'fill=0 rate=0');
+    assert.equal(testGuestAppend({ fillMiB: 8, diskMiB: 16 }), 'fill=8 disk=16');
+    assert.throws(() => testGuestAppend({ diskMiB: 4097 }), /diskMiB must be an integer from 0 to 4096/);
     for (const bad of [
       { fillMiB: -1 },
       { fillMiB: 4097 },
@@ -252,6 +256,17 @@ describe('QEMU test guest', function () {
       );
     }
     assert.throws(() => parseTestGuestLine('ferry-test-guest 2 x'), /format version 2 is not 1/);
+    assert.deepEqual(parseTestGuestLine('disk filled pages=4096 ms=203\r\n'), { kind: 'disk-filled', pages: 4096, ms: 203 });
+    assert.deepEqual(parseTestGuestLine('disk check 3 ok pages=4096'), { kind: 'disk-check', sweep: 3, ok: true, pages: 4096, bad: 0 });
+    assert.deepEqual(parseTestGuestLine('disk check 9 failed pages=1024 bad=21'), {
+      kind: 'disk-check',
+      sweep: 9,
+      ok: false,
+      pages: 1024,
+      bad: 21,
+    });
+    assert.deepEqual(parseTestGuestLine('error disk: no virtio-blk device'), { kind: 'error', message: 'disk: no virtio-blk device' });
+    assert.throws(() => parseTestGuestLine('disk check x ok pages=1'), /malformed line/);
     assert.deepEqual(
       parseTestGuestLog('tick 1 dirtied=0\r\ntick 2 dirt'),
       [{ kind: 'tick', seconds: 1, dirtied: 0 }],
@@ -262,8 +277,8 @@ describe('QEMU test guest', function () {
   describe(`under ${QEMU} (TCG)`, function () {
     let dir: string;
     const guests: BootedGuest[] = [];
-    const start = (name: string, memoryMiB: number, append: string, machine?: string) => {
-      const g = BootedGuest.boot(dir, name, memoryMiB, append, machine);
+    const start = (name: string, memoryMiB: number, append: string, machine?: string, extra?: string[]) => {
+      const g = BootedGuest.boot(dir, name, memoryMiB, append, machine, extra);
       guests.push(g);
       return g;
     };
@@ -356,6 +371,60 @@ describe('QEMU test guest', function () {
         stale.length <= 1 && stale.every((p) => p === ahead - 1),
         `${stale.length} pages differ from their generation, from page ${stale[0]}`,
       );
+    });
+
+    it('disk=4: fills the start of its virtio-blk disk with the pattern, re-checks it intact, and a page changed under it fails, named by its offset', async function () {
+      this.timeout(60_000);
+      const image = path.join(dir, 'disk.raw');
+      writeFileSync(image, Buffer.alloc(0));
+      truncateSync(image, 16 * 2 ** 20);
+      const disk = ['-blockdev', `driver=file,filename=${image},node-name=f0`, '-blockdev', 'driver=raw,file=f0,node-name=d0'];
+      const g = start('disk', 64, testGuestAppend({ fillMiB: 8, diskMiB: 4 }), 'pc', [...disk, '-device', 'virtio-blk-pci,drive=d0']);
+      const diskChecks = (ls: TestGuestLine[]) => ls.filter((l) => l.kind === 'disk-check');
+      const lines = await g.waitFor('two disk sweeps', (ls) => diskChecks(ls).length >= 2);
+      const b = boot(lines)!;
+      assert.deepEqual(
+        lines.filter((l) => l.kind === 'disk-filled').map((l) => l.kind === 'disk-filled' && l.pages),
+        [1024],
+      );
+      assert.ok(diskChecks(lines).every((c) => c.kind === 'disk-check' && c.ok && c.pages === 1024 && c.bad === 0));
+      assert.ok(!lines.some((l) => l.kind === 'fail' || l.kind === 'error'), JSON.stringify(lines.filter((l) => l.kind !== 'check')));
+      // On the disk itself: each page in the documented format, its generation in its header (one
+      // chunk of 16 pages may be mid-rewrite), and nothing past the 4 MiB.
+      const bytes = readFileSync(image);
+      let inFlux = 0;
+      for (let at = 0; at < 4 * 2 ** 20; at += TEST_GUEST_PAGE) {
+        const generation = bytes.readUInt32LE(at);
+        for (let o = 4; o < TEST_GUEST_PAGE; o += 4)
+          if (bytes.readUInt32LE(at + o) !== patternWord(at + o, b.seed, generation)) {
+            inFlux++;
+            break;
+          }
+      }
+      assert.ok(inFlux <= 16, `${inFlux} disk pages not in the pattern of their generation`);
+      assert.ok(
+        bytes.subarray(4 * 2 ** 20).every((x) => x === 0),
+        'nothing written past disk=4',
+      );
+      // The first page of every chunk overwritten behind the guest's back: a later sweep fails.
+      const fd = openSync(image, 'r+');
+      try {
+        for (let chunk = 0; chunk < 64; chunk++) writeSync(fd, Buffer.alloc(TEST_GUEST_PAGE, 0x55), 0, TEST_GUEST_PAGE, chunk * 2 ** 16);
+      } finally {
+        closeSync(fd);
+      }
+      const after = await g.waitFor('a failed disk sweep', (ls) => diskChecks(ls).some((c) => c.kind === 'disk-check' && !c.ok));
+      const failed = diskChecks(after).find((c) => c.kind === 'disk-check' && !c.ok)!;
+      assert.ok(failed.kind === 'disk-check' && failed.bad > 0 && failed.bad <= 64, JSON.stringify(failed));
+      const fails = after.filter((l) => l.kind === 'fail');
+      assert.ok(fails.length > 0);
+      for (const f of fails) {
+        assert.ok(
+          f.kind === 'fail' && f.addr % 2 ** 16 === 0 && f.addr < 4 * 2 ** 20,
+          `FAIL at 0x${f.kind === 'fail' && f.addr.toString(16)}`,
+        );
+        assert.ok(f.kind === 'fail' && f.got === 0x55555555);
+      }
     });
 
     it('with fill=0 writes no memory and keeps ticking', async function () {
