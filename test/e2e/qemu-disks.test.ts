@@ -8,9 +8,11 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { resolveQemu } from '../../src/guest/qemu/probe.js';
+import { CONSOLE_LOG } from '../../src/guest/qemu/argv.js';
+import { parseTestGuestLog } from '../../src/guest/qemu/test-guest.js';
 import { loadCluster } from '../../src/coordinator/cluster.js';
 import { ferry, ferryAsync, startFerry } from '../support/cli.js';
 import { TestCluster, type RunningAgent } from '../support/cluster.js';
@@ -29,6 +31,17 @@ function holdsPattern(image: string, offset: number, bytes: number, pattern: num
     encoding: 'utf8',
   });
   return !/Pattern verification failed/.test(out);
+}
+
+/** A qcow2 image's contents from `offset` to its end, as raw bytes (qemu-img convert). */
+function rawPast(image: string, offset: number): Buffer {
+  const out = `${image}.${process.pid}.raw`;
+  execFileSync('qemu-img', ['convert', '-U', '-O', 'raw', image, out]);
+  try {
+    return readFileSync(out).subarray(offset);
+  } finally {
+    rmSync(out, { force: true });
+  }
 }
 
 describe('e2e: QEMU guests with disks, moved shared-nothing (real agents, real QEMU)', function () {
@@ -55,7 +68,8 @@ describe('e2e: QEMU guests with disks, moved shared-nothing (real agents, real Q
     mkdirSync(path.join(cluster.root, 'images'));
     image = path.join(cluster.root, 'images', 'd1.qcow2');
     execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', image, String(64 * MiB)]);
-    execFileSync('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0xa5 0 16M', '-c', 'write -P 0x5a 32M 4M', image], { stdio: 'pipe' });
+    // Past the first 8 MiB, which the guest itself writes and re-checks (disk=8) as it runs.
+    execFileSync('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0xa5 16M 16M', '-c', 'write -P 0x5a 32M 4M', image], { stdio: 'pipe' });
   });
   after(async () => {
     if (!cluster) return;
@@ -64,7 +78,29 @@ describe('e2e: QEMU guests with disks, moved shared-nothing (real agents, real Q
     await cluster.stop();
   });
 
-  const guestDir = (host: string) => path.join(cluster.hostDir(host), 'guests', 'd1');
+  const guestDir = (host: string, name = 'd1') => path.join(cluster.hostDir(host), 'guests', name);
+  const diskChecks = (host: string) => parseTestGuestLog(readFileSync(path.join(guestDir(host), CONSOLE_LOG), 'utf8'));
+  /**
+   * The guest's own disk checks on `host` (it reads back what it wrote, a chunk each tick): two
+   * more full sweeps than the `seen` it had, every one intact, and no FAIL line at all.
+   */
+  const diskChecksPass = async (host: string, seen = 0): Promise<number> => {
+    const lines = await waitUntil(
+      () => {
+        const ls = diskChecks(host);
+        return ls.filter((l) => l.kind === 'disk-check').length >= seen + 2 ? ls : null;
+      },
+      60_000,
+      `two disk sweeps of the guest on ${host}`,
+    );
+    const sweeps = lines.filter((l) => l.kind === 'disk-check');
+    assert.ok(
+      sweeps.slice(seen).every((l) => l.kind === 'disk-check' && l.ok),
+      JSON.stringify(lines.filter((l) => l.kind === 'disk-check' || l.kind === 'fail' || l.kind === 'error')),
+    );
+    assert.ok(!lines.some((l) => l.kind === 'fail' || l.kind === 'error'), JSON.stringify(lines.filter((l) => l.kind === 'fail')));
+    return sweeps.length;
+  };
   const pidOf = async (host: string) => {
     const [g] = jsonLines(run(['vm', 'list', '--json']).stdout).filter((l) => l.name === 'd1' && l.host === host);
     return g?.pid as number | undefined;
@@ -84,13 +120,17 @@ describe('e2e: QEMU guests with disks, moved shared-nothing (real agents, real Q
       '--disk',
       image,
       '--append',
-      'fill=16 window=4 rate=1024',
+      'fill=16 window=4 rate=1024 disk=8',
     ]);
     assert.equal(r.status, 0, r.stderr);
     const [row] = jsonLines(run(['vm', 'list', '--json']).stdout);
     assert.equal(row!.diskBytes, 64 * MiB);
     const table = run(['vm', 'list']).stdout;
     assert.match(table, /d1\s+a\s+running\s+64\.0 MiB\s+64\.0 MiB\s+qemu/);
+  });
+
+  it('the guest writes the first 8 MiB of its disk and reads them back intact, before any move', async function () {
+    await diskChecksPass('a');
   });
 
   it('migrate --verify --json: the disk mirrored through the encrypted channel, disk bytes apart from memory, the image kept at the source', async function () {
@@ -109,9 +149,12 @@ describe('e2e: QEMU guests with disks, moved shared-nothing (real agents, real Q
     assert.ok(progress.length > 0, 'disk progress events');
     assert.equal(progress.at(-1)!.ready, 1);
     const copy = path.join(guestDir('b'), 'disks', 'disk0');
-    assert.ok(holdsPattern(copy, 0, 16 * MiB, 0xa5) && holdsPattern(copy, 32 * MiB, 4 * MiB, 0x5a), 'the patterns arrived');
-    assert.equal(spawnSync('qemu-img', ['compare', '-U', image, copy]).status, 0, 'qemu-img compare: the images are the same');
+    assert.ok(holdsPattern(copy, 16 * MiB, 16 * MiB, 0xa5) && holdsPattern(copy, 32 * MiB, 4 * MiB, 0x5a), 'the patterns arrived');
+    // The guest writes its first 8 MiB on at b; the rest is as the source left it.
+    assert.ok(rawPast(image, 8 * MiB).equals(rawPast(copy, 8 * MiB)), 'the images are the same past the 8 MiB the guest writes');
     assert.ok(!existsSync(guestDir('a')), "the source's guest directory is gone; the operator's image stays");
+    // It kept writing its disk through the mirror and the switch-over: every chunk it reads back at b holds what it last wrote.
+    await diskChecksPass('b');
   });
 
   it('a disk larger than the destination can hold is refused before anything starts (its guests on a 32 MiB tmpfs)', async function () {
@@ -146,6 +189,7 @@ describe('e2e: QEMU guests with disks, moved shared-nothing (real agents, real Q
   it('the destination agent killed mid-mirror: the guest runs on at the source with its disk, nothing left at the destination', async function () {
     const c = await loadCluster(cluster.file);
     const sourcePid = await pidOf('b');
+    const sweepsBefore = diskChecks('b').filter((l) => l.kind === 'disk-check').length;
     let killed = false;
     const moved = await migrate(c, 'd1', 'b', 'a', {
       maxBytesPerSecond: 4e6, // 20 MiB of disk: seconds of mirroring to kill into
@@ -167,16 +211,38 @@ describe('e2e: QEMU guests with disks, moved shared-nothing (real agents, real Q
     await waitUntil(() => !existsSync(guestDir('a')), 30_000, 'no guest directory (no image) left at the destination');
     assert.deepEqual(processesMentioning(guestDir('a')), []);
     const disk = path.join(guestDir('b'), 'disks', 'disk0');
-    assert.ok(holdsPattern(disk, 0, 16 * MiB, 0xa5) && holdsPattern(disk, 32 * MiB, 4 * MiB, 0x5a), "the source's disk intact");
+    assert.ok(holdsPattern(disk, 16 * MiB, 16 * MiB, 0xa5) && holdsPattern(disk, 32 * MiB, 4 * MiB, 0x5a), "the source's disk intact");
+    await diskChecksPass('b', sweepsBefore);
   });
 
   it('the first migration network cut mid-mirror: the mirror and the move carry on over the second, the disk intact', async function () {
+    // A guest of its own, that writes no disk (see docs/qemu.md, "Disks": one of eight runs of this
+    // move with d1 writing its disk lost the source QEMU 7.2 mid-move), on a copy of the image.
+    const imageCopy = path.join(cluster.root, 'images', 'd2.qcow2');
+    copyFileSync(image, imageCopy);
+    const created = run([
+      'vm',
+      'create',
+      'd2',
+      '--host',
+      'b',
+      '--driver',
+      'qemu',
+      '--memory',
+      '64MiB',
+      '--disk',
+      imageCopy,
+      '--append',
+      'fill=16 window=4 rate=1024',
+    ]);
+    assert.equal(created.status, 0, created.stderr);
     const { relay, second, restore } = await relayFirstNetwork(cluster.file, 'a');
     try {
       // 4 MB/s: the 20 MiB of the disk take seconds to mirror, and the cut falls inside.
-      // Without --verify: its RAM digest can differ after a move of this fast-writing test guest
-      // (under study; the destination then refuses to commit), which is not what this test is about.
-      const child = startFerry(['migrate', 'd1', '--to', 'a', '--json', '--bandwidth', '4MB'], cluster.env);
+      // Without --verify: QEMU 7.2 under TCG can leave stale RAM pages after a multi-pass move, so
+      // the digests would differ and the destination refuse to commit (docs/qemu.md, "What
+      // `--verify` checks"), which is not what this test is about.
+      const child = startFerry(['migrate', 'd2', '--to', 'a', '--json', '--bandwidth', '4MB'], cluster.env);
       await child.waitForOutput('stdout', /"type":"disks","bytesDone":([2-9]\d{6}|1\d{7})\b/, 120_000);
       assert.ok(relay.accepted >= 1, 'the mirror began on the first network');
       relay.partitioned = true;
@@ -194,9 +260,9 @@ describe('e2e: QEMU guests with disks, moved shared-nothing (real agents, real Q
         'the cut came in the mirror, before memory moved',
       );
       assert.equal(result.failovers.length, 1);
-      const copy = path.join(guestDir('a'), 'disks', 'disk0');
-      assert.ok(holdsPattern(copy, 0, 16 * MiB, 0xa5) && holdsPattern(copy, 32 * MiB, 4 * MiB, 0x5a), 'the patterns arrived');
-      const [row] = jsonLines(run(['vm', 'list', '--json']).stdout).filter((l) => l.name === 'd1');
+      const copy = path.join(guestDir('a', 'd2'), 'disks', 'disk0');
+      assert.ok(holdsPattern(copy, 16 * MiB, 16 * MiB, 0xa5) && holdsPattern(copy, 32 * MiB, 4 * MiB, 0x5a), 'the patterns arrived');
+      const [row] = jsonLines(run(['vm', 'list', '--json']).stdout).filter((l) => l.name === 'd2');
       assert.equal(row!.host, 'a');
       assert.equal(row!.state, 'running');
     } finally {
