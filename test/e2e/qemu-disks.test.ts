@@ -216,7 +216,7 @@ describe('e2e: QEMU guests with disks, moved shared-nothing (real agents, real Q
   });
 
   it('the first migration network cut mid-mirror: the mirror and the move carry on over the second, the disk intact', async function () {
-    // A guest of its own, that writes no disk (see docs/qemu.md, "Disks": one of eight runs of this
+    // A guest of its own, that writes no disk (see docs/qemu.md, "Disks": one of nine runs of this
     // move with d1 writing its disk lost the source QEMU 7.2 mid-move), on a copy of the image.
     const imageCopy = path.join(cluster.root, 'images', 'd2.qcow2');
     copyFileSync(image, imageCopy);
