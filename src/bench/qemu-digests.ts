@@ -6,7 +6,7 @@
  * whether a QEMU binary moves this guest intact on this host, apart from anything ferry does
  * (docs/qemu.md, "What `--verify` checks").
  */
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Argv } from 'yargs';
@@ -15,15 +15,14 @@ import { sleep } from '../common/async.js';
 import { writeFileAtomic } from '../common/atomic-file.js';
 import { formatBytes, parseRate } from '../common/units.js';
 import { defineCommand, type GlobalArgs } from '../cli/command.js';
-import { BOOT_DIR, CONSOLE_LOG } from '../guest/qemu/argv.js';
-import { BOOT_FILE_NAMES } from '../guest/qemu/config.js';
 import { createQemu } from '../guest/qemu/create.js';
 import { Qemu } from '../guest/qemu/hypervisor.js';
 import { probeQemu } from '../guest/qemu/probe.js';
 import { ramDigest } from '../guest/qemu/ram-digest.js';
-import { parseTestGuestLog, testGuestAppend } from '../guest/qemu/test-guest.js';
+import { testGuestAppend } from '../guest/qemu/test-guest.js';
 import { describeMachine, versionLine } from './machine.js';
 import { migrateByQemu } from './qemu-migration.js';
+import { copyBootFiles, SETTLE_MS, waitForFill } from './qemu-guest.js';
 import { qemuBinaries } from './qemu.js';
 
 const MiB = 2 ** 20;
@@ -31,8 +30,6 @@ const MEMORY_BYTES = 64 * MiB;
 const FILL_MIB = 60;
 const WINDOW_MIB = 8;
 const FILL_TIMEOUT_MS = 120_000;
-/** Running after the fill before the move starts, so the window is being rewritten. */
-const SETTLE_MS = 1000;
 const PAGE = 4096;
 const LISTED_PAGES = 16;
 
@@ -71,18 +68,6 @@ function differingPages(a: Buffer, b: Buffer): { count: number; first: string[] 
   return { count, first };
 }
 
-async function waitFilled(dir: string): Promise<void> {
-  const deadline = performance.now() + FILL_TIMEOUT_MS;
-  for (;;) {
-    const lines = parseTestGuestLog(readFileSync(path.join(dir, CONSOLE_LOG), 'utf8'));
-    if (lines.some((l) => l.kind === 'filled')) return;
-    const bad = lines.find((l) => l.kind === 'error');
-    if (bad) throw new FerryError('ERR_FERRY_QEMU', `the test guest stopped: ${JSON.stringify(bad)}`);
-    if (performance.now() > deadline) throw new FerryError('ERR_FERRY_TIMEOUT', 'the test guest did not fill its memory in time');
-    await sleep(100);
-  }
-}
-
 /** One fresh guest moved once by QEMU alone; both copies paused at the end, their RAM compared. */
 async function oneRound(root: string, round: number, accel: 'kvm' | 'tcg', bandwidth: number): Promise<Round> {
   const srcDir = path.join(root, `r${round}-source`);
@@ -105,11 +90,9 @@ async function oneRound(root: string, round: number, accel: 'kvm' | 'tcg', bandw
   try {
     const source = await Qemu.start(config, srcDir);
     started.push(source);
-    await waitFilled(srcDir);
+    await waitForFill(srcDir, () => {}, FILL_TIMEOUT_MS);
     await sleep(SETTLE_MS);
-    mkdirSync(path.join(dstDir, BOOT_DIR), { recursive: true, mode: 0o700 });
-    for (const name of BOOT_FILE_NAMES)
-      if (config[name]) copyFileSync(path.join(srcDir, BOOT_DIR, name), path.join(dstDir, BOOT_DIR, name));
+    copyBootFiles(config, srcDir, dstDir);
     const destination = await Qemu.start(config, dstDir, { incoming: true });
     started.push(destination);
     const move = await migrateByQemu(source.qmp, destination.qmp, { mode: 'plain', maxBandwidth: bandwidth, autoConverge: true });

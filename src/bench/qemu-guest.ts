@@ -69,6 +69,42 @@ function consoleOf(dir: string): TestGuestLine[] {
   }
 }
 
+/**
+ * Waits until the test guest in `dir` has filled its memory; its fill line. Throws when it stops
+ * with an error or does not fill within `timeoutMs`; `progress` hears of a long fill every 15 s.
+ */
+export async function waitForFill(
+  dir: string,
+  progress: (line: string) => void = () => {},
+  timeoutMs = FILL_TIMEOUT_MS,
+): Promise<{ pages: number; ms: number }> {
+  const deadline = performance.now() + timeoutMs;
+  const started = performance.now();
+  let last = -Infinity;
+  for (;;) {
+    const lines = consoleOf(dir);
+    const filled = lines.find((l) => l.kind === 'filled');
+    if (filled?.kind === 'filled') return filled;
+    const bad = lines.find((l) => l.kind === 'error');
+    if (bad) throw new FerryError('ERR_FERRY_QEMU', `the test guest stopped: ${JSON.stringify(bad)}`);
+    if (performance.now() > deadline)
+      throw new FerryError('ERR_FERRY_TIMEOUT', `the test guest did not fill its memory within ${timeoutMs / 1000} s`);
+    if (performance.now() - last > 15_000) {
+      last = performance.now();
+      progress(`  the test guest fills its memory (${Math.round((performance.now() - started) / 1000)} s)...`);
+    }
+    await sleep(200);
+  }
+}
+
+/** The guest's boot files, from its directory on one side to another's (QEMU alone takes no files over). */
+export function copyBootFiles(config: QemuConfig, from: string, to: string): void {
+  mkdirSync(path.join(to, BOOT_DIR), { recursive: true, mode: 0o700 });
+  for (const name of BOOT_FILE_NAMES) {
+    if (config[name]) copyFileSync(path.join(from, BOOT_DIR, name), path.join(to, BOOT_DIR, name));
+  }
+}
+
 function damageIn(dir: string): string[] {
   return consoleOf(dir)
     .filter((l) => l.kind === 'fail' || l.kind === 'error' || (l.kind === 'check' && !l.ok))
@@ -124,26 +160,8 @@ export class BenchGuest {
     const guest = new BenchGuest(root, config, dir, { carrier: 'ferry', client }, settleMs);
     guest.pids.add(client.pid);
     guest.pids.add(pidIn(dir));
-    const deadline = performance.now() + FILL_TIMEOUT_MS;
-    const started = performance.now();
-    let last = -Infinity;
-    for (;;) {
-      const lines = consoleOf(dir);
-      const filled = lines.find((l) => l.kind === 'filled');
-      if (filled?.kind === 'filled') {
-        progress(`  the test guest filled ${filled.pages} pages in ${(filled.ms / 1000).toFixed(1)} s`);
-        break;
-      }
-      const bad = lines.find((l) => l.kind === 'error');
-      if (bad) throw new FerryError('ERR_FERRY_QEMU', `the test guest stopped: ${JSON.stringify(bad)}`);
-      if (performance.now() > deadline)
-        throw new FerryError('ERR_FERRY_TIMEOUT', `the test guest did not fill its memory within ${FILL_TIMEOUT_MS / 60_000} minutes`);
-      if (performance.now() - last > 15_000) {
-        last = performance.now();
-        progress(`  the test guest fills its memory (${Math.round((performance.now() - started) / 1000)} s)...`);
-      }
-      await sleep(200);
-    }
+    const filled = await waitForFill(dir, progress);
+    progress(`  the test guest filled ${filled.pages} pages in ${(filled.ms / 1000).toFixed(1)} s`);
     return guest;
   }
 
@@ -222,10 +240,7 @@ export class BenchGuest {
     let counter: SocketBytes | null = null;
     let destination: Qemu | null = null;
     try {
-      mkdirSync(path.join(dstDir, BOOT_DIR), { recursive: true, mode: 0o700 });
-      for (const name of BOOT_FILE_NAMES) {
-        if (this.config[name]) copyFileSync(path.join(this.dir, BOOT_DIR, name), path.join(dstDir, BOOT_DIR, name));
-      }
+      copyBootFiles(this.config, this.dir, dstDir);
       destination = await Qemu.start(this.config, dstDir, { incoming: true });
       this.pids.add(destination.pid);
       const meter = new CpuMeter().mark([source.pid]);
