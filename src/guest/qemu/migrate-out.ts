@@ -277,6 +277,8 @@ class QemuSource {
           this.ctx.emit(event);
           passReported = true;
         }
+        // QEMU waits at pre-switchover with the guest paused: act on it now, not after its event or the poll.
+        if (!this.continued && info.status === 'pre-switchover') status.set(info.status);
         await status.changed(POLL_MS);
       }
     } finally {

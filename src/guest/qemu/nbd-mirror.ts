@@ -28,6 +28,7 @@ export const DISK_STREAM_BASE = 32;
 export const NBD_DIR = 'nbd';
 export const NBD_SERVER_SOCKET = 'server.sock';
 const POLL_MS = 200;
+const END_POLL_MS = 10;
 const JOB_END_TIMEOUT_MS = 60_000;
 
 export const isDiskStream = (id: number): boolean => id >= DISK_STREAM_BASE;
@@ -269,8 +270,7 @@ export class DiskMirrors {
   private async jobsEnded(): Promise<void> {
     await withTimeout(
       (async () => {
-        while (!this.mirrors.every((m) => m.ended)) {
-          await this.wake.changed(POLL_MS);
+        for (;;) {
           // A job already gone from query-block-jobs has ended (its event may have come before we listened).
           const jobs = await this.qmp.execute('query-block-jobs').catch(() => null);
           if (Array.isArray(jobs))
@@ -279,6 +279,9 @@ export class DiskMirrors {
                 m.ended = true;
                 m.error ??= m.ready ? null : 'the job ended before it was ready';
               }
+          if (this.mirrors.every((m) => m.ended)) return;
+          // The guest is paused while the mirrors end: look again soon, not at the progress poll's pace.
+          await this.wake.changed(END_POLL_MS);
         }
       })(),
       JOB_END_TIMEOUT_MS,

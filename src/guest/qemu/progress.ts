@@ -78,17 +78,28 @@ export class QemuProgress {
   }
 }
 
-/** The last migration status QEMU announced, and a wait for the next (or a poll interval, whichever comes first). */
+/**
+ * The last migration status QEMU announced, and a wait for the next (or a poll interval, whichever
+ * comes first). A status set while nobody waited ends the next wait at once: callers check the
+ * state, then ask QEMU something, then wait, and an event that came during the question must not
+ * leave them sleeping out the interval (with the guest paused, that interval is downtime).
+ */
 export class StatusWatch {
   value: string | null = null;
   private wake: (() => void) | null = null;
+  private missed = false;
 
   set(status: string): void {
     this.value = status;
-    this.wake?.();
+    if (this.wake) this.wake();
+    else this.missed = true;
   }
 
   changed(ms: number): Promise<void> {
+    if (this.missed) {
+      this.missed = false;
+      return Promise.resolve();
+    }
     return new Promise((resolve) => {
       const done = (): void => {
         clearTimeout(timer);
