@@ -7,7 +7,7 @@
  * migration to another host would; the directory left behind is checked for the test guest's
  * reports of damaged memory and removed.
  */
-import { copyFileSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { FerryError, toFerryError } from '../errors.js';
 import { sleep } from '../common/async.js';
@@ -16,6 +16,7 @@ import { startGuest } from '../guest/process.js';
 import { BOOT_DIR, CONSOLE_LOG, QEMU_PID_FILE } from '../guest/qemu/argv.js';
 import { BOOT_FILE_NAMES } from '../guest/qemu/config.js';
 import { createQemu } from '../guest/qemu/create.js';
+import { mirroredDisks, prepareDestinationDisks } from '../guest/qemu/disks.js';
 import { Qemu } from '../guest/qemu/hypervisor.js';
 import { UNCAPPED_BANDWIDTH } from '../guest/qemu/migrate-out.js';
 import { parseTestGuestLog, type TestGuestLine } from '../guest/qemu/test-guest.js';
@@ -44,6 +45,9 @@ export interface MoveFigures {
   socketBytes: number | null;
   /** QEMU's query-migrate ram.transferred. */
   qemuRamBytes: number | null;
+  /** A guest with disks: the bytes the mirrors wrote (their jobs' offsets), and ms until every mirror was in sync. */
+  diskBytes: number | null;
+  diskReadyMs: number | null;
   /** CPU seconds of each side's processes (QEMU, and ferry's guest process): the source from the move's start, the destination over its life. */
   cpuSeconds: { source: number | null; destination: number | null };
   /** Of those, the guest's own vCPU threads. */
@@ -70,28 +74,31 @@ function consoleOf(dir: string): TestGuestLine[] {
 }
 
 /**
- * Waits until the test guest in `dir` has filled its memory; its fill line. Throws when it stops
- * with an error or does not fill within `timeoutMs`; `progress` hears of a long fill every 15 s.
+ * Waits until the test guest in `dir` has filled its memory (`disk`: its disk's region, which comes
+ * after); that fill's line. Throws when it stops with an error or does not fill within
+ * `timeoutMs`; `progress` hears of a long fill every 15 s.
  */
 export async function waitForFill(
   dir: string,
   progress: (line: string) => void = () => {},
   timeoutMs = FILL_TIMEOUT_MS,
+  what: 'memory' | 'disk' = 'memory',
 ): Promise<{ pages: number; ms: number }> {
   const deadline = performance.now() + timeoutMs;
   const started = performance.now();
+  const kind = what === 'memory' ? 'filled' : 'disk-filled';
   let last = -Infinity;
   for (;;) {
     const lines = consoleOf(dir);
-    const filled = lines.find((l) => l.kind === 'filled');
-    if (filled?.kind === 'filled') return filled;
+    const filled = lines.find((l) => l.kind === kind);
+    if (filled?.kind === 'filled' || filled?.kind === 'disk-filled') return filled;
     const bad = lines.find((l) => l.kind === 'error');
     if (bad) throw new FerryError('ERR_FERRY_QEMU', `the test guest stopped: ${JSON.stringify(bad)}`);
     if (performance.now() > deadline)
-      throw new FerryError('ERR_FERRY_TIMEOUT', `the test guest did not fill its memory within ${timeoutMs / 1000} s`);
+      throw new FerryError('ERR_FERRY_TIMEOUT', `the test guest did not fill its ${what} within ${timeoutMs / 1000} s`);
     if (performance.now() - last > 15_000) {
       last = performance.now();
-      progress(`  the test guest fills its memory (${Math.round((performance.now() - started) / 1000)} s)...`);
+      progress(`  the test guest fills its ${what} (${Math.round((performance.now() - started) / 1000)} s)...`);
     }
     await sleep(200);
   }
@@ -107,7 +114,7 @@ export function copyBootFiles(config: QemuConfig, from: string, to: string): voi
 
 function damageIn(dir: string): string[] {
   return consoleOf(dir)
-    .filter((l) => l.kind === 'fail' || l.kind === 'error' || (l.kind === 'check' && !l.ok))
+    .filter((l) => l.kind === 'fail' || l.kind === 'error' || (l.kind === 'check' && !l.ok) || (l.kind === 'disk-check' && !l.ok))
     .map((l) => JSON.stringify(l));
 }
 
@@ -162,6 +169,10 @@ export class BenchGuest {
     guest.pids.add(pidIn(dir));
     const filled = await waitForFill(dir, progress);
     progress(`  the test guest filled ${filled.pages} pages in ${(filled.ms / 1000).toFixed(1)} s`);
+    if (/(^| )disk=[1-9]/.test(config.append)) {
+      const disk = await waitForFill(dir, progress, FILL_TIMEOUT_MS, 'disk');
+      progress(`  the test guest filled ${disk.pages} pages of its disk in ${(disk.ms / 1000).toFixed(1)} s`);
+    }
     return guest;
   }
 
@@ -214,12 +225,14 @@ export class BenchGuest {
     figures.qemuDowntimeMs = r.hypervisor?.downtimeMs ?? null;
     figures.qemuRamBytes = r.hypervisor?.ramBytes ?? null;
     figures.wireBytes = r.wireBytes ? r.wireBytes.sent + r.wireBytes.received : null;
+    figures.diskBytes = r.disks?.bytes ?? null;
+    figures.diskReadyMs = r.disks?.readyMs ?? null;
     if (!r.wireBytes) figures.notes.push('the source reported no wire bytes');
     // The source's copy ends (its QEMU quits): its connections close, and the count is whole.
     await client.finish();
     this.pids.delete(client.pid);
     await this.waitGone(sourceQemu);
-    await this.finishCount(counter, figures);
+    await this.finishCount(counter ? [counter] : [], figures);
     this.leave(dstDir, { carrier: 'ferry', client: incoming }, figures);
     return figures;
   }
@@ -237,10 +250,13 @@ export class BenchGuest {
     const dstDir = this.nextDir();
     const figures = emptyFigures();
     const t0 = performance.now();
-    let counter: SocketBytes | null = null;
+    const counters: SocketBytes[] = [];
     let destination: Qemu | null = null;
+    const disks = this.config.disks ?? [];
     try {
       copyBootFiles(this.config, this.dir, dstDir);
+      // The images QEMU opens, as ferry's destination makes them (its mirror then fills them).
+      await prepareDestinationDisks(disks, dstDir, this.config.name);
       destination = await Qemu.start(this.config, dstDir, { incoming: true });
       this.pids.add(destination.pid);
       const meter = new CpuMeter().mark([source.pid]);
@@ -253,8 +269,10 @@ export class BenchGuest {
         // As ferry's moves have it (migrate-out.ts), so the two differ only in what carries the stream.
         autoConverge: true,
         resumeDestination: o.state === 'running',
+        disks: mirroredDisks(disks).map((d) => d.index),
         onListening: async (port) => {
-          counter = await this.countSockets(port, figures);
+          const counter = await this.countSockets(port, figures);
+          if (counter) counters.push(counter);
         },
       });
       figures.wallMs = Math.round(performance.now() - t0);
@@ -269,8 +287,10 @@ export class BenchGuest {
           ? Math.round((move.resumedAt - move.stoppedAt) * 10) / 10
           : figures.qemuDowntimeMs;
       figures.qemuRamBytes = move.info.ram?.transferred ?? null;
+      figures.diskBytes = move.disks?.bytes ?? null;
+      figures.diskReadyMs = move.disks?.readyMs ?? null;
     } catch (err) {
-      await (counter as SocketBytes | null)?.stop();
+      for (const c of counters) await c.stop();
       // QEMU resumes a source whose migration failed by itself; the destination's copy must not run.
       await destination?.kill().catch(() => {});
       this.forgetDir(dstDir);
@@ -278,7 +298,7 @@ export class BenchGuest {
     }
     await source.stop();
     this.pids.delete(source.pid);
-    await this.finishCount(counter, figures);
+    await this.finishCount(counters, figures);
     figures.wireBytes = figures.socketBytes;
     this.leave(dstDir, { carrier: 'qemu', qemu: destination }, figures);
     return figures;
@@ -357,11 +377,16 @@ export class BenchGuest {
     });
   }
 
-  private async finishCount(counter: SocketBytes | null, figures: MoveFigures): Promise<void> {
-    if (!counter) return;
-    const c = await counter.stop();
-    figures.socketBytes = c.bytes;
-    if (c.error) figures.notes.push(`socket bytes not counted: ${c.error}`);
+  /** The counts of the move's ports, summed (null when any failed). */
+  private async finishCount(counters: SocketBytes[], figures: MoveFigures): Promise<void> {
+    if (!counters.length) return;
+    let sum: number | null = 0;
+    for (const counter of counters) {
+      const c = await counter.stop();
+      sum = sum === null || c.bytes === null ? null : sum + c.bytes;
+      if (c.error) figures.notes.push(`socket bytes not counted: ${c.error}`);
+    }
+    figures.socketBytes = sum;
   }
 
   private readCpu(figures: MoveFigures, meter: CpuMeter, source: number[], destination: number[]): void {
@@ -375,6 +400,9 @@ export class BenchGuest {
   private leave(dir: string, holder: Holder, figures: MoveFigures): void {
     figures.damage = damageIn(this.dir);
     rmSync(this.dir, { recursive: true, force: true });
+    // What ferry's source left of its images beside its directory after the commit (disks.ts).
+    for (const name of readdirSync(this.root))
+      if (name.startsWith(`${path.basename(this.dir)}.disks-`)) rmSync(path.join(this.root, name), { recursive: true, force: true });
     this.dir = dir;
     this.holder = holder;
   }
@@ -404,6 +432,8 @@ function emptyFigures(): MoveFigures {
     wireBytes: null,
     socketBytes: null,
     qemuRamBytes: null,
+    diskBytes: null,
+    diskReadyMs: null,
     cpuSeconds: { source: null, destination: null },
     vcpuSeconds: { source: null, destination: null },
     wallMs: 0,

@@ -9,10 +9,12 @@
 import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { closeSync, copyFileSync, fsyncSync, mkdirSync, openSync, writeFileSync, writeSync } from 'node:fs';
 import { randomFillSync } from 'node:crypto';
+import { createServer, type AddressInfo } from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { FerryError } from '../errors.js';
 import { sleep } from '../common/async.js';
+import { diskNode } from '../guest/qemu/disks.js';
 import { UNCAPPED_BANDWIDTH } from '../guest/qemu/migrate-out.js';
 import { QmpClient, type MigrationInfo, type QmpEvent } from '../guest/qemu/qmp.js';
 
@@ -144,8 +146,15 @@ export interface QemuMoveOptions {
   autoConverge?: boolean;
   /** `cont` the destination as soon as it has loaded the guest (a guest that ran at the source). */
   resumeDestination?: boolean;
-  /** Called with the destination's TCP port before the source connects to it. */
+  /** Called with each of the destination's TCP ports (the migration's; the NBD server's) before the source connects to it. */
   onListening?: (port: number) => void | Promise<void>;
+  /**
+   * Disks (their indices, src/guest/qemu/disks.ts node names) moved the way QEMU and libvirt move
+   * them: an NBD server at the destination on TCP (under QEMU's TLS in the TLS modes), a
+   * `blockdev-mirror` (sync full, write-blocking, as ferry's) into it at the source, RAM once every mirror is
+   * in sync, and at the pause before switch-over each mirror ended with `block-job-cancel`.
+   */
+  disks?: readonly number[];
 }
 
 export interface QemuMove {
@@ -157,6 +166,8 @@ export interface QemuMove {
   stoppedAt: number | null;
   loadedAt: number;
   resumedAt: number | null;
+  /** With disks: ms from the first blockdev-mirror until every mirror was in sync, and the bytes the mirrors wrote. */
+  disks: { readyMs: number; bytes: number } | null;
 }
 
 const wallMs = (e: QmpEvent) => e.timestamp.seconds * 1000 + e.timestamp.microseconds / 1000;
@@ -173,6 +184,7 @@ export async function migrateByQemu(src: QmpClient, dst: QmpClient, o: QemuMoveO
   const tls = isTls(o.mode);
   if (tls && !o.tlsDir) throw new FerryError('ERR_FERRY_INPUT', `QEMU mode ${o.mode} needs a TLS credential directory`);
   const channels = o.channels ?? 2;
+  const disks = o.disks ?? [];
   for (const [qmp, endpoint] of [
     [src, 'client'],
     [dst, 'server'],
@@ -185,7 +197,7 @@ export async function migrateByQemu(src: QmpClient, dst: QmpClient, o: QemuMoveO
       events: true,
       multifd,
       'return-path': false,
-      'pause-before-switchover': false,
+      'pause-before-switchover': qmp === src && disks.length > 0,
       'late-block-activate': false,
       'auto-converge': qmp === src && (o.autoConverge ?? false),
     });
@@ -205,7 +217,14 @@ export async function migrateByQemu(src: QmpClient, dst: QmpClient, o: QemuMoveO
   const unsubscribe = src.onEvent((e) => {
     if (e.event === 'STOP' && stoppedAt === null) stoppedAt = wallMs(e);
   });
+  const mirrors = disks.length ? new QemuMirrors(src, dst, disks, tls) : null;
   try {
+    // eslint-disable-next-line no-restricted-properties -- compared with QEMU's event timestamps, which are wall-clock
+    const startedAt = Date.now();
+    if (mirrors) {
+      await o.onListening?.(await mirrors.export());
+      await mirrors.start();
+    }
     // Port 0: the destination's kernel picks a free port, which query-migrate then names.
     await dst.migrateIncoming('tcp:127.0.0.1:0');
     const listening = (await dst.execute('query-migrate')) as { 'socket-address'?: { port?: string }[] };
@@ -217,12 +236,10 @@ export async function migrateByQemu(src: QmpClient, dst: QmpClient, o: QemuMoveO
       match: (e) => e.data.status === 'completed' || e.data.status === 'failed',
     });
     loaded.catch(() => {});
-    // eslint-disable-next-line no-restricted-properties -- compared with QEMU's event timestamps, which are wall-clock
-    const startedAt = Date.now();
     await src.migrate(`tcp:127.0.0.1:${port}`);
     let info: MigrationInfo;
     try {
-      info = await completion(src, o.mode, startedAt);
+      info = await completion(src, o.mode, startedAt, mirrors);
     } catch (err) {
       // QEMU resumes a guest whose migration is cancelled, and a later migration of it can start.
       await src.migrateCancel().catch(() => {});
@@ -231,15 +248,158 @@ export async function migrateByQemu(src: QmpClient, dst: QmpClient, o: QemuMoveO
     const done = await loaded;
     if (done.data.status !== 'completed')
       throw new FerryError('ERR_FERRY_QEMU', `QEMU migration (${o.mode}): the destination could not load the guest`);
+    // As libvirt does: nothing writes through the exports any more before the guest runs there.
+    await mirrors?.stopExports();
     let resumedAt: number | null = null;
     if (o.resumeDestination) {
       const resumed = dst.waitForEvent('RESUME', { timeoutMs: 10_000 });
       await dst.cont();
       resumedAt = wallMs(await resumed);
     }
-    return { mode: o.mode, info, startedAt, stoppedAt, loadedAt: wallMs(done), resumedAt };
+    return { mode: o.mode, info, startedAt, stoppedAt, loadedAt: wallMs(done), resumedAt, disks: mirrors?.figures() ?? null };
+  } catch (err) {
+    await mirrors?.abandon();
+    throw err;
   } finally {
     unsubscribe();
+  }
+}
+
+const nbdExport = (index: number) => `bench-disk${index}`;
+const nbdJob = (index: number) => `bench-mirror-disk${index}`;
+const nbdNode = (index: number) => `bench-nbd-disk${index}`;
+
+/** A TCP port free on 127.0.0.1 a moment ago: QEMU's NBD server takes no port 0 it would then name. */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', resolve);
+  });
+  const { port } = server.address() as AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+/** QEMU alone's disk moves: the destination's NBD exports, the source's mirrors into them. */
+class QemuMirrors {
+  private readonly ended = new Set<number>();
+  private started = 0;
+  private readyMs = 0;
+  private bytes = 0;
+  private exporting = false;
+  private attached: number[] = [];
+  private port = 0;
+
+  constructor(
+    private readonly src: QmpClient,
+    private readonly dst: QmpClient,
+    private readonly disks: readonly number[],
+    private readonly tls: boolean,
+  ) {}
+
+  /** The destination's NBD server and a writable export per disk; its port. */
+  async export(): Promise<number> {
+    const port = await freePort();
+    await this.dst.execute('nbd-server-start', {
+      addr: { type: 'inet', data: { host: '127.0.0.1', port: String(port) } },
+      ...(this.tls ? { 'tls-creds': 'tls-server' } : {}),
+    });
+    this.exporting = true;
+    for (const i of this.disks)
+      // Exporting an inactive (incoming) node activates it for writing.
+      await this.dst.execute('block-export-add', {
+        type: 'nbd',
+        id: nbdExport(i),
+        'node-name': diskNode(i),
+        name: nbdExport(i),
+        writable: true,
+      });
+    this.port = port;
+    return port;
+  }
+
+  /** Each disk mirrored into an NBD client of the export; returns once every mirror is in sync. */
+  async start(): Promise<void> {
+    this.started = performance.now();
+    for (const i of this.disks) {
+      await this.src.execute(
+        'blockdev-add',
+        {
+          driver: 'nbd',
+          'node-name': nbdNode(i),
+          server: { type: 'inet', host: '127.0.0.1', port: String(this.port) },
+          export: nbdExport(i),
+          ...(this.tls ? { 'tls-creds': 'tls-client', 'tls-hostname': 'localhost' } : {}),
+        },
+        { timeoutMs: 60_000 },
+      );
+      this.attached.push(i);
+      await this.src.execute('blockdev-mirror', {
+        'job-id': nbdJob(i),
+        device: diskNode(i),
+        target: nbdNode(i),
+        sync: 'full',
+        'copy-mode': 'write-blocking',
+      });
+    }
+    const deadline = performance.now() + MIGRATION_TIMEOUT_MS;
+    for (;;) {
+      const jobs = await this.jobs();
+      const missing = this.disks.find((i) => !jobs.has(i));
+      if (missing !== undefined) throw new FerryError('ERR_FERRY_QEMU', `QEMU's mirror of disk ${missing + 1} ended before it was in sync`);
+      if ([...jobs.values()].every((j) => j.ready)) break;
+      if (performance.now() > deadline) throw new FerryError('ERR_FERRY_TIMEOUT', "QEMU's disk mirrors were not in sync in time");
+      await sleep(POLL_MS);
+    }
+    this.readyMs = Math.round(performance.now() - this.started);
+  }
+
+  private async jobs(): Promise<Map<number, { ready: boolean; offset: number }>> {
+    const list = (await this.src.execute('query-block-jobs')) as { device?: string; ready?: boolean; offset?: number }[];
+    const out = new Map<number, { ready: boolean; offset: number }>();
+    for (const j of Array.isArray(list) ? list : []) {
+      const i = this.disks.find((d) => nbdJob(d) === j.device);
+      if (i !== undefined) out.set(i, { ready: j.ready === true, offset: Number(j.offset) || 0 });
+    }
+    return out;
+  }
+
+  /** At the source's pause before switch-over: each ready mirror ended, the target an exact copy. */
+  async complete(): Promise<void> {
+    const jobs = await this.jobs();
+    this.bytes = [...jobs.values()].reduce((s, j) => s + j.offset, 0);
+    for (const i of this.disks) await this.src.execute('block-job-cancel', { device: nbdJob(i) });
+    const deadline = performance.now() + 60_000;
+    while ((await this.jobs()).size > 0) {
+      if (performance.now() > deadline) throw new FerryError('ERR_FERRY_TIMEOUT', "QEMU's disk mirrors did not end within 60 s");
+      await sleep(POLL_MS);
+    }
+    await this.detach();
+  }
+
+  async stopExports(): Promise<void> {
+    if (!this.exporting) return;
+    this.exporting = false;
+    await this.dst.execute('nbd-server-stop');
+  }
+
+  /** A move that failed: the mirrors cancelled, the clients and the exports gone. */
+  async abandon(): Promise<void> {
+    for (const i of this.disks) await this.src.execute('block-job-cancel', { device: nbdJob(i), force: true }).catch(() => {});
+    const deadline = performance.now() + 10_000;
+    while (performance.now() < deadline && (await this.jobs().catch(() => new Map())).size > 0) await sleep(POLL_MS);
+    await this.detach();
+    await this.stopExports().catch(() => {});
+  }
+
+  private async detach(): Promise<void> {
+    for (const i of this.attached) await this.src.execute('blockdev-del', { 'node-name': nbdNode(i) }).catch(() => {});
+    this.attached = [];
+  }
+
+  figures(): { readyMs: number; bytes: number } {
+    return { readyMs: this.readyMs, bytes: this.bytes };
   }
 }
 
@@ -247,10 +407,17 @@ async function addTlsCreds(qmp: QmpClient, endpoint: 'client' | 'server', dir: s
   await qmp.execute('object-add', { 'qom-type': 'tls-creds-x509', id: `tls-${endpoint}`, dir, endpoint, 'verify-peer': true });
 }
 
-/** Polls the source until its migration completed; its figures then. */
-async function completion(src: QmpClient, mode: QemuMode, startedAt: number): Promise<MigrationInfo> {
+/** Polls the source until its migration completed (with disks, ending the mirrors at the pause before switch-over); its figures then. */
+async function completion(src: QmpClient, mode: QemuMode, startedAt: number, mirrors: QemuMirrors | null): Promise<MigrationInfo> {
+  let switched = false;
   for (;;) {
     const info = await src.queryMigrate();
+    if (info.status === 'pre-switchover' && mirrors && !switched) {
+      switched = true;
+      await mirrors.complete();
+      await src.migrateContinue('pre-switchover');
+      continue;
+    }
     // eslint-disable-next-line no-restricted-properties -- started on the wall clock, as QEMU's timestamps are
     const overdue = Date.now() - startedAt > MIGRATION_TIMEOUT_MS;
     // QEMU 7.2 can answer "completed" a moment before it has filled in the times (seen once:

@@ -40,6 +40,18 @@ describe('ferry bench qemu', function () {
     );
   });
 
+  it('with --disk, orders the encrypted pair only, the guest running, every second round reversed', function () {
+    const plan = schedule(3, true).map((s) => `${s.round} ${variantLabel(s.variant)} ${s.state}`);
+    assert.deepEqual(plan, [
+      '1 qemu multifd-tls x2 running',
+      '1 ferry encrypted x2 running',
+      '2 ferry encrypted x2 running',
+      '2 qemu multifd-tls x2 running',
+      '3 qemu multifd-tls x2 running',
+      '3 ferry encrypted x2 running',
+    ]);
+  });
+
   it('reads the final tcp_info of both ends of a connection from ss, not the listener', function () {
     const text = [
       'UNCONN 1      0      127.0.0.1:5555 127.0.0.1:45510',
@@ -64,6 +76,9 @@ describe('ferry bench qemu', function () {
       ['--memory', '8GiB'],
       ['--qemu', '/nonexistent/qemu'],
       ['--max-downtime', '0'],
+      ['--disk', '64MiB'],
+      ['--disk', '1GB'],
+      ['--disk', 'big'],
     ]) {
       const r = spawnSync(process.execPath, ['bin/ferry', 'bench', 'qemu', ...args], { cwd: root, encoding: 'utf8' });
       assert.equal(r.status, 2, `${args.join(' ')}: ${r.status} ${r.stderr}`);
@@ -158,6 +173,57 @@ describe('ferry bench qemu', function () {
       assert.ok(dir, r.stderr);
       assert.equal(existsSync(dir), false, `${dir} left behind`);
       assert.deepEqual(processesMentioning(dir), []);
+    });
+
+    it('with --disk, moves a guest writing its disk by QEMU (NBD + mirror under TLS) and by ferry, and a fresh qcow2, counting disk bytes apart', function () {
+      this.timeout(600_000);
+      const r = spawnSync(
+        process.execPath,
+        ['bin/ferry', 'bench', 'qemu', '--quick', '--disk', '128MiB', '--qemu', binaries[0]!, '--json', '--out', out],
+        { cwd: root, encoding: 'utf8', timeout: 590_000 },
+      );
+      assert.equal(r.status, 0, r.stderr);
+      const result = JSON.parse(r.stdout.trim());
+      assert.equal(result.skipped, null);
+      assert.equal(result.settings.diskBytes, 128 * MiB);
+      const [q] = result.qemus as QemuReport[];
+      assert.equal(q!.skipped, null, q!.skipped ?? '');
+      assert.match(q!.append, /disk=64/);
+      assert.deepEqual(
+        [...q!.warmUp, ...q!.rows].map((x) => x.label),
+        ['qemu multifd-tls x2', 'ferry encrypted x2', 'qemu multifd-tls x2', 'ferry encrypted x2'],
+      );
+      assert.deepEqual(q!.neverWritten, []);
+      assert.deepEqual(
+        q!.freshDisk.map((x) => x.carrier),
+        ['ferry', 'qemu'],
+      );
+      for (const x of [...q!.warmUp, ...q!.rows, ...q!.freshDisk]) {
+        const what = `${x.label}: ${x.error}`;
+        assert.equal(x.ok, true, what);
+        assert.equal(x.state, 'running');
+        // The whole disk was mirrored (the job's offsets reach its size), memory counted apart.
+        assert.ok(x.diskBytes! >= 128 * MiB && x.diskReadyMs! > 0, `${what}: ${x.diskBytes} ${x.diskReadyMs}`);
+        assert.ok(x.qemuRamBytes! > 0 && x.wireBytes! > x.qemuRamBytes!, what);
+        // The guest's disk checks ran on at each destination and found nothing wrong.
+        assert.deepEqual(x.damage, [], what);
+      }
+      for (const x of [...q!.warmUp, ...q!.rows])
+        // Random bytes fill the image: all of it crosses, with the guest's memory.
+        assert.ok(x.wireBytes! >= 128 * MiB + 60 * MiB, `${x.label}: ${x.wireBytes}`);
+      for (const x of q!.freshDisk) {
+        assert.equal(x.virtualBytes, 128 * MiB);
+        assert.ok(x.diskWireBytes! >= 16 * MiB && x.diskWireBytes! < x.writtenBytes + 0.05 * 128 * MiB, `${x.label}: ${x.diskWireBytes}`);
+      }
+      assert.equal(typeof q!.checks.freshDiskWireFraction, 'number');
+      assert.deepEqual(Object.keys(q!.ratios), [
+        'running (memory and disk): ferry encrypted x2 / qemu multifd-tls x2',
+        'running: CPU, both sides, ferry encrypted x2 / qemu multifd-tls x2',
+        'fresh qcow2: (ferry disk wire bytes - written) / virtual size',
+      ]);
+      const dir = /TLS credentials for QEMU \(openssl\), in (\S+)/.exec(r.stderr)?.[1];
+      assert.equal(existsSync(dir!), false, `${dir} left behind`);
+      assert.deepEqual(processesMentioning(dir!), []);
     });
   });
 });
