@@ -38,11 +38,13 @@ forEachBackend('key update', (backend) => {
     assert.equal(got.digest, sent);
     assert.equal(gotBack.count, 288);
     assert.equal(gotBack.digest, back);
-    // 8 frames of 1 MiB fill an epoch: 288 MiB are epochs 0 to 35.
-    assert.equal(src.stats.keyEpochSent, 35);
-    assert.equal(dst.stats.keyEpochReceived, 35);
-    assert.equal(dst.stats.keyEpochSent, 8, '72 MiB back');
-    assert.equal(src.stats.keyEpochReceived, 8);
+    // 8 frames of 1 MiB fill an epoch: 288 MiB are epochs 0 to 35. Each side's acknowledgements of
+    // the other's data are sealed under the same budget, and how many there are depends on timing
+    // (one run of the full suite sealed enough of them to reach epoch 36): one epoch more at most.
+    assert.ok(src.stats.keyEpochSent >= 35 && src.stats.keyEpochSent <= 36, `${src.stats.keyEpochSent}`);
+    assert.equal(dst.stats.keyEpochReceived, src.stats.keyEpochSent);
+    assert.ok(dst.stats.keyEpochSent >= 8 && dst.stats.keyEpochSent <= 9, `72 MiB back: ${dst.stats.keyEpochSent}`);
+    assert.equal(src.stats.keyEpochReceived, dst.stats.keyEpochSent);
     assert.equal(src.error, null);
     assert.equal(dst.error, null);
   });
