@@ -283,7 +283,6 @@ async function freePort(): Promise<number> {
 
 /** QEMU alone's disk moves: the destination's NBD exports, the source's mirrors into them. */
 class QemuMirrors {
-  private readonly ended = new Set<number>();
   private started = 0;
   private readyMs = 0;
   private bytes = 0;
