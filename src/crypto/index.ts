@@ -13,6 +13,7 @@ import { BACKEND_NAMES, type Backend, type BackendName } from './backend.js';
 import { NativeBackend } from './native.js';
 import { loadAddon, type CpuFeatures, type GcmImplementation } from './native-addon.js';
 import { NodeBackend } from './node.js';
+import { NativeUnitTagger, NodeUnitTagger, type UnitTagger } from './unit-tags.js';
 import { WebCryptoBackend } from './webcrypto.js';
 import { DEFAULT_PAGE_SIZE, scanViewTs, scanZeroPages, scanZeroPagesAsync, type ZeroPageSource } from './zero-pages.js';
 
@@ -21,6 +22,7 @@ export { NativeBackend } from './native.js';
 export { KeySchedule, deriveEpochKey, EPOCH_KEY_INFO, type Direction } from './key-schedule.js';
 export type { CpuFeatures, GcmImplementation } from './native-addon.js';
 export { DEFAULT_PAGE_SIZE, zeroPagesTs, type ZeroPageSource } from './zero-pages.js';
+export { UNIT_TAG_BYTES, UNIT_TAG_IV_BYTES, type UnitTagger } from './unit-tags.js';
 
 function isBackendName(value: string): value is BackendName {
   return (BACKEND_NAMES as readonly string[]).includes(value);
@@ -102,6 +104,19 @@ export async function loadBackend(name?: string): Promise<Backend> {
       return new NodeBackend();
     }
   }
+}
+
+/**
+ * A tagger of pages and blocks for verify (unit-tags.ts) under `key`, which the caller may wipe
+ * once this returns: the addon's fastest GCM unless FERRY_CRYPTO names node or webcrypto (whose
+ * synchronous stand-in is node:crypto), or the addon does not load. Both give the same bytes.
+ */
+export function unitTagger(key: Uint8Array): UnitTagger {
+  const wanted = process.env.FERRY_CRYPTO ?? '';
+  if (wanted === 'native' || (wanted === '' && nativeUnavailableReason() === null)) {
+    return new NativeUnitTagger(loadAddon().addon!, key, nativeBackend().implementation);
+  }
+  return new NodeUnitTagger(key);
 }
 
 /**

@@ -46,6 +46,9 @@ export interface NativeAddon {
    * (same length) with AES-CTR from that message's counter: an open without the tag check, so
    * nothing is authenticated (AeadKey.peek). Returns true. */
   ctr(key: KeyHandle, iv: Uint8Array, offset: number, input: Uint8Array, output: Uint8Array): boolean;
+  /** For each `unitSize` piece of `data` in turn (the last may be shorter), writes to `output` the
+   * 16-byte tag of an empty message with that piece as its additional data. Returns true. */
+  tagUnits(key: KeyHandle, iv: Uint8Array, data: Uint8Array, unitSize: number, output: Uint8Array): boolean;
   /** `flat` holds iv, aad, input, output for each job in turn; a seal's input may be an array of
    * segments, gathered in order (output must not overlap them). Runs on up to `threads` workers of
    * the libuv pool (small batches on the calling thread); resolves with the number of pool workers

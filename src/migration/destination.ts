@@ -26,7 +26,7 @@ import type { InPlaceOpener } from './in-place.js';
 import { PageWriter, type CopyBatch, type PageCopy } from './page-writer.js';
 import type { PayloadPool } from './payload-pool.js';
 import type { DestinationGuest, MigrationEvent, MigrationResult, PassReport } from './types.js';
-import { chunkDigestsOf, CHUNK_BYTES, SourceChunkHashes, VERIFY_ALGORITHM, type ChunkDigests } from './verify.js';
+import { chunkDigestsOf, CHUNK_BYTES, SourceChunkHashes, VERIFY_ALGORITHM, VERIFY_KEY_BYTES, type ChunkDigests } from './verify.js';
 
 export interface DestinationOptions {
   migrationId: string;
@@ -243,8 +243,17 @@ class DestinationMigration {
       await this.channel.send(MSG.BEGIN_OK, encodeJson({ version: ENGINE_VERSION }));
       // After BEGIN_OK: the source times the round trip by it, and a large guest's ledgers take a while.
       if (verify) {
-        this.digests = chunkDigestsOf(this.guest, false);
-        this.sourceHashes = new SourceChunkHashes(this.digests);
+        const key = await this.next();
+        try {
+          if (key.type !== MSG.VERIFY_KEY) throw new FerryError('ERR_FERRY_FRAME', `expected VERIFY_KEY, got message ${key.type}`);
+          if (key.payload.length !== VERIFY_KEY_BYTES) {
+            throw new FerryError('ERR_FERRY_FRAME', `VERIFY_KEY of ${key.payload.length} bytes, not ${VERIFY_KEY_BYTES}`);
+          }
+          this.digests = chunkDigestsOf(this.guest, false, key.payload);
+          this.sourceHashes = new SourceChunkHashes(this.digests);
+        } finally {
+          key.payload.fill(0);
+        }
       }
 
       let complete: Complete | null = null;

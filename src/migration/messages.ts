@@ -43,11 +43,16 @@ export const MSG = {
    */
   PASS_ACK: 9,
   /**
-   * source → destination, when verifying: chunk hashes of what the source sent (binary: u8 space,
-   * u8 0, u16 0, u32 first chunk, then 32 bytes a chunk), all of them, at switch-over before
+   * source → destination, when verifying: chunk tags of what the source sent (binary: u8 space,
+   * u8 0, u16 0, u32 first chunk, then 16 bytes a chunk), all of them, at switch-over before
    * COMPLETE (verify.ts).
    */
   CHUNK_DIGESTS: 10,
+  /**
+   * source → destination, when verifying: the 32-byte key of this migration's unit and chunk tags
+   * (binary, nothing else), right after BEGIN_OK and before any DATA (verify.ts).
+   */
+  VERIFY_KEY: 11,
 } as const;
 
 export const SPACE_MEMORY = 0;

@@ -12,7 +12,7 @@ import { DataSender, runsOf } from './data-sender.js';
 import { ENGINE_VERSION, MSG, SPACE_MEMORY, encodeJson, type Begin, type Complete } from './messages.js';
 import { Outcome } from './outcome.js';
 import { PeerReplies } from './peer.js';
-import { chunkDigestsOf, CHUNK_BYTES, VERIFY_ALGORITHM, type ChunkDigests } from './verify.js';
+import { chunkDigestsOf, CHUNK_BYTES, newVerifyKey, VERIFY_ALGORITHM, type ChunkDigests } from './verify.js';
 import { formatLimit } from '../common/units.js';
 import {
   DEFAULT_COMMIT_TIMEOUT_MS,
@@ -57,6 +57,8 @@ class SourceMigration {
   private readonly replies: PeerReplies;
   /** When verifying: the hashes of the chunks sent, kept up to date as the passes go (verify.ts). */
   private readonly digests: ChunkDigests | null;
+  /** When verifying: the tag key, until VERIFY_KEY has carried it to the destination. */
+  private verifyKey: Buffer | null = null;
   /** When the guest was paused for the switch-over; 0 while it runs. */
   private pausedAt = 0;
   /** COMPLETE was handed to the channel: from then on the destination may commit. */
@@ -88,7 +90,10 @@ class SourceMigration {
       this.hashAlong(space, first, count);
     });
     this.outcome = new Outcome('source', options.migrationId);
-    this.digests = options.verify ? chunkDigestsOf(guest, true) : null;
+    if (options.verify) {
+      this.verifyKey = newVerifyKey();
+      this.digests = chunkDigestsOf(guest, true, this.verifyKey);
+    } else this.digests = null;
   }
 
   /** The phases in order; any failure on the way ends in giveUp. */
@@ -136,6 +141,16 @@ class SourceMigration {
         `--max-downtime ${formatLimit(this.options.maxDowntimeMs)} is shorter than this link's round trip (${formatLimit(roundTripMs)}), which every switch-over pause holds: allow at least ${formatLimit(this.conv.smallestUsefulLimitMs())}`,
       );
     }
+    if (this.verifyKey) {
+      // Sealed by the time send resolves (the channel keeps only the sealed frame): wiped at once.
+      await this.out.send(MSG.VERIFY_KEY, this.verifyKey);
+      this.wipeVerifyKey();
+    }
+  }
+
+  private wipeVerifyKey(): void {
+    this.verifyKey?.fill(0);
+    this.verifyKey = null;
   }
 
   /**
@@ -393,6 +408,7 @@ class SourceMigration {
   }
 
   private finish(): MigrationResult {
+    this.wipeVerifyKey();
     this.digests?.stop();
     const cpu = process.cpuUsage(this.cpuStart);
     return this.outcome.result({

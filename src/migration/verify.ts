@@ -1,55 +1,54 @@
 /**
- * `verify` without the pause: both sides keep hashes of what the destination holds, updated as the
+ * `verify` without the pause: both sides keep tags of what the destination holds, updated as the
  * migration runs, and compare them at switch-over (docs/migration.md, "Verifying a move").
  *
- * Three levels: a SHA-256 per unit (memory page, disk block), a SHA-256 per 64 KiB chunk over its
- * units' hashes (16 pages, or one block), and the root over a header and every chunk hash. The
- * source marks a unit stale when it sends it (zero markers too) and hashes stale units beside the
- * sending, leaving for later those the guest has dirtied again (they will be sent, so hashed,
- * again). The destination marks a unit stale when its write has landed and hashes stale units
- * beside the reception. At switch-over each side hashes only what is still stale — the last pass,
- * mostly — and the destination compares the source's chunk hashes with its own, chunk by chunk.
- * Hashing per unit makes the work what the pages sent weigh: a kv guest's later passes are pages
- * scattered over its memory, and hashing each one's whole chunk again cost 16 times as much.
+ * Three levels: a keyed tag per unit (memory page, disk block), a tag per 64 KiB chunk over its
+ * units' tags (16 pages, or one block), and the root, SHA-256 over a header and every chunk tag.
+ * A tag is the AES-256-GCM tag of an empty message whose additional data is the unit, under a key
+ * the source draws for this migration alone and sends first, sealed like everything else
+ * (crypto/unit-tags.ts): GHASH, a universal hash, under a key the guest never sees. The source marks
+ * a unit stale when it sends it (zero markers too) and tags stale units beside the sending, leaving
+ * for later those the guest has dirtied again (they will be sent, so tagged, again). The
+ * destination marks a unit stale when its write has landed and tags stale units beside the
+ * reception. At switch-over each side tags only what is still stale — the last pass, mostly — and
+ * the destination compares the source's chunk tags with its own, chunk by chunk. Tagging per unit
+ * makes the work what the pages sent weigh: a kv guest's later passes are pages scattered over its
+ * memory.
  *
- * Why the source's hashes end up those of the bytes it last sent, though it hashes a running
- * guest's memory: a write to unit U after U's last hash sets its dirty bit after the write, so a
- * later harvest (the last one at the latest, with the guest paused) sends U again, which marks it
- * stale after its last hash, and every stale unit is hashed at switch-over, paused: a
- * contradiction. So no write falls after a unit's last hash, and that hash is of the paused
- * guest, which is what the last send of the unit carried.
+ * Why the source's tags end up those of the bytes it last sent, though it tags a running guest's
+ * memory: a write to unit U after U's last tag sets its dirty bit after the write, so a later
+ * harvest (the last one at the latest, with the guest paused) sends U again, which marks it stale
+ * after its last tag, and every stale unit is tagged at switch-over, paused: a contradiction. So
+ * no write falls after a unit's last tag, and that tag is of the paused guest, which is what the
+ * last send of the unit carried.
  *
- * Hashing runs on the event loop, yielding every SLICE_CHUNKS chunks: SHA-256 is the fastest of
- * node:crypto's hashes on CPUs with the SHA extensions (ahead of SHA-1, BLAKE2 and SHA-512 here),
- * and a unit the zero scan finds empty costs no hashing at all (its hash is a constant).
+ * Tagging runs on the event loop, yielding every SLICE_CHUNKS chunks. The addon tags a page in
+ * under a microsecond, mostly the call; SHA-256 of it through node:crypto took five. A chunk with
+ * several units to tag is scanned for zeros first: a zero unit's tag is a constant, computed once.
  */
-import { createHash, hash as oneShotHash } from 'node:crypto';
-import { zeroPages } from '../crypto/index.js';
+import { randomBytes, createHash } from 'node:crypto';
+import { KEY_BYTES } from '../common/secrets.js';
+import { UNIT_TAG_BYTES, UNIT_TAG_IV_BYTES, unitTagger, zeroPages, type UnitTagger } from '../crypto/index.js';
 import { FerryError } from '../errors.js';
 import { SPACE_DISK, SPACE_MEMORY } from './messages.js';
 import type { GuestGeometry } from './types.js';
 
-export const VERIFY_ALGORITHM = 'sha256-pages-chunks-v1';
+export const VERIFY_ALGORITHM = 'gcm-tags-units-chunks-v2';
 export const CHUNK_BYTES = 64 * 1024;
-const HASH_BYTES = 32;
+const HASH_BYTES = UNIT_TAG_BYTES;
+/** The tag key's size: an AES-256 key. */
+export const VERIFY_KEY_BYTES = KEY_BYTES;
+/** The IVs of unit tags and of chunk tags: one key, two domains. */
+const UNIT_IV = Buffer.alloc(UNIT_TAG_IV_BYTES);
+const CHUNK_IV = Buffer.alloc(UNIT_TAG_IV_BYTES);
+CHUNK_IV[0] = 1;
+/** A chunk with at least this many units to tag is scanned for zero units first. */
+const ZERO_SCAN_UNITS = 4;
 /** Chunks hashed between two yields to the event loop: 1 MiB, about a millisecond. */
 const SLICE_CHUNKS = 16;
 /** Chunk hashes per CHUNK_DIGESTS message: 1 MiB of hashes. */
-const HASHES_PER_MESSAGE = 32 * 1024;
+const HASHES_PER_MESSAGE = 64 * 1024;
 const DIGESTS_HEADER_BYTES = 8;
-
-const sha256 = (bytes: Uint8Array): Buffer =>
-  typeof oneShotHash === 'function'
-    ? (oneShotHash('sha256', bytes, 'buffer') as unknown as Buffer)
-    : createHash('sha256').update(bytes).digest();
-
-const zeroHashes = new Map<number, Buffer>();
-/** The hash of `length` zero bytes: what a chunk the zero scan finds empty hashes to. */
-function zeroHash(length: number): Buffer {
-  let h = zeroHashes.get(length);
-  if (!h) zeroHashes.set(length, (h = sha256(new Uint8Array(length))));
-  return h;
-}
 
 const yieldToLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
@@ -67,9 +66,9 @@ export interface SpaceSource {
 export class ChunkLedger {
   readonly unitsPerChunk: number;
   readonly chunkCount: number;
-  /** chunkCount × 32 bytes: each chunk's hash (of its units' hashes), in order. */
+  /** chunkCount × 16 bytes: each chunk's tag (over its units' tags), in order. */
   readonly hashes: Buffer;
-  /** unitCount × 32 bytes: each unit's hash. */
+  /** unitCount × 16 bytes: each unit's tag. */
   private readonly unitHashes: Buffer;
   /** Units hashed so far, and chunk hashes recomputed. */
   unitsHashed = 0;
@@ -78,7 +77,13 @@ export class ChunkLedger {
   private readonly staleChunks: Uint8Array;
   private staleList: number[] = [];
 
-  constructor(readonly source: SpaceSource) {
+  /** The tag of a unit of zeros, and of a partial last unit of zeros when there is one. */
+  private readonly zeroTags = new Map<number, Buffer>();
+
+  constructor(
+    readonly source: SpaceSource,
+    private readonly tagger: UnitTagger,
+  ) {
     this.unitsPerChunk = Math.max(1, Math.floor(CHUNK_BYTES / source.unitSize));
     this.chunkCount = Math.ceil(source.unitCount / this.unitsPerChunk);
     this.hashes = Buffer.allocUnsafe(this.chunkCount * HASH_BYTES);
@@ -86,13 +91,14 @@ export class ChunkLedger {
     this.staleUnits = new Uint8Array(source.unitCount);
     this.staleChunks = new Uint8Array(this.chunkCount);
     // Both sides start from a guest of zeros (fresh memory, an emptied disk); pass 1 makes every
-    // unit stale anyway. Every full chunk of zeros has the same hash: computed once.
-    const zero = zeroHash(source.unitSize);
+    // unit stale anyway. Every full chunk of zeros has the same tag: computed once.
+    const zero = this.zeroTag(source.unitSize);
     for (let u = 0; u < source.unitCount; u++) zero.copy(this.unitHashes, u * HASH_BYTES);
-    let fullChunk: Buffer | null = null;
+    let fullChunk = -1;
     for (let c = 0; c < this.chunkCount; c++) {
-      if (this.unitsOf(c)[1] === this.unitsPerChunk) (fullChunk ??= this.chunkHash(c)).copy(this.hashes, c * HASH_BYTES);
-      else this.chunkHash(c).copy(this.hashes, c * HASH_BYTES);
+      if (this.unitsOf(c)[1] !== this.unitsPerChunk) this.chunkHash(c);
+      else if (fullChunk < 0) this.chunkHash((fullChunk = c));
+      else this.hashes.copy(this.hashes, c * HASH_BYTES, fullChunk * HASH_BYTES, (fullChunk + 1) * HASH_BYTES);
     }
   }
 
@@ -141,19 +147,29 @@ export class ChunkLedger {
     return taken;
   }
 
-  /** Hashes `units` of chunk `c` (each on its own: a pass's scattered pages cost what they weigh), then the chunk. */
+  /** Tags `units` of chunk `c` (each on its own: a pass's scattered pages cost what they weigh), then the chunk. */
   hashUnits(c: number, units: number[]): void {
     const [first, count] = this.unitsOf(c);
     const size = this.source.unitSize;
     const bytes = this.source.read(first, count);
-    const zeros = new Set(bytes.length % size === 0 ? zeroPages(bytes, size) : []);
-    for (const u of units) {
-      const i = u - first;
-      const h = zeros.has(i) ? zeroHash(size) : sha256(bytes.subarray(i * size, Math.min((i + 1) * size, bytes.length)));
-      h.copy(this.unitHashes, u * HASH_BYTES);
+    const scan = units.length >= ZERO_SCAN_UNITS && bytes.length % size === 0;
+    const zeros = new Set(scan ? zeroPages(bytes, size) : []);
+    // Runs of consecutive units that are not zero, each tagged in one call.
+    for (let k = 0; k < units.length;) {
+      const u = units[k]!;
+      if (zeros.has(u - first)) {
+        this.zeroTag(size).copy(this.unitHashes, u * HASH_BYTES);
+        k++;
+        continue;
+      }
+      let end = k + 1;
+      while (end < units.length && units[end] === u + (end - k) && !zeros.has(units[end]! - first)) end++;
+      const data = bytes.subarray((u - first) * size, Math.min((u - first + end - k) * size, bytes.length));
+      this.tagger.tagUnits(UNIT_IV, data, size, this.unitHashes.subarray(u * HASH_BYTES, (u + end - k) * HASH_BYTES));
+      k = end;
     }
     this.unitsHashed += units.length;
-    this.chunkHash(c).copy(this.hashes, c * HASH_BYTES);
+    this.chunkHash(c);
     this.chunksHashed++;
   }
 
@@ -163,9 +179,21 @@ export class ChunkLedger {
     return [first, Math.min(this.unitsPerChunk, this.source.unitCount - first)];
   }
 
-  private chunkHash(c: number): Buffer {
+  /** Tags chunk `c` over its units' tags, into `hashes`. */
+  private chunkHash(c: number): void {
     const [first, count] = this.unitsOf(c);
-    return sha256(this.unitHashes.subarray(first * HASH_BYTES, (first + count) * HASH_BYTES));
+    const units = this.unitHashes.subarray(first * HASH_BYTES, (first + count) * HASH_BYTES);
+    this.tagger.tag(CHUNK_IV, units, this.hashes.subarray(c * HASH_BYTES, (c + 1) * HASH_BYTES));
+  }
+
+  private zeroTag(length: number): Buffer {
+    let tag = this.zeroTags.get(length);
+    if (!tag) {
+      tag = Buffer.alloc(HASH_BYTES);
+      this.tagger.tag(UNIT_IV, new Uint8Array(length), tag);
+      this.zeroTags.set(length, tag);
+    }
+    return tag;
   }
 }
 
@@ -211,14 +239,18 @@ export class ChunkDigests {
   private stopped = false;
   private atSwitchOver = 0;
   private switchOverMs = 0;
+  private readonly tagger: UnitTagger;
 
+  /** `key`: this migration's tag key (VERIFY_KEY_BYTES), copied; the caller wipes its own. */
   constructor(
     memory: SpaceSource,
     disk: SpaceSource,
     private readonly geometry: { memoryBytes: number; diskBytes: number },
+    key: Uint8Array,
   ) {
-    this.memory = new ChunkLedger(memory);
-    this.disk = new ChunkLedger(disk);
+    this.tagger = unitTagger(key);
+    this.memory = new ChunkLedger(memory, this.tagger);
+    this.disk = new ChunkLedger(disk, this.tagger);
   }
 
   /** Hashes what is stale now, in the background (skipping what the guest dirtied again, when `skipDirty`). */
@@ -272,19 +304,24 @@ export class ChunkDigests {
     return this.root();
   }
 
-  /** Ends the background hashing (the migration is over). */
+  /** Ends the background hashing (the migration is over) and wipes the tag key. */
   stop(): void {
     this.stopped = true;
+    this.tagger.destroy();
   }
 
-  /** SHA-256 over a header (scheme, sizes, chunk size) and every chunk hash, memory then disk. */
+  /** SHA-256 over a header (scheme, sizes, chunk size) and every chunk tag, memory then disk. */
   root(hashes: { memory: Uint8Array; disk: Uint8Array } = { memory: this.memory.hashes, disk: this.disk.hashes }): string {
-    const header = Buffer.alloc(40);
-    header.write(VERIFY_ALGORITHM, 0, 'ascii');
-    header.writeBigUInt64LE(BigInt(this.geometry.memoryBytes), 16);
-    header.writeBigUInt64LE(BigInt(this.geometry.diskBytes), 24);
-    header.writeUInt32LE(CHUNK_BYTES, 32);
-    return createHash('sha256').update(header).update(hashes.memory).update(hashes.disk).digest('hex');
+    const sizes = Buffer.alloc(20);
+    sizes.writeBigUInt64LE(BigInt(this.geometry.memoryBytes), 0);
+    sizes.writeBigUInt64LE(BigInt(this.geometry.diskBytes), 8);
+    sizes.writeUInt32LE(CHUNK_BYTES, 16);
+    return createHash('sha256')
+      .update(`${VERIFY_ALGORITHM}\0`, 'ascii')
+      .update(sizes)
+      .update(hashes.memory)
+      .update(hashes.disk)
+      .digest('hex');
   }
 
   /** CHUNK_DIGESTS messages carrying every chunk hash, memory then disk. */
@@ -411,8 +448,16 @@ export interface ChunkedGuest extends GuestGeometry {
   blocksDirty?(first: number, count: number): boolean;
 }
 
-/** The ledgers of a guest's memory and disk; `source`: ask its dirty logs what will go again. */
-export function chunkDigestsOf(g: ChunkedGuest, source: boolean): ChunkDigests {
+/** A fresh tag key: the source draws one per verified migration and sends it as VERIFY_KEY. */
+export function newVerifyKey(): Buffer {
+  return randomBytes(VERIFY_KEY_BYTES);
+}
+
+/**
+ * The ledgers of a guest's memory and disk under tag key `key` (copied); `source`: ask its dirty
+ * logs what will go again.
+ */
+export function chunkDigestsOf(g: ChunkedGuest, source: boolean, key: Uint8Array): ChunkDigests {
   const scratch = Buffer.allocUnsafe(Math.max(CHUNK_BYTES, g.blockSize));
   const readPages = (first: number, count: number): Uint8Array => {
     // A chunk lies in one memory slot when the slot is a multiple of it; copy it together otherwise.
@@ -442,5 +487,6 @@ export function chunkDigestsOf(g: ChunkedGuest, source: boolean): ChunkDigests {
       dirty: source && g.blocksDirty ? (f, n) => g.blocksDirty!(f, n) : undefined,
     },
     { memoryBytes: g.memoryBytes, diskBytes: g.diskBytes },
+    key,
   );
 }

@@ -7,13 +7,15 @@
  * with the guest left running at the source.
  */
 import assert from 'node:assert/strict';
-import { randomFillSync } from 'node:crypto';
-import { startGuest } from '../../src/guest/index.js';
-import type { FerryError } from '../../src/errors.js';
+import { randomBytes, randomFillSync } from 'node:crypto';
+import { createServer, type AddressInfo } from 'node:net';
+import { connectChannel } from '../../src/channel/index.js';
+import { startGuest, startIncomingGuest } from '../../src/guest/index.js';
+import { FerryError } from '../../src/errors.js';
 import { sleep } from '../../src/common/async.js';
 import { migrateLocally as migrate } from '../../src/bench/local-migration.js';
 import { CHUNK_BYTES, ChunkDigests, SourceChunkHashes, VERIFY_ALGORITHM, type SpaceSource } from '../../src/migration/verify.js';
-import { SPACE_DISK, SPACE_MEMORY } from '../../src/migration/messages.js';
+import { ENGINE_VERSION, MSG, SPACE_DISK, SPACE_MEMORY } from '../../src/migration/messages.js';
 import { CORRUPT_PAGE_ENV } from '../../src/guest/synthetic/test-faults.js';
 import { GuestSandbox, workloadReady } from '../support/guests.js';
 import { alive } from '../support/processes.js';
@@ -22,8 +24,11 @@ import { waitUntil } from '../support/wait.js';
 const PAGE = 4096;
 const BLOCK = 64 * 1024;
 
+/** The tag key both sides of these ledgers share, as the source's VERIFY_KEY gives it. */
+const KEY = randomBytes(32);
+
 /** Chunk ledgers over plain buffers: `dirty` names the pages a dirty log would hold. */
-function ledgers(memory: Uint8Array, disk: Uint8Array, dirty = new Set<number>()): ChunkDigests {
+function ledgers(memory: Uint8Array, disk: Uint8Array, dirty = new Set<number>(), key: Uint8Array = KEY): ChunkDigests {
   const mem: SpaceSource = {
     space: SPACE_MEMORY,
     unitCount: memory.length / PAGE,
@@ -37,7 +42,7 @@ function ledgers(memory: Uint8Array, disk: Uint8Array, dirty = new Set<number>()
     unitSize: BLOCK,
     read: (f, n) => disk.subarray(f * BLOCK, (f + n) * BLOCK),
   };
-  return new ChunkDigests(mem, dsk, { memoryBytes: memory.length, diskBytes: disk.length });
+  return new ChunkDigests(mem, dsk, { memoryBytes: memory.length, diskBytes: disk.length }, key);
 }
 
 describe('verify: chunk ledgers', () => {
@@ -94,7 +99,7 @@ describe('verify: chunk ledgers', () => {
     const d = ledgers(new Uint8Array(1 << 20), new Uint8Array(0));
     const frame = (e: FerryError) => e.code === 'ERR_FERRY_FRAME';
     const msg = (space: number, first: number, n: number, pad = 0) => {
-      const b = Buffer.alloc(8 + n * 32 + pad);
+      const b = Buffer.alloc(8 + n * 16 + pad);
       b.writeUInt8(space, 0);
       b.writeUInt32LE(first, 4);
       return b;
@@ -108,6 +113,31 @@ describe('verify: chunk ledgers', () => {
     assert.throws(() => theirs.accept(msg(SPACE_MEMORY, 7, 1)), frame);
     // Half the hashes: COMPLETE is refused before any comparison.
     assert.throws(() => theirs.compare(d.root()), /8 of 16 chunk hashes/);
+  });
+
+  it('tags under the key: the same bytes under another key give another root, and a zero page skipped by the scan tags as one hashed', async () => {
+    const memory = new Uint8Array(1 << 20);
+    randomFillSync(memory.subarray(0, 300 * 1024));
+    const roots: string[] = [];
+    for (const key of [KEY, KEY, randomBytes(32)]) {
+      const d = ledgers(memory, new Uint8Array(0), new Set(), key);
+      d.memory.markUnits(0, memory.length / PAGE);
+      roots.push(await d.settle());
+      d.stop();
+    }
+    assert.equal(roots[0], roots[1]);
+    assert.notEqual(roots[0], roots[2]);
+    // Pages marked one at a time are tagged without the zero scan; a whole chunk's with it: same root.
+    const single = ledgers(memory, new Uint8Array(0));
+    for (let p = 0; p < memory.length / PAGE; p++) {
+      single.memory.markUnits(p, 1);
+      if (p % 3 === 0) await single.settle();
+    }
+    assert.equal(await single.settle(), roots[0]);
+    // A destroyed tagger is refused, not used.
+    single.stop();
+    single.memory.markUnits(0, 1);
+    await assert.rejects(single.settle(), (e: FerryError) => e.code === 'ERR_FERRY_CRYPTO');
   });
 });
 
@@ -185,4 +215,56 @@ describe('verify: moves between guest processes', function () {
     await waitUntil(async () => (await src.status()).opsPerSecond > 0, 5000, `the source workload to run (${ops})`);
     await src.stop();
   });
+
+  for (const [name, type, payload] of [
+    ['a VERIFY_KEY of 31 bytes', MSG.VERIFY_KEY, new Uint8Array(31)],
+    ['DATA where the VERIFY_KEY belongs', MSG.DATA, new Uint8Array(32)],
+  ] as const) {
+    it(`refuses ${name} after a verified BEGIN, and the incoming guest process exits without running`, async () => {
+      const config = box.config({ kind: 'idle' }, 16, 0, `v-key-${type}`);
+      const migrationId = `m-${randomBytes(6).toString('hex')}`;
+      const secret = { migrationId, key: randomBytes(32), nonce: randomBytes(8), mode: 'encrypted', streams: 1 } as const;
+      const incoming = await startIncomingGuest(box.dir(`dst-key-${type}`), config, {
+        ...secret,
+        key: Buffer.from(secret.key),
+        nonce: Buffer.from(secret.nonce),
+      });
+      const router = createServer({ pauseOnConnect: true }, (socket) => {
+        try {
+          incoming.addConnection(socket);
+        } catch {
+          // The incoming guest process is gone (it refused): addConnection closed the socket.
+        }
+      });
+      await new Promise<void>((resolve) => router.listen(0, '127.0.0.1', resolve));
+      try {
+        const settled = incoming.client.awaitMigration();
+        const ch = await connectChannel({ ...secret, networks: [`127.0.0.1:${(router.address() as AddressInfo).port}`] });
+        const begin = {
+          version: ENGINE_VERSION,
+          migrationId,
+          memoryBytes: 16 << 20,
+          diskBytes: 0,
+          pageSize: PAGE,
+          blockSize: BLOCK,
+          verify: true,
+        };
+        await ch.send(MSG.BEGIN, Buffer.from(JSON.stringify(begin)));
+        const ok = await ch.receive();
+        assert.equal(ok?.type, MSG.BEGIN_OK);
+        await ch.send(type, payload);
+        const info = await settled;
+        assert.equal(info.phase, 'aborted');
+        assert.equal(info.result!.error!.code, 'ERR_FERRY_FRAME');
+        assert.match(
+          info.result!.error!.message,
+          type === MSG.VERIFY_KEY ? /VERIFY_KEY of 31 bytes/ : /expected VERIFY_KEY, got message 3/,
+        );
+        await waitUntil(() => !alive(incoming.client.pid), 10_000, 'the incoming guest process to exit');
+        ch.abort(new FerryError('ERR_FERRY_ABORTED', 'test over'));
+      } finally {
+        router.close();
+      }
+    });
+  }
 });
