@@ -48,14 +48,15 @@ export class DataSender {
   current: PassReport = emptyPass(0);
 
   /**
-   * `afterChunk` runs after each 1 MiB scanned, with the units just handed over: where the engine
-   * checks its cancel and deadline, and marks what verify must hash.
+   * `afterChunk` runs after each 1 MiB scanned, with the units just handed over, their bytes as
+   * scanned (disk blocks: in scratch memory the next read reuses) and the indexes of the zero ones:
+   * where the engine checks its cancel and deadline, and verify tags them.
    */
   constructor(
     private readonly channel: Channel,
     private readonly guest: SourceGuest,
     private readonly replies: PeerReplies,
-    private readonly afterChunk: (space: number, first: number, count: number) => void,
+    private readonly afterChunk: (space: number, first: number, count: number, bytes: Uint8Array, zeros: Uint32Array) => void,
   ) {}
 
   /** The next pass's report, counted from here on. */
@@ -103,7 +104,7 @@ export class DataSender {
         }
         i += len;
       }
-      this.afterChunk(SPACE_MEMORY, at, n);
+      this.afterChunk(SPACE_MEMORY, at, n, view, zeros);
       at += n;
     }
   }
@@ -133,7 +134,7 @@ export class DataSender {
           this.current.blocks++;
         }
       }
-      this.afterChunk(SPACE_DISK, at, n);
+      this.afterChunk(SPACE_DISK, at, n, data, zeros);
     }
   }
 

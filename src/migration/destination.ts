@@ -26,7 +26,15 @@ import type { InPlaceOpener } from './in-place.js';
 import { PageWriter, type CopyBatch, type PageCopy } from './page-writer.js';
 import type { PayloadPool } from './payload-pool.js';
 import type { DestinationGuest, MigrationEvent, MigrationResult, PassReport } from './types.js';
-import { chunkDigestsOf, CHUNK_BYTES, SourceChunkHashes, VERIFY_ALGORITHM, VERIFY_KEY_BYTES, type ChunkDigests } from './verify.js';
+import {
+  chunkDigestsOf,
+  CHUNK_BYTES,
+  NO_ZEROS,
+  SourceChunkHashes,
+  VERIFY_ALGORITHM,
+  VERIFY_KEY_BYTES,
+  type ChunkDigests,
+} from './verify.js';
 
 export interface DestinationOptions {
   migrationId: string;
@@ -59,8 +67,6 @@ export interface DestinationOptions {
 
 const RECEIVED = 1;
 const WRITTEN = 2;
-/** Verifying: DATA messages between two batches of chunk hashing (about 32 MiB). */
-const HASH_ALONG_MESSAGES = 32;
 
 class DestinationMigration {
   private readonly started = performance.now();
@@ -127,25 +133,17 @@ class DestinationMigration {
     return b.verify === true;
   }
 
-  /** Units that landed: their chunks are stale for verify, and the test hook hears of memory pages. */
+  /**
+   * Units that landed: the test hook hears of memory pages, then verify tags them as they now are
+   * here, read back (a zero run scanned, so a unit it failed to zero is tagged from its bytes).
+   */
   private landed(memory: boolean, first: number, count: number, zero: boolean): void {
     if (memory) this.guest.pagesLanded?.(first, count, zero);
-    const d = this.digests;
-    if (d) (memory ? d.memory : d.disk).markUnits(first, count);
+    this.digests?.update(memory ? SPACE_MEMORY : SPACE_DISK, first, count, null, zero ? 'scan' : NO_ZEROS);
   }
 
   private landedCopies(copies: PageCopy[]): void {
     for (const c of copies) this.landed(true, c.first, c.count, false);
-  }
-
-  /**
-   * Verifying: hashes what has landed and is stale, beside the reception. Copies still in flight
-   * must land first: their chunks were marked when queued.
-   */
-  private async hashLanded(): Promise<void> {
-    if (!this.digests) return;
-    await this.writer.drain();
-    this.digests.schedule(false);
   }
 
   /**
@@ -249,7 +247,7 @@ class DestinationMigration {
           if (key.payload.length !== VERIFY_KEY_BYTES) {
             throw new FerryError('ERR_FERRY_FRAME', `VERIFY_KEY of ${key.payload.length} bytes, not ${VERIFY_KEY_BYTES}`);
           }
-          this.digests = chunkDigestsOf(this.guest, false, key.payload);
+          this.digests = chunkDigestsOf(this.guest, key.payload);
           this.sourceHashes = new SourceChunkHashes(this.digests);
         } finally {
           key.payload.fill(0);
@@ -284,7 +282,6 @@ class DestinationMigration {
               }
             }
             this.dataMessages++;
-            if (this.digests && this.dataMessages % HASH_ALONG_MESSAGES === 0) await this.hashLanded();
             break;
           case MSG.PASS_END: {
             const p = decodeJson<PassReport>(msg.type, msg.payload);
@@ -301,14 +298,9 @@ class DestinationMigration {
               durationMs: now - passStarted,
             });
             passStarted = now;
+            // Every page of the pass has landed, so is tagged (verify), before it is acknowledged.
             await this.writer.drain();
-            // Verifying, the pass is acknowledged once its chunks are hashed: the source measures
-            // passes by their acknowledgements, so what hashing costs counts in its estimates, and
-            // no backlog of hashing is left for the pause.
-            if (this.digests) {
-              await this.hashLanded();
-              await this.digests.idle();
-            }
+            this.digests?.mark();
             await this.channel.send(MSG.PASS_ACK, encodeJson({ pass }));
             this.onEvent({ type: 'progress', role: 'destination', pass, bytesReceived: this.bytesReceived });
             break;
@@ -316,8 +308,6 @@ class DestinationMigration {
           case MSG.DEVICE:
             if (this.device !== null) throw new FerryError('ERR_FERRY_FRAME', 'a second device state');
             this.device = decodeJson<object>(msg.type, msg.payload);
-            // The last pass has landed: hash it while the source hashes its side.
-            await this.hashLanded();
             break;
           case MSG.CHUNK_DIGESTS:
             if (!this.sourceHashes || this.device === null) throw new FerryError('ERR_FERRY_FRAME', 'chunk hashes out of place');
@@ -397,7 +387,7 @@ class DestinationMigration {
         `the source verifies with ${JSON.stringify(v ?? null)}; this side with ${VERIFY_ALGORITHM}`,
       );
     }
-    const root = await digests.settle();
+    const root = digests.settle(2);
     const mismatch = this.sourceHashes!.compare(complete.digest);
     outcome.verification = digests.report(this.sourceHashes!.total, mismatch);
     if (mismatch) {

@@ -9,7 +9,7 @@ import type { Channel } from '../channel/types.js';
 import { FerryError, toFerryError } from '../errors.js';
 import { Convergence } from './convergence.js';
 import { DataSender, runsOf } from './data-sender.js';
-import { ENGINE_VERSION, MSG, SPACE_MEMORY, encodeJson, type Begin, type Complete } from './messages.js';
+import { ENGINE_VERSION, MSG, encodeJson, type Begin, type Complete } from './messages.js';
 import { Outcome } from './outcome.js';
 import { PeerReplies } from './peer.js';
 import { chunkDigestsOf, CHUNK_BYTES, newVerifyKey, VERIFY_ALGORITHM, type ChunkDigests } from './verify.js';
@@ -23,11 +23,6 @@ import {
   type PassReport,
   type SourceGuest,
 } from './types.js';
-
-/** Verifying: how much is sent between two batches of chunk hashing. */
-const HASH_ALONG_BYTES = 32 << 20;
-/** Verifying: chunks still to hash (up to 1 MiB each) worth waiting for, guest running, before the pause. */
-const CATCH_UP_CHUNKS = 64;
 
 export interface SourceOptions {
   migrationId: string;
@@ -72,8 +67,6 @@ class SourceMigration {
   private lastProgress = performance.now();
   /** Bytes the destination had acknowledged at the last progress event (the rate is over the time since). */
   private lastAcked = 0;
-  /** Bytes of guest sent since verify last scheduled hashing. */
-  private sentSinceHash = 0;
 
   constructor(
     private readonly channel: Channel,
@@ -85,14 +78,15 @@ class SourceMigration {
     this.conv = new Convergence(options.maxDowntimeMs, options.autoConverge, options.maxBytesPerSecond);
     this.originalThrottle = guest.throttlePercent;
     this.replies = new PeerReplies(channel);
-    this.out = new DataSender(channel, guest, this.replies, (space, first, count) => {
+    this.out = new DataSender(channel, guest, this.replies, (space, first, count, bytes, zeros) => {
       this.checkTimeout();
-      this.hashAlong(space, first, count);
+      // Verifying: tagged from the bytes the zero scan just read (verify.ts).
+      this.digests?.update(space, first, count, bytes, zeros);
     });
     this.outcome = new Outcome('source', options.migrationId);
     if (options.verify) {
       this.verifyKey = newVerifyKey();
-      this.digests = chunkDigestsOf(guest, true, this.verifyKey);
+      this.digests = chunkDigestsOf(guest, this.verifyKey);
     } else this.digests = null;
   }
 
@@ -164,14 +158,7 @@ class SourceMigration {
     let harvestedAt = performance.now();
     let last = await this.runPass([[0, g.pageCount]], g.blockCount > 0 ? [[0, g.blockCount]] : []);
     for (;;) {
-      let pending = this.pendingBytes();
-      // Hashing far behind when the pause is due would be paid for in the pause: catch up live. A
-      // few chunks left are not worth it: the guest dirties pages while it waits, and a guest
-      // throttled to an empty dirty set would never be found with nothing dirty.
-      if ((this.digests?.pending ?? 0) > CATCH_UP_CHUNKS && this.conv.fits(pending)) {
-        await this.digests!.idle();
-        pending = this.pendingBytes();
-      }
+      const pending = this.pendingBytes();
       this.conv.recordDirty(pending, performance.now() - harvestedAt);
       this.onEvent({
         type: 'pass',
@@ -230,6 +217,7 @@ class SourceMigration {
     // giving up (and resuming here, or asking the destination) beats a guest frozen for long.
     this.channel.limitReconnectWait?.(this.options.maxDowntimeMs);
     await g.pause();
+    this.digests?.mark();
     await this.runPass(runsOf(g.harvestDirtyPages()), runsOf(g.harvestDirtyBlocks()), true);
     await this.out.send(MSG.DEVICE, encodeJson(g.deviceState()));
     const digest = this.digests ? await this.sendChunkDigests(this.digests) : null;
@@ -243,7 +231,7 @@ class SourceMigration {
 
   /** The chunks still stale hashed (the guest is paused), every chunk hash sent; returns the root. */
   private async sendChunkDigests(digests: ChunkDigests): Promise<string> {
-    const root = await digests.settle();
+    const root = digests.settle();
     for (const message of digests.messages()) await this.out.send(MSG.CHUNK_DIGESTS, message);
     this.outcome.verification = digests.report(0, null);
     return root;
@@ -317,8 +305,6 @@ class SourceMigration {
     if (!final) {
       await this.replies.passAcked(report.pass, this.options.timeoutMs - this.elapsed(), () => this.timeoutError());
       this.conv.recordRoundTrip(performance.now() - endAt);
-      // What this pass sent, hashed beside the next one; what the guest dirtied again waits.
-      this.digests?.schedule(true);
     }
     report.durationMs = performance.now() - t0;
     this.passes.push(report);
@@ -337,20 +323,6 @@ class SourceMigration {
     this.cancelled = reason instanceof FerryError ? reason : new FerryError('ERR_FERRY_ABORTED', 'cancelled by the operator');
     this.channel.abort(this.cancelled);
     return true;
-  }
-
-  /**
-   * Verifying: units just sent make their chunks stale, and every HASH_ALONG_BYTES sent what is
-   * stale and not dirty again is hashed beside the sending, so little is left for the pause.
-   */
-  private hashAlong(space: number, first: number, count: number): void {
-    const d = this.digests;
-    if (!d) return;
-    (space === SPACE_MEMORY ? d.memory : d.disk).markUnits(first, count);
-    this.sentSinceHash += count * (space === SPACE_MEMORY ? this.guest.pageSize : this.guest.blockSize);
-    if (this.sentSinceHash < HASH_ALONG_BYTES || this.pausedAt > 0) return;
-    this.sentSinceHash = 0;
-    d.schedule(true);
   }
 
   /** Between chunks of a pass and between passes: a cancel, progress, the deadline. */

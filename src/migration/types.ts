@@ -29,9 +29,6 @@ export interface SourceGuest extends GuestGeometry {
   /** How much is dirty now, without clearing. */
   countDirtyPages(): number;
   countDirtyBlocks(): number;
-  /** Whether any of these pages or blocks is dirty now, without clearing (verify skips hashing what goes again). */
-  pagesDirty?(first: number, count: number): boolean;
-  blocksDirty?(first: number, count: number): boolean;
   clearDirtyLogs(): void;
   /** Returns once the workload has stopped writing. */
   pause(): Promise<void>;

@@ -6,25 +6,21 @@
  * units' tags (16 pages, or one block), and the root, SHA-256 over a header and every chunk tag.
  * A tag is the AES-256-GCM tag of an empty message whose additional data is the unit, under a key
  * the source draws for this migration alone and sends first, sealed like everything else
- * (crypto/unit-tags.ts): GHASH, a universal hash, under a key the guest never sees. The source marks
- * a unit stale when it sends it (zero markers too) and tags stale units beside the sending, leaving
- * for later those the guest has dirtied again (they will be sent, so tagged, again). The
- * destination marks a unit stale when its write has landed and tags stale units beside the
- * reception. At switch-over each side tags only what is still stale — the last pass, mostly — and
- * the destination compares the source's chunk tags with its own, chunk by chunk. Tagging per unit
- * makes the work what the pages sent weigh: a kv guest's later passes are pages scattered over its
- * memory.
+ * (crypto/unit-tags.ts): GHASH, a universal hash, under a key the guest never sees.
+ *
+ * Units are tagged as they are handed over, never later: the source tags each run of pages or
+ * blocks right after its zero scan, from the bytes the scan read (still in cache; the zero scan's
+ * result says which tags are the constant); the destination tags
+ * each run once its write has landed, reading it back from guest memory or the disk. So nothing is
+ * left to tag at switch-over but the last pass, tagged as it goes, and the work is what the pages
+ * sent weigh.
  *
  * Why the source's tags end up those of the bytes it last sent, though it tags a running guest's
- * memory: a write to unit U after U's last tag sets its dirty bit after the write, so a later
- * harvest (the last one at the latest, with the guest paused) sends U again, which marks it stale
- * after its last tag, and every stale unit is tagged at switch-over, paused: a contradiction. So
- * no write falls after a unit's last tag, and that tag is of the paused guest, which is what the
- * last send of the unit carried.
- *
- * Tagging runs on the event loop, yielding every SLICE_CHUNKS chunks. The addon tags a page in
- * under a microsecond, mostly the call; SHA-256 of it through node:crypto took five. A chunk with
- * several units to tag is scanned for zeros first: a zero unit's tag is a constant, computed once.
+ * memory and the seal reads it later still: every send of unit U happens after the harvest that
+ * cleared U's dirty bit, and U is tagged within the send. A write to U after that tag sets the
+ * bit after the write, so a later harvest (the last one at the latest, with the guest paused) sends
+ * U again, and tags it again. So no write falls after a unit's last tag, which read the paused
+ * guest's bytes: those the last send of U carried.
  */
 import { randomBytes, createHash } from 'node:crypto';
 import { KEY_BYTES } from '../common/secrets.js';
@@ -44,38 +40,41 @@ const CHUNK_IV = Buffer.alloc(UNIT_TAG_IV_BYTES);
 CHUNK_IV[0] = 1;
 /** A chunk with at least this many units to tag is scanned for zero units first. */
 const ZERO_SCAN_UNITS = 4;
-/** Chunks hashed between two yields to the event loop: 1 MiB, about a millisecond. */
-const SLICE_CHUNKS = 16;
 /** Chunk hashes per CHUNK_DIGESTS message: 1 MiB of hashes. */
 const HASHES_PER_MESSAGE = 64 * 1024;
 const DIGESTS_HEADER_BYTES = 8;
 
-const yieldToLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
-
-/** One space (memory or disk) cut into chunks, with a hash per chunk and which are stale. */
+/** One space (memory or disk) cut into chunks, with a tag per unit and per chunk. */
 export interface SpaceSource {
   space: typeof SPACE_MEMORY | typeof SPACE_DISK;
   unitCount: number;
   unitSize: number;
-  /** Bytes of units [first, first + count): a view or a copy, read before the next call. */
+  /** Bytes of units [first, first + count), within one chunk: a view or a copy, read before the next call. */
   read(first: number, count: number): Uint8Array;
-  /** Source only: whether any of these units is dirty now (will be sent again). */
-  dirty?(first: number, count: number): boolean;
 }
+
+/**
+ * What a caller knows of the zero units among those it hands over: their indexes into the run
+ * (ascending; a zero unit's tag is a constant, computed once), or 'scan' to have them found. Only
+ * a shortcut: a unit not listed is tagged from its bytes, whatever they are.
+ */
+export type KnownZeros = ArrayLike<number> | 'scan';
+/** KnownZeros of a run said to hold no zero unit (none to skip: every unit is tagged). */
+export const NO_ZEROS: ArrayLike<number> = new Uint32Array(0);
 
 export class ChunkLedger {
   readonly unitsPerChunk: number;
   readonly chunkCount: number;
-  /** chunkCount × 16 bytes: each chunk's tag (over its units' tags), in order. */
+  /** chunkCount × 16 bytes: each chunk's tag (over its units' tags), in order, as of the last flush. */
   readonly hashes: Buffer;
   /** unitCount × 16 bytes: each unit's tag. */
   private readonly unitHashes: Buffer;
-  /** Units hashed so far, and chunk hashes recomputed. */
+  /** Units tagged so far, and chunk tags recomputed. */
   unitsHashed = 0;
   chunksHashed = 0;
-  private readonly staleUnits: Uint8Array;
+  /** Chunks whose units changed since their tag was last computed (flush computes them). */
   private readonly staleChunks: Uint8Array;
-  private staleList: number[] = [];
+  private staleCount = 0;
 
   /** The tag of a unit of zeros, and of a partial last unit of zeros when there is one. */
   private readonly zeroTags = new Map<number, Buffer>();
@@ -88,102 +87,97 @@ export class ChunkLedger {
     this.chunkCount = Math.ceil(source.unitCount / this.unitsPerChunk);
     this.hashes = Buffer.allocUnsafe(this.chunkCount * HASH_BYTES);
     this.unitHashes = Buffer.allocUnsafe(source.unitCount * HASH_BYTES);
-    this.staleUnits = new Uint8Array(source.unitCount);
     this.staleChunks = new Uint8Array(this.chunkCount);
-    // Both sides start from a guest of zeros (fresh memory, an emptied disk); pass 1 makes every
-    // unit stale anyway. Every full chunk of zeros has the same tag: computed once.
-    const zero = this.zeroTag(source.unitSize);
-    for (let u = 0; u < source.unitCount; u++) zero.copy(this.unitHashes, u * HASH_BYTES);
-    let fullChunk = -1;
-    for (let c = 0; c < this.chunkCount; c++) {
-      if (this.unitsOf(c)[1] !== this.unitsPerChunk) this.chunkHash(c);
-      else if (fullChunk < 0) this.chunkHash((fullChunk = c));
-      else this.hashes.copy(this.hashes, c * HASH_BYTES, fullChunk * HASH_BYTES, (fullChunk + 1) * HASH_BYTES);
+    // Both sides start from a guest of zeros (fresh memory, an emptied disk); pass 1 tags every
+    // unit anyway. The zero tag, doubled across the buffer, then every chunk's tag at once.
+    if (source.unitCount > 0) {
+      this.zeroTag(source.unitSize).copy(this.unitHashes, 0);
+      for (let have = HASH_BYTES; have < this.unitHashes.length; have *= 2) this.unitHashes.copyWithin(have, 0, have);
     }
+    this.staleChunks.fill(1);
+    this.staleCount = this.chunkCount;
+    this.flush();
+    this.chunksHashed = 0;
   }
 
-  get staleCount(): number {
-    return this.staleList.length;
-  }
-
-  /** Units [first, first + count) were sent (source) or written (destination). */
-  markUnits(first: number, count: number): void {
+  /**
+   * Units [first, first + count) hold new bytes (sent, at the source; landed, at the destination):
+   * tags them, then every chunk they touch. `bytes`: theirs, in order, or null to read them from
+   * the space; `zeros`: what the caller knows of the zero ones among them.
+   */
+  update(first: number, count: number, bytes: Uint8Array | null, zeros: KnownZeros): void {
     if (count <= 0) return;
-    this.staleUnits.fill(1, first, first + count);
-    const last = Math.floor((first + count - 1) / this.unitsPerChunk);
-    for (let c = Math.floor(first / this.unitsPerChunk); c <= last; c++) {
-      if (this.staleChunks[c]) continue;
-      this.staleChunks[c] = 1;
-      this.staleList.push(c);
+    const size = this.source.unitSize;
+    const per = this.unitsPerChunk;
+    const end = first + count;
+    let z = 0;
+    for (let c = Math.floor(first / per); c * per < end; c++) {
+      const a = Math.max(first, c * per);
+      const b = Math.min(end, (c + 1) * per, this.source.unitCount);
+      const data = bytes ? bytes.subarray((a - first) * size, Math.min((b - first) * size, bytes.length)) : this.source.read(a, b - a);
+      let known: ArrayLike<number> = NO_ZEROS;
+      let offset = 0;
+      if (zeros === 'scan') {
+        if (b - a >= ZERO_SCAN_UNITS && data.length % size === 0) known = zeroPages(data, size);
+      } else {
+        // The caller's indexes are into the whole run: skip to this chunk's.
+        while (z < zeros.length && zeros[z]! < a - first) z++;
+        known = zeros;
+        offset = a - first;
+      }
+      this.tagRange(a, b, data, known, z, offset);
+      if (this.staleChunks[c] === 0) {
+        this.staleChunks[c] = 1;
+        this.staleCount++;
+      }
     }
   }
 
   /**
-   * Takes the stale units to hash now, by chunk, no longer stale from here on: a mark after this
-   * call makes them stale again. `skipDirty`: leave stale those the guest dirtied again (source,
-   * live): they will be sent, so hashed, again.
+   * Computes the tag of every chunk whose units changed since: each run of consecutive ones in
+   * one call (a chunk's tag is over its units' tags, so a run of chunks is a run of 256-byte units).
    */
-  takeStale(skipDirty: boolean): Array<[number, number[]]> {
-    const taken: Array<[number, number[]]> = [];
-    const kept: number[] = [];
-    const dirty = skipDirty ? this.source.dirty : undefined;
-    for (const c of this.staleList.sort((a, b) => a - b)) {
-      const [first, count] = this.unitsOf(c);
-      const units: number[] = [];
-      let left = false;
-      for (let u = first; u < first + count; u++) {
-        if (!this.staleUnits[u]) continue;
-        if (dirty?.(u, 1)) left = true;
-        else {
-          this.staleUnits[u] = 0;
-          units.push(u);
-        }
-      }
-      if (left) kept.push(c);
-      else this.staleChunks[c] = 0;
-      if (units.length > 0) taken.push([c, units]);
+  flush(): void {
+    if (this.staleCount === 0) return;
+    const per = this.unitsPerChunk;
+    const stale = this.staleChunks;
+    for (let c = 0; c < this.chunkCount; c++) {
+      if (stale[c] === 0) continue;
+      let e = c + 1;
+      while (e < this.chunkCount && stale[e] === 1) e++;
+      stale.fill(0, c, e);
+      const units = this.unitHashes.subarray(c * per * HASH_BYTES, Math.min(e * per, this.source.unitCount) * HASH_BYTES);
+      this.tagger.tagUnits(CHUNK_IV, units, per * HASH_BYTES, this.hashes.subarray(c * HASH_BYTES, e * HASH_BYTES));
+      this.chunksHashed += e - c;
+      c = e;
     }
-    this.staleList = kept;
-    return taken;
+    this.staleCount = 0;
   }
 
-  /** Tags `units` of chunk `c` (each on its own: a pass's scattered pages cost what they weigh), then the chunk. */
-  hashUnits(c: number, units: number[]): void {
-    const [first, count] = this.unitsOf(c);
+  /** Tags units [a, b) from `data` (theirs), the ones `zeros` lists from index `z` on (minus `offset`) as zero. */
+  private tagRange(a: number, b: number, data: Uint8Array, zeros: ArrayLike<number>, z: number, offset: number): void {
     const size = this.source.unitSize;
-    const bytes = this.source.read(first, count);
-    const scan = units.length >= ZERO_SCAN_UNITS && bytes.length % size === 0;
-    const zeros = new Set(scan ? zeroPages(bytes, size) : []);
-    // Runs of consecutive units that are not zero, each tagged in one call.
-    for (let k = 0; k < units.length;) {
-      const u = units[k]!;
-      if (zeros.has(u - first)) {
+    for (let u = a; u < b;) {
+      const i = u - a;
+      if (z < zeros.length && zeros[z]! - offset === i) {
         this.zeroTag(size).copy(this.unitHashes, u * HASH_BYTES);
-        k++;
+        z++;
+        u++;
         continue;
       }
-      let end = k + 1;
-      while (end < units.length && units[end] === u + (end - k) && !zeros.has(units[end]! - first)) end++;
-      const data = bytes.subarray((u - first) * size, Math.min((u - first + end - k) * size, bytes.length));
-      this.tagger.tagUnits(UNIT_IV, data, size, this.unitHashes.subarray(u * HASH_BYTES, (u + end - k) * HASH_BYTES));
-      k = end;
+      // A run of units up to the next zero one (or the end), tagged in one call.
+      const next = z < zeros.length ? Math.min(b, a + zeros[z]! - offset) : b;
+      const run = data.subarray(i * size, Math.min((next - a) * size, data.length));
+      this.tagger.tagUnits(UNIT_IV, run, size, this.unitHashes.subarray(u * HASH_BYTES, next * HASH_BYTES));
+      u = next;
     }
-    this.unitsHashed += units.length;
-    this.chunkHash(c);
-    this.chunksHashed++;
+    this.unitsHashed += b - a;
   }
 
   /** The first unit of chunk `c` and how many it has. */
   unitsOf(c: number): [number, number] {
     const first = c * this.unitsPerChunk;
     return [first, Math.min(this.unitsPerChunk, this.source.unitCount - first)];
-  }
-
-  /** Tags chunk `c` over its units' tags, into `hashes`. */
-  private chunkHash(c: number): void {
-    const [first, count] = this.unitsOf(c);
-    const units = this.unitHashes.subarray(first * HASH_BYTES, (first + count) * HASH_BYTES);
-    this.tagger.tag(CHUNK_IV, units, this.hashes.subarray(c * HASH_BYTES, (c + 1) * HASH_BYTES));
   }
 
   private zeroTag(length: number): Buffer {
@@ -225,18 +219,16 @@ export interface VerifyReport {
 }
 
 /**
- * Both spaces' ledgers, and the hashing that runs beside the migration: `schedule` takes what is
- * stale now and hashes it in the background, one batch after another, so the newest batch's hash
- * of a chunk is the one that stays; `settle` waits for them and hashes what is still stale.
+ * Both spaces' ledgers under one tagger, tagging as units are handed over (update), and the figures
+ * of the part that fell in the switch-over: what was tagged since `mark`.
  */
 export class ChunkDigests {
   readonly memory: ChunkLedger;
   readonly disk: ChunkLedger;
-  private queue: Promise<void> = Promise.resolve();
-  /** Chunks scheduled and not yet hashed. */
-  private backlog = 0;
-  private failure: unknown = null;
   private stopped = false;
+  /** The latest two marks: chunks tagged and tagging time so far, then. */
+  private readonly marks: Array<{ chunks: number; ms: number }> = [];
+  private msTotal = 0;
   private atSwitchOver = 0;
   private switchOverMs = 0;
   private readonly tagger: UnitTagger;
@@ -253,61 +245,51 @@ export class ChunkDigests {
     this.disk = new ChunkLedger(disk, this.tagger);
   }
 
-  /** Hashes what is stale now, in the background (skipping what the guest dirtied again, when `skipDirty`). */
-  schedule(skipDirty: boolean): void {
-    const batch = this.take(skipDirty);
-    if (batch.length === 0) return;
-    this.backlog += batch.length;
-    this.queue = this.queue.then(async () => {
-      try {
-        for (let i = 0; i < batch.length; i++) {
-          if (this.stopped || this.failure) return;
-          const [ledger, c, units] = batch[i]!;
-          ledger.hashUnits(c, units);
-          if (i % SLICE_CHUNKS === SLICE_CHUNKS - 1) await yieldToLoop();
-        }
-      } catch (err) {
-        this.failure = err;
-      } finally {
-        this.backlog -= batch.length;
-      }
-    });
+  /** Units of `space` hold new bytes (ChunkLedger.update); nothing once stopped. */
+  update(space: number, first: number, count: number, bytes: Uint8Array | null, zeros: KnownZeros): void {
+    if (this.stopped) return;
+    const t0 = performance.now();
+    (space === SPACE_MEMORY ? this.memory : this.disk).update(first, count, bytes, zeros);
+    this.msTotal += performance.now() - t0;
   }
 
-  /** Chunks scheduled and not hashed yet. */
-  get pending(): number {
-    return this.backlog;
-  }
-
-  /** Waits until everything scheduled so far is hashed. */
-  async idle(): Promise<void> {
-    await this.queue;
-    this.throwIfFailed();
+  /** Where the switch-over may begin: the source marks at its pause, the destination at each PASS_END. */
+  mark(): void {
+    this.flush();
+    this.marks.push({ chunks: this.chunksHashed, ms: this.msTotal });
+    if (this.marks.length > 2) this.marks.shift();
   }
 
   /**
-   * At switch-over, with nothing writing any more: waits for the background hashing, then hashes
-   * every chunk still stale. Returns the root.
+   * At switch-over, every unit handed over already tagged: the root. What was tagged since mark
+   * `back` (1: the latest; 2: the one before, the destination's, whose latest is the last pass's
+   * end) is the part that held the pause.
    */
-  async settle(): Promise<string> {
-    await this.idle();
-    const t0 = performance.now();
-    const batch = this.take(false);
-    for (let i = 0; i < batch.length; i++) {
-      const [ledger, c, units] = batch[i]!;
-      ledger.hashUnits(c, units);
-      // Nothing else writes now; yielding keeps the control socket and the channel answering.
-      if (i % (SLICE_CHUNKS * 16) === SLICE_CHUNKS * 16 - 1) await yieldToLoop();
-    }
-    this.atSwitchOver = batch.length;
-    this.switchOverMs = performance.now() - t0;
+  settle(back: 1 | 2 = 1): string {
+    this.flush();
+    const from = this.marks[this.marks.length - back] ?? { chunks: 0, ms: 0 };
+    this.atSwitchOver = this.chunksHashed - from.chunks;
+    this.switchOverMs = this.msTotal - from.ms;
     return this.root();
   }
 
-  /** Ends the background hashing (the migration is over) and wipes the tag key. */
+  /** Both ledgers' chunk tags brought up to date (ChunkLedger.flush), timed. */
+  private flush(): void {
+    if (this.stopped) return;
+    const t0 = performance.now();
+    this.memory.flush();
+    this.disk.flush();
+    this.msTotal += performance.now() - t0;
+  }
+
+  /** Ends the tagging (the migration is over) and wipes the tag key. */
   stop(): void {
     this.stopped = true;
     this.tagger.destroy();
+  }
+
+  private get chunksHashed(): number {
+    return this.memory.chunksHashed + this.disk.chunksHashed;
   }
 
   /** SHA-256 over a header (scheme, sizes, chunk size) and every chunk tag, memory then disk. */
@@ -350,23 +332,12 @@ export class ChunkDigests {
       memoryChunks: this.memory.chunkCount,
       diskChunks: this.disk.chunkCount,
       chunksCompared,
-      chunksHashed: this.memory.chunksHashed + this.disk.chunksHashed,
+      chunksHashed: this.chunksHashed,
       unitsHashed: this.memory.unitsHashed + this.disk.unitsHashed,
       chunksHashedAtSwitchOver: this.atSwitchOver,
       switchOverHashMs: Math.round(this.switchOverMs * 10) / 10,
       mismatch,
     };
-  }
-
-  private take(skipDirty: boolean): Array<[ChunkLedger, number, number[]]> {
-    return [
-      ...this.memory.takeStale(skipDirty).map(([c, units]): [ChunkLedger, number, number[]] => [this.memory, c, units]),
-      ...this.disk.takeStale(skipDirty).map(([c, units]): [ChunkLedger, number, number[]] => [this.disk, c, units]),
-    ];
-  }
-
-  private throwIfFailed(): void {
-    if (this.failure) throw new FerryError('ERR_FERRY_INTERNAL', `hashing chunks for verify failed: ${(this.failure as Error).message}`);
   }
 }
 
@@ -444,8 +415,6 @@ export interface ChunkedGuest extends GuestGeometry {
   memoryPages(first: number, count: number): Uint8Array;
   pageRunLimit(first: number, max: number): number;
   readBlocks(first: number, count: number, into: Uint8Array): Uint8Array;
-  pagesDirty?(first: number, count: number): boolean;
-  blocksDirty?(first: number, count: number): boolean;
 }
 
 /** A fresh tag key: the source draws one per verified migration and sends it as VERIFY_KEY. */
@@ -453,11 +422,8 @@ export function newVerifyKey(): Buffer {
   return randomBytes(VERIFY_KEY_BYTES);
 }
 
-/**
- * The ledgers of a guest's memory and disk under tag key `key` (copied); `source`: ask its dirty
- * logs what will go again.
- */
-export function chunkDigestsOf(g: ChunkedGuest, source: boolean, key: Uint8Array): ChunkDigests {
+/** The ledgers of a guest's memory and disk under tag key `key` (copied). */
+export function chunkDigestsOf(g: ChunkedGuest, key: Uint8Array): ChunkDigests {
   const scratch = Buffer.allocUnsafe(Math.max(CHUNK_BYTES, g.blockSize));
   const readPages = (first: number, count: number): Uint8Array => {
     // A chunk lies in one memory slot when the slot is a multiple of it; copy it together otherwise.
@@ -477,14 +443,12 @@ export function chunkDigestsOf(g: ChunkedGuest, source: boolean, key: Uint8Array
       unitCount: g.pageCount,
       unitSize: g.pageSize,
       read: readPages,
-      dirty: source && g.pagesDirty ? (f, n) => g.pagesDirty!(f, n) : undefined,
     },
     {
       space: SPACE_DISK,
       unitCount: g.blockCount,
       unitSize: g.blockSize,
       read: (f, n) => g.readBlocks(f, n, scratch),
-      dirty: source && g.blocksDirty ? (f, n) => g.blocksDirty!(f, n) : undefined,
     },
     { memoryBytes: g.memoryBytes, diskBytes: g.diskBytes },
     key,

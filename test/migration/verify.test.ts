@@ -14,7 +14,8 @@ import { startGuest, startIncomingGuest } from '../../src/guest/index.js';
 import { FerryError } from '../../src/errors.js';
 import { sleep } from '../../src/common/async.js';
 import { migrateLocally as migrate } from '../../src/bench/local-migration.js';
-import { CHUNK_BYTES, ChunkDigests, SourceChunkHashes, VERIFY_ALGORITHM, type SpaceSource } from '../../src/migration/verify.js';
+import { CHUNK_BYTES, ChunkDigests, NO_ZEROS, SourceChunkHashes, VERIFY_ALGORITHM, type SpaceSource } from '../../src/migration/verify.js';
+import { zeroPages } from '../../src/crypto/index.js';
 import { ENGINE_VERSION, MSG, SPACE_DISK, SPACE_MEMORY } from '../../src/migration/messages.js';
 import { CORRUPT_PAGE_ENV } from '../../src/guest/synthetic/test-faults.js';
 import { GuestSandbox, workloadReady } from '../support/guests.js';
@@ -27,14 +28,13 @@ const BLOCK = 64 * 1024;
 /** The tag key both sides of these ledgers share, as the source's VERIFY_KEY gives it. */
 const KEY = randomBytes(32);
 
-/** Chunk ledgers over plain buffers: `dirty` names the pages a dirty log would hold. */
-function ledgers(memory: Uint8Array, disk: Uint8Array, dirty = new Set<number>(), key: Uint8Array = KEY): ChunkDigests {
+/** Chunk ledgers over plain buffers. */
+function ledgers(memory: Uint8Array, disk: Uint8Array, key: Uint8Array = KEY): ChunkDigests {
   const mem: SpaceSource = {
     space: SPACE_MEMORY,
     unitCount: memory.length / PAGE,
     unitSize: PAGE,
     read: (f, n) => memory.subarray(f * PAGE, (f + n) * PAGE),
-    dirty: (f, n) => [...dirty].some((p) => p >= f && p < f + n),
   };
   const dsk: SpaceSource = {
     space: SPACE_DISK,
@@ -46,25 +46,24 @@ function ledgers(memory: Uint8Array, disk: Uint8Array, dirty = new Set<number>()
 }
 
 describe('verify: chunk ledgers', () => {
-  it('hashes what was marked, holds back what the dirty log will send again, and finds the first differing chunk', async () => {
+  it('tags what is handed over, counts for the pause what came after the mark, and finds the first differing chunk', () => {
     const memory = new Uint8Array(1 << 20);
     const disk = new Uint8Array(4 * BLOCK);
     randomFillSync(memory.subarray(0, 512 * 1024));
     randomFillSync(disk.subarray(BLOCK, 2 * BLOCK));
-    const dirty = new Set([3]);
-    const src = ledgers(memory, disk, dirty);
-    src.memory.markUnits(0, memory.length / PAGE);
-    src.disk.markUnits(0, 4);
-    src.schedule(true);
-    await src.idle();
-    // Page 3 is dirty: it stays stale for the pause (so its chunk does); every other page was hashed.
-    assert.equal(src.memory.staleCount, 1);
-    assert.equal(src.memory.chunksHashed + src.disk.chunksHashed, 16 + 4);
-    assert.equal(src.memory.unitsHashed, 256 - 1);
-    const root = await src.settle();
-    assert.equal(src.memory.staleCount, 0);
+    // The source hands its bytes over, as sent; then, paused, page 3 again.
+    const src = ledgers(memory, disk);
+    src.update(SPACE_MEMORY, 0, memory.length / PAGE, memory, 'scan');
+    src.update(SPACE_DISK, 0, 4, disk, 'scan');
+    // Chunk tags wait for a mark (or the settle): 16 memory chunks and 4 disk ones then.
+    assert.equal(src.report(0, null).chunksHashed, 0);
+    src.mark();
+    assert.equal(src.report(0, null).chunksHashed, 16 + 4);
+    memory[3 * PAGE] ^= 0xff;
+    src.update(SPACE_MEMORY, 3, 1, memory.subarray(3 * PAGE, 4 * PAGE), NO_ZEROS);
+    const root = src.settle();
     assert.equal(src.report(0, null).chunksHashedAtSwitchOver, 1);
-    assert.equal(src.memory.unitsHashed, 256);
+    assert.equal(src.report(0, null).unitsHashed, 256 + 4 + 1);
 
     // The destination holds the same but one byte of disk block 2 and one of memory chunk 9.
     const memory2 = Uint8Array.from(memory);
@@ -72,21 +71,23 @@ describe('verify: chunk ledgers', () => {
     memory2[9 * CHUNK_BYTES + 100] ^= 1;
     disk2[2 * BLOCK] = 7;
     const dst = ledgers(memory2, disk2);
-    dst.memory.markUnits(0, memory.length / PAGE);
-    dst.disk.markUnits(0, 4);
-    const dstRoot = await dst.settle();
-    assert.notEqual(dstRoot, root);
+    dst.update(SPACE_MEMORY, 0, memory.length / PAGE, null, NO_ZEROS);
+    dst.update(SPACE_DISK, 0, 4, null, 'scan');
+    assert.notEqual(dst.settle(), root);
     const theirs = new SourceChunkHashes(dst);
     for (const m of src.messages()) theirs.accept(m);
     assert.deepEqual(theirs.compare(root), { space: 'memory', chunk: 9, offset: 9 * CHUNK_BYTES, bytes: CHUNK_BYTES });
     // With memory equal again the disk block is named; with everything equal, nothing.
     memory2[9 * CHUNK_BYTES + 100] ^= 1;
-    dst.memory.markUnits(9 * 16, 1);
-    await dst.settle();
+    dst.update(SPACE_MEMORY, 9 * 16, 1, null, NO_ZEROS);
+    dst.settle();
+    assert.deepEqual(theirs.compare(root), { space: 'disk', chunk: 2, offset: 2 * BLOCK, bytes: BLOCK });
+    // A block said to be zero by a scan that finds it is not: tagged from its bytes, still caught.
+    dst.update(SPACE_DISK, 2, 1, null, 'scan');
     assert.deepEqual(theirs.compare(root), { space: 'disk', chunk: 2, offset: 2 * BLOCK, bytes: BLOCK });
     disk2[2 * BLOCK] = 0;
-    dst.disk.markUnits(2, 1);
-    assert.equal(await dst.settle(), root);
+    dst.update(SPACE_DISK, 2, 1, null, 'scan');
+    assert.equal(dst.settle(), root);
     assert.equal(theirs.compare(root), null);
     // A root that is not that of the hashes sent is refused, whatever the hashes say.
     assert.throws(
@@ -115,29 +116,53 @@ describe('verify: chunk ledgers', () => {
     assert.throws(() => theirs.compare(d.root()), /8 of 16 chunk hashes/);
   });
 
-  it('tags under the key: the same bytes under another key give another root, and a zero page skipped by the scan tags as one hashed', async () => {
+  it('tags under the key, whatever the caller knew of the zeros: another key gives another root; nothing is tagged once stopped', () => {
     const memory = new Uint8Array(1 << 20);
     randomFillSync(memory.subarray(0, 300 * 1024));
-    const roots: string[] = [];
-    for (const key of [KEY, KEY, randomBytes(32)]) {
-      const d = ledgers(memory, new Uint8Array(0), new Set(), key);
-      d.memory.markUnits(0, memory.length / PAGE);
-      roots.push(await d.settle());
+    randomFillSync(memory.subarray(600 * 1024, 610 * 1024));
+    const pages = memory.length / PAGE;
+    const rootOf = (key: Uint8Array, hand: (d: ChunkDigests) => void): string => {
+      const d = ledgers(memory, new Uint8Array(0), key);
+      hand(d);
+      const root = d.settle();
       d.stop();
-    }
-    assert.equal(roots[0], roots[1]);
-    assert.notEqual(roots[0], roots[2]);
-    // Pages marked one at a time are tagged without the zero scan; a whole chunk's with it: same root.
-    const single = ledgers(memory, new Uint8Array(0));
-    for (let p = 0; p < memory.length / PAGE; p++) {
-      single.memory.markUnits(p, 1);
-      if (p % 3 === 0) await single.settle();
-    }
-    assert.equal(await single.settle(), roots[0]);
-    // A destroyed tagger is refused, not used.
-    single.stop();
-    single.memory.markUnits(0, 1);
-    await assert.rejects(single.settle(), (e: FerryError) => e.code === 'ERR_FERRY_CRYPTO');
+      return root;
+    };
+    const scanned = rootOf(KEY, (d) => d.update(SPACE_MEMORY, 0, pages, memory, 'scan'));
+    // The zero scan's own list of the zero pages, as the source's sender passes it; none at all; a
+    // page at a time; read from the space: one root.
+    assert.equal(
+      rootOf(KEY, (d) => d.update(SPACE_MEMORY, 0, pages, memory, zeroPages(memory, PAGE))),
+      scanned,
+    );
+    assert.equal(
+      rootOf(KEY, (d) => d.update(SPACE_MEMORY, 0, pages, null, NO_ZEROS)),
+      scanned,
+    );
+    assert.equal(
+      rootOf(KEY, (d) => {
+        for (let p = 0; p < pages; p++) d.update(SPACE_MEMORY, p, 1, null, 'scan');
+      }),
+      scanned,
+    );
+    // Runs that start and end inside chunks.
+    assert.equal(
+      rootOf(KEY, (d) => {
+        for (let p = 0; p < pages; p += 7)
+          d.update(SPACE_MEMORY, p, Math.min(7, pages - p), memory.subarray(p * PAGE, (p + 7) * PAGE), 'scan');
+      }),
+      scanned,
+    );
+    assert.notEqual(
+      rootOf(randomBytes(32), (d) => d.update(SPACE_MEMORY, 0, pages, memory, 'scan')),
+      scanned,
+    );
+    const d = ledgers(memory, new Uint8Array(0));
+    d.update(SPACE_MEMORY, 0, pages, memory, 'scan');
+    d.mark();
+    d.stop();
+    d.update(SPACE_MEMORY, 0, 1, new Uint8Array(PAGE).fill(1), NO_ZEROS);
+    assert.equal(d.settle(), scanned);
   });
 });
 

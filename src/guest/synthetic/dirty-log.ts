@@ -80,20 +80,6 @@ export class DirtyLog {
     return n;
   }
 
-  /** Whether any of [first, first + count) is set, without clearing. */
-  anySet(first: number, count: number): boolean {
-    const end = first + count;
-    for (let i = first; i < end;) {
-      const w = i >>> 5;
-      const lo = i & 31;
-      const hi = Math.min(32, lo + (end - i));
-      const mask = hi - lo === 32 ? -1 : ((1 << (hi - lo)) - 1) << lo;
-      if (Atomics.load(this.bits, w) & mask) return true;
-      i += hi - lo;
-    }
-    return false;
-  }
-
   /** Clears the log (the start of a migration: everything is sent in the first pass anyway). */
   clear(): void {
     for (let w = 0; w < this.bits.length; w++) Atomics.store(this.bits, w, 0);

@@ -143,12 +143,6 @@ export class SyntheticGuest implements SourceGuest, DestinationGuest {
   countDirtyBlocks(): number {
     return this.blockLog.count();
   }
-  pagesDirty(first: number, count: number): boolean {
-    return this.pageLog.anySet(first, count);
-  }
-  blocksDirty(first: number, count: number): boolean {
-    return this.blockLog.anySet(first, count);
-  }
   clearDirtyLogs(): void {
     this.pageLog.clear();
     this.blockLog.clear();
