@@ -305,6 +305,8 @@ class SourceMigration {
     if (!final) {
       await this.replies.passAcked(report.pass, this.options.timeoutMs - this.elapsed(), () => this.timeoutError());
       this.conv.recordRoundTrip(performance.now() - endAt);
+      // Verifying: the chunk tags this pass changed, computed now rather than in the pause.
+      this.digests?.mark();
     }
     report.durationMs = performance.now() - t0;
     this.passes.push(report);

@@ -253,7 +253,10 @@ export class ChunkDigests {
     this.msTotal += performance.now() - t0;
   }
 
-  /** Where the switch-over may begin: the source marks at its pause, the destination at each PASS_END. */
+  /**
+   * Brings the chunk tags up to date, and notes where the switch-over may begin: both sides mark at
+   * each pass's end, the source at its pause too.
+   */
   mark(): void {
     this.flush();
     this.marks.push({ chunks: this.chunksHashed, ms: this.msTotal });
@@ -262,8 +265,8 @@ export class ChunkDigests {
 
   /**
    * At switch-over, every unit handed over already tagged: the root. What was tagged since mark
-   * `back` (1: the latest; 2: the one before, the destination's, whose latest is the last pass's
-   * end) is the part that held the pause.
+   * `back` is the part that held the pause: the source's latest (its pause), the destination's one
+   * before the latest (its latest is the last pass's end).
    */
   settle(back: 1 | 2 = 1): string {
     this.flush();
