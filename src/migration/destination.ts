@@ -85,7 +85,7 @@ class DestinationMigration {
   private device: object | null = null;
   private sourceAborted = false;
   private readonly writer: PageWriter;
-  /** When verifying: the hashes of what this side holds, and the source's (verify.ts). */
+  /** When verifying: the tags of what this side holds, and the source's chunk tags (verify.ts). */
   private digests: ChunkDigests | null = null;
   private sourceHashes: SourceChunkHashes | null = null;
 
@@ -325,7 +325,7 @@ class DestinationMigration {
       const sourceDigest = typeof complete.digest === 'string' ? complete.digest : null;
       outcome.sourceDigest = sourceDigest;
       if (this.digests && complete.verify !== undefined) {
-        outcome.destinationDigest = await this.verifyChunks(complete, outcome);
+        outcome.destinationDigest = this.verifyChunks(complete, outcome);
       } else if (sourceDigest !== null) {
         // A source of before chunk hashes sends its whole-guest digest: compared the old way.
         outcome.destinationDigest = await g.digest();
@@ -369,10 +369,10 @@ class DestinationMigration {
   }
 
   /**
-   * Compares the source's chunk hashes with this side's, hashed up to date now; throws naming the
-   * first chunk that differs. Returns this side's root.
+   * Compares the source's chunk tags with this side's (every landed unit already tagged, the chunk
+   * tags brought up to date now); throws naming the first chunk that differs. Returns this side's root.
    */
-  private async verifyChunks(complete: Complete, outcome: Outcome): Promise<string> {
+  private verifyChunks(complete: Complete, outcome: Outcome): string {
     const digests = this.digests!;
     const v = complete.verify;
     if (

@@ -50,7 +50,7 @@ class SourceMigration {
   private readonly cpuStart = process.cpuUsage();
   private readonly originalThrottle: number;
   private readonly replies: PeerReplies;
-  /** When verifying: the hashes of the chunks sent, kept up to date as the passes go (verify.ts). */
+  /** When verifying: the tags of what was sent, kept up to date as the passes go (verify.ts). */
   private readonly digests: ChunkDigests | null;
   /** When verifying: the tag key, until VERIFY_KEY has carried it to the destination. */
   private verifyKey: Buffer | null = null;
@@ -205,8 +205,8 @@ class SourceMigration {
 
   /**
    * Pause the guest, send the last dirty pages and blocks, the device state, and COMPLETE with the
-   * counts of everything sent. Verifying, the chunks not hashed since they were last sent (those of
-   * the last pass, mostly) are hashed now, paused, and every chunk hash goes before COMPLETE.
+   * counts of everything sent. Verifying, the last pass is tagged as it is sent, paused, and every
+   * chunk tag goes before COMPLETE.
    */
   private async switchOver(): Promise<void> {
     const g = this.guest;
@@ -229,7 +229,7 @@ class SourceMigration {
     await this.out.send(MSG.COMPLETE, encodeJson(complete));
   }
 
-  /** The chunks still stale hashed (the guest is paused), every chunk hash sent; returns the root. */
+  /** The chunk tags brought up to date (the guest is paused) and every one sent; returns the root. */
   private async sendChunkDigests(digests: ChunkDigests): Promise<string> {
     const root = digests.settle();
     for (const message of digests.messages()) await this.out.send(MSG.CHUNK_DIGESTS, message);
@@ -245,7 +245,7 @@ class SourceMigration {
       outcome.destinationDigest = answer.digest;
       outcome.downtimeMs = performance.now() - this.pausedAt;
       outcome.outcome = 'committed';
-      // The destination commits only once it compared every chunk hash with its own.
+      // The destination commits only once it compared every chunk tag with its own.
       if (this.digests) outcome.verification = this.digests.report(this.digests.memory.chunkCount + this.digests.disk.chunkCount, null);
       this.onEvent({ type: 'committed', downtimeMs: outcome.downtimeMs });
       this.replies.close();
