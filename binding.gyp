@@ -12,6 +12,7 @@
         "native/gcm_binding.cc",
         "native/gcm_evp.cc",
         "native/gcm_vaes.cc",
+        "native/page_map.cc",
         "native/zero_pages.cc",
         "native/zero_pages_binding.cc"
       ],

@@ -1,4 +1,5 @@
 #include "binding.h"
+#include "page_map.h"
 #include "zero_pages.h"
 
 namespace ferry {
@@ -72,6 +73,24 @@ Napi::Value zero_pages_async_js(const Napi::CallbackInfo& info) {
   return promise;
 }
 
+// zeroPagesUnread(bytes, pageSize, out) -> how many, or -1: zeroPages with the pages the kernel never
+// mapped counted without being read (page_map.h). The caller has checked privateAnonymous(bytes).
+Napi::Value zero_pages_unread_js(const Napi::CallbackInfo& info) {
+  Bytes bytes;
+  size_t page_size;
+  uint32_t* out;
+  if (!zero_pages_args(info, &bytes, &page_size, &out)) return info.Env().Undefined();
+  return Napi::Number::New(info.Env(),
+                           static_cast<double>(zero_pages_unread(bytes.data, bytes.length, page_size, out)));
+}
+
+// privateAnonymous(bytes) -> whether the bytes lie in private anonymous mappings (page_map.h).
+Napi::Value private_anonymous_js(const Napi::CallbackInfo& info) {
+  Bytes bytes;
+  if (!get_bytes(info[0], &bytes)) return info.Env().Undefined();
+  return Napi::Boolean::New(info.Env(), private_anonymous(bytes.data, bytes.length));
+}
+
 // readAll(bytes) -> a fold of every byte: the read-bandwidth reference for `ferry bench crypto`.
 Napi::Value read_all_js(const Napi::CallbackInfo& info) {
   Bytes bytes;
@@ -84,6 +103,8 @@ Napi::Value read_all_js(const Napi::CallbackInfo& info) {
 void init_zero_pages(Napi::Env env, Napi::Object exports) {
   exports.Set("zeroPages", Napi::Function::New(env, zero_pages_js, "zeroPages"));
   exports.Set("zeroPagesAsync", Napi::Function::New(env, zero_pages_async_js, "zeroPagesAsync"));
+  exports.Set("zeroPagesUnread", Napi::Function::New(env, zero_pages_unread_js, "zeroPagesUnread"));
+  exports.Set("privateAnonymous", Napi::Function::New(env, private_anonymous_js, "privateAnonymous"));
   exports.Set("readAll", Napi::Function::New(env, read_all_js, "readAll"));
 }
 

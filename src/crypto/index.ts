@@ -8,6 +8,7 @@
  *   const backend = await loadBackend();
  *   const sealed = await backend.seal(key, iv, aad, plaintext);
  */
+import { constants as bufferConstants } from 'node:buffer';
 import { FerryError } from '../errors.js';
 import { BACKEND_NAMES, type Backend, type BackendName } from './backend.js';
 import { NativeBackend } from './native.js';
@@ -15,7 +16,7 @@ import { loadAddon, type CpuFeatures, type GcmImplementation } from './native-ad
 import { NodeBackend } from './node.js';
 import { NativeUnitTagger, NodeUnitTagger, type UnitTagger } from './unit-tags.js';
 import { WebCryptoBackend } from './webcrypto.js';
-import { DEFAULT_PAGE_SIZE, scanViewTs, scanZeroPages, scanZeroPagesAsync, type ZeroPageSource } from './zero-pages.js';
+import { checkPageSize, DEFAULT_PAGE_SIZE, scanViewTs, scanZeroPages, scanZeroPagesAsync, type ZeroPageSource } from './zero-pages.js';
 
 export * from './backend.js';
 export { NativeBackend } from './native.js';
@@ -143,6 +144,40 @@ export function zeroPages(buffer: ZeroPageSource, pageSize: number = DEFAULT_PAG
   if (addon) return scanZeroPages(buffer, pageSize, (view, size, out) => addon.zeroPages(view, size, out));
   fellBack(reason);
   return scanZeroPages(buffer, pageSize, scanViewTs);
+}
+
+/** Backing stores found to lie in private anonymous mappings, or not: asked once each. */
+const anonymousStores = new WeakMap<ArrayBufferLike, boolean>();
+
+function bufferOf(source: ZeroPageSource): ArrayBufferLike {
+  if (source instanceof Uint8Array) return source.buffer;
+  if (source instanceof ArrayBuffer || source instanceof SharedArrayBuffer) return source;
+  throw new TypeError('buffer must be a Uint8Array, Buffer, ArrayBuffer or SharedArrayBuffer');
+}
+
+/**
+ * zeroPages for memory this process may never have touched (a guest's memory at the destination):
+ * the pages the kernel never mapped are zero without being read (/proc/self/pagemap), so a fresh
+ * page costs neither a fault nor a scan, and the others are scanned. The shortcut holds only for
+ * private anonymous memory (a SharedArrayBuffer's is), asked of the kernel once per buffer; any
+ * other buffer, one too large for a single view, a kernel that cannot tell, or no addon, gets
+ * zeroPages.
+ */
+export function zeroPagesUnread(source: ZeroPageSource, pageSize: number = DEFAULT_PAGE_SIZE): Uint32Array {
+  const { addon } = loadAddon();
+  const buffer = bufferOf(source);
+  checkPageSize(pageSize);
+  if (!addon) return zeroPages(source, pageSize);
+  let anonymous = anonymousStores.get(buffer);
+  if (anonymous === undefined) {
+    anonymous = buffer.byteLength > 0 && buffer.byteLength <= bufferConstants.MAX_LENGTH && addon.privateAnonymous(new Uint8Array(buffer));
+    anonymousStores.set(buffer, anonymous);
+  }
+  if (!anonymous) return zeroPages(source, pageSize);
+  return scanZeroPages(source, pageSize, (v, size, out) => {
+    const n = addon.zeroPagesUnread(v, size, out);
+    return n >= 0 ? n : addon.zeroPages(v, size, out);
+  });
 }
 
 /**

@@ -62,6 +62,11 @@ export interface NativeAddon {
   zeroPages(bytes: Uint8Array, pageSize: number, out: Uint32Array): number;
   /** zeroPages on the libuv pool; both buffers are held until the Promise settles. */
   zeroPagesAsync(bytes: Uint8Array, pageSize: number, out: Uint32Array): Promise<number>;
+  /** zeroPages counting the pages the kernel never mapped as zero without reading them; -1 when the
+   * kernel cannot tell. Only for bytes privateAnonymous holds true of. */
+  zeroPagesUnread(bytes: Uint8Array, pageSize: number, out: Uint32Array): number;
+  /** Whether the bytes lie wholly in private anonymous mappings (where an unmapped page reads as zero). */
+  privateAnonymous(bytes: Uint8Array): boolean;
   /** `flat` holds destination, source for each copy in turn (equal lengths): copies them in order on
    * one worker of the libuv pool, holding every buffer until the Promise settles. */
   copyBatch(flat: Uint8Array[]): Promise<void>;

@@ -24,7 +24,7 @@
  */
 import { randomBytes, createHash } from 'node:crypto';
 import { KEY_BYTES } from '../common/secrets.js';
-import { UNIT_TAG_BYTES, UNIT_TAG_IV_BYTES, unitTagger, zeroPages, type UnitTagger } from '../crypto/index.js';
+import { UNIT_TAG_BYTES, UNIT_TAG_IV_BYTES, unitTagger, zeroPages, zeroPagesUnread, type UnitTagger } from '../crypto/index.js';
 import { FerryError } from '../errors.js';
 import { SPACE_DISK, SPACE_MEMORY } from './messages.js';
 import type { GuestGeometry } from './types.js';
@@ -51,6 +51,12 @@ export interface SpaceSource {
   unitSize: number;
   /** Bytes of units [first, first + count), within one chunk: a view or a copy, read before the next call. */
   read(first: number, count: number): Uint8Array;
+  /**
+   * The zero units among [first, first + count), as indexes into the range, found the cheapest
+   * sound way (memory: pages the kernel never mapped are zero unread). Without it, a 'scan' reads
+   * every unit.
+   */
+  zeros?(first: number, count: number): ArrayLike<number>;
 }
 
 /**
@@ -107,6 +113,7 @@ export class ChunkLedger {
    */
   update(first: number, count: number, bytes: Uint8Array | null, zeros: KnownZeros): void {
     if (count <= 0) return;
+    if (zeros === 'scan' && this.source.zeros) zeros = this.source.zeros(first, count);
     const size = this.source.unitSize;
     const per = this.unitsPerChunk;
     const end = first + count;
@@ -440,12 +447,25 @@ export function chunkDigestsOf(g: ChunkedGuest, key: Uint8Array): ChunkDigests {
     }
     return scratch.subarray(0, at);
   };
+  const memoryZeros = (first: number, count: number): ArrayLike<number> => {
+    let found: ArrayLike<number> | null = null;
+    const parts: number[] = [];
+    for (let p = first; p < first + count;) {
+      const n = g.pageRunLimit(p, first + count - p);
+      const zeros = zeroPagesUnread(g.memoryPages(p, n), g.pageSize);
+      if (p === first && n === count) found = zeros;
+      else for (const z of zeros as Uint32Array) parts.push(z + p - first);
+      p += n;
+    }
+    return found ?? parts;
+  };
   return new ChunkDigests(
     {
       space: SPACE_MEMORY,
       unitCount: g.pageCount,
       unitSize: g.pageSize,
       read: readPages,
+      zeros: memoryZeros,
     },
     {
       space: SPACE_DISK,
