@@ -310,7 +310,7 @@ class DestinationMigration {
             this.device = decodeJson<object>(msg.type, msg.payload);
             break;
           case MSG.CHUNK_DIGESTS:
-            if (!this.sourceHashes || this.device === null) throw new FerryError('ERR_FERRY_FRAME', 'chunk hashes out of place');
+            if (!this.sourceHashes) throw new FerryError('ERR_FERRY_FRAME', 'chunk hashes out of place');
             this.sourceHashes.accept(msg.payload);
             break;
           case MSG.COMPLETE:

@@ -229,12 +229,17 @@ class SourceMigration {
     await this.out.send(MSG.COMPLETE, encodeJson(complete));
   }
 
-  /** The chunk tags brought up to date (the guest is paused) and every one sent; returns the root. */
+  /** The chunk tags brought up to date (the guest is paused) and the last changed ones sent; returns the root. */
   private async sendChunkDigests(digests: ChunkDigests): Promise<string> {
     const root = digests.settle();
-    for (const message of digests.messages()) await this.out.send(MSG.CHUNK_DIGESTS, message);
+    await this.sendChangedDigests(digests);
     this.outcome.verification = digests.report(0, null);
     return root;
+  }
+
+  /** The chunk tags computed since the last send, as CHUNK_DIGESTS. */
+  private async sendChangedDigests(digests: ChunkDigests): Promise<void> {
+    for (const message of digests.messages()) await this.out.send(MSG.CHUNK_DIGESTS, message);
   }
 
   /** The destination's decision: COMMITTED (it runs the guest now), or ABORT ("not committed", and never will be). */
@@ -291,6 +296,12 @@ class SourceMigration {
     for (const [f, n] of pages) await this.out.sendPages(f, n);
     for (const [f, n] of blocks) await this.out.sendBlocks(f, n);
     await this.out.endData();
+    if (!final && this.digests) {
+      // Verifying: the chunk tags this pass changed, computed and sent now rather than in the
+      // pause, ahead of PASS_END, so they have arrived once it is acknowledged.
+      this.digests.mark();
+      await this.sendChangedDigests(this.digests);
+    }
     const endAt = performance.now();
     await this.out.send(
       MSG.PASS_END,
@@ -305,8 +316,6 @@ class SourceMigration {
     if (!final) {
       await this.replies.passAcked(report.pass, this.options.timeoutMs - this.elapsed(), () => this.timeoutError());
       this.conv.recordRoundTrip(performance.now() - endAt);
-      // Verifying: the chunk tags this pass changed, computed now rather than in the pause.
-      this.digests?.mark();
     }
     report.durationMs = performance.now() - t0;
     this.passes.push(report);

@@ -42,6 +42,8 @@ CHUNK_IV[0] = 1;
 const ZERO_SCAN_UNITS = 4;
 /** Chunk hashes per CHUNK_DIGESTS message: 1 MiB of hashes. */
 const HASHES_PER_MESSAGE = 64 * 1024;
+/** Runs of changed chunks this close (256 bytes of tags) go in one CHUNK_DIGESTS message. */
+const JOIN_GAP_CHUNKS = 16;
 const DIGESTS_HEADER_BYTES = 8;
 
 /** One space (memory or disk) cut into chunks, with a tag per unit and per chunk. */
@@ -81,6 +83,8 @@ export class ChunkLedger {
   /** Chunks whose units changed since their tag was last computed (flush computes them). */
   private readonly staleChunks: Uint8Array;
   private staleCount = 0;
+  /** Chunks whose tag was computed since it was last handed out (takeUnsent). */
+  private readonly unsentChunks: Uint8Array;
 
   /** The tag of a unit of zeros, and of a partial last unit of zeros when there is one. */
   private readonly zeroTags = new Map<number, Buffer>();
@@ -94,6 +98,7 @@ export class ChunkLedger {
     this.hashes = Buffer.allocUnsafe(this.chunkCount * HASH_BYTES);
     this.unitHashes = Buffer.allocUnsafe(source.unitCount * HASH_BYTES);
     this.staleChunks = new Uint8Array(this.chunkCount);
+    this.unsentChunks = new Uint8Array(this.chunkCount);
     // Both sides start from a guest of zeros (fresh memory, an emptied disk); pass 1 tags every
     // unit anyway. The zero tag, doubled across the buffer, then every chunk's tag at once.
     if (source.unitCount > 0) {
@@ -153,6 +158,7 @@ export class ChunkLedger {
       let e = c + 1;
       while (e < this.chunkCount && stale[e] === 1) e++;
       stale.fill(0, c, e);
+      this.unsentChunks.fill(1, c, e);
       const units = this.unitHashes.subarray(c * per * HASH_BYTES, Math.min(e * per, this.source.unitCount) * HASH_BYTES);
       this.tagger.tagUnits(CHUNK_IV, units, per * HASH_BYTES, this.hashes.subarray(c * HASH_BYTES, e * HASH_BYTES));
       this.chunksHashed += e - c;
@@ -179,6 +185,24 @@ export class ChunkLedger {
       u = next;
     }
     this.unitsHashed += b - a;
+  }
+
+  /**
+   * The runs of chunks whose tag was computed since the last call (every chunk, the first time),
+   * as [first, count], each at most `max` chunks; runs apart by at most `gap` unchanged chunks are
+   * joined (a tag sent again costs less than a message more). Marks them handed out.
+   */
+  *takeUnsent(max: number, gap: number): Generator<[number, number]> {
+    const unsent = this.unsentChunks;
+    for (let c = unsent.indexOf(1); c !== -1 && c < this.chunkCount;) {
+      let end = c + 1; // one past the last unsent chunk of the run
+      for (let next = end; next < this.chunkCount && next - c < max && next - end <= gap; next++) {
+        if (unsent[next] === 1) end = next + 1;
+      }
+      unsent.fill(0, c, end);
+      yield [c, end - c];
+      c = unsent.indexOf(1, end);
+    }
   }
 
   /** The first unit of chunk `c` and how many it has. */
@@ -316,14 +340,17 @@ export class ChunkDigests {
       .digest('hex');
   }
 
-  /** CHUNK_DIGESTS messages carrying every chunk hash, memory then disk. */
+  /**
+   * CHUNK_DIGESTS messages carrying the chunk tags computed since the last call (every one, the
+   * first time), memory then disk: the source sends them after each mark, so the pause carries
+   * only what the last pass changed.
+   */
   *messages(): Generator<Uint8Array> {
     for (const [space, ledger] of [
       [SPACE_MEMORY, this.memory],
       [SPACE_DISK, this.disk],
     ] as const) {
-      for (let first = 0; first < ledger.chunkCount; first += HASHES_PER_MESSAGE) {
-        const n = Math.min(HASHES_PER_MESSAGE, ledger.chunkCount - first);
+      for (const [first, n] of ledger.takeUnsent(HASHES_PER_MESSAGE, JOIN_GAP_CHUNKS)) {
         const out = Buffer.allocUnsafe(DIGESTS_HEADER_BYTES + n * HASH_BYTES);
         out.writeUInt8(space, 0);
         out.writeUInt8(0, 1);
@@ -353,7 +380,8 @@ export class ChunkDigests {
 
 /**
  * The destination's copy of the source's chunk hashes, from its CHUNK_DIGESTS messages (input:
- * checked like any message), and the comparison with its own.
+ * checked like any message), and the comparison with its own. A chunk's later tag replaces its
+ * earlier one (the source sends what each pass changed); by COMPLETE every chunk must have one.
  */
 export class SourceChunkHashes {
   private readonly hashes: Record<number, Buffer>;
@@ -379,11 +407,11 @@ export class SourceChunkHashes {
     const seen = this.seen[space]!;
     if (n === 0 || first + n > seen.length) throw bad(`chunks ${first}+${n} outside ${seen.length}`);
     for (let c = first; c < first + n; c++) {
-      if (seen[c]) throw bad(`chunk ${c} twice`);
+      if (seen[c]) continue;
       seen[c] = 1;
+      this.received++;
     }
     b.copy(this.hashes[space]!, first * HASH_BYTES, DIGESTS_HEADER_BYTES);
-    this.received += n;
   }
 
   /**
