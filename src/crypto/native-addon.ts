@@ -49,6 +49,8 @@ export interface NativeAddon {
   /** For each `unitSize` piece of `data` in turn (the last may be shorter), writes to `output` the
    * 16-byte tag of an empty message with that piece as its additional data. Returns true. */
   tagUnits(key: KeyHandle, iv: Uint8Array, data: Uint8Array, unitSize: number, output: Uint8Array): boolean;
+  /** tagUnits for the units of `base` that `indexes` names: unit i's tag goes to output[16 i, 16 i + 16). */
+  tagUnitsAt(key: KeyHandle, iv: Uint8Array, base: Uint8Array, unitSize: number, indexes: Uint32Array, output: Uint8Array): boolean;
   /** `flat` holds iv, aad, input, output for each job in turn; a seal's input may be an array of
    * segments, gathered in order (output must not overlap them). Runs on up to `threads` workers of
    * the libuv pool (small batches on the calling thread); resolves with the number of pool workers

@@ -25,6 +25,11 @@ export interface UnitTagger {
   tag(iv: Uint8Array, data: Uint8Array, out: Uint8Array): void;
   /** Tags each `unitSize` piece of `data` (the last may be shorter) into `out`, 16 bytes each. */
   tagUnits(iv: Uint8Array, data: Uint8Array, unitSize: number, out: Uint8Array): void;
+  /**
+   * Tags the units of `base` (each `unitSize` bytes, the last may be shorter) that `indexes`
+   * names, unit i's tag into out[16 i, 16 i + 16): one call for scattered units.
+   */
+  tagUnitsAt(iv: Uint8Array, base: Uint8Array, unitSize: number, indexes: Uint32Array, out: Uint8Array): void;
   /** Wipes the key. */
   destroy(): void;
 }
@@ -43,6 +48,16 @@ function unitsIn(data: Uint8Array, unitSize: number): number {
   if (!Number.isSafeInteger(unitSize) || unitSize <= 0)
     throw new FerryError('ERR_FERRY_CRYPTO', `unit size ${unitSize} is not a positive integer`);
   return Math.ceil(data.length / unitSize);
+}
+
+function checkScatteredArgs(iv: Uint8Array, base: Uint8Array, unitSize: number, indexes: Uint32Array, out: Uint8Array): void {
+  const units = unitsIn(base, unitSize);
+  if (iv.length !== UNIT_TAG_IV_BYTES) throw new FerryError('ERR_FERRY_CRYPTO', `a unit tag takes a ${UNIT_TAG_IV_BYTES}-byte IV`);
+  for (const u of indexes) {
+    if (u >= units || out.length < (u + 1) * UNIT_TAG_BYTES) {
+      throw new FerryError('ERR_FERRY_CRYPTO', `unit ${u} is outside the ${units} units or their ${out.length / UNIT_TAG_BYTES} tags`);
+    }
+  }
 }
 
 export class NativeUnitTagger implements UnitTagger {
@@ -67,6 +82,12 @@ export class NativeUnitTagger implements UnitTagger {
     if (!this.handle) throw new FerryError('ERR_FERRY_CRYPTO', 'the unit tagger was destroyed');
     checkTagArgs(iv, out, unitsIn(data, unitSize));
     this.addon.tagUnits(this.handle, iv, data, unitSize, out);
+  }
+
+  tagUnitsAt(iv: Uint8Array, base: Uint8Array, unitSize: number, indexes: Uint32Array, out: Uint8Array): void {
+    if (!this.handle) throw new FerryError('ERR_FERRY_CRYPTO', 'the unit tagger was destroyed');
+    checkScatteredArgs(iv, base, unitSize, indexes, out);
+    this.addon.tagUnitsAt(this.handle, iv, base, unitSize, indexes, out);
   }
 
   destroy(): void {
@@ -99,6 +120,14 @@ export class NodeUnitTagger implements UnitTagger {
     for (let i = 0; i < n; i++) {
       const unit = data.subarray(i * unitSize, Math.min((i + 1) * unitSize, data.length));
       this.tag(iv, unit, out.subarray(i * UNIT_TAG_BYTES, (i + 1) * UNIT_TAG_BYTES));
+    }
+  }
+
+  tagUnitsAt(iv: Uint8Array, base: Uint8Array, unitSize: number, indexes: Uint32Array, out: Uint8Array): void {
+    checkScatteredArgs(iv, base, unitSize, indexes, out);
+    for (const u of indexes) {
+      const unit = base.subarray(u * unitSize, Math.min((u + 1) * unitSize, base.length));
+      this.tag(iv, unit, out.subarray(u * UNIT_TAG_BYTES, (u + 1) * UNIT_TAG_BYTES));
     }
   }
 

@@ -82,6 +82,8 @@ export class ChunkLedger {
   chunksHashed = 0;
   /** Chunks whose units changed since their tag was last computed (flush computes them). */
   private readonly staleChunks: Uint8Array;
+  /** Those chunks, in the order they went stale: staleList[0, staleCount). */
+  private readonly staleList: Uint32Array;
   private staleCount = 0;
   /** Chunks whose tag was computed since it was last handed out (takeUnsent). */
   private readonly unsentChunks: Uint8Array;
@@ -105,8 +107,8 @@ export class ChunkLedger {
       this.zeroTag(source.unitSize).copy(this.unitHashes, 0);
       for (let have = HASH_BYTES; have < this.unitHashes.length; have *= 2) this.unitHashes.copyWithin(have, 0, have);
     }
-    this.staleChunks.fill(1);
-    this.staleCount = this.chunkCount;
+    this.staleList = new Uint32Array(this.chunkCount);
+    for (let c = 0; c < this.chunkCount; c++) this.markStale(c);
     this.flush();
     this.chunksHashed = 0;
   }
@@ -138,33 +140,30 @@ export class ChunkLedger {
         offset = a - first;
       }
       this.tagRange(a, b, data, known, z, offset);
-      if (this.staleChunks[c] === 0) {
-        this.staleChunks[c] = 1;
-        this.staleCount++;
-      }
+      this.markStale(c);
     }
   }
 
   /**
-   * Computes the tag of every chunk whose units changed since: each run of consecutive ones in
-   * one call (a chunk's tag is over its units' tags, so a run of chunks is a run of 256-byte units).
+   * Computes the tag of every chunk whose units changed since, all in one call (a chunk's tag is
+   * over its units' tags: the chunks are 256-byte units of the unit tags, tagged where they lie).
    */
   flush(): void {
     if (this.staleCount === 0) return;
-    const per = this.unitsPerChunk;
-    const stale = this.staleChunks;
-    for (let c = 0; c < this.chunkCount; c++) {
-      if (stale[c] === 0) continue;
-      let e = c + 1;
-      while (e < this.chunkCount && stale[e] === 1) e++;
-      stale.fill(0, c, e);
-      this.unsentChunks.fill(1, c, e);
-      const units = this.unitHashes.subarray(c * per * HASH_BYTES, Math.min(e * per, this.source.unitCount) * HASH_BYTES);
-      this.tagger.tagUnits(CHUNK_IV, units, per * HASH_BYTES, this.hashes.subarray(c * HASH_BYTES, e * HASH_BYTES));
-      this.chunksHashed += e - c;
-      c = e;
+    const stale = this.staleList.subarray(0, this.staleCount);
+    this.tagger.tagUnitsAt(CHUNK_IV, this.unitHashes, this.unitsPerChunk * HASH_BYTES, stale, this.hashes);
+    for (const c of stale) {
+      this.staleChunks[c] = 0;
+      this.unsentChunks[c] = 1;
     }
+    this.chunksHashed += this.staleCount;
     this.staleCount = 0;
+  }
+
+  private markStale(c: number): void {
+    if (this.staleChunks[c] === 1) return;
+    this.staleChunks[c] = 1;
+    this.staleList[this.staleCount++] = c;
   }
 
   /** Tags units [a, b) from `data` (theirs), the ones `zeros` lists from index `z` on (minus `offset`) as zero. */

@@ -103,6 +103,34 @@ describe('verify unit tags', () => {
     );
   });
 
+  it('tags units scattered over a buffer into their own places, each as tagUnits would', () => {
+    fc.assert(
+      fc.property(
+        fc.uint8Array({ minLength: 32, maxLength: 32 }),
+        fc.uint8Array({ minLength: 1, maxLength: 20_000 }),
+        fc.integer({ min: 1, max: 3000 }),
+        fc.array(fc.nat(), { maxLength: 12 }),
+        (key, data, unitSize, picks) => {
+          const iv = new Uint8Array(12).fill(5);
+          const n = Math.ceil(data.length / unitSize);
+          const all = Buffer.alloc(n * 16);
+          new NodeUnitTagger(key).tagUnits(iv, data, unitSize, all);
+          const indexes = Uint32Array.from(picks.map((p) => p % n));
+          for (const t of taggers(key)) {
+            const out = Buffer.alloc(n * 16, 0xee);
+            t.tagUnitsAt(iv, data, unitSize, indexes, out);
+            t.destroy();
+            for (let u = 0; u < n; u++) {
+              const want = indexes.includes(u) ? all.subarray(u * 16, (u + 1) * 16) : Buffer.alloc(16, 0xee);
+              assert.equal(out.subarray(u * 16, (u + 1) * 16).toString('hex'), want.toString('hex'), `${t.implementation} unit ${u}`);
+            }
+          }
+        },
+      ),
+      { numRuns: 60 },
+    );
+  });
+
   it('refuses a key of the wrong size, a wrong IV or tag size, and any use once destroyed', () => {
     const crypto = (e: FerryError) => e.code === 'ERR_FERRY_CRYPTO';
     assert.throws(() => new NodeUnitTagger(new Uint8Array(16)), crypto);
@@ -111,6 +139,11 @@ describe('verify unit tags', () => {
       assert.throws(() => t.tag(new Uint8Array(12), new Uint8Array(4), new Uint8Array(15)), crypto, t.implementation);
       assert.throws(() => t.tagUnits(new Uint8Array(12), new Uint8Array(40), 16, new Uint8Array(32)), crypto, t.implementation);
       assert.throws(() => t.tagUnits(new Uint8Array(12), new Uint8Array(40), 0, new Uint8Array(48)), crypto, t.implementation);
+      const at = (indexes: number[], out: number) => () =>
+        t.tagUnitsAt(new Uint8Array(12), new Uint8Array(40), 16, Uint32Array.from(indexes), new Uint8Array(out));
+      assert.throws(at([3], 64), crypto, t.implementation); // 40 bytes hold units 0-2
+      assert.throws(at([2], 32), crypto, t.implementation); // unit 2's tag would end at 48
+      assert.throws(() => t.tagUnitsAt(new Uint8Array(11), new Uint8Array(40), 16, new Uint32Array(1), new Uint8Array(48)), crypto);
       t.destroy();
       assert.throws(() => t.tag(new Uint8Array(12), new Uint8Array(4), new Uint8Array(16)), crypto, t.implementation);
     }
