@@ -71,7 +71,11 @@ export const benchEngineCommand = defineCommand<EngineArgs>({
     yargs
       .option('memory', { type: 'string', default: '1GiB', describe: 'guest memory' })
       .option('disk', { type: 'string', default: '0', describe: 'guest disk (0: none)' })
-      .option('workload', { type: 'string', default: 'idle', describe: 'idle | kv:get=N,set=N | dirty:RATE (idle fills memory first)' })
+      .option('workload', {
+        type: 'string',
+        default: 'idle',
+        describe: 'idle | kv:get=N,set=N | dirty:RATE[,fill] (idle writes memory first; fill, memory and disk)',
+      })
       .option('streams', { type: 'number', default: 2, describe: 'TCP connections' })
       .option('runs', { type: 'number', default: 1, describe: 'encrypted/plain pairs' })
       .option('bandwidth', { type: 'string', describe: 'link cap, e.g. 10Gbit' })

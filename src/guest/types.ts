@@ -19,8 +19,11 @@ export type Workload =
   | { kind: 'idle' }
   /** A key-value store in guest memory serving this many GETs and SETs a second on random keys. */
   | { kind: 'kv'; getsPerSecond: number; setsPerSecond: number }
-  /** Writes this many bytes a second to random pages (and disk blocks, when there is a disk). */
-  | { kind: 'dirty'; bytesPerSecond: number };
+  /**
+   * Writes this many bytes a second to random pages (and disk blocks, when there is a disk);
+   * `fill`: first writes all of memory and disk once, as a guest in use would have them.
+   */
+  | { kind: 'dirty'; bytesPerSecond: number; fill?: boolean };
 
 /** What every guest's config has, whatever its driver. */
 export interface GuestConfigBase {

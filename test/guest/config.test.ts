@@ -48,7 +48,8 @@ describe('guest config checks', () => {
     assert.deepEqual(parseWorkload('idle'), { kind: 'idle' });
     assert.deepEqual(parseWorkload('kv:get=150000,set=50000'), { kind: 'kv', getsPerSecond: 150000, setsPerSecond: 50000 });
     assert.deepEqual(parseWorkload('dirty:200MB'), { kind: 'dirty', bytesPerSecond: 200e6 });
-    for (const bad of ['busy', 'kv:get=1', 'dirty:', 'dirty:fast', 'kv:get=-1,set=2']) {
+    assert.deepEqual(parseWorkload('dirty:4MB,fill'), { kind: 'dirty', bytesPerSecond: 4e6, fill: true });
+    for (const bad of ['busy', 'kv:get=1', 'dirty:', 'dirty:fast', 'kv:get=-1,set=2', 'dirty:4MB,full', 'dirty:,fill']) {
       assert.throws(
         () => parseWorkload(bad),
         (e: FerryError) => e.code === 'ERR_FERRY_INPUT',

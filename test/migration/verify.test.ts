@@ -195,6 +195,20 @@ describe('verify: moves between guest processes', function () {
   const box = new GuestSandbox();
   after(() => box.cleanup());
 
+  it('verifies a move of a dirty guest that wrote all of its memory and disk first (dirty:RATE,fill): no zero page or block left', async () => {
+    const config = box.config({ kind: 'dirty', bytesPerSecond: 1 << 20, fill: true }, 32, 8, 'v-fill');
+    const src = await workloadReady(await startGuest(box.dir('src-fill'), config));
+    const m = await migrate(src, box.dir('dst-fill'), config, { mode: 'encrypted', verify: true });
+    assert.equal(m.source.phase, 'committed', JSON.stringify(m.source.result?.error));
+    const first = m.source.result!.passes[0]!;
+    assert.equal(first.pages, (32 << 20) / 4096);
+    assert.equal(first.zeroPages, 0);
+    assert.equal(first.blocks, (8 << 20) / (64 << 10)); // 64 KiB blocks
+    assert.equal(first.zeroBlocks, 0);
+    await src.finish();
+    await m.incoming.client.destroy();
+  });
+
   for (const [name, workload, mode] of [
     ['idle', { kind: 'idle' }, 'encrypted'],
     ['kv', { kind: 'kv', getsPerSecond: 3000, setsPerSecond: 1000 }, 'encrypted'],

@@ -140,7 +140,7 @@ export const demoCommand = defineCommand<DemoArgs>({
       .option('workload', {
         type: 'string',
         requiresArg: true,
-        describe: `synthetic: idle | kv:get=N,set=N | dirty:RATE (default ${DEFAULT_WORKLOAD})`,
+        describe: `synthetic: idle | kv:get=N,set=N | dirty:RATE[,fill] (default ${DEFAULT_WORKLOAD})`,
       })
       .example('$0 demo', 'a QEMU guest where QEMU runs here, else a 1 GiB key-value guest, moved between two local agents')
       .example('$0 demo --driver synthetic --memory 256MiB --json', 'a smaller synthetic guest, with JSON events and the result line'),

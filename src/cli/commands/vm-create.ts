@@ -158,7 +158,7 @@ export const vmCreateCommand = defineCommand<VmCreateArgs>({
         type: 'string',
         default: 'idle',
         requiresArg: true,
-        describe: 'idle | kv:get=N,set=N | dirty:RATE (e.g. dirty:200MB)',
+        describe: 'idle | kv:get=N,set=N | dirty:RATE[,fill] (e.g. dirty:200MB; fill: memory and disk written once first)',
       })
       .option('nic', {
         type: 'string',

@@ -5,7 +5,7 @@
  */
 import { FerryError } from '../../errors.js';
 import { parseRate } from '../../common/units.js';
-import { bad, defaulted, int, obj, oneOf, type Check } from '../../common/validate.js';
+import { bad, bool, defaulted, int, obj, oneOf, optional, type Check } from '../../common/validate.js';
 import type { Workload } from '../types.js';
 import { BLOCK_SIZE, MAX_DISK_BYTES, MAX_MEMORY_BYTES, PAGE_SIZE } from './layout.js';
 
@@ -16,7 +16,11 @@ const MAX_DIRTY_BYTES_PER_SECOND = 100 * 2 ** 30;
 const WORKLOADS = {
   idle: obj({ kind: oneOf(['idle'] as const) }),
   kv: obj({ kind: oneOf(['kv'] as const), getsPerSecond: int({ min: 0, max: MAX_OPS }), setsPerSecond: int({ min: 0, max: MAX_OPS }) }),
-  dirty: obj({ kind: oneOf(['dirty'] as const), bytesPerSecond: int({ min: 0, max: MAX_DIRTY_BYTES_PER_SECOND }) }),
+  dirty: obj({
+    kind: oneOf(['dirty'] as const),
+    bytesPerSecond: int({ min: 0, max: MAX_DIRTY_BYTES_PER_SECOND }),
+    fill: optional(bool),
+  }),
 };
 
 export const checkWorkload: Check<Workload> = (v, field) => {
@@ -35,15 +39,22 @@ export const SYNTHETIC_FIELDS = {
   workload: checkWorkload,
 };
 
-/** `idle`, `kv:get=N,set=N`, `dirty:RATE` (RATE as parseRate reads it: 200MB, 1Gbit). */
+/**
+ * `idle`, `kv:get=N,set=N`, `dirty:RATE` or `dirty:RATE,fill` (RATE as parseRate reads it: 200MB,
+ * 1Gbit; `fill`: memory and disk written once first).
+ */
 export function parseWorkload(text: string): Workload {
   const t = text.trim();
-  const fail = () => new FerryError('ERR_FERRY_INPUT', `workload "${text}": use idle, kv:get=N,set=N or dirty:RATE (e.g. dirty:200MB)`);
+  const fail = () =>
+    new FerryError('ERR_FERRY_INPUT', `workload "${text}": use idle, kv:get=N,set=N or dirty:RATE[,fill] (e.g. dirty:200MB)`);
   if (t === 'idle') return { kind: 'idle' };
   const kv = /^kv:get=(\d+),set=(\d+)$/.exec(t);
   if (kv) return checkWorkload({ kind: 'kv', getsPerSecond: Number(kv[1]), setsPerSecond: Number(kv[2]) }, 'workload');
-  const dirty = /^dirty:(.+)$/.exec(t);
-  if (dirty) return checkWorkload({ kind: 'dirty', bytesPerSecond: parseRate(dirty[1]!, 'workload dirty rate') }, 'workload');
+  const dirty = /^dirty:(.+?)(,fill)?$/.exec(t);
+  if (dirty) {
+    const bytesPerSecond = parseRate(dirty[1]!, 'workload dirty rate');
+    return checkWorkload({ kind: 'dirty', bytesPerSecond, ...(dirty[2] ? { fill: true } : {}) }, 'workload');
+  }
   throw fail();
 }
 
@@ -54,6 +65,6 @@ export function formatWorkload(w: Workload): string {
     case 'kv':
       return `kv:get=${w.getsPerSecond},set=${w.setsPerSecond}`;
     case 'dirty':
-      return `dirty:${w.bytesPerSecond}B`;
+      return `dirty:${w.bytesPerSecond}B${w.fill ? ',fill' : ''}`;
   }
 }

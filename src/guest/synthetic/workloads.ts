@@ -71,20 +71,33 @@ export function createWorkload(workload: Workload, parts: GuestParts, seed: numb
   randomFillSync(pool);
   const base = { kind: workload.kind };
 
+  // Fills memory once with random (so non-zero, incompressible) bytes, a slice a call; then, for
+  // `withDisk`, the disk: setupDone counts memory bytes, then disk bytes after them.
+  const fillSlice = (withDisk: boolean): boolean => {
+    const disk = withDisk ? parts.disk : null;
+    const total = memory.bytes + (disk?.bytes ?? 0);
+    if (setupDone >= total) return true;
+    if (setupDone < memory.bytes) {
+      const page = setupDone / PAGE_SIZE;
+      const count = memory.runLimit(page, SETUP_SLICE_BYTES / PAGE_SIZE);
+      randomFillSync(memory.pages(page, count));
+      pageLog.markRange(page, count);
+      setupDone = Math.min(memory.bytes, setupDone + count * PAGE_SIZE);
+    } else if (disk && parts.blockLog) {
+      const offset = setupDone - memory.bytes;
+      const bytes = Math.min(SETUP_SLICE_BYTES, disk.bytes - offset);
+      disk.writeAt(offset, randomFillSync(new Uint8Array(bytes)));
+      parts.blockLog.markRange(Math.floor(offset / BLOCK_SIZE), Math.ceil(bytes / BLOCK_SIZE));
+      setupDone += bytes;
+    }
+    return setupDone >= total;
+  };
+
   switch (workload.kind) {
     case 'idle':
       return {
         rate: 0,
-        setupSlice() {
-          if (setupDone >= memory.bytes) return true;
-          // Fill memory once with random (so non-zero, incompressible) bytes.
-          const page = setupDone / PAGE_SIZE;
-          const count = memory.runLimit(page, SETUP_SLICE_BYTES / PAGE_SIZE);
-          randomFillSync(memory.pages(page, count));
-          pageLog.markRange(page, count);
-          setupDone = Math.min(memory.bytes, setupDone + count * PAGE_SIZE);
-          return setupDone >= memory.bytes;
-        },
+        setupSlice: () => fillSlice(false),
         op() {},
         state: () => ({ ...base, rng: rng.s, setupDone, ops }),
       };
@@ -120,7 +133,7 @@ export function createWorkload(workload: Workload, parts: GuestParts, seed: numb
       const stampBytes = new Uint8Array(stamp.buffer);
       return {
         rate: workload.bytesPerSecond / PAGE_SIZE,
-        setupSlice: () => true,
+        setupSlice: () => !workload.fill || fillSlice(true),
         op() {
           ops++;
           stamp.setFloat64(0, ops, true);
