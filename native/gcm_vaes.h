@@ -1,7 +1,8 @@
 // ferry's own AES-256-GCM for CPUs with VAES and VPCLMULQDQ, in two widths over one expanded key:
 //   vaes-avx2    256-bit registers: sixteen blocks per loop turn, GHASH aggregated over sixteen;
 //   vaes-avx512  512-bit registers (AVX-512F/BW/VL as well): thirty-two blocks per turn, GHASH
-//                aggregated over thirty-two; a message's last < 512 bytes go through the 256-bit code.
+//                aggregated over thirty-two (the additional data's too); a message's last < 512 bytes
+//                go through the 256-bit code.
 #pragma once
 
 #include <cstddef>
