@@ -388,7 +388,7 @@ class DestinationMigration {
       );
     }
     const root = digests.settle(2);
-    const mismatch = this.sourceHashes!.compare(complete.digest);
+    const mismatch = this.sourceHashes!.compare(complete.digest, root);
     outcome.verification = digests.report(this.sourceHashes!.total, mismatch);
     if (mismatch) {
       throw new FerryError(

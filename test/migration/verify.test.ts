@@ -110,6 +110,12 @@ describe('verify: chunk ledgers', () => {
       () => theirs.compare('00'.repeat(32)),
       (e: FerryError) => e.code === 'ERR_FERRY_FRAME',
     );
+    // The same with this side's root at hand (its tags equal the source's, so it stands for theirs).
+    assert.equal(theirs.compare(root2, dst.settle()), null);
+    assert.throws(
+      () => theirs.compare('00'.repeat(32), dst.settle()),
+      (e: FerryError) => e.code === 'ERR_FERRY_FRAME',
+    );
   });
 
   it('refuses malformed, out-of-range and missing CHUNK_DIGESTS; a chunk sent again is replaced', () => {
