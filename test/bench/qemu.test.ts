@@ -150,7 +150,10 @@ describe('ferry bench qemu', function () {
           assert.deepEqual(x.damage, [], what);
           // Each side's CPU is counted (in clock ticks of /proc: a small move's destination under KVM
           // can take less than one, so more than zero is asked of the moves together, below).
-          assert.ok(x.cpuSeconds.source! >= 0 && x.cpuSeconds.destination! >= 0, `${what} ${JSON.stringify(x.cpuSeconds)}`);
+          assert.ok(
+            x.cpuSeconds.source !== null && x.cpuSeconds.source >= 0 && x.cpuSeconds.destination !== null && x.cpuSeconds.destination >= 0,
+            `${what} ${JSON.stringify(x.cpuSeconds)}`,
+          );
           assert.ok(x.vcpuSeconds.source! <= x.cpuSeconds.source! + 0.01, what);
           if (process.getuid?.() === 0)
             assert.ok(x.socketBytes !== null && x.socketBytes >= x.qemuRamBytes!, `${what}: ${x.socketBytes} ${x.notes}`);
