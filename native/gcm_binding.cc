@@ -304,6 +304,14 @@ Napi::Value batch_js(const Napi::CallbackInfo& info) {
   return promise;
 }
 
+// Unit i of `data` (unitSize bytes, the last may be shorter) tagged into out[16 i, 16 i + 16): the
+// tag of an empty message with the unit as its additional data. tagUnits and tagUnitsAt share it.
+Status tag_unit(Context& ctx, const Bytes& iv, const Bytes& data, size_t size, size_t i, const Bytes& out) {
+  const size_t at = i * size;
+  const Job job{iv.data, data.data + at, std::min(size, data.length - at), out.data, 0, out.data + i * gcm::kTagBytes};
+  return ctx.seal(job);
+}
+
 // tagUnits(handle, iv, data, unitSize, out) -> true. For each unitSize piece of `data` in turn (the
 // last may be shorter), `out` receives 16 bytes: the tag of an empty message with that piece as its
 // additional data. Verify's unit tags (src/crypto/unit-tags.ts) for a run of pages in one call,
@@ -326,10 +334,7 @@ Napi::Value tag_units_js(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   for (size_t i = 0; i < units; i++) {
-    const size_t at = i * size;
-    const Job job{
-        iv.data, data.data + at, std::min(size, data.length - at), out.data, 0, out.data + i * gcm::kTagBytes};
-    const Status s = handle->context->seal(job);
+    const Status s = tag_unit(*handle->context, iv, data, size, i, out);
     if (s != Status::kOk) return status_to_js(env, s, true);
   }
   return Napi::Boolean::New(env, true);
@@ -362,10 +367,7 @@ Napi::Value tag_units_at_js(const Napi::CallbackInfo& info) {
     }
   }
   for (size_t i = 0; i < indexes.ElementLength(); i++) {
-    const size_t at = indexes[i] * size;
-    const Job job{
-        iv.data, base.data + at, std::min(size, base.length - at), out.data, 0, out.data + indexes[i] * gcm::kTagBytes};
-    const Status s = handle->context->seal(job);
+    const Status s = tag_unit(*handle->context, iv, base, size, indexes[i], out);
     if (s != Status::kOk) return status_to_js(env, s, true);
   }
   return Napi::Boolean::New(env, true);
